@@ -1,0 +1,617 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ *
+ * Module definition, directives, configuration and init hooks.  No
+ * protocol logic lives here.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_chat.h"
+#include "ngx_chat_ws.h"
+#include "ngx_chat_shm.h"
+#include "ngx_chat_fanout.h"
+#include "ngx_chat_status.h"
+
+
+typedef struct {
+    ngx_shm_zone_t  *zone;
+    ngx_str_t        file;
+    ngx_uint_t       line;
+} ngx_chat_zone_ref_t;
+
+
+static void *ngx_chat_create_main_conf(ngx_conf_t *cf);
+static void *ngx_chat_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_chat_postconfiguration(ngx_conf_t *cf);
+static char *ngx_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_chat_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_chat_origins(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_shm_zone_t *ngx_chat_zone_ref(ngx_conf_t *cf, ngx_str_t *name);
+static ngx_int_t ngx_chat_init_process(ngx_cycle_t *cycle);
+static void ngx_chat_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_num_bounds_t  ngx_chat_history_bounds = {
+    ngx_conf_check_num_bounds, 0, 100000
+};
+
+static ngx_conf_num_bounds_t  ngx_chat_max_rooms_bounds = {
+    ngx_conf_check_num_bounds, 1, 100000
+};
+
+
+static ngx_command_t  ngx_chat_commands[] = {
+
+    { ngx_string("chat_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_chat_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_chat,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_user"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, user),
+      NULL },
+
+    { ngx_string("chat_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_chat_rate,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_history"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, history),
+      &ngx_chat_history_bounds },
+
+    { ngx_string("chat_max_message_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, max_message_size),
+      NULL },
+
+    { ngx_string("chat_origins"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_chat_origins,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_max_rooms"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, max_rooms),
+      &ngx_chat_max_rooms_bounds },
+
+    { ngx_string("chat_send_buffer"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, send_buffer),
+      NULL },
+
+    { ngx_string("chat_ping_interval"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, ping_interval),
+      NULL },
+
+    { ngx_string("chat_ping_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, ping_timeout),
+      NULL },
+
+    { ngx_string("chat_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_chat_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_chat_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_chat_postconfiguration,            /* postconfiguration */
+
+    ngx_chat_create_main_conf,             /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_chat_create_loc_conf,              /* create location configuration */
+    ngx_chat_merge_loc_conf                /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_chat_module = {
+    NGX_MODULE_V1,
+    &ngx_chat_module_ctx,                  /* module context */
+    ngx_chat_commands,                     /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_chat_init_process,                 /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_chat_exit_process,                 /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_chat_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_pcalloc(cf->pool, sizeof(ngx_chat_main_conf_t));
+    if (cmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&cmcf->zones, cf->pool, 2,
+                       sizeof(ngx_chat_shm_ctx_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    if (ngx_array_init(&cmcf->refs, cf->pool, 4, sizeof(ngx_chat_zone_ref_t))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return cmcf;
+}
+
+
+static void *
+ngx_chat_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_chat_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_chat_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->zone = NULL;
+     *     conf->status_zone = NULL;
+     *     conf->user = NULL;
+     *     conf->chat_file = { 0, NULL };
+     */
+
+    conf->origins = NGX_CONF_UNSET_PTR;
+    conf->rate = NGX_CONF_UNSET_UINT;
+    conf->burst = NGX_CONF_UNSET_UINT;
+    conf->history = NGX_CONF_UNSET_UINT;
+    conf->max_message_size = NGX_CONF_UNSET_SIZE;
+    conf->max_rooms = NGX_CONF_UNSET_UINT;
+    conf->send_buffer = NGX_CONF_UNSET_SIZE;
+    conf->ping_interval = NGX_CONF_UNSET_MSEC;
+    conf->ping_timeout = NGX_CONF_UNSET_MSEC;
+
+    return conf;
+}
+
+
+static char *
+ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_chat_loc_conf_t *prev = parent;
+    ngx_chat_loc_conf_t *conf = child;
+
+    if (conf->user == NULL) {
+        conf->user = prev->user;
+    }
+
+    ngx_conf_merge_ptr_value(conf->origins, prev->origins, NULL);
+    ngx_conf_merge_uint_value(conf->rate, prev->rate, 0);
+    ngx_conf_merge_uint_value(conf->burst, prev->burst, 0);
+    ngx_conf_merge_uint_value(conf->history, prev->history, 50);
+    ngx_conf_merge_size_value(conf->max_message_size,
+                              prev->max_message_size, 4096);
+    ngx_conf_merge_uint_value(conf->max_rooms, prev->max_rooms, 32);
+    ngx_conf_merge_size_value(conf->send_buffer, prev->send_buffer,
+                              256 * 1024);
+    ngx_conf_merge_msec_value(conf->ping_interval, prev->ping_interval,
+                              30000);
+    ngx_conf_merge_msec_value(conf->ping_timeout, prev->ping_timeout,
+                              10000);
+
+    if (conf->max_message_size == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"chat_max_message_size\" must not be zero");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->zone && conf->user == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"chat_user\" is required in a \"chat\" location "
+                      "in %V:%ui", &conf->chat_file, conf->chat_line);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_chat_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_uint_t             i;
+    ngx_chat_zone_ref_t   *ref;
+    ngx_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_chat_module);
+
+    ref = cmcf->refs.elts;
+
+    for (i = 0; i < cmcf->refs.nelts; i++) {
+        if (ref[i].zone->data == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "unknown chat zone \"%V\" in %V:%ui",
+                          &ref[i].zone->shm.name, &ref[i].file, ref[i].line);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static char *
+ngx_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_main_conf_t *cmcf = conf;
+
+    ssize_t               size;
+    ngx_str_t            *value;
+    ngx_shm_zone_t       *shm_zone;
+    ngx_chat_shm_ctx_t   *ctx, **p;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid chat zone name \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    size = ngx_parse_size(&value[2]);
+
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid chat zone size \"%V\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (size < (ssize_t) (64 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "chat zone \"%V\" is too small, at least %uzk",
+                           &value[1], 64 * ngx_pagesize / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone = ngx_shared_memory_add(cf, &value[1], size, &ngx_chat_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "duplicate chat zone \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    ctx = ngx_pcalloc(cf->pool, sizeof(ngx_chat_shm_ctx_t));
+    if (ctx == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ctx->shm_zone = shm_zone;
+    ctx->name = shm_zone->shm.name;
+
+    shm_zone->init = ngx_chat_shm_init_zone;
+    shm_zone->data = ctx;
+
+    p = ngx_array_push(&cmcf->zones);
+    if (p == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *p = ctx;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_shm_zone_t *
+ngx_chat_zone_ref(ngx_conf_t *cf, ngx_str_t *name)
+{
+    ngx_shm_zone_t        *zone;
+    ngx_chat_zone_ref_t   *ref;
+    ngx_chat_main_conf_t  *cmcf;
+
+    zone = ngx_shared_memory_add(cf, name, 0, &ngx_chat_module);
+    if (zone == NULL) {
+        return NULL;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_chat_module);
+
+    ref = ngx_array_push(&cmcf->refs);
+    if (ref == NULL) {
+        return NULL;
+    }
+
+    ref->zone = zone;
+    ref->file = cf->conf_file->file.name;
+    ref->line = cf->conf_file->line;
+
+    return zone;
+}
+
+
+static char *
+ngx_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_loc_conf_t *lcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    lcf->zone = ngx_chat_zone_ref(cf, &value[1]);
+    if (lcf->zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    lcf->chat_file = cf->conf_file->file.name;
+    lcf->chat_line = cf->conf_file->line;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_chat_ws_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_chat_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_loc_conf_t *lcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->status_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    lcf->status_zone = ngx_chat_zone_ref(cf, &value[1]);
+    if (lcf->status_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_chat_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* chat_rate off | Nr/s [burst=M] | N r/s [burst=M] (also r/m) */
+
+static char *
+ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_loc_conf_t *lcf = conf;
+
+    u_char      *p;
+    size_t       len;
+    ngx_int_t    rate, scale, burst;
+    ngx_str_t   *value, s;
+    ngx_uint_t   i;
+
+    if (lcf->rate != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        lcf->rate = 0;
+        lcf->burst = 0;
+        return NGX_CONF_OK;
+    }
+
+    rate = NGX_ERROR;
+    scale = 1;
+    burst = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+            burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
+            if (burst <= 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid burst value \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (rate != NGX_ERROR) {
+            goto invalid;
+        }
+
+        s = value[i];
+        len = s.len;
+        p = s.data + len - 3;
+
+        if (len >= 4 && ngx_strncmp(p, "r/s", 3) == 0) {
+            scale = 1;
+            len -= 3;
+
+        } else if (len >= 4 && ngx_strncmp(p, "r/m", 3) == 0) {
+            scale = 60;
+            len -= 3;
+
+        } else {
+            goto invalid;
+        }
+
+        rate = ngx_atoi(s.data, len);
+        if (rate <= 0) {
+            goto invalid;
+        }
+    }
+
+    if (rate == NGX_ERROR) {
+        goto invalid;
+    }
+
+    lcf->rate = rate * 1000 / scale;
+    lcf->burst = burst * 1000;
+
+    if (lcf->rate == 0) {
+        goto invalid;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid rate \"%V\", expected \"Nr/s [burst=M]\" "
+                       "or \"off\"", &value[1]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_chat_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_loc_conf_t *lcf = conf;
+
+    ngx_str_t   *value, *origin;
+    ngx_uint_t   i;
+
+    if (lcf->origins != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
+        lcf->origins = NULL;
+        return NGX_CONF_OK;
+    }
+
+    lcf->origins = ngx_array_create(cf->pool, cf->args->nelts - 1,
+                                    sizeof(ngx_str_t));
+    if (lcf->origins == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (value[i].len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "empty origin");
+            return NGX_CONF_ERROR;
+        }
+
+        origin = ngx_array_push(lcf->origins);
+        if (origin == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        /* an origin is compared without a trailing slash */
+
+        *origin = value[i];
+
+        if (origin->data[origin->len - 1] == '/') {
+            origin->len--;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_chat_init_process(ngx_cycle_t *cycle)
+{
+    ngx_chat_main_conf_t  *cmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_chat_module);
+    if (cmcf == NULL || cmcf->zones.nelts == 0) {
+        return NGX_OK;
+    }
+
+    return ngx_chat_fanout_init_process(cycle, cmcf);
+}
+
+
+static void
+ngx_chat_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_chat_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_chat_module);
+    if (cmcf == NULL || cmcf->zones.nelts == 0) {
+        return;
+    }
+
+    ngx_chat_fanout_exit_process(cycle, cmcf);
+}

@@ -1,0 +1,67 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ */
+
+
+#ifndef _NGX_CHAT_H_INCLUDED_
+#define _NGX_CHAT_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+#define NGX_CHAT_MAX_ROOM_NAME   128
+#define NGX_CHAT_MAX_HISTORY     1000
+
+
+typedef struct ngx_chat_ws_s       ngx_chat_ws_t;
+typedef struct ngx_chat_shm_ctx_s  ngx_chat_shm_ctx_t;
+
+
+/*
+ * One serialised server frame (header and payload).  A message fanned out
+ * to many local members is one ngx_chat_buf_t referenced by every member's
+ * output queue; the last reference frees it.
+ */
+typedef struct {
+    ngx_uint_t                 refs;
+    size_t                     len;
+    u_char                     data[1];
+} ngx_chat_buf_t;
+
+
+typedef struct {
+    ngx_shm_zone_t            *zone;              /* chat NAME */
+    ngx_shm_zone_t            *status_zone;       /* chat_status NAME */
+    ngx_http_complex_value_t  *user;
+    ngx_array_t               *origins;           /* of ngx_str_t */
+    ngx_uint_t                 rate;              /* r/s * 1000; 0: off */
+    ngx_uint_t                 burst;             /* burst * 1000 */
+    ngx_uint_t                 history;
+    size_t                     max_message_size;
+    ngx_uint_t                 max_rooms;
+    size_t                     send_buffer;
+    ngx_msec_t                 ping_interval;
+    ngx_msec_t                 ping_timeout;
+    ngx_str_t                  chat_file;         /* where "chat" is */
+    ngx_uint_t                 chat_line;
+} ngx_chat_loc_conf_t;
+
+
+typedef struct {
+    ngx_array_t                zones;             /* of ngx_chat_shm_ctx_t * */
+    ngx_array_t                refs;              /* zone references */
+} ngx_chat_main_conf_t;
+
+
+ngx_chat_buf_t *ngx_chat_buf_alloc(size_t len, ngx_log_t *log);
+void ngx_chat_buf_release(ngx_chat_buf_t *b);
+
+
+extern ngx_module_t  ngx_chat_module;
+
+
+#endif /* _NGX_CHAT_H_INCLUDED_ */

@@ -1,0 +1,474 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ *
+ * Fan-out across workers (see ngx_chat_fanout.h).  Why a bus in the zone
+ * and datagram wake-ups: a message is serialised once, by the worker that
+ * accepted it; other workers need only a wake-up, not the payload, so one
+ * byte per worker per burst is all that crosses between processes, and a
+ * slow worker costs nobody else anything.  Abstract UNIX datagram sockets
+ * named by pid work across reloads and respawns without any descriptor
+ * being inherited.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <sys/un.h>
+#include "ngx_chat.h"
+#include "ngx_chat_ws.h"
+#include "ngx_chat_shm.h"
+#include "ngx_chat_fanout.h"
+
+
+#define NGX_CHAT_FANOUT_REAP      1000
+
+
+typedef struct {
+    ngx_chat_buf_t            *buf;
+    ngx_chat_local_room_t     *room;
+    uint64_t                   pos;
+    ngx_uint_t                 kind;
+    ngx_str_t                  user;
+} ngx_chat_fanout_pending_t;
+
+
+static void ngx_chat_fanout_notify_handler(ngx_event_t *ev);
+static void ngx_chat_fanout_reap_handler(ngx_event_t *ev);
+static void ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
+    ngx_chat_bus_entry_t *e);
+static void ngx_chat_fanout_drain(ngx_chat_shm_ctx_t *ctx);
+static void ngx_chat_fanout_address(struct sockaddr_un *sun,
+    socklen_t *len, ngx_pid_t pid);
+
+
+static ngx_connection_t           *ngx_chat_fanout_conn;
+static ngx_chat_main_conf_t       *ngx_chat_fanout_cmcf;
+static ngx_array_t                 ngx_chat_fanout_pending;
+
+
+static void
+ngx_chat_fanout_address(struct sockaddr_un *sun, socklen_t *len,
+    ngx_pid_t pid)
+{
+    u_char  *p;
+
+    ngx_memzero(sun, sizeof(struct sockaddr_un));
+    sun->sun_family = AF_UNIX;
+
+    /* abstract namespace: a leading NUL, no file */
+    p = ngx_sprintf((u_char *) sun->sun_path + 1, "ngx_chat/%P", pid);
+
+    *len = offsetof(struct sockaddr_un, sun_path)
+           + (p - (u_char *) sun->sun_path);
+}
+
+
+ngx_int_t
+ngx_chat_fanout_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
+{
+    ngx_uint_t            i;
+    ngx_socket_t          s;
+    socklen_t             len;
+    ngx_connection_t     *c;
+    struct sockaddr_un    sun;
+    ngx_chat_shm_ctx_t  **ctxp, *ctx;
+
+    ngx_chat_ws_init_worker(cycle);
+
+    ngx_chat_fanout_cmcf = cmcf;
+
+    if (ngx_array_init(&ngx_chat_fanout_pending, cycle->pool, 64,
+                       sizeof(ngx_chat_fanout_pending_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    s = socket(AF_UNIX, SOCK_DGRAM, 0);
+    if (s == (ngx_socket_t) -1) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
+                      "chat: socket(AF_UNIX) failed");
+        return NGX_ERROR;
+    }
+
+    if (ngx_nonblocking(s) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
+                      ngx_nonblocking_n " failed");
+        ngx_close_socket(s);
+        return NGX_ERROR;
+    }
+
+    ngx_chat_fanout_address(&sun, &len, ngx_pid);
+
+    if (bind(s, (struct sockaddr *) &sun, len) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
+                      "chat: bind() of the notification socket failed");
+        ngx_close_socket(s);
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(s, cycle->log);
+    if (c == NULL) {
+        ngx_close_socket(s);
+        return NGX_ERROR;
+    }
+
+    c->read->handler = ngx_chat_fanout_notify_handler;
+    c->read->log = cycle->log;
+    c->write->log = cycle->log;
+    c->data = NULL;
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_close_connection(c);
+        return NGX_ERROR;
+    }
+
+    ngx_chat_fanout_conn = c;
+
+    ctxp = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        ctx = ctxp[i];
+
+        ctx->wslot = -1;
+        ngx_rbtree_init(&ctx->local_rooms, &ctx->local_sentinel,
+                        ngx_str_rbtree_insert_value);
+
+        if (ngx_chat_shm_worker_attach(ctx, cycle->log) != NGX_OK) {
+            continue;
+        }
+
+        /* a worker respawned after a crash clears what the old one held */
+
+        if (ngx_chat_shm_reap(ctx, cycle->log)) {
+            ngx_chat_fanout_publish(ctx);
+        }
+
+        ctx->reap_event.handler = ngx_chat_fanout_reap_handler;
+        ctx->reap_event.data = ctx;
+        ctx->reap_event.log = cycle->log;
+        ctx->reap_event.cancelable = 1;
+
+        ngx_add_timer(&ctx->reap_event, NGX_CHAT_FANOUT_REAP);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_chat_fanout_exit_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
+{
+    ngx_uint_t            i;
+    ngx_chat_shm_ctx_t  **ctxp, *ctx;
+
+    ctxp = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        ctx = ctxp[i];
+
+        if (ctx->wslot < 0) {
+            continue;
+        }
+
+        /* members still here leave: presence goes to the other workers */
+
+        ngx_chat_shm_worker_detach(ctx);
+        ngx_chat_fanout_publish(ctx);
+    }
+}
+
+
+static void
+ngx_chat_fanout_reap_handler(ngx_event_t *ev)
+{
+    ngx_chat_shm_ctx_t  *ctx;
+
+    ctx = ev->data;
+
+    if (ngx_chat_shm_reap(ctx, ev->log)) {
+        ngx_chat_fanout_publish(ctx);
+    }
+
+    ngx_add_timer(ev, NGX_CHAT_FANOUT_REAP);
+}
+
+
+ngx_chat_member_t *
+ngx_chat_fanout_add(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_chat_ws_t *ws, uint64_t start)
+{
+    uint32_t                hash;
+    ngx_chat_member_t      *m;
+    ngx_chat_local_room_t  *room;
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    room = (ngx_chat_local_room_t *) ngx_str_rbtree_lookup(&ctx->local_rooms,
+                                                           name, hash);
+    if (room == NULL) {
+        room = ngx_alloc(sizeof(ngx_chat_local_room_t) + name->len,
+                         ws->connection->log);
+        if (room == NULL) {
+            return NULL;
+        }
+
+        room->name.data = (u_char *) room + sizeof(ngx_chat_local_room_t);
+        room->name.len = name->len;
+        ngx_memcpy(room->name.data, name->data, name->len);
+
+        ngx_queue_init(&room->members);
+
+        room->node.key = hash;
+        ngx_rbtree_insert(&ctx->local_rooms, &room->node);
+    }
+
+    m = ngx_alloc(sizeof(ngx_chat_member_t), ws->connection->log);
+    if (m == NULL) {
+        if (ngx_queue_empty(&room->members)) {
+            ngx_rbtree_delete(&ctx->local_rooms, &room->node);
+            ngx_free(room);
+        }
+
+        return NULL;
+    }
+
+    m->room = room;
+    m->ws = ws;
+    m->start = start;
+
+    ngx_queue_insert_tail(&room->members, &m->queue);
+
+    return m;
+}
+
+
+void
+ngx_chat_fanout_remove(ngx_chat_shm_ctx_t *ctx, ngx_chat_member_t *m)
+{
+    ngx_chat_local_room_t  *room;
+
+    room = m->room;
+
+    ngx_queue_remove(&m->queue);
+    ngx_free(m);
+
+    if (ngx_queue_empty(&room->members)) {
+        ngx_rbtree_delete(&ctx->local_rooms, &room->node);
+        ngx_free(room);
+    }
+}
+
+
+void
+ngx_chat_fanout_publish(ngx_chat_shm_ctx_t *ctx)
+{
+    ssize_t             n;
+    ngx_uint_t          i;
+    socklen_t           len;
+    struct sockaddr_un  sun;
+
+    for (i = 0; i < ctx->nnotify; i++) {
+        ngx_chat_fanout_address(&sun, &len, ctx->notify[i]);
+
+        n = sendto(ngx_chat_fanout_conn->fd, "", 1, 0,
+                   (struct sockaddr *) &sun, len);
+
+        /*
+         * EAGAIN: that worker's socket is full of wake-ups already;
+         * ECONNREFUSED: it is gone, the reaper will see to it
+         */
+
+        if (n == -1 && ngx_socket_errno != NGX_EAGAIN
+            && ngx_socket_errno != NGX_ECONNREFUSED)
+        {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log,
+                           ngx_socket_errno,
+                           "chat fanout: sendto %P failed", ctx->notify[i]);
+        }
+    }
+
+    ctx->nnotify = 0;
+
+    ngx_chat_fanout_drain(ctx);
+}
+
+
+static void
+ngx_chat_fanout_notify_handler(ngx_event_t *ev)
+{
+    u_char                buf[64];
+    ssize_t               n;
+    ngx_uint_t            i;
+    ngx_connection_t     *c;
+    ngx_chat_shm_ctx_t  **ctxp;
+
+    c = ev->data;
+
+    for ( ;; ) {
+        n = recv(c->fd, buf, sizeof(buf), 0);
+
+        if (n == -1) {
+            break;
+        }
+    }
+
+    ctxp = ngx_chat_fanout_cmcf->zones.elts;
+
+    for (i = 0; i < ngx_chat_fanout_cmcf->zones.nelts; i++) {
+        if (ctxp[i]->wslot >= 0) {
+            ngx_chat_fanout_drain(ctxp[i]);
+        }
+    }
+
+    if (ngx_handle_read_event(ev, 0) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                      "chat: cannot watch the notification socket");
+    }
+}
+
+
+/* under the zone lock: copy the entries this worker has members for */
+
+static void
+ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
+    ngx_chat_bus_entry_t *e)
+{
+    u_char                     *p;
+    uint32_t                    hash;
+    ngx_str_t                   name;
+    ngx_chat_buf_t             *b;
+    ngx_chat_local_room_t      *room;
+    ngx_chat_fanout_pending_t  *pd;
+
+    p = (u_char *) e + sizeof(ngx_chat_bus_entry_t);
+
+    name.data = p;
+    name.len = e->room_len;
+
+    hash = ngx_crc32_short(name.data, name.len);
+
+    room = (ngx_chat_local_room_t *) ngx_str_rbtree_lookup(&ctx->local_rooms,
+                                                           &name, hash);
+    if (room == NULL) {
+        return;
+    }
+
+    b = ngx_chat_buf_alloc(e->frame_len + e->user_len, ngx_cycle->log);
+    if (b == NULL) {
+        return;
+    }
+
+    p += e->room_len;
+
+    /* the frame first, then the user a presence event skips */
+
+    ngx_memcpy(b->data, p + e->user_len, e->frame_len);
+    ngx_memcpy(b->data + e->frame_len, p, e->user_len);
+    b->len = e->frame_len;
+
+    pd = ngx_array_push(&ngx_chat_fanout_pending);
+    if (pd == NULL) {
+        ngx_chat_buf_release(b);
+        return;
+    }
+
+    pd->buf = b;
+    pd->room = room;
+    pd->pos = pos;
+    pd->kind = e->kind;
+    pd->user.data = b->data + e->frame_len;
+    pd->user.len = e->user_len;
+}
+
+
+static void
+ngx_chat_fanout_drain(ngx_chat_shm_ctx_t *ctx)
+{
+    uint64_t                    lost;
+    ngx_uint_t                  i, out;
+    ngx_queue_t                *q;
+    ngx_chat_ws_t              *ws;
+    ngx_rbtree_node_t          *node;
+    ngx_chat_member_t          *m;
+    ngx_chat_local_room_t      *room;
+    ngx_chat_fanout_pending_t  *pd;
+
+    ngx_chat_fanout_pending.nelts = 0;
+
+    lost = ngx_chat_shm_bus_read(ctx, ngx_chat_fanout_collect,
+                                 ngx_cycle->log);
+
+    if (lost) {
+        /*
+         * this worker fell a whole ring behind: its members missed
+         * messages; they are closed so that they resume with "since"
+         */
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat: worker fell behind the bus of zone \"%V\" by "
+                      "%uL bytes, closing its members", &ctx->name, lost);
+
+        if (ctx->local_rooms.root != ctx->local_rooms.sentinel) {
+            for (node = ngx_rbtree_min(ctx->local_rooms.root,
+                                       ctx->local_rooms.sentinel);
+                 node;
+                 node = ngx_rbtree_next(&ctx->local_rooms, node))
+            {
+                room = (ngx_chat_local_room_t *) node;
+
+                for (q = ngx_queue_head(&room->members);
+                     q != ngx_queue_sentinel(&room->members);
+                     q = ngx_queue_next(q))
+                {
+                    m = ngx_queue_data(q, ngx_chat_member_t, queue);
+                    ngx_chat_ws_close(m->ws, 1013, "missed messages");
+                }
+            }
+        }
+    }
+
+    pd = ngx_chat_fanout_pending.elts;
+    out = 0;
+
+    for (i = 0; i < ngx_chat_fanout_pending.nelts; i++) {
+
+        room = pd[i].room;
+
+        for (q = ngx_queue_head(&room->members);
+             q != ngx_queue_sentinel(&room->members);
+             q = ngx_queue_next(q))
+        {
+            m = ngx_queue_data(q, ngx_chat_member_t, queue);
+            ws = m->ws;
+
+            if (pd[i].pos < m->start) {
+                continue;
+            }
+
+            if (pd[i].kind == NGX_CHAT_BUS_PRESENCE
+                && ws->user.len == pd[i].user.len
+                && ngx_memcmp(ws->user.data, pd[i].user.data,
+                              ws->user.len) == 0)
+            {
+                continue;
+            }
+
+            if (ngx_chat_ws_send_buf(ws, pd[i].buf) == NGX_OK
+                && pd[i].kind == NGX_CHAT_BUS_MESSAGE)
+            {
+                out++;
+            }
+        }
+
+        ngx_chat_buf_release(pd[i].buf);
+    }
+
+    ngx_chat_fanout_pending.nelts = 0;
+
+    if (out) {
+        (void) ngx_atomic_fetch_add(&ctx->sh->messages_out, out);
+    }
+}

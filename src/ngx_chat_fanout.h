@@ -1,0 +1,57 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ */
+
+
+#ifndef _NGX_CHAT_FANOUT_H_INCLUDED_
+#define _NGX_CHAT_FANOUT_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include "ngx_chat.h"
+#include "ngx_chat_shm.h"
+
+
+/*
+ * Fan-out across workers.  Every worker keeps the members it serves in
+ * local rooms.  A message is written once to the zone's bus; the writer
+ * wakes the other workers with a one-byte datagram on their notification
+ * socket (at most one pending per worker: the "notified" flag coalesces
+ * wake-ups), and each worker copies each new entry whose room it has local
+ * members in once, then queues that one buffer to every local member.
+ */
+
+typedef struct ngx_chat_local_room_s  ngx_chat_local_room_t;
+
+
+typedef struct {
+    ngx_queue_t                queue;     /* in the local room */
+    ngx_chat_local_room_t     *room;
+    ngx_chat_ws_t             *ws;
+    uint64_t                   start;     /* bus position of the join */
+} ngx_chat_member_t;
+
+
+struct ngx_chat_local_room_s {
+    ngx_rbtree_node_t          node;
+    ngx_str_t                  name;      /* as in ngx_str_node_t */
+    ngx_queue_t                members;
+};
+
+
+ngx_int_t ngx_chat_fanout_init_process(ngx_cycle_t *cycle,
+    ngx_chat_main_conf_t *cmcf);
+void ngx_chat_fanout_exit_process(ngx_cycle_t *cycle,
+    ngx_chat_main_conf_t *cmcf);
+
+ngx_chat_member_t *ngx_chat_fanout_add(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *room, ngx_chat_ws_t *ws, uint64_t start);
+void ngx_chat_fanout_remove(ngx_chat_shm_ctx_t *ctx, ngx_chat_member_t *m);
+
+/* wakes the workers the last zone operations flagged, and reads the bus */
+void ngx_chat_fanout_publish(ngx_chat_shm_ctx_t *ctx);
+
+
+#endif /* _NGX_CHAT_FANOUT_H_INCLUDED_ */

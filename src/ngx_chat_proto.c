@@ -1,0 +1,650 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ *
+ * The chat protocol: each client text message is one JSON object, parsed
+ * with jansson (Debian's libjansson), which also refuses U+0000 and lone
+ * surrogate escapes in strings.  Replies are written directly as JSON.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <jansson.h>
+#include "ngx_chat.h"
+#include "ngx_chat_ws.h"
+#include "ngx_chat_shm.h"
+#include "ngx_chat_fanout.h"
+#include "ngx_chat_json.h"
+#include "ngx_chat_proto.h"
+
+
+typedef struct {
+    ngx_chat_shm_ctx_t        *ctx;
+    ngx_chat_member_t        **rooms;
+    ngx_uint_t                 nrooms;
+    ngx_uint_t                 cap;
+} ngx_chat_proto_session_t;
+
+
+typedef struct {
+    ngx_chat_ws_t             *ws;
+    ngx_chat_proto_session_t  *s;
+    json_t                    *json;
+    ngx_str_t                  ref;
+    ngx_uint_t                 has_ref;
+    ngx_str_t                  room;
+} ngx_chat_proto_req_t;
+
+
+static void ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data,
+    size_t len);
+static void ngx_chat_proto_closed(ngx_chat_ws_t *ws);
+static void ngx_chat_proto_join(ngx_chat_proto_req_t *rq);
+static void ngx_chat_proto_leave(ngx_chat_proto_req_t *rq);
+static void ngx_chat_proto_send(ngx_chat_proto_req_t *rq);
+static void ngx_chat_proto_history(ngx_chat_proto_req_t *rq);
+static void ngx_chat_proto_who(ngx_chat_proto_req_t *rq);
+static ngx_int_t ngx_chat_proto_string(json_t *json, const char *key,
+    ngx_str_t *value, ngx_uint_t required);
+static ngx_int_t ngx_chat_proto_find(ngx_chat_proto_session_t *s,
+    ngx_str_t *room);
+static void ngx_chat_proto_error(ngx_chat_proto_req_t *rq, char *code,
+    char *message, ngx_int_t retry_ms);
+static void ngx_chat_proto_reply(ngx_chat_ws_t *ws, char *type,
+    ngx_str_t *room, char *tail, size_t tail_len);
+
+
+ngx_int_t
+ngx_chat_proto_open(ngx_chat_ws_t *ws)
+{
+    u_char                    *p;
+    size_t                     len;
+    ngx_chat_buf_t            *b;
+    ngx_chat_shm_ctx_t        *ctx;
+    ngx_chat_proto_session_t  *s;
+
+    ctx = ws->conf->zone->data;
+
+    if (ctx->wslot < 0) {
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    s = ngx_pcalloc(ws->connection->pool, sizeof(ngx_chat_proto_session_t));
+    if (s == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->ctx = ctx;
+
+    /* {"type":"welcome","user":U} */
+
+    len = sizeof("{\"type\":\"welcome\",\"user\":}") - 1
+          + ngx_chat_json_str_len(&ws->user);
+
+    b = ngx_chat_ws_text_frame(len, &p, ws->connection->log);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(p, "{\"type\":\"welcome\",\"user\":",
+                   sizeof("{\"type\":\"welcome\",\"user\":") - 1);
+    p = ngx_chat_json_str(p, &ws->user);
+    *p = '}';
+
+    if (ngx_chat_shm_connect(ctx, &ws->user) != NGX_OK) {
+        ngx_chat_buf_release(b);
+        ngx_log_error(NGX_LOG_ERR, ws->connection->log, 0,
+                      "chat: zone \"%V\" is full, connection refused",
+                      &ctx->name);
+        return NGX_HTTP_SERVICE_UNAVAILABLE;
+    }
+
+    ws->data = s;
+    ws->message = ngx_chat_proto_message;
+    ws->closed = ngx_chat_proto_closed;
+
+    (void) ngx_chat_ws_send_buf(ws, b);
+    ngx_chat_buf_release(b);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_chat_proto_closed(ngx_chat_ws_t *ws)
+{
+    ngx_uint_t                 i;
+    ngx_chat_member_t         *m;
+    ngx_chat_proto_session_t  *s;
+
+    s = ws->data;
+
+    for (i = 0; i < s->nrooms; i++) {
+        m = s->rooms[i];
+        ngx_chat_shm_leave(s->ctx, &m->room->name, &ws->user);
+        ngx_chat_fanout_remove(s->ctx, m);
+    }
+
+    s->nrooms = 0;
+
+    if (s->rooms) {
+        ngx_free(s->rooms);
+        s->rooms = NULL;
+    }
+
+    ngx_chat_shm_disconnect(s->ctx, &ws->user);
+    ngx_chat_fanout_publish(s->ctx);
+}
+
+
+static void
+ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
+{
+    json_t                *type;
+    const char            *t;
+    json_error_t           err;
+    ngx_chat_proto_req_t   rq;
+
+    ngx_memzero(&rq, sizeof(ngx_chat_proto_req_t));
+
+    rq.ws = ws;
+    rq.s = ws->data;
+
+    rq.json = json_loadb((const char *) data, len, 0,
+                         &err);
+
+    if (rq.json == NULL || !json_is_object(rq.json)) {
+        ngx_chat_proto_error(&rq, "bad_request", "not a JSON object", -1);
+        goto done;
+    }
+
+    switch (ngx_chat_proto_string(rq.json, "ref", &rq.ref, 0)) {
+    case NGX_OK:
+        rq.has_ref = 1;
+        break;
+    case NGX_ERROR:
+        ngx_chat_proto_error(&rq, "bad_request", "\"ref\" must be a string",
+                             -1);
+        goto done;
+    default:
+        break;
+    }
+
+    type = json_object_get(rq.json, "type");
+
+    if (!json_is_string(type)) {
+        ngx_chat_proto_error(&rq, "bad_request", "\"type\" must be a string",
+                             -1);
+        goto done;
+    }
+
+    if (ngx_chat_proto_string(rq.json, "room", &rq.room, 1) != NGX_OK) {
+        ngx_chat_proto_error(&rq, "bad_request", "\"room\" must be a string",
+                             -1);
+        goto done;
+    }
+
+    if (rq.room.len == 0 || rq.room.len > NGX_CHAT_MAX_ROOM_NAME) {
+        ngx_chat_proto_error(&rq, "bad_request",
+                             "\"room\" must be 1 to 128 bytes", -1);
+        goto done;
+    }
+
+    t = json_string_value(type);
+
+    if (ngx_strcmp(t, "send") == 0) {
+        ngx_chat_proto_send(&rq);
+
+    } else if (ngx_strcmp(t, "join") == 0) {
+        ngx_chat_proto_join(&rq);
+
+    } else if (ngx_strcmp(t, "leave") == 0) {
+        ngx_chat_proto_leave(&rq);
+
+    } else if (ngx_strcmp(t, "history") == 0) {
+        ngx_chat_proto_history(&rq);
+
+    } else if (ngx_strcmp(t, "who") == 0) {
+        ngx_chat_proto_who(&rq);
+
+    } else {
+        ngx_chat_proto_error(&rq, "bad_request", "unknown \"type\"", -1);
+    }
+
+done:
+
+    if (rq.json) {
+        json_decref(rq.json);
+    }
+}
+
+
+/* NGX_OK: a string; NGX_DECLINED: absent (and not required); NGX_ERROR */
+
+static ngx_int_t
+ngx_chat_proto_string(json_t *json, const char *key, ngx_str_t *value,
+    ngx_uint_t required)
+{
+    json_t  *v;
+
+    v = json_object_get(json, key);
+
+    if (v == NULL) {
+        return required ? NGX_ERROR : NGX_DECLINED;
+    }
+
+    if (!json_is_string(v)) {
+        return NGX_ERROR;
+    }
+
+    value->data = (u_char *) json_string_value(v);
+    value->len = json_string_length(v);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_chat_proto_find(ngx_chat_proto_session_t *s, ngx_str_t *room)
+{
+    ngx_uint_t          i;
+    ngx_chat_member_t  *m;
+
+    for (i = 0; i < s->nrooms; i++) {
+        m = s->rooms[i];
+
+        if (m->room->name.len == room->len
+            && ngx_memcmp(m->room->name.data, room->data, room->len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+static void
+ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
+{
+    u_char                     buf[NGX_INT_T_LEN + 16];
+    json_t                    *h;
+    ngx_int_t                  history, rc;
+    ngx_str_t                  since, *sincep;
+    ngx_uint_t                 n;
+    ngx_chat_ws_t             *ws;
+    ngx_chat_member_t         *m, **rooms;
+    ngx_chat_shm_join_t        res;
+    ngx_chat_proto_session_t  *s;
+
+    ws = rq->ws;
+    s = rq->s;
+
+    history = -1;
+    h = json_object_get(rq->json, "history");
+
+    if (h) {
+        if (!json_is_integer(h) || json_integer_value(h) < 0) {
+            ngx_chat_proto_error(rq, "bad_request",
+                                 "\"history\" must be a non-negative integer",
+                                 -1);
+            return;
+        }
+
+        history = (ngx_int_t) ngx_min(json_integer_value(h),
+                                      NGX_CHAT_MAX_HISTORY);
+    }
+
+    sincep = NULL;
+
+    switch (ngx_chat_proto_string(rq->json, "since", &since, 0)) {
+    case NGX_OK:
+        sincep = &since;
+        break;
+    case NGX_ERROR:
+        ngx_chat_proto_error(rq, "bad_request", "\"since\" must be a string",
+                             -1);
+        return;
+    default:
+        break;
+    }
+
+    if (ngx_chat_proto_find(s, &rq->room) >= 0) {
+        /* already a member: joined again, no presence, no replay */
+        n = ngx_sprintf(buf, ",\"members\":%ui}",
+                        ngx_chat_shm_members(s->ctx, &rq->room))
+            - buf;
+        ngx_chat_proto_reply(ws, "joined", &rq->room, (char *) buf, n);
+        return;
+    }
+
+    if (s->nrooms >= ws->conf->max_rooms) {
+        ngx_chat_proto_error(rq, "too_many_rooms",
+                             "too many rooms on this connection", -1);
+        return;
+    }
+
+    if (s->nrooms == s->cap) {
+        n = s->cap ? s->cap * 2 : 4;
+
+        rooms = ngx_alloc(n * sizeof(ngx_chat_member_t *),
+                          ws->connection->log);
+        if (rooms == NULL) {
+            ngx_chat_proto_error(rq, "unavailable", "out of memory", -1);
+            return;
+        }
+
+        if (s->rooms) {
+            ngx_memcpy(rooms, s->rooms,
+                       s->nrooms * sizeof(ngx_chat_member_t *));
+            ngx_free(s->rooms);
+        }
+
+        s->rooms = rooms;
+        s->cap = n;
+    }
+
+    rc = ngx_chat_shm_join(s->ctx, &rq->room, &ws->user, ws->conf->history,
+                           history, sincep, &res, ws->connection->log);
+
+    if (rc != NGX_OK) {
+        ngx_chat_proto_error(rq, "unavailable",
+                             "the chat zone is full, try again later", -1);
+        ngx_chat_fanout_publish(s->ctx);
+        return;
+    }
+
+    m = ngx_chat_fanout_add(s->ctx, &rq->room, ws, res.bus_pos);
+    if (m == NULL) {
+        if (res.history) {
+            ngx_chat_buf_release(res.history);
+        }
+
+        ngx_chat_shm_leave(s->ctx, &rq->room, &ws->user);
+        ngx_chat_proto_error(rq, "unavailable", "out of memory", -1);
+        ngx_chat_fanout_publish(s->ctx);
+        return;
+    }
+
+    s->rooms[s->nrooms++] = m;
+
+    n = ngx_sprintf(buf, ",\"members\":%ui}", res.members) - buf;
+    ngx_chat_proto_reply(ws, "joined", &rq->room, (char *) buf, n);
+
+    if (res.history) {
+        (void) ngx_chat_ws_send_buf(ws, res.history);
+        ngx_chat_buf_release(res.history);
+    }
+
+    ngx_chat_fanout_publish(s->ctx);
+}
+
+
+static void
+ngx_chat_proto_leave(ngx_chat_proto_req_t *rq)
+{
+    ngx_int_t                  i;
+    ngx_chat_ws_t             *ws;
+    ngx_chat_member_t         *m;
+    ngx_chat_proto_session_t  *s;
+
+    ws = rq->ws;
+    s = rq->s;
+
+    i = ngx_chat_proto_find(s, &rq->room);
+
+    if (i < 0) {
+        ngx_chat_proto_error(rq, "not_member", "not a member of this room",
+                             -1);
+        return;
+    }
+
+    m = s->rooms[i];
+    s->rooms[i] = s->rooms[--s->nrooms];
+
+    ngx_chat_fanout_remove(s->ctx, m);
+    ngx_chat_shm_leave(s->ctx, &rq->room, &ws->user);
+
+    ngx_chat_proto_reply(ws, "left", &rq->room, "}", 1);
+
+    ngx_chat_fanout_publish(s->ctx);
+}
+
+
+static void
+ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
+{
+    u_char                    *p;
+    size_t                     len;
+    uint64_t                   id;
+    ngx_int_t                  rc;
+    ngx_str_t                  content;
+    ngx_msec_t                 retry;
+    ngx_chat_buf_t            *b;
+    ngx_chat_ws_t             *ws;
+    ngx_chat_proto_session_t  *s;
+
+    ws = rq->ws;
+    s = rq->s;
+
+    if (ngx_chat_proto_string(rq->json, "content", &content, 1) != NGX_OK) {
+        ngx_chat_proto_error(rq, "bad_request",
+                             "\"content\" must be a string", -1);
+        return;
+    }
+
+    if (ngx_chat_proto_find(s, &rq->room) < 0) {
+        ngx_chat_proto_error(rq, "not_member", "not a member of this room",
+                             -1);
+        return;
+    }
+
+    rc = ngx_chat_shm_post(s->ctx, &rq->room, &ws->user, &content,
+                           ws->conf->rate, ws->conf->burst, &id, &retry,
+                           ws->connection->log);
+
+    if (rc == NGX_BUSY) {
+        ngx_chat_proto_error(rq, "rate_limited", "too many messages",
+                             (ngx_int_t) retry);
+        return;
+    }
+
+    if (rc != NGX_OK) {
+        ngx_chat_proto_error(rq, "unavailable",
+                             "the message could not be stored, try again",
+                             -1);
+        return;
+    }
+
+    /* the room gets the message first, the sender included, then the ack */
+
+    ngx_chat_fanout_publish(s->ctx);
+
+    /* {"type":"ack","ref":REF,"id":"ID"} */
+
+    len = sizeof("{\"type\":\"ack\",\"ref\":,\"id\":\"\"}") - 1
+          + NGX_INT64_LEN;
+
+    if (rq->has_ref) {
+        len += ngx_chat_json_str_len(&rq->ref);
+    }
+
+    b = ngx_chat_ws_frame_start(len, &p, ws->connection->log);
+    if (b == NULL) {
+        return;
+    }
+
+    p = ngx_cpymem(p, "{\"type\":\"ack\"", sizeof("{\"type\":\"ack\"") - 1);
+
+    if (rq->has_ref) {
+        p = ngx_cpymem(p, ",\"ref\":", sizeof(",\"ref\":") - 1);
+        p = ngx_chat_json_str(p, &rq->ref);
+    }
+
+    p = ngx_sprintf(p, ",\"id\":\"%uL\"}", id);
+
+    ngx_chat_ws_frame_end(b, p);
+
+    (void) ngx_chat_ws_send_buf(ws, b);
+    ngx_chat_buf_release(b);
+}
+
+
+static void
+ngx_chat_proto_history(ngx_chat_proto_req_t *rq)
+{
+    json_t                    *l;
+    ngx_str_t                  before, *beforep;
+    ngx_uint_t                 limit;
+    ngx_chat_buf_t            *b;
+    ngx_chat_ws_t             *ws;
+    ngx_chat_proto_session_t  *s;
+
+    ws = rq->ws;
+    s = rq->s;
+
+    limit = 50;
+    l = json_object_get(rq->json, "limit");
+
+    if (l) {
+        if (!json_is_integer(l) || json_integer_value(l) < 0) {
+            ngx_chat_proto_error(rq, "bad_request",
+                                 "\"limit\" must be a non-negative integer",
+                                 -1);
+            return;
+        }
+
+        limit = (ngx_uint_t) ngx_min(json_integer_value(l),
+                                     NGX_CHAT_MAX_HISTORY);
+    }
+
+    beforep = NULL;
+
+    switch (ngx_chat_proto_string(rq->json, "before", &before, 0)) {
+    case NGX_OK:
+        beforep = &before;
+        break;
+    case NGX_ERROR:
+        ngx_chat_proto_error(rq, "bad_request", "\"before\" must be a string",
+                             -1);
+        return;
+    default:
+        break;
+    }
+
+    if (ngx_chat_proto_find(s, &rq->room) < 0) {
+        ngx_chat_proto_error(rq, "not_member", "not a member of this room",
+                             -1);
+        return;
+    }
+
+    b = ngx_chat_shm_history(s->ctx, &rq->room, limit, beforep,
+                             ws->connection->log);
+    if (b == NULL) {
+        ngx_chat_proto_error(rq, "unavailable", "history unavailable", -1);
+        return;
+    }
+
+    (void) ngx_chat_ws_send_buf(ws, b);
+    ngx_chat_buf_release(b);
+}
+
+
+static void
+ngx_chat_proto_who(ngx_chat_proto_req_t *rq)
+{
+    ngx_chat_buf_t            *b;
+    ngx_chat_ws_t             *ws;
+    ngx_chat_proto_session_t  *s;
+
+    ws = rq->ws;
+    s = rq->s;
+
+    if (ngx_chat_proto_find(s, &rq->room) < 0) {
+        ngx_chat_proto_error(rq, "not_member", "not a member of this room",
+                             -1);
+        return;
+    }
+
+    b = ngx_chat_shm_who(s->ctx, &rq->room, ws->connection->log);
+    if (b == NULL) {
+        ngx_chat_proto_error(rq, "unavailable", "out of memory", -1);
+        return;
+    }
+
+    (void) ngx_chat_ws_send_buf(ws, b);
+    ngx_chat_buf_release(b);
+}
+
+
+/* {"type":TYPE,"room":R + tail */
+
+static void
+ngx_chat_proto_reply(ngx_chat_ws_t *ws, char *type, ngx_str_t *room,
+    char *tail, size_t tail_len)
+{
+    u_char          *p;
+    size_t           len;
+    ngx_chat_buf_t  *b;
+
+    len = sizeof("{\"type\":\"\",\"room\":") - 1 + ngx_strlen(type)
+          + ngx_chat_json_str_len(room) + tail_len;
+
+    b = ngx_chat_ws_text_frame(len, &p, ws->connection->log);
+    if (b == NULL) {
+        return;
+    }
+
+    p = ngx_sprintf(p, "{\"type\":\"%s\",\"room\":", type);
+    p = ngx_chat_json_str(p, room);
+    ngx_memcpy(p, tail, tail_len);
+
+    (void) ngx_chat_ws_send_buf(ws, b);
+    ngx_chat_buf_release(b);
+}
+
+
+/* {"type":"error","code":C,"message":M[,"ref":R][,"retry_after_ms":N]} */
+
+static void
+ngx_chat_proto_error(ngx_chat_proto_req_t *rq, char *code, char *message,
+    ngx_int_t retry_ms)
+{
+    u_char          *p;
+    size_t           len;
+    ngx_chat_buf_t  *b;
+
+    len = sizeof("{\"type\":\"error\",\"code\":\"\",\"message\":\"\"}") - 1
+          + ngx_strlen(code) + ngx_strlen(message)
+          + sizeof(",\"retry_after_ms\":") - 1 + NGX_INT_T_LEN;
+
+    if (rq->has_ref) {
+        len += sizeof(",\"ref\":") - 1 + ngx_chat_json_str_len(&rq->ref);
+    }
+
+    b = ngx_chat_ws_frame_start(len, &p, rq->ws->connection->log);
+    if (b == NULL) {
+        return;
+    }
+
+    p = ngx_sprintf(p, "{\"type\":\"error\",\"code\":\"%s\",\"message\":\"%s\"",
+                    code, message);
+
+    if (rq->has_ref) {
+        p = ngx_cpymem(p, ",\"ref\":", sizeof(",\"ref\":") - 1);
+        p = ngx_chat_json_str(p, &rq->ref);
+    }
+
+    if (retry_ms >= 0) {
+        p = ngx_sprintf(p, ",\"retry_after_ms\":%i", retry_ms);
+    }
+
+    *p++ = '}';
+
+    ngx_chat_ws_frame_end(b, p);
+
+    (void) ngx_chat_ws_send_buf(rq->ws, b);
+    ngx_chat_buf_release(b);
+}

@@ -1,0 +1,1421 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ *
+ * The shared zone: rooms, members, users, rate buckets, recent history and
+ * the bus.  All functions take the slab pool's mutex themselves and do no
+ * I/O while holding it.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include "ngx_chat.h"
+#include "ngx_chat_shm.h"
+#include "ngx_chat_json.h"
+#include "ngx_chat_frame.h"
+
+
+#define ngx_chat_shm_align(n)   (((n) + 7) & ~((size_t) 7))
+
+
+static void *ngx_chat_shm_alloc(ngx_chat_shm_ctx_t *ctx, size_t size);
+static ngx_chat_shm_user_t *ngx_chat_shm_user_get(ngx_chat_shm_ctx_t *ctx,
+    ngx_rbtree_t *tree, ngx_str_t *name, ngx_uint_t create);
+static void ngx_chat_shm_user_free(ngx_chat_shm_ctx_t *ctx,
+    ngx_rbtree_t *tree, ngx_chat_shm_user_t *u);
+static ngx_int_t ngx_chat_shm_user_add(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_user_t *u, ngx_uint_t slot, ngx_int_t delta);
+static ngx_chat_shm_room_t *ngx_chat_shm_room_get(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *name, ngx_uint_t keep);
+static void ngx_chat_shm_room_free(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room);
+static void ngx_chat_shm_room_release(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room);
+static void ngx_chat_shm_room_drop(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, ngx_str_t *user, ngx_uint_t slot,
+    ngx_uint_t count);
+static ngx_int_t ngx_chat_shm_presence(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *room, ngx_str_t *user, ngx_uint_t join);
+static ngx_int_t ngx_chat_shm_bus_append(ngx_chat_shm_ctx_t *ctx,
+    ngx_uint_t kind, ngx_str_t *room, ngx_str_t *user, u_char *json,
+    size_t len);
+static ngx_chat_buf_t *ngx_chat_shm_history_frame(ngx_chat_shm_room_t *room,
+    ngx_str_t *name, ngx_uint_t from, ngx_uint_t n, ngx_uint_t complete,
+    ngx_log_t *log);
+static ngx_int_t ngx_chat_shm_find(ngx_chat_shm_room_t *room,
+    ngx_str_t *id);
+static void ngx_chat_shm_reap_slot(ngx_chat_shm_ctx_t *ctx, ngx_uint_t slot);
+static u_char *ngx_chat_shm_scratch(size_t size);
+
+
+static u_char  *ngx_chat_shm_scratch_buf;
+static size_t   ngx_chat_shm_scratch_size;
+
+
+ngx_int_t
+ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_chat_shm_ctx_t  *octx = data;
+
+    size_t               len;
+    ngx_chat_shm_t      *sh;
+    ngx_chat_shm_ctx_t  *ctx;
+
+    ctx = shm_zone->data;
+
+    if (octx) {
+        /* nginx -s reload with the same size: keep everything */
+        ctx->sh = octx->sh;
+        ctx->shpool = octx->shpool;
+        return NGX_OK;
+    }
+
+    ctx->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        ctx->sh = ctx->shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_calloc(ctx->shpool, sizeof(ngx_chat_shm_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->sh = sh;
+    ctx->shpool->data = sh;
+
+    ngx_rbtree_init(&sh->rooms, &sh->rooms_sentinel,
+                    ngx_str_rbtree_insert_value);
+    ngx_rbtree_init(&sh->users, &sh->users_sentinel,
+                    ngx_str_rbtree_insert_value);
+    ngx_queue_init(&sh->empty);
+    ngx_queue_init(&sh->idle);
+
+    /* a quarter of the zone, within 64k..16m, carries new messages */
+
+    sh->bus_size = shm_zone->shm.size / 4;
+    sh->bus_size = ngx_max(sh->bus_size, 64 * 1024);
+    sh->bus_size = ngx_min(sh->bus_size, 16 * 1024 * 1024);
+    sh->bus_size &= ~((size_t) 7);
+
+    sh->bus = ngx_slab_alloc(ctx->shpool, sh->bus_size);
+    if (sh->bus == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = sizeof(" in chat zone \"\"") + shm_zone->shm.name.len;
+
+    ctx->shpool->log_ctx = ngx_slab_alloc(ctx->shpool, len);
+    if (ctx->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(ctx->shpool->log_ctx, " in chat zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    ctx->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+/* a per-process buffer to build JSON in */
+
+static u_char *
+ngx_chat_shm_scratch(size_t size)
+{
+    u_char  *p;
+
+    if (size > ngx_chat_shm_scratch_size) {
+        size = ngx_max(size, 4096);
+
+        p = ngx_alloc(size, ngx_cycle->log);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        if (ngx_chat_shm_scratch_buf) {
+            ngx_free(ngx_chat_shm_scratch_buf);
+        }
+
+        ngx_chat_shm_scratch_buf = p;
+        ngx_chat_shm_scratch_size = size;
+    }
+
+    return ngx_chat_shm_scratch_buf;
+}
+
+
+/*
+ * Allocation with eviction: rooms kept only for their history and users
+ * kept only for their rate buckets go first, oldest first.
+ */
+
+static void *
+ngx_chat_shm_alloc(ngx_chat_shm_ctx_t *ctx, size_t size)
+{
+    void                 *p;
+    ngx_queue_t          *q;
+    ngx_chat_shm_t       *sh;
+    ngx_chat_shm_user_t  *u;
+    ngx_chat_shm_room_t  *room;
+
+    sh = ctx->sh;
+
+    for ( ;; ) {
+        p = ngx_slab_alloc_locked(ctx->shpool, size);
+        if (p) {
+            return p;
+        }
+
+        if (!ngx_queue_empty(&sh->idle)) {
+            q = ngx_queue_head(&sh->idle);
+            u = ngx_queue_data(q, ngx_chat_shm_user_t, idle);
+            ngx_chat_shm_user_free(ctx, &sh->users, u);
+            continue;
+        }
+
+        if (!ngx_queue_empty(&sh->empty)) {
+            q = ngx_queue_head(&sh->empty);
+            room = ngx_queue_data(q, ngx_chat_shm_room_t, lru);
+            ngx_chat_shm_room_free(ctx, room);
+            continue;
+        }
+
+        (void) ngx_atomic_fetch_add(&sh->zone_full, 1);
+
+        return NULL;
+    }
+}
+
+
+static ngx_chat_shm_user_t *
+ngx_chat_shm_user_get(ngx_chat_shm_ctx_t *ctx, ngx_rbtree_t *tree,
+    ngx_str_t *name, ngx_uint_t create)
+{
+    uint32_t              hash;
+    ngx_chat_shm_user_t  *u;
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    u = (ngx_chat_shm_user_t *) ngx_str_rbtree_lookup(tree, name, hash);
+
+    if (u || !create) {
+        return u;
+    }
+
+    u = ngx_chat_shm_alloc(ctx, sizeof(ngx_chat_shm_user_t) + name->len);
+    if (u == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(u, sizeof(ngx_chat_shm_user_t));
+
+    u->name.data = (u_char *) u + sizeof(ngx_chat_shm_user_t);
+    u->name.len = name->len;
+    ngx_memcpy(u->name.data, name->data, name->len);
+
+    u->node.key = hash;
+    ngx_rbtree_insert(tree, &u->node);
+
+    return u;
+}
+
+
+static void
+ngx_chat_shm_user_free(ngx_chat_shm_ctx_t *ctx, ngx_rbtree_t *tree,
+    ngx_chat_shm_user_t *u)
+{
+    ngx_rbtree_delete(tree, &u->node);
+
+    if (u->idle.next) {
+        ngx_queue_remove(&u->idle);
+    }
+
+    if (u->slots) {
+        ngx_slab_free_locked(ctx->shpool, u->slots);
+    }
+
+    ngx_slab_free_locked(ctx->shpool, u);
+}
+
+
+/* counts a connection (delta 1) or its end (delta -1) on a worker slot */
+
+static ngx_int_t
+ngx_chat_shm_user_add(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_user_t *u,
+    ngx_uint_t slot, ngx_int_t delta)
+{
+    ngx_uint_t            i, cap;
+    ngx_chat_shm_slot_t  *s;
+
+    for (i = 0; i < u->nslots; i++) {
+        if (u->slots[i].slot == slot) {
+            break;
+        }
+    }
+
+    if (i == u->nslots) {
+
+        if (delta < 0) {
+            return NGX_OK;
+        }
+
+        if (u->nslots == u->cap) {
+            cap = u->cap ? u->cap * 2 : 2;
+
+            s = ngx_chat_shm_alloc(ctx, cap * sizeof(ngx_chat_shm_slot_t));
+            if (s == NULL) {
+                return NGX_ERROR;
+            }
+
+            if (u->slots) {
+                ngx_memcpy(s, u->slots,
+                           u->nslots * sizeof(ngx_chat_shm_slot_t));
+                ngx_slab_free_locked(ctx->shpool, u->slots);
+            }
+
+            u->slots = s;
+            u->cap = cap;
+        }
+
+        u->slots[i].slot = slot;
+        u->slots[i].count = 0;
+        u->nslots++;
+    }
+
+    if (delta > 0) {
+        u->slots[i].count++;
+        u->total++;
+
+    } else {
+        u->slots[i].count--;
+        u->total--;
+
+        if (u->slots[i].count == 0) {
+            u->slots[i] = u->slots[--u->nslots];
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_chat_shm_connect(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user)
+{
+    ngx_chat_shm_t       *sh;
+    ngx_chat_shm_user_t  *u;
+
+    sh = ctx->sh;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    u = ngx_chat_shm_user_get(ctx, &sh->users, user, 1);
+
+    if (u == NULL || ngx_chat_shm_user_add(ctx, u, ctx->wslot, 1) != NGX_OK) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NGX_ERROR;
+    }
+
+    if (u->total == 1) {
+        sh->users_active++;
+
+        if (u->idle.next) {
+            ngx_queue_remove(&u->idle);
+            u->idle.next = NULL;
+        }
+    }
+
+    sh->connections++;
+    sh->workers[ctx->wslot].connections++;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_chat_shm_disconnect(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user)
+{
+    ngx_chat_shm_t       *sh;
+    ngx_chat_shm_user_t  *u;
+
+    sh = ctx->sh;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    u = ngx_chat_shm_user_get(ctx, &sh->users, user, 0);
+
+    if (u && u->total) {
+        (void) ngx_chat_shm_user_add(ctx, u, ctx->wslot, -1);
+
+        sh->connections--;
+        sh->workers[ctx->wslot].connections--;
+
+        if (u->total == 0) {
+            sh->users_active--;
+            ngx_queue_insert_tail(&sh->idle, &u->idle);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+static ngx_chat_shm_room_t *
+ngx_chat_shm_room_get(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t keep)
+{
+    size_t                size;
+    uint32_t              hash;
+    ngx_chat_shm_room_t  *room;
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&ctx->sh->rooms,
+                                                         name, hash);
+    if (room) {
+        if (room->in_lru) {
+            ngx_queue_remove(&room->lru);
+            room->in_lru = 0;
+        }
+
+        return room;
+    }
+
+    if (keep == 0) {
+        return NULL;
+    }
+
+    keep--;
+
+    size = sizeof(ngx_chat_shm_room_t) + keep * sizeof(ngx_chat_shm_msg_t *)
+           + name->len;
+
+    room = ngx_chat_shm_alloc(ctx, size);
+    if (room == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(room, sizeof(ngx_chat_shm_room_t));
+
+    room->hist = (ngx_chat_shm_msg_t **) ((u_char *) room
+                                          + sizeof(ngx_chat_shm_room_t));
+    room->hist_cap = keep;
+
+    room->name.data = (u_char *) (room->hist + keep);
+    room->name.len = name->len;
+    ngx_memcpy(room->name.data, name->data, name->len);
+
+    ngx_rbtree_init(&room->users, &room->sentinel,
+                    ngx_str_rbtree_insert_value);
+
+    room->node.key = hash;
+    ngx_rbtree_insert(&ctx->sh->rooms, &room->node);
+
+    return room;
+}
+
+
+static void
+ngx_chat_shm_room_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
+{
+    ngx_uint_t  i;
+
+    if (room->in_lru) {
+        ngx_queue_remove(&room->lru);
+    }
+
+    for (i = 0; i < room->hist_n; i++) {
+        ngx_slab_free_locked(ctx->shpool,
+                             room->hist[(room->hist_head + i)
+                                        % room->hist_cap]);
+    }
+
+    ngx_rbtree_delete(&ctx->sh->rooms, &room->node);
+    ngx_slab_free_locked(ctx->shpool, room);
+}
+
+
+/* a room left without members is kept for its history, or freed */
+
+static void
+ngx_chat_shm_room_release(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
+{
+    if (room->nconns) {
+        return;
+    }
+
+    if (room->hist_n == 0) {
+        ngx_chat_shm_room_free(ctx, room);
+        return;
+    }
+
+    if (!room->in_lru) {
+        ngx_queue_insert_tail(&ctx->sh->empty, &room->lru);
+        room->in_lru = 1;
+    }
+}
+
+
+ngx_int_t
+ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
+    ngx_uint_t keep, ngx_int_t history, ngx_str_t *since,
+    ngx_chat_shm_join_t *res, ngx_log_t *log)
+{
+    ngx_int_t             found;
+    ngx_uint_t            n, complete, created;
+    ngx_chat_shm_t       *sh;
+    ngx_chat_shm_user_t  *u;
+    ngx_chat_shm_room_t  *room;
+
+    sh = ctx->sh;
+
+    ngx_memzero(res, sizeof(ngx_chat_shm_join_t));
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_get(ctx, name, keep + 1);
+    if (room == NULL) {
+        goto full;
+    }
+
+    created = (room->nconns == 0);
+
+    u = ngx_chat_shm_user_get(ctx, &room->users, user, 1);
+    if (u == NULL) {
+        goto failed;
+    }
+
+    if (ngx_chat_shm_user_add(ctx, u, ctx->wslot, 1) != NGX_OK) {
+        if (u->total == 0) {
+            ngx_chat_shm_user_free(ctx, &room->users, u);
+        }
+
+        goto failed;
+    }
+
+    room->nconns++;
+
+    if (created) {
+        sh->rooms_active++;
+    }
+
+    if (u->total == 1) {
+        room->nusers++;
+        res->first = 1;
+
+        if (ngx_chat_shm_presence(ctx, name, user, 1) != NGX_OK) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "chat: presence event lost, zone \"%V\" bus full",
+                          &ctx->name);
+        }
+    }
+
+    res->members = room->nusers;
+    res->bus_pos = sh->bus_head;
+
+    if (since) {
+        found = ngx_chat_shm_find(room, since);
+
+        if (found >= 0) {
+            n = room->hist_n - found - 1;
+            complete = 1;
+
+        } else {
+            n = room->hist_n;
+            complete = 0;
+        }
+
+        res->history = ngx_chat_shm_history_frame(room, name,
+                                                  room->hist_n - n, n,
+                                                  complete, log);
+        if (res->history == NULL) {
+            goto history_failed;
+        }
+
+    } else if (history >= 0) {
+        n = ngx_min((ngx_uint_t) history, room->hist_n);
+        complete = (n == (ngx_uint_t) history || room->total == room->hist_n);
+
+        res->history = ngx_chat_shm_history_frame(room, name,
+                                                  room->hist_n - n, n,
+                                                  complete, log);
+        if (res->history == NULL) {
+            goto history_failed;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
+
+history_failed:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_chat_shm_leave(ctx, name, user);
+
+    return NGX_ERROR;
+
+failed:
+
+    ngx_chat_shm_room_release(ctx, room);
+
+full:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "chat: zone \"%V\" is full, join refused", &ctx->name);
+
+    return NGX_DECLINED;
+}
+
+
+ngx_uint_t
+ngx_chat_shm_members(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name)
+{
+    uint32_t              hash;
+    ngx_uint_t            n;
+    ngx_chat_shm_room_t  *room;
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&ctx->sh->rooms,
+                                                         name, hash);
+    n = room ? room->nusers : 0;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return n;
+}
+
+
+void
+ngx_chat_shm_leave(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user)
+{
+    uint32_t              hash;
+    ngx_chat_shm_room_t  *room;
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&ctx->sh->rooms,
+                                                         name, hash);
+    if (room) {
+        ngx_chat_shm_room_drop(ctx, room, user, ctx->wslot, 1);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/* removes count connections of user on slot from the room; locked */
+
+static void
+ngx_chat_shm_room_drop(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
+    ngx_str_t *user, ngx_uint_t slot, ngx_uint_t count)
+{
+    ngx_chat_shm_user_t  *u;
+
+    u = ngx_chat_shm_user_get(ctx, &room->users, user, 0);
+    if (u == NULL) {
+        return;
+    }
+
+    while (count-- && u->total) {
+        (void) ngx_chat_shm_user_add(ctx, u, slot, -1);
+        room->nconns--;
+    }
+
+    if (u->total == 0) {
+        room->nusers--;
+
+        (void) ngx_chat_shm_presence(ctx, &room->name, &u->name, 0);
+
+        ngx_chat_shm_user_free(ctx, &room->users, u);
+    }
+
+    if (room->nconns == 0) {
+        ctx->sh->rooms_active--;
+        ngx_chat_shm_room_release(ctx, room);
+    }
+}
+
+
+static ngx_int_t
+ngx_chat_shm_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
+    ngx_str_t *user, ngx_uint_t join)
+{
+    u_char  *p, *start;
+    size_t   len;
+
+    len = sizeof("{\"type\":\"presence\",\"room\":,\"user\":,\"event\":"
+                 "\"leave\"}") - 1
+          + ngx_chat_json_str_len(room) + ngx_chat_json_str_len(user);
+
+    start = ngx_chat_shm_scratch(len);
+    if (start == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(start, "{\"type\":\"presence\",\"room\":",
+                   sizeof("{\"type\":\"presence\",\"room\":") - 1);
+    p = ngx_chat_json_str(p, room);
+    p = ngx_cpymem(p, ",\"user\":", sizeof(",\"user\":") - 1);
+    p = ngx_chat_json_str(p, user);
+
+    if (join) {
+        p = ngx_cpymem(p, ",\"event\":\"join\"}",
+                       sizeof(",\"event\":\"join\"}") - 1);
+    } else {
+        p = ngx_cpymem(p, ",\"event\":\"leave\"}",
+                       sizeof(",\"event\":\"leave\"}") - 1);
+    }
+
+    return ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_PRESENCE, room, user,
+                                   start, p - start);
+}
+
+
+ngx_int_t
+ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
+    ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst, uint64_t *id,
+    ngx_msec_t *retry_ms, ngx_log_t *log)
+{
+    u_char               *p, *start, *id_at;
+    size_t                len, tail;
+    uint32_t              hash;
+    uint64_t              msg_id, now_ms;
+    ngx_int_t             excess;
+    ngx_msec_t            now;
+    ngx_time_t           *tp;
+    ngx_chat_shm_t       *sh;
+    ngx_chat_shm_msg_t   *msg;
+    ngx_chat_shm_user_t  *u;
+    ngx_chat_shm_room_t  *room;
+
+    sh = ctx->sh;
+    tp = ngx_timeofday();
+    now_ms = (uint64_t) tp->sec * 1000 + tp->msec;
+    now = ngx_current_msec;
+
+    /*
+     * {"type":"message","room":R,"id":"ID","user":U,"content":C,"ts":T}
+     * built outside the lock but for the id
+     */
+
+    len = sizeof("{\"type\":\"message\",\"room\":,\"id\":\"\",\"user\":,"
+                 "\"content\":,\"ts\":}") - 1
+          + ngx_chat_json_str_len(name) + NGX_INT64_LEN
+          + ngx_chat_json_str_len(user) + ngx_chat_json_str_len(content)
+          + NGX_INT64_LEN;
+
+    start = ngx_chat_shm_scratch(len + NGX_INT64_LEN);
+    if (start == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* the tail after the id is written at the end of the scratch buffer */
+
+    p = ngx_cpymem(start, "{\"type\":\"message\",\"room\":",
+                   sizeof("{\"type\":\"message\",\"room\":") - 1);
+    p = ngx_chat_json_str(p, name);
+    p = ngx_cpymem(p, ",\"id\":\"", sizeof(",\"id\":\"") - 1);
+    id_at = p;
+
+    p += NGX_INT64_LEN;
+    tail = (size_t) (p - start);
+
+    p = ngx_cpymem(p, "\",\"user\":", sizeof("\",\"user\":") - 1);
+    p = ngx_chat_json_str(p, user);
+    p = ngx_cpymem(p, ",\"content\":", sizeof(",\"content\":") - 1);
+    p = ngx_chat_json_str(p, content);
+    p = ngx_sprintf(p, ",\"ts\":%uL}", now_ms);
+
+    tail = (size_t) (p - start) - tail;     /* bytes after the id */
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&sh->rooms, name,
+                                                         hash);
+    if (room == NULL) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    if (rate) {
+        u = ngx_chat_shm_user_get(ctx, &sh->users, user, 0);
+
+        if (u) {
+            if (u->used) {
+                excess = (ngx_int_t) u->excess
+                         - (ngx_int_t) (rate * (ngx_msec_int_t) (now - u->last)
+                                        / 1000)
+                         + 1000;
+
+                if (excess < 0) {
+                    excess = 0;
+                }
+
+            } else {
+                excess = 0;
+            }
+
+            if ((ngx_uint_t) excess > burst) {
+                *retry_ms = (excess - burst) * 1000 / rate;
+                (void) ngx_atomic_fetch_add(&sh->rate_limited, 1);
+                ngx_shmtx_unlock(&ctx->shpool->mutex);
+                return NGX_BUSY;
+            }
+
+            u->excess = excess;
+            u->last = now;
+            u->used = 1;
+        }
+    }
+
+    msg_id = ngx_max(sh->last_id + 1, now_ms * 1000);
+
+    /* the id, then the tail moved to follow it */
+
+    p = ngx_sprintf(id_at, "%uL", msg_id);
+    ngx_memmove(p, id_at + NGX_INT64_LEN, tail);
+    len = (size_t) (p + tail - start);
+
+    msg = NULL;
+
+    if (room->hist_cap) {
+        msg = ngx_chat_shm_alloc(ctx, offsetof(ngx_chat_shm_msg_t, data)
+                                      + len);
+
+        if (msg == NULL && room->hist_n) {
+            /* make room from this room's own oldest message */
+            ngx_slab_free_locked(ctx->shpool, room->hist[room->hist_head]);
+            room->hist_head = (room->hist_head + 1) % room->hist_cap;
+            room->hist_n--;
+
+            msg = ngx_chat_shm_alloc(ctx, offsetof(ngx_chat_shm_msg_t, data)
+                                          + len);
+        }
+
+        if (msg == NULL) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "chat: zone \"%V\" is full, message refused",
+                          &ctx->name);
+            return NGX_DECLINED;
+        }
+
+        msg->id = msg_id;
+        msg->len = len;
+        ngx_memcpy(msg->data, start, len);
+    }
+
+    if (ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_MESSAGE, name, NULL,
+                                start, len)
+        != NGX_OK)
+    {
+        if (msg) {
+            ngx_slab_free_locked(ctx->shpool, msg);
+        }
+
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "chat: message too large for the bus of zone \"%V\"",
+                      &ctx->name);
+        return NGX_DECLINED;
+    }
+
+    if (msg) {
+        if (room->hist_n == room->hist_cap) {
+            ngx_slab_free_locked(ctx->shpool, room->hist[room->hist_head]);
+            room->hist_head = (room->hist_head + 1) % room->hist_cap;
+            room->hist_n--;
+        }
+
+        room->hist[(room->hist_head + room->hist_n) % room->hist_cap] = msg;
+        room->hist_n++;
+    }
+
+    room->total++;
+    sh->last_id = msg_id;
+    *id = msg_id;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    (void) ngx_atomic_fetch_add(&sh->messages_in, 1);
+
+    return NGX_OK;
+}
+
+
+/* index of the history message with this id, or -1 */
+
+static ngx_int_t
+ngx_chat_shm_find(ngx_chat_shm_room_t *room, ngx_str_t *id)
+{
+    ngx_int_t   i;
+    uint64_t    value;
+    ngx_uint_t  k;
+
+    if (id->len == 0 || id->len > NGX_INT64_LEN) {
+        return -1;
+    }
+
+    value = 0;
+
+    for (k = 0; k < id->len; k++) {
+        if (id->data[k] < '0' || id->data[k] > '9') {
+            return -1;
+        }
+
+        value = value * 10 + (id->data[k] - '0');
+    }
+
+    for (i = (ngx_int_t) room->hist_n - 1; i >= 0; i--) {
+        if (room->hist[(room->hist_head + i) % room->hist_cap]->id == value) {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+/* {"type":"history","room":R,"messages":[...],"complete":B}; locked */
+
+static ngx_chat_buf_t *
+ngx_chat_shm_history_frame(ngx_chat_shm_room_t *room, ngx_str_t *name,
+    ngx_uint_t from, ngx_uint_t n, ngx_uint_t complete, ngx_log_t *log)
+{
+    u_char              *p;
+    size_t               len;
+    ngx_uint_t           i;
+    ngx_chat_buf_t      *b;
+    ngx_chat_shm_msg_t  *msg;
+
+    len = sizeof("{\"type\":\"history\",\"room\":,\"messages\":[],"
+                 "\"complete\":false}") - 1
+          + ngx_chat_json_str_len(name);
+
+    for (i = from; i < from + n; i++) {
+        msg = room->hist[(room->hist_head + i) % room->hist_cap];
+        len += msg->len + 1;
+    }
+
+    b = ngx_chat_buf_alloc(NGX_CHAT_FRAME_MAX_HEADER + len, log);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    /* the header is written last, when the length is known */
+
+    p = b->data + NGX_CHAT_FRAME_MAX_HEADER;
+
+    p = ngx_cpymem(p, "{\"type\":\"history\",\"room\":",
+                   sizeof("{\"type\":\"history\",\"room\":") - 1);
+    p = ngx_chat_json_str(p, name);
+    p = ngx_cpymem(p, ",\"messages\":[", sizeof(",\"messages\":[") - 1);
+
+    for (i = from; i < from + n; i++) {
+        msg = room->hist[(room->hist_head + i) % room->hist_cap];
+
+        if (i != from) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, msg->data, msg->len);
+    }
+
+    if (complete) {
+        p = ngx_cpymem(p, "],\"complete\":true}",
+                       sizeof("],\"complete\":true}") - 1);
+    } else {
+        p = ngx_cpymem(p, "],\"complete\":false}",
+                       sizeof("],\"complete\":false}") - 1);
+    }
+
+    len = p - (b->data + NGX_CHAT_FRAME_MAX_HEADER);
+
+    i = ngx_chat_frame_header_size(len);
+    ngx_memmove(b->data + i, b->data + NGX_CHAT_FRAME_MAX_HEADER, len);
+    (void) ngx_chat_frame_header(b->data, NGX_CHAT_FRAME_TEXT, len);
+    b->len = i + len;
+
+    return b;
+}
+
+
+ngx_chat_buf_t *
+ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t limit, ngx_str_t *before, ngx_log_t *log)
+{
+    uint32_t              hash;
+    ngx_int_t             end;
+    ngx_uint_t            n, complete;
+    ngx_chat_buf_t       *b;
+    ngx_chat_shm_room_t  *room;
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&ctx->sh->rooms,
+                                                         name, hash);
+    if (room == NULL) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NULL;
+    }
+
+    if (before) {
+        end = ngx_chat_shm_find(room, before);
+
+    } else {
+        end = room->hist_n;
+    }
+
+    if (end < 0) {
+        /* an id we no longer have, or never had */
+        n = 0;
+        complete = 0;
+
+    } else {
+        n = ngx_min(limit, (ngx_uint_t) end);
+        complete = (n == limit
+                    || room->total == room->hist_n);
+    }
+
+    b = ngx_chat_shm_history_frame(room, name, (end < 0) ? 0 : end - n, n,
+                                   complete, log);
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return b;
+}
+
+
+/* {"type":"who","room":R,"users":[...]} */
+
+ngx_chat_buf_t *
+ngx_chat_shm_who(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_log_t *log)
+{
+    u_char               *p;
+    size_t                len, hlen;
+    uint32_t              hash;
+    ngx_uint_t            first;
+    ngx_chat_buf_t       *b;
+    ngx_rbtree_node_t    *node, *root, *sentinel;
+    ngx_chat_shm_user_t  *u;
+    ngx_chat_shm_room_t  *room;
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&ctx->sh->rooms,
+                                                         name, hash);
+
+    len = sizeof("{\"type\":\"who\",\"room\":,\"users\":[]}") - 1
+          + ngx_chat_json_str_len(name);
+
+    root = room ? room->users.root : NULL;
+    sentinel = room ? room->users.sentinel : NULL;
+
+    if (room && root != sentinel) {
+        for (node = ngx_rbtree_min(root, sentinel);
+             node;
+             node = ngx_rbtree_next(&room->users, node))
+        {
+            u = (ngx_chat_shm_user_t *) node;
+            len += ngx_chat_json_str_len(&u->name) + 1;
+        }
+    }
+
+    hlen = ngx_chat_frame_header_size(len);
+
+    b = ngx_chat_buf_alloc(hlen + len, log);
+    if (b == NULL) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NULL;
+    }
+
+    p = b->data + hlen;
+    p = ngx_cpymem(p, "{\"type\":\"who\",\"room\":",
+                   sizeof("{\"type\":\"who\",\"room\":") - 1);
+    p = ngx_chat_json_str(p, name);
+    p = ngx_cpymem(p, ",\"users\":[", sizeof(",\"users\":[") - 1);
+
+    first = 1;
+
+    if (room && root != sentinel) {
+        for (node = ngx_rbtree_min(root, sentinel);
+             node;
+             node = ngx_rbtree_next(&room->users, node))
+        {
+            u = (ngx_chat_shm_user_t *) node;
+
+            if (!first) {
+                *p++ = ',';
+            }
+
+            first = 0;
+            p = ngx_chat_json_str(p, &u->name);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    p = ngx_cpymem(p, "]}", 2);
+
+    len = p - (b->data + hlen);
+    (void) ngx_chat_frame_header(b->data, NGX_CHAT_FRAME_TEXT, len);
+    b->len = hlen + len;
+
+    return b;
+}
+
+
+/*
+ * The bus: a byte ring of entries addressed by absolute positions.  The
+ * writer overwrites the oldest entries; a reader that finds its position
+ * below the tail knows it lost them.  Locked.
+ */
+
+static ngx_int_t
+ngx_chat_shm_bus_append(ngx_chat_shm_ctx_t *ctx, ngx_uint_t kind,
+    ngx_str_t *room, ngx_str_t *user, u_char *json, size_t jlen)
+{
+    u_char                *p;
+    size_t                 len, hlen, phys;
+    uint64_t               end;
+    ngx_uint_t             i;
+    ngx_chat_shm_t        *sh;
+    ngx_chat_bus_entry_t  *e;
+
+    sh = ctx->sh;
+
+    hlen = ngx_chat_frame_header_size(jlen);
+
+    len = ngx_chat_shm_align(sizeof(ngx_chat_bus_entry_t) + room->len
+                             + (user ? user->len : 0) + hlen + jlen);
+
+    if (len > sh->bus_size / 4) {
+        return NGX_ERROR;
+    }
+
+    phys = sh->bus_head % sh->bus_size;
+
+    end = sh->bus_head + len;
+
+    if (phys + len > sh->bus_size) {
+        end += sh->bus_size - phys;
+    }
+
+    /* drop the entries the new one overwrites */
+
+    while (sh->bus_tail + sh->bus_size < end) {
+        i = sh->bus_tail % sh->bus_size;
+        e = (ngx_chat_bus_entry_t *) (sh->bus + i);
+
+        if (i + sizeof(ngx_chat_bus_entry_t) > sh->bus_size || e->len == 0) {
+            sh->bus_tail += sh->bus_size - i;
+
+        } else {
+            sh->bus_tail += e->len;
+        }
+    }
+
+    if (phys + len > sh->bus_size) {
+        if (phys + sizeof(ngx_chat_bus_entry_t) <= sh->bus_size) {
+            e = (ngx_chat_bus_entry_t *) (sh->bus + phys);
+            e->len = 0;
+        }
+
+        sh->bus_head += sh->bus_size - phys;
+        phys = 0;
+    }
+
+    e = (ngx_chat_bus_entry_t *) (sh->bus + phys);
+    e->len = (uint32_t) len;
+    e->kind = (uint16_t) kind;
+    e->room_len = (uint16_t) room->len;
+    e->user_len = user ? (uint32_t) user->len : 0;
+    e->frame_len = (uint32_t) (hlen + jlen);
+
+    p = (u_char *) e + sizeof(ngx_chat_bus_entry_t);
+    p = ngx_cpymem(p, room->data, room->len);
+
+    if (user) {
+        p = ngx_cpymem(p, user->data, user->len);
+    }
+
+    p += ngx_chat_frame_header(p, NGX_CHAT_FRAME_TEXT, jlen);
+    ngx_memcpy(p, json, jlen);
+
+    sh->bus_head += len;
+
+    /* wake the other workers, once until they read */
+
+    for (i = 0; i < NGX_CHAT_MAX_WORKERS; i++) {
+        if (!sh->workers[i].active || sh->workers[i].notified
+            || (ngx_int_t) i == ctx->wslot)
+        {
+            continue;
+        }
+
+        sh->workers[i].notified = 1;
+
+        if (ctx->nnotify < NGX_CHAT_MAX_WORKERS) {
+            ctx->notify[ctx->nnotify++] = sh->workers[i].pid;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+uint64_t
+ngx_chat_shm_bus_read(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_bus_pt handler,
+    ngx_log_t *log)
+{
+    size_t                 phys;
+    uint64_t               pos, lost;
+    ngx_chat_shm_t        *sh;
+    ngx_chat_bus_entry_t  *e;
+
+    sh = ctx->sh;
+    lost = 0;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    sh->workers[ctx->wslot].notified = 0;
+
+    pos = ctx->bus_read;
+
+    if (pos < sh->bus_tail) {
+        lost = sh->bus_tail - pos;
+        pos = sh->bus_tail;
+    }
+
+    while (pos < sh->bus_head) {
+        phys = pos % sh->bus_size;
+        e = (ngx_chat_bus_entry_t *) (sh->bus + phys);
+
+        if (phys + sizeof(ngx_chat_bus_entry_t) > sh->bus_size
+            || e->len == 0)
+        {
+            pos += sh->bus_size - phys;
+            continue;
+        }
+
+        handler(ctx, pos, e);
+
+        pos += e->len;
+    }
+
+    ctx->bus_read = pos;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return lost;
+}
+
+
+ngx_int_t
+ngx_chat_shm_worker_attach(ngx_chat_shm_ctx_t *ctx, ngx_log_t *log)
+{
+    ngx_uint_t       i;
+    ngx_chat_shm_t  *sh;
+
+    sh = ctx->sh;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    for (i = 0; i < NGX_CHAT_MAX_WORKERS; i++) {
+        if (!sh->workers[i].active) {
+            break;
+        }
+    }
+
+    if (i == NGX_CHAT_MAX_WORKERS) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "chat: zone \"%V\" has no free worker slot, "
+                      "at most %d workers", &ctx->name,
+                      NGX_CHAT_MAX_WORKERS);
+        return NGX_ERROR;
+    }
+
+    sh->workers[i].active = 1;
+    sh->workers[i].pid = ngx_pid;
+    sh->workers[i].notified = 0;
+    sh->workers[i].connections = 0;
+
+    ctx->wslot = i;
+    ctx->bus_read = sh->bus_head;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_chat_shm_worker_detach(ngx_chat_shm_ctx_t *ctx)
+{
+    if (ctx->wslot < 0) {
+        return;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    ngx_chat_shm_reap_slot(ctx, ctx->wslot);
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ctx->wslot = -1;
+}
+
+
+ngx_uint_t
+ngx_chat_shm_reap(ngx_chat_shm_ctx_t *ctx, ngx_log_t *log)
+{
+    ngx_uint_t       i, n;
+    ngx_chat_shm_t  *sh;
+
+    sh = ctx->sh;
+    n = 0;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    for (i = 0; i < NGX_CHAT_MAX_WORKERS; i++) {
+
+        if (!sh->workers[i].active || (ngx_int_t) i == ctx->wslot) {
+            continue;
+        }
+
+        if (kill(sh->workers[i].pid, 0) == -1 && ngx_errno == NGX_ESRCH) {
+            ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                          "chat: removing the members of exited worker %P "
+                          "from zone \"%V\"", sh->workers[i].pid,
+                          &ctx->name);
+
+            ngx_chat_shm_reap_slot(ctx, i);
+            n++;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return n;
+}
+
+
+/* removes everything a worker slot holds; locked */
+
+static void
+ngx_chat_shm_reap_slot(ngx_chat_shm_ctx_t *ctx, ngx_uint_t slot)
+{
+    ngx_uint_t            i, count;
+    ngx_chat_shm_t       *sh;
+    ngx_rbtree_node_t    *node, *next, *unode, *unext;
+    ngx_chat_shm_user_t  *u;
+    ngx_chat_shm_room_t  *room;
+
+    sh = ctx->sh;
+
+    if (sh->rooms.root != sh->rooms.sentinel) {
+
+        for (node = ngx_rbtree_min(sh->rooms.root, sh->rooms.sentinel);
+             node;
+             node = next)
+        {
+            next = ngx_rbtree_next(&sh->rooms, node);
+            room = (ngx_chat_shm_room_t *) node;
+
+            if (room->users.root == room->users.sentinel) {
+                continue;
+            }
+
+            for (unode = ngx_rbtree_min(room->users.root,
+                                        room->users.sentinel);
+                 unode;
+                 unode = unext)
+            {
+                unext = ngx_rbtree_next(&room->users, unode);
+                u = (ngx_chat_shm_user_t *) unode;
+
+                for (i = 0; i < u->nslots; i++) {
+                    if (u->slots[i].slot == slot) {
+                        break;
+                    }
+                }
+
+                if (i == u->nslots) {
+                    continue;
+                }
+
+                count = u->slots[i].count;
+
+                if (count == u->total && count == room->nconns) {
+                    /* the room goes away with this user: find next first */
+                    unext = NULL;
+                }
+
+                ngx_chat_shm_room_drop(ctx, room, &u->name, slot, count);
+
+                if (unext == NULL) {
+                    break;
+                }
+            }
+        }
+    }
+
+    if (sh->users.root != sh->users.sentinel) {
+
+        for (node = ngx_rbtree_min(sh->users.root, sh->users.sentinel);
+             node;
+             node = next)
+        {
+            next = ngx_rbtree_next(&sh->users, node);
+            u = (ngx_chat_shm_user_t *) node;
+
+            for (i = 0; i < u->nslots; i++) {
+                if (u->slots[i].slot == slot) {
+                    break;
+                }
+            }
+
+            if (i == u->nslots) {
+                continue;
+            }
+
+            count = u->slots[i].count;
+
+            while (count--) {
+                (void) ngx_chat_shm_user_add(ctx, u, slot, -1);
+                sh->connections--;
+            }
+
+            if (u->total == 0) {
+                sh->users_active--;
+                ngx_queue_insert_tail(&sh->idle, &u->idle);
+            }
+        }
+    }
+
+    sh->workers[slot].active = 0;
+    sh->workers[slot].notified = 0;
+    sh->workers[slot].connections = 0;
+}

@@ -1,0 +1,194 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ */
+
+
+#ifndef _NGX_CHAT_SHM_H_INCLUDED_
+#define _NGX_CHAT_SHM_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include "ngx_chat.h"
+
+
+/*
+ * The shared zone: rooms with their members and recent messages, users
+ * with their connection counts and rate buckets, the workers that use it,
+ * and the bus: a ring of serialised frames that every worker reads new
+ * messages from.  Everything is under the slab pool's mutex; nothing here
+ * does I/O.  Counts are kept per worker slot, so that the members a dead
+ * worker held can be removed by another one.
+ */
+
+
+#define NGX_CHAT_MAX_WORKERS      64
+
+#define NGX_CHAT_BUS_MESSAGE      1
+#define NGX_CHAT_BUS_PRESENCE     2
+
+
+typedef struct {
+    ngx_uint_t                 slot;
+    ngx_uint_t                 count;
+} ngx_chat_shm_slot_t;
+
+
+/* a user in the zone, or a user in one room */
+typedef struct {
+    ngx_rbtree_node_t          node;      /* key: crc32 of the name */
+    ngx_str_t                  name;      /* as in ngx_str_node_t */
+    ngx_queue_t                idle;      /* zone users without connections */
+    ngx_uint_t                 total;
+    ngx_uint_t                 nslots;
+    ngx_uint_t                 cap;
+    ngx_chat_shm_slot_t       *slots;
+    ngx_msec_t                 last;      /* rate bucket, as limit_req */
+    ngx_uint_t                 excess;
+    ngx_uint_t                 used;      /* the bucket has seen a send */
+} ngx_chat_shm_user_t;
+
+
+typedef struct {
+    uint64_t                   id;
+    size_t                     len;
+    u_char                     data[1];   /* the "message" JSON object */
+} ngx_chat_shm_msg_t;
+
+
+typedef struct {
+    ngx_rbtree_node_t          node;
+    ngx_str_t                  name;      /* as in ngx_str_node_t */
+    ngx_queue_t                lru;       /* in sh->empty when no member */
+    ngx_uint_t                 in_lru;
+    ngx_rbtree_t               users;
+    ngx_rbtree_node_t          sentinel;
+    ngx_uint_t                 nusers;
+    ngx_uint_t                 nconns;
+    ngx_chat_shm_msg_t       **hist;
+    ngx_uint_t                 hist_cap;
+    ngx_uint_t                 hist_head; /* oldest */
+    ngx_uint_t                 hist_n;
+    uint64_t                   total;     /* messages ever posted */
+} ngx_chat_shm_room_t;
+
+
+typedef struct {
+    ngx_pid_t                  pid;
+    ngx_uint_t                 active;
+    ngx_uint_t                 notified;
+    ngx_uint_t                 connections;
+} ngx_chat_shm_worker_t;
+
+
+typedef struct {
+    ngx_rbtree_t               rooms;
+    ngx_rbtree_node_t          rooms_sentinel;
+    ngx_rbtree_t               users;
+    ngx_rbtree_node_t          users_sentinel;
+    ngx_queue_t                empty;     /* rooms kept only for history */
+    ngx_queue_t                idle;      /* users kept only for rate */
+
+    ngx_chat_shm_worker_t      workers[NGX_CHAT_MAX_WORKERS];
+
+    u_char                    *bus;
+    size_t                     bus_size;
+    uint64_t                   bus_head;  /* bytes ever written */
+    uint64_t                   bus_tail;  /* oldest entry still there */
+
+    uint64_t                   last_id;
+
+    ngx_uint_t                 rooms_active;
+    ngx_uint_t                 users_active;
+    ngx_uint_t                 connections;
+    ngx_atomic_t               messages_in;
+    ngx_atomic_t               messages_out;
+    ngx_atomic_t               rate_limited;
+    ngx_atomic_t               zone_full;
+} ngx_chat_shm_t;
+
+
+typedef struct {
+    uint32_t                   len;       /* entry size; 0: wrap */
+    uint16_t                   kind;
+    uint16_t                   room_len;
+    uint32_t                   user_len;  /* PRESENCE: user not to notify */
+    uint32_t                   frame_len;
+    /* room, user, frame (WebSocket header and JSON) follow */
+} ngx_chat_bus_entry_t;
+
+
+struct ngx_chat_shm_ctx_s {
+    ngx_shm_zone_t            *shm_zone;
+    ngx_str_t                  name;
+    ngx_chat_shm_t            *sh;
+    ngx_slab_pool_t           *shpool;
+
+    /* per worker, set in init_process */
+    ngx_int_t                  wslot;
+    uint64_t                   bus_read;
+    ngx_rbtree_t               local_rooms;
+    ngx_rbtree_node_t          local_sentinel;
+    ngx_event_t                reap_event;
+    ngx_pid_t                  notify[NGX_CHAT_MAX_WORKERS];
+    ngx_uint_t                 nnotify;
+};
+
+
+typedef void (*ngx_chat_shm_bus_pt)(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
+    ngx_chat_bus_entry_t *e);
+
+
+/* what a join did */
+typedef struct {
+    ngx_uint_t                 members;   /* users present */
+    uint64_t                   bus_pos;   /* deliver live from here */
+    ngx_chat_buf_t            *history;   /* history frame, or NULL */
+    ngx_uint_t                 first;     /* the user's first connection */
+} ngx_chat_shm_join_t;
+
+
+ngx_int_t ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+
+ngx_int_t ngx_chat_shm_connect(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user);
+void ngx_chat_shm_disconnect(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user);
+
+/* history: -1 none, else the count asked; since: NULL or the id */
+ngx_int_t ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
+    ngx_str_t *user, ngx_uint_t keep, ngx_int_t history, ngx_str_t *since,
+    ngx_chat_shm_join_t *res, ngx_log_t *log);
+ngx_uint_t ngx_chat_shm_members(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room);
+void ngx_chat_shm_leave(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
+    ngx_str_t *user);
+
+/*
+ * Posts a message: rate check, id, history, bus.  Returns NGX_OK with
+ * *id set, NGX_BUSY when rate limited (*retry_ms set), NGX_DECLINED when
+ * the zone is full.
+ */
+ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
+    ngx_str_t *user, ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst,
+    uint64_t *id, ngx_msec_t *retry_ms, ngx_log_t *log);
+
+ngx_chat_buf_t *ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *room, ngx_uint_t limit, ngx_str_t *before, ngx_log_t *log);
+ngx_chat_buf_t *ngx_chat_shm_who(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
+    ngx_log_t *log);
+
+ngx_int_t ngx_chat_shm_worker_attach(ngx_chat_shm_ctx_t *ctx,
+    ngx_log_t *log);
+void ngx_chat_shm_worker_detach(ngx_chat_shm_ctx_t *ctx);
+/* removes what dead workers left; returns how many were reaped */
+ngx_uint_t ngx_chat_shm_reap(ngx_chat_shm_ctx_t *ctx, ngx_log_t *log);
+
+/*
+ * Calls handler, under the zone's lock, for each bus entry this worker
+ * has not read yet.  Returns the bytes of entries lost because this
+ * worker fell behind the ring (0 normally).
+ */
+uint64_t ngx_chat_shm_bus_read(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_bus_pt handler, ngx_log_t *log);
+
+
+#endif /* _NGX_CHAT_SHM_H_INCLUDED_ */

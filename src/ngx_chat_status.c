@@ -1,0 +1,155 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_chat.h"
+#include "ngx_chat_shm.h"
+#include "ngx_chat_status.h"
+
+
+typedef struct {
+    ngx_uint_t   connections;
+    ngx_uint_t   rooms;
+    ngx_uint_t   users;
+    ngx_uint_t   workers;
+    uint64_t     messages_in;
+    uint64_t     messages_out;
+    uint64_t     rate_limited;
+    uint64_t     zone_full;
+} ngx_chat_status_t;
+
+
+ngx_int_t
+ngx_chat_status_handler(ngx_http_request_t *r)
+{
+    size_t                len;
+    ngx_int_t             rc;
+    ngx_str_t             format;
+    ngx_buf_t            *b;
+    ngx_uint_t            i, prometheus;
+    ngx_chat_shm_t       *sh;
+    ngx_chain_t           out;
+    ngx_chat_status_t     st;
+    ngx_chat_shm_ctx_t   *ctx;
+    ngx_chat_loc_conf_t  *lcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_chat_module);
+    ctx = lcf->status_zone->data;
+    sh = ctx->sh;
+
+    prometheus = 0;
+
+    if (ngx_http_arg(r, (u_char *) "format", 6, &format) == NGX_OK) {
+        if (format.len == 10
+            && ngx_strncmp(format.data, "prometheus", 10) == 0)
+        {
+            prometheus = 1;
+
+        } else if (!(format.len == 4
+                     && ngx_strncmp(format.data, "json", 4) == 0))
+        {
+            return NGX_HTTP_BAD_REQUEST;
+        }
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    st.connections = sh->connections;
+    st.rooms = sh->rooms_active;
+    st.users = sh->users_active;
+    st.workers = 0;
+
+    for (i = 0; i < NGX_CHAT_MAX_WORKERS; i++) {
+        if (sh->workers[i].active) {
+            st.workers++;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    st.messages_in = sh->messages_in;
+    st.messages_out = sh->messages_out;
+    st.rate_limited = sh->rate_limited;
+    st.zone_full = sh->zone_full;
+
+    len = 1024 + 12 * ctx->name.len;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (prometheus) {
+        b->last = ngx_sprintf(b->last,
+            "# TYPE chat_connections gauge\n"
+            "chat_connections{zone=\"%V\"} %ui\n"
+            "# TYPE chat_rooms gauge\n"
+            "chat_rooms{zone=\"%V\"} %ui\n"
+            "# TYPE chat_users gauge\n"
+            "chat_users{zone=\"%V\"} %ui\n"
+            "# TYPE chat_messages_in_total counter\n"
+            "chat_messages_in_total{zone=\"%V\"} %uL\n"
+            "# TYPE chat_messages_out_total counter\n"
+            "chat_messages_out_total{zone=\"%V\"} %uL\n"
+            "# TYPE chat_rate_limited_total counter\n"
+            "chat_rate_limited_total{zone=\"%V\"} %uL\n"
+            "# TYPE chat_zone_full_total counter\n"
+            "chat_zone_full_total{zone=\"%V\"} %uL\n"
+            "# TYPE chat_workers gauge\n"
+            "chat_workers{zone=\"%V\"} %ui\n"
+            "# TYPE chat_redis_up gauge\n"
+            "chat_redis_up{zone=\"%V\"} 0\n"
+            "# TYPE chat_postgres_up gauge\n"
+            "chat_postgres_up{zone=\"%V\"} 0\n",
+            &ctx->name, st.connections, &ctx->name, st.rooms,
+            &ctx->name, st.users, &ctx->name, st.messages_in,
+            &ctx->name, st.messages_out, &ctx->name, st.rate_limited,
+            &ctx->name, st.zone_full, &ctx->name, st.workers,
+            &ctx->name, &ctx->name);
+
+        ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
+
+    } else {
+        b->last = ngx_sprintf(b->last,
+            "{\"connections\":%ui,\"rooms\":%ui,\"users\":%ui,"
+            "\"messages_in\":%uL,\"messages_out\":%uL,"
+            "\"rate_limited\":%uL,\"redis\":\"off\",\"postgres\":\"off\","
+            "\"zone_full\":%uL,\"workers\":%ui}\n",
+            st.connections, st.rooms, st.users, st.messages_in,
+            st.messages_out, st.rate_limited, st.zone_full, st.workers);
+
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+    }
+
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

@@ -1,0 +1,1291 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ *
+ * The WebSocket connection layer: the RFC 6455 handshake inside the worker,
+ * reading and parsing frames, a bounded per-connection output queue of
+ * shared frames written with one writev() per connection per event loop
+ * turn, keepalive pings and the close handshake.  It knows nothing of
+ * rooms: complete text messages go up through ws->message.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <ngx_sha1.h>
+#include "ngx_chat.h"
+#include "ngx_chat_ws.h"
+#include "ngx_chat_proto.h"
+
+
+#define NGX_CHAT_WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+#define NGX_CHAT_WS_READ_SIZE     16384
+#define NGX_CHAT_WS_READ_LOOPS    8
+#define NGX_CHAT_WS_IOV           64
+#define NGX_CHAT_WS_LINGER        2000
+#define NGX_CHAT_WS_MSG_KEEP      4096
+#define NGX_CHAT_WS_UPGRADE_REQUIRED  426
+
+
+static ngx_int_t ngx_chat_ws_check(ngx_http_request_t *r,
+    ngx_chat_loc_conf_t *lcf, ngx_str_t *key);
+static ngx_table_elt_t *ngx_chat_ws_header(ngx_http_request_t *r,
+    char *name, size_t len);
+static ngx_uint_t ngx_chat_ws_has_token(ngx_table_elt_t *h, char *token,
+    size_t len);
+static ngx_int_t ngx_chat_ws_origin_allowed(ngx_http_request_t *r,
+    ngx_chat_loc_conf_t *lcf);
+static ngx_int_t ngx_chat_ws_upgrade_required(ngx_http_request_t *r);
+static ngx_int_t ngx_chat_ws_accept(ngx_http_request_t *r,
+    ngx_chat_ws_t *ws, ngx_str_t *key);
+static void ngx_chat_ws_read_handler(ngx_event_t *rev);
+static void ngx_chat_ws_write_handler(ngx_event_t *wev);
+static ngx_int_t ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos,
+    u_char *last);
+static ngx_int_t ngx_chat_ws_append(ngx_chat_ws_t *ws, u_char *data,
+    size_t len);
+static ngx_int_t ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
+    ngx_uint_t control);
+static void ngx_chat_ws_send_control(ngx_chat_ws_t *ws, ngx_uint_t opcode,
+    u_char *data, size_t len);
+static void ngx_chat_ws_timer(ngx_chat_ws_t *ws);
+static void ngx_chat_ws_schedule(ngx_chat_ws_t *ws);
+static void ngx_chat_ws_flush_handler(ngx_event_t *ev);
+static void ngx_chat_ws_flush(ngx_chat_ws_t *ws);
+static ngx_int_t ngx_chat_ws_write(ngx_chat_ws_t *ws);
+static void ngx_chat_ws_linger(ngx_chat_ws_t *ws);
+static void ngx_chat_ws_drop_queue(ngx_chat_ws_t *ws, ngx_uint_t keep_head);
+static void ngx_chat_ws_notify_closed(ngx_chat_ws_t *ws);
+static void ngx_chat_ws_finalize(ngx_chat_ws_t *ws);
+
+
+static ngx_queue_t   ngx_chat_ws_flush_queue;
+static ngx_event_t   ngx_chat_ws_flush_event;
+static u_char        ngx_chat_ws_rbuf[NGX_CHAT_WS_READ_SIZE];
+
+
+void
+ngx_chat_ws_init_worker(ngx_cycle_t *cycle)
+{
+    ngx_queue_init(&ngx_chat_ws_flush_queue);
+
+    ngx_chat_ws_flush_event.handler = ngx_chat_ws_flush_handler;
+    ngx_chat_ws_flush_event.log = cycle->log;
+    ngx_chat_ws_flush_event.data = NULL;
+}
+
+
+ngx_chat_buf_t *
+ngx_chat_buf_alloc(size_t len, ngx_log_t *log)
+{
+    ngx_chat_buf_t  *b;
+
+    b = ngx_alloc(offsetof(ngx_chat_buf_t, data) + len, log);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->refs = 1;
+    b->len = len;
+
+    return b;
+}
+
+
+void
+ngx_chat_buf_release(ngx_chat_buf_t *b)
+{
+    if (--b->refs == 0) {
+        ngx_free(b);
+    }
+}
+
+
+ngx_int_t
+ngx_chat_ws_handler(ngx_http_request_t *r)
+{
+    ngx_int_t             rc;
+    ngx_str_t             key, user;
+    ngx_chat_ws_t        *ws;
+    ngx_connection_t     *c;
+    ngx_chat_loc_conf_t  *lcf;
+
+    ngx_str_null(&key);
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_chat_module);
+    c = r->connection;
+
+    rc = ngx_chat_ws_check(r, lcf, &key);
+
+    if (rc == NGX_CHAT_WS_UPGRADE_REQUIRED) {
+        return ngx_chat_ws_upgrade_required(r);
+    }
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_chat_ws_origin_allowed(r, lcf) != NGX_OK) {
+        return NGX_HTTP_FORBIDDEN;
+    }
+
+    if (ngx_http_complex_value(r, lcf->user, &user) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (user.len == 0) {
+        ngx_log_error(NGX_LOG_INFO, c->log, 0, "chat: empty user");
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ws = ngx_pcalloc(c->pool, sizeof(ngx_chat_ws_t));
+    if (ws == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ws->connection = c;
+    ws->conf = lcf;
+    ws->out = ws->out_inline;
+    ws->out_cap = NGX_CHAT_WS_INLINE_OUT;
+    ws->parser.max_message = lcf->max_message_size;
+    ws->last_seen = ngx_current_msec;
+
+    ws->user.data = ngx_pnalloc(c->pool, user.len);
+    if (ws->user.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_memcpy(ws->user.data, user.data, user.len);
+    ws->user.len = user.len;
+
+    ngx_http_set_ctx(r, ws, ngx_chat_module);
+
+    if (ngx_chat_ws_accept(r, ws, &key) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_chat_proto_open(ws);
+
+    if (rc != NGX_OK) {
+        ngx_chat_ws_drop_queue(ws, 0);
+        return rc == NGX_ERROR ? NGX_HTTP_INTERNAL_SERVER_ERROR : rc;
+    }
+
+    /* from here on the connection is ours */
+
+    r->headers_out.status = NGX_HTTP_SWITCHING_PROTOCOLS;
+    r->keepalive = 0;
+    r->lingering_close = 0;
+    r->main->count++;
+
+    c->log->action = "serving chat WebSocket";
+    c->idle = 0;
+    c->read->handler = ngx_chat_ws_read_handler;
+    c->write->handler = ngx_chat_ws_write_handler;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    ngx_add_timer(c->read, lcf->ping_interval);
+
+    /* bytes the client sent right after its handshake */
+
+    if (r->header_in->pos < r->header_in->last) {
+        ngx_post_event(c->read, &ngx_posted_events);
+
+    } else if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INTERNAL, NULL);
+    }
+
+    ngx_chat_ws_schedule(ws);
+
+    return NGX_DONE;
+}
+
+
+static ngx_int_t
+ngx_chat_ws_check(ngx_http_request_t *r, ngx_chat_loc_conf_t *lcf,
+    ngx_str_t *key)
+{
+    u_char            buf[32];
+    ngx_str_t         decoded;
+    ngx_table_elt_t  *h, *connection;
+
+    /* nginx 1.22 does not keep the Connection header: look it up */
+
+    connection = ngx_chat_ws_header(r, "Connection",
+                                    sizeof("Connection") - 1);
+
+    if (r->headers_in.upgrade == NULL
+        || !ngx_chat_ws_has_token(r->headers_in.upgrade, "websocket", 9)
+        || connection == NULL
+        || !ngx_chat_ws_has_token(connection, "upgrade", 7)
+        || r->http_version != NGX_HTTP_VERSION_11)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "chat: not a WebSocket upgrade request");
+        return NGX_CHAT_WS_UPGRADE_REQUIRED;
+    }
+
+    if (r->method != NGX_HTTP_GET) {
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+
+    h = ngx_chat_ws_header(r, "Sec-WebSocket-Version",
+                           sizeof("Sec-WebSocket-Version") - 1);
+
+    if (h == NULL || h->value.len != 2
+        || ngx_strncmp(h->value.data, "13", 2) != 0)
+    {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "chat: missing or unsupported Sec-WebSocket-Version");
+        return NGX_CHAT_WS_UPGRADE_REQUIRED;
+    }
+
+    h = ngx_chat_ws_header(r, "Sec-WebSocket-Key",
+                           sizeof("Sec-WebSocket-Key") - 1);
+
+    if (h == NULL || h->value.len != 24) {
+        goto bad_key;
+    }
+
+    decoded.data = buf;
+
+    if (ngx_decode_base64(&decoded, &h->value) != NGX_OK
+        || decoded.len != 16)
+    {
+        goto bad_key;
+    }
+
+    *key = h->value;
+
+    return NGX_OK;
+
+bad_key:
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "chat: missing or invalid Sec-WebSocket-Key");
+
+    return NGX_HTTP_BAD_REQUEST;
+}
+
+
+static ngx_table_elt_t *
+ngx_chat_ws_header(ngx_http_request_t *r, char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/* a comma-separated header value contains the token (case-insensitive) */
+
+static ngx_uint_t
+ngx_chat_ws_has_token(ngx_table_elt_t *h, char *token, size_t len)
+{
+    u_char  *p, *last, *start, *end;
+
+    p = h->value.data;
+    last = p + h->value.len;
+
+    while (p < last) {
+
+        while (p < last && (*p == ' ' || *p == '\t' || *p == ',')) {
+            p++;
+        }
+
+        start = p;
+
+        while (p < last && *p != ',') {
+            p++;
+        }
+
+        end = p;
+
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t')) {
+            end--;
+        }
+
+        if ((size_t) (end - start) == len
+            && ngx_strncasecmp(start, (u_char *) token, len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static ngx_int_t
+ngx_chat_ws_origin_allowed(ngx_http_request_t *r, ngx_chat_loc_conf_t *lcf)
+{
+    ngx_str_t         origin, *allowed;
+    ngx_uint_t        i;
+    ngx_table_elt_t  *h;
+
+    if (lcf->origins == NULL) {
+        return NGX_OK;
+    }
+
+    h = ngx_chat_ws_header(r, "Origin", sizeof("Origin") - 1);
+
+    if (h == NULL) {
+        /* not a browser */
+        return NGX_OK;
+    }
+
+    origin = h->value;
+
+    if (origin.len && origin.data[origin.len - 1] == '/') {
+        origin.len--;
+    }
+
+    allowed = lcf->origins->elts;
+
+    for (i = 0; i < lcf->origins->nelts; i++) {
+        if (allowed[i].len == origin.len
+            && ngx_strncasecmp(allowed[i].data, origin.data, origin.len) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "chat: origin \"%V\" not allowed", &h->value);
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_chat_ws_upgrade_required(ngx_http_request_t *r)
+{
+    ngx_int_t         rc;
+    ngx_buf_t        *b;
+    ngx_chain_t       out;
+    ngx_table_elt_t  *h;
+
+    static u_char  body[] = "426 Upgrade Required: "
+                            "this is a WebSocket endpoint\n";
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    r->headers_out.status = 426;
+    ngx_str_set(&r->headers_out.status_line, "426 Upgrade Required");
+    r->headers_out.content_length_n = sizeof(body) - 1;
+    ngx_str_set(&r->headers_out.content_type, "text/plain");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Sec-WebSocket-Version");
+    ngx_str_set(&h->value, "13");
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Upgrade");
+    ngx_str_set(&h->value, "websocket");
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = body;
+    b->last = body + sizeof(body) - 1;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* queue the 101 response: we write it ourselves, as frames follow it */
+
+static ngx_int_t
+ngx_chat_ws_accept(ngx_http_request_t *r, ngx_chat_ws_t *ws, ngx_str_t *key)
+{
+    u_char          *p, hash[20];
+    ngx_str_t        src, dst;
+    ngx_sha1_t       sha1;
+    ngx_chat_buf_t  *b;
+
+    static u_char  head[] = "HTTP/1.1 101 Switching Protocols" CRLF
+                            "Upgrade: websocket" CRLF
+                            "Connection: Upgrade" CRLF
+                            "Sec-WebSocket-Accept: ";
+
+    ngx_sha1_init(&sha1);
+    ngx_sha1_update(&sha1, key->data, key->len);
+    ngx_sha1_update(&sha1, NGX_CHAT_WS_GUID, sizeof(NGX_CHAT_WS_GUID) - 1);
+    ngx_sha1_final(hash, &sha1);
+
+    b = ngx_chat_buf_alloc(sizeof(head) - 1 + ngx_base64_encoded_length(20)
+                           + sizeof(CRLF CRLF) - 1, r->connection->log);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(b->data, head, sizeof(head) - 1);
+
+    src.data = hash;
+    src.len = 20;
+    dst.data = p;
+
+    ngx_encode_base64(&dst, &src);
+
+    p = ngx_cpymem(p + dst.len, CRLF CRLF, sizeof(CRLF CRLF) - 1);
+    b->len = p - b->data;
+
+    if (ngx_chat_ws_send_buf(ws, b) != NGX_OK) {
+        ngx_chat_buf_release(b);
+        return NGX_ERROR;
+    }
+
+    ngx_chat_buf_release(b);
+
+    return NGX_OK;
+}
+
+
+ngx_chat_buf_t *
+ngx_chat_ws_text_frame(size_t len, u_char **payload, ngx_log_t *log)
+{
+    size_t           hlen;
+    ngx_chat_buf_t  *b;
+
+    hlen = ngx_chat_frame_header_size(len);
+
+    b = ngx_chat_buf_alloc(hlen + len, log);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    (void) ngx_chat_frame_header(b->data, NGX_CHAT_FRAME_TEXT, len);
+    *payload = b->data + hlen;
+
+    return b;
+}
+
+
+ngx_chat_buf_t *
+ngx_chat_ws_frame_start(size_t max, u_char **payload, ngx_log_t *log)
+{
+    ngx_chat_buf_t  *b;
+
+    b = ngx_chat_buf_alloc(NGX_CHAT_FRAME_MAX_HEADER + max, log);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    *payload = b->data + NGX_CHAT_FRAME_MAX_HEADER;
+
+    return b;
+}
+
+
+void
+ngx_chat_ws_frame_end(ngx_chat_buf_t *b, u_char *end)
+{
+    size_t  len, hlen;
+
+    len = end - (b->data + NGX_CHAT_FRAME_MAX_HEADER);
+    hlen = ngx_chat_frame_header_size(len);
+
+    ngx_memmove(b->data + hlen, b->data + NGX_CHAT_FRAME_MAX_HEADER, len);
+    (void) ngx_chat_frame_header(b->data, NGX_CHAT_FRAME_TEXT, len);
+
+    b->len = hlen + len;
+}
+
+
+ngx_int_t
+ngx_chat_ws_send_text(ngx_chat_ws_t *ws, u_char *data, size_t len)
+{
+    u_char          *p;
+    ngx_int_t        rc;
+    ngx_chat_buf_t  *b;
+
+    b = ngx_chat_ws_text_frame(len, &p, ws->connection->log);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, data, len);
+
+    rc = ngx_chat_ws_send_buf(ws, b);
+
+    ngx_chat_buf_release(b);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_chat_ws_send_buf(ngx_chat_ws_t *ws, ngx_chat_buf_t *b)
+{
+    return ngx_chat_ws_queue(ws, b, 0);
+}
+
+
+static ngx_int_t
+ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b, ngx_uint_t control)
+{
+    ngx_uint_t        i, n;
+    ngx_chat_buf_t  **out;
+
+    if (ws->closing || ws->destroyed) {
+        return NGX_DECLINED;
+    }
+
+    if (!control && ws->out_bytes + b->len > ws->conf->send_buffer
+        && ws->out_n)
+    {
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "chat: client reads too slowly, %uz bytes queued, "
+                      "closing", ws->out_bytes);
+        ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_POLICY, "send buffer full");
+        return NGX_DECLINED;
+    }
+
+    if (ws->out_n == ws->out_cap) {
+        n = ws->out_cap * 2;
+
+        out = ngx_alloc(n * sizeof(ngx_chat_buf_t *), ws->connection->log);
+        if (out == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < ws->out_n; i++) {
+            out[i] = ws->out[(ws->out_head + i) % ws->out_cap];
+        }
+
+        if (ws->out != ws->out_inline) {
+            ngx_free(ws->out);
+        }
+
+        ws->out = out;
+        ws->out_cap = n;
+        ws->out_head = 0;
+    }
+
+    ws->out[(ws->out_head + ws->out_n) % ws->out_cap] = b;
+    ws->out_n++;
+    ws->out_bytes += b->len;
+    b->refs++;
+
+    ngx_chat_ws_schedule(ws);
+
+    return NGX_OK;
+}
+
+
+void
+ngx_chat_ws_close(ngx_chat_ws_t *ws, ngx_uint_t code, char *reason)
+{
+    u_char  buf[125];
+    size_t  len;
+
+    if (ws->closing) {
+        return;
+    }
+
+    if (code == NGX_CHAT_CLOSE_POLICY) {
+        /* a slow reader: what it has not started to read is dropped */
+        ngx_chat_ws_drop_queue(ws, 1);
+    }
+
+    buf[0] = (u_char) (code >> 8);
+    buf[1] = (u_char) (code & 0xff);
+    len = 2;
+
+    if (reason) {
+        len += ngx_min(ngx_strlen(reason), sizeof(buf) - 2);
+        ngx_memcpy(buf + 2, reason, len - 2);
+    }
+
+    ngx_chat_ws_send_control(ws, NGX_CHAT_FRAME_CLOSE, buf, len);
+
+    ws->closing = 1;
+
+    ngx_chat_ws_schedule(ws);
+}
+
+
+static void
+ngx_chat_ws_send_control(ngx_chat_ws_t *ws, ngx_uint_t opcode, u_char *data,
+    size_t len)
+{
+    size_t           hlen;
+    ngx_chat_buf_t  *b;
+
+    hlen = ngx_chat_frame_header_size(len);
+
+    b = ngx_chat_buf_alloc(hlen + len, ws->connection->log);
+    if (b == NULL) {
+        return;
+    }
+
+    (void) ngx_chat_frame_header(b->data, opcode, len);
+    ngx_memcpy(b->data + hlen, data, len);
+
+    /* control frames are small: never refused for the send buffer */
+
+    (void) ngx_chat_ws_queue(ws, b, 1);
+
+    ngx_chat_buf_release(b);
+}
+
+
+static void
+ngx_chat_ws_read_handler(ngx_event_t *rev)
+{
+    ssize_t              n;
+    ngx_uint_t           i;
+    ngx_chat_ws_t       *ws;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    c = rev->data;
+    r = c->data;
+    ws = ngx_http_get_module_ctx(r, ngx_chat_module);
+
+    if (c->close) {
+        /* worker shutdown (worker_shutdown_timeout) */
+        ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_GOING_AWAY, "server shutdown");
+        ngx_chat_ws_notify_closed(ws);
+        (void) ngx_chat_ws_write(ws);
+        ngx_chat_ws_finalize(ws);
+        return;
+    }
+
+    if (rev->timedout) {
+        rev->timedout = 0;
+        ngx_chat_ws_timer(ws);
+        return;
+    }
+
+    if (r->header_in->pos < r->header_in->last) {
+        /* pipelined after the handshake */
+        n = r->header_in->last - r->header_in->pos;
+        ws->last_seen = ngx_current_msec;
+
+        if (ngx_chat_ws_process(ws, r->header_in->pos, r->header_in->last)
+            != NGX_OK)
+        {
+            r->header_in->pos = r->header_in->last;
+            return;
+        }
+
+        r->header_in->pos = r->header_in->last;
+    }
+
+    for (i = 0; i < NGX_CHAT_WS_READ_LOOPS; i++) {
+
+        if (!rev->ready) {
+            break;
+        }
+
+        n = c->recv(c, ngx_chat_ws_rbuf, NGX_CHAT_WS_READ_SIZE);
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "chat: client closed connection");
+
+            if (ws->lingering || ws->closing) {
+                ngx_chat_ws_finalize(ws);
+                return;
+            }
+
+            c->error = 1;
+            ngx_chat_ws_finalize(ws);
+            return;
+        }
+
+        if (ws->lingering) {
+            continue;
+        }
+
+        ws->last_seen = ngx_current_msec;
+
+        if (ngx_chat_ws_process(ws, ngx_chat_ws_rbuf, ngx_chat_ws_rbuf + n)
+            != NGX_OK)
+        {
+            if (!ws->lingering) {
+                return;
+            }
+        }
+    }
+
+    if (rev->ready) {
+        /* let other connections have their turn */
+        ngx_post_event(rev, &ngx_posted_events);
+        return;
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        c->error = 1;
+        ngx_chat_ws_finalize(ws);
+    }
+}
+
+
+/*
+ * Returns NGX_OK to go on reading, NGX_DONE when the connection is closing
+ * and reading should stop.
+ */
+
+static ngx_int_t
+ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos, u_char *last)
+{
+    int                rc;
+    ngx_uint_t         code;
+    ngx_chat_frame_t   f;
+    ngx_connection_t  *c;
+
+    c = ws->connection;
+
+    for ( ;; ) {
+
+        if (ws->closing) {
+            /* after our close frame, the client's data is discarded */
+            return NGX_DONE;
+        }
+
+        rc = ngx_chat_frame_parse(&ws->parser, &pos, last, &f);
+
+        if (rc == NGX_CHAT_FRAME_AGAIN) {
+            return NGX_OK;
+        }
+
+        if (rc == NGX_CHAT_FRAME_ERROR) {
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "chat: client sent invalid frame: %s, closing "
+                          "with %ui", ws->parser.error,
+                          (ngx_uint_t) ws->parser.close_code);
+
+            ngx_chat_ws_close(ws, ws->parser.close_code, NULL);
+            return NGX_DONE;
+        }
+
+        switch (f.opcode) {
+
+        case NGX_CHAT_FRAME_TEXT:
+
+            if (f.first && f.last) {
+                ws->message(ws, f.data, f.len);
+                break;
+            }
+
+            if (f.first) {
+                ws->msg_len = 0;
+            }
+
+            if (ngx_chat_ws_append(ws, f.data, f.len) != NGX_OK) {
+                ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INTERNAL, NULL);
+                return NGX_DONE;
+            }
+
+            if (f.last) {
+                ws->message(ws, ws->msg, ws->msg_len);
+                ws->msg_len = 0;
+
+                if (ws->msg_cap > NGX_CHAT_WS_MSG_KEEP) {
+                    ngx_free(ws->msg);
+                    ws->msg = NULL;
+                    ws->msg_cap = 0;
+                }
+            }
+
+            break;
+
+        case NGX_CHAT_FRAME_PING:
+            ngx_chat_ws_send_control(ws, NGX_CHAT_FRAME_PONG, f.data, f.len);
+            break;
+
+        case NGX_CHAT_FRAME_PONG:
+            ws->ping_sent = 0;
+            break;
+
+        default: /* NGX_CHAT_FRAME_CLOSE */
+
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                           "chat ws close frame: %ui",
+                           (ngx_uint_t) f.close_code);
+
+            ws->close_received = 1;
+
+            code = f.close_code;
+
+            if (code == NGX_CHAT_CLOSE_NO_STATUS) {
+                code = NGX_CHAT_CLOSE_NORMAL;
+            }
+
+            ngx_chat_ws_close(ws, code, NULL);
+            return NGX_DONE;
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_chat_ws_append(ngx_chat_ws_t *ws, u_char *data, size_t len)
+{
+    u_char  *p;
+    size_t   cap;
+
+    if (ws->msg_len + len > ws->msg_cap) {
+        cap = ngx_max(ws->msg_cap * 2, 256);
+
+        while (cap < ws->msg_len + len) {
+            cap *= 2;
+        }
+
+        p = ngx_alloc(cap, ws->connection->log);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (ws->msg) {
+            ngx_memcpy(p, ws->msg, ws->msg_len);
+            ngx_free(ws->msg);
+        }
+
+        ws->msg = p;
+        ws->msg_cap = cap;
+    }
+
+    if (len) {
+        ngx_memcpy(ws->msg + ws->msg_len, data, len);
+        ws->msg_len += len;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * One timer per connection (its read event's): it pings an idle client and
+ * closes it when the ping stays unanswered.  Data received does not touch
+ * the timer: the handler looks at ws->last_seen when it fires, so the hot
+ * path has no timer operations.
+ */
+
+static void
+ngx_chat_ws_timer(ngx_chat_ws_t *ws)
+{
+    ngx_msec_t         idle;
+    ngx_connection_t  *c;
+
+    c = ws->connection;
+
+    if (ws->lingering) {
+        ngx_chat_ws_finalize(ws);
+        return;
+    }
+
+    idle = ngx_current_msec - ws->last_seen;
+
+    if (ws->ping_sent) {
+
+        if (idle < ws->conf->ping_timeout) {
+            /* the client said something: alive */
+            ws->ping_sent = 0;
+
+        } else {
+            ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
+                          "chat: client timed out");
+            c->timedout = 1;
+            ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_GOING_AWAY, "ping timeout");
+            ngx_chat_ws_notify_closed(ws);
+            (void) ngx_chat_ws_write(ws);
+            ngx_chat_ws_finalize(ws);
+            return;
+        }
+    }
+
+    if (idle < ws->conf->ping_interval) {
+        ngx_add_timer(c->read, ws->conf->ping_interval - idle);
+        return;
+    }
+
+    ngx_chat_ws_send_control(ws, NGX_CHAT_FRAME_PING, NULL, 0);
+    ws->ping_sent = 1;
+    ws->last_seen = ngx_current_msec - ws->conf->ping_timeout;
+
+    ngx_add_timer(c->read, ws->conf->ping_timeout);
+}
+
+
+/*
+ * Writes are coalesced: a connection with new output joins the worker's
+ * flush list, and one posted event writes every listed connection after
+ * the current turn of the event loop, with one writev() each.
+ */
+
+static void
+ngx_chat_ws_schedule(ngx_chat_ws_t *ws)
+{
+    if (ws->flush_posted || ws->destroyed) {
+        return;
+    }
+
+    ws->flush_posted = 1;
+    ngx_queue_insert_tail(&ngx_chat_ws_flush_queue, &ws->flush);
+
+    if (!ngx_chat_ws_flush_event.posted) {
+        ngx_post_event(&ngx_chat_ws_flush_event, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_chat_ws_flush_handler(ngx_event_t *ev)
+{
+    ngx_queue_t    *q;
+    ngx_chat_ws_t  *ws;
+
+    while (!ngx_queue_empty(&ngx_chat_ws_flush_queue)) {
+        q = ngx_queue_head(&ngx_chat_ws_flush_queue);
+        ngx_queue_remove(q);
+
+        ws = ngx_queue_data(q, ngx_chat_ws_t, flush);
+        ws->flush_posted = 0;
+
+        ngx_chat_ws_flush(ws);
+    }
+}
+
+
+static void
+ngx_chat_ws_flush(ngx_chat_ws_t *ws)
+{
+    ngx_int_t          rc;
+    ngx_connection_t  *c;
+
+    c = ws->connection;
+
+    if (ws->closing) {
+        ngx_chat_ws_notify_closed(ws);
+    }
+
+    if (ws->lingering) {
+        return;
+    }
+
+    rc = ngx_chat_ws_write(ws);
+
+    if (rc == NGX_ERROR) {
+        c->error = 1;
+        ngx_chat_ws_finalize(ws);
+        return;
+    }
+
+    if (rc == NGX_AGAIN) {
+        if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+            c->error = 1;
+            ngx_chat_ws_finalize(ws);
+        }
+
+        return;
+    }
+
+    if (ws->closing) {
+        if (ws->close_received) {
+            ngx_chat_ws_finalize(ws);
+            return;
+        }
+
+        ngx_chat_ws_linger(ws);
+    }
+}
+
+
+static void
+ngx_chat_ws_write_handler(ngx_event_t *wev)
+{
+    ngx_connection_t    *c;
+    ngx_chat_ws_t       *ws;
+    ngx_http_request_t  *r;
+
+    c = wev->data;
+    r = c->data;
+    ws = ngx_http_get_module_ctx(r, ngx_chat_module);
+
+    if (ws->out_n == 0 && !ws->closing) {
+        return;
+    }
+
+    ngx_chat_ws_flush(ws);
+}
+
+
+static ngx_int_t
+ngx_chat_ws_write(ngx_chat_ws_t *ws)
+{
+    size_t             sent, len;
+    ssize_t            n;
+    ngx_err_t          err;
+    ngx_uint_t         i, k;
+    struct iovec       iov[NGX_CHAT_WS_IOV];
+    ngx_chat_buf_t    *b;
+    ngx_connection_t  *c;
+
+    c = ws->connection;
+
+    while (ws->out_n) {
+
+        if (!c->write->ready) {
+            return NGX_AGAIN;
+        }
+
+        if (c->ssl) {
+            b = ws->out[ws->out_head];
+            n = c->send(c, b->data + ws->out_sent, b->len - ws->out_sent);
+
+            if (n == NGX_AGAIN) {
+                return NGX_AGAIN;
+            }
+
+            if (n == NGX_ERROR) {
+                return NGX_ERROR;
+            }
+
+        } else {
+            k = ngx_min(ws->out_n, NGX_CHAT_WS_IOV);
+
+            for (i = 0; i < k; i++) {
+                b = ws->out[(ws->out_head + i) % ws->out_cap];
+                iov[i].iov_base = b->data;
+                iov[i].iov_len = b->len;
+            }
+
+            iov[0].iov_base = (u_char *) iov[0].iov_base + ws->out_sent;
+            iov[0].iov_len -= ws->out_sent;
+
+            n = writev(c->fd, iov, k);
+
+            if (n == -1) {
+                err = ngx_socket_errno;
+
+                if (err == NGX_EAGAIN) {
+                    c->write->ready = 0;
+                    return NGX_AGAIN;
+                }
+
+                if (err == NGX_EINTR) {
+                    continue;
+                }
+
+                c->write->error = 1;
+                ngx_log_error(NGX_LOG_INFO, c->log, err,
+                              "chat: writev() failed");
+                return NGX_ERROR;
+            }
+        }
+
+        c->sent += n;
+        sent = n;
+
+        while (sent && ws->out_n) {
+            b = ws->out[ws->out_head];
+            len = b->len - ws->out_sent;
+
+            if (sent < len) {
+                ws->out_sent += sent;
+                break;
+            }
+
+            sent -= len;
+            ws->out_bytes -= b->len;
+            ws->out_sent = 0;
+            ws->out_head = (ws->out_head + 1) % ws->out_cap;
+            ws->out_n--;
+
+            ngx_chat_buf_release(b);
+        }
+    }
+
+    if (ws->out != ws->out_inline) {
+        ngx_free(ws->out);
+        ws->out = ws->out_inline;
+        ws->out_cap = NGX_CHAT_WS_INLINE_OUT;
+    }
+
+    ws->out_head = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * After our close frame is out: half-close, discard what the client still
+ * sends, and close when it closes or after a while, so that our close frame
+ * is not lost to a reset.
+ */
+
+static void
+ngx_chat_ws_linger(ngx_chat_ws_t *ws)
+{
+    ngx_connection_t  *c;
+
+    c = ws->connection;
+
+    if (ngx_shutdown_socket(c->fd, NGX_WRITE_SHUTDOWN) == -1) {
+        ngx_chat_ws_finalize(ws);
+        return;
+    }
+
+    ws->lingering = 1;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    ngx_add_timer(c->read, NGX_CHAT_WS_LINGER);
+
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+        return;
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        ngx_chat_ws_finalize(ws);
+    }
+}
+
+
+static void
+ngx_chat_ws_drop_queue(ngx_chat_ws_t *ws, ngx_uint_t keep_head)
+{
+    ngx_uint_t       keep;
+    ngx_chat_buf_t  *b;
+
+    keep = (keep_head && ws->out_sent) ? 1 : 0;
+
+    while (ws->out_n > keep) {
+        b = ws->out[(ws->out_head + ws->out_n - 1) % ws->out_cap];
+        ws->out_bytes -= b->len;
+        ws->out_n--;
+        ngx_chat_buf_release(b);
+    }
+
+    if (ws->out_n == 0) {
+        ws->out_sent = 0;
+    }
+}
+
+
+static void
+ngx_chat_ws_notify_closed(ngx_chat_ws_t *ws)
+{
+    ngx_chat_ws_closed_pt  closed;
+
+    closed = ws->closed;
+
+    if (closed) {
+        ws->closed = NULL;
+        closed(ws);
+    }
+}
+
+
+static void
+ngx_chat_ws_finalize(ngx_chat_ws_t *ws)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    if (ws->destroyed) {
+        return;
+    }
+
+    ngx_chat_ws_notify_closed(ws);
+
+    ws->destroyed = 1;
+
+    if (ws->flush_posted) {
+        ngx_queue_remove(&ws->flush);
+        ws->flush_posted = 0;
+    }
+
+    ngx_chat_ws_drop_queue(ws, 0);
+
+    if (ws->out != ws->out_inline) {
+        ngx_free(ws->out);
+        ws->out = ws->out_inline;
+    }
+
+    if (ws->msg) {
+        ngx_free(ws->msg);
+        ws->msg = NULL;
+    }
+
+    c = ws->connection;
+    r = c->data;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0, "chat ws finalize");
+
+    ngx_http_free_request(r, 0);
+    ngx_http_close_connection(c);
+}

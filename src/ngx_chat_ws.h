@@ -1,0 +1,97 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ */
+
+
+#ifndef _NGX_CHAT_WS_H_INCLUDED_
+#define _NGX_CHAT_WS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include "ngx_chat.h"
+#include "ngx_chat_frame.h"
+
+
+/*
+ * The connection layer: handshake, reads, the bounded output queue and the
+ * keepalive timer.  It knows nothing of rooms: complete text messages go up
+ * through ws->message, and ws->closed tells the layer above that the
+ * connection is gone (it is called once).
+ */
+
+typedef void (*ngx_chat_ws_message_pt)(ngx_chat_ws_t *ws, u_char *data,
+    size_t len);
+typedef void (*ngx_chat_ws_closed_pt)(ngx_chat_ws_t *ws);
+
+
+#define NGX_CHAT_WS_INLINE_OUT  4
+
+
+struct ngx_chat_ws_s {
+    ngx_connection_t          *connection;
+    ngx_chat_loc_conf_t       *conf;
+    ngx_str_t                  user;
+
+    ngx_chat_ws_message_pt     message;
+    ngx_chat_ws_closed_pt      closed;
+    void                      *data;           /* the layer above */
+
+    ngx_chat_frame_parser_t    parser;
+
+    u_char                    *msg;            /* message being assembled */
+    size_t                     msg_len;
+    size_t                     msg_cap;
+
+    /* output queue: a ring of frame references */
+    ngx_chat_buf_t           **out;
+    ngx_uint_t                 out_head;
+    ngx_uint_t                 out_n;
+    ngx_uint_t                 out_cap;
+    size_t                     out_sent;       /* of out[out_head] */
+    size_t                     out_bytes;      /* queued, not yet sent */
+    ngx_chat_buf_t            *out_inline[NGX_CHAT_WS_INLINE_OUT];
+
+    ngx_queue_t                flush;          /* in the worker's list */
+    ngx_msec_t                 last_seen;
+
+    unsigned                   flush_posted:1;
+    unsigned                   ping_sent:1;
+    unsigned                   closing:1;      /* close frame queued */
+    unsigned                   close_received:1;
+    unsigned                   lingering:1;
+    unsigned                   destroyed:1;
+};
+
+
+ngx_int_t ngx_chat_ws_handler(ngx_http_request_t *r);
+
+/* queue a text frame with this payload (copied) */
+ngx_int_t ngx_chat_ws_send_text(ngx_chat_ws_t *ws, u_char *data, size_t len);
+
+/* queue a shared frame; takes a reference */
+ngx_int_t ngx_chat_ws_send_buf(ngx_chat_ws_t *ws, ngx_chat_buf_t *b);
+
+/* build a shared text frame: header and room for len payload bytes */
+ngx_chat_buf_t *ngx_chat_ws_text_frame(size_t len, u_char **payload,
+    ngx_log_t *log);
+
+/*
+ * a text frame whose length is known only after writing it: the payload
+ * goes at *payload (room for max bytes), ngx_chat_ws_frame_end() puts the
+ * header in front of what was written up to end
+ */
+ngx_chat_buf_t *ngx_chat_ws_frame_start(size_t max, u_char **payload,
+    ngx_log_t *log);
+void ngx_chat_ws_frame_end(ngx_chat_buf_t *b, u_char *end);
+
+/* queue a close frame with this code, then close the connection */
+void ngx_chat_ws_close(ngx_chat_ws_t *ws, ngx_uint_t code, char *reason);
+
+/* close the connections of this worker (worker exit) */
+void ngx_chat_ws_init_worker(ngx_cycle_t *cycle);
+
+
+#endif /* _NGX_CHAT_WS_H_INCLUDED_ */
