@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package needed to build the module and run the
+# demo; with --test also what the test suite needs.  Idempotent.
+set -euo pipefail
+
+pkgs=(gcc make nginx nginx-dev libjansson-dev curl)
+
+if [ "${1:-}" = "--test" ]; then
+    pkgs+=(perl libtest-base-perl libjson-pp-perl clang libclang-rt-14-dev
+           nodejs npm chromium)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
+        || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    # the Debian nginx package must not start a system nginx for us
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+        --no-install-recommends "${missing[@]}"
+    $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+if [ "${1:-}" = "--test" ] && [ -f t/e2e/package.json ] \
+   && [ ! -d t/e2e/node_modules/playwright-core ]; then
+    (cd t/e2e && npm install --no-audit --no-fund --silent)
+fi
