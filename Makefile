@@ -4,6 +4,7 @@
 #   make NGINX_SRC=DIR   build against your own nginx source tree
 #   make test            run the Test::Nginx suite (t/)
 #   make test-asan       the same suite with an ASan+UBSan build
+#   make check           unit tests, the suite, then the suite under ASan
 #   make fuzz            run the libFuzzer targets
 #   make deps            install every Debian package needed (idempotent)
 
@@ -24,7 +25,7 @@ DEB_LD_OPT = -Wl,-z,relro -Wl,-z,now -fPIC
 ASAN_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
              -fno-sanitize-recover=undefined -fPIC
 
-.PHONY: all deps test test-asan asan fuzz unit bench clean run
+.PHONY: all deps test test-asan asan fuzz unit bench clean run check
 
 all: $(MODULE)
 
@@ -67,12 +68,13 @@ deps:
 unit:
 	$(MAKE) -C t/unit test
 
-test: $(MODULE) unit
+test: $(MODULE)
 	TEST_NGINX_BINARY=$(NGINX_BIN) \
 	TEST_NGINX_LOAD_MODULES=$(MODULE) \
 	    prove -I t/lib -r t/
 
 test-asan: $(ASAN_MODULE)
+	rm -f $(BUILD)/asan-log*
 	TEST_NGINX_BINARY=$(NGINX_BIN) \
 	TEST_NGINX_LOAD_MODULES=$(ASAN_MODULE) \
 	TEST_NGINX_ASAN=1 \
@@ -82,6 +84,8 @@ test-asan: $(ASAN_MODULE)
 	    prove -I t/lib -r t/
 	@if ls $(BUILD)/asan-log* >/dev/null 2>&1; then \
 	    echo "sanitizer reports:"; cat $(BUILD)/asan-log*; exit 1; fi
+
+check: unit test test-asan
 
 fuzz:
 	$(MAKE) -C fuzz run

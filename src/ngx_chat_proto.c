@@ -146,6 +146,7 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
     const char            *t;
     json_error_t           err;
     ngx_chat_proto_req_t   rq;
+    void                 (*handler)(ngx_chat_proto_req_t *rq);
 
     ngx_memzero(&rq, sizeof(ngx_chat_proto_req_t));
 
@@ -180,6 +181,28 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         goto done;
     }
 
+    t = json_string_value(type);
+
+    if (ngx_strcmp(t, "send") == 0) {
+        handler = ngx_chat_proto_send;
+
+    } else if (ngx_strcmp(t, "join") == 0) {
+        handler = ngx_chat_proto_join;
+
+    } else if (ngx_strcmp(t, "leave") == 0) {
+        handler = ngx_chat_proto_leave;
+
+    } else if (ngx_strcmp(t, "history") == 0) {
+        handler = ngx_chat_proto_history;
+
+    } else if (ngx_strcmp(t, "who") == 0) {
+        handler = ngx_chat_proto_who;
+
+    } else {
+        ngx_chat_proto_error(&rq, "bad_request", "unknown \"type\"", -1);
+        goto done;
+    }
+
     if (ngx_chat_proto_string(rq.json, "room", &rq.room, 1) != NGX_OK) {
         ngx_chat_proto_error(&rq, "bad_request", "\"room\" must be a string",
                              -1);
@@ -192,26 +215,7 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         goto done;
     }
 
-    t = json_string_value(type);
-
-    if (ngx_strcmp(t, "send") == 0) {
-        ngx_chat_proto_send(&rq);
-
-    } else if (ngx_strcmp(t, "join") == 0) {
-        ngx_chat_proto_join(&rq);
-
-    } else if (ngx_strcmp(t, "leave") == 0) {
-        ngx_chat_proto_leave(&rq);
-
-    } else if (ngx_strcmp(t, "history") == 0) {
-        ngx_chat_proto_history(&rq);
-
-    } else if (ngx_strcmp(t, "who") == 0) {
-        ngx_chat_proto_who(&rq);
-
-    } else {
-        ngx_chat_proto_error(&rq, "bad_request", "unknown \"type\"", -1);
-    }
+    handler(&rq);
 
 done:
 

@@ -17,6 +17,7 @@
 #include "ngx_chat.h"
 #include "ngx_chat_ws.h"
 #include "ngx_chat_proto.h"
+#include "ngx_chat_utf8.h"
 
 
 #define NGX_CHAT_WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
@@ -39,6 +40,7 @@ static ngx_int_t ngx_chat_ws_origin_allowed(ngx_http_request_t *r,
 static ngx_int_t ngx_chat_ws_upgrade_required(ngx_http_request_t *r);
 static ngx_int_t ngx_chat_ws_accept(ngx_http_request_t *r,
     ngx_chat_ws_t *ws, ngx_str_t *key);
+static void ngx_chat_ws_start_handler(ngx_event_t *wev);
 static void ngx_chat_ws_read_handler(ngx_event_t *rev);
 static void ngx_chat_ws_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos,
@@ -105,6 +107,7 @@ ngx_chat_buf_release(ngx_chat_buf_t *b)
 ngx_int_t
 ngx_chat_ws_handler(ngx_http_request_t *r)
 {
+    uint32_t              utf8;
     ngx_int_t             rc;
     ngx_str_t             key, user;
     ngx_chat_ws_t        *ws;
@@ -137,6 +140,17 @@ ngx_chat_ws_handler(ngx_http_request_t *r)
     if (user.len == 0) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0, "chat: empty user");
         return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    utf8 = NGX_CHAT_UTF8_ACCEPT;
+
+    if (ngx_chat_utf8_validate(&utf8, user.data, user.len)
+        != NGX_CHAT_UTF8_ACCEPT)
+    {
+        /* user ids go into JSON as they are: they must be UTF-8 */
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "chat: user id is not valid UTF-8");
+        return NGX_HTTP_BAD_REQUEST;
     }
 
     rc = ngx_http_discard_request_body(r);
@@ -184,10 +198,12 @@ ngx_chat_ws_handler(ngx_http_request_t *r)
     r->lingering_close = 0;
     r->main->count++;
 
+    ws->request = r;
+
     c->log->action = "serving chat WebSocket";
     c->idle = 0;
     c->read->handler = ngx_chat_ws_read_handler;
-    c->write->handler = ngx_chat_ws_write_handler;
+    c->write->handler = ngx_chat_ws_start_handler;
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);
@@ -197,20 +213,109 @@ ngx_chat_ws_handler(ngx_http_request_t *r)
         ngx_del_timer(c->write);
     }
 
-    ngx_add_timer(c->read, lcf->ping_interval);
+    /* the rest once nginx is done with the request: see the start handler */
 
-    /* bytes the client sent right after its handshake */
+    ngx_post_event(c->write, &ngx_posted_events);
 
-    if (r->header_in->pos < r->header_in->last) {
-        ngx_post_event(c->read, &ngx_posted_events);
+    return NGX_DONE;
+}
 
-    } else if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
-        ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INTERNAL, NULL);
+
+/*
+ * Runs once the handler has returned NGX_DONE and nginx has finished with
+ * the request.  Unless a module hooked a cleanup on the request (as
+ * limit_conn does, to count the connection until it closes), the request
+ * is freed here: it is logged with status 101, its pool and header buffers
+ * go back, and the connection keeps only what the WebSocket needs.
+ */
+
+static void
+ngx_chat_ws_start_handler(ngx_event_t *wev)
+{
+    u_char                  *pending;
+    size_t                   len;
+    ngx_chain_t             *cl;
+    ngx_chat_ws_t           *ws;
+    ngx_connection_t        *c;
+    ngx_http_request_t      *r;
+    ngx_http_connection_t   *hc;
+
+    c = wev->data;
+    r = c->data;
+    ws = ngx_http_get_module_ctx(r, ngx_chat_module);
+
+    pending = NULL;
+    len = r->header_in->last - r->header_in->pos;
+
+    if (len) {
+        /* bytes the client sent right after its handshake */
+
+        pending = ngx_alloc(len, c->log);
+        if (pending == NULL) {
+            ngx_chat_ws_finalize(ws);
+            return;
+        }
+
+        ngx_memcpy(pending, r->header_in->pos, len);
+        r->header_in->pos = r->header_in->last;
     }
+
+    c->data = ws;
+
+    if (r->pool->cleanup == NULL && r->cleanup == NULL) {
+        hc = r->http_connection;
+
+        ngx_http_free_request(r, 0);
+        ws->request = NULL;
+        c->destroyed = 0;
+
+        if (c->buffer && c->buffer->start
+            && ngx_pfree(c->pool, c->buffer->start) == NGX_OK)
+        {
+            c->buffer->start = NULL;
+            c->buffer->pos = NULL;
+            c->buffer->last = NULL;
+            c->buffer->end = NULL;
+        }
+
+        for (cl = hc->busy; cl; cl = cl->next) {
+            (void) ngx_pfree(c->pool, cl->buf->start);
+        }
+
+        for (cl = hc->free; cl; cl = cl->next) {
+            (void) ngx_pfree(c->pool, cl->buf->start);
+        }
+
+        hc->busy = NULL;
+        hc->free = NULL;
+        hc->nbusy = 0;
+    }
+
+    c->write->handler = ngx_chat_ws_write_handler;
+    ws->started = 1;
+
+    ngx_add_timer(c->read, ws->conf->ping_interval);
 
     ngx_chat_ws_schedule(ws);
 
-    return NGX_DONE;
+    if (pending) {
+        (void) ngx_chat_ws_process(ws, pending, pending + len);
+        ngx_free(pending);
+    }
+
+    if (ws->closing) {
+        return;
+    }
+
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+        return;
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+        c->error = 1;
+        ngx_chat_ws_finalize(ws);
+    }
 }
 
 
@@ -700,11 +805,15 @@ ngx_chat_ws_read_handler(ngx_event_t *rev)
     ngx_uint_t           i;
     ngx_chat_ws_t       *ws;
     ngx_connection_t    *c;
-    ngx_http_request_t  *r;
 
     c = rev->data;
-    r = c->data;
-    ws = ngx_http_get_module_ctx(r, ngx_chat_module);
+
+    if (c->write->handler == ngx_chat_ws_start_handler) {
+        /* the start handler will look */
+        return;
+    }
+
+    ws = c->data;
 
     if (c->close) {
         /* worker shutdown (worker_shutdown_timeout) */
@@ -719,21 +828,6 @@ ngx_chat_ws_read_handler(ngx_event_t *rev)
         rev->timedout = 0;
         ngx_chat_ws_timer(ws);
         return;
-    }
-
-    if (r->header_in->pos < r->header_in->last) {
-        /* pipelined after the handshake */
-        n = r->header_in->last - r->header_in->pos;
-        ws->last_seen = ngx_current_msec;
-
-        if (ngx_chat_ws_process(ws, r->header_in->pos, r->header_in->last)
-            != NGX_OK)
-        {
-            r->header_in->pos = r->header_in->last;
-            return;
-        }
-
-        r->header_in->pos = r->header_in->last;
     }
 
     for (i = 0; i < NGX_CHAT_WS_READ_LOOPS; i++) {
@@ -1064,13 +1158,11 @@ ngx_chat_ws_flush(ngx_chat_ws_t *ws)
 static void
 ngx_chat_ws_write_handler(ngx_event_t *wev)
 {
-    ngx_connection_t    *c;
-    ngx_chat_ws_t       *ws;
-    ngx_http_request_t  *r;
+    ngx_connection_t  *c;
+    ngx_chat_ws_t     *ws;
 
     c = wev->data;
-    r = c->data;
-    ws = ngx_http_get_module_ctx(r, ngx_chat_module);
+    ws = c->data;
 
     if (ws->out_n == 0 && !ws->closing) {
         return;
@@ -1282,10 +1374,14 @@ ngx_chat_ws_finalize(ngx_chat_ws_t *ws)
     }
 
     c = ws->connection;
-    r = c->data;
+    r = ws->request;
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0, "chat ws finalize");
 
-    ngx_http_free_request(r, 0);
+    if (r) {
+        ws->request = NULL;
+        ngx_http_free_request(r, 0);
+    }
+
     ngx_http_close_connection(c);
 }

@@ -32,6 +32,7 @@ typedef void (*ngx_chat_ws_closed_pt)(ngx_chat_ws_t *ws);
 
 struct ngx_chat_ws_s {
     ngx_connection_t          *connection;
+    ngx_http_request_t        *request;        /* while kept */
     ngx_chat_loc_conf_t       *conf;
     ngx_str_t                  user;
 
@@ -57,6 +58,7 @@ struct ngx_chat_ws_s {
     ngx_queue_t                flush;          /* in the worker's list */
     ngx_msec_t                 last_seen;
 
+    unsigned                   started:1;
     unsigned                   flush_posted:1;
     unsigned                   ping_sent:1;
     unsigned                   closing:1;      /* close frame queued */
