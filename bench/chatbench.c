@@ -1,0 +1,3087 @@
+/*
+ * chatbench - single-process epoll load generator for ngx_chat_module.
+ *
+ * Opens N WebSocket connections (RFC 6455 client framing), joins each to a
+ * room, lets a set of senders post timestamped messages at a paced rate (or
+ * closed loop), and measures one-way delivery latency, delivery counts and the
+ * CPU the server spent for them.  See README.md in this directory.
+ *
+ * Load goes only to loopback addresses (127.0.0.0/8, ::1); anything else is
+ * refused.
+ */
+
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+#define U64(x)          ((unsigned long long) (x))
+#define NS_PER_S        1000000000ULL
+#define NS_PER_MS       1000000.0
+
+#define RX_CHUNK        (256 * 1024)    /* one recv() at most */
+#define MAX_FRAME       (16u << 20)     /* largest server message accepted */
+#define MAX_HS_HEADER   8192            /* largest handshake response */
+#define WBUF_CAP        (1u << 20)      /* open-loop sender skips above this */
+#define MAX_PIDS        256
+#define KV_MAX          24
+#define DUP_MAX_SPR     4096            /* dup detection when senders/room <= */
+
+#define WS_GUID         "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+/* ------------------------------------------------------------------------ */
+/* small utilities                                                          */
+
+static uint64_t g_now;                  /* CLOCK_MONOTONIC ns, refreshed often */
+
+
+static inline uint64_t
+now_ns(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * NS_PER_S + (uint64_t) ts.tv_nsec;
+}
+
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ULL;
+
+
+static inline uint64_t
+rng64(void)
+{
+    /* xorshift64* */
+    g_rng ^= g_rng >> 12;
+    g_rng ^= g_rng << 25;
+    g_rng ^= g_rng >> 27;
+    return g_rng * 0x2545F4914F6CDD1DULL;
+}
+
+
+static uint64_t
+splitmix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+
+static void *
+xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n);
+    if (p == NULL) {
+        fprintf(stderr, "chatbench: out of memory (%zu bytes)\n", n);
+        exit(2);
+    }
+    return p;
+}
+
+
+static void
+die(const char *fmt, ...)
+{
+    va_list  ap;
+
+    va_start(ap, fmt);
+    fprintf(stderr, "chatbench: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(2);
+}
+
+
+/* a tiny counted table: "reason" -> count, for error codes and failures */
+typedef struct {
+    char      key[40];
+    uint64_t  n;
+} kv_t;
+
+typedef struct {
+    kv_t      e[KV_MAX];
+    int       n;
+    uint64_t  overflow;
+} kvtab_t;
+
+
+static void
+kv_add(kvtab_t *t, const char *key, size_t len)
+{
+    int  i;
+
+    if (len >= sizeof(t->e[0].key)) {
+        len = sizeof(t->e[0].key) - 1;
+    }
+
+    for (i = 0; i < t->n; i++) {
+        if (strlen(t->e[i].key) == len && memcmp(t->e[i].key, key, len) == 0) {
+            t->e[i].n++;
+            return;
+        }
+    }
+
+    if (t->n == KV_MAX) {
+        t->overflow++;
+        return;
+    }
+
+    memcpy(t->e[t->n].key, key, len);
+    t->e[t->n].key[len] = '\0';
+    t->e[t->n].n = 1;
+    t->n++;
+}
+
+
+static void
+kv_addf(kvtab_t *t, const char *fmt, ...)
+{
+    char     buf[64];
+    va_list  ap;
+    int      n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return;
+    }
+    kv_add(t, buf, strlen(buf));
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* SHA-1 (FIPS 180-4) and base64, for Sec-WebSocket-Accept                  */
+
+static inline uint32_t
+rol32(uint32_t x, int n)
+{
+    return (x << n) | (x >> (32 - n));
+}
+
+
+static void
+sha1_block(uint32_t h[5], const uint8_t *p)
+{
+    uint32_t  w[80], a, b, c, d, e, f, k, t;
+    int       i;
+
+    for (i = 0; i < 16; i++) {
+        w[i] = (uint32_t) p[4 * i] << 24 | (uint32_t) p[4 * i + 1] << 16
+               | (uint32_t) p[4 * i + 2] << 8 | (uint32_t) p[4 * i + 3];
+    }
+    for (i = 16; i < 80; i++) {
+        w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    }
+
+    a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4];
+
+    for (i = 0; i < 80; i++) {
+        if (i < 20) {
+            f = (b & c) | (~b & d);
+            k = 0x5A827999;
+        } else if (i < 40) {
+            f = b ^ c ^ d;
+            k = 0x6ED9EBA1;
+        } else if (i < 60) {
+            f = (b & c) | (b & d) | (c & d);
+            k = 0x8F1BBCDC;
+        } else {
+            f = b ^ c ^ d;
+            k = 0xCA62C1D6;
+        }
+        t = rol32(a, 5) + f + e + k + w[i];
+        e = d;
+        d = c;
+        c = rol32(b, 30);
+        b = a;
+        a = t;
+    }
+
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+}
+
+
+static void
+sha1(const void *data, size_t len, uint8_t out[20])
+{
+    const uint8_t  *p = data;
+    uint32_t        h[5] = { 0x67452301, 0xEFCDAB89, 0x98BADCFE,
+                             0x10325476, 0xC3D2E1F0 };
+    uint8_t         blk[64];
+    uint64_t        bits = (uint64_t) len * 8;
+    size_t          rest;
+    int             i;
+
+    while (len >= 64) {
+        sha1_block(h, p);
+        p += 64;
+        len -= 64;
+    }
+
+    rest = len;
+    memset(blk, 0, sizeof(blk));
+    memcpy(blk, p, rest);
+    blk[rest] = 0x80;
+    if (rest >= 56) {
+        sha1_block(h, blk);
+        memset(blk, 0, sizeof(blk));
+    }
+    for (i = 0; i < 8; i++) {
+        blk[63 - i] = (uint8_t) (bits >> (8 * i));
+    }
+    sha1_block(h, blk);
+
+    for (i = 0; i < 5; i++) {
+        out[4 * i] = (uint8_t) (h[i] >> 24);
+        out[4 * i + 1] = (uint8_t) (h[i] >> 16);
+        out[4 * i + 2] = (uint8_t) (h[i] >> 8);
+        out[4 * i + 3] = (uint8_t) h[i];
+    }
+}
+
+
+static size_t
+base64_encode(const uint8_t *in, size_t n, char *out)
+{
+    static const char  tab[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t             i, o = 0;
+    uint32_t           v;
+
+    for (i = 0; i + 2 < n; i += 3) {
+        v = (uint32_t) in[i] << 16 | (uint32_t) in[i + 1] << 8 | in[i + 2];
+        out[o++] = tab[v >> 18];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = tab[(v >> 6) & 63];
+        out[o++] = tab[v & 63];
+    }
+    if (n - i == 1) {
+        v = (uint32_t) in[i] << 16;
+        out[o++] = tab[v >> 18];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = '=';
+        out[o++] = '=';
+    } else if (n - i == 2) {
+        v = (uint32_t) in[i] << 16 | (uint32_t) in[i + 1] << 8;
+        out[o++] = tab[v >> 18];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = tab[(v >> 6) & 63];
+        out[o++] = '=';
+    }
+    out[o] = '\0';
+    return o;
+}
+
+
+/* accept = base64(sha1(key + GUID)), 28 chars + NUL */
+static void
+ws_accept_for(const char *key, char out[32])
+{
+    char     buf[128];
+    uint8_t  dig[20];
+    int      n;
+
+    n = snprintf(buf, sizeof(buf), "%s%s", key, WS_GUID);
+    sha1(buf, (size_t) n, dig);
+    base64_encode(dig, 20, out);
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* log-linear histogram: 64 linear sub-buckets per power of two (~1.6%)      */
+
+#define H_SUB_BITS  6
+#define H_SUB       (1 << H_SUB_BITS)
+#define H_MAX_EXP   44                  /* 2^45 ns ~ 9.7 hours, clamped */
+#define H_BUCKETS   ((H_MAX_EXP - H_SUB_BITS + 2) * H_SUB)
+
+typedef struct {
+    uint64_t  b[H_BUCKETS];
+    uint64_t  n;
+    uint64_t  min;
+    uint64_t  max;
+    double    sum;
+} hist_t;
+
+
+static int
+h_index(uint64_t v)
+{
+    int  e;
+
+    if (v < H_SUB) {
+        return (int) v;
+    }
+    e = 63 - __builtin_clzll(v);
+    if (e > H_MAX_EXP) {
+        e = H_MAX_EXP;
+        v = (2ULL << H_MAX_EXP) - 1;
+    }
+    return (e - H_SUB_BITS + 1) * H_SUB
+           + (int) ((v >> (e - H_SUB_BITS)) & (H_SUB - 1));
+}
+
+
+/* representative value of a bucket: its midpoint */
+static uint64_t
+h_value(int idx)
+{
+    int       e, sub;
+    uint64_t  lo, w;
+
+    if (idx < H_SUB) {
+        return (uint64_t) idx;
+    }
+    e = idx / H_SUB + H_SUB_BITS - 1;
+    sub = idx % H_SUB;
+    lo = (uint64_t) (H_SUB + sub) << (e - H_SUB_BITS);
+    w = 1ULL << (e - H_SUB_BITS);
+    return lo + w / 2;
+}
+
+
+static void
+h_record(hist_t *h, uint64_t v)
+{
+    h->b[h_index(v)]++;
+    if (h->n == 0 || v < h->min) {
+        h->min = v;
+    }
+    if (v > h->max) {
+        h->max = v;
+    }
+    h->n++;
+    h->sum += (double) v;
+}
+
+
+static uint64_t
+h_quantile(const hist_t *h, double q)
+{
+    uint64_t  rank, acc = 0, v;
+    int       i;
+
+    if (h->n == 0) {
+        return 0;
+    }
+    rank = (uint64_t) (q * (double) h->n);
+    if ((double) rank < q * (double) h->n) {
+        rank++;
+    }
+    if (rank == 0) {
+        rank = 1;
+    }
+    for (i = 0; i < H_BUCKETS; i++) {
+        acc += h->b[i];
+        if (acc >= rank) {
+            v = h_value(i);
+            if (v > h->max) {
+                v = h->max;
+            }
+            if (v < h->min) {
+                v = h->min;
+            }
+            return v;
+        }
+    }
+    return h->max;
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* protocol adapters                                                        */
+
+typedef enum {
+    EV_OTHER = 0,
+    EV_READY,           /* session usable: send the join now (chat: welcome) */
+    EV_JOINED,          /* join confirmed */
+    EV_MESSAGE,         /* a room message; content/content_len set */
+    EV_ACK,             /* send accepted; ref set when present */
+    EV_ERROR,           /* request refused; code set, ref when present */
+    EV_PRESENCE         /* presence noise */
+} ev_kind_e;
+
+typedef struct {
+    ev_kind_e    kind;
+    const char  *content;
+    size_t       content_len;
+    const char  *code;
+    size_t       code_len;
+    const char  *ref;           /* raw ref value (string contents or number) */
+    size_t       ref_len;
+    uint64_t     retry_after_ms;
+    const char  *reply;         /* text frame to send back, e.g. a pong */
+    size_t       reply_len;
+} pev_t;
+
+/*
+ * One adapter per wire protocol.  The core does the WebSocket framing, the
+ * pacing and the accounting; an adapter only maps chat operations to payloads
+ * and classifies incoming text payloads.
+ */
+typedef struct {
+    const char  *name;
+    const char  *default_path;
+    /* join can be sent right after the 101 (else wait for EV_READY) */
+    int          ready_on_open;
+    /* the server acknowledges sends (else closed loop uses self-delivery) */
+    int          has_acks;
+    /* request target for the handshake (path + query) */
+    int        (*target)(char *out, size_t cap, const char *path,
+                         const char *user, const char *room);
+    /* payload of the join request; 0 = joining is implicit (joined at once) */
+    size_t     (*encode_join)(char *out, size_t cap, const char *room);
+    /* payload of a send; content needs no JSON escaping (we make it) */
+    size_t     (*encode_send)(char *out, size_t cap, const char *room,
+                              const char *content, size_t clen,
+                              const char *ref);
+    void       (*classify)(const char *p, size_t n, pev_t *ev);
+} proto_t;
+
+
+/* find "key" : in a JSON text, return the value start (after blanks) */
+static const char *
+json_find(const char *p, size_t n, const char *key, size_t klen)
+{
+    const char  *end = p + n, *q = p, *v;
+
+    while (q < end) {
+        q = memmem(q, (size_t) (end - q), key, klen);
+        if (q == NULL) {
+            return NULL;
+        }
+        v = q + klen;
+        /* key is given with its quotes; require a preceding { , or blank */
+        if (q > p && q[-1] != '{' && q[-1] != ',' && !isspace((u_char) q[-1]))
+        {
+            q = v;
+            continue;
+        }
+        while (v < end && isspace((u_char) *v)) {
+            v++;
+        }
+        if (v < end && *v == ':') {
+            v++;
+            while (v < end && isspace((u_char) *v)) {
+                v++;
+            }
+            return v < end ? v : NULL;
+        }
+        q = v;
+    }
+    return NULL;
+}
+
+
+/* a scalar at v: string contents (no unescaping) or bare token */
+static int
+json_scalar(const char *v, const char *end, const char **out, size_t *len)
+{
+    const char  *s;
+
+    if (v == NULL || v >= end) {
+        return -1;
+    }
+    if (*v == '"') {
+        s = ++v;
+        while (v < end && *v != '"') {
+            if (*v == '\\') {
+                v++;
+            }
+            v++;
+        }
+        if (v >= end) {
+            return -1;
+        }
+        *out = s;
+        *len = (size_t) (v - s);
+        return 0;
+    }
+    s = v;
+    while (v < end && *v != ',' && *v != '}' && *v != ']'
+           && !isspace((u_char) *v))
+    {
+        v++;
+    }
+    *out = s;
+    *len = (size_t) (v - s);
+    return 0;
+}
+
+
+#define KEY(s)  s, sizeof(s) - 1
+
+
+static int
+chat_target(char *out, size_t cap, const char *path, const char *user,
+    const char *room)
+{
+    (void) room;
+    return snprintf(out, cap, "%s%suser=%s", path,
+                    strchr(path, '?') ? "&" : "?", user);
+}
+
+
+static size_t
+chat_encode_join(char *out, size_t cap, const char *room)
+{
+    int  n;
+
+    n = snprintf(out, cap, "{\"type\":\"join\",\"room\":\"%s\"}", room);
+    return n > 0 && (size_t) n < cap ? (size_t) n : 0;
+}
+
+
+static size_t
+chat_encode_send(char *out, size_t cap, const char *room, const char *content,
+    size_t clen, const char *ref)
+{
+    int  n;
+
+    n = snprintf(out, cap,
+                 "{\"type\":\"send\",\"room\":\"%s\",\"content\":\"%.*s\","
+                 "\"ref\":\"%s\"}", room, (int) clen, content, ref);
+    return n > 0 && (size_t) n < cap ? (size_t) n : 0;
+}
+
+
+static void
+chat_classify(const char *p, size_t n, pev_t *ev)
+{
+    const char  *end = p + n, *v, *t;
+    size_t       tl;
+
+    ev->kind = EV_OTHER;
+
+    v = json_find(p, n, KEY("\"type\""));
+    if (v == NULL || json_scalar(v, end, &t, &tl) != 0) {
+        return;
+    }
+
+#define IS(lit)  (tl == sizeof(lit) - 1 && memcmp(t, lit, tl) == 0)
+
+    if (IS("message")) {
+        v = json_find(p, n, KEY("\"content\""));
+        if (v != NULL
+            && json_scalar(v, end, &ev->content, &ev->content_len) == 0)
+        {
+            ev->kind = EV_MESSAGE;
+        }
+
+    } else if (IS("ack")) {
+        ev->kind = EV_ACK;
+        v = json_find(p, n, KEY("\"ref\""));
+        if (v != NULL) {
+            (void) json_scalar(v, end, &ev->ref, &ev->ref_len);
+        }
+
+    } else if (IS("joined")) {
+        ev->kind = EV_JOINED;
+
+    } else if (IS("welcome")) {
+        ev->kind = EV_READY;
+
+    } else if (IS("presence")) {
+        ev->kind = EV_PRESENCE;
+
+    } else if (IS("error")) {
+        ev->kind = EV_ERROR;
+        v = json_find(p, n, KEY("\"code\""));
+        if (v != NULL) {
+            (void) json_scalar(v, end, &ev->code, &ev->code_len);
+        }
+        v = json_find(p, n, KEY("\"ref\""));
+        if (v != NULL) {
+            (void) json_scalar(v, end, &ev->ref, &ev->ref_len);
+        }
+        v = json_find(p, n, KEY("\"retry_after_ms\""));
+        if (v != NULL) {
+            ev->retry_after_ms = strtoull(v, NULL, 10);
+        }
+    }
+
+#undef IS
+}
+
+
+static const proto_t  proto_chat = {
+    "chat", "/chat", 0, 1,
+    chat_target, chat_encode_join, chat_encode_send, chat_classify
+};
+
+/* more adapters (socketio, nchan) go here; see README.md */
+static const proto_t  *protocols[] = { &proto_chat, NULL };
+
+
+/* ------------------------------------------------------------------------ */
+/* configuration, connections, global state                                 */
+
+typedef struct {
+    const char  *host;
+    int          port;
+    const char  *path;
+    int          conns;
+    int          rooms;
+    int          senders;
+    double       rate;              /* per sender; 0 = closed loop */
+    double       total_rate;
+    int          window;
+    double       duration;
+    double       drain;
+    int          inflight;
+    double       connect_rate;
+    double       connect_timeout;
+    double       join_timeout;
+    int          src_ips;
+    const char  *src_base;
+    const char  *server_pids;
+    const char  *server_pidfile;
+    const char  *protocol;
+    int          idle;
+    int          json;
+    int          quiet;
+    int          size;
+    const char  *room_prefix;
+    const char  *user_prefix;
+    int          no_dup;
+    int          selftest;
+} cfg_t;
+
+enum {
+    CS_NEW = 0,
+    CS_CONNECTING,
+    CS_HANDSHAKE,
+    CS_OPEN,
+    CS_CLOSED
+};
+
+typedef struct conn_s  conn_t;
+
+struct conn_s {
+    int        fd;
+    uint32_t   idx;
+    uint32_t   room;
+    int32_t    sender;          /* index into senders, -1 if not one */
+    uint8_t    state;
+    uint8_t    joined;
+    uint8_t    join_sent;
+    uint8_t    settled;         /* joined or given up: counted once */
+    uint8_t    broken;          /* close after the current event */
+    uint8_t    closing;         /* close frame exchanged */
+    uint8_t    in_msg;          /* inside a fragmented message */
+    uint8_t    msg_op;
+    uint32_t   ev_mask;
+    uint64_t   t_start;
+    char      *rbuf;            /* unparsed input */
+    uint32_t   rlen, rcap;
+    char      *msg;             /* fragments of the current message */
+    uint32_t   mlen, mcap;
+    char      *wbuf;            /* output the socket did not take */
+    uint32_t   woff, wlen, wcap;
+    uint32_t  *lastseq;         /* per sender of my room, dup detection */
+};
+
+typedef struct {
+    conn_t    *c;
+    uint32_t   seq;
+    uint32_t   outstanding;
+    uint64_t   next_ns;
+    uint64_t   hold_until;
+    uint64_t   sent;
+} sender_t;
+
+typedef struct {
+    uint64_t  started, opened, connect_failed, hs_failed, timeouts;
+    uint64_t  welcome, joined, join_failed, closed_after_open;
+    uint64_t  sent, expected, received, acks, acks_ref, refused;
+    uint64_t  expected_refused, foreign, stale, bad_content, dup, gaps;
+    uint64_t  presence, other, binary, pings, pongs_rx, proto_errors;
+    uint64_t  skipped_backpressure, neg_latency, self_acks;
+    uint64_t  max_behind_ns;
+    kvtab_t   fail;             /* connect/handshake failures by reason */
+    kvtab_t   errors;           /* error frames by code */
+    kvtab_t   closes;           /* closes after open by reason */
+} stats_t;
+
+enum {
+    PH_RAMP = 0,
+    PH_SEND,
+    PH_DRAIN,
+    PH_HOLD,
+    PH_DONE
+};
+
+static const char  *phase_names[] = { "ramp", "send", "drain", "hold", "done" };
+
+static cfg_t           cfg;
+static const proto_t  *proto;
+static stats_t         st;
+static hist_t          h_lat;           /* one-way latency */
+static hist_t          h_ack;           /* send -> ack */
+static conn_t         *conns;
+static sender_t       *senders;
+static uint32_t       *room_members;    /* joined connections per room */
+static char          **room_names;
+static int             epfd = -1;
+static int             phase = PH_RAMP;
+static int             next_conn;       /* next index to start */
+static int             n_inflight;      /* connecting or handshaking */
+static int             n_pending;       /* started and not settled */
+static uint32_t        run_id;
+static uint64_t        t_last_delivery;
+static double          per_sender_rate;
+static uint64_t        send_interval_ns;
+static volatile sig_atomic_t  g_interrupted;
+static struct sockaddr_storage  dst_addr;
+static socklen_t       dst_len;
+static int             dst_family;
+static uint32_t        src_base_ip;     /* host order */
+static char            host_hdr[128];
+static char            rx_buf[RX_CHUNK];
+
+/* selftest hook: receives every text message instead of the adapter */
+static void          (*text_hook)(conn_t *c, const char *p, size_t n);
+
+
+static void conn_close(conn_t *c, const char *reason);
+static void on_text(conn_t *c, char *p, size_t n);
+static void sender_pump(sender_t *s);
+
+
+/* ------------------------------------------------------------------------ */
+/* output path                                                              */
+
+static void
+conn_update_events(conn_t *c)
+{
+    struct epoll_event  ev;
+    uint32_t            want;
+
+    if (c->fd < 0 || c->state == CS_CLOSED) {
+        return;
+    }
+    if (c->state == CS_CONNECTING) {
+        want = EPOLLOUT;
+    } else {
+        want = EPOLLIN | (c->wlen > c->woff ? EPOLLOUT : 0);
+    }
+    if (want == c->ev_mask) {
+        return;
+    }
+    ev.events = want;
+    ev.data.ptr = c;
+    if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) != 0) {
+        c->broken = 1;
+        return;
+    }
+    c->ev_mask = want;
+}
+
+
+static void
+wbuf_append(conn_t *c, const char *p, size_t n)
+{
+    size_t  need;
+
+    if (c->woff > 0 && c->woff == c->wlen) {
+        c->woff = c->wlen = 0;
+    }
+    need = (size_t) c->wlen + n;
+    if (need > c->wcap) {
+        if (c->woff > 0) {
+            memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+            c->wlen -= c->woff;
+            c->woff = 0;
+            need = (size_t) c->wlen + n;
+        }
+        if (need > c->wcap) {
+            size_t  cap = c->wcap ? c->wcap : 1024;
+
+            while (cap < need) {
+                cap *= 2;
+            }
+            c->wbuf = xrealloc(c->wbuf, cap);
+            c->wcap = (uint32_t) cap;
+        }
+    }
+    memcpy(c->wbuf + c->wlen, p, n);
+    c->wlen += (uint32_t) n;
+}
+
+
+/* write or queue; on a socket error mark the connection broken */
+static void
+conn_write(conn_t *c, const char *p, size_t n)
+{
+    ssize_t  r;
+
+    if (c->broken || c->state == CS_CLOSED) {
+        return;
+    }
+    if (c->fd >= 0 && c->wlen == c->woff) {
+        r = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r == (ssize_t) n) {
+            return;
+        }
+        if (r < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                c->broken = 1;
+                return;
+            }
+            r = 0;
+        }
+        p += r;
+        n -= (size_t) r;
+    }
+    wbuf_append(c, p, n);
+    conn_update_events(c);
+}
+
+
+static void
+conn_flush(conn_t *c)
+{
+    ssize_t  r;
+
+    while (c->wlen > c->woff) {
+        r = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
+                 MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                c->broken = 1;
+            }
+            break;
+        }
+        c->woff += (uint32_t) r;
+    }
+    if (c->woff == c->wlen) {
+        c->woff = c->wlen = 0;
+        if (c->wcap > 65536) {
+            free(c->wbuf);
+            c->wbuf = NULL;
+            c->wcap = 0;
+        }
+    }
+    conn_update_events(c);
+}
+
+
+/* build one masked client frame */
+static size_t
+ws_frame(char *out, int opcode, const char *payload, size_t len)
+{
+    uint8_t   *o = (uint8_t *) out, *mk;
+    uint32_t   m;
+    size_t     h, i;
+
+    o[0] = (uint8_t) (0x80 | opcode);
+    if (len < 126) {
+        o[1] = (uint8_t) (0x80 | len);
+        h = 2;
+    } else if (len < 65536) {
+        o[1] = 0x80 | 126;
+        o[2] = (uint8_t) (len >> 8);
+        o[3] = (uint8_t) len;
+        h = 4;
+    } else {
+        o[1] = 0x80 | 127;
+        for (i = 0; i < 8; i++) {
+            o[2 + i] = (uint8_t) ((uint64_t) len >> (56 - 8 * i));
+        }
+        h = 10;
+    }
+    m = (uint32_t) rng64();
+    memcpy(o + h, &m, 4);
+    mk = o + h;
+    h += 4;
+    for (i = 0; i < len; i++) {
+        o[h + i] = (uint8_t) payload[i] ^ mk[i & 3];
+    }
+    return h + len;
+}
+
+
+static void
+conn_send_frame(conn_t *c, int opcode, const char *p, size_t n)
+{
+    char    stackbuf[4096];
+    char   *buf = stackbuf;
+    size_t  len;
+
+    if (n + 14 > sizeof(stackbuf)) {
+        buf = xrealloc(NULL, n + 14);
+    }
+    len = ws_frame(buf, opcode, p, n);
+    conn_write(c, buf, len);
+    if (buf != stackbuf) {
+        free(buf);
+    }
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* input path: incremental RFC 6455 parser (any segmentation)               */
+
+static void
+msg_append(conn_t *c, const char *p, size_t n)
+{
+    size_t  need = (size_t) c->mlen + n, cap;
+
+    if (need > c->mcap) {
+        cap = c->mcap ? c->mcap : 1024;
+        while (cap < need) {
+            cap *= 2;
+        }
+        c->msg = xrealloc(c->msg, cap);
+        c->mcap = (uint32_t) cap;
+    }
+    memcpy(c->msg + c->mlen, p, n);
+    c->mlen += (uint32_t) n;
+}
+
+
+static void
+proto_error(conn_t *c, const char *what)
+{
+    st.proto_errors++;
+    kv_addf(&st.closes, "client:%s", what);
+    c->broken = 1;
+}
+
+
+/* parse complete frames from buf; returns the bytes consumed */
+static size_t
+ws_parse(conn_t *c, char *buf, size_t len)
+{
+    size_t    off = 0, hdr, i;
+    uint64_t  plen;
+    uint8_t  *b, *mk, *pl;
+    int       fin, op, masked;
+    unsigned  code;
+
+    while (!c->broken && !c->closing) {
+        b = (uint8_t *) buf + off;
+        if (len - off < 2) {
+            break;
+        }
+        fin = b[0] & 0x80;
+        op = b[0] & 0x0f;
+        masked = b[1] & 0x80;
+        plen = b[1] & 0x7f;
+        hdr = 2;
+
+        if (b[0] & 0x70) {
+            proto_error(c, "rsv bits");
+            break;
+        }
+        if (plen == 126) {
+            if (len - off < 4) {
+                break;
+            }
+            plen = (uint64_t) b[2] << 8 | b[3];
+            hdr = 4;
+        } else if (plen == 127) {
+            if (len - off < 10) {
+                break;
+            }
+            plen = 0;
+            for (i = 0; i < 8; i++) {
+                plen = plen << 8 | b[2 + i];
+            }
+            hdr = 10;
+        }
+        if (plen > MAX_FRAME) {
+            proto_error(c, "frame too large");
+            break;
+        }
+        mk = b + hdr;
+        if (masked) {
+            hdr += 4;
+        }
+        if (len - off < hdr + plen) {
+            break;
+        }
+        pl = b + hdr;
+        if (masked) {           /* servers must not mask; tolerate it */
+            for (i = 0; i < plen; i++) {
+                pl[i] ^= mk[i & 3];
+            }
+        }
+        off += hdr + plen;
+
+        if (op & 0x08) {                        /* control frame */
+            if (!fin || plen > 125) {
+                proto_error(c, "bad control frame");
+                break;
+            }
+            if (op == 0x9) {                    /* ping -> pong */
+                st.pings++;
+                conn_send_frame(c, 0xA, (char *) pl, plen);
+            } else if (op == 0xA) {
+                st.pongs_rx++;
+            } else if (op == 0x8) {             /* close: echo and finish */
+                code = plen >= 2 ? (unsigned) (pl[0] << 8 | pl[1]) : 1005;
+                if (c->state == CS_OPEN) {
+                    kv_addf(&st.closes, "server close %u", code);
+                }
+                conn_send_frame(c, 0x8, (char *) pl, plen >= 2 ? 2 : 0);
+                c->closing = 1;
+            } else {
+                proto_error(c, "bad opcode");
+            }
+            continue;
+        }
+
+        if (op == 0x0) {                        /* continuation */
+            if (!c->in_msg) {
+                proto_error(c, "stray continuation");
+                break;
+            }
+            if ((uint64_t) c->mlen + plen > MAX_FRAME) {
+                proto_error(c, "message too large");
+                break;
+            }
+            msg_append(c, (char *) pl, plen);
+            if (fin) {
+                c->in_msg = 0;
+                if (c->msg_op == 0x1) {
+                    on_text(c, c->msg, c->mlen);
+                } else {
+                    st.binary++;
+                }
+                c->mlen = 0;
+                if (c->mcap > 65536) {
+                    free(c->msg);
+                    c->msg = NULL;
+                    c->mcap = 0;
+                }
+            }
+            continue;
+        }
+
+        if (op != 0x1 && op != 0x2) {
+            proto_error(c, "bad opcode");
+            break;
+        }
+        if (c->in_msg) {
+            proto_error(c, "data frame inside fragmented message");
+            break;
+        }
+        if (fin) {
+            if (op == 0x1) {
+                on_text(c, (char *) pl, plen);
+            } else {
+                st.binary++;
+            }
+        } else {
+            c->in_msg = 1;
+            c->msg_op = (uint8_t) op;
+            c->mlen = 0;
+            msg_append(c, (char *) pl, plen);
+        }
+    }
+    return off;
+}
+
+
+/* feed newly received bytes (n may be 0 to parse what is buffered) */
+static void
+conn_feed(conn_t *c, const char *data, size_t n)
+{
+    size_t  used, need, cap;
+
+    if (c->rlen == 0) {
+        if (n == 0) {
+            return;
+        }
+        /* common case: parse straight from the receive buffer */
+        used = ws_parse(c, (char *) data, n);
+        if (used == n || c->broken || c->closing) {
+            return;
+        }
+        data += used;
+        n -= used;
+    }
+
+    /* keep the partial frame (and whatever was buffered before it) */
+    if (n > 0) {
+        need = (size_t) c->rlen + n;
+        if (need > c->rcap) {
+            cap = c->rcap ? c->rcap : 2048;
+            while (cap < need) {
+                cap *= 2;
+            }
+            c->rbuf = xrealloc(c->rbuf, cap);
+            c->rcap = (uint32_t) cap;
+        }
+        memcpy(c->rbuf + c->rlen, data, n);
+        c->rlen += (uint32_t) n;
+        if (c->rlen == n) {
+            return;             /* just parsed: nothing complete in it */
+        }
+    }
+
+    used = ws_parse(c, c->rbuf, c->rlen);
+    if (used > 0) {
+        memmove(c->rbuf, c->rbuf + used, c->rlen - used);
+        c->rlen -= (uint32_t) used;
+    }
+    if (c->rlen == 0) {
+        free(c->rbuf);
+        c->rbuf = NULL;
+        c->rcap = 0;
+    }
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* connection life cycle                                                    */
+
+static void
+make_user(uint32_t idx, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s%u", cfg.user_prefix, idx);
+}
+
+
+static void
+make_key(uint32_t idx, char out[32])
+{
+    uint8_t   raw[16];
+    uint64_t  a, b;
+
+    a = splitmix64(((uint64_t) run_id << 32) ^ idx);
+    b = splitmix64(a ^ 0x5bd1e995);
+    memcpy(raw, &a, 8);
+    memcpy(raw + 8, &b, 8);
+    base64_encode(raw, 16, out);
+}
+
+
+static void
+settle(conn_t *c)
+{
+    if (!c->settled) {
+        c->settled = 1;
+        n_pending--;
+    }
+}
+
+
+static void
+mark_joined(conn_t *c)
+{
+    if (c->joined) {
+        return;
+    }
+    c->joined = 1;
+    room_members[c->room]++;
+    st.joined++;
+    settle(c);
+}
+
+
+static void
+send_join(conn_t *c)
+{
+    char    buf[512];
+    size_t  n;
+
+    if (c->join_sent) {
+        return;
+    }
+    c->join_sent = 1;
+    n = proto->encode_join(buf, sizeof(buf), room_names[c->room]);
+    if (n == 0) {
+        mark_joined(c);         /* implicit membership */
+        return;
+    }
+    conn_send_frame(c, 0x1, buf, n);
+}
+
+
+static void
+conn_close(conn_t *c, const char *reason)
+{
+    if (c->state == CS_CLOSED || c->state == CS_NEW) {
+        return;
+    }
+    if (c->state == CS_CONNECTING || c->state == CS_HANDSHAKE) {
+        n_inflight--;
+        if (reason != NULL) {
+            kv_add(&st.fail, reason, strlen(reason));
+            if (c->state == CS_CONNECTING) {
+                st.connect_failed++;
+            } else {
+                st.hs_failed++;
+            }
+        }
+    } else if (reason != NULL && phase != PH_DONE) {
+        st.closed_after_open++;
+        kv_add(&st.closes, reason, strlen(reason));
+    }
+    if (c->joined) {
+        room_members[c->room]--;
+        c->joined = 0;
+    }
+    if (!c->settled && c->state == CS_OPEN) {
+        st.join_failed++;
+    }
+    settle(c);
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    c->state = CS_CLOSED;
+    free(c->rbuf);
+    free(c->msg);
+    free(c->wbuf);
+    free(c->lastseq);
+    c->rbuf = c->msg = c->wbuf = NULL;
+    c->lastseq = NULL;
+    c->rlen = c->rcap = c->mlen = c->mcap = 0;
+    c->wlen = c->woff = c->wcap = 0;
+}
+
+
+static void
+conn_start(conn_t *c)
+{
+    struct sockaddr_in  src;
+    struct epoll_event  ev;
+    int                 fd, one = 1;
+    char                why[64];
+
+    c->t_start = g_now;
+    c->state = CS_CONNECTING;
+    st.started++;
+    n_pending++;
+    n_inflight++;
+
+    fd = socket(dst_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(why, sizeof(why), "socket: %s", strerror(errno));
+        c->fd = -1;
+        conn_close(c, why);
+        return;
+    }
+    c->fd = fd;
+    (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    if (cfg.src_ips > 0) {
+        (void) setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one,
+                          sizeof(one));
+        memset(&src, 0, sizeof(src));
+        src.sin_family = AF_INET;
+        src.sin_addr.s_addr = htonl(src_base_ip
+                                    + c->idx % (uint32_t) cfg.src_ips);
+        if (bind(fd, (struct sockaddr *) &src, sizeof(src)) != 0) {
+            snprintf(why, sizeof(why), "bind: %s", strerror(errno));
+            conn_close(c, why);
+            return;
+        }
+    }
+
+    if (connect(fd, (struct sockaddr *) &dst_addr, dst_len) != 0
+        && errno != EINPROGRESS)
+    {
+        snprintf(why, sizeof(why), "connect: %s", strerror(errno));
+        conn_close(c, why);
+        return;
+    }
+
+    ev.events = EPOLLOUT;
+    ev.data.ptr = c;
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        snprintf(why, sizeof(why), "epoll: %s", strerror(errno));
+        conn_close(c, why);
+        return;
+    }
+    c->ev_mask = EPOLLOUT;
+}
+
+
+static void
+conn_on_connected(conn_t *c)
+{
+    int        err = 0;
+    socklen_t  el = sizeof(err);
+    char       req[1024], user[128], target[512], key[32], why[64];
+    int        n;
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0) {
+        err = errno;
+    }
+    if (err != 0) {
+        snprintf(why, sizeof(why), "connect: %s", strerror(err));
+        conn_close(c, why);
+        return;
+    }
+
+    make_user(c->idx, user, sizeof(user));
+    make_key(c->idx, key);
+    proto->target(target, sizeof(target), cfg.path, user,
+                  room_names[c->room]);
+    n = snprintf(req, sizeof(req),
+                 "GET %s HTTP/1.1\r\n"
+                 "Host: %s\r\n"
+                 "Upgrade: websocket\r\n"
+                 "Connection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: %s\r\n"
+                 "Sec-WebSocket-Version: 13\r\n"
+                 "\r\n", target, host_hdr, key);
+
+    c->state = CS_HANDSHAKE;
+    conn_update_events(c);
+    conn_write(c, req, (size_t) n);
+}
+
+
+/* a header's value in a response, case-insensitive name */
+static const char *
+http_header(const char *hdrs, size_t len, const char *name, size_t *vlen)
+{
+    const char  *p = hdrs, *end = hdrs + len, *eol, *v;
+    size_t       nl = strlen(name);
+
+    while (p < end) {
+        eol = memmem(p, (size_t) (end - p), "\r\n", 2);
+        if (eol == NULL) {
+            eol = end;
+        }
+        if ((size_t) (eol - p) > nl && p[nl] == ':'
+            && strncasecmp(p, name, nl) == 0)
+        {
+            v = p + nl + 1;
+            while (v < eol && (*v == ' ' || *v == '\t')) {
+                v++;
+            }
+            *vlen = (size_t) (eol - v);
+            while (*vlen > 0 && (v[*vlen - 1] == ' ' || v[*vlen - 1] == '\t')) {
+                (*vlen)--;
+            }
+            return v;
+        }
+        p = eol + 2;
+    }
+    return NULL;
+}
+
+
+/* handshake bytes: returns 1 when the connection is open */
+static int
+conn_handshake_input(conn_t *c, const char *data, size_t n)
+{
+    const char  *end, *v;
+    size_t       hlen, vlen, need, cap, rest;
+    char         key[32], acc[32], why[64];
+    int          status = 0;
+
+    need = (size_t) c->rlen + n;
+    if (need > c->rcap) {
+        cap = c->rcap ? c->rcap : 1024;
+        while (cap < need) {
+            cap *= 2;
+        }
+        c->rbuf = xrealloc(c->rbuf, cap);
+        c->rcap = (uint32_t) cap;
+    }
+    memcpy(c->rbuf + c->rlen, data, n);
+    c->rlen += (uint32_t) n;
+
+    end = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
+    if (end == NULL) {
+        if (c->rlen > MAX_HS_HEADER) {
+            conn_close(c, "handshake: response too long");
+        }
+        return 0;
+    }
+    hlen = (size_t) (end - c->rbuf) + 4;
+
+    if (c->rlen < 12 || memcmp(c->rbuf, "HTTP/1.", 7) != 0) {
+        conn_close(c, "handshake: not HTTP");
+        return 0;
+    }
+    status = atoi(c->rbuf + 9);
+    if (status != 101) {
+        snprintf(why, sizeof(why), "handshake: status %d", status);
+        conn_close(c, why);
+        return 0;
+    }
+    make_key(c->idx, key);
+    ws_accept_for(key, acc);
+    v = http_header(c->rbuf, hlen, "Sec-WebSocket-Accept", &vlen);
+    if (v == NULL || vlen != strlen(acc) || memcmp(v, acc, vlen) != 0) {
+        conn_close(c, "handshake: bad Sec-WebSocket-Accept");
+        return 0;
+    }
+
+    c->state = CS_OPEN;
+    n_inflight--;
+    st.opened++;
+
+    rest = c->rlen - hlen;
+    memmove(c->rbuf, c->rbuf + hlen, rest);
+    c->rlen = (uint32_t) rest;
+
+    if (proto->ready_on_open) {
+        send_join(c);
+    }
+    conn_feed(c, NULL, 0);      /* frames that came with the 101 */
+    return 1;
+}
+
+
+static void
+conn_on_readable(conn_t *c)
+{
+    ssize_t  r;
+    int      i;
+    char     why[64];
+
+    for (i = 0; i < 4; i++) {
+        r = recv(c->fd, rx_buf, sizeof(rx_buf), 0);
+        if (r == 0) {
+            if (c->state == CS_HANDSHAKE) {
+                conn_close(c, "handshake: eof");
+            } else {
+                conn_close(c, c->closing ? NULL : "eof");
+            }
+            return;
+        }
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                return;
+            }
+            if (errno == EINTR) {
+                continue;
+            }
+            snprintf(why, sizeof(why), "%s%s",
+                     c->state == CS_HANDSHAKE ? "handshake: " : "",
+                     strerror(errno));
+            conn_close(c, why);
+            return;
+        }
+        g_now = now_ns();
+        if (c->state == CS_HANDSHAKE) {
+            (void) conn_handshake_input(c, rx_buf, (size_t) r);
+        } else {
+            conn_feed(c, rx_buf, (size_t) r);
+        }
+        if (c->state != CS_HANDSHAKE && c->state != CS_OPEN) {
+            return;
+        }
+        if (c->broken || c->closing || (size_t) r < sizeof(rx_buf)) {
+            return;
+        }
+    }
+}
+
+
+static void
+conn_on_event(conn_t *c, uint32_t events)
+{
+    if (c->state == CS_CONNECTING) {
+        conn_on_connected(c);
+    } else {
+        if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+            conn_on_readable(c);
+        }
+        if ((events & EPOLLOUT) && c->state != CS_CLOSED && !c->broken) {
+            conn_flush(c);
+        }
+    }
+    if (c->state != CS_CLOSED && c->broken) {
+        conn_close(c, c->state == CS_OPEN ? "client: write/protocol error"
+                                          : "handshake: write error");
+    } else if (c->state != CS_CLOSED && c->closing) {
+        if (c->wlen > c->woff) {
+            conn_flush(c);
+        }
+        conn_close(c, NULL);
+    }
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* chat semantics                                                           */
+
+static uint64_t
+parse_u64(const char *p, const char *end, const char **after)
+{
+    uint64_t  v = 0;
+
+    while (p < end && *p >= '0' && *p <= '9') {
+        v = v * 10 + (uint64_t) (*p - '0');
+        p++;
+    }
+    *after = p;
+    return v;
+}
+
+
+/* content "t=<ns>;s=<sender>;n=<seq>;r=<run>[;p=...]" */
+static int
+parse_content(const char *p, size_t n, uint64_t *t, uint64_t *s, uint64_t *q,
+    uint64_t *r)
+{
+    const char  *end = p + n, *a;
+
+    if (n < 14 || memcmp(p, "t=", 2) != 0) {
+        return -1;
+    }
+    *t = parse_u64(p + 2, end, &a);
+    if (end - a < 3 || memcmp(a, ";s=", 3) != 0) {
+        return -1;
+    }
+    *s = parse_u64(a + 3, end, &a);
+    if (end - a < 3 || memcmp(a, ";n=", 3) != 0) {
+        return -1;
+    }
+    *q = parse_u64(a + 3, end, &a);
+    if (end - a < 3 || memcmp(a, ";r=", 3) != 0) {
+        return -1;
+    }
+    *r = parse_u64(a + 3, end, &a);
+    return 0;
+}
+
+
+static uint32_t
+senders_in_room(uint32_t room)
+{
+    uint32_t  s = (uint32_t) cfg.senders, r = (uint32_t) cfg.rooms;
+
+    return room < s ? (s - room + r - 1) / r : 0;
+}
+
+
+static void
+on_delivery(conn_t *c, const char *p, size_t n)
+{
+    uint64_t  t, s, q, r, lat;
+    uint32_t  k, spr;
+
+    if (parse_content(p, n, &t, &s, &q, &r) != 0) {
+        st.bad_content++;
+        return;
+    }
+    if (r != run_id || s >= (uint64_t) cfg.senders) {
+        st.foreign++;
+        return;
+    }
+
+    /*
+     * Duplicate / reorder detection: a receiver sees each sender of its room
+     * in order, so a sequence not above the last one seen is a duplicate (or
+     * a reordering, which the spec also forbids).  Such a delivery is counted
+     * apart and not as received.
+     */
+    if (!cfg.no_dup && (uint32_t) s % (uint32_t) cfg.rooms == c->room) {
+        spr = senders_in_room(c->room);
+        if (spr > 0 && spr <= DUP_MAX_SPR && c->lastseq == NULL) {
+            c->lastseq = calloc(spr, sizeof(uint32_t));
+        }
+        if (c->lastseq != NULL) {
+            k = (uint32_t) s / (uint32_t) cfg.rooms;
+            if (q <= c->lastseq[k]) {
+                st.dup++;
+                return;
+            }
+            if (q > (uint64_t) c->lastseq[k] + 1) {
+                st.gaps += q - c->lastseq[k] - 1;
+            }
+            c->lastseq[k] = (uint32_t) q;
+        }
+    }
+
+    st.received++;
+    t_last_delivery = g_now;
+    if (t > g_now) {
+        st.neg_latency++;
+        lat = 0;
+    } else {
+        lat = g_now - t;
+    }
+    h_record(&h_lat, lat);
+}
+
+
+static void
+on_send_done(conn_t *c, const pev_t *ev, int refused)
+{
+    sender_t    *s;
+    const char  *a;
+    uint64_t     t;
+
+    if (c->sender < 0) {
+        return;
+    }
+    s = &senders[c->sender];
+    if (s->outstanding > 0) {
+        s->outstanding--;
+    }
+    if (ev->ref != NULL && ev->ref_len > 0) {
+        t = parse_u64(ev->ref, ev->ref + ev->ref_len, &a);
+        if (!refused && t > 0 && t <= g_now) {
+            h_record(&h_ack, g_now - t);
+            st.acks_ref++;
+        }
+    }
+    if (refused && ev->retry_after_ms > 0) {
+        s->hold_until = g_now + ev->retry_after_ms * 1000000ULL;
+    }
+    if (phase == PH_SEND && send_interval_ns == 0) {
+        sender_pump(s);
+    }
+}
+
+
+static void
+on_text(conn_t *c, char *p, size_t n)
+{
+    pev_t  ev;
+
+    if (text_hook != NULL) {
+        text_hook(c, p, n);
+        return;
+    }
+
+    memset(&ev, 0, sizeof(ev));
+    proto->classify(p, n, &ev);
+
+    if (ev.reply != NULL) {
+        conn_send_frame(c, 0x1, ev.reply, ev.reply_len);
+    }
+
+    switch (ev.kind) {
+
+    case EV_READY:
+        st.welcome++;
+        send_join(c);
+        break;
+
+    case EV_JOINED:
+        mark_joined(c);
+        break;
+
+    case EV_MESSAGE:
+        on_delivery(c, ev.content, ev.content_len);
+        if (!proto->has_acks && c->sender >= 0) {
+            /* own message coming back completes the send */
+            uint64_t  t, s, q, r;
+            pev_t     self;
+
+            if (parse_content(ev.content, ev.content_len, &t, &s, &q, &r) == 0
+                && s == (uint64_t) c->sender && r == run_id)
+            {
+                memset(&self, 0, sizeof(self));
+                st.self_acks++;
+                on_send_done(c, &self, 0);
+            }
+        }
+        break;
+
+    case EV_ACK:
+        st.acks++;
+        on_send_done(c, &ev, 0);
+        break;
+
+    case EV_ERROR:
+        if (ev.code != NULL) {
+            kv_add(&st.errors, ev.code, ev.code_len);
+        } else {
+            kv_add(&st.errors, "(no code)", 9);
+        }
+        if (c->join_sent && !c->joined && !c->settled) {
+            st.join_failed++;
+            settle(c);
+        } else if (ev.ref != NULL && c->sender >= 0) {
+            /* a refused send is delivered to no one */
+            st.refused++;
+            st.expected_refused += room_members[c->room];
+            on_send_done(c, &ev, 1);
+        }
+        break;
+
+    case EV_PRESENCE:
+        st.presence++;
+        break;
+
+    default:
+        st.other++;
+        break;
+    }
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* senders                                                                  */
+
+static void
+send_one(sender_t *s)
+{
+    conn_t    *c = s->c;
+    char       content[8192], ref[32], payload[9000];
+    uint64_t   t;
+    size_t     n;
+    int        cl;
+
+    t = now_ns();
+    s->seq++;
+    cl = snprintf(content, sizeof(content), "t=%llu;s=%d;n=%u;r=%u",
+                  U64(t), c->sender, s->seq, run_id);
+    if (cfg.size > cl && cfg.size < (int) sizeof(content) - 1) {
+        if (cfg.size - cl >= 3) {
+            memcpy(content + cl, ";p=", 3);
+            memset(content + cl + 3, 'x', (size_t) (cfg.size - cl - 3));
+            cl = cfg.size;
+            content[cl] = '\0';
+        }
+    }
+    snprintf(ref, sizeof(ref), "%llu", U64(t));
+    n = proto->encode_send(payload, sizeof(payload), room_names[c->room],
+                           content, (size_t) cl, ref);
+    if (n == 0) {
+        die("message too large to encode");
+    }
+    conn_send_frame(c, 0x1, payload, n);
+    s->sent++;
+    s->outstanding++;
+    st.sent++;
+    st.expected += room_members[c->room];
+}
+
+
+static void
+sender_pump(sender_t *s)
+{
+    conn_t    *c = s->c;
+    uint64_t   behind;
+    int        k;
+
+    if (phase != PH_SEND || c == NULL || c->state != CS_OPEN || !c->joined
+        || c->broken || c->closing)
+    {
+        return;
+    }
+
+    if (send_interval_ns == 0) {                /* closed loop */
+        while (s->outstanding < (uint32_t) cfg.window
+               && g_now >= s->hold_until && !c->broken)
+        {
+            send_one(s);
+        }
+        return;
+    }
+
+    for (k = 0; s->next_ns <= g_now && k < 1000 && !c->broken; k++) {
+        behind = g_now - s->next_ns;
+        if (behind > st.max_behind_ns) {
+            st.max_behind_ns = behind;
+        }
+        if (g_now < s->hold_until || c->wlen - c->woff > WBUF_CAP) {
+            st.skipped_backpressure++;
+        } else {
+            send_one(s);
+        }
+        s->next_ns += send_interval_ns;
+    }
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* server CPU and memory from /proc                                         */
+
+typedef struct {
+    int       n;
+    pid_t     pid[MAX_PIDS];
+    uint64_t  ticks[MAX_PIDS];
+} pidset_t;
+
+
+static int
+proc_stat(pid_t pid, uint64_t *ticks, pid_t *ppid)
+{
+    char      path[64], buf[1024], *p;
+    int       fd, i;
+    ssize_t   n;
+    uint64_t  ut = 0, stt = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return -1;
+    }
+    buf[n] = '\0';
+    p = strrchr(buf, ')');
+    if (p == NULL) {
+        return -1;
+    }
+    p++;
+    /* fields after "(comm)": 3 state, 4 ppid, ... 14 utime, 15 stime */
+    for (i = 3; i <= 15 && *p; i++) {
+        while (*p == ' ') {
+            p++;
+        }
+        if (i == 4 && ppid != NULL) {
+            *ppid = (pid_t) strtol(p, NULL, 10);
+        } else if (i == 14) {
+            ut = strtoull(p, NULL, 10);
+        } else if (i == 15) {
+            stt = strtoull(p, NULL, 10);
+        }
+        while (*p && *p != ' ') {
+            p++;
+        }
+    }
+    if (ticks != NULL) {
+        *ticks = ut + stt;
+    }
+    return 0;
+}
+
+
+static pid_t
+read_pidfile(const char *path)
+{
+    FILE  *f;
+    long   v = 0;
+
+    f = fopen(path, "r");
+    if (f == NULL) {
+        return 0;
+    }
+    if (fscanf(f, "%ld", &v) != 1) {
+        v = 0;
+    }
+    fclose(f);
+    return (pid_t) v;
+}
+
+
+/* current server processes: explicit pids, or pidfile master + children */
+static void
+server_pids(pidset_t *ps)
+{
+    const char     *p;
+    char           *e;
+    long            v;
+    pid_t           master, pp;
+    DIR            *d;
+    struct dirent  *de;
+
+    ps->n = 0;
+    if (cfg.server_pids != NULL) {
+        for (p = cfg.server_pids; *p && ps->n < MAX_PIDS; ) {
+            v = strtol(p, &e, 10);
+            if (e == p) {
+                break;
+            }
+            if (v > 0) {
+                ps->pid[ps->n++] = (pid_t) v;
+            }
+            p = *e ? e + 1 : e;
+        }
+    }
+    if (cfg.server_pidfile != NULL) {
+        master = read_pidfile(cfg.server_pidfile);
+        if (master <= 0) {
+            return;
+        }
+        ps->pid[ps->n++] = master;
+        d = opendir("/proc");
+        if (d == NULL) {
+            return;
+        }
+        while ((de = readdir(d)) != NULL && ps->n < MAX_PIDS) {
+            if (!isdigit((u_char) de->d_name[0])) {
+                continue;
+            }
+            v = atol(de->d_name);
+            pp = 0;
+            if (v != master && proc_stat((pid_t) v, NULL, &pp) == 0
+                && pp == master)
+            {
+                ps->pid[ps->n++] = (pid_t) v;
+            }
+        }
+        closedir(d);
+    }
+}
+
+
+static void
+server_cpu_sample(pidset_t *ps)
+{
+    int  i;
+
+    server_pids(ps);
+    for (i = 0; i < ps->n; i++) {
+        if (proc_stat(ps->pid[i], &ps->ticks[i], NULL) != 0) {
+            ps->ticks[i] = 0;
+        }
+    }
+}
+
+
+/* CPU seconds between two samples; a process new in b counts fully */
+static double
+server_cpu_delta(const pidset_t *a, const pidset_t *b)
+{
+    uint64_t  sum = 0;
+    int       i, j;
+
+    for (j = 0; j < b->n; j++) {
+        uint64_t  base = 0;
+
+        for (i = 0; i < a->n; i++) {
+            if (a->pid[i] == b->pid[j]) {
+                base = a->ticks[i];
+                break;
+            }
+        }
+        if (b->ticks[j] >= base) {
+            sum += b->ticks[j] - base;
+        }
+    }
+    return (double) sum / (double) sysconf(_SC_CLK_TCK);
+}
+
+
+/* summed PSS (or RSS) of the server processes, in kB */
+static uint64_t
+server_mem_kb(void)
+{
+    pidset_t  ps;
+    char      path[64], line[256];
+    FILE     *f;
+    uint64_t  total = 0, v;
+    int       i, found;
+
+    server_pids(&ps);
+    for (i = 0; i < ps.n; i++) {
+        found = 0;
+        snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int) ps.pid[i]);
+        f = fopen(path, "r");
+        if (f != NULL) {
+            while (fgets(line, sizeof(line), f) != NULL) {
+                if (sscanf(line, "Pss: %" SCNu64, &v) == 1) {
+                    total += v;
+                    found = 1;
+                    break;
+                }
+            }
+            fclose(f);
+        }
+        if (found) {
+            continue;
+        }
+        snprintf(path, sizeof(path), "/proc/%d/status", (int) ps.pid[i]);
+        f = fopen(path, "r");
+        if (f == NULL) {
+            continue;
+        }
+        while (fgets(line, sizeof(line), f) != NULL) {
+            if (sscanf(line, "VmRSS: %" SCNu64, &v) == 1) {
+                total += v;
+                break;
+            }
+        }
+        fclose(f);
+    }
+    return total;
+}
+
+
+static double
+self_cpu(void)
+{
+    struct rusage  ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double) ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6
+           + (double) ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* setup                                                                    */
+
+static int
+is_loopback(const struct sockaddr_storage *ss)
+{
+    const struct sockaddr_in   *a4 = (const struct sockaddr_in *) ss;
+    const struct sockaddr_in6  *a6 = (const struct sockaddr_in6 *) ss;
+
+    if (ss->ss_family == AF_INET) {
+        return (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (ss->ss_family == AF_INET6) {
+        return IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr)
+               || (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)
+                   && a6->sin6_addr.s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+
+static void
+resolve_target(void)
+{
+    struct sockaddr_in   *a4 = (struct sockaddr_in *) &dst_addr;
+    struct sockaddr_in6  *a6 = (struct sockaddr_in6 *) &dst_addr;
+    const char           *h = cfg.host;
+    struct in_addr        sb;
+
+    memset(&dst_addr, 0, sizeof(dst_addr));
+    if (strcmp(h, "localhost") == 0) {
+        h = "127.0.0.1";
+    }
+    if (inet_pton(AF_INET, h, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t) cfg.port);
+        dst_len = sizeof(*a4);
+        snprintf(host_hdr, sizeof(host_hdr), "%s:%d", h, cfg.port);
+    } else if (inet_pton(AF_INET6, h, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t) cfg.port);
+        dst_len = sizeof(*a6);
+        snprintf(host_hdr, sizeof(host_hdr), "[%s]:%d", h, cfg.port);
+    } else {
+        die("--host must be a numeric loopback address (127.x.x.x or ::1)");
+    }
+    dst_family = dst_addr.ss_family;
+    if (!is_loopback(&dst_addr)) {
+        die("refusing non-loopback target %s", cfg.host);
+    }
+
+    if (cfg.src_ips > 0) {
+        if (dst_family != AF_INET) {
+            die("--src-ips needs an IPv4 target");
+        }
+        if (inet_pton(AF_INET, cfg.src_base, &sb) != 1
+            || (ntohl(sb.s_addr) >> 24) != 127)
+        {
+            die("--src-base must be a 127.x.x.x address");
+        }
+        src_base_ip = ntohl(sb.s_addr);
+        if (((src_base_ip + (uint32_t) cfg.src_ips - 1) >> 24) != 127) {
+            die("--src-ips leaves 127.0.0.0/8");
+        }
+    }
+}
+
+
+static rlim_t
+raise_nofile(void)
+{
+    struct rlimit  rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return 1024;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        (void) setrlimit(RLIMIT_NOFILE, &rl);
+        (void) getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur;
+}
+
+
+static void
+on_signal(int sig)
+{
+    (void) sig;
+    g_interrupted++;
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* self test: framing under every segmentation, SHA-1, histogram, parsing   */
+
+static int     st_texts;
+static char    st_last[80000];
+static size_t  st_last_len;
+static size_t  st_total_bytes;
+
+
+static void
+selftest_hook(conn_t *c, const char *p, size_t n)
+{
+    (void) c;
+    st_texts++;
+    st_total_bytes += n;
+    if (n <= sizeof(st_last)) {
+        memcpy(st_last, p, n);
+        st_last_len = n;
+    }
+}
+
+
+/* a server (unmasked) frame */
+static size_t
+srv_frame(char *out, int fin, int op, const char *p, size_t n)
+{
+    size_t  h = 2, i;
+
+    out[0] = (char) ((fin ? 0x80 : 0) | op);
+    if (n < 126) {
+        out[1] = (char) n;
+    } else if (n < 65536) {
+        out[1] = 126;
+        out[2] = (char) (n >> 8);
+        out[3] = (char) n;
+        h = 4;
+    } else {
+        out[1] = 127;
+        for (i = 0; i < 8; i++) {
+            out[2 + i] = (char) ((uint64_t) n >> (56 - 8 * i));
+        }
+        h = 10;
+    }
+    memcpy(out + h, p, n);
+    return h + n;
+}
+
+
+#define CHECK(cond, ...)                                                     \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            fprintf(stderr, "selftest FAILED at line %d: ", __LINE__);      \
+            fprintf(stderr, __VA_ARGS__);                                    \
+            fprintf(stderr, "\n");                                           \
+            return 1;                                                        \
+        }                                                                    \
+        passed++;                                                            \
+    } while (0)
+
+
+static int
+selftest(void)
+{
+    static char  stream[300000], big[70000], mid[300];
+    char         acc[32], tmp[64];
+    size_t       len = 0, off, chunk, i;
+    int          passed = 0, round, pongs;
+    conn_t       c;
+    hist_t      *h;
+    pev_t        ev;
+    uint64_t     t, s, q, r;
+    const char  *msg = "{\"type\":\"message\",\"room\":\"r1\",\"id\":\"7\","
+                       "\"user\":\"u1\",\"content\":\"t=123;s=4;n=5;r=6\","
+                       "\"ts\":1}";
+
+    /* RFC 6455 section 1.3 example */
+    ws_accept_for("dGhlIHNhbXBsZSBub25jZQ==", acc);
+    CHECK(strcmp(acc, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") == 0, "accept %s", acc);
+
+    /* SHA-1 of "abc" and of a two-block message */
+    {
+        uint8_t  d[20];
+        char     hex[41];
+
+        sha1("abc", 3, d);
+        for (i = 0; i < 20; i++) {
+            snprintf(hex + 2 * i, 3, "%02x", d[i]);
+        }
+        CHECK(strcmp(hex, "a9993e364706816aba3e25717850c26c9cd0d89d") == 0,
+              "sha1(abc) %s", hex);
+        sha1("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 56,
+             d);
+        for (i = 0; i < 20; i++) {
+            snprintf(hex + 2 * i, 3, "%02x", d[i]);
+        }
+        CHECK(strcmp(hex, "84983e441c3bd26ebaae4aa1f95129e5e54670f1") == 0,
+              "sha1(448 bits) %s", hex);
+    }
+
+    /* adapter classification */
+    memset(&ev, 0, sizeof(ev));
+    chat_classify(msg, strlen(msg), &ev);
+    CHECK(ev.kind == EV_MESSAGE && ev.content_len == 17, "classify message");
+    CHECK(parse_content(ev.content, ev.content_len, &t, &s, &q, &r) == 0
+          && t == 123 && s == 4 && q == 5 && r == 6, "parse content");
+    memset(&ev, 0, sizeof(ev));
+    chat_classify("{\"type\" : \"ack\", \"ref\" : \"99\", \"id\":\"3\"}", 39,
+                  &ev);
+    CHECK(ev.kind == EV_ACK && ev.ref_len == 2 && memcmp(ev.ref, "99", 2) == 0,
+          "classify ack");
+    memset(&ev, 0, sizeof(ev));
+    {
+        const char  *e = "{\"type\":\"error\",\"code\":\"rate_limited\","
+                         "\"message\":\"x\",\"ref\":\"5\","
+                         "\"retry_after_ms\":250}";
+
+        chat_classify(e, strlen(e), &ev);
+    }
+    CHECK(ev.kind == EV_ERROR && ev.code_len == 12 && ev.retry_after_ms == 250
+          && ev.ref_len == 1, "classify error");
+    memset(&ev, 0, sizeof(ev));
+    {
+        /* a user named "type" must not confuse the scan */
+        const char  *e = "{\"user\":\"type\",\"type\":\"joined\",\"members\":3}";
+
+        chat_classify(e, strlen(e), &ev);
+    }
+    CHECK(ev.kind == EV_JOINED, "classify joined after decoy");
+
+    /* histogram */
+    h = calloc(1, sizeof(hist_t));
+    for (i = 1; i <= 100000; i++) {
+        h_record(h, (uint64_t) i * 1000);       /* 1 us .. 100 ms */
+    }
+    t = h_quantile(h, 0.5);
+    CHECK(t > 49000000ULL && t < 51000000ULL, "p50 %llu", U64(t));
+    t = h_quantile(h, 0.99);
+    CHECK(t > 97500000ULL && t < 100500000ULL, "p99 %llu", U64(t));
+    CHECK(h_quantile(h, 1.0) == 100000000ULL, "max");
+    for (i = 0; i < 5000000000ULL; i = i * 3 + 1) {
+        CHECK(h_value(h_index(i)) <= i + i / 60 + 1
+              && h_value(h_index(i)) + i / 60 + 1 >= i, "bucket %zu", i);
+    }
+    free(h);
+
+    /* a stream of server frames */
+    len += srv_frame(stream + len, 1, 1, "{\"type\":\"welcome\"}", 18);
+    memset(mid, 'm', sizeof(mid));
+    len += srv_frame(stream + len, 1, 1, mid, sizeof(mid));
+    len += srv_frame(stream + len, 1, 9, "ping!", 5);
+    for (i = 0; i < sizeof(big); i++) {
+        big[i] = (char) ('a' + i % 26);
+    }
+    len += srv_frame(stream + len, 1, 1, big, sizeof(big));
+    /* fragmented text with a ping in the middle */
+    len += srv_frame(stream + len, 0, 1, "frag-", 5);
+    len += srv_frame(stream + len, 1, 9, "", 0);
+    len += srv_frame(stream + len, 0, 0, "ment", 4);
+    len += srv_frame(stream + len, 1, 0, "ed", 2);
+    len += srv_frame(stream + len, 1, 10, "pong", 4);
+    len += srv_frame(stream + len, 1, 1, msg, strlen(msg));
+
+    text_hook = selftest_hook;
+    for (round = 0; round < 400; round++) {
+        memset(&c, 0, sizeof(c));
+        c.fd = -1;
+        c.state = CS_OPEN;
+        st_texts = 0;
+        st_total_bytes = 0;
+        for (off = 0; off < len; off += chunk) {
+            if (round == 0) {
+                chunk = 1;                              /* byte by byte */
+            } else if (round == 1) {
+                chunk = len;                            /* all at once */
+            } else {
+                chunk = 1 + rng64() % (round < 200 ? 16 : 9000);
+            }
+            if (chunk > len - off) {
+                chunk = len - off;
+            }
+            conn_feed(&c, stream + off, chunk);
+            if (c.broken) {
+                break;
+            }
+        }
+        CHECK(!c.broken, "parser error in round %d", round);
+        CHECK(st_texts == 5, "round %d: %d texts", round, st_texts);
+        CHECK(st_total_bytes == 18 + sizeof(mid) + sizeof(big) + 11
+              + strlen(msg), "round %d: bytes %zu", round, st_total_bytes);
+        CHECK(st_last_len == strlen(msg)
+              && memcmp(st_last, msg, st_last_len) == 0, "last message");
+        CHECK(c.rlen == 0 && !c.in_msg, "leftover");
+
+        /* two pongs were queued, masked, echoing the ping payloads */
+        pongs = 0;
+        for (off = 0; off < c.wlen; ) {
+            uint8_t  *b = (uint8_t *) c.wbuf + off;
+            size_t    pl = b[1] & 0x7f;
+
+            CHECK(b[0] == 0x8A && (b[1] & 0x80), "pong header");
+            if (pongs == 0) {
+                for (i = 0; i < pl; i++) {
+                    tmp[i] = (char) (b[6 + i] ^ b[2 + (i & 3)]);
+                }
+                CHECK(pl == 5 && memcmp(tmp, "ping!", 5) == 0, "pong payload");
+            }
+            pongs++;
+            off += 6 + pl;
+        }
+        CHECK(pongs == 2, "pongs %d", pongs);
+        free(c.rbuf);
+        free(c.msg);
+        free(c.wbuf);
+    }
+    text_hook = NULL;
+
+    /* protocol errors are caught */
+    memset(&c, 0, sizeof(c));
+    c.fd = -1;
+    c.state = CS_OPEN;
+    len = srv_frame(stream, 1, 0, "x", 1);
+    conn_feed(&c, stream, len);
+    CHECK(c.broken, "stray continuation accepted");
+    free(c.rbuf);
+
+    /* our client frames round-trip (masking) */
+    {
+        char      fr[70100];
+        size_t    fl = ws_frame(fr, 1, big, sizeof(big));
+        uint8_t  *b = (uint8_t *) fr;
+
+        CHECK(fl == sizeof(big) + 14 && (b[1] & 0x7f) == 127 && (b[1] & 0x80),
+              "client frame header");
+        for (i = 0; i < sizeof(big); i++) {
+            if (((uint8_t) fr[14 + i] ^ b[10 + (i & 3)]) != (uint8_t) big[i]) {
+                break;
+            }
+        }
+        CHECK(i == sizeof(big), "client frame masking");
+    }
+
+    printf("selftest: %d passed, 0 failed\n", passed);
+    return 0;
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* reporting                                                                */
+
+static void
+print_kv(FILE *f, const kvtab_t *t)
+{
+    int  i;
+
+    if (t->n == 0 && t->overflow == 0) {
+        fprintf(f, "none");
+    }
+    for (i = 0; i < t->n; i++) {
+        fprintf(f, "%s%s=%llu", i ? ", " : "", t->e[i].key, U64(t->e[i].n));
+    }
+    if (t->overflow) {
+        fprintf(f, ", (other)=%llu", U64(t->overflow));
+    }
+}
+
+
+static void
+json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') {
+            fputc('\\', f);
+            fputc(*s, f);
+        } else if ((u_char) *s < 0x20) {
+            fprintf(f, "\\u%04x", (u_char) *s);
+        } else {
+            fputc(*s, f);
+        }
+    }
+    fputc('"', f);
+}
+
+
+static void
+json_kv(FILE *f, const char *name, const kvtab_t *t)
+{
+    int  i;
+
+    fprintf(f, ",\"%s\":{", name);
+    for (i = 0; i < t->n; i++) {
+        if (i) {
+            fputc(',', f);
+        }
+        json_str(f, t->e[i].key);
+        fprintf(f, ":%llu", U64(t->e[i].n));
+    }
+    if (t->overflow) {
+        fprintf(f, "%s\"(other)\":%llu", t->n ? "," : "", U64(t->overflow));
+    }
+    fputc('}', f);
+}
+
+
+static void
+json_hist(FILE *f, const char *name, const hist_t *h)
+{
+    fprintf(f, ",\"%s\":{\"n\":%llu,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
+            "\"p999\":%.3f,\"max\":%.3f,\"mean\":%.3f}", name, U64(h->n),
+            h_quantile(h, 0.5) / NS_PER_MS, h_quantile(h, 0.9) / NS_PER_MS,
+            h_quantile(h, 0.99) / NS_PER_MS, h_quantile(h, 0.999) / NS_PER_MS,
+            h->max / NS_PER_MS, h->n ? h->sum / h->n / NS_PER_MS : 0.0);
+}
+
+
+static void
+print_hist(const char *name, const hist_t *h)
+{
+    if (h->n == 0) {
+        printf("%-12s n=0\n", name);
+        return;
+    }
+    printf("%-12s n=%llu  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  "
+           "max %.3f  mean %.3f\n", name, U64(h->n),
+           h_quantile(h, 0.5) / NS_PER_MS, h_quantile(h, 0.9) / NS_PER_MS,
+           h_quantile(h, 0.99) / NS_PER_MS, h_quantile(h, 0.999) / NS_PER_MS,
+           h->max / NS_PER_MS, h->sum / h->n / NS_PER_MS);
+}
+
+
+/* ------------------------------------------------------------------------ */
+/* main                                                                     */
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+"usage: chatbench [options]\n"
+"  target\n"
+"    --host ADDR            loopback address, 127.x.x.x or ::1 (127.0.0.1)\n"
+"    --port N               (8080)\n"
+"    --path PATH            endpoint path (protocol default: /chat)\n"
+"    --protocol NAME        chat (default)\n"
+"  connections\n"
+"    --conns N              connections to open (100)\n"
+"    --rooms R              rooms; connection i joins room i %% R (10)\n"
+"    --inflight N           max handshakes in flight during the ramp (256)\n"
+"    --connect-rate N       max new connections per second (0 = no limit)\n"
+"    --connect-timeout S    per connection, until the 101 (10)\n"
+"    --join-timeout S       for the whole ramp until all joined (60)\n"
+"    --src-ips K            bind sources round-robin to K addresses from\n"
+"    --src-base A           ... A (127.0.0.1): beats the per-address port limit\n"
+"    --room-prefix P        room names P0..P{R-1} (bench-r)\n"
+"    --user-prefix P        user names P<i> (b<runid>-)\n"
+"  load\n"
+"    --senders S            connections 0..S-1 send (default: = rooms)\n"
+"    --rate X               messages/s per sender (10); 0 = closed loop\n"
+"    --total-rate X         messages/s over all senders (overrides --rate;\n"
+"                           0 = closed loop)\n"
+"    --window W             closed loop: unacked sends per sender (4)\n"
+"    --size B               pad message content to B bytes\n"
+"    --duration S           send phase (or hold time with --idle) (10)\n"
+"    --drain S              wait for late deliveries after sending (2)\n"
+"    --idle                 open + join, then hold for --duration; no sends\n"
+"    --no-dup               skip duplicate/reorder detection\n"
+"  measurement and output\n"
+"    --server-pids P,P,...  server processes for CPU/memory\n"
+"    --server-pidfile F     nginx master pidfile: master + its children\n"
+"    --json                 one JSON line on stdout (instead of the summary)\n"
+"    --quiet                no progress lines on stderr\n"
+"    --selftest             run the built-in parser/hash/histogram tests\n");
+}
+
+
+static double
+arg_double(const char *name, const char *v, double lo, double hi)
+{
+    char    *e;
+    double   d = strtod(v, &e);
+
+    if (e == v || *e != '\0' || d < lo || d > hi) {
+        die("bad value for --%s: %s", name, v);
+    }
+    return d;
+}
+
+
+static void
+parse_args(int argc, char **argv)
+{
+    static struct option  opts[] = {
+        { "host", 1, 0, 'h' }, { "port", 1, 0, 'p' }, { "path", 1, 0, 'P' },
+        { "protocol", 1, 0, 'x' }, { "conns", 1, 0, 'c' },
+        { "rooms", 1, 0, 'r' }, { "inflight", 1, 0, 'i' },
+        { "connect-rate", 1, 0, 'C' }, { "connect-timeout", 1, 0, 'T' },
+        { "join-timeout", 1, 0, 'J' }, { "src-ips", 1, 0, 'k' },
+        { "src-base", 1, 0, 'b' }, { "room-prefix", 1, 0, 'R' },
+        { "user-prefix", 1, 0, 'U' }, { "senders", 1, 0, 's' },
+        { "rate", 1, 0, 'a' }, { "total-rate", 1, 0, 'A' },
+        { "window", 1, 0, 'w' }, { "size", 1, 0, 'z' },
+        { "duration", 1, 0, 'd' }, { "drain", 1, 0, 'D' },
+        { "idle", 0, 0, 'I' }, { "no-dup", 0, 0, 'N' },
+        { "server-pids", 1, 0, 'S' }, { "server-pidfile", 1, 0, 'F' },
+        { "json", 0, 0, 'j' }, { "quiet", 0, 0, 'q' },
+        { "selftest", 0, 0, 'Z' }, { "help", 0, 0, '?' },
+        { NULL, 0, 0, 0 }
+    };
+    static char  user_prefix[32];
+    int          o, i;
+
+    cfg.host = "127.0.0.1";
+    cfg.port = 8080;
+    cfg.protocol = "chat";
+    cfg.conns = 100;
+    cfg.rooms = 10;
+    cfg.senders = -1;
+    cfg.rate = 10;
+    cfg.total_rate = -1;                /* unset */
+    cfg.window = 4;
+    cfg.duration = 10;
+    cfg.drain = 2;
+    cfg.inflight = 256;
+    cfg.connect_timeout = 10;
+    cfg.join_timeout = 60;
+    cfg.src_base = "127.0.0.1";
+    cfg.room_prefix = "bench-r";
+
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'h': cfg.host = optarg; break;
+        case 'p': cfg.port = (int) arg_double("port", optarg, 1, 65535); break;
+        case 'P': cfg.path = optarg; break;
+        case 'x': cfg.protocol = optarg; break;
+        case 'c': cfg.conns = (int) arg_double("conns", optarg, 1, 1e7); break;
+        case 'r': cfg.rooms = (int) arg_double("rooms", optarg, 1, 1e7); break;
+        case 'i':
+            cfg.inflight = (int) arg_double("inflight", optarg, 1, 1e6);
+            break;
+        case 'C':
+            cfg.connect_rate = arg_double("connect-rate", optarg, 0, 1e7);
+            break;
+        case 'T':
+            cfg.connect_timeout = arg_double("connect-timeout", optarg, 0.01,
+                                             1e5);
+            break;
+        case 'J':
+            cfg.join_timeout = arg_double("join-timeout", optarg, 0.01, 1e6);
+            break;
+        case 'k':
+            cfg.src_ips = (int) arg_double("src-ips", optarg, 0, 1 << 20);
+            break;
+        case 'b': cfg.src_base = optarg; break;
+        case 'R': cfg.room_prefix = optarg; break;
+        case 'U': cfg.user_prefix = optarg; break;
+        case 's':
+            cfg.senders = (int) arg_double("senders", optarg, 0, 1e7);
+            break;
+        case 'a': cfg.rate = arg_double("rate", optarg, 0, 1e7); break;
+        case 'A':
+            cfg.total_rate = arg_double("total-rate", optarg, 0, 1e9);
+            break;
+        case 'w':
+            cfg.window = (int) arg_double("window", optarg, 1, 1e6);
+            break;
+        case 'z': cfg.size = (int) arg_double("size", optarg, 0, 8000); break;
+        case 'd':
+            cfg.duration = arg_double("duration", optarg, 0, 1e6);
+            break;
+        case 'D': cfg.drain = arg_double("drain", optarg, 0, 1e5); break;
+        case 'I': cfg.idle = 1; break;
+        case 'N': cfg.no_dup = 1; break;
+        case 'S': cfg.server_pids = optarg; break;
+        case 'F': cfg.server_pidfile = optarg; break;
+        case 'j': cfg.json = 1; break;
+        case 'q': cfg.quiet = 1; break;
+        case 'Z': cfg.selftest = 1; break;
+        case '?':
+        default:
+            usage(o == '?' && optopt == 0 ? stdout : stderr);
+            exit(o == '?' && optopt == 0 ? 0 : 2);
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        exit(2);
+    }
+
+    for (i = 0; protocols[i] != NULL; i++) {
+        if (strcmp(protocols[i]->name, cfg.protocol) == 0) {
+            proto = protocols[i];
+        }
+    }
+    if (proto == NULL) {
+        die("unknown --protocol %s", cfg.protocol);
+    }
+    if (cfg.path == NULL) {
+        cfg.path = proto->default_path;
+    }
+    if (cfg.senders < 0) {
+        cfg.senders = cfg.rooms;
+    }
+    if (cfg.senders > cfg.conns) {
+        cfg.senders = cfg.conns;
+    }
+    if (cfg.idle) {
+        cfg.senders = 0;
+    }
+
+    run_id = (uint32_t) (splitmix64((uint64_t) getpid() ^ now_ns())
+                         % 1000000000u);
+    if (cfg.user_prefix == NULL) {
+        snprintf(user_prefix, sizeof(user_prefix), "b%u-", run_id);
+        cfg.user_prefix = user_prefix;
+    }
+}
+
+
+int
+main(int argc, char **argv)
+{
+    struct epoll_event  *evs;
+    struct sigaction     sa;
+    pidset_t             cpu_a, cpu_b, cpu_r;
+    rlim_t               nofile;
+    uint64_t             t_ramp0, t_ramp1 = 0, t_last_open = 0, t_phase0 = 0;
+    uint64_t             t_send_end = 0, t_end = 0, t_progress, t_scan = 0;
+    uint64_t             next_due = 0;
+    uint64_t             mem0 = 0, mem1 = 0, mem2 = 0, expected_net;
+    double               cli_cpu0 = 0, cli_cpu1 = 0, srv_cpu = 0, wall = 0;
+    double               ramp_s, hs_s, ramp_srv_cpu = 0, ramp_cli_cpu = 0;
+    int                  n, i, timeout, have_server, max_evs = 1024;
+    char                 name[256];
+
+    memset(&cpu_b, 0, sizeof(cpu_b));
+    parse_args(argc, argv);
+    g_rng ^= splitmix64(now_ns() ^ (uint64_t) getpid());
+
+    if (cfg.selftest) {
+        return selftest();
+    }
+
+    resolve_target();
+
+    nofile = raise_nofile();
+    if ((rlim_t) cfg.conns + 32 > nofile) {
+        fprintf(stderr, "chatbench: warning: %d connections but RLIMIT_NOFILE "
+                "is %llu; expect socket failures\n", cfg.conns, U64(nofile));
+    }
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    conns = calloc((size_t) cfg.conns, sizeof(conn_t));
+    senders = calloc((size_t) cfg.senders + 1, sizeof(sender_t));
+    room_members = calloc((size_t) cfg.rooms, sizeof(uint32_t));
+    room_names = calloc((size_t) cfg.rooms, sizeof(char *));
+    evs = calloc((size_t) max_evs, sizeof(*evs));
+    if (!conns || !senders || !room_members || !room_names || !evs) {
+        die("out of memory");
+    }
+    for (i = 0; i < cfg.rooms; i++) {
+        snprintf(name, sizeof(name), "%s%d", cfg.room_prefix, i);
+        room_names[i] = strdup(name);
+    }
+    for (i = 0; i < cfg.conns; i++) {
+        conns[i].fd = -1;
+        conns[i].idx = (uint32_t) i;
+        conns[i].room = (uint32_t) (i % cfg.rooms);
+        conns[i].sender = i < cfg.senders ? i : -1;
+    }
+    for (i = 0; i < cfg.senders; i++) {
+        senders[i].c = &conns[i];
+    }
+
+    per_sender_rate = cfg.total_rate >= 0 && cfg.senders > 0
+                      ? cfg.total_rate / cfg.senders : cfg.rate;
+    send_interval_ns = per_sender_rate > 0
+                       ? (uint64_t) (1e9 / per_sender_rate) : 0;
+    if (per_sender_rate > 0 && send_interval_ns == 0) {
+        send_interval_ns = 1;
+    }
+
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) {
+        die("epoll_create1: %s", strerror(errno));
+    }
+
+    have_server = cfg.server_pids != NULL || cfg.server_pidfile != NULL;
+    if (have_server) {
+        mem0 = server_mem_kb();
+    }
+
+    if (!cfg.quiet) {
+        fprintf(stderr, "chatbench: run %u, %s://%s%s, %d conns, %d rooms, "
+                "%d senders, %s, nofile %llu\n", run_id, proto->name,
+                host_hdr, cfg.path, cfg.conns, cfg.rooms, cfg.senders,
+                cfg.idle ? "idle" : (send_interval_ns ? "open loop"
+                                                      : "closed loop"),
+                U64(nofile));
+    }
+
+    server_cpu_sample(&cpu_r);
+    ramp_cli_cpu = self_cpu();
+    g_now = now_ns();
+    t_ramp0 = g_now;
+    t_progress = g_now + NS_PER_S;
+    phase = PH_RAMP;
+
+    while (phase != PH_DONE) {
+
+        /* start connections */
+        if (phase == PH_RAMP) {
+            while (next_conn < cfg.conns && n_inflight < cfg.inflight
+                   && !g_interrupted)
+            {
+                if (cfg.connect_rate > 0
+                    && (double) next_conn >= (double) (g_now - t_ramp0)
+                                             / 1e9 * cfg.connect_rate)
+                {
+                    break;
+                }
+                conn_start(&conns[next_conn++]);
+            }
+        }
+
+        if (phase == PH_SEND && send_interval_ns > 0) {
+            /* sleep until the earliest sender is due (ms granularity) */
+            timeout = next_due <= g_now ? 0
+                      : (int) ((next_due - g_now + 999999) / 1000000);
+            if (timeout > 10) {
+                timeout = 10;
+            }
+        } else if (phase == PH_RAMP || phase == PH_SEND || phase == PH_DRAIN) {
+            timeout = 10;
+        } else {
+            timeout = 100;
+        }
+
+        n = epoll_wait(epfd, evs, max_evs, timeout);
+        if (n < 0 && errno != EINTR) {
+            die("epoll_wait: %s", strerror(errno));
+        }
+        g_now = now_ns();
+        for (i = 0; i < n; i++) {
+            conn_on_event(evs[i].data.ptr, evs[i].events);
+        }
+        g_now = now_ns();
+
+        /* handshake timeouts, every 100 ms */
+        if (phase == PH_RAMP && g_now >= t_scan) {
+            uint64_t  lim = (uint64_t) (cfg.connect_timeout * 1e9);
+
+            t_scan = g_now + 100000000ULL;
+            for (i = 0; i < next_conn; i++) {
+                conn_t  *c = &conns[i];
+
+                if ((c->state == CS_CONNECTING || c->state == CS_HANDSHAKE)
+                    && g_now - c->t_start > lim)
+                {
+                    st.timeouts++;
+                    conn_close(c, c->state == CS_CONNECTING
+                                  ? "connect: timeout" : "handshake: timeout");
+                }
+            }
+        }
+
+        if (st.opened > 0 && n_inflight == 0 && next_conn == cfg.conns
+            && t_last_open == 0)
+        {
+            t_last_open = g_now;
+        }
+
+        switch (phase) {
+
+        case PH_RAMP:
+            if ((next_conn == cfg.conns && n_pending == 0)
+                || g_now - t_ramp0 > (uint64_t) (cfg.join_timeout * 1e9)
+                || g_interrupted)
+            {
+                t_ramp1 = g_now;
+                if (t_last_open == 0) {
+                    t_last_open = g_now;
+                }
+                if (have_server) {
+                    mem1 = server_mem_kb();
+                }
+                if (!cfg.quiet) {
+                    fprintf(stderr, "chatbench: ramp done in %.2f s: "
+                            "%llu open, %llu joined, %llu failed\n",
+                            (t_ramp1 - t_ramp0) / 1e9, U64(st.opened),
+                            U64(st.joined),
+                            U64(st.connect_failed + st.hs_failed));
+                }
+                server_cpu_sample(&cpu_b);
+                ramp_srv_cpu = server_cpu_delta(&cpu_r, &cpu_b);
+                ramp_cli_cpu = self_cpu() - ramp_cli_cpu;
+                if (g_interrupted || st.joined == 0) {
+                    phase = PH_DONE;
+                    break;
+                }
+                server_cpu_sample(&cpu_a);
+                cli_cpu0 = self_cpu();
+                t_phase0 = g_now;
+                if (cfg.idle) {
+                    phase = PH_HOLD;
+                } else {
+                    phase = PH_SEND;
+                    for (i = 0; i < cfg.senders; i++) {
+                        senders[i].next_ns = g_now + (uint64_t) ((double)
+                            send_interval_ns * i / cfg.senders);
+                    }
+                }
+            }
+            break;
+
+        case PH_SEND:
+            next_due = UINT64_MAX;
+            for (i = 0; i < cfg.senders; i++) {
+                sender_pump(&senders[i]);
+                if (senders[i].next_ns < next_due) {
+                    next_due = senders[i].next_ns;
+                }
+            }
+            for (i = 0; i < cfg.senders; i++) {
+                conn_t  *c = senders[i].c;
+
+                if (c->state != CS_CLOSED && c->broken) {
+                    conn_close(c, "client: write error");
+                }
+            }
+            if (g_now - t_phase0 >= (uint64_t) (cfg.duration * 1e9)
+                || g_interrupted)
+            {
+                t_send_end = g_now;
+                phase = PH_DRAIN;
+                g_interrupted = 0;
+            }
+            break;
+
+        case PH_DRAIN:
+            if (g_now - t_send_end >= (uint64_t) (cfg.drain * 1e9)
+                || g_interrupted
+                || (st.received >= st.expected - st.expected_refused
+                    && (!proto->has_acks || st.acks + st.refused >= st.sent)))
+            {
+                phase = PH_DONE;
+            }
+            break;
+
+        case PH_HOLD:
+            if (g_now - t_phase0 >= (uint64_t) (cfg.duration * 1e9)
+                || g_interrupted)
+            {
+                phase = PH_DONE;
+            }
+            break;
+        }
+
+        if (phase == PH_DONE) {
+            t_end = g_now;
+            if (t_phase0 != 0) {
+                server_cpu_sample(&cpu_b);
+                cli_cpu1 = self_cpu();
+                srv_cpu = server_cpu_delta(&cpu_a, &cpu_b);
+                wall = (t_end - t_phase0) / 1e9;
+            }
+            if (have_server) {
+                mem2 = server_mem_kb();
+            }
+        }
+
+        if (!cfg.quiet && g_now >= t_progress && phase != PH_DONE) {
+            t_progress += NS_PER_S;
+            fprintf(stderr, "  [%6.1fs %-5s] open %llu joined %llu fail %llu "
+                    "sent %llu recv %llu/%llu acks %llu\n",
+                    (g_now - t_ramp0) / 1e9, phase_names[phase],
+                    U64(st.opened), U64(st.joined),
+                    U64(st.connect_failed + st.hs_failed), U64(st.sent),
+                    U64(st.received), U64(st.expected), U64(st.acks));
+        }
+    }
+
+    /* leave politely: a close frame, then the socket */
+    for (i = 0; i < next_conn; i++) {
+        conn_t  *c = &conns[i];
+
+        if (c->state == CS_OPEN && !c->broken) {
+            conn_send_frame(c, 0x8, "\x03\xe8", 2);
+        }
+        conn_close(c, NULL);
+    }
+
+    /* ---- report ---- */
+
+    ramp_s = t_ramp1 > t_ramp0 ? (t_ramp1 - t_ramp0) / 1e9 : 0;
+    hs_s = t_last_open > t_ramp0 ? (t_last_open - t_ramp0) / 1e9 : 0;
+    expected_net = st.expected - st.expected_refused;
+    {
+        double    send_s = t_send_end > t_phase0 ? (t_send_end - t_phase0) / 1e9
+                                                 : 0;
+        double    cli_cpu = cli_cpu1 - cli_cpu0;
+        uint64_t  lost = expected_net > st.received
+                         ? expected_net - st.received : 0;
+        double    dps = srv_cpu > 0 ? st.received / srv_cpu : 0;
+        double    dwin = t_last_delivery > t_phase0 && t_phase0 != 0
+                         ? (t_last_delivery - t_phase0) / 1e9 : 0;
+        double    drate = dwin > 0 ? st.received / dwin : 0;
+        double    conn_rate = hs_s > 0 ? st.opened / hs_s : 0;
+        double    per_conn_kb = st.joined > 0 && mem1 >= mem0
+                                ? (double) (mem1 - mem0) / st.joined : 0;
+
+        if (cfg.json) {
+            printf("{\"tool\":\"chatbench\",\"protocol\":\"%s\","
+                   "\"mode\":\"%s\",\"run\":%u,\"conns\":%d,\"rooms\":%d,"
+                   "\"senders\":%d,\"rate_per_sender\":%.3f,\"window\":%d,"
+                   "\"size\":%d,\"duration_s\":%.3f,\"drain_s\":%.3f,"
+                   "\"opened\":%llu,\"connect_failed\":%llu,"
+                   "\"handshake_failed\":%llu,\"timeouts\":%llu,"
+                   "\"joined\":%llu,\"join_failed\":%llu,"
+                   "\"closed_after_open\":%llu,"
+                   "\"ramp_s\":%.3f,\"connect_rate\":%.1f,"
+                   "\"ramp_client_cpu_s\":%.3f,\"ramp_server_cpu_s\":%.3f,"
+                   "\"sent\":%llu,\"send_s\":%.3f,\"acks\":%llu,"
+                   "\"refused\":%llu,\"expected\":%llu,\"received\":%llu,"
+                   "\"lost\":%llu,\"dup_or_reorder\":%llu,\"gaps\":%llu,"
+                   "\"foreign\":%llu,\"bad_content\":%llu,"
+                   "\"presence\":%llu,\"other\":%llu,\"pings\":%llu,"
+                   "\"protocol_errors\":%llu,\"skipped_backpressure\":%llu,"
+                   "\"max_behind_ms\":%.3f,",
+                   proto->name, cfg.idle ? "idle" : send_interval_ns
+                   ? "open" : "closed", run_id, cfg.conns, cfg.rooms,
+                   cfg.senders, per_sender_rate, cfg.window, cfg.size,
+                   cfg.duration, cfg.drain, U64(st.opened),
+                   U64(st.connect_failed), U64(st.hs_failed),
+                   U64(st.timeouts), U64(st.joined), U64(st.join_failed),
+                   U64(st.closed_after_open), ramp_s, conn_rate,
+                   ramp_cli_cpu, ramp_srv_cpu,
+                   U64(st.sent), send_s, U64(st.acks), U64(st.refused),
+                   U64(expected_net), U64(st.received), U64(lost),
+                   U64(st.dup), U64(st.gaps), U64(st.foreign),
+                   U64(st.bad_content), U64(st.presence), U64(st.other),
+                   U64(st.pings), U64(st.proto_errors),
+                   U64(st.skipped_backpressure), st.max_behind_ns / NS_PER_MS);
+            printf("\"measured_s\":%.3f,\"client_cpu_s\":%.3f,"
+                   "\"server_cpu_s\":%.3f,\"deliveries_per_s\":%.1f,"
+                   "\"deliveries_per_server_cpu_s\":%.1f,"
+                   "\"server_mem_kb\":[%llu,%llu,%llu],"
+                   "\"server_kb_per_conn\":%.2f",
+                   wall, cli_cpu, srv_cpu, drate, dps,
+                   U64(mem0), U64(mem1), U64(mem2), per_conn_kb);
+            json_hist(stdout, "latency_ms", &h_lat);
+            json_hist(stdout, "ack_ms", &h_ack);
+            json_kv(stdout, "failures", &st.fail);
+            json_kv(stdout, "errors", &st.errors);
+            json_kv(stdout, "closes", &st.closes);
+            printf("}\n");
+        } else {
+            printf("chatbench run %u: %s %s%s, %d conns, %d rooms",
+                   run_id, proto->name, host_hdr, cfg.path, cfg.conns,
+                   cfg.rooms);
+            if (cfg.idle) {
+                printf(", idle hold %.1f s\n", cfg.duration);
+            } else if (send_interval_ns) {
+                printf(", %d senders x %.2f msg/s, %.1f s + drain %.1f s\n",
+                       cfg.senders, per_sender_rate, cfg.duration, cfg.drain);
+            } else {
+                printf(", %d senders closed loop (window %d), %.1f s + drain "
+                       "%.1f s\n", cfg.senders, cfg.window, cfg.duration,
+                       cfg.drain);
+            }
+            printf("connections  opened %llu/%d (connect failed %llu, "
+                   "handshake failed %llu, timeouts %llu), joined %llu, "
+                   "join failed %llu\n", U64(st.opened), cfg.conns,
+                   U64(st.connect_failed), U64(st.hs_failed),
+                   U64(st.timeouts), U64(st.joined), U64(st.join_failed));
+            printf("ramp         %.3f s to all joined; handshakes %.3f s = "
+                   "%.0f conn/s; cpu client %.2f s", ramp_s, hs_s, conn_rate,
+                   ramp_cli_cpu);
+            if (have_server) {
+                printf(", server %.2f s (%.1f us per connection)",
+                       ramp_srv_cpu, st.opened ? ramp_srv_cpu * 1e6 / st.opened
+                                               : 0.0);
+            }
+            printf("\n");
+            if (st.fail.n) {
+                printf("failures     ");
+                print_kv(stdout, &st.fail);
+                printf("\n");
+            }
+            if (!cfg.idle) {
+                printf("messages     sent %llu (%.1f/s), acks %llu, "
+                       "refused %llu, behind schedule max %.1f ms, "
+                       "skipped (backpressure/retry-after) %llu\n", U64(st.sent),
+                       send_s > 0 ? st.sent / send_s : 0.0, U64(st.acks),
+                       U64(st.refused), st.max_behind_ns / NS_PER_MS,
+                       U64(st.skipped_backpressure));
+                printf("deliveries   expected %llu, received %llu (%.2f%%), "
+                       "lost %llu, dup/reorder %llu, seq gaps %llu, "
+                       "foreign %llu\n", U64(expected_net), U64(st.received),
+                       expected_net ? 100.0 * st.received / expected_net
+                                    : 0.0,
+                       U64(lost), U64(st.dup), U64(st.gaps), U64(st.foreign));
+                printf("throughput   %.0f deliveries/s (send start to last "
+                       "delivery, %.3f s)\n", drate, dwin);
+                print_hist("latency ms", &h_lat);
+                print_hist("ack rtt ms", &h_ack);
+            }
+            printf("frames       presence %llu, other %llu, pings %llu, "
+                   "bad content %llu, protocol errors %llu\n",
+                   U64(st.presence), U64(st.other), U64(st.pings),
+                   U64(st.bad_content), U64(st.proto_errors));
+            printf("errors       ");
+            print_kv(stdout, &st.errors);
+            printf("\ncloses       ");
+            print_kv(stdout, &st.closes);
+            printf("\n");
+            printf("cpu          client %.2f s (%.0f%% of a core",
+                   cli_cpu, wall > 0 ? 100 * cli_cpu / wall : 0.0);
+            if (st.received > 0) {
+                printf(", %.2f us per delivery", cli_cpu * 1e6 / st.received);
+            }
+            printf(")");
+            if (have_server) {
+                printf(", server %.2f s (%.0f%% of a core) over %.2f s",
+                       srv_cpu, wall > 0 ? 100 * srv_cpu / wall : 0.0, wall);
+                if (cpu_b.n == 0) {
+                    printf("\n             (no server process left at the "
+                           "end: server CPU unknown)");
+                } else if (!cfg.idle) {
+                    printf("\n             => %.0f deliveries per server "
+                           "CPU-second (%.2f us per delivery)", dps,
+                           st.received ? srv_cpu * 1e6 / st.received : 0.0);
+                }
+                printf("\nserver mem   %.1f MB before, %.1f MB joined, "
+                       "%.1f MB end => %.2f kB per joined connection",
+                       mem0 / 1024.0, mem1 / 1024.0, mem2 / 1024.0,
+                       per_conn_kb);
+            }
+            printf("\n");
+            if (wall > 0 && cli_cpu / wall > 0.85) {
+                printf("note         the client used >85%% of a core: the "
+                       "result may be client-bound\n");
+            }
+        }
+    }
+
+    return st.opened == 0 ? 1 : 0;
+}
