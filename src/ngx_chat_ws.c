@@ -20,7 +20,7 @@
 #include "ngx_chat_utf8.h"
 
 
-#define NGX_CHAT_WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+#define NGX_CHAT_WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define NGX_CHAT_WS_READ_SIZE     16384
 #define NGX_CHAT_WS_READ_LOOPS    8
 #define NGX_CHAT_WS_IOV           64
@@ -744,8 +744,9 @@ ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b, ngx_uint_t control)
 void
 ngx_chat_ws_close(ngx_chat_ws_t *ws, ngx_uint_t code, char *reason)
 {
-    u_char  buf[125];
-    size_t  len;
+    u_char             buf[125];
+    size_t             len;
+    ngx_connection_t  *c;
 
     if (ws->closing) {
         return;
@@ -768,6 +769,18 @@ ngx_chat_ws_close(ngx_chat_ws_t *ws, ngx_uint_t code, char *reason)
     ngx_chat_ws_send_control(ws, NGX_CHAT_FRAME_CLOSE, buf, len);
 
     ws->closing = 1;
+
+    /* a client that does not read its close frame in time is dropped */
+
+    if (ws->started) {
+        c = ws->connection;
+
+        if (c->read->timer_set) {
+            ngx_del_timer(c->read);
+        }
+
+        ngx_add_timer(c->read, NGX_CHAT_WS_LINGER);
+    }
 
     ngx_chat_ws_schedule(ws);
 }
@@ -1033,7 +1046,7 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
 
     c = ws->connection;
 
-    if (ws->lingering) {
+    if (ws->lingering || ws->closing) {
         ngx_chat_ws_finalize(ws);
         return;
     }
