@@ -73,7 +73,7 @@ static ngx_command_t  ngx_chat_commands[] = {
       NULL },
 
     { ngx_string("chat_rate"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
       ngx_chat_rate,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
@@ -450,7 +450,6 @@ ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_chat_loc_conf_t *lcf = conf;
 
-    u_char      *p;
     size_t       len;
     ngx_int_t    rate, scale, burst;
     ngx_str_t   *value, s;
@@ -491,13 +490,20 @@ ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         s = value[i];
         len = s.len;
-        p = s.data + len - 3;
 
-        if (len >= 4 && ngx_strncmp(p, "r/s", 3) == 0) {
+        if (i + 1 < cf->args->nelts
+            && (ngx_strcmp(value[i + 1].data, "r/s") == 0
+                || ngx_strcmp(value[i + 1].data, "r/m") == 0))
+        {
+            /* "N r/s": the unit as its own word */
+            scale = (value[i + 1].data[2] == 'm') ? 60 : 1;
+            i++;
+
+        } else if (len >= 4 && ngx_strncmp(s.data + len - 3, "r/s", 3) == 0) {
             scale = 1;
             len -= 3;
 
-        } else if (len >= 4 && ngx_strncmp(p, "r/m", 3) == 0) {
+        } else if (len >= 4 && ngx_strncmp(s.data + len - 3, "r/m", 3) == 0) {
             scale = 60;
             len -= 3;
 

@@ -618,10 +618,14 @@ ngx_chat_proto_error(ngx_chat_proto_req_t *rq, char *code, char *message,
 {
     u_char          *p;
     size_t           len;
+    ngx_str_t        msg;
     ngx_chat_buf_t  *b;
 
-    len = sizeof("{\"type\":\"error\",\"code\":\"\",\"message\":\"\"}") - 1
-          + ngx_strlen(code) + ngx_strlen(message)
+    msg.data = (u_char *) message;
+    msg.len = ngx_strlen(message);
+
+    len = sizeof("{\"type\":\"error\",\"code\":\"\",\"message\":}") - 1
+          + ngx_strlen(code) + ngx_chat_json_str_len(&msg)
           + sizeof(",\"retry_after_ms\":") - 1 + NGX_INT_T_LEN;
 
     if (rq->has_ref) {
@@ -633,8 +637,9 @@ ngx_chat_proto_error(ngx_chat_proto_req_t *rq, char *code, char *message,
         return;
     }
 
-    p = ngx_sprintf(p, "{\"type\":\"error\",\"code\":\"%s\",\"message\":\"%s\"",
-                    code, message);
+    p = ngx_sprintf(p, "{\"type\":\"error\",\"code\":\"%s\",\"message\":",
+                    code);
+    p = ngx_chat_json_str(p, &msg);
 
     if (rq->has_ref) {
         p = ngx_cpymem(p, ",\"ref\":", sizeof(",\"ref\":") - 1);
