@@ -24,6 +24,7 @@ DEB_CC_OPT = -g -O2 -fstack-protector-strong -Wformat \
 DEB_LD_OPT = -Wl,-z,relro -Wl,-z,now -fPIC
 ASAN_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
              -fno-sanitize-recover=undefined -fPIC
+ASAN_LD    = -fsanitize=address,undefined -fPIC
 
 .PHONY: all deps test test-asan asan fuzz unit bench clean run check
 
@@ -54,7 +55,7 @@ $(MODULE): $(NGINX_BUILD)/objs/Makefile $(SOURCES)
 	cp $(NGINX_BUILD)/objs/ngx_chat_module.so $@.tmp && mv -f $@.tmp $@
 
 $(ASAN_BUILD)/objs/Makefile: config
-	$(call configure_tree,$(ASAN_BUILD),$(ASAN_FLAGS) -Werror,-fsanitize=address,undefined)
+	$(call configure_tree,$(ASAN_BUILD),$(ASAN_FLAGS) -Werror,$(ASAN_LD))
 
 $(ASAN_MODULE): $(ASAN_BUILD)/objs/Makefile $(SOURCES)
 	$(MAKE) -C $(ASAN_BUILD) -f objs/Makefile modules
@@ -78,7 +79,7 @@ test-asan: $(ASAN_MODULE)
 	TEST_NGINX_BINARY=$(NGINX_BIN) \
 	TEST_NGINX_LOAD_MODULES=$(ASAN_MODULE) \
 	TEST_NGINX_ASAN=1 \
-	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$(BUILD)/asan-log \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(BUILD)/asan-log \
 	    prove -I t/lib -r t/
