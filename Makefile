@@ -75,16 +75,12 @@ test: $(MODULE)
 	    prove -I t/lib -r t/
 
 test-asan: $(ASAN_MODULE)
-	rm -f $(BUILD)/asan-log*
-	TEST_NGINX_BINARY=$(NGINX_BIN) \
-	TEST_NGINX_LOAD_MODULES=$(ASAN_MODULE) \
-	TEST_NGINX_ASAN=1 \
-	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
-	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:log_path=$(BUILD)/asan-log \
-	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(BUILD)/asan-log \
+	rm -rf $(BUILD)/asan-logs && mkdir -p $(BUILD)/asan-logs
+	TEST_NGINX_BINARY=$(CURDIR)/scripts/nginx-asan \
+	NGINX_BIN=$(NGINX_BIN) ASAN_LOG_DIR=$(BUILD)/asan-logs \
+	TEST_NGINX_LOAD_MODULES=$(ASAN_MODULE) TEST_NGINX_ASAN=1 \
 	    prove -I t/lib -r t/
-	@if ls $(BUILD)/asan-log* >/dev/null 2>&1; then \
-	    echo "sanitizer reports:"; cat $(BUILD)/asan-log*; exit 1; fi
+	./scripts/asan-check.sh $(BUILD)/asan-logs
 
 check: unit test test-asan
 
