@@ -365,7 +365,7 @@ ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
 
     /* the frame first, then the user a presence event skips */
 
-    ngx_memcpy(b->data, p + e->user_len, e->frame_len);
+    ngx_memcpy(b->data, p + e->user_len + e->id_len, e->frame_len);
     ngx_memcpy(b->data + e->frame_len, p, e->user_len);
     b->len = e->frame_len;
 

@@ -422,9 +422,9 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 {
     u_char                    *p;
     size_t                     len;
-    uint64_t                   id;
+    u_char                     idbuf[NGX_CHAT_ID_LEN];
     ngx_int_t                  rc;
-    ngx_str_t                  content;
+    ngx_str_t                  content, id;
     ngx_msec_t                 retry;
     ngx_chat_buf_t            *b;
     ngx_chat_ws_t             *ws;
@@ -444,6 +444,8 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
                              -1);
         return;
     }
+
+    id.data = idbuf;
 
     rc = ngx_chat_shm_post(s->ctx, &rq->room, &ws->user, &content,
                            ws->conf->rate, ws->conf->burst, &id, &retry,
@@ -468,8 +470,7 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 
     /* {"type":"ack","ref":REF,"id":"ID"} */
 
-    len = sizeof("{\"type\":\"ack\",\"ref\":,\"id\":\"\"}") - 1
-          + NGX_INT64_LEN;
+    len = sizeof("{\"type\":\"ack\",\"ref\":,\"id\":\"\"}") - 1 + id.len;
 
     if (rq->has_ref) {
         len += ngx_chat_json_str_len(&rq->ref);
@@ -487,7 +488,7 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
         p = ngx_chat_json_str(p, &rq->ref);
     }
 
-    p = ngx_sprintf(p, ",\"id\":\"%uL\"}", id);
+    p = ngx_sprintf(p, ",\"id\":\"%V\"}", &id);
 
     ngx_chat_ws_frame_end(b, p);
 

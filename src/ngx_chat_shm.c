@@ -38,8 +38,8 @@ static void ngx_chat_shm_room_drop(ngx_chat_shm_ctx_t *ctx,
 static ngx_int_t ngx_chat_shm_presence(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, ngx_str_t *user, ngx_uint_t join);
 static ngx_int_t ngx_chat_shm_bus_append(ngx_chat_shm_ctx_t *ctx,
-    ngx_uint_t kind, ngx_str_t *room, ngx_str_t *user, u_char *json,
-    size_t len);
+    ngx_uint_t kind, ngx_uint_t flags, ngx_str_t *room, ngx_str_t *user,
+    ngx_str_t *id, u_char *json, size_t len);
 static ngx_chat_buf_t *ngx_chat_shm_history_frame(ngx_chat_shm_room_t *room,
     ngx_str_t *name, ngx_uint_t from, ngx_uint_t n, ngx_uint_t complete,
     ngx_log_t *log);
@@ -681,18 +681,20 @@ ngx_chat_shm_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
                        sizeof(",\"event\":\"leave\"}") - 1);
     }
 
-    return ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_PRESENCE, room, user,
-                                   start, p - start);
+    return ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_PRESENCE,
+                                   join ? 0 : NGX_CHAT_BUS_LEAVE, room, user,
+                                   NULL, start, p - start);
 }
 
 
 ngx_int_t
 ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
-    ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst, uint64_t *id,
+    ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id,
     ngx_msec_t *retry_ms, ngx_log_t *log)
 {
     u_char               *p, *start, *id_at;
     size_t                len, tail;
+    ngx_str_t             ids;
     uint32_t              hash;
     uint64_t              msg_id, now_ms;
     ngx_int_t             excess;
@@ -715,11 +717,11 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
 
     len = sizeof("{\"type\":\"message\",\"room\":,\"id\":\"\",\"user\":,"
                  "\"content\":,\"ts\":}") - 1
-          + ngx_chat_json_str_len(name) + NGX_INT64_LEN
+          + ngx_chat_json_str_len(name) + NGX_CHAT_ID_LEN
           + ngx_chat_json_str_len(user) + ngx_chat_json_str_len(content)
           + NGX_INT64_LEN;
 
-    start = ngx_chat_shm_scratch(len + NGX_INT64_LEN);
+    start = ngx_chat_shm_scratch(len);
     if (start == NULL) {
         return NGX_ERROR;
     }
@@ -732,7 +734,7 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
     p = ngx_cpymem(p, ",\"id\":\"", sizeof(",\"id\":\"") - 1);
     id_at = p;
 
-    p += NGX_INT64_LEN;
+    p += NGX_CHAT_ID_LEN;
     tail = (size_t) (p - start);
 
     p = ngx_cpymem(p, "\",\"user\":", sizeof("\",\"user\":") - 1);
@@ -789,8 +791,10 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
 
     /* the id, then the tail moved to follow it */
 
-    p = ngx_sprintf(id_at, "%uL", msg_id);
-    ngx_memmove(p, id_at + NGX_INT64_LEN, tail);
+    p = ngx_sprintf(id_at, "%uL%V", msg_id, &ctx->id_tag);
+    ids.data = id_at;
+    ids.len = p - id_at;
+    ngx_memmove(p, id_at + NGX_CHAT_ID_LEN, tail);
     len = (size_t) (p + tail - start);
 
     msg = NULL;
@@ -817,13 +821,14 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
             return NGX_DECLINED;
         }
 
-        msg->id = msg_id;
+        ngx_memcpy(msg->id, ids.data, ids.len);
+        msg->id_len = ids.len;
         msg->len = len;
         ngx_memcpy(msg->data, start, len);
     }
 
-    if (ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_MESSAGE, name, NULL,
-                                start, len)
+    if (ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_MESSAGE, 0, name, NULL,
+                                &ids, start, len)
         != NGX_OK)
     {
         if (msg) {
@@ -850,7 +855,9 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
 
     room->total++;
     sh->last_id = msg_id;
-    *id = msg_id;
+
+    ngx_memcpy(id->data, ids.data, ids.len);
+    id->len = ids.len;
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
@@ -865,26 +872,15 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
 static ngx_int_t
 ngx_chat_shm_find(ngx_chat_shm_room_t *room, ngx_str_t *id)
 {
-    ngx_int_t   i;
-    uint64_t    value;
-    ngx_uint_t  k;
-
-    if (id->len == 0 || id->len > NGX_INT64_LEN) {
-        return -1;
-    }
-
-    value = 0;
-
-    for (k = 0; k < id->len; k++) {
-        if (id->data[k] < '0' || id->data[k] > '9') {
-            return -1;
-        }
-
-        value = value * 10 + (id->data[k] - '0');
-    }
+    ngx_int_t            i;
+    ngx_chat_shm_msg_t  *msg;
 
     for (i = (ngx_int_t) room->hist_n - 1; i >= 0; i--) {
-        if (room->hist[(room->hist_head + i) % room->hist_cap]->id == value) {
+        msg = room->hist[(room->hist_head + i) % room->hist_cap];
+
+        if (msg->id_len == id->len
+            && ngx_memcmp(msg->id, id->data, id->len) == 0)
+        {
             return i;
         }
     }
@@ -1094,7 +1090,8 @@ ngx_chat_shm_who(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_log_t *log)
 
 static ngx_int_t
 ngx_chat_shm_bus_append(ngx_chat_shm_ctx_t *ctx, ngx_uint_t kind,
-    ngx_str_t *room, ngx_str_t *user, u_char *json, size_t jlen)
+    ngx_uint_t flags, ngx_str_t *room, ngx_str_t *user, ngx_str_t *id,
+    u_char *json, size_t jlen)
 {
     u_char                *p;
     size_t                 len, hlen, phys;
@@ -1108,7 +1105,8 @@ ngx_chat_shm_bus_append(ngx_chat_shm_ctx_t *ctx, ngx_uint_t kind,
     hlen = ngx_chat_frame_header_size(jlen);
 
     len = ngx_chat_shm_align(sizeof(ngx_chat_bus_entry_t) + room->len
-                             + (user ? user->len : 0) + hlen + jlen);
+                             + (user ? user->len : 0) + (id ? id->len : 0)
+                             + hlen + jlen);
 
     if (len > sh->bus_size / 4) {
         return NGX_ERROR;
@@ -1148,9 +1146,11 @@ ngx_chat_shm_bus_append(ngx_chat_shm_ctx_t *ctx, ngx_uint_t kind,
 
     e = (ngx_chat_bus_entry_t *) (sh->bus + phys);
     e->len = (uint32_t) len;
-    e->kind = (uint16_t) kind;
+    e->kind = (uint8_t) kind;
+    e->flags = (uint8_t) flags;
     e->room_len = (uint16_t) room->len;
     e->user_len = user ? (uint32_t) user->len : 0;
+    e->id_len = id ? (uint32_t) id->len : 0;
     e->frame_len = (uint32_t) (hlen + jlen);
 
     p = (u_char *) e + sizeof(ngx_chat_bus_entry_t);
@@ -1158,6 +1158,10 @@ ngx_chat_shm_bus_append(ngx_chat_shm_ctx_t *ctx, ngx_uint_t kind,
 
     if (user) {
         p = ngx_cpymem(p, user->data, user->len);
+    }
+
+    if (id) {
+        p = ngx_cpymem(p, id->data, id->len);
     }
 
     p += ngx_chat_frame_header(p, NGX_CHAT_FRAME_TEXT, jlen);

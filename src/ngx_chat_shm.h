@@ -50,8 +50,12 @@ typedef struct {
 } ngx_chat_shm_user_t;
 
 
+#define NGX_CHAT_ID_LEN           (NGX_INT64_LEN + 18)
+
+
 typedef struct {
-    uint64_t                   id;
+    u_char                     id[NGX_CHAT_ID_LEN];
+    size_t                     id_len;
     size_t                     len;
     u_char                     data[1];   /* the "message" JSON object */
 } ngx_chat_shm_msg_t;
@@ -109,13 +113,19 @@ typedef struct {
 } ngx_chat_shm_t;
 
 
+#define NGX_CHAT_BUS_REMOTE       0x01       /* came from another server */
+#define NGX_CHAT_BUS_LEAVE        0x02       /* PRESENCE: a leave */
+
+
 typedef struct {
     uint32_t                   len;       /* entry size; 0: wrap */
-    uint16_t                   kind;
+    uint8_t                    kind;
+    uint8_t                    flags;
     uint16_t                   room_len;
     uint32_t                   user_len;  /* PRESENCE: user not to notify */
     uint32_t                   frame_len;
-    /* room, user, frame (WebSocket header and JSON) follow */
+    uint32_t                   id_len;    /* MESSAGE: its id */
+    /* room, user, id, frame (WebSocket header and JSON) follow */
 } ngx_chat_bus_entry_t;
 
 
@@ -133,6 +143,7 @@ struct ngx_chat_shm_ctx_s {
     ngx_event_t                reap_event;
     ngx_pid_t                  notify[NGX_CHAT_MAX_WORKERS];
     ngx_uint_t                 nnotify;
+    ngx_str_t                  id_tag;    /* "-<server>" with a relay */
 };
 
 
@@ -169,7 +180,7 @@ void ngx_chat_shm_leave(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
  */
 ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_str_t *user, ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst,
-    uint64_t *id, ngx_msec_t *retry_ms, ngx_log_t *log);
+    ngx_str_t *id, ngx_msec_t *retry_ms, ngx_log_t *log);
 
 ngx_chat_buf_t *ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, ngx_uint_t limit, ngx_str_t *before, ngx_log_t *log);
