@@ -15,6 +15,7 @@
 #include "ngx_chat_shm.h"
 #include "ngx_chat_fanout.h"
 #include "ngx_chat_status.h"
+#include "ngx_chat_redis.h"
 
 
 typedef struct {
@@ -33,6 +34,7 @@ static char *ngx_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_chat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_origins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_shm_zone_t *ngx_chat_zone_ref(ngx_conf_t *cf, ngx_str_t *name);
@@ -54,6 +56,13 @@ static ngx_command_t  ngx_chat_commands[] = {
     { ngx_string("chat_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
       ngx_chat_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_chat_redis,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -356,6 +365,43 @@ ngx_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     *p = ctx;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_chat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_main_conf_t *cmcf = conf;
+
+    char                   *rv;
+    ngx_str_t              *value;
+    ngx_chat_redis_conf_t  *rcf;
+
+    if (cmcf->redis) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    rcf = ngx_pcalloc(cf->pool, sizeof(ngx_chat_redis_conf_t));
+    if (rcf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    rv = ngx_chat_redis_parse_url(cf, &value[1], rcf);
+
+    if (rv != NGX_CONF_OK) {
+        if (rv != NGX_CONF_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s \"%V\"",
+                               rv, &value[1]);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->redis = rcf;
 
     return NGX_CONF_OK;
 }

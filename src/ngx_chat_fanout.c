@@ -20,6 +20,7 @@
 #include "ngx_chat_ws.h"
 #include "ngx_chat_shm.h"
 #include "ngx_chat_fanout.h"
+#include "ngx_chat_relay.h"
 
 
 #define NGX_CHAT_FANOUT_REAP      1000
@@ -152,6 +153,10 @@ ngx_chat_fanout_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
         ctx->reap_event.cancelable = 1;
 
         ngx_add_timer(&ctx->reap_event, NGX_CHAT_FANOUT_REAP);
+
+        if (cmcf->redis) {
+            ngx_chat_relay_init(ctx, cmcf->redis);
+        }
     }
 
     return NGX_OK;
@@ -177,6 +182,10 @@ ngx_chat_fanout_exit_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 
         ngx_chat_shm_worker_detach(ctx);
         ngx_chat_fanout_publish(ctx);
+
+        if (ctx->relay) {
+            ngx_chat_relay_exit(ctx);
+        }
     }
 }
 
@@ -190,6 +199,10 @@ ngx_chat_fanout_reap_handler(ngx_event_t *ev)
 
     if (ngx_chat_shm_reap(ctx, ev->log)) {
         ngx_chat_fanout_publish(ctx);
+    }
+
+    if (ctx->relay_conf) {
+        ngx_chat_relay_tick(ctx);
     }
 
     ngx_add_timer(ev, NGX_CHAT_FANOUT_REAP);
@@ -343,6 +356,15 @@ ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
     ngx_chat_local_room_t      *room;
     ngx_chat_fanout_pending_t  *pd;
 
+    if (ctx->relay) {
+        /* this worker relays the server's own traffic to Redis */
+        ngx_chat_relay_entry(ctx, pos, e);
+    }
+
+    if (e->kind != NGX_CHAT_BUS_MESSAGE && e->kind != NGX_CHAT_BUS_PRESENCE) {
+        return;
+    }
+
     p = (u_char *) e + sizeof(ngx_chat_bus_entry_t);
 
     name.data = p;
@@ -470,5 +492,9 @@ ngx_chat_fanout_drain(ngx_chat_shm_ctx_t *ctx)
 
     if (out) {
         (void) ngx_atomic_fetch_add(&ctx->sh->messages_out, out);
+    }
+
+    if (ctx->relay) {
+        ngx_chat_relay_flush(ctx);
     }
 }

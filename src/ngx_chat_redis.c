@@ -183,6 +183,7 @@ ngx_chat_redis_parse_url(ngx_conf_t *cf, ngx_str_t *url,
         /* the last '@': a password may contain '@' and '/' */
 
         at = NULL;
+        colon = NULL;
 
         for (q = p; q < last; q++) {
             if (*q == '@') {
@@ -241,15 +242,26 @@ ngx_chat_redis_parse_url(ngx_conf_t *cf, ngx_str_t *url,
             return rv;
         }
 
-        /* the URL without credentials, for logs */
+        /* for logs: "redis://user:***@host:port/db", no password */
 
         name.len = sizeof("redis://") - 1 + (last - p);
+
+        if (at) {
+            name.len += (colon - url->data - 8) + sizeof(":***@") - 1;
+        }
+
         name.data = ngx_pnalloc(cf->pool, name.len);
         if (name.data == NULL) {
             return "out of memory";
         }
 
-        q = ngx_cpymem(name.data, "redis://", sizeof("redis://") - 1);
+        q = ngx_cpymem(name.data, url->data, 8);
+
+        if (at) {
+            q = ngx_cpymem(q, url->data + 8, colon - url->data - 8);
+            q = ngx_cpymem(q, ":***@", sizeof(":***@") - 1);
+        }
+
         ngx_memcpy(q, p, last - p);
 
         conf->url = name;

@@ -46,7 +46,17 @@ static ngx_chat_buf_t *ngx_chat_shm_history_frame(ngx_chat_shm_room_t *room,
 static ngx_int_t ngx_chat_shm_find(ngx_chat_shm_room_t *room,
     ngx_str_t *id);
 static void ngx_chat_shm_reap_slot(ngx_chat_shm_ctx_t *ctx, ngx_uint_t slot);
+static ngx_uint_t ngx_chat_shm_local_count(ngx_chat_shm_user_t *u);
+static void ngx_chat_shm_relay_event(ngx_chat_shm_ctx_t *ctx,
+    ngx_uint_t kind, ngx_uint_t flags, ngx_str_t *room, ngx_str_t *user);
+static void ngx_chat_shm_remote_drop(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, ngx_chat_shm_user_t *u, ngx_uint_t slot,
+    ngx_uint_t notify);
+static ngx_int_t ngx_chat_shm_server_slot(ngx_chat_shm_ctx_t *ctx,
+    uint64_t server, ngx_uint_t create);
 static u_char *ngx_chat_shm_scratch(size_t size);
+static uint64_t ngx_chat_shm_bus_scan_locked(ngx_chat_shm_ctx_t *ctx,
+    uint64_t pos, ngx_chat_shm_bus_pt handler);
 
 
 static u_char  *ngx_chat_shm_scratch_buf;
@@ -85,6 +95,10 @@ ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ctx->sh = sh;
     ctx->shpool->data = sh;
+
+    /* this server's identity for the relay: random, new on each start */
+    sh->server_id = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
+                    ^ ((uint64_t) ngx_pid << 16) ^ (uint64_t) ngx_time();
 
     ngx_rbtree_init(&sh->rooms, &sh->rooms_sentinel,
                     ngx_str_rbtree_insert_value);
@@ -446,9 +460,22 @@ ngx_chat_shm_room_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
 static void
 ngx_chat_shm_room_release(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
 {
+    ngx_rbtree_node_t    *node;
+    ngx_chat_shm_user_t  *u;
+
     if (room->nconns) {
         return;
     }
+
+    /* other servers' users: no longer followed once nobody is here */
+
+    while (room->users.root != room->users.sentinel) {
+        node = ngx_rbtree_min(room->users.root, room->users.sentinel);
+        u = (ngx_chat_shm_user_t *) node;
+        ngx_chat_shm_user_free(ctx, &room->users, u);
+    }
+
+    room->nusers = 0;
 
     if (room->hist_n == 0) {
         ngx_chat_shm_room_free(ctx, room);
@@ -503,6 +530,11 @@ ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
 
     if (created) {
         sh->rooms_active++;
+        ngx_chat_shm_relay_event(ctx, NGX_CHAT_BUS_SUBSCRIBE, 0, name, NULL);
+    }
+
+    if (ngx_chat_shm_local_count(u) == 1) {
+        ngx_chat_shm_relay_event(ctx, NGX_CHAT_BUS_RPRESENCE, 0, name, user);
     }
 
     if (u->total == 1) {
@@ -624,6 +656,7 @@ static void
 ngx_chat_shm_room_drop(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
     ngx_str_t *user, ngx_uint_t slot, ngx_uint_t count)
 {
+    ngx_uint_t            i, local;
     ngx_chat_shm_user_t  *u;
 
     u = ngx_chat_shm_user_get(ctx, &room->users, user, 0);
@@ -631,9 +664,27 @@ ngx_chat_shm_room_drop(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
         return;
     }
 
-    while (count-- && u->total) {
+    for (i = 0; i < u->nslots; i++) {
+        if (u->slots[i].slot == slot) {
+            break;
+        }
+    }
+
+    if (i == u->nslots) {
+        return;
+    }
+
+    count = ngx_min(count, u->slots[i].count);
+    local = ngx_chat_shm_local_count(u);
+
+    while (count--) {
         (void) ngx_chat_shm_user_add(ctx, u, slot, -1);
         room->nconns--;
+    }
+
+    if (local && ngx_chat_shm_local_count(u) == 0) {
+        ngx_chat_shm_relay_event(ctx, NGX_CHAT_BUS_RPRESENCE,
+                                 NGX_CHAT_BUS_LEAVE, &room->name, &u->name);
     }
 
     if (u->total == 0) {
@@ -646,7 +697,46 @@ ngx_chat_shm_room_drop(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
 
     if (room->nconns == 0) {
         ctx->sh->rooms_active--;
+        ngx_chat_shm_relay_event(ctx, NGX_CHAT_BUS_UNSUBSCRIBE, 0,
+                                 &room->name, NULL);
         ngx_chat_shm_room_release(ctx, room);
+    }
+}
+
+
+static ngx_uint_t
+ngx_chat_shm_local_count(ngx_chat_shm_user_t *u)
+{
+    ngx_uint_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < u->nslots; i++) {
+        if (u->slots[i].slot < NGX_CHAT_REMOTE_SLOT) {
+            n += u->slots[i].count;
+        }
+    }
+
+    return n;
+}
+
+
+/* an entry only the relay reads; nothing without a relay.  Locked */
+
+static void
+ngx_chat_shm_relay_event(ngx_chat_shm_ctx_t *ctx, ngx_uint_t kind,
+    ngx_uint_t flags, ngx_str_t *room, ngx_str_t *user)
+{
+    if (ctx->id_tag.len == 0) {
+        return;
+    }
+
+    if (ngx_chat_shm_bus_append(ctx, kind, flags, room, user, NULL,
+                                (u_char *) "", 0)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat: relay event lost in zone \"%V\"", &ctx->name);
     }
 }
 
@@ -1193,10 +1283,8 @@ uint64_t
 ngx_chat_shm_bus_read(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_bus_pt handler,
     ngx_log_t *log)
 {
-    size_t                 phys;
-    uint64_t               pos, lost;
-    ngx_chat_shm_t        *sh;
-    ngx_chat_bus_entry_t  *e;
+    uint64_t         lost;
+    ngx_chat_shm_t  *sh;
 
     sh = ctx->sh;
     lost = 0;
@@ -1205,10 +1293,47 @@ ngx_chat_shm_bus_read(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_bus_pt handler,
 
     sh->workers[ctx->wslot].notified = 0;
 
-    pos = ctx->bus_read;
+    if (ctx->bus_read < sh->bus_tail) {
+        lost = sh->bus_tail - ctx->bus_read;
+    }
+
+    ctx->bus_read = ngx_chat_shm_bus_scan_locked(ctx, ctx->bus_read, handler);
+
+    if (ctx->relay) {
+        sh->relay_pos = ctx->bus_read;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return lost;
+}
+
+
+uint64_t
+ngx_chat_shm_bus_scan(ngx_chat_shm_ctx_t *ctx, uint64_t from,
+    ngx_chat_shm_bus_pt handler)
+{
+    uint64_t  pos;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+    pos = ngx_chat_shm_bus_scan_locked(ctx, from, handler);
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return pos;
+}
+
+
+static uint64_t
+ngx_chat_shm_bus_scan_locked(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
+    ngx_chat_shm_bus_pt handler)
+{
+    size_t                 phys;
+    ngx_chat_shm_t        *sh;
+    ngx_chat_bus_entry_t  *e;
+
+    sh = ctx->sh;
 
     if (pos < sh->bus_tail) {
-        lost = sh->bus_tail - pos;
         pos = sh->bus_tail;
     }
 
@@ -1228,11 +1353,7 @@ ngx_chat_shm_bus_read(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_bus_pt handler,
         pos += e->len;
     }
 
-    ctx->bus_read = pos;
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-
-    return lost;
+    return pos;
 }
 
 
@@ -1370,6 +1491,11 @@ ngx_chat_shm_reap_slot(ngx_chat_shm_ctx_t *ctx, ngx_uint_t slot)
                     continue;
                 }
 
+                if (slot >= NGX_CHAT_REMOTE_SLOT) {
+                    ngx_chat_shm_remote_drop(ctx, room, u, slot, 1);
+                    continue;
+                }
+
                 count = u->slots[i].count;
 
                 if (count == u->total && count == room->nconns) {
@@ -1419,7 +1545,426 @@ ngx_chat_shm_reap_slot(ngx_chat_shm_ctx_t *ctx, ngx_uint_t slot)
         }
     }
 
-    sh->workers[slot].active = 0;
-    sh->workers[slot].notified = 0;
-    sh->workers[slot].connections = 0;
+    if (slot < NGX_CHAT_MAX_WORKERS) {
+        sh->workers[slot].active = 0;
+        sh->workers[slot].notified = 0;
+        sh->workers[slot].connections = 0;
+    }
+}
+
+
+/* the relay: what other servers tell */
+
+
+static ngx_int_t
+ngx_chat_shm_server_slot(ngx_chat_shm_ctx_t *ctx, uint64_t server,
+    ngx_uint_t create)
+{
+    ngx_uint_t       i, free;
+    ngx_chat_shm_t  *sh;
+
+    sh = ctx->sh;
+    free = NGX_CHAT_MAX_SERVERS;
+
+    for (i = 0; i < NGX_CHAT_MAX_SERVERS; i++) {
+        if (sh->servers[i].active && sh->servers[i].id == server) {
+            return i;
+        }
+
+        if (!sh->servers[i].active && free == NGX_CHAT_MAX_SERVERS) {
+            free = i;
+        }
+    }
+
+    if (!create || free == NGX_CHAT_MAX_SERVERS) {
+        return NGX_ERROR;
+    }
+
+    sh->servers[free].active = 1;
+    sh->servers[free].id = server;
+    sh->servers[free].last_seen = ngx_current_msec;
+
+    return free;
+}
+
+
+void
+ngx_chat_shm_remote_seen(ngx_chat_shm_ctx_t *ctx, uint64_t server)
+{
+    ngx_int_t  i;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    i = ngx_chat_shm_server_slot(ctx, server, 1);
+
+    if (i != NGX_ERROR) {
+        ctx->sh->servers[i].last_seen = ngx_current_msec;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_uint_t
+ngx_chat_shm_remote_expire(ngx_chat_shm_ctx_t *ctx, ngx_msec_t timeout,
+    ngx_uint_t touch_all)
+{
+    ngx_uint_t       i, n;
+    ngx_chat_shm_t  *sh;
+
+    sh = ctx->sh;
+    n = 0;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    for (i = 0; i < NGX_CHAT_MAX_SERVERS; i++) {
+        if (!sh->servers[i].active) {
+            continue;
+        }
+
+        if (touch_all) {
+            sh->servers[i].last_seen = ngx_current_msec;
+            continue;
+        }
+
+        if ((ngx_msec_int_t) (ngx_current_msec - sh->servers[i].last_seen)
+            > (ngx_msec_int_t) timeout)
+        {
+            ngx_chat_shm_reap_slot(ctx, NGX_CHAT_REMOTE_SLOT + i);
+            sh->servers[i].active = 0;
+            n++;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return n;
+}
+
+
+ngx_int_t
+ngx_chat_shm_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t *id, u_char *json, size_t len)
+{
+    uint32_t              hash;
+    ngx_int_t             rc;
+    ngx_chat_shm_msg_t   *msg;
+    ngx_chat_shm_room_t  *room;
+
+    if (id->len == 0 || id->len > NGX_CHAT_ID_LEN) {
+        return NGX_DECLINED;
+    }
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&ctx->sh->rooms,
+                                                         name, hash);
+
+    if (room == NULL || room->nconns == 0) {
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    if (ngx_chat_shm_find(room, id) >= 0) {
+        /* a publish retried after a lost connection */
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    msg = NULL;
+
+    if (room->hist_cap) {
+        msg = ngx_chat_shm_alloc(ctx, offsetof(ngx_chat_shm_msg_t, data)
+                                      + len);
+        if (msg) {
+            ngx_memcpy(msg->id, id->data, id->len);
+            msg->id_len = id->len;
+            msg->len = len;
+            ngx_memcpy(msg->data, json, len);
+        }
+    }
+
+    if (ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_MESSAGE,
+                                NGX_CHAT_BUS_REMOTE, name, NULL, id, json, len)
+        != NGX_OK)
+    {
+        if (msg) {
+            ngx_slab_free_locked(ctx->shpool, msg);
+        }
+
+        rc = NGX_DECLINED;
+        goto done;
+    }
+
+    if (msg) {
+        if (room->hist_n == room->hist_cap) {
+            ngx_slab_free_locked(ctx->shpool, room->hist[room->hist_head]);
+            room->hist_head = (room->hist_head + 1) % room->hist_cap;
+            room->hist_n--;
+        }
+
+        room->hist[(room->hist_head + room->hist_n) % room->hist_cap] = msg;
+        room->hist_n++;
+    }
+
+    room->total++;
+    rc = NGX_OK;
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_chat_shm_remote_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t *user, uint64_t server, ngx_uint_t join)
+{
+    uint32_t              hash;
+    ngx_int_t             i, rc;
+    ngx_uint_t            k, slot;
+    ngx_chat_shm_user_t  *u;
+    ngx_chat_shm_room_t  *room;
+
+    hash = ngx_crc32_short(name->data, name->len);
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&ctx->sh->rooms,
+                                                         name, hash);
+
+    if (room == NULL || room->nconns == 0) {
+        goto done;
+    }
+
+    i = ngx_chat_shm_server_slot(ctx, server, 1);
+    if (i == NGX_ERROR) {
+        goto done;
+    }
+
+    ctx->sh->servers[i].last_seen = ngx_current_msec;
+    slot = NGX_CHAT_REMOTE_SLOT + i;
+
+    u = ngx_chat_shm_user_get(ctx, &room->users, user, join);
+    if (u == NULL) {
+        goto done;
+    }
+
+    for (k = 0; k < u->nslots; k++) {
+        if (u->slots[k].slot == slot) {
+            break;
+        }
+    }
+
+    if (join) {
+        if (k < u->nslots) {
+            /* known already: a user is present or not, per server */
+            rc = NGX_OK;
+            goto done;
+        }
+
+        if (ngx_chat_shm_user_add(ctx, u, slot, 1) != NGX_OK) {
+            if (u->total == 0) {
+                ngx_chat_shm_user_free(ctx, &room->users, u);
+            }
+
+            goto done;
+        }
+
+        if (u->total == 1) {
+            room->nusers++;
+            (void) ngx_chat_shm_presence(ctx, name, user, 1);
+        }
+
+    } else if (k < u->nslots) {
+        ngx_chat_shm_remote_drop(ctx, room, u, slot, 1);
+    }
+
+    rc = NGX_OK;
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+/* a remote server's user leaves a room; locked */
+
+static void
+ngx_chat_shm_remote_drop(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
+    ngx_chat_shm_user_t *u, ngx_uint_t slot, ngx_uint_t notify)
+{
+    ngx_uint_t  k, count;
+
+    for (k = 0; k < u->nslots; k++) {
+        if (u->slots[k].slot == slot) {
+            break;
+        }
+    }
+
+    count = (k < u->nslots) ? u->slots[k].count : 0;
+
+    while (count--) {
+        (void) ngx_chat_shm_user_add(ctx, u, slot, -1);
+    }
+
+    if (u->total == 0) {
+        room->nusers--;
+
+        if (notify) {
+            (void) ngx_chat_shm_presence(ctx, &room->name, &u->name, 0);
+        }
+
+        ngx_chat_shm_user_free(ctx, &room->users, u);
+    }
+}
+
+
+ngx_array_t *
+ngx_chat_shm_local_rooms(ngx_chat_shm_ctx_t *ctx, ngx_pool_t *pool)
+{
+    ngx_str_t            *s;
+    ngx_array_t          *a;
+    ngx_chat_shm_t       *sh;
+    ngx_rbtree_node_t    *node;
+    ngx_chat_shm_room_t  *room;
+
+    sh = ctx->sh;
+
+    a = ngx_array_create(pool, 16, sizeof(ngx_str_t));
+    if (a == NULL) {
+        return NULL;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (sh->rooms.root != sh->rooms.sentinel) {
+        for (node = ngx_rbtree_min(sh->rooms.root, sh->rooms.sentinel);
+             node;
+             node = ngx_rbtree_next(&sh->rooms, node))
+        {
+            room = (ngx_chat_shm_room_t *) node;
+
+            if (room->nconns == 0) {
+                continue;
+            }
+
+            s = ngx_array_push(a);
+            if (s == NULL) {
+                break;
+            }
+
+            s->data = ngx_pstrdup(pool, &room->name);
+            s->len = s->data ? room->name.len : 0;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return a;
+}
+
+
+ngx_array_t *
+ngx_chat_shm_local_users(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_pool_t *pool)
+{
+    uint32_t              hash;
+    ngx_str_t            *s;
+    ngx_array_t          *a;
+    ngx_rbtree_node_t    *node;
+    ngx_chat_shm_user_t  *u;
+    ngx_chat_shm_room_t  *room;
+
+    a = ngx_array_create(pool, 16, sizeof(ngx_str_t));
+    if (a == NULL) {
+        return NULL;
+    }
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&ctx->sh->rooms,
+                                                         name, hash);
+
+    if (room && room->users.root != room->users.sentinel) {
+        for (node = ngx_rbtree_min(room->users.root, room->users.sentinel);
+             node;
+             node = ngx_rbtree_next(&room->users, node))
+        {
+            u = (ngx_chat_shm_user_t *) node;
+
+            if (ngx_chat_shm_local_count(u) == 0) {
+                continue;
+            }
+
+            s = ngx_array_push(a);
+            if (s == NULL) {
+                break;
+            }
+
+            s->data = ngx_pstrdup(pool, &u->name);
+            s->len = s->data ? u->name.len : 0;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return a;
+}
+
+
+ngx_int_t
+ngx_chat_shm_relay_claim(ngx_chat_shm_ctx_t *ctx, uint64_t *from)
+{
+    ngx_int_t        rc;
+    ngx_pid_t        owner;
+    ngx_chat_shm_t  *sh;
+
+    sh = ctx->sh;
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    owner = sh->relay_owner;
+
+    if (owner == 0
+        || (owner != ngx_pid && kill(owner, 0) == -1
+            && ngx_errno == NGX_ESRCH))
+    {
+        sh->relay_owner = ngx_pid;
+        *from = ngx_max(sh->relay_pos, sh->bus_tail);
+
+        if (*from > sh->bus_head || *from == 0) {
+            *from = sh->bus_head;
+        }
+
+        rc = NGX_OK;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+void
+ngx_chat_shm_relay_release(ngx_chat_shm_ctx_t *ctx)
+{
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ctx->sh->relay_owner == ngx_pid) {
+        ctx->sh->relay_owner = 0;
+        ctx->sh->redis_up = 0;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
 }

@@ -25,8 +25,16 @@
 
 #define NGX_CHAT_MAX_WORKERS      64
 
-#define NGX_CHAT_BUS_MESSAGE      1
-#define NGX_CHAT_BUS_PRESENCE     2
+#define NGX_CHAT_BUS_MESSAGE      1       /* delivered to members */
+#define NGX_CHAT_BUS_PRESENCE     2       /* delivered to other users */
+#define NGX_CHAT_BUS_RPRESENCE    3       /* relay: a user's first / last
+                                             connection on this server */
+#define NGX_CHAT_BUS_SUBSCRIBE    4       /* relay: first member here */
+#define NGX_CHAT_BUS_UNSUBSCRIBE  5       /* relay: last member gone */
+
+/* slots from here on are other servers (Redis relay), not workers */
+#define NGX_CHAT_REMOTE_SLOT      1000
+#define NGX_CHAT_MAX_SERVERS      64
 
 
 typedef struct {
@@ -87,6 +95,13 @@ typedef struct {
 
 
 typedef struct {
+    uint64_t                   id;
+    ngx_msec_t                 last_seen;
+    ngx_uint_t                 active;
+} ngx_chat_shm_server_t;
+
+
+typedef struct {
     ngx_rbtree_t               rooms;
     ngx_rbtree_node_t          rooms_sentinel;
     ngx_rbtree_t               users;
@@ -102,6 +117,14 @@ typedef struct {
     uint64_t                   bus_tail;  /* oldest entry still there */
 
     uint64_t                   last_id;
+
+    /* the Redis relay */
+    uint64_t                   server_id;
+    ngx_pid_t                  relay_owner;
+    uint64_t                   relay_pos;
+    ngx_uint_t                 redis_up;
+    ngx_atomic_t               relay_dropped;
+    ngx_chat_shm_server_t      servers[NGX_CHAT_MAX_SERVERS];
 
     ngx_uint_t                 rooms_active;
     ngx_uint_t                 users_active;
@@ -144,6 +167,8 @@ struct ngx_chat_shm_ctx_s {
     ngx_pid_t                  notify[NGX_CHAT_MAX_WORKERS];
     ngx_uint_t                 nnotify;
     ngx_str_t                  id_tag;    /* "-<server>" with a relay */
+    void                      *relay;     /* the owner's relay state */
+    void                      *relay_conf;
 };
 
 
@@ -192,6 +217,31 @@ ngx_int_t ngx_chat_shm_worker_attach(ngx_chat_shm_ctx_t *ctx,
 void ngx_chat_shm_worker_detach(ngx_chat_shm_ctx_t *ctx);
 /* removes what dead workers left; returns how many were reaped */
 ngx_uint_t ngx_chat_shm_reap(ngx_chat_shm_ctx_t *ctx, ngx_log_t *log);
+
+/* the relay: what other servers tell; all return NGX_OK or NGX_DECLINED */
+ngx_int_t ngx_chat_shm_remote_message(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *room, ngx_str_t *id, u_char *json, size_t len);
+ngx_int_t ngx_chat_shm_remote_presence(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *room, ngx_str_t *user, uint64_t server, ngx_uint_t join);
+void ngx_chat_shm_remote_seen(ngx_chat_shm_ctx_t *ctx, uint64_t server);
+/* drops the servers not seen for timeout; returns how many */
+ngx_uint_t ngx_chat_shm_remote_expire(ngx_chat_shm_ctx_t *ctx,
+    ngx_msec_t timeout, ngx_uint_t touch_all);
+/* the rooms with members here, or the local users of one room */
+ngx_array_t *ngx_chat_shm_local_rooms(ngx_chat_shm_ctx_t *ctx,
+    ngx_pool_t *pool);
+ngx_array_t *ngx_chat_shm_local_users(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *room, ngx_pool_t *pool);
+/* claims the relay for this worker when nobody (alive) has it */
+ngx_int_t ngx_chat_shm_relay_claim(ngx_chat_shm_ctx_t *ctx, uint64_t *from);
+void ngx_chat_shm_relay_release(ngx_chat_shm_ctx_t *ctx);
+
+/*
+ * Calls handler, under the zone's lock, for the entries in [from, to) that
+ * are still in the ring; returns where it stopped
+ */
+uint64_t ngx_chat_shm_bus_scan(ngx_chat_shm_ctx_t *ctx, uint64_t from,
+    ngx_chat_shm_bus_pt handler);
 
 /*
  * Calls handler, under the zone's lock, for each bus entry this worker

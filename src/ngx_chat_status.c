@@ -21,6 +21,9 @@ typedef struct {
     uint64_t     messages_out;
     uint64_t     rate_limited;
     uint64_t     zone_full;
+    uint64_t     relay_dropped;
+    char        *redis;
+    ngx_uint_t   redis_up;
 } ngx_chat_status_t;
 
 
@@ -79,8 +82,12 @@ ngx_chat_status_handler(ngx_http_request_t *r)
         }
     }
 
+    st.redis_up = sh->redis_up;
+    st.redis = ctx->relay_conf == NULL ? "off" : (st.redis_up ? "up" : "down");
+
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
+    st.relay_dropped = sh->relay_dropped;
     st.messages_in = sh->messages_in;
     st.messages_out = sh->messages_out;
     st.rate_limited = sh->rate_limited;
@@ -112,14 +119,14 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             "# TYPE chat_workers gauge\n"
             "chat_workers{zone=\"%V\"} %ui\n"
             "# TYPE chat_redis_up gauge\n"
-            "chat_redis_up{zone=\"%V\"} 0\n"
+            "chat_redis_up{zone=\"%V\"} %ui\n"
             "# TYPE chat_postgres_up gauge\n"
             "chat_postgres_up{zone=\"%V\"} 0\n",
             &ctx->name, st.connections, &ctx->name, st.rooms,
             &ctx->name, st.users, &ctx->name, st.messages_in,
             &ctx->name, st.messages_out, &ctx->name, st.rate_limited,
             &ctx->name, st.zone_full, &ctx->name, st.workers,
-            &ctx->name, &ctx->name);
+            &ctx->name, st.redis_up, &ctx->name);
 
         ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
 
@@ -127,10 +134,11 @@ ngx_chat_status_handler(ngx_http_request_t *r)
         b->last = ngx_sprintf(b->last,
             "{\"connections\":%ui,\"rooms\":%ui,\"users\":%ui,"
             "\"messages_in\":%uL,\"messages_out\":%uL,"
-            "\"rate_limited\":%uL,\"redis\":\"off\",\"postgres\":\"off\","
-            "\"zone_full\":%uL,\"workers\":%ui}\n",
+            "\"rate_limited\":%uL,\"redis\":\"%s\",\"postgres\":\"off\","
+            "\"zone_full\":%uL,\"workers\":%ui,\"relay_dropped\":%uL}\n",
             st.connections, st.rooms, st.users, st.messages_in,
-            st.messages_out, st.rate_limited, st.zone_full, st.workers);
+            st.messages_out, st.rate_limited, st.redis, st.zone_full,
+            st.workers, st.relay_dropped);
 
         ngx_str_set(&r->headers_out.content_type, "application/json");
     }
