@@ -187,6 +187,11 @@ ngx_chat_fanout_exit_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
             ngx_chat_relay_exit(ctx);
         }
     }
+
+    if (ngx_chat_fanout_conn) {
+        ngx_close_connection(ngx_chat_fanout_conn);
+        ngx_chat_fanout_conn = NULL;
+    }
 }
 
 
@@ -283,7 +288,7 @@ ngx_chat_fanout_publish(ngx_chat_shm_ctx_t *ctx)
     socklen_t           len;
     struct sockaddr_un  sun;
 
-    for (i = 0; i < ctx->nnotify; i++) {
+    for (i = 0; ngx_chat_fanout_conn && i < ctx->nnotify; i++) {
         ngx_chat_fanout_address(&sun, &len, ctx->notify[i]);
 
         n = sendto(ngx_chat_fanout_conn->fd, "", 1, 0,
@@ -417,6 +422,11 @@ ngx_chat_fanout_drain(ngx_chat_shm_ctx_t *ctx)
     ngx_chat_member_t          *m;
     ngx_chat_local_room_t      *room;
     ngx_chat_fanout_pending_t  *pd;
+
+    if (ctx->wslot < 0) {
+        /* detached (worker exit): nothing to deliver any more */
+        return;
+    }
 
     ngx_chat_fanout_pending.nelts = 0;
 

@@ -822,6 +822,10 @@ ngx_chat_redis_connect(ngx_chat_redis_t *rc)
     rc->connection = c;
 
     if (rv == NGX_AGAIN) {
+
+        /* a connect in progress does not hold up a worker's exit */
+
+        c->write->cancelable = 1;
         ngx_add_timer(c->write, rc->conf->connect_timeout);
         return;
     }
@@ -894,6 +898,8 @@ ngx_chat_redis_connected(ngx_chat_redis_t *rc)
     if (c->write->timer_set) {
         ngx_del_timer(c->write);
     }
+
+    c->write->cancelable = 0;
 
     rc->connected = 1;
 

@@ -101,6 +101,28 @@ function writeConf(dir) {
     sub(/(\broot\s+)conf-examples\/www\s*;/, `$1${REPO}/conf-examples/www;`,
         'root');
 
+    /*
+     * WebSocket connections are not idle connections: on a reload or a
+     * graceful stop the old workers keep them until worker_shutdown_timeout,
+     * when the module closes them with 1001.  Without the directive they
+     * would stay on the old workers for ever.
+     */
+    if (!/^\s*worker_shutdown_timeout\s/m.test(c)) {
+        sub(/^([ \t]*worker_processes\s+[^;]+;)/m,
+            '$1\nworker_shutdown_timeout 3s;', 'worker_processes');
+    }
+
+    /* sanitizer builds (make test-asan) need their environment in workers */
+    const env = ['ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LSAN_OPTIONS']
+        .filter((v) => process.env[v] !== undefined);
+    if (nginxPreload()) {
+        env.push('LD_PRELOAD');
+    }
+    if (env.length) {
+        sub(/^([ \t]*worker_processes\s+[^;]+;)/m,
+            '$1\n' + env.map((v) => `env ${v};`).join('\n'), 'worker_processes');
+    }
+
     /* temporary files of our own, whoever runs the test */
     sub(/^(\s*http\s*\{)/m, `$1
     client_body_temp_path ${dir}/body;
@@ -113,6 +135,12 @@ function writeConf(dir) {
     const file = path.join(dir, 'chat.conf');
     fs.writeFileSync(file, c);
     return file;
+}
+
+/* run.sh moves LD_PRELOAD (libasan) aside so that node and chromium run
+ * without it; nginx gets it back */
+function nginxPreload() {
+    return process.env.E2E_NGINX_LD_PRELOAD || process.env.LD_PRELOAD || '';
 }
 
 function portOpen(port) {
@@ -160,8 +188,13 @@ async function startNginx() {
     const conf = writeConf(tmp);
 
     let out = '';
+    const env = { ...process.env };
+    if (nginxPreload()) {
+        env.LD_PRELOAD = nginxPreload();
+    }
+
     nginx = spawn(NGINX, ['-p', REPO + '/', '-c', conf, '-g', 'daemon off;'],
-                  { stdio: ['ignore', 'pipe', 'pipe'] });
+                  { stdio: ['ignore', 'pipe', 'pipe'], env });
     nginx.stdout.on('data', (d) => { out += d; });
     nginx.stderr.on('data', (d) => { out += d; });
 
@@ -190,24 +223,32 @@ async function startNginx() {
     throw new Error(`nginx did not start on ${ORIGIN}:\n${out}\n${errorLog()}`);
 }
 
+/* 'graceful', 'terminated', 'killed' or 'not running' */
 async function stopNginx() {
     if (!nginx || nginx.exitCode !== null || nginx.signalCode !== null) {
-        return;
+        return 'not running';
     }
 
     const done = new Promise((r) => nginx.once('exit', r));
+    const within = async (ms) =>
+        (await Promise.race([done.then(() => true), sleep(ms)])) === true;
 
     nginx.kill('SIGQUIT');                 /* graceful */
 
-    if (await Promise.race([done.then(() => true), sleep(5000)]) !== true) {
-        diag('nginx did not stop in 5 s after SIGQUIT, sending SIGTERM');
-        nginx.kill('SIGTERM');
-
-        if (await Promise.race([done.then(() => true), sleep(3000)]) !== true) {
-            nginx.kill('SIGKILL');
-            await done;
-        }
+    if (await within(10000)) {
+        return 'graceful';
     }
+
+    diag('nginx did not stop within 10 s of SIGQUIT, sending SIGTERM');
+    nginx.kill('SIGTERM');
+
+    if (await within(5000)) {
+        return 'terminated';
+    }
+
+    nginx.kill('SIGKILL');
+    await done;
+    return 'killed';
 }
 
 /* browser helpers */
@@ -309,7 +350,8 @@ async function say(page, text) {
         `ack of "${text}"`);
 
     const ack = (await frames(page, 'in', 'ack')).pop();
-    assert.match(String(ack.id), /^[0-9]+$/, 'ack carries a message id');
+    assert.equal(typeof ack.id, 'string', 'ack carries a message id');
+    assert.match(ack.id, /^[0-9]+/, 'ids start with a number');
     return String(ack.id);
 }
 
@@ -376,7 +418,7 @@ async function main() {
         assert.deepEqual(welcome, { type: 'welcome', user: 'alice' });
 
         const joins = await frames(alice, 'out', 'join');
-        assert.deepEqual(joins, [{ type: 'join', room: ROOM, history: 50 }]);
+        assert.deepEqual(joins, [{ type: 'join', room: ROOM, ref: 'join', history: 50 }]);
 
         const joined = (await frames(alice, 'in', 'joined'))[0];
         assert.deepEqual(joined, { type: 'joined', room: ROOM, members: 1 });
@@ -505,7 +547,7 @@ async function main() {
         const joins = await frames(alice, 'out', 'join');
         assert.equal(joins.length, joinsBefore + 1, 'one new join');
         assert.deepEqual(joins[joins.length - 1],
-                         { type: 'join', room: ROOM, since: lastBefore });
+                         { type: 'join', room: ROOM, ref: 'join', since: lastBefore });
 
         const hist = await frames(alice, 'in', 'history');
         assert.equal(hist.length, histBefore + 1);
@@ -645,7 +687,7 @@ async function main() {
             await waitFor(pages[i], (k) => Array.from(
                 document.querySelectorAll('#log li.notice'))
                 .filter((e) => /Connection lost/.test(e.textContent)).length > k,
-                lost[i], 'a "Connection lost" notice', 15000);
+                lost[i], 'a "Connection lost" notice', 20000);
             const t = (await notices(pages[i])).filter((x) => /Connection lost/.test(x)).pop();
             assert.match(t, /going away, code 1001/);
         }
@@ -677,7 +719,7 @@ async function main() {
     browser = null;
 
     await check('nginx stops gracefully and its error.log has no crash, alert or critical error', async () => {
-        await stopNginx();
+        assert.equal(await stopNginx(), 'graceful');
         assert.equal(nginx.exitCode, 0, 'nginx exit code');
 
         const bad = errorLog().split('\n').filter((l) =>
