@@ -245,6 +245,8 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_chat_loc_conf_t *prev = parent;
     ngx_chat_loc_conf_t *conf = child;
 
+    ngx_chat_shm_ctx_t  *ctx;
+
     if (conf->user == NULL) {
         conf->user = prev->user;
     }
@@ -269,6 +271,11 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (conf->zone && conf->zone->data) {
+        ctx = conf->zone->data;
+        ctx->max_message = ngx_max(ctx->max_message, conf->max_message_size);
+    }
+
     if (conf->zone && conf->user == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"chat_user\" is required in a \"chat\" location "
@@ -284,6 +291,7 @@ static ngx_int_t
 ngx_chat_postconfiguration(ngx_conf_t *cf)
 {
     ngx_uint_t             i;
+    ngx_chat_shm_ctx_t    *ctx;
     ngx_chat_zone_ref_t   *ref;
     ngx_chat_main_conf_t  *cmcf;
 
@@ -296,6 +304,21 @@ ngx_chat_postconfiguration(ngx_conf_t *cf)
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "unknown chat zone \"%V\" in %V:%ui",
                           &ref[i].zone->shm.name, &ref[i].file, ref[i].line);
+            return NGX_ERROR;
+        }
+
+        ctx = ref[i].zone->data;
+
+        if (ngx_chat_shm_bus_size(ref[i].zone->shm.size, ctx->max_message)
+            == 0)
+        {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "chat zone \"%V\" is too small for "
+                          "chat_max_message_size %uz, at least %uzk "
+                          "in %V:%ui", &ref[i].zone->shm.name,
+                          ctx->max_message,
+                          8 * (ctx->max_message + 2048) / 1024 + 1,
+                          &ref[i].file, ref[i].line);
             return NGX_ERROR;
         }
     }

@@ -107,12 +107,11 @@ ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_queue_init(&sh->empty);
     ngx_queue_init(&sh->idle);
 
-    /* a quarter of the zone, within 64k..16m, carries new messages */
-
-    sh->bus_size = shm_zone->shm.size / 4;
-    sh->bus_size = ngx_max(sh->bus_size, 64 * 1024);
-    sh->bus_size = ngx_min(sh->bus_size, 16 * 1024 * 1024);
-    sh->bus_size &= ~((size_t) 7);
+    sh->bus_size = ngx_chat_shm_bus_size(shm_zone->shm.size,
+                                         ctx->max_message);
+    if (sh->bus_size == 0) {
+        return NGX_ERROR;
+    }
 
     sh->bus = ngx_slab_alloc(ctx->shpool, sh->bus_size);
     if (sh->bus == NULL) {
@@ -132,6 +131,28 @@ ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ctx->shpool->log_nomem = 0;
 
     return NGX_OK;
+}
+
+
+size_t
+ngx_chat_shm_bus_size(size_t zone_size, size_t max_message)
+{
+    size_t  size, need;
+
+    /* an entry: the message as JSON, its room, user, id and headers */
+
+    need = 4 * (max_message + 2048);
+
+    size = zone_size / 4;
+    size = ngx_max(size, 64 * 1024);
+    size = ngx_min(size, 16 * 1024 * 1024);
+    size = ngx_max(size, need);
+
+    if (size > zone_size / 2) {
+        return 0;
+    }
+
+    return size & ~((size_t) 7);
 }
 
 

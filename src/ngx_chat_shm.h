@@ -155,6 +155,7 @@ typedef struct {
 struct ngx_chat_shm_ctx_s {
     ngx_shm_zone_t            *shm_zone;
     ngx_str_t                  name;
+    size_t                     max_message;   /* largest of its locations */
     ngx_chat_shm_t            *sh;
     ngx_slab_pool_t           *shpool;
 
@@ -186,6 +187,13 @@ typedef struct {
 
 
 ngx_int_t ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data);
+
+/*
+ * The bus of a zone: a quarter of it within 64k..16m, but always room for
+ * four entries of the largest message its locations accept; 0 when the
+ * zone is too small for that
+ */
+size_t ngx_chat_shm_bus_size(size_t zone_size, size_t max_message);
 
 ngx_int_t ngx_chat_shm_connect(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user);
 void ngx_chat_shm_disconnect(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user);

@@ -176,3 +176,25 @@ GET /b?user=x
 --- must_die
 --- error_log eval
 qr/"chat" directive is duplicate in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 15: a zone too small for chat_max_message_size
+--- http_config
+    chat_zone chat 256k;
+--- config
+    location = /chat { chat chat; chat_user $arg_user; chat_max_message_size 64k; }
+--- must_die
+--- error_log eval
+qr/chat zone "chat" is too small for chat_max_message_size 65536, at least \d+k in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 16: a bad redis URL, with file and line
+--- http_config
+    chat_zone chat 1m;
+    chat_redis http://127.0.0.1:6379;
+--- config
+--- must_die
+--- error_log eval
+qr/invalid redis URL.* in \S+nginx\.conf:\d+/

@@ -1,0 +1,496 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ *
+ * Message storage in PostgreSQL (see ngx_chat_store.h).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include "ngx_chat.h"
+#include "ngx_chat_shm.h"
+#include "ngx_chat_pg.h"
+#include "ngx_chat_store.h"
+
+
+#define NGX_CHAT_STORE_BATCH      1000
+#define NGX_CHAT_STORE_RETRY      1000
+
+
+typedef struct {
+    ngx_chat_pg_t             *pg;
+    ngx_chat_store_conf_t     *conf;
+    ngx_chat_main_conf_t      *cmcf;
+    ngx_queue_t                pending;
+    ngx_queue_t                inflight;
+    ngx_uint_t                 npending;
+    ngx_uint_t                 ninflight;
+    ngx_event_t                flush;     /* posted after each turn */
+    ngx_event_t                retry;     /* while anything waits */
+    ngx_uint_t                 up;
+    ngx_uint_t                 full_logged;
+} ngx_chat_store_t;
+
+
+static void ngx_chat_store_state(ngx_chat_pg_t *pg, ngx_uint_t up,
+    void *data);
+static void ngx_chat_store_flush_handler(ngx_event_t *ev);
+static void ngx_chat_store_retry_handler(ngx_event_t *ev);
+static void ngx_chat_store_schedule(void);
+static void ngx_chat_store_done(ngx_chat_pg_t *pg, PGresult *res,
+    void *data);
+static u_char *ngx_chat_store_array(u_char *p, ngx_str_t *s);
+static size_t ngx_chat_store_array_len(ngx_str_t *s);
+static void ngx_chat_store_set_state(ngx_uint_t up);
+static void ngx_chat_store_requeue(ngx_chat_store_t *st);
+
+
+static ngx_chat_store_t  *ngx_chat_store;
+
+
+static const char  ngx_chat_store_insert[] =
+    "INSERT INTO messages (id, room_id, user_id, content, created_at) "
+    "SELECT i, r, u, c, to_timestamp(t / 1000.0) "
+    "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
+    "$5::bigint[]) AS x(i, r, u, c, t) "
+    "ON CONFLICT (id) DO NOTHING";
+
+
+ngx_int_t
+ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
+{
+    ngx_chat_store_t  *st;
+
+    if (cmcf->store == NULL) {
+        return NGX_OK;
+    }
+
+    st = ngx_pcalloc(cycle->pool, sizeof(ngx_chat_store_t));
+    if (st == NULL) {
+        return NGX_ERROR;
+    }
+
+    st->conf = cmcf->store;
+    st->cmcf = cmcf;
+
+    ngx_queue_init(&st->pending);
+    ngx_queue_init(&st->inflight);
+
+    st->flush.handler = ngx_chat_store_flush_handler;
+    st->flush.log = cycle->log;
+
+    /* not cancelable: a worker that exits waits for its queue */
+    st->retry.handler = ngx_chat_store_retry_handler;
+    st->retry.log = cycle->log;
+
+    ngx_chat_store = st;
+
+    st->pg = ngx_chat_pg_create(&st->conf->pg, cycle->log,
+                                ngx_chat_store_state, st);
+    if (st->pg == NULL) {
+        ngx_chat_store = NULL;
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_chat_store_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_chat_store_t  *st;
+
+    st = ngx_chat_store;
+
+    if (st == NULL) {
+        return;
+    }
+
+    if (st->npending + st->ninflight) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "chat postgres: %ui messages were not stored "
+                      "before the worker exited",
+                      st->npending + st->ninflight);
+    }
+
+    ngx_chat_pg_destroy(st->pg);
+    ngx_chat_store = NULL;
+}
+
+
+ngx_uint_t
+ngx_chat_store_enabled(void)
+{
+    return ngx_chat_store != NULL;
+}
+
+
+ngx_uint_t
+ngx_chat_store_full(void)
+{
+    ngx_chat_store_t  *st;
+
+    st = ngx_chat_store;
+
+    if (st->npending + st->ninflight < st->conf->queue_max) {
+        st->full_logged = 0;
+        return 0;
+    }
+
+    if (!st->full_logged) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat postgres: %ui messages wait to be stored, "
+                      "refusing new ones", st->npending + st->ninflight);
+        st->full_logged = 1;
+    }
+
+    return 1;
+}
+
+
+ngx_chat_store_item_t *
+ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room, ngx_str_t *user,
+    ngx_str_t *content, uint64_t ts, ngx_str_t *ref)
+{
+    u_char                 *p;
+    size_t                  len;
+    ngx_chat_store_t       *st;
+    ngx_chat_store_item_t  *it;
+
+    st = ngx_chat_store;
+
+    len = sizeof(ngx_chat_store_item_t) + id->len + room->len + user->len
+          + content->len + (ref ? ref->len : 0);
+
+    it = ngx_alloc(len, ngx_cycle->log);
+    if (it == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(it, sizeof(ngx_chat_store_item_t));
+
+    p = (u_char *) it + sizeof(ngx_chat_store_item_t);
+
+    it->id.data = p;
+    it->id.len = id->len;
+    p = ngx_cpymem(p, id->data, id->len);
+
+    it->room.data = p;
+    it->room.len = room->len;
+    p = ngx_cpymem(p, room->data, room->len);
+
+    it->user.data = p;
+    it->user.len = user->len;
+    p = ngx_cpymem(p, user->data, user->len);
+
+    it->content.data = p;
+    it->content.len = content->len;
+    p = ngx_cpymem(p, content->data, content->len);
+
+    if (ref) {
+        it->ref.data = p;
+        it->ref.len = ref->len;
+        ngx_memcpy(p, ref->data, ref->len);
+        it->has_ref = 1;
+    }
+
+    it->ts = ts;
+
+    ngx_queue_insert_tail(&st->pending, &it->queue);
+    st->npending++;
+
+    ngx_chat_store_schedule();
+
+    return it;
+}
+
+
+void
+ngx_chat_store_forget(ngx_chat_store_item_t *it)
+{
+    it->done = NULL;
+    it->data = NULL;
+}
+
+
+static void
+ngx_chat_store_schedule(void)
+{
+    ngx_chat_store_t  *st;
+
+    st = ngx_chat_store;
+
+    if (!st->flush.posted) {
+        ngx_post_event(&st->flush, &ngx_posted_events);
+    }
+
+    if (!st->retry.timer_set) {
+        ngx_add_timer(&st->retry, NGX_CHAT_STORE_RETRY);
+    }
+}
+
+
+static void
+ngx_chat_store_state(ngx_chat_pg_t *pg, ngx_uint_t up, void *data)
+{
+    ngx_chat_store_t *st = data;
+
+    st->up = up;
+    ngx_chat_store_set_state(up);
+
+    if (up && st->npending) {
+        ngx_chat_store_schedule();
+    }
+}
+
+
+/* tells the zones, for chat_status */
+
+static void
+ngx_chat_store_set_state(ngx_uint_t up)
+{
+    ngx_uint_t            i;
+    ngx_chat_shm_ctx_t  **ctxp, *ctx;
+
+    ctxp = ngx_chat_store->cmcf->zones.elts;
+
+    for (i = 0; i < ngx_chat_store->cmcf->zones.nelts; i++) {
+        ctx = ctxp[i];
+
+        if (ctx->wslot < 0) {
+            continue;
+        }
+
+        ngx_shmtx_lock(&ctx->shpool->mutex);
+        ctx->sh->workers[ctx->wslot].pg_down = up ? 0 : 1;
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+    }
+}
+
+
+static void
+ngx_chat_store_retry_handler(ngx_event_t *ev)
+{
+    ngx_chat_store_t  *st;
+
+    st = ngx_chat_store;
+
+    if (st == NULL) {
+        return;
+    }
+
+    if (st->npending + st->ninflight == 0) {
+        return;
+    }
+
+    ngx_add_timer(ev, NGX_CHAT_STORE_RETRY);
+
+    if (st->npending && st->ninflight == 0) {
+        ngx_chat_store_flush_handler(&st->flush);
+    }
+}
+
+
+static size_t
+ngx_chat_store_array_len(ngx_str_t *s)
+{
+    size_t   n;
+    u_char  *p, *last;
+
+    n = s->len + 3;         /* quotes and a comma */
+
+    for (p = s->data, last = p + s->len; p < last; p++) {
+        if (*p == '"' || *p == '\\') {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+/* an element of a text array literal: "..." with \ and " escaped */
+
+static u_char *
+ngx_chat_store_array(u_char *p, ngx_str_t *s)
+{
+    u_char  *q, *last;
+
+    *p++ = '"';
+
+    for (q = s->data, last = q + s->len; q < last; q++) {
+        if (*q == '"' || *q == '\\') {
+            *p++ = '\\';
+        }
+
+        *p++ = *q;
+    }
+
+    *p++ = '"';
+
+    return p;
+}
+
+
+/* one INSERT with everything queued: the parameters are text arrays */
+
+static void
+ngx_chat_store_flush_handler(ngx_event_t *ev)
+{
+    int                     lens[5];
+    u_char                 *buf, *p[5];
+    size_t                  size[5];
+    ngx_int_t               rc;
+    ngx_uint_t              i, n;
+    const char             *values[5];
+    ngx_queue_t            *q;
+    ngx_chat_store_t       *st;
+    ngx_chat_store_item_t  *it;
+
+    st = ngx_chat_store;
+
+    if (st == NULL || !st->up || st->ninflight || st->npending == 0) {
+        return;
+    }
+
+    ngx_memzero(size, sizeof(size));
+    n = 0;
+
+    for (q = ngx_queue_head(&st->pending);
+         q != ngx_queue_sentinel(&st->pending) && n < NGX_CHAT_STORE_BATCH;
+         q = ngx_queue_next(q), n++)
+    {
+        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
+
+        size[0] += ngx_chat_store_array_len(&it->id);
+        size[1] += ngx_chat_store_array_len(&it->room);
+        size[2] += ngx_chat_store_array_len(&it->user);
+        size[3] += ngx_chat_store_array_len(&it->content);
+        size[4] += NGX_INT64_LEN + 1;
+    }
+
+    buf = ngx_alloc(size[0] + size[1] + size[2] + size[3] + size[4] + 10,
+                    ev->log);
+    if (buf == NULL) {
+        return;
+    }
+
+    p[0] = buf;
+
+    for (i = 1; i < 5; i++) {
+        p[i] = p[i - 1] + size[i - 1] + 2;
+    }
+
+    for (i = 0; i < 5; i++) {
+        values[i] = (const char *) p[i];
+        *p[i]++ = '{';
+    }
+
+    for (i = 0; i < n; i++) {
+        q = ngx_queue_head(&st->pending);
+        ngx_queue_remove(q);
+        ngx_queue_insert_tail(&st->inflight, q);
+
+        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
+
+        if (i) {
+            *p[0]++ = ','; *p[1]++ = ','; *p[2]++ = ',';
+            *p[3]++ = ','; *p[4]++ = ',';
+        }
+
+        p[0] = ngx_chat_store_array(p[0], &it->id);
+        p[1] = ngx_chat_store_array(p[1], &it->room);
+        p[2] = ngx_chat_store_array(p[2], &it->user);
+        p[3] = ngx_chat_store_array(p[3], &it->content);
+        p[4] = ngx_sprintf(p[4], "%uL", it->ts);
+    }
+
+    for (i = 0; i < 5; i++) {
+        *p[i]++ = '}';
+        lens[i] = (int) (p[i] - (u_char *) values[i]);
+    }
+
+    st->npending -= n;
+    st->ninflight = n;
+
+    rc = ngx_chat_pg_query(st->pg, ngx_chat_store_insert, 5, values, lens,
+                           ngx_chat_store_done, st);
+
+    ngx_free(buf);
+
+    if (rc != NGX_OK) {
+        /* down after all: back to the front of the queue, in order */
+        ngx_chat_store_requeue(st);
+    }
+}
+
+
+/* the batch in flight goes back before what is pending */
+
+static void
+ngx_chat_store_requeue(ngx_chat_store_t *st)
+{
+    ngx_queue_t  *q;
+
+    while (!ngx_queue_empty(&st->inflight)) {
+        q = ngx_queue_last(&st->inflight);
+        ngx_queue_remove(q);
+        ngx_queue_insert_head(&st->pending, q);
+    }
+
+    st->npending += st->ninflight;
+    st->ninflight = 0;
+}
+
+
+static void
+ngx_chat_store_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
+{
+    ngx_chat_store_t *st = data;
+
+    ngx_queue_t            *q;
+    ngx_chat_store_item_t  *it;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+
+        if (res) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "chat postgres: storing %ui messages failed: %s",
+                          st->ninflight, PQresultErrorMessage(res));
+        }
+
+        /* retried later, in order, before anything newer */
+
+        ngx_chat_store_requeue(st);
+
+        if (!st->retry.timer_set) {
+            ngx_add_timer(&st->retry, NGX_CHAT_STORE_RETRY);
+        }
+
+        return;
+    }
+
+    /* committed: now the acks */
+
+    while (!ngx_queue_empty(&st->inflight)) {
+        q = ngx_queue_head(&st->inflight);
+        ngx_queue_remove(q);
+
+        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
+
+        if (it->done) {
+            it->done(it);
+        }
+
+        ngx_free(it);
+    }
+
+    st->ninflight = 0;
+
+    if (st->npending) {
+        ngx_chat_store_flush_handler(&st->flush);
+    }
+}

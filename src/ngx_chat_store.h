@@ -1,0 +1,67 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ */
+
+
+#ifndef _NGX_CHAT_STORE_H_INCLUDED_
+#define _NGX_CHAT_STORE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include "ngx_chat.h"
+#include "ngx_chat_pg.h"
+
+
+/*
+ * Message storage (chat_postgres): each worker stores the messages it
+ * accepted.  Messages wait in a bounded per-worker queue; everything queued
+ * during one turn of the event loop goes to PostgreSQL in one INSERT (array
+ * parameters, ON CONFLICT (id) DO NOTHING, so a batch retried after a lost
+ * connection adds no duplicates).  Once the INSERT has committed, each
+ * item's done handler runs (the sender's ack).  While PostgreSQL is down
+ * the queue waits and is retried; when it is full, new sends are refused.
+ */
+
+typedef struct ngx_chat_store_item_s  ngx_chat_store_item_t;
+
+typedef void (*ngx_chat_store_done_pt)(ngx_chat_store_item_t *it);
+
+
+struct ngx_chat_store_item_s {
+    ngx_queue_t                queue;     /* in the store */
+    ngx_queue_t                owner;     /* in the owner's pending list */
+    ngx_chat_store_done_pt     done;      /* NULL once the owner is gone */
+    void                      *data;
+    ngx_str_t                  id;
+    ngx_str_t                  room;
+    ngx_str_t                  user;
+    ngx_str_t                  content;
+    ngx_str_t                  ref;
+    ngx_uint_t                 has_ref;
+    uint64_t                   ts;
+};
+
+
+typedef struct {
+    ngx_chat_pg_conf_t         pg;
+    ngx_uint_t                 queue_max;
+} ngx_chat_store_conf_t;
+
+
+ngx_int_t ngx_chat_store_init_process(ngx_cycle_t *cycle,
+    ngx_chat_main_conf_t *cmcf);
+void ngx_chat_store_exit_process(ngx_cycle_t *cycle);
+
+ngx_uint_t ngx_chat_store_enabled(void);
+ngx_uint_t ngx_chat_store_full(void);
+
+ngx_chat_store_item_t *ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room,
+    ngx_str_t *user, ngx_str_t *content, uint64_t ts, ngx_str_t *ref);
+
+/* the owner is gone: the item is still stored, nobody is told */
+void ngx_chat_store_forget(ngx_chat_store_item_t *it);
+
+
+#endif /* _NGX_CHAT_STORE_H_INCLUDED_ */
