@@ -46,6 +46,9 @@ static void ngx_chat_proto_leave(ngx_chat_proto_req_t *rq);
 static void ngx_chat_proto_send(ngx_chat_proto_req_t *rq);
 static void ngx_chat_proto_history(ngx_chat_proto_req_t *rq);
 static void ngx_chat_proto_who(ngx_chat_proto_req_t *rq);
+static json_t *ngx_chat_proto_parse(ngx_chat_ws_t *ws, u_char *data,
+    size_t len);
+static ngx_uint_t ngx_chat_proto_bad_strings(json_t *json);
 static ngx_int_t ngx_chat_proto_string(json_t *json, const char *key,
     ngx_str_t *value, ngx_uint_t required);
 static ngx_int_t ngx_chat_proto_find(ngx_chat_proto_session_t *s,
@@ -144,7 +147,6 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
 {
     json_t                *type;
     const char            *t;
-    json_error_t           err;
     ngx_chat_proto_req_t   rq;
     void                 (*handler)(ngx_chat_proto_req_t *rq);
 
@@ -153,8 +155,7 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
     rq.ws = ws;
     rq.s = ws->data;
 
-    rq.json = json_loadb((const char *) data, len, 0,
-                         &err);
+    rq.json = ngx_chat_proto_parse(ws, data, len);
 
     if (rq.json == NULL || !json_is_object(rq.json)) {
         ngx_chat_proto_error(&rq, "bad_request", "not a JSON object", -1);
@@ -164,6 +165,15 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
     switch (ngx_chat_proto_string(rq.json, "ref", &rq.ref, 0)) {
     case NGX_OK:
         rq.has_ref = 1;
+
+        if (ngx_strlchr(rq.ref.data, rq.ref.data + rq.ref.len, '\0')) {
+            rq.has_ref = 0;
+            ngx_chat_proto_error(&rq, "bad_request",
+                                 "U+0000 and lone surrogates are not allowed",
+                                 -1);
+            goto done;
+        }
+
         break;
     case NGX_ERROR:
         ngx_chat_proto_error(&rq, "bad_request", "\"ref\" must be a string",
@@ -209,6 +219,13 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         goto done;
     }
 
+    if (ngx_chat_proto_bad_strings(rq.json)) {
+        ngx_chat_proto_error(&rq, "bad_request",
+                             "U+0000 and lone surrogates are not allowed",
+                             -1);
+        goto done;
+    }
+
     if (rq.room.len == 0 || rq.room.len > NGX_CHAT_MAX_ROOM_NAME) {
         ngx_chat_proto_error(&rq, "bad_request",
                              "\"room\" must be 1 to 128 bytes", -1);
@@ -222,6 +239,88 @@ done:
     if (rq.json) {
         json_decref(rq.json);
     }
+}
+
+
+/*
+ * jansson refuses a lone surrogate escape ("\ud800") by failing the whole
+ * document, which would lose the "ref" the error must echo.  So U+0000 is
+ * let through (JSON_ALLOW_NUL) and, when parsing failed, surrogate escapes
+ * are turned into \u0000 (the same length) and the text parsed again: the
+ * request is then refused for its bad string, with its ref.
+ */
+
+static json_t *
+ngx_chat_proto_parse(ngx_chat_ws_t *ws, u_char *data, size_t len)
+{
+    u_char        *copy, *p, *last;
+    json_t        *json;
+    ngx_uint_t     found;
+    json_error_t   err;
+
+    json = json_loadb((const char *) data, len, JSON_ALLOW_NUL, &err);
+
+    if (json) {
+        return json;
+    }
+
+    copy = ngx_alloc(len, ws->connection->log);
+    if (copy == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(copy, data, len);
+
+    found = 0;
+    last = copy + len;
+
+    for (p = copy; p < last; p++) {
+
+        if (*p != '\\' || p + 1 == last) {
+            continue;
+        }
+
+        p++;
+
+        if (*p == 'u' && last - p >= 5
+            && (p[1] == 'd' || p[1] == 'D')
+            && ((p[2] >= '8' && p[2] <= '9')
+                || (p[2] >= 'a' && p[2] <= 'f')
+                || (p[2] >= 'A' && p[2] <= 'F')))
+        {
+            ngx_memcpy(p + 1, "0000", 4);
+            found = 1;
+        }
+    }
+
+    json = found ? json_loadb((const char *) copy, len, JSON_ALLOW_NUL, &err)
+                 : NULL;
+
+    ngx_free(copy);
+
+    return json;
+}
+
+
+/* a string value anywhere at the top level holds U+0000 */
+
+static ngx_uint_t
+ngx_chat_proto_bad_strings(json_t *json)
+{
+    json_t      *v;
+    const char  *key;
+
+    json_object_foreach(json, key, v) {
+        if (json_is_string(v)
+            && ngx_strlchr((u_char *) json_string_value(v),
+                           (u_char *) json_string_value(v)
+                           + json_string_length(v), '\0'))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

@@ -886,7 +886,8 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
             }
 
             if ((ngx_uint_t) excess > burst) {
-                *retry_ms = (excess - burst) * 1000 / rate;
+                /* rounded up: waiting that long is always enough */
+                *retry_ms = ((excess - burst) * 1000 + rate - 1) / rate;
                 (void) ngx_atomic_fetch_add(&sh->rate_limited, 1);
                 ngx_shmtx_unlock(&ctx->shpool->mutex);
                 return NGX_BUSY;
