@@ -801,7 +801,10 @@ ngx_chat_ws_send_control(ngx_chat_ws_t *ws, ngx_uint_t opcode, u_char *data,
     }
 
     (void) ngx_chat_frame_header(b->data, opcode, len);
-    ngx_memcpy(b->data + hlen, data, len);
+
+    if (len) {
+        ngx_memcpy(b->data + hlen, data, len);
+    }
 
     /* control frames are small: never refused for the send buffer */
 
