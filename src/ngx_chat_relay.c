@@ -64,6 +64,7 @@ typedef struct {
     ngx_uint_t                 queued;
     ngx_uint_t                 dropped;
     ngx_event_t                heartbeat;
+    ngx_msec_t                 sub_heard;     /* last payload, ours too */
     unsigned                   pub_up:1;
     unsigned                   sub_up:1;
 } ngx_chat_relay_t;
@@ -495,6 +496,7 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
     }
 
     rl->sub_up = up ? 1 : 0;
+    rl->sub_heard = ngx_current_msec;
     ngx_chat_relay_set_state(rl);
 
     if (!up) {
@@ -568,6 +570,7 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
     ngx_chat_shm_ctx_t  *ctx;
 
     ctx = rl->ctx;
+    rl->sub_heard = ngx_current_msec;
 
     p = payload->data;
     last = p + payload->len;
@@ -707,6 +710,30 @@ ngx_chat_relay_heartbeat(ngx_event_t *ev)
 
     (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, NULL, 'H', NULL,
                                 NULL);
+
+    if (rl->sub_up && rl->pub_up
+        && ngx_current_msec - rl->sub_heard > 3 * NGX_CHAT_RELAY_EXPIRE)
+    {
+        /*
+         * not even our own heartbeats come back: the subscriber connection
+         * is dead without having been closed; start a new one
+         */
+
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "chat: the Redis subscriber hears nothing, reconnecting");
+
+        ngx_chat_redis_destroy(rl->sub);
+        rl->sub_up = 0;
+        ngx_chat_relay_set_state(rl);
+
+        rl->sub = ngx_chat_redis_create(rl->conf, ngx_cycle->log,
+                                        ngx_chat_relay_state,
+                                        ngx_chat_relay_message, rl);
+        if (rl->sub == NULL) {
+            ngx_chat_relay_exit(ctx);
+            return;
+        }
+    }
 
     /* while we hear nothing ourselves, nobody is declared dead */
 
