@@ -16,6 +16,7 @@
 #include "ngx_chat_fanout.h"
 #include "ngx_chat_status.h"
 #include "ngx_chat_redis.h"
+#include "ngx_chat_store.h"
 
 
 typedef struct {
@@ -35,6 +36,10 @@ static char *ngx_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_chat_postgres_queue(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static char *ngx_chat_origins(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_shm_zone_t *ngx_chat_zone_ref(ngx_conf_t *cf, ngx_str_t *name);
@@ -63,6 +68,20 @@ static ngx_command_t  ngx_chat_commands[] = {
     { ngx_string("chat_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_chat_redis,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_postgres"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_chat_postgres,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_postgres_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_chat_postgres_queue,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
@@ -297,6 +316,13 @@ ngx_chat_postconfiguration(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_chat_module);
 
+    if (cmcf->store
+        && ((ngx_chat_store_conf_t *) cmcf->store)->pg.conninfo.len == 0)
+    {
+        /* chat_postgres_queue alone */
+        cmcf->store = NULL;
+    }
+
     ref = cmcf->refs.elts;
 
     for (i = 0; i < cmcf->refs.nelts; i++) {
@@ -425,6 +451,84 @@ ngx_chat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     cmcf->redis = rcf;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_main_conf_t *cmcf = conf;
+
+    char                   *rv;
+    ngx_str_t              *value;
+    ngx_chat_store_conf_t  *scf;
+
+    if (cmcf->store && ((ngx_chat_store_conf_t *) cmcf->store)->pg.conninfo.len)
+    {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    scf = cmcf->store;
+
+    if (scf == NULL) {
+        scf = ngx_pcalloc(cf->pool, sizeof(ngx_chat_store_conf_t));
+        if (scf == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        scf->queue_max = 10000;
+    }
+
+    rv = ngx_chat_pg_parse(cf, &value[1], &scf->pg);
+
+    if (rv != NGX_CONF_OK) {
+        if (rv != NGX_CONF_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", rv);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    cmcf->store = scf;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_chat_postgres_queue(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_main_conf_t *cmcf = conf;
+
+    ngx_int_t               n;
+    ngx_str_t              *value;
+    ngx_chat_store_conf_t  *scf;
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid queue size \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    scf = cmcf->store;
+
+    if (scf == NULL) {
+        scf = ngx_pcalloc(cf->pool, sizeof(ngx_chat_store_conf_t));
+        if (scf == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        cmcf->store = scf;
+    }
+
+    scf->queue_max = n;
 
     return NGX_CONF_OK;
 }
@@ -674,7 +778,11 @@ ngx_chat_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
-    return ngx_chat_fanout_init_process(cycle, cmcf);
+    if (ngx_chat_fanout_init_process(cycle, cmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_chat_store_init_process(cycle, cmcf);
 }
 
 
@@ -688,5 +796,6 @@ ngx_chat_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    ngx_chat_store_exit_process(cycle);
     ngx_chat_fanout_exit_process(cycle, cmcf);
 }

@@ -55,6 +55,7 @@ typedef struct {
     ngx_array_t                zones;             /* of ngx_chat_shm_ctx_t * */
     ngx_array_t                refs;              /* zone references */
     void                      *redis;             /* chat_redis, or NULL */
+    void                      *store;             /* chat_postgres, or NULL */
 } ngx_chat_main_conf_t;
 
 

@@ -18,6 +18,7 @@
 #include "ngx_chat_fanout.h"
 #include "ngx_chat_json.h"
 #include "ngx_chat_proto.h"
+#include "ngx_chat_store.h"
 
 
 typedef struct {
@@ -25,6 +26,7 @@ typedef struct {
     ngx_chat_member_t        **rooms;
     ngx_uint_t                 nrooms;
     ngx_uint_t                 cap;
+    ngx_queue_t                stored;    /* messages waiting for COMMIT */
 } ngx_chat_proto_session_t;
 
 
@@ -55,6 +57,9 @@ static ngx_int_t ngx_chat_proto_find(ngx_chat_proto_session_t *s,
     ngx_str_t *room);
 static void ngx_chat_proto_error(ngx_chat_proto_req_t *rq, char *code,
     char *message, ngx_int_t retry_ms);
+static void ngx_chat_proto_stored(ngx_chat_store_item_t *it);
+static void ngx_chat_proto_ack(ngx_chat_ws_t *ws, ngx_str_t *ref,
+    ngx_str_t *id);
 static void ngx_chat_proto_reply(ngx_chat_ws_t *ws, char *type,
     ngx_str_t *room, char *tail, size_t tail_len);
 
@@ -80,6 +85,7 @@ ngx_chat_proto_open(ngx_chat_ws_t *ws)
     }
 
     s->ctx = ctx;
+    ngx_queue_init(&s->stored);
 
     /* {"type":"welcome","user":U} */
 
@@ -119,10 +125,20 @@ static void
 ngx_chat_proto_closed(ngx_chat_ws_t *ws)
 {
     ngx_uint_t                 i;
+    ngx_queue_t               *q;
     ngx_chat_member_t         *m;
     ngx_chat_proto_session_t  *s;
 
     s = ws->data;
+
+    /* stored later all the same; only the acks have nobody to go to */
+
+    while (!ngx_queue_empty(&s->stored)) {
+        q = ngx_queue_head(&s->stored);
+        ngx_queue_remove(q);
+        ngx_chat_store_forget(ngx_queue_data(q, ngx_chat_store_item_t,
+                                             owner));
+    }
 
     for (i = 0; i < s->nrooms; i++) {
         m = s->rooms[i];
@@ -519,14 +535,13 @@ ngx_chat_proto_leave(ngx_chat_proto_req_t *rq)
 static void
 ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 {
-    u_char                    *p;
-    size_t                     len;
     u_char                     idbuf[NGX_CHAT_ID_LEN];
+    uint64_t                   ts;
     ngx_int_t                  rc;
     ngx_str_t                  content, id;
     ngx_msec_t                 retry;
-    ngx_chat_buf_t            *b;
     ngx_chat_ws_t             *ws;
+    ngx_chat_store_item_t     *it;
     ngx_chat_proto_session_t  *s;
 
     ws = rq->ws;
@@ -544,10 +559,17 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
         return;
     }
 
+    if (ngx_chat_store_enabled() && ngx_chat_store_full()) {
+        /* nothing is delivered that could not be stored */
+        ngx_chat_proto_error(rq, "unavailable",
+                             "storage is behind, try again later", -1);
+        return;
+    }
+
     id.data = idbuf;
 
     rc = ngx_chat_shm_post(s->ctx, &rq->room, &ws->user, &content,
-                           ws->conf->rate, ws->conf->burst, &id, &retry,
+                           ws->conf->rate, ws->conf->burst, &id, &ts, &retry,
                            ws->connection->log);
 
     if (rc == NGX_BUSY) {
@@ -567,12 +589,54 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 
     ngx_chat_fanout_publish(s->ctx);
 
-    /* {"type":"ack","ref":REF,"id":"ID"} */
+    if (!ngx_chat_store_enabled()) {
+        ngx_chat_proto_ack(ws, rq->has_ref ? &rq->ref : NULL, &id);
+        return;
+    }
 
-    len = sizeof("{\"type\":\"ack\",\"ref\":,\"id\":\"\"}") - 1 + id.len;
+    /* with storage, the ack waits for the COMMIT */
 
-    if (rq->has_ref) {
-        len += ngx_chat_json_str_len(&rq->ref);
+    it = ngx_chat_store_add(&id, &rq->room, &ws->user, &content, ts,
+                            rq->has_ref ? &rq->ref : NULL);
+    if (it == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, ws->connection->log, 0,
+                      "chat: message %V delivered but not queued for "
+                      "storage", &id);
+        return;
+    }
+
+    it->done = ngx_chat_proto_stored;
+    it->data = ws;
+    ngx_queue_insert_tail(&s->stored, &it->owner);
+}
+
+
+static void
+ngx_chat_proto_stored(ngx_chat_store_item_t *it)
+{
+    ngx_chat_ws_t  *ws;
+
+    ws = it->data;
+
+    ngx_queue_remove(&it->owner);
+
+    ngx_chat_proto_ack(ws, it->has_ref ? &it->ref : NULL, &it->id);
+}
+
+
+/* {"type":"ack","ref":REF,"id":"ID"} */
+
+static void
+ngx_chat_proto_ack(ngx_chat_ws_t *ws, ngx_str_t *ref, ngx_str_t *id)
+{
+    u_char          *p;
+    size_t           len;
+    ngx_chat_buf_t  *b;
+
+    len = sizeof("{\"type\":\"ack\",\"ref\":,\"id\":\"\"}") - 1 + id->len;
+
+    if (ref) {
+        len += ngx_chat_json_str_len(ref);
     }
 
     b = ngx_chat_ws_frame_start(len, &p, ws->connection->log);
@@ -582,12 +646,12 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 
     p = ngx_cpymem(p, "{\"type\":\"ack\"", sizeof("{\"type\":\"ack\"") - 1);
 
-    if (rq->has_ref) {
+    if (ref) {
         p = ngx_cpymem(p, ",\"ref\":", sizeof(",\"ref\":") - 1);
-        p = ngx_chat_json_str(p, &rq->ref);
+        p = ngx_chat_json_str(p, ref);
     }
 
-    p = ngx_sprintf(p, ",\"id\":\"%V\"}", &id);
+    p = ngx_sprintf(p, ",\"id\":\"%V\"}", id);
 
     ngx_chat_ws_frame_end(b, p);
 

@@ -801,7 +801,7 @@ ngx_chat_shm_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
 ngx_int_t
 ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
     ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id,
-    ngx_msec_t *retry_ms, ngx_log_t *log)
+    uint64_t *ts, ngx_msec_t *retry_ms, ngx_log_t *log)
 {
     u_char               *p, *start, *id_at;
     size_t                len, tail;
@@ -970,6 +970,7 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
 
     ngx_memcpy(id->data, ids.data, ids.len);
     id->len = ids.len;
+    *ts = now_ms;
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 

@@ -91,6 +91,7 @@ typedef struct {
     ngx_uint_t                 active;
     ngx_uint_t                 notified;
     ngx_uint_t                 connections;
+    ngx_uint_t                 pg_down;
 } ngx_chat_shm_worker_t;
 
 
@@ -213,7 +214,7 @@ void ngx_chat_shm_leave(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
  */
 ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_str_t *user, ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst,
-    ngx_str_t *id, ngx_msec_t *retry_ms, ngx_log_t *log);
+    ngx_str_t *id, uint64_t *ts, ngx_msec_t *retry_ms, ngx_log_t *log);
 
 ngx_chat_buf_t *ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, ngx_uint_t limit, ngx_str_t *before, ngx_log_t *log);

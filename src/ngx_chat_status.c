@@ -24,6 +24,8 @@ typedef struct {
     uint64_t     relay_dropped;
     char        *redis;
     ngx_uint_t   redis_up;
+    char        *postgres;
+    ngx_uint_t   pg_down;
 } ngx_chat_status_t;
 
 
@@ -40,6 +42,7 @@ ngx_chat_status_handler(ngx_http_request_t *r)
     ngx_chat_status_t     st;
     ngx_chat_shm_ctx_t   *ctx;
     ngx_chat_loc_conf_t  *lcf;
+    ngx_chat_main_conf_t *cmcf;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return NGX_HTTP_NOT_ALLOWED;
@@ -82,12 +85,23 @@ ngx_chat_status_handler(ngx_http_request_t *r)
         }
     }
 
+    st.pg_down = 0;
+
+    for (i = 0; i < NGX_CHAT_MAX_WORKERS; i++) {
+        if (sh->workers[i].active && sh->workers[i].pg_down) {
+            st.pg_down = 1;
+        }
+    }
+
     st.redis_up = sh->redis_up;
     st.redis = ctx->relay_conf == NULL ? "off" : (st.redis_up ? "up" : "down");
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     st.relay_dropped = sh->relay_dropped;
+
+    cmcf = ngx_http_get_module_main_conf(r, ngx_chat_module);
+    st.postgres = cmcf->store == NULL ? "off" : (st.pg_down ? "down" : "up");
     st.messages_in = sh->messages_in;
     st.messages_out = sh->messages_out;
     st.rate_limited = sh->rate_limited;
@@ -121,12 +135,13 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             "# TYPE chat_redis_up gauge\n"
             "chat_redis_up{zone=\"%V\"} %ui\n"
             "# TYPE chat_postgres_up gauge\n"
-            "chat_postgres_up{zone=\"%V\"} 0\n",
+            "chat_postgres_up{zone=\"%V\"} %ui\n",
             &ctx->name, st.connections, &ctx->name, st.rooms,
             &ctx->name, st.users, &ctx->name, st.messages_in,
             &ctx->name, st.messages_out, &ctx->name, st.rate_limited,
             &ctx->name, st.zone_full, &ctx->name, st.workers,
-            &ctx->name, st.redis_up, &ctx->name);
+            &ctx->name, st.redis_up, &ctx->name,
+            (ngx_uint_t) (cmcf->store && !st.pg_down));
 
         ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
 
@@ -134,10 +149,11 @@ ngx_chat_status_handler(ngx_http_request_t *r)
         b->last = ngx_sprintf(b->last,
             "{\"connections\":%ui,\"rooms\":%ui,\"users\":%ui,"
             "\"messages_in\":%uL,\"messages_out\":%uL,"
-            "\"rate_limited\":%uL,\"redis\":\"%s\",\"postgres\":\"off\","
+            "\"rate_limited\":%uL,\"redis\":\"%s\",\"postgres\":\"%s\","
             "\"zone_full\":%uL,\"workers\":%ui,\"relay_dropped\":%uL}\n",
             st.connections, st.rooms, st.users, st.messages_in,
-            st.messages_out, st.rate_limited, st.redis, st.zone_full,
+            st.messages_out, st.rate_limited, st.redis, st.postgres,
+            st.zone_full,
             st.workers, st.relay_dropped);
 
         ngx_str_set(&r->headers_out.content_type, "application/json");
