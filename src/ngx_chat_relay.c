@@ -568,6 +568,7 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
     ngx_pool_t          *pool;
     ngx_array_t         *a;
     ngx_chat_shm_ctx_t  *ctx;
+    ngx_chat_shm_ring_t *ring;
 
     ctx = rl->ctx;
     rl->sub_heard = ngx_current_msec;
@@ -684,6 +685,32 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
         }
 
         ngx_destroy_pool(pool);
+
+        /*
+         * and our recent messages again: Redis keeps nothing for a
+         * subscriber that comes late, so what we published while that
+         * server was not subscribed (after an outage) would be lost;
+         * receivers drop the ids they have
+         */
+
+        ring = ngx_chat_shm_ring_copy(ctx, &room);
+
+        if (ring) {
+            for (i = 0; i < ring->n; i++) {
+                id = ring->msgs[i].id;
+
+                if (id.len > ctx->id_tag.len
+                    && ngx_memcmp(id.data + id.len - ctx->id_tag.len,
+                                  ctx->id_tag.data, ctx->id_tag.len) == 0)
+                {
+                    (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH,
+                                                &room, 'M', &id,
+                                                &ring->msgs[i].json);
+                }
+            }
+
+            ngx_free(ring);
+        }
 
         ngx_chat_relay_flush(ctx);
         return;

@@ -55,6 +55,8 @@ static void ngx_chat_shm_remote_drop(ngx_chat_shm_ctx_t *ctx,
 static ngx_int_t ngx_chat_shm_server_slot(ngx_chat_shm_ctx_t *ctx,
     uint64_t server, ngx_uint_t create);
 static u_char *ngx_chat_shm_scratch(size_t size);
+static ngx_chat_shm_ring_t *ngx_chat_shm_ring_copy_locked(
+    ngx_chat_shm_room_t *room);
 static uint64_t ngx_chat_shm_bus_scan_locked(ngx_chat_shm_ctx_t *ctx,
     uint64_t pos, ngx_chat_shm_bus_pt handler);
 
@@ -1111,6 +1113,73 @@ ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return b;
+}
+
+
+ngx_chat_shm_ring_t *
+ngx_chat_shm_ring_copy(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name)
+{
+    uint32_t              hash;
+    ngx_chat_shm_ring_t  *ring;
+    ngx_chat_shm_room_t  *room;
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&ctx->sh->rooms,
+                                                         name, hash);
+
+    ring = ngx_chat_shm_ring_copy_locked(room);
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return ring;
+}
+
+
+/* one allocation: the header, the entries, then ids and JSON; locked */
+
+static ngx_chat_shm_ring_t *
+ngx_chat_shm_ring_copy_locked(ngx_chat_shm_room_t *room)
+{
+    u_char               *p;
+    size_t                size;
+    ngx_uint_t            i, n;
+    ngx_chat_shm_msg_t   *msg;
+    ngx_chat_shm_ring_t  *ring;
+
+    n = room ? room->hist_n : 0;
+    size = sizeof(ngx_chat_shm_ring_t) + n * sizeof(ngx_chat_shm_copy_msg_t);
+
+    for (i = 0; i < n; i++) {
+        msg = room->hist[(room->hist_head + i) % room->hist_cap];
+        size += msg->id_len + msg->len;
+    }
+
+    ring = ngx_alloc(size, ngx_cycle->log);
+    if (ring == NULL) {
+        return NULL;
+    }
+
+    ring->n = n;
+    ring->msgs = (ngx_chat_shm_copy_msg_t *) (ring + 1);
+
+    p = (u_char *) (ring->msgs + n);
+
+    for (i = 0; i < n; i++) {
+        msg = room->hist[(room->hist_head + i) % room->hist_cap];
+
+        ring->msgs[i].id.data = p;
+        ring->msgs[i].id.len = msg->id_len;
+        p = ngx_cpymem(p, msg->id, msg->id_len);
+
+        ring->msgs[i].json.data = p;
+        ring->msgs[i].json.len = msg->len;
+        p = ngx_cpymem(p, msg->data, msg->len);
+    }
+
+    return ring;
 }
 
 

@@ -178,6 +178,19 @@ typedef void (*ngx_chat_shm_bus_pt)(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
     ngx_chat_bus_entry_t *e);
 
 
+/* a copy of a room's recent messages, oldest first */
+typedef struct {
+    ngx_str_t                  id;
+    ngx_str_t                  json;
+} ngx_chat_shm_copy_msg_t;
+
+
+typedef struct {
+    ngx_uint_t                 n;
+    ngx_chat_shm_copy_msg_t   *msgs;
+} ngx_chat_shm_ring_t;
+
+
 /* what a join did */
 typedef struct {
     ngx_uint_t                 members;   /* users present */
@@ -218,6 +231,10 @@ ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
 
 ngx_chat_buf_t *ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, ngx_uint_t limit, ngx_str_t *before, ngx_log_t *log);
+/* a malloc()ed copy of the room's ring (free with ngx_free), or NULL */
+ngx_chat_shm_ring_t *ngx_chat_shm_ring_copy(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *room);
+
 ngx_chat_buf_t *ngx_chat_shm_who(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_log_t *log);
 

@@ -493,7 +493,6 @@ is(wait_who($b3, 'r1', 2, qw(a1 a2 b1 b3)), 'a1,a2,b1,b3', 'who on B after the l
         }
     }
     {
-        local $TODO = 'outage backlog is published before the other server has resubscribed (see report)';
         ok(!@missing, 'messages sent during the outage reached the other server (all members, in order)')
             or diag(join "\n", @missing);
     }
