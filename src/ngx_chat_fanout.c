@@ -32,6 +32,7 @@ typedef struct {
     uint64_t                   pos;
     ngx_uint_t                 kind;
     ngx_str_t                  user;
+    ngx_str_t                  id;
 } ngx_chat_fanout_pending_t;
 
 
@@ -40,6 +41,8 @@ static void ngx_chat_fanout_reap_handler(ngx_event_t *ev);
 static void ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
     ngx_chat_bus_entry_t *e);
 static void ngx_chat_fanout_drain(ngx_chat_shm_ctx_t *ctx);
+static ngx_int_t ngx_chat_fanout_hold(ngx_chat_member_t *m,
+    ngx_chat_fanout_pending_t *pd);
 static void ngx_chat_fanout_address(struct sockaddr_un *sun,
     socklen_t *len, ngx_pid_t pid);
 
@@ -253,6 +256,8 @@ ngx_chat_fanout_add(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         return NULL;
     }
 
+    ngx_memzero(m, sizeof(ngx_chat_member_t));
+
     m->room = room;
     m->ws = ws;
     m->start = start;
@@ -263,12 +268,95 @@ ngx_chat_fanout_add(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 }
 
 
+static ngx_int_t
+ngx_chat_fanout_hold(ngx_chat_member_t *m, ngx_chat_fanout_pending_t *pd)
+{
+    ngx_uint_t        n;
+    ngx_chat_held_t  *held;
+
+    if (m->ws->closing) {
+        return NGX_OK;
+    }
+
+    if (m->held_bytes + pd->buf->len > m->ws->conf->send_buffer) {
+        return NGX_ERROR;
+    }
+
+    if (m->nheld == m->held_cap) {
+        n = m->held_cap ? 2 * m->held_cap : 8;
+
+        held = ngx_alloc(n * sizeof(ngx_chat_held_t), ngx_cycle->log);
+        if (held == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (m->held) {
+            ngx_memcpy(held, m->held, m->nheld * sizeof(ngx_chat_held_t));
+            ngx_free(m->held);
+        }
+
+        m->held = held;
+        m->held_cap = n;
+    }
+
+    m->held[m->nheld].buf = pd->buf;
+    m->held[m->nheld].id = pd->id;
+    m->nheld++;
+    m->held_bytes += pd->buf->len;
+    pd->buf->refs++;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_chat_fanout_release(ngx_chat_shm_ctx_t *ctx, ngx_chat_member_t *m)
+{
+    ngx_uint_t  i, out;
+
+    m->hold = 0;
+    out = 0;
+
+    for (i = 0; i < m->nheld; i++) {
+        if (ngx_chat_ws_send_buf(m->ws, m->held[i].buf) == NGX_OK
+            && m->held[i].id.len)
+        {
+            out++;
+        }
+
+        ngx_chat_buf_release(m->held[i].buf);
+    }
+
+    if (m->held) {
+        ngx_free(m->held);
+    }
+
+    m->held = NULL;
+    m->nheld = 0;
+    m->held_cap = 0;
+    m->held_bytes = 0;
+
+    if (out) {
+        (void) ngx_atomic_fetch_add(&ctx->sh->messages_out, out);
+    }
+}
+
+
 void
 ngx_chat_fanout_remove(ngx_chat_shm_ctx_t *ctx, ngx_chat_member_t *m)
 {
+    ngx_uint_t              i;
     ngx_chat_local_room_t  *room;
 
     room = m->room;
+
+    for (i = 0; i < m->nheld; i++) {
+        ngx_chat_buf_release(m->held[i].buf);
+    }
+
+    if (m->held) {
+        ngx_free(m->held);
+    }
 
     ngx_queue_remove(&m->queue);
     ngx_free(m);
@@ -383,17 +471,18 @@ ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
         return;
     }
 
-    b = ngx_chat_buf_alloc(e->frame_len + e->user_len, ngx_cycle->log);
+    b = ngx_chat_buf_alloc(e->frame_len + e->user_len + e->id_len,
+                           ngx_cycle->log);
     if (b == NULL) {
         return;
     }
 
     p += e->room_len;
 
-    /* the frame first, then the user a presence event skips */
+    /* the frame first, then the user a presence event skips, the id */
 
     ngx_memcpy(b->data, p + e->user_len + e->id_len, e->frame_len);
-    ngx_memcpy(b->data + e->frame_len, p, e->user_len);
+    ngx_memcpy(b->data + e->frame_len, p, e->user_len + e->id_len);
     b->len = e->frame_len;
 
     pd = ngx_array_push(&ngx_chat_fanout_pending);
@@ -408,6 +497,8 @@ ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
     pd->kind = e->kind;
     pd->user.data = b->data + e->frame_len;
     pd->user.len = e->user_len;
+    pd->id.data = pd->user.data + e->user_len;
+    pd->id.len = e->id_len;
 }
 
 
@@ -485,6 +576,15 @@ ngx_chat_fanout_drain(ngx_chat_shm_ctx_t *ctx)
                 && ngx_memcmp(ws->user.data, pd[i].user.data,
                               ws->user.len) == 0)
             {
+                continue;
+            }
+
+            if (m->hold) {
+                if (ngx_chat_fanout_hold(m, &pd[i]) != NGX_OK) {
+                    ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_POLICY,
+                                      "send buffer full");
+                }
+
                 continue;
             }
 

@@ -27,10 +27,23 @@ typedef struct ngx_chat_local_room_s  ngx_chat_local_room_t;
 
 
 typedef struct {
+    ngx_chat_buf_t            *buf;
+    ngx_str_t                  id;        /* MESSAGE: its id, in buf */
+} ngx_chat_held_t;
+
+
+typedef struct {
     ngx_queue_t                queue;     /* in the local room */
     ngx_chat_local_room_t     *room;
     ngx_chat_ws_t             *ws;
     uint64_t                   start;     /* bus position of the join */
+
+    /* live messages held while the history reply is being read */
+    ngx_chat_held_t           *held;
+    ngx_uint_t                 nheld;
+    ngx_uint_t                 held_cap;
+    size_t                     held_bytes;
+    unsigned                   hold:1;
 } ngx_chat_member_t;
 
 
@@ -49,6 +62,9 @@ void ngx_chat_fanout_exit_process(ngx_cycle_t *cycle,
 ngx_chat_member_t *ngx_chat_fanout_add(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, ngx_chat_ws_t *ws, uint64_t start);
 void ngx_chat_fanout_remove(ngx_chat_shm_ctx_t *ctx, ngx_chat_member_t *m);
+
+/* sends what was held for the member, and delivers live from now on */
+void ngx_chat_fanout_release(ngx_chat_shm_ctx_t *ctx, ngx_chat_member_t *m);
 
 /* wakes the workers the last zone operations flagged, and reads the bus */
 void ngx_chat_fanout_publish(ngx_chat_shm_ctx_t *ctx);

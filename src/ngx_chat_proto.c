@@ -27,7 +27,22 @@ typedef struct {
     ngx_uint_t                 nrooms;
     ngx_uint_t                 cap;
     ngx_queue_t                stored;    /* messages waiting for COMMIT */
+    ngx_queue_t                reads;     /* history read from storage */
 } ngx_chat_proto_session_t;
+
+
+/* a history reply that storage answers */
+typedef struct {
+    ngx_queue_t                queue;     /* in the session's reads */
+    ngx_chat_proto_session_t  *s;         /* NULL: the connection is gone */
+    ngx_chat_ws_t             *ws;
+    ngx_uint_t                 mode;
+    ngx_uint_t                 limit;
+    ngx_uint_t                 join;      /* release the held member */
+    ngx_chat_shm_ring_t       *ring;
+    ngx_str_t                  room;
+    ngx_str_t                  id;
+} ngx_chat_proto_read_t;
 
 
 typedef struct {
@@ -58,6 +73,16 @@ static ngx_int_t ngx_chat_proto_find(ngx_chat_proto_session_t *s,
 static void ngx_chat_proto_error(ngx_chat_proto_req_t *rq, char *code,
     char *message, ngx_int_t retry_ms);
 static void ngx_chat_proto_stored(ngx_chat_store_item_t *it);
+static void ngx_chat_proto_read(ngx_chat_ws_t *ws, ngx_str_t *room,
+    ngx_uint_t mode, ngx_str_t *id, ngx_uint_t limit,
+    ngx_chat_shm_ring_t *ring, ngx_uint_t join);
+static void ngx_chat_proto_read_done(ngx_chat_pg_t *pg, PGresult *res,
+    void *data);
+static ngx_chat_buf_t *ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
+    PGresult *res, ngx_chat_member_t *m, ngx_pool_t *pool);
+static ngx_uint_t ngx_chat_proto_in_ring(ngx_chat_shm_ring_t *ring,
+    ngx_str_t *id);
+static ngx_uint_t ngx_chat_proto_held(ngx_chat_member_t *m, ngx_str_t *id);
 static void ngx_chat_proto_ack(ngx_chat_ws_t *ws, ngx_str_t *ref,
     ngx_str_t *id);
 static void ngx_chat_proto_reply(ngx_chat_ws_t *ws, char *type,
@@ -86,6 +111,7 @@ ngx_chat_proto_open(ngx_chat_ws_t *ws)
 
     s->ctx = ctx;
     ngx_queue_init(&s->stored);
+    ngx_queue_init(&s->reads);
 
     /* {"type":"welcome","user":U} */
 
@@ -126,10 +152,18 @@ ngx_chat_proto_closed(ngx_chat_ws_t *ws)
 {
     ngx_uint_t                 i;
     ngx_queue_t               *q;
+    ngx_chat_proto_read_t     *rd;
     ngx_chat_member_t         *m;
     ngx_chat_proto_session_t  *s;
 
     s = ws->data;
+
+    while (!ngx_queue_empty(&s->reads)) {
+        q = ngx_queue_head(&s->reads);
+        ngx_queue_remove(q);
+        rd = ngx_queue_data(q, ngx_chat_proto_read_t, queue);
+        rd->s = NULL;
+    }
 
     /* stored later all the same; only the acks have nobody to go to */
 
@@ -495,6 +529,17 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
     if (res.history) {
         (void) ngx_chat_ws_send_buf(ws, res.history);
         ngx_chat_buf_release(res.history);
+
+    } else if (res.ring) {
+        /* live messages wait until the history from storage is out */
+        m->hold = 1;
+
+        ngx_chat_proto_read(ws, &rq->room,
+                            sincep ? NGX_CHAT_STORE_SINCE
+                                   : NGX_CHAT_STORE_LAST,
+                            sincep, sincep ? NGX_CHAT_MAX_HISTORY + 1
+                                           : (ngx_uint_t) history,
+                            res.ring, 1);
     }
 
     ngx_chat_fanout_publish(s->ctx);
@@ -667,6 +712,7 @@ ngx_chat_proto_history(ngx_chat_proto_req_t *rq)
     ngx_str_t                  before, *beforep;
     ngx_uint_t                 limit;
     ngx_chat_buf_t            *b;
+    ngx_chat_shm_ring_t       *ring;
     ngx_chat_ws_t             *ws;
     ngx_chat_proto_session_t  *s;
 
@@ -708,8 +754,19 @@ ngx_chat_proto_history(ngx_chat_proto_req_t *rq)
         return;
     }
 
-    b = ngx_chat_shm_history(s->ctx, &rq->room, limit, beforep,
+    ring = NULL;
+
+    b = ngx_chat_shm_history(s->ctx, &rq->room, limit, beforep, &ring,
                              ws->connection->log);
+
+    if (b == NULL && ring) {
+        ngx_chat_proto_read(ws, &rq->room,
+                            beforep ? NGX_CHAT_STORE_BEFORE
+                                    : NGX_CHAT_STORE_LAST,
+                            beforep, limit, ring, 0);
+        return;
+    }
+
     if (b == NULL) {
         ngx_chat_proto_error(rq, "unavailable", "history unavailable", -1);
         return;
@@ -717,6 +774,338 @@ ngx_chat_proto_history(ngx_chat_proto_req_t *rq)
 
     (void) ngx_chat_ws_send_buf(ws, b);
     ngx_chat_buf_release(b);
+}
+
+
+static void
+ngx_chat_proto_read(ngx_chat_ws_t *ws, ngx_str_t *room, ngx_uint_t mode,
+    ngx_str_t *id, ngx_uint_t limit, ngx_chat_shm_ring_t *ring,
+    ngx_uint_t join)
+{
+    u_char                    *p;
+    ngx_chat_proto_read_t     *rd;
+    ngx_chat_proto_session_t  *s;
+
+    s = ws->data;
+
+    rd = ngx_alloc(sizeof(ngx_chat_proto_read_t) + room->len
+                   + (id ? id->len : 0), ws->connection->log);
+    if (rd == NULL) {
+        ngx_free(ring);
+        return;
+    }
+
+    rd->s = s;
+    rd->ws = ws;
+    rd->mode = mode;
+    rd->limit = limit;
+    rd->join = join;
+    rd->ring = ring;
+
+    p = (u_char *) (rd + 1);
+    rd->room.data = p;
+    rd->room.len = room->len;
+    p = ngx_cpymem(p, room->data, room->len);
+
+    rd->id.data = p;
+    rd->id.len = id ? id->len : 0;
+
+    if (id) {
+        ngx_memcpy(p, id->data, id->len);
+    }
+
+    ngx_queue_insert_tail(&s->reads, &rd->queue);
+
+    if (ngx_chat_store_history(mode, &rd->room, &rd->id, limit,
+                               ngx_chat_proto_read_done, rd)
+        != NGX_OK)
+    {
+        /* storage is down: what the ring has, and not complete */
+        ngx_chat_proto_read_done(NULL, NULL, rd);
+    }
+}
+
+
+static void
+ngx_chat_proto_read_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
+{
+    ngx_chat_proto_read_t *rd = data;
+
+    ngx_int_t                  i;
+    ngx_pool_t                *pool;
+    ngx_chat_buf_t            *b;
+    ngx_chat_member_t         *m;
+    ngx_chat_proto_session_t  *s;
+
+    s = rd->s;
+
+    if (s == NULL) {
+        /* the connection is gone */
+        goto done;
+    }
+
+    ngx_queue_remove(&rd->queue);
+
+    m = NULL;
+
+    if (rd->join) {
+        i = ngx_chat_proto_find(s, &rd->room);
+
+        if (i < 0 || !s->rooms[i]->hold) {
+            /* left meanwhile */
+            goto done;
+        }
+
+        m = s->rooms[i];
+    }
+
+    if (res && PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_log_error(NGX_LOG_ERR, rd->ws->connection->log, 0,
+                      "chat postgres: reading history failed: %s",
+                      PQresultErrorMessage(res));
+        res = NULL;
+    }
+
+    pool = ngx_create_pool(4096, rd->ws->connection->log);
+
+    b = pool ? ngx_chat_proto_read_frame(rd, res, m, pool) : NULL;
+
+    if (b) {
+        (void) ngx_chat_ws_send_buf(rd->ws, b);
+        ngx_chat_buf_release(b);
+    }
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
+
+    if (m) {
+        ngx_chat_fanout_release(s->ctx, m);
+    }
+
+done:
+
+    if (rd->ring) {
+        ngx_free(rd->ring);
+    }
+
+    ngx_free(rd);
+}
+
+
+static ngx_uint_t
+ngx_chat_proto_held(ngx_chat_member_t *m, ngx_str_t *id)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; m && i < m->nheld; i++) {
+        if (m->held[i].id.len == id->len
+            && ngx_memcmp(m->held[i].id.data, id->data, id->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static ngx_uint_t
+ngx_chat_proto_in_ring(ngx_chat_shm_ring_t *ring, ngx_str_t *id)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; ring && i < ring->n; i++) {
+        if (ring->msgs[i].id.len == id->len
+            && ngx_memcmp(ring->msgs[i].id.data, id->data, id->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * The reply from stored rows (newest first, with a NULL row when the id
+ * asked for was found) and the ring copied when asked: stored messages
+ * the ring no longer has, then the ring, without what the member got
+ * live meanwhile, the newest "limit" of them.
+ */
+
+static ngx_chat_buf_t *
+ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, PGresult *res,
+    ngx_chat_member_t *m, ngx_pool_t *pool)
+{
+    u_char          *p;
+    size_t           len;
+    ngx_int_t        row, rows;
+    ngx_str_t        id, user, content, *msg, ts;
+    ngx_uint_t       i, found, complete, skip, max;
+    ngx_array_t      msgs;
+    ngx_chat_buf_t  *b;
+
+    if (ngx_array_init(&msgs, pool, 64, sizeof(ngx_str_t)) != NGX_OK) {
+        return NULL;
+    }
+
+    found = 0;
+    rows = res ? PQntuples(res) : 0;
+
+    for (row = 0; row < rows; row++) {
+        if (PQgetisnull(res, row, 0)) {
+            found = 1;
+        }
+    }
+
+    /* stored rows, oldest first */
+
+    for (row = rows - 1; row >= 0; row--) {
+
+        if (PQgetisnull(res, row, 0)) {
+            continue;
+        }
+
+        id.data = (u_char *) PQgetvalue(res, row, 0);
+        id.len = PQgetlength(res, row, 0);
+
+        if (rd->mode != NGX_CHAT_STORE_BEFORE
+            && ngx_chat_proto_in_ring(rd->ring, &id))
+        {
+            continue;
+        }
+
+        if (ngx_chat_proto_held(m, &id)) {
+            /* stored after the join: it comes live */
+            continue;
+        }
+
+        user.data = (u_char *) PQgetvalue(res, row, 1);
+        user.len = PQgetlength(res, row, 1);
+        content.data = (u_char *) PQgetvalue(res, row, 2);
+        content.len = PQgetlength(res, row, 2);
+        ts.data = (u_char *) PQgetvalue(res, row, 3);
+        ts.len = PQgetlength(res, row, 3);
+
+        len = sizeof("{\"type\":\"message\",\"room\":,\"id\":,\"user\":,"
+                     "\"content\":,\"ts\":}") - 1
+              + ngx_chat_json_str_len(&rd->room) + ngx_chat_json_str_len(&id)
+              + ngx_chat_json_str_len(&user)
+              + ngx_chat_json_str_len(&content) + ts.len;
+
+        p = ngx_pnalloc(pool, len);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        msg = ngx_array_push(&msgs);
+        if (msg == NULL) {
+            return NULL;
+        }
+
+        msg->data = p;
+
+        p = ngx_cpymem(p, "{\"type\":\"message\",\"room\":",
+                       sizeof("{\"type\":\"message\",\"room\":") - 1);
+        p = ngx_chat_json_str(p, &rd->room);
+        p = ngx_cpymem(p, ",\"id\":", sizeof(",\"id\":") - 1);
+        p = ngx_chat_json_str(p, &id);
+        p = ngx_cpymem(p, ",\"user\":", sizeof(",\"user\":") - 1);
+        p = ngx_chat_json_str(p, &user);
+        p = ngx_cpymem(p, ",\"content\":", sizeof(",\"content\":") - 1);
+        p = ngx_chat_json_str(p, &content);
+        p = ngx_cpymem(p, ",\"ts\":", sizeof(",\"ts\":") - 1);
+        p = ngx_cpymem(p, ts.data, ts.len);
+        *p++ = '}';
+
+        msg->len = p - msg->data;
+    }
+
+    /* then the ring, but for what the member got live after joining */
+
+    if (rd->mode != NGX_CHAT_STORE_BEFORE && rd->ring) {
+
+        for (i = 0; i < rd->ring->n; i++) {
+
+            if (ngx_chat_proto_held(m, &rd->ring->msgs[i].id)) {
+                continue;
+            }
+
+            msg = ngx_array_push(&msgs);
+            if (msg == NULL) {
+                return NULL;
+            }
+
+            *msg = rd->ring->msgs[i].json;
+        }
+    }
+
+    switch (rd->mode) {
+
+    case NGX_CHAT_STORE_LAST:
+        complete = (res != NULL);
+        max = rd->limit;
+        break;
+
+    case NGX_CHAT_STORE_SINCE:
+        complete = found && rows <= NGX_CHAT_MAX_HISTORY + 1;
+        max = NGX_CHAT_MAX_HISTORY;
+        break;
+
+    default: /* NGX_CHAT_STORE_BEFORE */
+        complete = found;
+        max = rd->limit;
+        break;
+    }
+
+    skip = (msgs.nelts > max) ? msgs.nelts - max : 0;
+
+    if (skip && rd->mode == NGX_CHAT_STORE_SINCE) {
+        complete = 0;
+    }
+
+    /* {"type":"history","room":R,"messages":[...],"complete":B} */
+
+    len = sizeof("{\"type\":\"history\",\"room\":,\"messages\":[],"
+                 "\"complete\":false}") - 1
+          + ngx_chat_json_str_len(&rd->room);
+
+    msg = msgs.elts;
+
+    for (i = skip; i < msgs.nelts; i++) {
+        len += msg[i].len + 1;
+    }
+
+    b = ngx_chat_ws_frame_start(len, &p, rd->ws->connection->log);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    p = ngx_cpymem(p, "{\"type\":\"history\",\"room\":",
+                   sizeof("{\"type\":\"history\",\"room\":") - 1);
+    p = ngx_chat_json_str(p, &rd->room);
+    p = ngx_cpymem(p, ",\"messages\":[", sizeof(",\"messages\":[") - 1);
+
+    for (i = skip; i < msgs.nelts; i++) {
+        if (i != skip) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, msg[i].data, msg[i].len);
+    }
+
+    if (complete) {
+        p = ngx_cpymem(p, "],\"complete\":true}",
+                       sizeof("],\"complete\":true}") - 1);
+    } else {
+        p = ngx_cpymem(p, "],\"complete\":false}",
+                       sizeof("],\"complete\":false}") - 1);
+    }
+
+    ngx_chat_ws_frame_end(b, p);
+
+    return b;
 }
 
 

@@ -574,7 +574,19 @@ ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
     res->members = room->nusers;
     res->bus_pos = sh->bus_head;
 
-    if (since) {
+    if (ctx->store
+        && ((since && ngx_chat_shm_find(room, since) < 0)
+            || (!since && history > 0
+                && room->hist_n < (ngx_uint_t) history)))
+    {
+        /* older than the ring: storage answers, with the ring merged */
+
+        res->ring = ngx_chat_shm_ring_copy_locked(room);
+        if (res->ring == NULL) {
+            goto history_failed;
+        }
+
+    } else if (since) {
         found = ngx_chat_shm_find(room, since);
 
         if (found >= 0) {
@@ -1070,7 +1082,8 @@ ngx_chat_shm_history_frame(ngx_chat_shm_room_t *room, ngx_str_t *name,
 
 ngx_chat_buf_t *
 ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
-    ngx_uint_t limit, ngx_str_t *before, ngx_log_t *log)
+    ngx_uint_t limit, ngx_str_t *before, ngx_chat_shm_ring_t **ring,
+    ngx_log_t *log)
 {
     uint32_t              hash;
     ngx_int_t             end;
@@ -1094,6 +1107,12 @@ ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     } else {
         end = room->hist_n;
+    }
+
+    if (ctx->store && (end < 0 || (ngx_uint_t) end < limit)) {
+        *ring = ngx_chat_shm_ring_copy_locked(room);
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NULL;
     }
 
     if (end < 0) {

@@ -169,6 +169,7 @@ struct ngx_chat_shm_ctx_s {
     ngx_pid_t                  notify[NGX_CHAT_MAX_WORKERS];
     ngx_uint_t                 nnotify;
     ngx_str_t                  id_tag;    /* "-<server>" with a relay */
+    ngx_uint_t                 store;     /* messages are in PostgreSQL */
     void                      *relay;     /* the owner's relay state */
     void                      *relay_conf;
 };
@@ -197,6 +198,8 @@ typedef struct {
     uint64_t                   bus_pos;   /* deliver live from here */
     ngx_chat_buf_t            *history;   /* history frame, or NULL */
     ngx_uint_t                 first;     /* the user's first connection */
+    ngx_chat_shm_ring_t       *ring;      /* the ring cannot answer: its
+                                             copy, to merge with storage */
 } ngx_chat_shm_join_t;
 
 
@@ -229,8 +232,10 @@ ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_str_t *user, ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst,
     ngx_str_t *id, uint64_t *ts, ngx_msec_t *retry_ms, ngx_log_t *log);
 
+/* NULL with *ring set: the ring cannot answer, ask storage */
 ngx_chat_buf_t *ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx,
-    ngx_str_t *room, ngx_uint_t limit, ngx_str_t *before, ngx_log_t *log);
+    ngx_str_t *room, ngx_uint_t limit, ngx_str_t *before,
+    ngx_chat_shm_ring_t **ring, ngx_log_t *log);
 /* a malloc()ed copy of the room's ring (free with ngx_free), or NULL */
 ngx_chat_shm_ring_t *ngx_chat_shm_ring_copy(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room);

@@ -58,10 +58,77 @@ static const char  ngx_chat_store_insert[] =
     "ON CONFLICT (id) DO NOTHING";
 
 
+static const char  ngx_chat_store_last[] =
+    "SELECT id, user_id, content, "
+    "(extract(epoch FROM created_at) * 1000)::bigint "
+    "FROM messages WHERE room_id = $1 "
+    "ORDER BY created_at DESC, id DESC LIMIT $2";
+
+
+static const char  ngx_chat_store_since[] =
+    "WITH s AS (SELECT created_at, id FROM messages "
+    "WHERE room_id = $1 AND id = $2) "
+    "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint FROM s "
+    "UNION ALL (SELECT m.id, m.user_id, m.content, "
+    "(extract(epoch FROM m.created_at) * 1000)::bigint "
+    "FROM messages m, s WHERE m.room_id = $1 "
+    "AND (m.created_at, m.id) > (s.created_at, s.id) "
+    "ORDER BY m.created_at DESC, m.id DESC LIMIT $3)";
+
+
+static const char  ngx_chat_store_before[] =
+    "WITH s AS (SELECT created_at, id FROM messages "
+    "WHERE room_id = $1 AND id = $2) "
+    "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint FROM s "
+    "UNION ALL (SELECT m.id, m.user_id, m.content, "
+    "(extract(epoch FROM m.created_at) * 1000)::bigint "
+    "FROM messages m, s WHERE m.room_id = $1 "
+    "AND (m.created_at, m.id) < (s.created_at, s.id) "
+    "ORDER BY m.created_at DESC, m.id DESC LIMIT $3)";
+
+
+ngx_int_t
+ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
+    ngx_uint_t limit, ngx_chat_pg_result_pt handler, void *data)
+{
+    int          lens[3], n;
+    u_char       buf[NGX_INT_T_LEN];
+    const char  *sql, *values[3];
+
+    if (ngx_chat_store == NULL || !ngx_chat_store->up) {
+        return NGX_DECLINED;
+    }
+
+    values[0] = (const char *) room->data;
+    lens[0] = (int) room->len;
+
+    if (mode == NGX_CHAT_STORE_LAST) {
+        sql = ngx_chat_store_last;
+        n = 2;
+        values[1] = (const char *) buf;
+        lens[1] = (int) (ngx_sprintf(buf, "%ui", limit) - buf);
+
+    } else {
+        sql = (mode == NGX_CHAT_STORE_SINCE) ? ngx_chat_store_since
+                                              : ngx_chat_store_before;
+        n = 3;
+        values[1] = (const char *) id->data;
+        lens[1] = (int) id->len;
+        values[2] = (const char *) buf;
+        lens[2] = (int) (ngx_sprintf(buf, "%ui", limit) - buf);
+    }
+
+    return ngx_chat_pg_query(ngx_chat_store->pg, sql, n, values, lens,
+                             handler, data);
+}
+
+
 ngx_int_t
 ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 {
-    ngx_chat_store_t  *st;
+    ngx_uint_t            i;
+    ngx_chat_store_t     *st;
+    ngx_chat_shm_ctx_t  **ctxp;
 
     if (cmcf->store == NULL) {
         return NGX_OK;
@@ -74,6 +141,12 @@ ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 
     st->conf = cmcf->store;
     st->cmcf = cmcf;
+
+    ctxp = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        ctxp[i]->store = 1;
+    }
 
     ngx_queue_init(&st->pending);
     ngx_queue_init(&st->inflight);

@@ -60,6 +60,20 @@ ngx_uint_t ngx_chat_store_full(void);
 ngx_chat_store_item_t *ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room,
     ngx_str_t *user, ngx_str_t *content, uint64_t ts, ngx_str_t *ref);
 
+#define NGX_CHAT_STORE_LAST     0    /* the newest limit messages */
+#define NGX_CHAT_STORE_SINCE    1    /* everything after id (at most 1000) */
+#define NGX_CHAT_STORE_BEFORE   2    /* limit messages before id */
+
+/*
+ * Reads a room's stored messages.  The handler gets the rows (id, user_id,
+ * content, ts in ms), newest first; with SINCE and BEFORE a row of NULLs
+ * among them says the id was found.  res is NULL when the query failed.
+ * Returns NGX_DECLINED when PostgreSQL is down.
+ */
+ngx_int_t ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room,
+    ngx_str_t *id, ngx_uint_t limit, ngx_chat_pg_result_pt handler,
+    void *data);
+
 /* the owner is gone: the item is still stored, nobody is told */
 void ngx_chat_store_forget(ngx_chat_store_item_t *it);
 
