@@ -81,6 +81,7 @@ static void ngx_chat_relay_sync(ngx_chat_relay_t *rl, ngx_str_t *room);
 static void ngx_chat_relay_subscribe(ngx_chat_relay_t *rl,
     ngx_str_t *channel, ngx_uint_t on);
 static void ngx_chat_relay_heartbeat(ngx_event_t *ev);
+static void ngx_chat_relay_republish(ngx_chat_relay_t *rl, ngx_str_t *room);
 static void ngx_chat_relay_set_state(ngx_chat_relay_t *rl);
 
 
@@ -532,6 +533,7 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
 
             ngx_chat_relay_subscribe(rl, &channel, 1);
             ngx_chat_relay_sync(rl, &rooms[i]);
+            ngx_chat_relay_republish(rl, &rooms[i]);
         }
     }
 
@@ -568,7 +570,6 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
     ngx_pool_t          *pool;
     ngx_array_t         *a;
     ngx_chat_shm_ctx_t  *ctx;
-    ngx_chat_shm_ring_t *ring;
 
     ctx = rl->ctx;
     rl->sub_heard = ngx_current_msec;
@@ -686,31 +687,7 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
 
         ngx_destroy_pool(pool);
 
-        /*
-         * and our recent messages again: Redis keeps nothing for a
-         * subscriber that comes late, so what we published while that
-         * server was not subscribed (after an outage) would be lost;
-         * receivers drop the ids they have
-         */
-
-        ring = ngx_chat_shm_ring_copy(ctx, &room);
-
-        if (ring) {
-            for (i = 0; i < ring->n; i++) {
-                id = ring->msgs[i].id;
-
-                if (id.len > ctx->id_tag.len
-                    && ngx_memcmp(id.data + id.len - ctx->id_tag.len,
-                                  ctx->id_tag.data, ctx->id_tag.len) == 0)
-                {
-                    (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH,
-                                                &room, 'M', &id,
-                                                &ring->msgs[i].json);
-                }
-            }
-
-            ngx_free(ring);
-        }
+        ngx_chat_relay_republish(rl, &room);
 
         ngx_chat_relay_flush(ctx);
         return;
@@ -723,6 +700,45 @@ invalid:
 
     ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                   "chat: ignored an invalid relay payload on \"%V\"", channel);
+}
+
+
+/*
+ * Our recent messages of a room, published again: Redis keeps nothing for
+ * a subscriber that comes late, so what we published while another server
+ * was not subscribed (around an outage) would be lost.  Done when our
+ * subscriber (re)connects and when another server asks (its sync request);
+ * receivers drop the ids they have.
+ */
+
+static void
+ngx_chat_relay_republish(ngx_chat_relay_t *rl, ngx_str_t *room)
+{
+    ngx_str_t             id;
+    ngx_uint_t            i;
+    ngx_chat_shm_ctx_t   *ctx;
+    ngx_chat_shm_ring_t  *ring;
+
+    ctx = rl->ctx;
+
+    ring = ngx_chat_shm_ring_copy(ctx, room);
+    if (ring == NULL) {
+        return;
+    }
+
+    for (i = 0; i < ring->n; i++) {
+        id = ring->msgs[i].id;
+
+        if (id.len > ctx->id_tag.len
+            && ngx_memcmp(id.data + id.len - ctx->id_tag.len,
+                          ctx->id_tag.data, ctx->id_tag.len) == 0)
+        {
+            (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, room, 'M',
+                                        &id, &ring->msgs[i].json);
+        }
+    }
+
+    ngx_free(ring);
 }
 
 
