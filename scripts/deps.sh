@@ -3,11 +3,11 @@
 # demo; with --test also what the test suite needs.  Idempotent.
 set -euo pipefail
 
-pkgs=(gcc make nginx nginx-dev libjansson-dev libhiredis-dev curl)
+pkgs=(gcc make nginx nginx-dev libjansson-dev libhiredis-dev libpq-dev curl)
 
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(perl libtest-base-perl libjson-pp-perl clang libclang-rt-14-dev
-           nodejs npm chromium redis-server)
+           nodejs npm chromium redis-server postgresql)
 fi
 
 missing=()
