@@ -83,3 +83,50 @@ ngx_chat_json_str(u_char *dst, ngx_str_t *s)
 
     return dst;
 }
+
+
+size_t
+ngx_chat_json_history_len(ngx_str_t *room, ngx_str_t *msgs, ngx_uint_t n)
+{
+    size_t      len;
+    ngx_uint_t  i;
+
+    len = sizeof("{\"type\":\"history\",\"room\":,\"messages\":[],"
+                 "\"complete\":false}") - 1
+          + ngx_chat_json_str_len(room);
+
+    for (i = 0; i < n; i++) {
+        len += msgs[i].len + 1;
+    }
+
+    return len;
+}
+
+
+u_char *
+ngx_chat_json_history(u_char *p, ngx_str_t *room, ngx_str_t *msgs,
+    ngx_uint_t n, ngx_uint_t complete)
+{
+    ngx_uint_t  i;
+
+    p = ngx_cpymem(p, "{\"type\":\"history\",\"room\":",
+                   sizeof("{\"type\":\"history\",\"room\":") - 1);
+    p = ngx_chat_json_str(p, room);
+    p = ngx_cpymem(p, ",\"messages\":[", sizeof(",\"messages\":[") - 1);
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, msgs[i].data, msgs[i].len);
+    }
+
+    if (complete) {
+        return ngx_cpymem(p, "],\"complete\":true}",
+                          sizeof("],\"complete\":true}") - 1);
+    }
+
+    return ngx_cpymem(p, "],\"complete\":false}",
+                      sizeof("],\"complete\":false}") - 1);
+}

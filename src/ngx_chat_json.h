@@ -29,5 +29,14 @@ u_char *ngx_chat_json_escape(u_char *dst, u_char *s, size_t len);
 
 u_char *ngx_chat_json_str(u_char *dst, ngx_str_t *s);
 
+/*
+ * {"type":"history","room":R,"messages":[M,...],"complete":B}, where each
+ * M is a "message" object as stored or delivered
+ */
+size_t ngx_chat_json_history_len(ngx_str_t *room, ngx_str_t *msgs,
+    ngx_uint_t n);
+u_char *ngx_chat_json_history(u_char *p, ngx_str_t *room, ngx_str_t *msgs,
+    ngx_uint_t n, ngx_uint_t complete);
+
 
 #endif /* _NGX_CHAT_JSON_H_INCLUDED_ */

@@ -1065,43 +1065,18 @@ ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, PGresult *res,
         complete = 0;
     }
 
-    /* {"type":"history","room":R,"messages":[...],"complete":B} */
-
-    len = sizeof("{\"type\":\"history\",\"room\":,\"messages\":[],"
-                 "\"complete\":false}") - 1
-          + ngx_chat_json_str_len(&rd->room);
-
     msg = msgs.elts;
 
-    for (i = skip; i < msgs.nelts; i++) {
-        len += msg[i].len + 1;
-    }
-
-    b = ngx_chat_ws_frame_start(len, &p, rd->ws->connection->log);
+    b = ngx_chat_ws_frame_start(ngx_chat_json_history_len(&rd->room,
+                                                          msg + skip,
+                                                          msgs.nelts - skip),
+                                &p, rd->ws->connection->log);
     if (b == NULL) {
         return NULL;
     }
 
-    p = ngx_cpymem(p, "{\"type\":\"history\",\"room\":",
-                   sizeof("{\"type\":\"history\",\"room\":") - 1);
-    p = ngx_chat_json_str(p, &rd->room);
-    p = ngx_cpymem(p, ",\"messages\":[", sizeof(",\"messages\":[") - 1);
-
-    for (i = skip; i < msgs.nelts; i++) {
-        if (i != skip) {
-            *p++ = ',';
-        }
-
-        p = ngx_cpymem(p, msg[i].data, msg[i].len);
-    }
-
-    if (complete) {
-        p = ngx_cpymem(p, "],\"complete\":true}",
-                       sizeof("],\"complete\":true}") - 1);
-    } else {
-        p = ngx_cpymem(p, "],\"complete\":false}",
-                       sizeof("],\"complete\":false}") - 1);
-    }
+    p = ngx_chat_json_history(p, &rd->room, msg + skip, msgs.nelts - skip,
+                              complete);
 
     ngx_chat_ws_frame_end(b, p);
 

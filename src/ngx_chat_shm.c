@@ -14,6 +14,7 @@
 #include "ngx_chat_shm.h"
 #include "ngx_chat_json.h"
 #include "ngx_chat_frame.h"
+#include "ngx_chat_ws.h"
 
 
 #define ngx_chat_shm_align(n)   (((n) + 7) & ~((size_t) 7))
@@ -1016,65 +1017,37 @@ ngx_chat_shm_find(ngx_chat_shm_room_t *room, ngx_str_t *id)
 }
 
 
-/* {"type":"history","room":R,"messages":[...],"complete":B}; locked */
+/* the history reply of messages from..from+n of the ring; locked */
 
 static ngx_chat_buf_t *
 ngx_chat_shm_history_frame(ngx_chat_shm_room_t *room, ngx_str_t *name,
     ngx_uint_t from, ngx_uint_t n, ngx_uint_t complete, ngx_log_t *log)
 {
     u_char              *p;
-    size_t               len;
+    ngx_str_t           *msgs;
     ngx_uint_t           i;
     ngx_chat_buf_t      *b;
     ngx_chat_shm_msg_t  *msg;
 
-    len = sizeof("{\"type\":\"history\",\"room\":,\"messages\":[],"
-                 "\"complete\":false}") - 1
-          + ngx_chat_json_str_len(name);
-
-    for (i = from; i < from + n; i++) {
-        msg = room->hist[(room->hist_head + i) % room->hist_cap];
-        len += msg->len + 1;
-    }
-
-    b = ngx_chat_buf_alloc(NGX_CHAT_FRAME_MAX_HEADER + len, log);
-    if (b == NULL) {
+    msgs = ngx_alloc((n ? n : 1) * sizeof(ngx_str_t), log);
+    if (msgs == NULL) {
         return NULL;
     }
 
-    /* the header is written last, when the length is known */
-
-    p = b->data + NGX_CHAT_FRAME_MAX_HEADER;
-
-    p = ngx_cpymem(p, "{\"type\":\"history\",\"room\":",
-                   sizeof("{\"type\":\"history\",\"room\":") - 1);
-    p = ngx_chat_json_str(p, name);
-    p = ngx_cpymem(p, ",\"messages\":[", sizeof(",\"messages\":[") - 1);
-
-    for (i = from; i < from + n; i++) {
-        msg = room->hist[(room->hist_head + i) % room->hist_cap];
-
-        if (i != from) {
-            *p++ = ',';
-        }
-
-        p = ngx_cpymem(p, msg->data, msg->len);
+    for (i = 0; i < n; i++) {
+        msg = room->hist[(room->hist_head + from + i) % room->hist_cap];
+        msgs[i].data = msg->data;
+        msgs[i].len = msg->len;
     }
 
-    if (complete) {
-        p = ngx_cpymem(p, "],\"complete\":true}",
-                       sizeof("],\"complete\":true}") - 1);
-    } else {
-        p = ngx_cpymem(p, "],\"complete\":false}",
-                       sizeof("],\"complete\":false}") - 1);
+    b = ngx_chat_ws_frame_start(ngx_chat_json_history_len(name, msgs, n), &p,
+                                log);
+    if (b) {
+        p = ngx_chat_json_history(p, name, msgs, n, complete);
+        ngx_chat_ws_frame_end(b, p);
     }
 
-    len = p - (b->data + NGX_CHAT_FRAME_MAX_HEADER);
-
-    i = ngx_chat_frame_header_size(len);
-    ngx_memmove(b->data + i, b->data + NGX_CHAT_FRAME_MAX_HEADER, len);
-    (void) ngx_chat_frame_header(b->data, NGX_CHAT_FRAME_TEXT, len);
-    b->len = i + len;
+    ngx_free(msgs);
 
     return b;
 }
