@@ -6,8 +6,15 @@ set -euo pipefail
 pkgs=(gcc make nginx nginx-dev libjansson-dev libhiredis-dev libpq-dev curl)
 
 if [ "${1:-}" = "--test" ]; then
-    pkgs+=(perl libtest-base-perl libjson-pp-perl clang libclang-rt-14-dev
-           nodejs npm chromium redis-server postgresql)
+    # JSON::PP, Digest::SHA and Test::More come with perl itself
+    pkgs+=(perl libtest-base-perl clang libclang-rt-14-dev chromium
+           redis-server postgresql)
+
+    # Node.js for the browser test: Debian's, unless one (with npm) is
+    # already installed, which Debian's npm package would conflict with
+    if ! command -v npm >/dev/null 2>&1; then
+        pkgs+=(nodejs npm)
+    fi
 fi
 
 missing=()
