@@ -527,7 +527,7 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
     ngx_chat_proto_reply(ws, "joined", &rq->room, (char *) buf, n);
 
     if (res.history) {
-        (void) ngx_chat_ws_send_buf(ws, res.history);
+        (void) ngx_chat_ws_send_reply(ws, res.history);
         ngx_chat_buf_release(res.history);
 
     } else if (res.ring) {
@@ -772,7 +772,7 @@ ngx_chat_proto_history(ngx_chat_proto_req_t *rq)
         return;
     }
 
-    (void) ngx_chat_ws_send_buf(ws, b);
+    (void) ngx_chat_ws_send_reply(ws, b);
     ngx_chat_buf_release(b);
 }
 
@@ -871,7 +871,7 @@ ngx_chat_proto_read_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
     b = pool ? ngx_chat_proto_read_frame(rd, res, m, pool) : NULL;
 
     if (b) {
-        (void) ngx_chat_ws_send_buf(rd->ws, b);
+        (void) ngx_chat_ws_send_reply(rd->ws, b);
         ngx_chat_buf_release(b);
     }
 
@@ -1106,7 +1106,7 @@ ngx_chat_proto_who(ngx_chat_proto_req_t *rq)
         return;
     }
 
-    (void) ngx_chat_ws_send_buf(ws, b);
+    (void) ngx_chat_ws_send_reply(ws, b);
     ngx_chat_buf_release(b);
 }
 

@@ -825,6 +825,7 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
     uint64_t              msg_id, now_ms;
     ngx_int_t             excess;
     ngx_msec_t            now;
+    ngx_msec_int_t        elapsed;
     ngx_time_t           *tp;
     ngx_chat_shm_t       *sh;
     ngx_chat_shm_msg_t   *msg;
@@ -887,10 +888,18 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
 
         if (u) {
             if (u->used) {
+                /*
+                 * workers' cached clocks differ a little: a send recorded
+                 * "later" by another worker counts as now
+                 */
+                elapsed = (ngx_msec_int_t) (now - u->last);
+
+                if (elapsed < 0) {
+                    elapsed = 0;
+                }
+
                 excess = (ngx_int_t) u->excess
-                         - (ngx_int_t) (rate * (ngx_msec_int_t) (now - u->last)
-                                        / 1000)
-                         + 1000;
+                         - (ngx_int_t) (rate * elapsed / 1000) + 1000;
 
                 if (excess < 0) {
                     excess = 0;

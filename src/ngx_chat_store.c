@@ -30,6 +30,7 @@ typedef struct {
     ngx_event_t                flush;     /* posted after each turn */
     ngx_event_t                retry;     /* while anything waits */
     ngx_uint_t                 up;
+    ngx_uint_t                 connecting;    /* the first attempt */
     ngx_uint_t                 full_logged;
 } ngx_chat_store_t;
 
@@ -95,7 +96,11 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
     u_char       buf[NGX_INT_T_LEN];
     const char  *sql, *values[3];
 
-    if (ngx_chat_store == NULL || !ngx_chat_store->up) {
+    /* during the first connect, queries wait for it */
+
+    if (ngx_chat_store == NULL
+        || !(ngx_chat_store->up || ngx_chat_store->connecting))
+    {
         return NGX_DECLINED;
     }
 
@@ -159,6 +164,10 @@ ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
     st->retry.log = cycle->log;
 
     ngx_chat_store = st;
+
+    /* down for chat_status until the first connection is up */
+    st->connecting = 1;
+    ngx_chat_store_set_state(0);
 
     st->pg = ngx_chat_pg_create(&st->conf->pg, cycle->log,
                                 ngx_chat_store_state, st);
@@ -312,6 +321,7 @@ ngx_chat_store_state(ngx_chat_pg_t *pg, ngx_uint_t up, void *data)
     ngx_chat_store_t *st = data;
 
     st->up = up;
+    st->connecting = 0;
     ngx_chat_store_set_state(up);
 
     if (up && st->npending) {

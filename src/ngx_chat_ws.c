@@ -28,6 +28,10 @@
 #define NGX_CHAT_WS_MSG_KEEP      4096
 #define NGX_CHAT_WS_UPGRADE_REQUIRED  426
 
+#define NGX_CHAT_WS_LIVE          0
+#define NGX_CHAT_WS_CONTROL       1
+#define NGX_CHAT_WS_REPLY         2
+
 
 static ngx_int_t ngx_chat_ws_check(ngx_http_request_t *r,
     ngx_chat_loc_conf_t *lcf, ngx_str_t *key);
@@ -145,11 +149,12 @@ ngx_chat_ws_handler(ngx_http_request_t *r)
     utf8 = NGX_CHAT_UTF8_ACCEPT;
 
     if (ngx_chat_utf8_validate(&utf8, user.data, user.len)
-        != NGX_CHAT_UTF8_ACCEPT)
+        != NGX_CHAT_UTF8_ACCEPT
+        || ngx_strlchr(user.data, user.data + user.len, '\0'))
     {
-        /* user ids go into JSON as they are: they must be UTF-8 */
+        /* user ids go into JSON as they are: UTF-8, and no U+0000 */
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
-                      "chat: user id is not valid UTF-8");
+                      "chat: user id is not valid UTF-8 or holds U+0000");
         return NGX_HTTP_BAD_REQUEST;
     }
 
@@ -685,7 +690,14 @@ ngx_chat_ws_send_text(ngx_chat_ws_t *ws, u_char *data, size_t len)
 ngx_int_t
 ngx_chat_ws_send_buf(ngx_chat_ws_t *ws, ngx_chat_buf_t *b)
 {
-    return ngx_chat_ws_queue(ws, b, 0);
+    return ngx_chat_ws_queue(ws, b, NGX_CHAT_WS_LIVE);
+}
+
+
+ngx_int_t
+ngx_chat_ws_send_reply(ngx_chat_ws_t *ws, ngx_chat_buf_t *b)
+{
+    return ngx_chat_ws_queue(ws, b, NGX_CHAT_WS_REPLY);
 }
 
 
@@ -699,8 +711,16 @@ ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b, ngx_uint_t control)
         return NGX_DECLINED;
     }
 
-    if (!control && ws->out_bytes + b->len > ws->conf->send_buffer
-        && ws->out_n)
+    /*
+     * live traffic must fit the send buffer; the reply to the client's own
+     * request (a history reply may be large) only needs the client to be
+     * within it; control frames always go
+     */
+
+    if ((control == NGX_CHAT_WS_LIVE
+         && ws->out_bytes + b->len > ws->conf->send_buffer && ws->out_n)
+        || (control == NGX_CHAT_WS_REPLY
+            && ws->out_bytes > ws->conf->send_buffer))
     {
         ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
                       "chat: client reads too slowly, %uz bytes queued, "
@@ -808,7 +828,7 @@ ngx_chat_ws_send_control(ngx_chat_ws_t *ws, ngx_uint_t opcode, u_char *data,
 
     /* control frames are small: never refused for the send buffer */
 
-    (void) ngx_chat_ws_queue(ws, b, 1);
+    (void) ngx_chat_ws_queue(ws, b, NGX_CHAT_WS_CONTROL);
 
     ngx_chat_buf_release(b);
 }
@@ -1207,6 +1227,8 @@ ngx_chat_ws_write(ngx_chat_ws_t *ws)
             return NGX_AGAIN;
         }
 
+#if (NGX_SSL || NGX_COMPAT)
+
         if (c->ssl) {
             b = ws->out[ws->out_head];
             n = c->send(c, b->data + ws->out_sent, b->len - ws->out_sent);
@@ -1219,7 +1241,9 @@ ngx_chat_ws_write(ngx_chat_ws_t *ws)
                 return NGX_ERROR;
             }
 
-        } else {
+        } else
+#endif
+        {
             k = ngx_min(ws->out_n, NGX_CHAT_WS_IOV);
 
             for (i = 0; i < k; i++) {

@@ -76,6 +76,9 @@ ngx_int_t ngx_chat_ws_send_text(ngx_chat_ws_t *ws, u_char *data, size_t len);
 /* queue a shared frame; takes a reference */
 ngx_int_t ngx_chat_ws_send_buf(ngx_chat_ws_t *ws, ngx_chat_buf_t *b);
 
+/* the same for the reply to a request, which may exceed the send buffer */
+ngx_int_t ngx_chat_ws_send_reply(ngx_chat_ws_t *ws, ngx_chat_buf_t *b);
+
 /* build a shared text frame: header and room for len payload bytes */
 ngx_chat_buf_t *ngx_chat_ws_text_frame(size_t len, u_char **payload,
     ngx_log_t *log);

@@ -310,3 +310,22 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 --- response_body_like: 405 Not Allowed
 --- no_error_log
 [error]
+
+
+
+=== TEST 16: a user id holding U+0000 gets 400
+--- http_config eval: $::HttpConfig
+--- config
+    location = /chat { chat chat; chat_user $remote_user; }
+--- request
+GET /chat
+--- more_headers
+Authorization: Basic YQBiOng=
+Upgrade: websocket
+Connection: Upgrade
+Sec-WebSocket-Version: 13
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
+--- error_code: 400
+--- response_body_like: 400 Bad Request
+--- no_error_log
+[error]
