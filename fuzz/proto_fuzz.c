@@ -1,0 +1,2789 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ */
+
+
+/*
+ * libFuzzer target for the protocol layer (ngx_chat_proto.c) with the real
+ * zone (ngx_chat_shm.c), fan-out (ngx_chat_fanout.c) and output queue
+ * (ngx_chat_ws.c) under it.
+ *
+ * Two workers (A and B) share one zone, each with its own zone context,
+ * local rooms and clock, as two nginx worker processes would; B hears of
+ * A's messages through the real notification socket.  Four connections:
+ *
+ *   0  worker A  "alice"        history 5,  max_rooms 4,  no rate limit,
+ *                               send buffer 8k
+ *   1  worker A  "bob"          the same, but 2 r/s burst 2
+ *   2  worker B  "alice"        history 50, max_rooms 32, 1 r/s burst 2,
+ *                               send buffer 64k
+ *   3  worker B  "Zoë \"q\"\\\1" history 0, max_rooms 2,  no rate limit
+ *
+ * Input: lines separated by '\n'.  A line is one client text message for
+ * the current connection (0 at first), given to ws->message() as the
+ * WebSocket layer would after ngx_chat_proto_open(), except a line of "@"
+ * and a command:
+ *
+ *   @0 .. @3   make that connection current (and open it if closed)
+ *   @c         the client sends a close frame     @x   the TCP connection
+ *                                                      drops
+ *   @s         the client stops / resumes reading (its send buffer fills)
+ *   @p         worker B stops / resumes handling its notifications
+ *   @k  @K     worker B crashes; A's reaper (@k) or the respawned B (@K)
+ *              removes what it held
+ *   @e         worker B exits gracefully (a reload) and is replaced
+ *   @tN        N ms pass (default 1000)       @wN  only the current
+ *                                                  connection's worker's
+ *                                                  clock moves (skew)
+ *   @rN        the next message is sent N times (at most 600)
+ *   @fN        the N-th allocation from now fails
+ *   @uNAME     the current connection reconnects as user NAME (any
+ *              UTF-8, as ngx_chat_ws_handler() accepts)
+ *
+ * PROTO_FUZZ_KNOWN in the environment avoids bugs already reported, to
+ * fuzz past them: "exit" skips @e, "nuluser" refuses a user with U+0000,
+ * "rateskew" expects the rate bucket to empty on a clock behind.
+ *
+ * After each line the workers' event loops are run until idle (wake-ups
+ * read, closing connections finalised), then every frame queued to a
+ * client is checked: a FIN server frame, unmasked, minimal length; a text
+ * frame's payload must parse with json_loadb(flags 0) (and also without
+ * duplicate keys) as an object with a "type" string, and a close frame
+ * must carry a valid code.  A model of each connection's rooms checks the
+ * replies: one reply per request, "ref" echoed, bad_request exactly for
+ * malformed requests, not_member exactly for non-members, "members" and
+ * "who" equal to the users the model has in the room, acks preceded by
+ * the sender's copy of its message with the same content, messages and
+ * presence only to members, per room in increasing id order, and every
+ * copy of a message (live or from history) the same; every other member
+ * gets each message sent and hears of each new user joining; a model of
+ * the rate buckets (limit_req's leaky bucket) predicts each rate-limited
+ * send.  Then the zone is checked against the model: counts per user,
+ * room and worker slot, the local rooms of each worker, the bus, the LRU
+ * lists, the mutex, and that every zone block is reachable from the zone
+ * (no leak in the zone).  The zone is 160k (64k of it the bus); the Redis
+ * relay and PostgreSQL storage are not configured.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_event.h>
+#include <ngx_http.h>
+#include <sys/un.h>
+#include <jansson.h>
+#include "ngx_chat.h"
+#include "ngx_chat_ws.h"
+#include "ngx_chat_shm.h"
+#include "ngx_chat_fanout.h"
+#include "ngx_chat_proto.h"
+#include "ngx_chat_frame.h"
+#include "ngx_chat_utf8.h"
+#include "ngx_fuzz_runtime.h"
+
+
+#define NCONN             4
+#define NWORKER           2
+#define ZONE_SIZE         (160 * 1024)     /* the bus takes 64k */
+#define MAX_DELIVERIES    2000
+#define MAX_REPEAT        600
+#define MAX_USER          256
+#define MAX_MODEL_ROOMS   64
+#define CLOCK_SEC         1700000000
+#define CLOCK_MSEC        1000000
+#define DEAD_PID          0x3ffffff0     /* above any pid_max */
+
+#define ASSERT(cond)      ngx_fuzz_assert(cond)
+
+
+typedef struct {
+    ngx_chat_shm_ctx_t         ctx;
+    ngx_shm_zone_t             shm_zone;
+    ngx_msec_t                 clock;
+} fworker_t;
+
+
+typedef struct {
+    u_char                     name[NGX_CHAT_MAX_ROOM_NAME];
+    size_t                     len;
+    uint64_t                   last_id;     /* last live message id */
+} mroom_t;
+
+
+typedef struct {
+    ngx_uint_t                 index;
+    ngx_uint_t                 open;
+    ngx_uint_t                 worker;
+    ngx_chat_loc_conf_t       *conf;
+    u_char                     user[MAX_USER];
+    size_t                     user_len;
+
+    ngx_pool_t                *pool;
+    ngx_connection_t          *c;
+    ngx_log_t                  log;
+    ngx_chat_ws_t             *ws;
+
+    ngx_uint_t                 stalled;
+    ngx_uint_t                 validated;   /* queued frames checked */
+    ngx_uint_t                 expect_welcome;
+    ngx_uint_t                 closed_now;  /* finalised in this step */
+
+    json_t                    *got[128];    /* messages and presence */
+    ngx_uint_t                 ngot;        /* queued in this step */
+
+    mroom_t                    rooms[MAX_MODEL_ROOMS];
+    ngx_uint_t                 nrooms;
+} fconn_t;
+
+
+typedef struct {
+    uint64_t                   id;
+    json_t                    *msg;         /* the message object */
+} frec_t;
+
+
+/* a zone user's rate bucket, as limit_req keeps one */
+
+typedef struct {
+    u_char                     user[MAX_USER];
+    size_t                     len;
+    ngx_uint_t                 excess;
+    ngx_msec_t                 last;
+    ngx_uint_t                 used;
+} fbucket_t;
+
+
+/* what the current step's message asked for */
+
+typedef struct {
+    fconn_t                   *sender;
+    json_t                    *req;         /* NULL: not a JSON object */
+    ngx_uint_t                 malformed;
+    const char                *type;
+    json_t                    *ref;         /* a string, or NULL */
+    const char                *room;
+    size_t                     room_len;
+    ngx_uint_t                 want_history;
+    ngx_uint_t                 new_join;
+    ngx_uint_t                 primaries;
+    ngx_uint_t                 history_frames;
+    ngx_uint_t                 injected;    /* an allocation failed */
+    json_t                    *mine[64];    /* messages to the sender */
+    ngx_uint_t                 nmine;
+    fbucket_t                 *bucket;      /* a rate-limited send */
+    fbucket_t                  before;      /* the bucket before it */
+    ngx_uint_t                 limited;     /* the model limits it */
+    ngx_msec_t                 now;
+    ngx_uint_t                 got_limited;
+    json_t                    *ack_id;      /* the id a send got */
+    ngx_uint_t                 user_new;    /* first of its user in room */
+} fstep_t;
+
+
+static ngx_log_t               flog;
+static ngx_cycle_t             fcycle;
+static ngx_chat_main_conf_t    fcmcf;
+static ngx_chat_shm_ctx_t     *fzones[NWORKER];
+static fworker_t               fworkers[NWORKER];
+static ngx_chat_loc_conf_t     fconfs[4];
+static fconn_t                 fconns[NCONN];
+static ngx_fuzz_zone_t        *fzone;
+static ngx_connection_t       *fnotify;
+static ngx_uint_t              fpaused;
+static fstep_t                 fstep;
+static frec_t                 *frecs;
+static ngx_uint_t              nfrecs, capfrecs;
+static ngx_uint_t              fallocs_seen;
+static ngx_uint_t              fno_exit;
+static ngx_uint_t              fno_nul_user;
+static ngx_uint_t              fknown_rate_skew;
+static fbucket_t               fbuckets[NCONN];
+static ngx_uint_t              nfbuckets;
+
+
+static const struct {
+    ngx_uint_t   worker;
+    ngx_uint_t   conf;
+    const char  *user;
+} fconn_defaults[NCONN] = {
+    { 0, 0, "alice" },
+    { 0, 3, "bob" },
+    { 1, 1, "alice" },
+    { 1, 2, "Zo\xc3\xab \"q\"\\\x01" },
+};
+
+
+static void step_end(void);
+static void notify_drain(void);
+static ngx_uint_t notify_pending(void);
+static void rate_check(void);
+
+
+/* helpers */
+
+static ngx_uint_t
+jstr_eq(json_t *s, const void *data, size_t len)
+{
+    return json_is_string(s) && json_string_length(s) == len
+           && ngx_memcmp(json_string_value(s), data, len) == 0;
+}
+
+
+static ngx_uint_t
+jtype_is(json_t *j, const char *type)
+{
+    json_t  *t;
+
+    t = json_object_get(j, "type");
+
+    return json_is_string(t) && ngx_strcmp(json_string_value(t), type) == 0;
+}
+
+
+/* a decimal id as the server writes it: digits, no leading zero, 64 bits */
+
+static uint64_t
+parse_id(json_t *s)
+{
+    size_t       i, len;
+    uint64_t     v;
+    const char  *p;
+
+    ASSERT(json_is_string(s));
+
+    p = json_string_value(s);
+    len = json_string_length(s);
+
+    ASSERT(len >= 1 && len <= 20 && (p[0] != '0' || len == 1));
+
+    v = 0;
+
+    for (i = 0; i < len; i++) {
+        ASSERT(p[i] >= '0' && p[i] <= '9');
+        ASSERT(v <= (UINT64_MAX - (p[i] - '0')) / 10);
+        v = v * 10 + (p[i] - '0');
+    }
+
+    return v;
+}
+
+
+/* a client's id string as a number, if it is one exactly */
+
+static ngx_int_t
+client_id(json_t *s, uint64_t *v)
+{
+    size_t       i, len;
+    const char  *p;
+
+    p = json_string_value(s);
+    len = json_string_length(s);
+
+    if (len == 0 || len > 20) {
+        return NGX_DECLINED;
+    }
+
+    *v = 0;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9'
+            || *v > (UINT64_MAX - (p[i] - '0')) / 10)
+        {
+            return NGX_DECLINED;
+        }
+
+        *v = *v * 10 + (p[i] - '0');
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+dump(const char *what, u_char *p, size_t len)
+{
+    size_t  i;
+
+    fprintf(stderr, "%s (%zu bytes): ", what, len);
+
+    for (i = 0; i < len && i < 2048; i++) {
+        if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '\\') {
+            fputc(p[i], stderr);
+        } else {
+            fprintf(stderr, "\\x%02x", p[i]);
+        }
+    }
+
+    fprintf(stderr, "%s\n", len > 2048 ? "..." : "");
+}
+
+
+/* the model */
+
+static mroom_t *
+model_find(fconn_t *fc, const void *name, size_t len)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < fc->nrooms; i++) {
+        if (fc->rooms[i].len == len
+            && ngx_memcmp(fc->rooms[i].name, name, len) == 0)
+        {
+            return &fc->rooms[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+static void
+model_add(fconn_t *fc, const void *name, size_t len)
+{
+    mroom_t  *r;
+
+    ASSERT(fc->nrooms < MAX_MODEL_ROOMS && len <= NGX_CHAT_MAX_ROOM_NAME);
+
+    r = &fc->rooms[fc->nrooms++];
+    ngx_memcpy(r->name, name, len);
+    r->len = len;
+    r->last_id = 0;
+}
+
+
+static void
+model_remove(fconn_t *fc, mroom_t *r)
+{
+    *r = fc->rooms[--fc->nrooms];
+}
+
+
+/* the users the model has in a room (at the time of the step's message) */
+
+static ngx_uint_t
+model_users(const void *room, size_t len, const u_char **users,
+    size_t *lens)
+{
+    ngx_uint_t  i, k, n;
+    fconn_t    *fc;
+
+    n = 0;
+
+    for (i = 0; i < NCONN; i++) {
+        fc = &fconns[i];
+
+        if ((!fc->open && !fc->closed_now) || !model_find(fc, room, len)) {
+            continue;
+        }
+
+        for (k = 0; k < n; k++) {
+            if (lens[k] == fc->user_len
+                && ngx_memcmp(users[k], fc->user, fc->user_len) == 0)
+            {
+                break;
+            }
+        }
+
+        if (k == n) {
+            users[n] = fc->user;
+            lens[n] = fc->user_len;
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+/* other connections of fc's user in a room, by the model */
+
+static ngx_uint_t
+model_count_user(fconn_t *fc, const void *room, size_t len)
+{
+    ngx_uint_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < NCONN; i++) {
+        if (&fconns[i] != fc && (fconns[i].open || fconns[i].closed_now)
+            && fconns[i].user_len == fc->user_len
+            && ngx_memcmp(fconns[i].user, fc->user, fc->user_len) == 0
+            && model_find(&fconns[i], room, len))
+        {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+/*
+ * Delivery: after a send, every other member of the room has the message;
+ * after a user's first join, every member of another user hears of it.
+ * Worker B's members only when B reads its notifications (not paused),
+ * and not those being closed.
+ */
+
+static ngx_uint_t
+got(fconn_t *fc, const char *type, const char *key, json_t *value)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < fc->ngot; i++) {
+        if (jtype_is(fc->got[i], type)
+            && jstr_eq(json_object_get(fc->got[i], "room"), fstep.room,
+                       fstep.room_len)
+            && json_equal(json_object_get(fc->got[i], key), value))
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+delivery_check(void)
+{
+    json_t      *user;
+    fconn_t     *fc, *s;
+    ngx_uint_t   i;
+
+    s = fstep.sender;
+
+    if (s == NULL || fstep.injected || fstep.malformed) {
+        return;
+    }
+
+    user = NULL;
+
+    for (i = 0; i < NCONN; i++) {
+        fc = &fconns[i];
+
+        if (fc == s || !fc->open || fc->ws->closing
+            || (fpaused && fc->worker != s->worker)
+            || !model_find(fc, fstep.room, fstep.room_len))
+        {
+            continue;
+        }
+
+        if (fstep.ack_id && !got(fc, "message", "id", fstep.ack_id)) {
+            fprintf(stderr, "connection %lu did not get message %s\n",
+                    (unsigned long) i, json_string_value(fstep.ack_id));
+            ASSERT(0);
+        }
+
+        if (fstep.new_join && fstep.user_new
+            && !(fc->user_len == s->user_len
+                 && ngx_memcmp(fc->user, s->user, s->user_len) == 0))
+        {
+            if (user == NULL) {
+                user = json_stringn((const char *) s->user, s->user_len);
+                ASSERT(user != NULL);
+            }
+
+            if (!got(fc, "presence", "user", user)) {
+                fprintf(stderr, "connection %lu did not hear of a join\n",
+                        (unsigned long) i);
+                ASSERT(0);
+            }
+        }
+    }
+
+    if (user) {
+        json_decref(user);
+    }
+}
+
+
+/* message records: every copy of a message must be the same */
+
+static void
+record_check(json_t *m, uint64_t id)
+{
+    ngx_uint_t  lo, hi, mid;
+
+    lo = 0;
+    hi = nfrecs;
+
+    while (lo < hi) {
+        mid = (lo + hi) / 2;
+
+        if (frecs[mid].id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+
+    if (lo < nfrecs && frecs[lo].id == id) {
+        if (!json_equal(frecs[lo].msg, m)) {
+            fprintf(stderr, "message %llu differs from an earlier copy\n",
+                    (unsigned long long) id);
+            ASSERT(0);
+        }
+
+        return;
+    }
+
+    if (nfrecs == capfrecs) {
+        capfrecs = capfrecs ? capfrecs * 2 : 256;
+        frecs = realloc(frecs, capfrecs * sizeof(frec_t));
+        ASSERT(frecs != NULL);
+    }
+
+    ngx_memmove(&frecs[lo + 1], &frecs[lo], (nfrecs - lo) * sizeof(frec_t));
+    frecs[lo].id = id;
+    frecs[lo].msg = json_incref(m);
+    nfrecs++;
+}
+
+
+static void
+records_free(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < nfrecs; i++) {
+        json_decref(frecs[i].msg);
+    }
+
+    free(frecs);
+    frecs = NULL;
+    nfrecs = 0;
+    capfrecs = 0;
+}
+
+
+/* frames */
+
+static json_t *
+frame_check(ngx_chat_buf_t *b, ngx_uint_t *opcode)
+{
+    u_char        *p;
+    size_t         hlen;
+    uint32_t       utf8;
+    uint64_t       plen;
+    ngx_uint_t     i, code;
+    json_t        *j, *d;
+    json_error_t   err;
+
+    ASSERT(b->refs >= 1);
+    ASSERT(b->len >= 2);
+
+    p = b->data;
+
+    /* FIN, no RSV bits, no mask from a server */
+    ASSERT((p[0] & 0xf0) == 0x80);
+    ASSERT((p[1] & 0x80) == 0);
+
+    *opcode = p[0] & 0x0f;
+    plen = p[1] & 0x7f;
+    hlen = 2;
+
+    if (plen == 126) {
+        ASSERT(b->len >= 4);
+        plen = ((uint64_t) p[2] << 8) | p[3];
+        hlen = 4;
+        ASSERT(plen >= 126);
+
+    } else if (plen == 127) {
+        ASSERT(b->len >= 10);
+        plen = 0;
+        for (i = 2; i < 10; i++) {
+            plen = (plen << 8) | p[i];
+        }
+        hlen = 10;
+        ASSERT(plen > 0xffff && plen < ((uint64_t) 1 << 63));
+    }
+
+    if (b->len != hlen + plen) {
+        dump("frame", b->data, b->len);
+        ASSERT(b->len == hlen + plen);
+    }
+
+    p += hlen;
+
+    switch (*opcode) {
+
+    case NGX_CHAT_FRAME_TEXT:
+        break;
+
+    case NGX_CHAT_FRAME_CLOSE:
+        ASSERT(plen >= 2 && plen <= 125);
+        code = (p[0] << 8) | p[1];
+        ASSERT((code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014)
+               || (code >= 3000 && code <= 4999));
+        utf8 = NGX_CHAT_UTF8_ACCEPT;
+        ASSERT(ngx_chat_utf8_validate(&utf8, p + 2, plen - 2)
+               == NGX_CHAT_UTF8_ACCEPT);
+        return NULL;
+
+    case NGX_CHAT_FRAME_PING:
+    case NGX_CHAT_FRAME_PONG:
+        ASSERT(plen <= 125);
+        return NULL;
+
+    default:
+        dump("frame", b->data, b->len);
+        ASSERT(0 && "not a server frame opcode");
+    }
+
+    j = json_loadb((const char *) p, plen, 0, &err);
+
+    if (j == NULL) {
+        fprintf(stderr, "json_loadb: %s at %d\n", err.text, err.position);
+        dump("payload", p, plen);
+        abort();
+    }
+
+    d = json_loadb((const char *) p, plen, JSON_REJECT_DUPLICATES, &err);
+
+    if (d == NULL) {
+        fprintf(stderr, "duplicate key: %s\n", err.text);
+        dump("payload", p, plen);
+        abort();
+    }
+
+    json_decref(d);
+
+    if (!json_is_object(j) || !json_is_string(json_object_get(j, "type"))) {
+        dump("payload", p, plen);
+        ASSERT(0 && "not an object with a \"type\" string");
+    }
+
+    return j;
+}
+
+
+/* a "message" object, live or in a history frame */
+
+static uint64_t
+message_check(json_t *m, const void *room, size_t room_len)
+{
+    uint64_t  id;
+
+    ASSERT(json_is_object(m) && jtype_is(m, "message"));
+    ASSERT(json_is_string(json_object_get(m, "room")));
+    ASSERT(json_is_string(json_object_get(m, "user")));
+    ASSERT(json_is_string(json_object_get(m, "content")));
+    ASSERT(json_is_integer(json_object_get(m, "ts"))
+           && json_integer_value(json_object_get(m, "ts")) >= 0);
+
+    if (room) {
+        ASSERT(jstr_eq(json_object_get(m, "room"), room, room_len));
+    }
+
+    id = parse_id(json_object_get(m, "id"));
+    record_check(m, id);
+
+    return id;
+}
+
+
+static void
+history_check(fconn_t *fc, json_t *j, ngx_uint_t join)
+{
+    size_t       i, n;
+    json_t      *msgs, *limit, *before, *since, *complete;
+    uint64_t     id, prev, bound;
+    mroom_t     *r;
+    json_int_t   max;
+
+    ASSERT(jstr_eq(json_object_get(j, "room"), fstep.room, fstep.room_len));
+
+    msgs = json_object_get(j, "messages");
+    complete = json_object_get(j, "complete");
+
+    ASSERT(json_is_array(msgs) && json_is_boolean(complete));
+
+    n = json_array_size(msgs);
+    prev = 0;
+
+    for (i = 0; i < n; i++) {
+        id = message_check(json_array_get(msgs, i), fstep.room,
+                           fstep.room_len);
+        ASSERT(id > prev);
+        prev = id;
+    }
+
+    r = model_find(fc, fstep.room, fstep.room_len);
+    ASSERT(r != NULL);
+
+    if (join) {
+        since = json_object_get(fstep.req, "since");
+
+        if (since) {
+            if (json_is_true(complete) && client_id(since, &bound) == NGX_OK
+                && n)
+            {
+                ASSERT(json_integer_value(json_object_get(
+                           json_array_get(msgs, 0), "ts")) >= 0);
+                ASSERT(parse_id(json_object_get(json_array_get(msgs, 0),
+                                                "id")) > bound);
+            }
+
+        } else {
+            max = json_integer_value(json_object_get(fstep.req, "history"));
+            ASSERT((json_int_t) n <= ngx_min(max, NGX_CHAT_MAX_HISTORY));
+        }
+
+        /* live messages follow, newer than these */
+        r->last_id = ngx_max(r->last_id, prev);
+
+        return;
+    }
+
+    limit = json_object_get(fstep.req, "limit");
+    max = limit ? json_integer_value(limit) : 50;
+    ASSERT((json_int_t) n <= ngx_min(max, NGX_CHAT_MAX_HISTORY));
+
+    before = json_object_get(fstep.req, "before");
+
+    if (before && n && client_id(before, &bound) == NGX_OK) {
+        ASSERT(prev < bound);
+    }
+}
+
+
+static void
+error_check(fconn_t *fc, json_t *j)
+{
+    json_t       *code, *retry;
+    mroom_t      *r;
+    const char   *c;
+
+    code = json_object_get(j, "code");
+    retry = json_object_get(j, "retry_after_ms");
+
+    ASSERT(json_is_string(code));
+    ASSERT(json_is_string(json_object_get(j, "message")));
+
+    c = json_string_value(code);
+
+    if (fstep.malformed) {
+        if (ngx_strcmp(c, "bad_request") != 0) {
+            fprintf(stderr, "a malformed request got \"%s\"\n", c);
+            ASSERT(0);
+        }
+
+        return;
+    }
+
+    r = model_find(fc, fstep.room, fstep.room_len);
+
+    if (ngx_strcmp(c, "bad_request") == 0) {
+        fprintf(stderr, "a well-formed request got bad_request\n");
+        ASSERT(0);
+
+    } else if (ngx_strcmp(c, "not_member") == 0) {
+        ASSERT(ngx_strcmp(fstep.type, "join") != 0);
+        ASSERT(r == NULL);
+
+    } else if (ngx_strcmp(c, "too_many_rooms") == 0) {
+        ASSERT(ngx_strcmp(fstep.type, "join") == 0);
+        ASSERT(r == NULL && fc->nrooms >= fc->conf->max_rooms);
+
+    } else if (ngx_strcmp(c, "rate_limited") == 0) {
+        ASSERT(ngx_strcmp(fstep.type, "send") == 0 && fc->conf->rate);
+        ASSERT(fstep.bucket && fstep.limited);
+        fstep.got_limited = 1;
+        ASSERT(json_is_integer(retry) && json_integer_value(retry) >= 0);
+
+    } else if (ngx_strcmp(c, "unavailable") == 0) {
+        ASSERT(ngx_strcmp(fstep.type, "leave") != 0);
+
+    } else {
+        fprintf(stderr, "unknown error code \"%s\"\n", c);
+        ASSERT(0);
+    }
+
+    if (ngx_strcmp(c, "rate_limited") != 0) {
+        ASSERT(retry == NULL);
+    }
+}
+
+
+static void
+reply_check(fconn_t *fc, json_t *j)
+{
+    size_t        i, n, k, nusers, lens[NCONN];
+    json_t       *ref, *u, *users;
+    mroom_t      *r;
+    uint64_t      id;
+    const char   *t;
+    const u_char *names[NCONN];
+
+    t = json_string_value(json_object_get(j, "type"));
+
+    if (fc != fstep.sender) {
+        fprintf(stderr, "a \"%s\" reply that no request asked for\n", t);
+        ASSERT(0);
+    }
+
+    ref = json_object_get(j, "ref");
+
+    if (ngx_strcmp(t, "error") == 0 || ngx_strcmp(t, "ack") == 0) {
+        /* the request's "ref", when it is a string, comes back */
+        if (fstep.ref) {
+            ASSERT(ref != NULL && json_equal(ref, fstep.ref));
+        } else {
+            ASSERT(ref == NULL);
+        }
+    }
+
+    if (ngx_strcmp(t, "error") == 0) {
+        fstep.primaries++;
+        error_check(fc, j);
+        return;
+    }
+
+    /* anything else answers a well-formed request of its own type */
+
+    ASSERT(!fstep.malformed);
+
+    r = model_find(fc, fstep.room, fstep.room_len);
+
+    if (ngx_strcmp(t, "joined") == 0) {
+        ASSERT(ngx_strcmp(fstep.type, "join") == 0);
+        ASSERT(jstr_eq(json_object_get(j, "room"), fstep.room,
+                       fstep.room_len));
+        fstep.primaries++;
+
+        if (r == NULL) {
+            ASSERT(fc->nrooms < fc->conf->max_rooms);
+            fstep.user_new = (model_count_user(fc, fstep.room,
+                                               fstep.room_len) == 0);
+            model_add(fc, fstep.room, fstep.room_len);
+            fstep.new_join = 1;
+        }
+
+        nusers = model_users(fstep.room, fstep.room_len, names, lens);
+
+        if (!json_is_integer(json_object_get(j, "members"))
+            || json_integer_value(json_object_get(j, "members"))
+               != (json_int_t) nusers)
+        {
+            fprintf(stderr, "\"members\" is not %zu\n", nusers);
+            ASSERT(0);
+        }
+
+        return;
+    }
+
+    if (ngx_strcmp(t, "history") == 0) {
+        if (ngx_strcmp(fstep.type, "join") == 0) {
+            if (fstep.injected && !fstep.new_join) {
+                /* the "joined" frame was lost to a failed allocation */
+                ASSERT(fstep.want_history);
+                model_add(fc, fstep.room, fstep.room_len);
+                fstep.new_join = 1;
+            }
+
+            /* the replay after a first join that asked for one */
+            ASSERT(fstep.new_join && fstep.want_history);
+            ASSERT(fstep.history_frames++ == 0);
+            history_check(fc, j, 1);
+            return;
+        }
+
+        ASSERT(ngx_strcmp(fstep.type, "history") == 0);
+        fstep.primaries++;
+        history_check(fc, j, 0);
+        return;
+    }
+
+    fstep.primaries++;
+
+    if (ngx_strcmp(t, "left") == 0) {
+        ASSERT(ngx_strcmp(fstep.type, "leave") == 0 && r != NULL);
+        ASSERT(jstr_eq(json_object_get(j, "room"), fstep.room,
+                       fstep.room_len));
+        model_remove(fc, r);
+        return;
+    }
+
+    if (ngx_strcmp(t, "who") == 0) {
+        ASSERT(ngx_strcmp(fstep.type, "who") == 0 && r != NULL);
+        ASSERT(jstr_eq(json_object_get(j, "room"), fstep.room,
+                       fstep.room_len));
+
+        users = json_object_get(j, "users");
+        ASSERT(json_is_array(users));
+
+        nusers = model_users(fstep.room, fstep.room_len, names, lens);
+        n = json_array_size(users);
+
+        if (n != nusers) {
+            fprintf(stderr, "\"who\" lists %zu users, the model %zu\n", n,
+                    nusers);
+            ASSERT(0);
+        }
+
+        for (i = 0; i < n; i++) {
+            u = json_array_get(users, i);
+
+            for (k = 0; k < nusers; k++) {
+                if (jstr_eq(u, names[k], lens[k])) {
+                    break;
+                }
+            }
+
+            ASSERT(k < nusers);
+        }
+
+        return;
+    }
+
+    if (ngx_strcmp(t, "ack") == 0) {
+        ASSERT(ngx_strcmp(fstep.type, "send") == 0 && r != NULL);
+
+        id = parse_id(json_object_get(j, "id"));
+        if (fstep.ack_id == NULL) {
+            fstep.ack_id = json_incref(json_object_get(j, "id"));
+        }
+
+        if (fstep.injected) {
+            return;
+        }
+
+        /* the sender got its own message, the same, before the ack */
+
+        for (i = 0; i < fstep.nmine; i++) {
+            if (parse_id(json_object_get(fstep.mine[i], "id")) == id) {
+                break;
+            }
+        }
+
+        if (i == fstep.nmine) {
+            fprintf(stderr, "ack of %llu before the message\n",
+                    (unsigned long long) id);
+            ASSERT(0);
+        }
+
+        ASSERT(jstr_eq(json_object_get(fstep.mine[i], "room"), fstep.room,
+                       fstep.room_len));
+        ASSERT(jstr_eq(json_object_get(fstep.mine[i], "user"), fc->user,
+                       fc->user_len));
+        ASSERT(json_equal(json_object_get(fstep.mine[i], "content"),
+                          json_object_get(fstep.req, "content")));
+        return;
+    }
+
+    fprintf(stderr, "unknown frame type \"%s\"\n", t);
+    ASSERT(0);
+}
+
+
+/* a frame queued to fc in this step, in queue order */
+
+static void
+frame_semantics(fconn_t *fc, json_t *j)
+{
+    json_t      *room, *user, *event;
+    mroom_t     *r;
+    uint64_t     id;
+
+    if (fc->expect_welcome) {
+        ASSERT(jtype_is(j, "welcome"));
+        ASSERT(jstr_eq(json_object_get(j, "user"), fc->user, fc->user_len));
+        fc->expect_welcome = 0;
+        return;
+    }
+
+    ASSERT(!jtype_is(j, "welcome"));
+
+    if (jtype_is(j, "message")) {
+        id = message_check(j, NULL, 0);
+        room = json_object_get(j, "room");
+        r = model_find(fc, json_string_value(room), json_string_length(room));
+
+        if (r == NULL) {
+            dump("message to a non-member",
+                 (u_char *) json_string_value(room),
+                 json_string_length(room));
+            ASSERT(0);
+        }
+
+        if (id <= r->last_id) {
+            fprintf(stderr, "message %llu after %llu on connection %lu\n",
+                    (unsigned long long) id, (unsigned long long) r->last_id,
+                    (unsigned long) fc->index);
+            ASSERT(0);
+        }
+
+        r->last_id = id;
+
+        if (fc->ngot < 128) {
+            fc->got[fc->ngot++] = json_incref(j);
+        }
+
+        if (fc == fstep.sender && fstep.nmine < 64) {
+            fstep.mine[fstep.nmine++] = json_incref(j);
+        }
+
+        return;
+    }
+
+    if (jtype_is(j, "presence")) {
+        room = json_object_get(j, "room");
+        user = json_object_get(j, "user");
+        event = json_object_get(j, "event");
+
+        ASSERT(json_is_string(room) && json_is_string(user));
+        ASSERT(jstr_eq(event, "join", 4) || jstr_eq(event, "leave", 5));
+        ASSERT(model_find(fc, json_string_value(room),
+                          json_string_length(room)) != NULL);
+
+        /* nobody hears of their own user coming or going */
+        ASSERT(!jstr_eq(user, fc->user, fc->user_len));
+
+        if (fc->ngot < 128) {
+            fc->got[fc->ngot++] = json_incref(j);
+        }
+        return;
+    }
+
+    reply_check(fc, j);
+}
+
+
+/* checks the frames queued to fc since the last call; semantics: in order */
+
+static void
+queue_check(fconn_t *fc, ngx_uint_t semantics)
+{
+    json_t          *j;
+    ngx_uint_t       k, opcode;
+    ngx_chat_ws_t   *ws;
+    ngx_chat_buf_t  *b;
+
+    ws = fc->ws;
+
+    ASSERT(ws->out_n <= ws->out_cap && ws->out_head < ws->out_cap);
+
+    if (fc->validated > ws->out_n) {
+        /* the queue was dropped (a slow reader is being closed) */
+        fc->validated = 0;
+        semantics = 0;
+    }
+
+    for (k = fc->validated; k < ws->out_n; k++) {
+        b = ws->out[(ws->out_head + k) % ws->out_cap];
+
+        j = frame_check(b, &opcode);
+
+        if (opcode == NGX_CHAT_FRAME_CLOSE) {
+            /* the close frame is the last thing sent */
+            ASSERT(ws->closing && k == ws->out_n - 1);
+        }
+
+        if (j) {
+            if (semantics && !ws->closing) {
+                frame_semantics(fc, j);
+            }
+
+            json_decref(j);
+        }
+    }
+
+    fc->validated = ws->out_n;
+}
+
+
+/* the client reads everything queued */
+
+static void
+queue_consume(fconn_t *fc)
+{
+    ngx_chat_ws_t   *ws;
+    ngx_chat_buf_t  *b;
+
+    ws = fc->ws;
+
+    while (ws->out_n) {
+        b = ws->out[ws->out_head];
+        ws->out_head = (ws->out_head + 1) % ws->out_cap;
+        ws->out_n--;
+        ws->out_bytes -= b->len;
+        ngx_chat_buf_release(b);
+    }
+
+    ws->out_head = 0;
+    ws->out_sent = 0;
+    ASSERT(ws->out_bytes == 0);
+
+    fc->validated = 0;
+}
+
+
+/* connections */
+
+static void
+conn_open(fconn_t *fc)
+{
+    ngx_int_t       rc;
+    ngx_chat_ws_t  *ws;
+
+    ASSERT(!fc->open);
+
+    fc->log = flog;
+    fc->pool = ngx_create_pool(4096, &fc->log);
+    fc->c = calloc(1, sizeof(ngx_connection_t));
+    ASSERT(fc->pool != NULL && fc->c != NULL);
+
+    fc->c->pool = fc->pool;
+    fc->c->log = &fc->log;
+    fc->c->fd = (ngx_socket_t) -1;
+
+    /* as ngx_chat_ws_handler() sets it up */
+
+    ws = ngx_pcalloc(fc->pool, sizeof(ngx_chat_ws_t));
+    ASSERT(ws != NULL);
+
+    ws->connection = fc->c;
+    ws->conf = fc->conf;
+    ws->out = ws->out_inline;
+    ws->out_cap = NGX_CHAT_WS_INLINE_OUT;
+    ws->parser.max_message = fc->conf->max_message_size;
+    ws->last_seen = ngx_current_msec;
+
+    ws->user.data = ngx_pnalloc(fc->pool, fc->user_len);
+    ASSERT(ws->user.data != NULL);
+    ngx_memcpy(ws->user.data, fc->user, fc->user_len);
+    ws->user.len = fc->user_len;
+
+    fc->ws = ws;
+    fc->validated = 0;
+    fc->nrooms = 0;
+    fc->stalled = 0;
+
+    ngx_current_msec = fworkers[fc->worker].clock;
+
+    rc = ngx_chat_proto_open(ws);
+
+    if (rc != NGX_OK) {
+        /* refused (the zone is full): nothing may be left behind */
+        ASSERT(rc == NGX_HTTP_SERVICE_UNAVAILABLE || rc == NGX_ERROR);
+        ASSERT(ws->out_n == 0);
+
+        if (ws->flush_posted) {
+            ngx_queue_remove(&ws->flush);
+            ws->flush_posted = 0;
+        }
+
+        ngx_destroy_pool(fc->pool);
+        free(fc->c);
+        fc->ws = NULL;
+        return;
+    }
+
+    ASSERT(ws->message != NULL && ws->closed != NULL);
+
+    fc->open = 1;
+    fc->expect_welcome = 1;
+}
+
+
+/* what ngx_chat_ws_finalize() does, without the socket */
+
+static void
+conn_finalize(fconn_t *fc)
+{
+    ngx_chat_ws_t          *ws;
+    ngx_chat_ws_closed_pt   closed;
+
+    ws = fc->ws;
+
+    /* what was queued until now is written */
+    queue_check(fc, 0);
+
+    closed = ws->closed;
+
+    if (closed) {
+        ws->closed = NULL;
+        closed(ws);
+    }
+
+    ws->destroyed = 1;
+
+    if (ws->flush_posted) {
+        ngx_queue_remove(&ws->flush);
+        ws->flush_posted = 0;
+    }
+
+    queue_consume(fc);
+
+    if (ws->out != ws->out_inline) {
+        ngx_free(ws->out);
+    }
+
+    if (ws->msg) {
+        ngx_free(ws->msg);
+    }
+
+    ngx_destroy_pool(fc->pool);
+    free(fc->c);
+
+    fc->ws = NULL;
+    fc->pool = NULL;
+    fc->c = NULL;
+    fc->open = 0;
+    fc->closed_now = 1;     /* the model goes at the end of the step */
+}
+
+
+/* the event loops of both workers, until nothing happens */
+
+static ngx_uint_t
+notify_pending(void)
+{
+    u_char  c;
+
+    return recv(fnotify->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+
+static void
+pump(void)
+{
+    ngx_uint_t  i, round, progress;
+
+    for (round = 0; round < 1000; round++) {
+        progress = 0;
+
+        if (!fpaused && notify_pending()) {
+            fnotify->read->handler(fnotify->read);
+            progress = 1;
+        }
+
+        for (i = 0; i < NCONN; i++) {
+            if (fconns[i].open && fconns[i].ws->closing) {
+                conn_finalize(&fconns[i]);
+                progress = 1;
+            }
+        }
+
+        if (!progress) {
+            return;
+        }
+    }
+
+    ASSERT(0 && "the event loop does not settle");
+}
+
+
+/* the zone against the model */
+
+/* an id in the zone: the decimal number (there is no relay tag here) */
+
+static uint64_t
+shm_id(u_char *p, size_t len)
+{
+    size_t    i;
+    uint64_t  v;
+
+    v = 0;
+
+    for (i = 0; i < len; i++) {
+        ASSERT(p[i] >= '0' && p[i] <= '9');
+        v = v * 10 + (p[i] - '0');
+    }
+
+    return v;
+}
+
+
+static ngx_uint_t
+slot_worker(ngx_uint_t slot)
+{
+    ngx_uint_t  w;
+
+    for (w = 0; w < NWORKER; w++) {
+        if (fworkers[w].ctx.wslot == (ngx_int_t) slot) {
+            return w;
+        }
+    }
+
+    return NWORKER;
+}
+
+
+/* open connections of worker w as user, in room (NULL: any) */
+
+static ngx_uint_t
+model_count(ngx_uint_t w, ngx_str_t *user, ngx_str_t *room)
+{
+    ngx_uint_t  i, n;
+    fconn_t    *fc;
+
+    n = 0;
+
+    for (i = 0; i < NCONN; i++) {
+        fc = &fconns[i];
+
+        if (fc->open && fc->worker == w && fc->user_len == user->len
+            && ngx_memcmp(fc->user, user->data, user->len) == 0
+            && (room == NULL || model_find(fc, room->data, room->len)))
+        {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+static void
+mark(void *p, size_t min)
+{
+    ssize_t  size;
+
+    size = ngx_fuzz_zone_mark(fzone, p);
+
+    if (size < 0 || (size_t) size < min) {
+        fprintf(stderr, "zone pointer %p is not a live block of %zu bytes "
+                "(%zd)\n", p, min, size);
+        ASSERT(0);
+    }
+}
+
+
+static void
+tree_check(ngx_rbtree_t *tree, ngx_rbtree_node_t *node,
+    ngx_rbtree_node_t *parent, ngx_uint_t *n)
+{
+    if (node == tree->sentinel) {
+        return;
+    }
+
+    ASSERT(node->parent == parent);
+    (*n)++;
+    ASSERT(*n < 1000000);
+
+    tree_check(tree, node->left, node, n);
+    tree_check(tree, node->right, node, n);
+}
+
+
+static ngx_uint_t
+user_check(ngx_chat_shm_user_t *u, ngx_str_t *room, ngx_uint_t *total)
+{
+    ngx_uint_t  i, k, w, sum;
+
+    mark(u, sizeof(ngx_chat_shm_user_t) + u->name.len);
+    ASSERT(u->name.data == (u_char *) u + sizeof(ngx_chat_shm_user_t));
+    ASSERT(u->node.key == ngx_crc32_short(u->name.data, u->name.len));
+    ASSERT(u->nslots <= u->cap);
+
+    if (u->slots) {
+        mark(u->slots, u->cap * sizeof(ngx_chat_shm_slot_t));
+    } else {
+        ASSERT(u->cap == 0);
+    }
+
+    sum = 0;
+
+    for (i = 0; i < u->nslots; i++) {
+        ASSERT(u->slots[i].count > 0);
+
+        for (k = 0; k < i; k++) {
+            ASSERT(u->slots[k].slot != u->slots[i].slot);
+        }
+
+        w = slot_worker(u->slots[i].slot);
+
+        if (w == NWORKER
+            || u->slots[i].count != model_count(w, &u->name, room))
+        {
+            fprintf(stderr, "user \"%.*s\" has %lu connections on slot %lu "
+                    "in %s\"%.*s\", the model %lu\n",
+                    (int) u->name.len, u->name.data,
+                    (unsigned long) u->slots[i].count,
+                    (unsigned long) u->slots[i].slot,
+                    room ? "room " : "the zone", room ? (int) room->len : 0,
+                    room ? (char *) room->data : "",
+                    w == NWORKER ? 0 : (unsigned long)
+                                       model_count(w, &u->name, room));
+            ASSERT(0);
+        }
+
+        sum += u->slots[i].count;
+    }
+
+    ASSERT(u->total == sum);
+
+    /* and every connection of the model is counted */
+    for (w = 0; w < NWORKER; w++) {
+        if (model_count(w, &u->name, room)) {
+            for (i = 0; i < u->nslots; i++) {
+                if (u->slots[i].slot == (ngx_uint_t) fworkers[w].ctx.wslot) {
+                    break;
+                }
+            }
+
+            ASSERT(i < u->nslots);
+        }
+    }
+
+    *total += sum;
+
+    return sum;
+}
+
+
+static void
+zone_check(void)
+{
+    size_t                 len, hlen;
+    uint64_t               pos, prev, id;
+    ngx_str_t              name;
+    ngx_uint_t             i, k, w, n, users, conns, rooms, active, idle;
+    ngx_uint_t             lru, pairs, members, total, sum;
+    ngx_queue_t           *q;
+    ngx_chat_shm_t        *sh;
+    ngx_rbtree_node_t     *node, *unode;
+    ngx_chat_member_t     *m;
+    ngx_chat_shm_msg_t    *msg;
+    ngx_chat_shm_user_t   *u;
+    ngx_chat_shm_room_t   *room;
+    ngx_chat_bus_entry_t  *e;
+    ngx_chat_local_room_t *lr;
+    fconn_t               *fc;
+    void                  *first;
+    size_t                 first_size;
+
+    sh = fworkers[0].ctx.sh;
+
+    ASSERT(!ngx_fuzz_zone_locked(fzone));
+    ASSERT(fworkers[1].ctx.sh == sh);
+
+    mark(sh, sizeof(ngx_chat_shm_t));
+    mark(sh->bus, sh->bus_size);
+    mark(fzone->pool.log_ctx, 1);
+
+    /* rooms */
+
+    n = 0;
+    tree_check(&sh->rooms, sh->rooms.root, NULL, &n);
+
+    rooms = 0;
+    active = 0;
+    lru = 0;
+
+    if (sh->rooms.root != sh->rooms.sentinel) {
+        for (node = ngx_rbtree_min(sh->rooms.root, sh->rooms.sentinel);
+             node;
+             node = ngx_rbtree_next(&sh->rooms, node))
+        {
+            room = (ngx_chat_shm_room_t *) node;
+            rooms++;
+
+            mark(room, sizeof(ngx_chat_shm_room_t)
+                       + room->hist_cap * sizeof(ngx_chat_shm_msg_t *)
+                       + room->name.len);
+            ASSERT(room->name.len >= 1
+                   && room->name.len <= NGX_CHAT_MAX_ROOM_NAME);
+            ASSERT(node->key == ngx_crc32_short(room->name.data,
+                                                room->name.len));
+            ASSERT(room->hist_n <= room->hist_cap);
+            ASSERT(room->hist_cap == 0 || room->hist_head < room->hist_cap);
+            ASSERT(room->total >= room->hist_n);
+
+            prev = 0;
+
+            for (i = 0; i < room->hist_n; i++) {
+                msg = room->hist[(room->hist_head + i) % room->hist_cap];
+                mark(msg, offsetof(ngx_chat_shm_msg_t, data) + msg->len);
+                ASSERT(msg->id_len >= 1 && msg->id_len <= NGX_CHAT_ID_LEN);
+                id = shm_id(msg->id, msg->id_len);
+                ASSERT(id > prev);
+                prev = id;
+            }
+
+            ASSERT(prev <= sh->last_id);
+
+            k = 0;
+            tree_check(&room->users, room->users.root, NULL, &k);
+
+            users = 0;
+            total = 0;
+
+            if (room->users.root != room->users.sentinel) {
+                for (unode = ngx_rbtree_min(room->users.root,
+                                            room->users.sentinel);
+                     unode;
+                     unode = ngx_rbtree_next(&room->users, unode))
+                {
+                    u = (ngx_chat_shm_user_t *) unode;
+                    users++;
+                    ASSERT(user_check(u, &room->name, &total) > 0);
+                    ASSERT(u->idle.next == NULL);
+                }
+            }
+
+            ASSERT(users == k);
+            ASSERT(room->nusers == users);
+            ASSERT(room->nconns == total);
+
+            if (room->nconns) {
+                active++;
+                ASSERT(!room->in_lru);
+
+            } else {
+                /* kept for its history only, and evictable */
+                ASSERT(room->in_lru && room->hist_n > 0);
+                lru++;
+            }
+        }
+    }
+
+    ASSERT(rooms == n);
+    ASSERT(sh->rooms_active == active);
+
+    n = 0;
+    for (q = ngx_queue_head(&sh->empty); q != ngx_queue_sentinel(&sh->empty);
+         q = ngx_queue_next(q))
+    {
+        room = ngx_queue_data(q, ngx_chat_shm_room_t, lru);
+        ASSERT(room->in_lru && room->nconns == 0);
+        ASSERT(++n <= lru);
+    }
+    ASSERT(n == lru);
+
+    /* the model's rooms are all in the zone, with the user in them */
+
+    for (i = 0; i < NCONN; i++) {
+        fc = &fconns[i];
+
+        if (!fc->open) {
+            continue;
+        }
+
+        for (k = 0; k < fc->nrooms; k++) {
+            name.data = fc->rooms[k].name;
+            name.len = fc->rooms[k].len;
+
+            room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&sh->rooms,
+                       &name, ngx_crc32_short(name.data, name.len));
+
+            if (room == NULL) {
+                dump("the zone lost a room of the model", name.data,
+                     name.len);
+                ASSERT(0);
+            }
+
+            name.data = fc->user;
+            name.len = fc->user_len;
+
+            if (ngx_str_rbtree_lookup(&room->users, &name,
+                                      ngx_crc32_short(name.data, name.len))
+                == NULL)
+            {
+                fprintf(stderr, "connection %lu is not in room \"%.*s\" "
+                        "in the zone\n", (unsigned long) i,
+                        (int) room->name.len, room->name.data);
+                ASSERT(0);
+            }
+        }
+    }
+
+    /* zone users */
+
+    n = 0;
+    tree_check(&sh->users, sh->users.root, NULL, &n);
+
+    users = 0;
+    active = 0;
+    idle = 0;
+    conns = 0;
+
+    if (sh->users.root != sh->users.sentinel) {
+        for (node = ngx_rbtree_min(sh->users.root, sh->users.sentinel);
+             node;
+             node = ngx_rbtree_next(&sh->users, node))
+        {
+            u = (ngx_chat_shm_user_t *) node;
+            users++;
+
+            if (user_check(u, NULL, &conns)) {
+                active++;
+                ASSERT(u->idle.next == NULL);
+
+            } else {
+                ASSERT(u->idle.next != NULL);
+                idle++;
+            }
+        }
+    }
+
+    ASSERT(users == n);
+    ASSERT(sh->users_active == active);
+    ASSERT(sh->connections == conns);
+
+    n = 0;
+    for (q = ngx_queue_head(&sh->idle); q != ngx_queue_sentinel(&sh->idle);
+         q = ngx_queue_next(q))
+    {
+        u = ngx_queue_data(q, ngx_chat_shm_user_t, idle);
+        ASSERT(u->total == 0);
+        ASSERT(++n <= idle);
+    }
+    ASSERT(n == idle);
+
+    for (w = 0; w < NWORKER; w++) {
+        k = fworkers[w].ctx.wslot;
+        ASSERT(fworkers[w].ctx.wslot >= 0 && k < NGX_CHAT_MAX_WORKERS);
+        ASSERT(sh->workers[k].active);
+
+        n = 0;
+        for (i = 0; i < NCONN; i++) {
+            n += (fconns[i].open && fconns[i].worker == w);
+        }
+
+        ASSERT(sh->workers[k].connections == n);
+    }
+
+    /* every block of the zone is reachable from it */
+
+    n = ngx_fuzz_zone_unmarked(fzone, &first, &first_size);
+
+    if (n) {
+        fprintf(stderr, "%lu zone blocks are not reachable, one of %zu "
+                "bytes:\n", (unsigned long) n, first_size);
+        dump("block", first, ngx_min(first_size, 256));
+        ASSERT(0);
+    }
+
+    /* the bus */
+
+    ASSERT(sh->bus_tail <= sh->bus_head);
+    ASSERT(sh->bus_head - sh->bus_tail <= sh->bus_size);
+
+    pos = sh->bus_tail;
+
+    while (pos < sh->bus_head) {
+        i = pos % sh->bus_size;
+        e = (ngx_chat_bus_entry_t *) (sh->bus + i);
+
+        if (i + sizeof(ngx_chat_bus_entry_t) > sh->bus_size || e->len == 0) {
+            pos += sh->bus_size - i;
+            continue;
+        }
+
+        ASSERT(e->len % 8 == 0 && i + e->len <= sh->bus_size);
+        ASSERT(e->kind == NGX_CHAT_BUS_MESSAGE
+               || e->kind == NGX_CHAT_BUS_PRESENCE);
+        ASSERT(e->room_len >= 1 && e->room_len <= NGX_CHAT_MAX_ROOM_NAME);
+
+        hlen = e->frame_len > 0xffff + 10 ? 10 : (e->frame_len > 125 + 2
+                                                  ? 4 : 2);
+        ASSERT(e->kind == NGX_CHAT_BUS_PRESENCE || e->user_len == 0);
+        ASSERT(e->kind == NGX_CHAT_BUS_MESSAGE || e->id_len == 0);
+        ASSERT(e->id_len <= NGX_CHAT_ID_LEN);
+
+        len = sizeof(ngx_chat_bus_entry_t) + e->room_len + e->user_len
+              + e->id_len + e->frame_len;
+        ASSERT(len <= e->len && e->len - len < 8);
+        ASSERT(e->frame_len >= hlen);
+
+        pos += e->len;
+    }
+
+    ASSERT(pos == sh->bus_head);
+
+    /* local rooms: the members each worker has, as the model has them */
+
+    for (w = 0; w < NWORKER; w++) {
+        pairs = 0;
+
+        for (i = 0; i < NCONN; i++) {
+            if (fconns[i].open && fconns[i].worker == w) {
+                pairs += fconns[i].nrooms;
+            }
+        }
+
+        ASSERT(fworkers[w].ctx.bus_read <= sh->bus_head);
+
+        members = 0;
+        n = 0;
+        tree_check(&fworkers[w].ctx.local_rooms,
+                   fworkers[w].ctx.local_rooms.root, NULL, &n);
+
+        if (fworkers[w].ctx.local_rooms.root
+            == fworkers[w].ctx.local_rooms.sentinel)
+        {
+            ASSERT(pairs == 0);
+            continue;
+        }
+
+        for (node = ngx_rbtree_min(fworkers[w].ctx.local_rooms.root,
+                                   fworkers[w].ctx.local_rooms.sentinel);
+             node;
+             node = ngx_rbtree_next(&fworkers[w].ctx.local_rooms, node))
+        {
+            lr = (ngx_chat_local_room_t *) node;
+            ASSERT(!ngx_queue_empty(&lr->members));
+
+            sum = 0;
+
+            for (q = ngx_queue_head(&lr->members);
+                 q != ngx_queue_sentinel(&lr->members);
+                 q = ngx_queue_next(q))
+            {
+                m = ngx_queue_data(q, ngx_chat_member_t, queue);
+                ASSERT(m->room == lr);
+                ASSERT(m->start <= sh->bus_head);
+
+                for (i = 0; i < NCONN; i++) {
+                    if (fconns[i].open && fconns[i].ws == m->ws) {
+                        break;
+                    }
+                }
+
+                ASSERT(i < NCONN && fconns[i].worker == w);
+                ASSERT(model_find(&fconns[i], lr->name.data, lr->name.len));
+                sum++;
+            }
+
+            members += sum;
+        }
+
+        if (members != pairs) {
+            fprintf(stderr, "worker %lu has %lu local members, the model "
+                    "%lu\n", (unsigned long) w, (unsigned long) members,
+                    (unsigned long) pairs);
+            ASSERT(0);
+        }
+    }
+}
+
+
+/* steps */
+
+static ngx_uint_t
+nonneg_int(json_t *v)
+{
+    return v == NULL || (json_is_integer(v) && json_integer_value(v) >= 0);
+}
+
+
+static ngx_uint_t
+has_nul(json_t *s)
+{
+    return memchr(json_string_value(s), '\0', json_string_length(s)) != NULL;
+}
+
+
+/*
+ * The protocol: a JSON object whose strings have no U+0000 and no lone
+ * surrogate; a request breaking only that rule still has its "ref"
+ * echoed.  So the request is read with U+0000 allowed and, if it does not
+ * parse, again with each surrogate escape made a \u0000: a lone one then
+ * shows as U+0000 (a valid pair only fails with it, and the request is
+ * malformed either way).
+ */
+
+static json_t *
+request_json(u_char *data, size_t len)
+{
+    u_char        *copy, *p;
+    json_t        *j;
+    ngx_uint_t     n;
+    json_error_t   err;
+
+    j = json_loadb((const char *) data, len, JSON_ALLOW_NUL, &err);
+
+    if (j || len == 0) {
+        return j;
+    }
+
+    copy = malloc(len);
+    ASSERT(copy != NULL);
+    ngx_memcpy(copy, data, len);
+
+    n = 0;
+
+    for (p = copy; p + 1 < copy + len; p++) {
+        if (*p != '\\') {
+            continue;
+        }
+
+        p++;
+
+        if (*p == 'u' && copy + len - p >= 5 && (p[1] | 0x20) == 'd'
+            && ((p[2] >= '8' && p[2] <= '9') || ((p[2] | 0x20) >= 'a'
+                                                 && (p[2] | 0x20) <= 'f')))
+        {
+            ngx_memcpy(p + 1, "0000", 4);
+            n++;
+        }
+    }
+
+    j = n ? json_loadb((const char *) copy, len, JSON_ALLOW_NUL, &err) : NULL;
+
+    free(copy);
+
+    return j;
+}
+
+
+static void
+request_parse(u_char *data, size_t len)
+{
+    json_t        *ref, *type, *room, *req, *v;
+    const char    *t, *key;
+
+    fstep.malformed = 1;
+
+    req = request_json(data, len);
+
+    if (req == NULL || !json_is_object(req)) {
+        if (req) {
+            json_decref(req);
+        }
+
+        return;
+    }
+
+    fstep.req = req;
+
+    ref = json_object_get(req, "ref");
+    type = json_object_get(req, "type");
+    room = json_object_get(req, "room");
+
+    if (ref && (!json_is_string(ref) || has_nul(ref))) {
+        return;
+    }
+
+    fstep.ref = ref;
+
+    if (!json_is_string(type)) {
+        return;
+    }
+
+    t = json_string_value(type);
+
+    if (ngx_strcmp(t, "send") != 0 && ngx_strcmp(t, "join") != 0
+        && ngx_strcmp(t, "leave") != 0 && ngx_strcmp(t, "history") != 0
+        && ngx_strcmp(t, "who") != 0)
+    {
+        return;
+    }
+
+    fstep.type = t;
+
+    if (!json_is_string(room) || json_string_length(room) == 0
+        || json_string_length(room) > NGX_CHAT_MAX_ROOM_NAME)
+    {
+        return;
+    }
+
+    json_object_foreach(req, key, v) {
+        if (json_is_string(v) && has_nul(v)) {
+            return;
+        }
+    }
+
+    fstep.room = json_string_value(room);
+    fstep.room_len = json_string_length(room);
+
+    if (ngx_strcmp(t, "send") == 0
+        && !json_is_string(json_object_get(req, "content")))
+    {
+        return;
+    }
+
+    if (ngx_strcmp(t, "join") == 0) {
+        if (!nonneg_int(json_object_get(req, "history"))) {
+            return;
+        }
+
+        if (json_object_get(req, "since")
+            && !json_is_string(json_object_get(req, "since")))
+        {
+            return;
+        }
+
+        fstep.want_history = json_object_get(req, "history") != NULL
+                             || json_object_get(req, "since") != NULL;
+    }
+
+    if (ngx_strcmp(t, "history") == 0) {
+        if (!nonneg_int(json_object_get(req, "limit"))) {
+            return;
+        }
+
+        if (json_object_get(req, "before")
+            && !json_is_string(json_object_get(req, "before")))
+        {
+            return;
+        }
+    }
+
+    fstep.malformed = 0;
+}
+
+
+/* the model from the workers' local rooms (after a failed allocation) */
+
+static void
+model_resync(fconn_t *fc)
+{
+    ngx_queue_t            *q;
+    ngx_rbtree_t           *tree;
+    ngx_rbtree_node_t      *node;
+    ngx_chat_member_t      *m;
+    ngx_chat_local_room_t  *lr;
+
+    fc->nrooms = 0;
+    tree = &fworkers[fc->worker].ctx.local_rooms;
+
+    if (tree->root == tree->sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(tree->root, tree->sentinel);
+         node;
+         node = ngx_rbtree_next(tree, node))
+    {
+        lr = (ngx_chat_local_room_t *) node;
+
+        for (q = ngx_queue_head(&lr->members);
+             q != ngx_queue_sentinel(&lr->members);
+             q = ngx_queue_next(q))
+        {
+            m = ngx_queue_data(q, ngx_chat_member_t, queue);
+
+            if (m->ws == fc->ws) {
+                model_add(fc, lr->name.data, lr->name.len);
+            }
+        }
+    }
+}
+
+
+static void
+step_end(void)
+{
+    ngx_uint_t         i;
+    fconn_t           *fc, *s;
+    ngx_event_t       *ev;
+    ngx_queue_t       *q;
+
+    pump();
+
+    /* a reply or a copy may be missing where an allocation failed */
+    fstep.injected = (ngx_fuzz_allocs_failed != fallocs_seen);
+    fallocs_seen = ngx_fuzz_allocs_failed;
+
+    s = fstep.sender;
+
+    for (i = 0; i < NCONN; i++) {
+        fc = &fconns[i];
+
+        if (!fc->open) {
+            continue;
+        }
+
+        queue_check(fc, 1);
+
+        if (!fc->stalled) {
+            queue_consume(fc);
+        }
+
+        if (fc->ws->flush_posted) {
+            ngx_queue_remove(&fc->ws->flush);
+            fc->ws->flush_posted = 0;
+        }
+    }
+
+    if (s && s->open && !fstep.injected) {
+        /* one answer to each request */
+
+        if (fstep.primaries != 1) {
+            fprintf(stderr, "%lu replies to a \"%s\" request\n",
+                    (unsigned long) fstep.primaries,
+                    fstep.type ? fstep.type : "(malformed)");
+            ASSERT(0);
+        }
+
+        if (fstep.new_join && fstep.want_history) {
+            ASSERT(fstep.history_frames == 1);
+        }
+
+        if (fstep.bucket && fstep.limited) {
+            ASSERT(fstep.got_limited);
+        }
+    }
+
+    delivery_check();
+
+    for (i = 0; i < NCONN; i++) {
+        while (fconns[i].ngot) {
+            json_decref(fconns[i].got[--fconns[i].ngot]);
+        }
+    }
+
+    if (fstep.bucket) {
+        rate_check();
+    }
+
+    if (fstep.injected) {
+        for (i = 0; i < NCONN; i++) {
+            if (fconns[i].open) {
+                model_resync(&fconns[i]);
+            }
+        }
+    }
+
+    for (i = 0; i < NCONN; i++) {
+        if (fconns[i].closed_now) {
+            fconns[i].closed_now = 0;
+            fconns[i].nrooms = 0;
+        }
+    }
+
+    /* the flush event ngx_chat_ws.c posted: the queues were just written */
+
+    while (!ngx_queue_empty(&ngx_posted_events)) {
+        q = ngx_queue_head(&ngx_posted_events);
+        ev = ngx_queue_data(q, ngx_event_t, queue);
+        ngx_delete_posted_event(ev);
+    }
+
+    zone_check();
+
+    if (ngx_fuzz_trace) {
+        fprintf(stderr, "-- step: %s%.*s, zone %zu of %zu bytes used\n",
+                fstep.sender ? "message " : "command",
+                fstep.type ? 16 : 0, fstep.type ? fstep.type : "",
+                fzone->used, fzone->size);
+    }
+
+    if (fstep.req) {
+        json_decref(fstep.req);
+    }
+
+    for (i = 0; i < fstep.nmine; i++) {
+        json_decref(fstep.mine[i]);
+    }
+
+    if (fstep.ack_id) {
+        json_decref(fstep.ack_id);
+    }
+
+    ngx_memzero(&fstep, sizeof(fstep_t));
+}
+
+
+/* the rate limiter: predicted before a send, compared with the zone after */
+
+static ngx_chat_shm_user_t *
+zone_user(fconn_t *fc)
+{
+    ngx_str_t  name;
+
+    name.data = fc->user;
+    name.len = fc->user_len;
+
+    return (ngx_chat_shm_user_t *) ngx_str_rbtree_lookup(
+               &fworkers[0].ctx.sh->users, &name,
+               ngx_crc32_short(name.data, name.len));
+}
+
+
+static void
+rate_predict(fconn_t *fc)
+{
+    ngx_int_t             excess;
+    ngx_uint_t            i, skewed;
+    fbucket_t            *b;
+    ngx_msec_t            now;
+    ngx_msec_int_t        ms;
+    ngx_chat_shm_user_t  *u;
+
+    u = zone_user(fc);
+    ASSERT(u != NULL);
+
+    for (i = 0; i < nfbuckets; i++) {
+        if (fbuckets[i].len == fc->user_len
+            && ngx_memcmp(fbuckets[i].user, fc->user, fc->user_len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == nfbuckets) {
+        ASSERT(nfbuckets < NCONN);
+        ngx_memzero(&fbuckets[i], sizeof(fbucket_t));
+        ngx_memcpy(fbuckets[i].user, fc->user, fc->user_len);
+        fbuckets[i].len = fc->user_len;
+        nfbuckets++;
+    }
+
+    b = &fbuckets[i];
+
+    if (!u->used) {
+        /* a zone user made anew (the old one was evicted when idle) */
+        b->used = 0;
+    }
+
+    ASSERT(u->used == b->used);
+
+    now = ngx_current_msec;
+    skewed = 0;
+
+    fstep.bucket = b;
+    fstep.before = *b;
+    fstep.now = now;
+
+    if (b->used) {
+        ms = (ngx_msec_int_t) (now - b->last);
+
+        /* another worker's clock may be a little ahead (as limit_req) */
+        if (ms < 0) {
+            ms = 0;
+            skewed = 1;
+        }
+
+        excess = (ngx_int_t) b->excess
+                 - (ngx_int_t) (fc->conf->rate * (ngx_uint_t) ms / 1000)
+                 + 1000;
+
+        if (skewed && fknown_rate_skew) {
+            /* what the zone does now: the bucket empties */
+            excess = 0;
+        }
+
+        if (excess < 0) {
+            excess = 0;
+        }
+
+    } else {
+        excess = 0;
+    }
+
+    fstep.limited = ((ngx_uint_t) excess > fc->conf->burst);
+
+    if (!fstep.limited) {
+        b->excess = excess;
+        b->last = now;
+        b->used = 1;
+    }
+}
+
+
+static void
+rate_check(void)
+{
+    fbucket_t            *b;
+    ngx_chat_shm_user_t  *u;
+
+    b = fstep.bucket;
+    u = zone_user(fstep.sender);
+
+    if (u == NULL) {
+        b->used = 0;
+        return;
+    }
+
+    if (fstep.injected) {
+        b->excess = u->excess;
+        b->last = u->last;
+        b->used = u->used;
+        return;
+    }
+
+    if (u->excess != b->excess || u->last != b->last || u->used != b->used) {
+        fprintf(stderr, "rate bucket of \"%.*s\" after a send at %lu "
+                "(worker clock): zone excess %lu last %lu, expected excess "
+                "%lu last %lu (%s); before: excess %lu last %lu\n",
+                (int) b->len, b->user, (unsigned long) fstep.now,
+                (unsigned long) u->excess, (unsigned long) u->last,
+                (unsigned long) b->excess, (unsigned long) b->last,
+                fstep.limited ? "limited" : "accepted",
+                (unsigned long) fstep.before.excess,
+                (unsigned long) fstep.before.last);
+        ASSERT(0);
+    }
+}
+
+
+static void
+deliver(fconn_t *fc, u_char *line, size_t len)
+{
+    u_char         *data;
+    uint32_t        utf8;
+    ngx_chat_ws_t  *ws;
+
+    if (!fc->open) {
+        conn_open(fc);
+
+        if (!fc->open) {
+            step_end();
+            return;
+        }
+    }
+
+    ws = fc->ws;
+
+    if (ws->closing) {
+        /* after its close frame, the client's data is discarded */
+        step_end();
+        return;
+    }
+
+    ngx_current_msec = fworkers[fc->worker].clock;
+
+    /* what the WebSocket layer lets through to ws->message */
+
+    if (len > fc->conf->max_message_size) {
+        ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_TOO_BIG, NULL);
+        step_end();
+        return;
+    }
+
+    utf8 = NGX_CHAT_UTF8_ACCEPT;
+
+    if (ngx_chat_utf8_validate(&utf8, line, len) != NGX_CHAT_UTF8_ACCEPT) {
+        ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INVALID_DATA, NULL);
+        step_end();
+        return;
+    }
+
+    /* an exactly sized copy, so that ASan sees any overread */
+
+    data = malloc(len ? len : 1);
+    ASSERT(data != NULL);
+    ngx_memcpy(data, line, len);
+
+    fstep.sender = fc;
+    request_parse(data, len);
+
+    if (!fstep.malformed && ngx_strcmp(fstep.type, "send") == 0
+        && fc->conf->rate && model_find(fc, fstep.room, fstep.room_len))
+    {
+        rate_predict(fc);
+    }
+
+    ws->message(ws, data, len);
+
+    free(data);
+
+    step_end();
+}
+
+
+/* worker B dies with its connections; A's reaper or B's successor cleans */
+
+static void
+worker_b_crash(ngx_uint_t respawn_first)
+{
+    ngx_uint_t            i;
+    ngx_chat_shm_t       *sh;
+    ngx_shm_zone_t        dzone;
+    fworker_t            *b, *a;
+    ngx_fuzz_zone_t      *dummy;
+    ngx_slab_pool_t      *shpool;
+    ngx_chat_shm_ctx_t    dctx;
+
+    a = &fworkers[0];
+    b = &fworkers[1];
+    sh = b->ctx.sh;
+    shpool = b->ctx.shpool;
+
+    /*
+     * The process is gone: its connections' memory goes with it, and the
+     * zone keeps what they held.  To free that memory without touching
+     * the zone, the connections are finalised against a scratch zone.
+     */
+
+    dummy = ngx_fuzz_zone_create(ZONE_SIZE);
+
+    ngx_memzero(&dzone, sizeof(ngx_shm_zone_t));
+    ngx_memzero(&dctx, sizeof(ngx_chat_shm_ctx_t));
+    ngx_str_set(&dctx.name, "scratch");
+    dzone.data = &dctx;
+    dzone.shm.addr = (u_char *) &dummy->pool;
+    dzone.shm.size = ZONE_SIZE;
+    ngx_str_set(&dzone.shm.name, "scratch");
+    ASSERT(ngx_chat_shm_init_zone(&dzone, NULL) == NGX_OK);
+
+    b->ctx.sh = dctx.sh;
+    b->ctx.shpool = dctx.shpool;
+
+    for (i = 0; i < NCONN; i++) {
+        if (fconns[i].open && fconns[i].worker == 1) {
+            conn_finalize(&fconns[i]);
+        }
+    }
+
+    b->ctx.sh = sh;
+    b->ctx.shpool = shpool;
+
+    ngx_fuzz_zone_destroy(dummy);
+
+    ASSERT(b->ctx.local_rooms.root == b->ctx.local_rooms.sentinel);
+
+    sh->workers[b->ctx.wslot].pid = DEAD_PID;
+    b->ctx.nnotify = 0;
+
+    if (!respawn_first) {
+        /* the reap timer of worker A */
+        ngx_current_msec = a->clock;
+        if (ngx_chat_shm_reap(&a->ctx, &flog)) {
+            ngx_chat_fanout_publish(&a->ctx);
+        }
+    }
+
+    /* the new worker B, as ngx_chat_fanout_init_process() does */
+
+    b->ctx.wslot = -1;
+    ngx_rbtree_init(&b->ctx.local_rooms, &b->ctx.local_sentinel,
+                    ngx_str_rbtree_insert_value);
+
+    ASSERT(ngx_chat_shm_worker_attach(&b->ctx, &flog) == NGX_OK);
+
+    ngx_current_msec = b->clock;
+
+    if (ngx_chat_shm_reap(&b->ctx, &flog)) {
+        ngx_chat_fanout_publish(&b->ctx);
+    }
+
+    /* A's reaper, later, finds nothing more */
+    ngx_current_msec = a->clock;
+    ASSERT(ngx_chat_shm_reap(&a->ctx, &flog) == 0);
+}
+
+
+static ngx_uint_t
+number(u_char *p, size_t len, ngx_uint_t dflt, ngx_uint_t max)
+{
+    ngx_uint_t  n;
+
+    if (len == 0 || *p < '0' || *p > '9') {
+        return dflt;
+    }
+
+    n = 0;
+
+    while (len-- && *p >= '0' && *p <= '9') {
+        n = n * 10 + (*p++ - '0');
+
+        if (n > max) {
+            return max;
+        }
+    }
+
+    return n;
+}
+
+
+static ngx_uint_t  frepeat;
+
+
+static void
+control(fconn_t **cur, u_char *p, size_t len)
+{
+    uint32_t    utf8;
+    ngx_uint_t  n, w;
+    fconn_t    *fc;
+
+    fc = *cur;
+
+    switch (p[0]) {
+
+    case '0': case '1': case '2': case '3':
+        *cur = &fconns[p[0] - '0'];
+
+        if (!(*cur)->open) {
+            conn_open(*cur);
+        }
+
+        break;
+
+    case 'c':
+        if (fc->open && !fc->ws->closing) {
+            /* the client's close frame, answered */
+            ngx_chat_ws_close(fc->ws, NGX_CHAT_CLOSE_NORMAL, NULL);
+        }
+        break;
+
+    case 'x':
+        if (fc->open) {
+            conn_finalize(fc);
+        }
+        break;
+
+    case 's':
+        fc->stalled = !fc->stalled;
+        break;
+
+    case 'p':
+        fpaused = !fpaused;
+        break;
+
+    case 'k':
+    case 'K':
+        worker_b_crash(p[0] == 'K');
+        break;
+
+    case 't':
+        n = number(p + 1, len - 1, 1000, 100000000);
+
+        for (w = 0; w < NWORKER; w++) {
+            fworkers[w].clock += n;
+        }
+
+        n += ngx_cached_time->msec;
+        ((ngx_time_t *) ngx_cached_time)->sec += n / 1000;
+        ((ngx_time_t *) ngx_cached_time)->msec = n % 1000;
+        break;
+
+    case 'w':
+        fworkers[fc->worker].clock += number(p + 1, len - 1, 1000, 100000);
+        break;
+
+    case 'r':
+        frepeat = number(p + 1, len - 1, 2, MAX_REPEAT);
+        break;
+
+    case 'f':
+        ngx_fuzz_fail_alloc(number(p + 1, len - 1, 1, 1000));
+        break;
+
+    case 'u':
+        utf8 = NGX_CHAT_UTF8_ACCEPT;
+
+        if (len < 2 || len - 1 > MAX_USER
+            || ngx_chat_utf8_validate(&utf8, p + 1, len - 1)
+               != NGX_CHAT_UTF8_ACCEPT)
+        {
+            /* ngx_chat_ws_handler() refuses such a user */
+            break;
+        }
+
+        if (fno_nul_user && memchr(p + 1, '\0', len - 1)) {
+            break;
+        }
+
+        if (fc->open) {
+            conn_finalize(fc);
+            step_end();
+        }
+
+        ngx_memcpy(fc->user, p + 1, len - 1);
+        fc->user_len = len - 1;
+
+        conn_open(fc);
+        break;
+
+    default:
+        break;
+    }
+
+    step_end();
+}
+
+
+/* setup */
+
+static void
+zone_create(void)
+{
+    ngx_uint_t  w;
+
+    fzone = ngx_fuzz_zone_create(ZONE_SIZE);
+
+    for (w = 0; w < NWORKER; w++) {
+        ngx_memzero(&fworkers[w].shm_zone, sizeof(ngx_shm_zone_t));
+        fworkers[w].shm_zone.data = &fworkers[w].ctx;
+        fworkers[w].shm_zone.shm.addr = (u_char *) &fzone->pool;
+        fworkers[w].shm_zone.shm.size = ZONE_SIZE;
+        ngx_str_set(&fworkers[w].shm_zone.shm.name, "chat");
+
+        fworkers[w].ctx.shm_zone = &fworkers[w].shm_zone;
+        ngx_str_set(&fworkers[w].ctx.name, "chat");
+
+        /* as ngx_chat_module.c sets it: the largest chat_max_message_size */
+        fworkers[w].ctx.max_message = 4096;
+    }
+
+    /* the master creates the zone; the workers inherit the context */
+
+    ASSERT(ngx_chat_shm_init_zone(&fworkers[0].shm_zone, NULL) == NGX_OK);
+
+    fworkers[1].ctx.sh = fworkers[0].ctx.sh;
+    fworkers[1].ctx.shpool = fworkers[0].ctx.shpool;
+}
+
+
+static void
+notify_drain(void)
+{
+    u_char  buf[64];
+
+    while (recv(fnotify->fd, buf, sizeof(buf), MSG_DONTWAIT) > 0) {
+        /* void */
+    }
+}
+
+
+/* worker B exits gracefully (reload) and the master starts a new one */
+
+static void
+worker_b_exit(void)
+{
+    socklen_t              len;
+    ngx_uint_t             i, pending;
+    fworker_t             *b;
+    struct sockaddr_un     sun;
+
+    b = &fworkers[1];
+    ngx_current_msec = b->clock;
+
+    /* worker_shutdown_timeout: as the read handler does with c->close */
+
+    for (i = 0; i < NCONN; i++) {
+        if (fconns[i].open && fconns[i].worker == 1) {
+            ngx_chat_ws_close(fconns[i].ws, NGX_CHAT_CLOSE_GOING_AWAY,
+                              "server shutdown");
+            conn_finalize(&fconns[i]);
+        }
+    }
+
+    /*
+     * ngx_chat_exit_process() of that worker, then the new one's
+     * ngx_chat_init_process(): with the zones of worker B only, in the
+     * same main conf (the fan-out keeps a pointer to it, and the one
+     * process here reads the notifications of both workers)
+     */
+
+    fcmcf.zones.elts = &fzones[1];
+    fcmcf.zones.nelts = 1;
+
+    /* a wake-up for worker A waiting in the socket must outlive it */
+    pending = notify_pending();
+
+    ngx_chat_fanout_exit_process(&fcycle, &fcmcf);
+
+    ASSERT(b->ctx.wslot == -1);
+
+    /*
+     * The new worker B.  (Here one process plays both workers, so the
+     * notification socket B closed was A's too: it is made anew.)
+     */
+
+    b->ctx.nnotify = 0;
+
+    ASSERT(ngx_chat_fanout_init_process(&fcycle, &fcmcf) == NGX_OK);
+    ASSERT(b->ctx.wslot >= 0);
+
+    fcmcf.zones.elts = fzones;
+    fcmcf.zones.nelts = NWORKER;
+
+    fnotify = ngx_fuzz_last_connection;
+    notify_drain();
+
+    if (pending) {
+        len = sizeof(struct sockaddr_un);
+        ASSERT(getsockname(fnotify->fd, (struct sockaddr *) &sun, &len) == 0);
+        ASSERT(sendto(fnotify->fd, "", 1, 0, (struct sockaddr *) &sun, len)
+               == 1);
+    }
+}
+
+
+int
+LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    char        *known;
+    ngx_uint_t   i;
+
+    /* every log and debug line is formatted (and dropped) */
+    flog.log_level = NGX_LOG_DEBUG_ALL | NGX_LOG_DEBUG;
+
+    ngx_fuzz_runtime_init(&flog);
+
+    /*
+     * To fuzz on past bugs already found: PROTO_FUZZ_KNOWN is a list of
+     * "exit" (the graceful exit, @e, is skipped), "nuluser" (@u refuses
+     * a user id with U+0000 in it) and "rateskew" (the rate model empties
+     * the bucket when a worker's clock is behind, as the zone does).
+     */
+
+    /* the handshake refuses a user id with U+0000 (400) since it was found */
+    fno_nul_user = 1;
+
+    known = getenv("PROTO_FUZZ_KNOWN");
+
+    if (known) {
+        fno_exit = (strstr(known, "exit") != NULL);
+        fknown_rate_skew = (strstr(known, "rateskew") != NULL);
+    }
+
+    ASSERT(kill(DEAD_PID, 0) == -1 && errno == ESRCH);
+
+    fcycle.log = &flog;
+    ngx_cycle = &fcycle;
+
+    for (i = 0; i < 4; i++) {
+        fconfs[i].ping_interval = 30000;
+        fconfs[i].ping_timeout = 10000;
+        fconfs[i].max_message_size = 4096;
+    }
+
+    fconfs[0].zone = &fworkers[0].shm_zone;
+    fconfs[0].history = 5;
+    fconfs[0].max_rooms = 4;
+    fconfs[0].send_buffer = 8192;
+
+    fconfs[1].zone = &fworkers[1].shm_zone;
+    fconfs[1].history = 50;
+    fconfs[1].max_rooms = 32;
+    fconfs[1].rate = 1000;
+    fconfs[1].burst = 2000;
+    fconfs[1].send_buffer = 65536;
+
+    fconfs[2].zone = &fworkers[1].shm_zone;
+    fconfs[2].history = 0;
+    fconfs[2].max_rooms = 2;
+    fconfs[2].send_buffer = 1024 * 1024;
+
+    fconfs[3] = fconfs[0];
+    fconfs[3].rate = 2000;
+    fconfs[3].burst = 2000;
+
+    fzones[0] = &fworkers[0].ctx;
+    fzones[1] = &fworkers[1].ctx;
+
+    fcmcf.zones.elts = fzones;
+    fcmcf.zones.nelts = NWORKER;
+    fcmcf.zones.size = sizeof(ngx_chat_shm_ctx_t *);
+    fcmcf.zones.nalloc = NWORKER;
+
+    return 0;
+}
+
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    u_char      *p, *end, *nl;
+    size_t       len;
+    fconn_t     *cur;
+    ngx_uint_t   i, n, deliveries;
+
+    ngx_fuzz_fail_alloc(0);
+    ngx_fuzz_allocs_failed = 0;
+    fallocs_seen = 0;
+
+    ((ngx_time_t *) ngx_cached_time)->sec = CLOCK_SEC;
+    ((ngx_time_t *) ngx_cached_time)->msec = 0;
+    ngx_current_msec = CLOCK_MSEC;
+
+    fpaused = 0;
+    frepeat = 0;
+    nfbuckets = 0;
+
+    /* the workers start: one process plays both, one notification socket */
+
+    fcycle.pool = ngx_create_pool(16384, &flog);
+    ASSERT(fcycle.pool != NULL);
+
+    zone_create();
+
+    for (i = 0; i < NWORKER; i++) {
+        fworkers[i].clock = CLOCK_MSEC;
+        fworkers[i].ctx.nnotify = 0;
+        fworkers[i].ctx.bus_read = 0;
+    }
+
+    ASSERT(ngx_chat_fanout_init_process(&fcycle, &fcmcf) == NGX_OK);
+    ASSERT(fworkers[0].ctx.wslot >= 0 && fworkers[1].ctx.wslot >= 0);
+
+    fnotify = ngx_fuzz_last_connection;
+    ASSERT(fnotify != NULL && fnotify->read->handler != NULL);
+    notify_drain();
+
+    for (i = 0; i < NCONN; i++) {
+        ngx_memzero(&fconns[i], sizeof(fconn_t));
+        fconns[i].index = i;
+        fconns[i].worker = fconn_defaults[i].worker;
+        fconns[i].conf = &fconfs[fconn_defaults[i].conf];
+        fconns[i].user_len = ngx_strlen(fconn_defaults[i].user);
+        ngx_memcpy(fconns[i].user, fconn_defaults[i].user,
+                   fconns[i].user_len);
+    }
+
+    cur = &fconns[0];
+    deliveries = 0;
+
+    p = (u_char *) data;
+    end = p + size;
+
+    for ( ;; ) {
+        nl = memchr(p, '\n', end - p);
+        len = (nl ? nl : end) - p;
+
+        if (len >= 2 && p[0] == '@') {
+            if (p[1] == 'e') {
+                if (!fno_exit) {
+                    worker_b_exit();
+                }
+
+                step_end();
+
+            } else {
+                control(&cur, p + 1, len - 1);
+            }
+
+        } else {
+            n = frepeat ? frepeat : 1;
+            frepeat = 0;
+
+            while (n-- && deliveries < MAX_DELIVERIES) {
+                deliver(cur, p, len);
+                deliveries++;
+            }
+        }
+
+        if (nl == NULL || deliveries >= MAX_DELIVERIES) {
+            break;
+        }
+
+        p = nl + 1;
+    }
+
+    /* every client goes away */
+
+    for (i = 0; i < NCONN; i++) {
+        if (fconns[i].open) {
+            conn_finalize(&fconns[i]);
+        }
+    }
+
+    step_end();
+
+    ASSERT(fworkers[0].ctx.sh->connections == 0);
+    ASSERT(fworkers[0].ctx.sh->users_active == 0);
+    ASSERT(fworkers[0].ctx.sh->rooms_active == 0);
+
+    /* the workers exit */
+
+    ngx_fuzz_fail_alloc(0);
+    ngx_chat_fanout_exit_process(&fcycle, &fcmcf);
+    ASSERT(fworkers[0].ctx.wslot == -1 && fworkers[1].ctx.wslot == -1);
+
+    ngx_fuzz_zone_destroy(fzone);
+    fzone = NULL;
+    ngx_destroy_pool(fcycle.pool);
+    fcycle.pool = NULL;
+    records_free();
+
+    return 0;
+}
