@@ -637,8 +637,221 @@ static const proto_t  proto_chat = {
     chat_target, chat_encode_join, chat_encode_send, chat_classify
 };
 
-/* more adapters (socketio, nchan) go here; see README.md */
-static const proto_t  *protocols[] = { &proto_chat, NULL };
+
+/*
+ * Socket.IO v4 over a raw WebSocket (Engine.IO v4 framing, one packet per
+ * WebSocket text frame).  Engine.IO packet types: 0 open, 1 close, 2 ping,
+ * 3 pong, 4 message; inside a message, Socket.IO types: 0 connect,
+ * 1 disconnect, 2 event, 3 ack, 4 connect_error.  The default namespace
+ * "/" is implied, so an event is "42[...]" and an ack "43<id>[...]".
+ *
+ * The server (bench/socketio/server.js) handles "join-room" (room, ack) and
+ * "send-message" ({room, content}, ack) and emits "receive-message"
+ * {room, id, user, content, ts} to the room.  Acks carry our ids: the join
+ * uses SIO_JOIN_ACK, a send uses its ref (the send time in ns, far above
+ * SIO_JOIN_ACK and exact in a JavaScript number for 104 days of uptime).
+ */
+
+#define SIO_JOIN_ACK  "1"
+
+
+static int
+sio_target(char *out, size_t cap, const char *path, const char *user,
+    const char *room)
+{
+    (void) room;
+    return snprintf(out, cap, "%s%sEIO=4&transport=websocket&user=%s", path,
+                    strchr(path, '?') ? "&" : "?", user);
+}
+
+
+static size_t
+sio_encode_join(char *out, size_t cap, const char *room)
+{
+    int  n;
+
+    n = snprintf(out, cap, "42" SIO_JOIN_ACK "[\"join-room\",\"%s\"]", room);
+    return n > 0 && (size_t) n < cap ? (size_t) n : 0;
+}
+
+
+static size_t
+sio_encode_send(char *out, size_t cap, const char *room, const char *content,
+    size_t clen, const char *ref)
+{
+    int  n;
+
+    n = snprintf(out, cap,
+                 "42%s[\"send-message\",{\"room\":\"%s\",\"content\":\"%.*s\"}]",
+                 ref, room, (int) clen, content);
+    return n > 0 && (size_t) n < cap ? (size_t) n : 0;
+}
+
+
+static void
+sio_classify(const char *p, size_t n, pev_t *ev)
+{
+    static const char  connect_ns[] = "40", pong[] = "3";
+    const char        *end = p + n, *v, *id;
+    size_t             idl;
+
+    ev->kind = EV_OTHER;
+    if (n == 0) {
+        return;
+    }
+
+    switch (p[0]) {
+
+    case '0':                                   /* Engine.IO open */
+        ev->reply = connect_ns;
+        ev->reply_len = sizeof(connect_ns) - 1;
+        return;
+
+    case '2':                                   /* ping */
+        ev->reply = pong;
+        ev->reply_len = sizeof(pong) - 1;
+        return;
+
+    case '4':                                   /* Socket.IO packet */
+        break;
+
+    default:                                    /* pong, close, noop */
+        return;
+    }
+
+    if (n < 2) {
+        return;
+    }
+
+    switch (p[1]) {
+
+    case '0':                                   /* namespace connected */
+        ev->kind = EV_READY;
+        return;
+
+    case '1':
+        ev->kind = EV_ERROR;
+        ev->code = "disconnect";
+        ev->code_len = sizeof("disconnect") - 1;
+        return;
+
+    case '4':
+        ev->kind = EV_ERROR;
+        ev->code = "connect_error";
+        ev->code_len = sizeof("connect_error") - 1;
+        return;
+
+    case '2':                                   /* event */
+        if (n > 20 && memcmp(p + 2, "[\"receive-message\",", 19) == 0) {
+            v = json_find(p, n, KEY("\"content\""));
+            if (v != NULL
+                && json_scalar(v, end, &ev->content, &ev->content_len) == 0)
+            {
+                ev->kind = EV_MESSAGE;
+            }
+        } else if (n > 15 && memcmp(p + 2, "[\"user-joined\"", 14) == 0) {
+            ev->kind = EV_PRESENCE;
+        }
+        return;
+
+    case '3':                                   /* ack: 43<id>[...] */
+        id = p + 2;
+        for (idl = 0; id + idl < end && isdigit((u_char) id[idl]); idl++) {
+            /* void */
+        }
+        if (idl == 0) {
+            return;
+        }
+        if (idl == sizeof(SIO_JOIN_ACK) - 1
+            && memcmp(id, SIO_JOIN_ACK, idl) == 0)
+        {
+            ev->kind = EV_JOINED;
+            return;
+        }
+        ev->ref = id;
+        ev->ref_len = idl;
+        v = json_find(p, n, KEY("\"ok\""));
+        if (v != NULL && end - v >= 5 && memcmp(v, "false", 5) == 0) {
+            ev->kind = EV_ERROR;
+            v = json_find(p, n, KEY("\"error\""));
+            if (v != NULL) {
+                (void) json_scalar(v, end, &ev->code, &ev->code_len);
+            }
+            return;
+        }
+        ev->kind = EV_ACK;
+        return;
+    }
+}
+
+
+static const proto_t  proto_socketio = {
+    "socketio", "/socket.io/", 0, 1,
+    sio_target, sio_encode_join, sio_encode_send, sio_classify
+};
+
+
+/*
+ * nchan pub/sub over WebSocket: the room is the channel id at the end of the
+ * URL of an nchan_pubsub location, so the connection subscribes by opening
+ * (joined on the 101) and every text frame it sends is published to that
+ * channel.  Subscribers get the raw message data: every text frame is a
+ * delivery.  No acks: the closed loop counts the sender's own delivery.
+ */
+
+static int
+nchan_target(char *out, size_t cap, const char *path, const char *user,
+    const char *room)
+{
+    size_t  pl = strlen(path);
+
+    (void) user;
+    return snprintf(out, cap, "%s%s%s", path,
+                    pl > 0 && path[pl - 1] == '/' ? "" : "/", room);
+}
+
+
+static size_t
+nchan_encode_join(char *out, size_t cap, const char *room)
+{
+    (void) out;
+    (void) cap;
+    (void) room;
+    return 0;
+}
+
+
+static size_t
+nchan_encode_send(char *out, size_t cap, const char *room,
+    const char *content, size_t clen, const char *ref)
+{
+    (void) room;
+    (void) ref;
+    if (clen >= cap) {
+        return 0;
+    }
+    memcpy(out, content, clen);
+    return clen;
+}
+
+
+static void
+nchan_classify(const char *p, size_t n, pev_t *ev)
+{
+    ev->kind = EV_MESSAGE;
+    ev->content = p;
+    ev->content_len = n;
+}
+
+
+static const proto_t  proto_nchan = {
+    "nchan", "/pubsub", 1, 0,
+    nchan_target, nchan_encode_join, nchan_encode_send, nchan_classify
+};
+
+static const proto_t  *protocols[] = {
+    &proto_chat, &proto_socketio, &proto_nchan, NULL
+};
 
 
 /* ------------------------------------------------------------------------ */
@@ -660,6 +873,7 @@ typedef struct {
     double       connect_rate;
     double       connect_timeout;
     double       join_timeout;
+    double       settle;
     int          src_ips;
     const char  *src_base;
     const char  *server_pids;
@@ -685,6 +899,12 @@ enum {
 
 typedef struct conn_s  conn_t;
 
+/* highest sequence seen from one sender, and which of the 64 below it */
+typedef struct {
+    uint32_t   last;
+    uint64_t   seen;            /* bit i: sequence last - 1 - i arrived */
+} seqwin_t;
+
 struct conn_s {
     int        fd;
     uint32_t   idx;
@@ -706,7 +926,7 @@ struct conn_s {
     uint32_t   mlen, mcap;
     char      *wbuf;            /* output the socket did not take */
     uint32_t   woff, wlen, wcap;
-    uint32_t  *lastseq;         /* per sender of my room, dup detection */
+    seqwin_t  *lastseq;         /* per sender of my room, dup detection */
 };
 
 typedef struct {
@@ -723,6 +943,7 @@ typedef struct {
     uint64_t  welcome, joined, join_failed, closed_after_open;
     uint64_t  sent, expected, received, acks, acks_ref, refused;
     uint64_t  expected_refused, foreign, stale, bad_content, dup, gaps;
+    uint64_t  reorder;
     uint64_t  presence, other, binary, pings, pongs_rx, proto_errors;
     uint64_t  skipped_backpressure, neg_latency, self_acks;
     uint64_t  max_behind_ns;
@@ -733,13 +954,15 @@ typedef struct {
 
 enum {
     PH_RAMP = 0,
+    PH_SETTLE,
     PH_SEND,
     PH_DRAIN,
     PH_HOLD,
     PH_DONE
 };
 
-static const char  *phase_names[] = { "ramp", "send", "drain", "hold", "done" };
+static const char  *phase_names[] = { "ramp", "settle", "send", "drain", "hold",
+                                      "done" };
 
 static cfg_t           cfg;
 static const proto_t  *proto;
@@ -1603,26 +1826,58 @@ on_delivery(conn_t *c, const char *p, size_t n)
     }
 
     /*
-     * Duplicate / reorder detection: a receiver sees each sender of its room
-     * in order, so a sequence not above the last one seen is a duplicate (or
-     * a reordering, which the spec also forbids).  Such a delivery is counted
-     * apart and not as received.
+     * Duplicate / reorder detection: a receiver should see each sender of its
+     * room in order (the chat spec promises it).  Per (receiver, sender) we
+     * keep the highest sequence seen and a 64-bit window below it: a
+     * sequence seen before is a duplicate (counted apart, not received); one
+     * below the highest but not seen yet arrived out of order (counted as
+     * reordered, and received: it fills its gap).  Further back than the
+     * window it cannot be told apart and counts as reordered.
      */
     if (!cfg.no_dup && (uint32_t) s % (uint32_t) cfg.rooms == c->room) {
         spr = senders_in_room(c->room);
         if (spr > 0 && spr <= DUP_MAX_SPR && c->lastseq == NULL) {
-            c->lastseq = calloc(spr, sizeof(uint32_t));
+            c->lastseq = calloc(spr, sizeof(seqwin_t));
         }
         if (c->lastseq != NULL) {
+            seqwin_t  *w;
+            uint64_t   d, bit;
+
             k = (uint32_t) s / (uint32_t) cfg.rooms;
-            if (q <= c->lastseq[k]) {
+            w = &c->lastseq[k];
+            if (q == w->last) {
                 st.dup++;
                 return;
             }
-            if (q > (uint64_t) c->lastseq[k] + 1) {
-                st.gaps += q - c->lastseq[k] - 1;
+            if (q < w->last) {
+                d = w->last - q;
+                if (d <= 64) {
+                    bit = 1ULL << (d - 1);
+                    if (w->seen & bit) {
+                        st.dup++;
+                        return;
+                    }
+                    w->seen |= bit;
+                }
+                st.reorder++;
+                if (st.gaps > 0) {
+                    st.gaps--;
+                }
+            } else {
+                d = q - w->last;
+                if (d > 1) {
+                    st.gaps += d - 1;
+                }
+                if (d >= 64) {
+                    w->seen = 0;
+                } else {
+                    w->seen <<= d;
+                }
+                if (w->last > 0 && d <= 64) {
+                    w->seen |= 1ULL << (d - 1);     /* the old highest */
+                }
+                w->last = (uint32_t) q;
             }
-            c->lastseq[k] = (uint32_t) q;
         }
     }
 
@@ -1901,7 +2156,7 @@ static void
 server_pids(pidset_t *ps)
 {
     const char     *p;
-    char           *e;
+    char           *e = NULL;
     long            v;
     pid_t           master, pp;
     DIR            *d;
@@ -1920,15 +2175,34 @@ server_pids(pidset_t *ps)
             p = *e ? e + 1 : e;
         }
     }
-    if (cfg.server_pidfile != NULL) {
-        master = read_pidfile(cfg.server_pidfile);
-        if (master <= 0) {
-            return;
+    /* --server-pidfile F[,F...]: each file's process and its children */
+    for (p = cfg.server_pidfile; p != NULL && *p; p = *e ? e + 1 : e) {
+        char  path[512];
+        int   k, nm = 0;
+
+        e = strchr(p, ',');
+        if (e == NULL) {
+            e = (char *) p + strlen(p);
+        }
+        if ((size_t) (e - p) >= sizeof(path) || e == p) {
+            continue;
+        }
+        memcpy(path, p, (size_t) (e - p));
+        path[e - p] = '\0';
+        master = read_pidfile(path);
+        if (master <= 0 || ps->n >= MAX_PIDS) {
+            continue;
+        }
+        for (k = 0; k < ps->n; k++) {
+            nm += ps->pid[k] == master;
+        }
+        if (nm) {
+            continue;
         }
         ps->pid[ps->n++] = master;
         d = opendir("/proc");
         if (d == NULL) {
-            return;
+            continue;
         }
         while ((de = readdir(d)) != NULL && ps->n < MAX_PIDS) {
             if (!isdigit((u_char) de->d_name[0])) {
@@ -2027,6 +2301,33 @@ server_mem_kb(void)
         fclose(f);
     }
     return total;
+}
+
+
+/*
+ * Machine-wide CPU from the first line of /proc/stat, in seconds:
+ * proc = user + nice + system (processes), irq = irq + softirq (loopback
+ * TCP is mostly softirq work, charged to no process).
+ */
+static void
+machine_cpu(double *proc, double *irq)
+{
+    FILE                *f;
+    unsigned long long   u = 0, ni = 0, sy = 0, id = 0, io = 0, hi = 0, si = 0;
+    double               hz = (double) sysconf(_SC_CLK_TCK);
+
+    *proc = *irq = 0;
+    f = fopen("/proc/stat", "r");
+    if (f == NULL) {
+        return;
+    }
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu", &u, &ni, &sy, &id,
+               &io, &hi, &si) == 7)
+    {
+        *proc = (double) (u + ni + sy) / hz;
+        *irq = (double) (hi + si) / hz;
+    }
+    fclose(f);
 }
 
 
@@ -2263,6 +2564,107 @@ selftest(void)
     }
     CHECK(ev.kind == EV_JOINED, "classify joined after decoy");
 
+    /* Socket.IO adapter */
+    {
+        static const struct {
+            const char  *in;
+            ev_kind_e    kind;
+            const char  *reply, *field;     /* field: content, ref or code */
+        } sio[] = {
+            { "0{\"sid\":\"a\",\"pingInterval\":25000}", EV_OTHER, "40", NULL },
+            { "2", EV_OTHER, "3", NULL },
+            { "40{\"sid\":\"b\"}", EV_READY, NULL, NULL },
+            { "431[{\"ok\":true,\"room\":\"r\"}]", EV_JOINED, NULL, NULL },
+            { "43123456789[{\"ok\":true,\"id\":\"5\"}]", EV_ACK, NULL,
+              "123456789" },
+            { "4377[{\"ok\" : false,\"error\":\"not_member\"}]", EV_ERROR,
+              NULL, "not_member" },
+            { "42[\"receive-message\",{\"room\":\"r\",\"id\":\"1\","
+              "\"user\":\"content\",\"content\":\"t=1;s=2;n=3;r=4\","
+              "\"ts\":5}]", EV_MESSAGE, NULL, "t=1;s=2;n=3;r=4" },
+            { "42[\"user-joined\",{\"room\":\"r\",\"user\":\"u\"}]",
+              EV_PRESENCE, NULL, NULL },
+            { "44{\"message\":\"nope\"}", EV_ERROR, NULL, "connect_error" },
+            { "3", EV_OTHER, NULL, NULL },
+        };
+        char    buf[256];
+        size_t  k, fl;
+
+        for (k = 0; k < sizeof(sio) / sizeof(sio[0]); k++) {
+            const char  *f = NULL;
+
+            memset(&ev, 0, sizeof(ev));
+            sio_classify(sio[k].in, strlen(sio[k].in), &ev);
+            CHECK(ev.kind == sio[k].kind, "sio kind %zu: %d", k, ev.kind);
+            CHECK(sio[k].reply == NULL
+                  ? ev.reply == NULL
+                  : ev.reply != NULL && ev.reply_len == strlen(sio[k].reply)
+                    && memcmp(ev.reply, sio[k].reply, ev.reply_len) == 0,
+                  "sio reply %zu", k);
+            fl = 0;
+            if (ev.kind == EV_MESSAGE) {
+                f = ev.content;
+                fl = ev.content_len;
+            } else if (ev.kind == EV_ACK) {
+                f = ev.ref;
+                fl = ev.ref_len;
+            } else if (ev.kind == EV_ERROR) {
+                f = ev.code;
+                fl = ev.code_len;
+            }
+            CHECK(sio[k].field == NULL || (f != NULL && fl == strlen(sio[k].field)
+                  && memcmp(f, sio[k].field, fl) == 0), "sio field %zu", k);
+        }
+        fl = sio_encode_send(buf, sizeof(buf), "r1", "t=1", 3, "99");
+        CHECK(fl > 0 && strcmp(buf, "4299[\"send-message\",{\"room\":\"r1\","
+                                    "\"content\":\"t=1\"}]") == 0, "sio send %s",
+              buf);
+        fl = sio_encode_join(buf, sizeof(buf), "r1");
+        CHECK(fl > 0 && strcmp(buf, "421[\"join-room\",\"r1\"]") == 0,
+              "sio join %s", buf);
+        sio_target(buf, sizeof(buf), "/socket.io/", "u1", "r1");
+        CHECK(strcmp(buf, "/socket.io/?EIO=4&transport=websocket&user=u1") == 0,
+              "sio target %s", buf);
+
+        /* nchan adapter */
+        nchan_target(buf, sizeof(buf), "/pubsub", "u1", "r1");
+        CHECK(strcmp(buf, "/pubsub/r1") == 0, "nchan target %s", buf);
+        CHECK(nchan_encode_join(buf, sizeof(buf), "r1") == 0, "nchan join");
+        CHECK(nchan_encode_send(buf, sizeof(buf), "r1", "t=1;x", 5, "9") == 5
+              && memcmp(buf, "t=1;x", 5) == 0, "nchan send");
+        memset(&ev, 0, sizeof(ev));
+        nchan_classify("t=1;s=0;n=1;r=2", 15, &ev);
+        CHECK(ev.kind == EV_MESSAGE && ev.content_len == 15, "nchan message");
+    }
+
+    /* duplicates are dropped, late arrivals counted as reordered */
+    {
+        static const unsigned  seqs[] = { 1, 3, 2, 2, 5, 4, 1, 200, 100, 199,
+                                          199 };
+        char     m[64];
+        size_t   k;
+        conn_t   rc;
+
+        memset(&rc, 0, sizeof(rc));
+        cfg.rooms = 1;
+        cfg.senders = 1;
+        run_id = 7;
+        g_now = 1000;
+        for (k = 0; k < sizeof(seqs) / sizeof(seqs[0]); k++) {
+            snprintf(m, sizeof(m), "t=1;s=0;n=%u;r=7", seqs[k]);
+            on_delivery(&rc, m, strlen(m));
+        }
+        /* received 1 3 2 5 4 200 100 199; dup 2 1 199; reordered 2 4 100 199 */
+        CHECK(st.received == 8 && st.dup == 3 && st.reorder == 4,
+              "seq window: received %llu dup %llu reordered %llu",
+              U64(st.received), U64(st.dup), U64(st.reorder));
+        free(rc.lastseq);
+        memset(&st, 0, sizeof(st));
+        memset(&h_lat, 0, sizeof(h_lat));
+        cfg.rooms = cfg.senders = 0;
+        run_id = 0;
+    }
+
     /* histogram */
     h = calloc(1, sizeof(hist_t));
     for (i = 1; i <= 100000; i++) {
@@ -2476,7 +2878,7 @@ usage(FILE *f)
 "    --host ADDR            loopback address, 127.x.x.x or ::1 (127.0.0.1)\n"
 "    --port N               (8080)\n"
 "    --path PATH            endpoint path (protocol default: /chat)\n"
-"    --protocol NAME        chat (default)\n"
+"    --protocol NAME        chat (default), socketio, nchan\n"
 "  connections\n"
 "    --conns N              connections to open (100)\n"
 "    --rooms R              rooms; connection i joins room i %% R (10)\n"
@@ -2484,6 +2886,7 @@ usage(FILE *f)
 "    --connect-rate N       max new connections per second (0 = no limit)\n"
 "    --connect-timeout S    per connection, until the 101 (10)\n"
 "    --join-timeout S       for the whole ramp until all joined (60)\n"
+"    --settle S             wait S seconds between the ramp and the sends (0)\n"
 "    --src-ips K            bind sources round-robin to K addresses from\n"
 "    --src-base A           ... A (127.0.0.1): beats the per-address port limit\n"
 "    --room-prefix P        room names P0..P{R-1} (bench-r)\n"
@@ -2501,7 +2904,8 @@ usage(FILE *f)
 "    --no-dup               skip duplicate/reorder detection\n"
 "  measurement and output\n"
 "    --server-pids P,P,...  server processes for CPU/memory\n"
-"    --server-pidfile F     nginx master pidfile: master + its children\n"
+"    --server-pidfile F,... pidfiles: each process + its children (nginx\n"
+"                           master + workers, postmaster + backends, ...)\n"
 "    --json                 one JSON line on stdout (instead of the summary)\n"
 "    --quiet                no progress lines on stderr\n"
 "    --selftest             run the built-in parser/hash/histogram tests\n");
@@ -2529,7 +2933,8 @@ parse_args(int argc, char **argv)
         { "protocol", 1, 0, 'x' }, { "conns", 1, 0, 'c' },
         { "rooms", 1, 0, 'r' }, { "inflight", 1, 0, 'i' },
         { "connect-rate", 1, 0, 'C' }, { "connect-timeout", 1, 0, 'T' },
-        { "join-timeout", 1, 0, 'J' }, { "src-ips", 1, 0, 'k' },
+        { "join-timeout", 1, 0, 'J' }, { "settle", 1, 0, 'L' },
+        { "src-ips", 1, 0, 'k' },
         { "src-base", 1, 0, 'b' }, { "room-prefix", 1, 0, 'R' },
         { "user-prefix", 1, 0, 'U' }, { "senders", 1, 0, 's' },
         { "rate", 1, 0, 'a' }, { "total-rate", 1, 0, 'A' },
@@ -2581,6 +2986,9 @@ parse_args(int argc, char **argv)
             break;
         case 'J':
             cfg.join_timeout = arg_double("join-timeout", optarg, 0.01, 1e6);
+            break;
+        case 'L':
+            cfg.settle = arg_double("settle", optarg, 0, 3600);
             break;
         case 'k':
             cfg.src_ips = (int) arg_double("src-ips", optarg, 0, 1 << 20);
@@ -2660,10 +3068,12 @@ main(int argc, char **argv)
     rlim_t               nofile;
     uint64_t             t_ramp0, t_ramp1 = 0, t_last_open = 0, t_phase0 = 0;
     uint64_t             t_send_end = 0, t_end = 0, t_progress, t_scan = 0;
-    uint64_t             next_due = 0;
+    uint64_t             next_due = 0, t_settle_end = 0;
     uint64_t             mem0 = 0, mem1 = 0, mem2 = 0, expected_net;
     double               cli_cpu0 = 0, cli_cpu1 = 0, srv_cpu = 0, wall = 0;
     double               ramp_s, hs_s, ramp_srv_cpu = 0, ramp_cli_cpu = 0;
+    double               mach_proc0 = 0, mach_proc1 = 0, mach_irq0 = 0;
+    double               mach_irq1 = 0;
     int                  n, i, timeout, have_server, max_evs = 1024;
     char                 name[256];
 
@@ -2837,8 +3247,30 @@ main(int argc, char **argv)
                     phase = PH_DONE;
                     break;
                 }
+                if (cfg.settle > 0) {
+                    /* let the server finish what the joins started */
+                    t_settle_end = g_now + (uint64_t) (cfg.settle * 1e9);
+                    phase = PH_SETTLE;
+                    break;
+                }
+            } else {
+                break;                  /* still ramping */
+            }
+            /* fall through: start sending (or holding) now */
+
+        case PH_SETTLE:
+            if (phase == PH_SETTLE && g_now < t_settle_end && !g_interrupted)
+            {
+                break;
+            }
+            {
+                if (g_interrupted) {
+                    phase = PH_DONE;
+                    break;
+                }
                 server_cpu_sample(&cpu_a);
                 cli_cpu0 = self_cpu();
+                machine_cpu(&mach_proc0, &mach_irq0);
                 t_phase0 = g_now;
                 if (cfg.idle) {
                     phase = PH_HOLD;
@@ -2901,6 +3333,7 @@ main(int argc, char **argv)
                 server_cpu_sample(&cpu_b);
                 cli_cpu1 = self_cpu();
                 srv_cpu = server_cpu_delta(&cpu_a, &cpu_b);
+                machine_cpu(&mach_proc1, &mach_irq1);
                 wall = (t_end - t_phase0) / 1e9;
             }
             if (have_server) {
@@ -2947,6 +3380,12 @@ main(int argc, char **argv)
         double    conn_rate = hs_s > 0 ? st.opened / hs_s : 0;
         double    per_conn_kb = st.joined > 0 && mem1 >= mem0
                                 ? (double) (mem1 - mem0) / st.joined : 0;
+        double    irq_cpu = mach_irq1 - mach_irq0;
+        double    other_cpu = mach_proc1 - mach_proc0 - cli_cpu - srv_cpu;
+
+        if (other_cpu < 0 || !have_server) {
+            other_cpu = have_server ? 0 : -1;
+        }
 
         if (cfg.json) {
             printf("{\"tool\":\"chatbench\",\"protocol\":\"%s\","
@@ -2961,7 +3400,8 @@ main(int argc, char **argv)
                    "\"ramp_client_cpu_s\":%.3f,\"ramp_server_cpu_s\":%.3f,"
                    "\"sent\":%llu,\"send_s\":%.3f,\"acks\":%llu,"
                    "\"refused\":%llu,\"expected\":%llu,\"received\":%llu,"
-                   "\"lost\":%llu,\"dup_or_reorder\":%llu,\"gaps\":%llu,"
+                   "\"lost\":%llu,\"dup_or_reorder\":%llu,\"dup\":%llu,"
+                   "\"reordered\":%llu,\"gaps\":%llu,"
                    "\"foreign\":%llu,\"bad_content\":%llu,"
                    "\"presence\":%llu,\"other\":%llu,\"pings\":%llu,"
                    "\"protocol_errors\":%llu,\"skipped_backpressure\":%llu,"
@@ -2976,10 +3416,12 @@ main(int argc, char **argv)
                    ramp_cli_cpu, ramp_srv_cpu,
                    U64(st.sent), send_s, U64(st.acks), U64(st.refused),
                    U64(expected_net), U64(st.received), U64(lost),
-                   U64(st.dup), U64(st.gaps), U64(st.foreign),
-                   U64(st.bad_content), U64(st.presence), U64(st.other),
+                   U64(st.dup + st.reorder), U64(st.dup), U64(st.reorder),
+                   U64(st.gaps), U64(st.foreign), U64(st.bad_content), U64(st.presence), U64(st.other),
                    U64(st.pings), U64(st.proto_errors),
                    U64(st.skipped_backpressure), st.max_behind_ns / NS_PER_MS);
+            printf("\"settle_s\":%.3f,\"other_cpu_s\":%.3f,"
+                   "\"irq_cpu_s\":%.3f,", cfg.settle, other_cpu, irq_cpu);
             printf("\"measured_s\":%.3f,\"client_cpu_s\":%.3f,"
                    "\"server_cpu_s\":%.3f,\"deliveries_per_s\":%.1f,"
                    "\"deliveries_per_server_cpu_s\":%.1f,"
@@ -3034,11 +3476,12 @@ main(int argc, char **argv)
                        U64(st.refused), st.max_behind_ns / NS_PER_MS,
                        U64(st.skipped_backpressure));
                 printf("deliveries   expected %llu, received %llu (%.2f%%), "
-                       "lost %llu, dup/reorder %llu, seq gaps %llu, "
+                       "lost %llu, dup %llu, reordered %llu, seq gaps %llu, "
                        "foreign %llu\n", U64(expected_net), U64(st.received),
                        expected_net ? 100.0 * st.received / expected_net
                                     : 0.0,
-                       U64(lost), U64(st.dup), U64(st.gaps), U64(st.foreign));
+                       U64(lost), U64(st.dup), U64(st.reorder), U64(st.gaps),
+                       U64(st.foreign));
                 printf("throughput   %.0f deliveries/s (send start to last "
                        "delivery, %.3f s)\n", drate, dwin);
                 print_hist("latency ms", &h_lat);
@@ -3076,6 +3519,19 @@ main(int argc, char **argv)
                        per_conn_kb);
             }
             printf("\n");
+            if (wall > 0) {
+                printf("machine      irq+softirq %.2f s (%.0f%% of a core)",
+                       irq_cpu, 100 * irq_cpu / wall);
+                if (other_cpu >= 0) {
+                    printf(", other processes %.2f s (%.0f%% of a core)",
+                           other_cpu, 100 * other_cpu / wall);
+                }
+                printf(" over %.2f s\n", wall);
+            }
+            if (wall > 0 && other_cpu / wall > 0.10) {
+                printf("note         other processes used >10%% of a core "
+                       "during the measurement: figures are disturbed\n");
+            }
             if (wall > 0 && cli_cpu / wall > 0.85) {
                 printf("note         the client used >85%% of a core: the "
                        "result may be client-bound\n");
