@@ -26,8 +26,12 @@
  * this layer after the handler returns) or NULL when the query could not
  * complete (connection lost, timeout).  After any failure the connection
  * is closed and reopened with exponential backoff and jitter; state
- * changes are reported once each.  When a connection is up, the schema
- * (SPEC §7: table "messages" and its index) has been created if missing.
+ * changes are reported once each (the state handler may be called with
+ * up == 0 before any up).  When a connection is up, the schema (SPEC §7:
+ * table "messages" and its index) has been created if missing; operators
+ * may create it themselves for a role that may only read and write
+ * (conf-examples/schema.sql).  connect_timeout in the conninfo overrides
+ * the default connect timeout.
  */
 
 
@@ -60,8 +64,9 @@ ngx_chat_pg_t *ngx_chat_pg_create(ngx_chat_pg_conf_t *conf, ngx_log_t *log,
     ngx_chat_pg_state_pt state, void *data);
 
 /*
- * Queues a parameterised query (text parameters; lengths may be NULL for
- * NUL-terminated values).  Values are copied.  Returns NGX_OK (the handler
+ * Queues a parameterised query (text parameters, which must not contain
+ * NUL: NGX_ERROR; lengths may be NULL for NUL-terminated values).  Values
+ * are copied.  Returns NGX_OK (the handler
  * will be called exactly once), NGX_DECLINED when the connection is down
  * (nothing queued), NGX_ERROR.
  */

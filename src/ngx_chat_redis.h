@@ -25,6 +25,23 @@
  * (replies come back in order to each command's handler) or, once
  * SUBSCRIBE was sent on it, a subscriber: then every pub/sub "message"
  * push goes to the message handler.
+ *
+ * Notes on the contract:
+ * - SUBSCRIBE/PSUBSCRIBE with several channels and UNSUBSCRIBE/
+ *   PUNSUBSCRIBE without arguments work; the handler gets the last
+ *   confirmation.
+ * - The state handler gets up=1 on the first connect too; a failed first
+ *   attempt logs but does not call it with 0.
+ * - Subscriptions are lost on reconnect: the owner subscribes again when
+ *   the state handler says up=1 (the relay does).
+ * - Commands are queued only during the first attempt; on later
+ *   reconnects they are declined until AUTH/SELECT have succeeded.
+ * - Handlers are never called from inside ngx_chat_redis_command(); reply,
+ *   channel and payload are valid only during the callback; argvlen may be
+ *   NULL (strlen); destroy() may be called from a handler, calls pending
+ *   handlers with NULL and not the state handler.
+ * - An idle subscriber notices a silently dead peer only through TCP
+ *   keepalive: its owner should expect traffic (the relay's heartbeats).
  */
 
 
@@ -33,7 +50,7 @@ typedef struct ngx_chat_redis_s  ngx_chat_redis_t;
 
 /* parsed chat_redis URL */
 typedef struct {
-    ngx_str_t                  url;        /* as written, for logs */
+    ngx_str_t                  url;        /* for logs, password masked */
     ngx_addr_t                *addrs;      /* resolved at configuration */
     ngx_uint_t                 naddrs;
     ngx_str_t                  user;       /* empty: none */
@@ -59,9 +76,9 @@ typedef void (*ngx_chat_redis_state_pt)(ngx_chat_redis_t *rc,
 
 /*
  * Parses "redis://[[user]:password@]host[:port][/db]" or
- * "unix:/path/to/socket[?db=N]" (also with a password:
- * "unix://:password@/path?db=N" is not supported; use redis:// for TCP).
- * Returns NGX_CONF_OK or an error string for ngx_conf_log_error.
+ * "unix:/path/to/socket[?db=N]" (unix sockets take no password).  Zeroes
+ * conf first (set timeouts after).  Returns NGX_CONF_OK or an error string
+ * for ngx_conf_log_error, never NGX_CONF_ERROR.
  */
 char *ngx_chat_redis_parse_url(ngx_conf_t *cf, ngx_str_t *url,
     ngx_chat_redis_conf_t *conf);
