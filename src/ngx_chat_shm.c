@@ -56,6 +56,10 @@ static void ngx_chat_shm_remote_drop(ngx_chat_shm_ctx_t *ctx,
 static ngx_int_t ngx_chat_shm_server_slot(ngx_chat_shm_ctx_t *ctx,
     uint64_t server, ngx_uint_t create);
 static u_char *ngx_chat_shm_scratch(size_t size);
+static void ngx_chat_shm_hist_drop(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room);
+static void ngx_chat_shm_hist_push(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, ngx_chat_shm_msg_t *msg);
 static ngx_chat_shm_ring_t *ngx_chat_shm_ring_copy_locked(
     ngx_chat_shm_room_t *room);
 static uint64_t ngx_chat_shm_bus_scan_locked(ngx_chat_shm_ctx_t *ctx,
@@ -941,9 +945,7 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
 
         if (msg == NULL && room->hist_n) {
             /* make room from this room's own oldest message */
-            ngx_slab_free_locked(ctx->shpool, room->hist[room->hist_head]);
-            room->hist_head = (room->hist_head + 1) % room->hist_cap;
-            room->hist_n--;
+            ngx_chat_shm_hist_drop(ctx, room);
 
             msg = ngx_chat_shm_alloc(ctx, offsetof(ngx_chat_shm_msg_t, data)
                                           + len);
@@ -979,14 +981,7 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
     }
 
     if (msg) {
-        if (room->hist_n == room->hist_cap) {
-            ngx_slab_free_locked(ctx->shpool, room->hist[room->hist_head]);
-            room->hist_head = (room->hist_head + 1) % room->hist_cap;
-            room->hist_n--;
-        }
-
-        room->hist[(room->hist_head + room->hist_n) % room->hist_cap] = msg;
-        room->hist_n++;
+        ngx_chat_shm_hist_push(ctx, room, msg);
     }
 
     room->total++;
@@ -1001,6 +996,30 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
     (void) ngx_atomic_fetch_add(&sh->messages_in, 1);
 
     return NGX_OK;
+}
+
+
+/* a room's ring of recent messages; locked */
+
+static void
+ngx_chat_shm_hist_drop(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
+{
+    ngx_slab_free_locked(ctx->shpool, room->hist[room->hist_head]);
+    room->hist_head = (room->hist_head + 1) % room->hist_cap;
+    room->hist_n--;
+}
+
+
+static void
+ngx_chat_shm_hist_push(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
+    ngx_chat_shm_msg_t *msg)
+{
+    if (room->hist_n == room->hist_cap) {
+        ngx_chat_shm_hist_drop(ctx, room);
+    }
+
+    room->hist[(room->hist_head + room->hist_n) % room->hist_cap] = msg;
+    room->hist_n++;
 }
 
 
@@ -1792,14 +1811,7 @@ ngx_chat_shm_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     }
 
     if (msg) {
-        if (room->hist_n == room->hist_cap) {
-            ngx_slab_free_locked(ctx->shpool, room->hist[room->hist_head]);
-            room->hist_head = (room->hist_head + 1) % room->hist_cap;
-            room->hist_n--;
-        }
-
-        room->hist[(room->hist_head + room->hist_n) % room->hist_cap] = msg;
-        room->hist_n++;
+        ngx_chat_shm_hist_push(ctx, room, msg);
     }
 
     room->total++;
