@@ -3068,13 +3068,14 @@ main(int argc, char **argv)
     rlim_t               nofile;
     uint64_t             t_ramp0, t_ramp1 = 0, t_last_open = 0, t_phase0 = 0;
     uint64_t             t_send_end = 0, t_end = 0, t_progress, t_scan = 0;
-    uint64_t             next_due = 0, t_settle_end = 0;
+    uint64_t             next_due = 0, t_settle_end = 0, t_bscan = 0;
+    uint32_t             send_cursor = 0;
     uint64_t             mem0 = 0, mem1 = 0, mem2 = 0, expected_net;
     double               cli_cpu0 = 0, cli_cpu1 = 0, srv_cpu = 0, wall = 0;
     double               ramp_s, hs_s, ramp_srv_cpu = 0, ramp_cli_cpu = 0;
     double               mach_proc0 = 0, mach_proc1 = 0, mach_irq0 = 0;
     double               mach_irq1 = 0;
-    int                  n, i, timeout, have_server, max_evs = 1024;
+    int                  n, i, k, timeout, have_server, max_evs = 1024;
     char                 name[256];
 
     memset(&cpu_b, 0, sizeof(cpu_b));
@@ -3285,18 +3286,43 @@ main(int argc, char **argv)
             break;
 
         case PH_SEND:
-            next_due = UINT64_MAX;
-            for (i = 0; i < cfg.senders; i++) {
-                sender_pump(&senders[i]);
-                if (senders[i].next_ns < next_due) {
-                    next_due = senders[i].next_ns;
+            if (send_interval_ns == 0) {            /* closed loop */
+                for (i = 0; i < cfg.senders; i++) {
+                    sender_pump(&senders[i]);
                 }
-            }
-            for (i = 0; i < cfg.senders; i++) {
-                conn_t  *c = senders[i].c;
 
-                if (c->state != CS_CLOSED && c->broken) {
-                    conn_close(c, "client: write error");
+            } else {
+                /*
+                 * paced: the senders are due in a fixed cyclic order (same
+                 * interval, evenly staggered), so only those from the cursor
+                 * on that are due are looked at: O(due), not O(senders), per
+                 * loop turn (scanning all 5,000 W2 senders every turn cost
+                 * the load generator a third of its CPU)
+                 */
+                for (k = 0; k < cfg.senders; k++) {
+                    sender_t  *s = &senders[send_cursor];
+
+                    if (s->next_ns > g_now) {
+                        break;
+                    }
+                    sender_pump(s);
+                    while (s->next_ns <= g_now) {
+                        s->next_ns += send_interval_ns;  /* not open: skip */
+                    }
+                    if (++send_cursor == (uint32_t) cfg.senders) {
+                        send_cursor = 0;
+                    }
+                }
+                next_due = senders[send_cursor].next_ns;
+            }
+            if (g_now >= t_bscan) {
+                t_bscan = g_now + 100000000ULL;
+                for (i = 0; i < cfg.senders; i++) {
+                    conn_t  *c = senders[i].c;
+
+                    if (c->state != CS_CLOSED && c->broken) {
+                        conn_close(c, "client: write error");
+                    }
                 }
             }
             if (g_now - t_phase0 >= (uint64_t) (cfg.duration * 1e9)
