@@ -51,6 +51,7 @@ struct ngx_chat_local_room_s {
     ngx_rbtree_node_t          node;
     ngx_str_t                  name;      /* as in ngx_str_node_t */
     ngx_queue_t                members;
+    void                      *shm_room;  /* the zone's, while members */
 };
 
 
@@ -60,7 +61,7 @@ void ngx_chat_fanout_exit_process(ngx_cycle_t *cycle,
     ngx_chat_main_conf_t *cmcf);
 
 ngx_chat_member_t *ngx_chat_fanout_add(ngx_chat_shm_ctx_t *ctx,
-    ngx_str_t *room, ngx_chat_ws_t *ws, uint64_t start);
+    ngx_str_t *room, void *shm_room, ngx_chat_ws_t *ws, uint64_t start);
 void ngx_chat_fanout_remove(ngx_chat_shm_ctx_t *ctx, ngx_chat_member_t *m);
 
 /* sends what was held for the member, and delivers live from now on */

@@ -17,6 +17,7 @@
 #include "ngx_chat_shm.h"
 #include "ngx_chat_fanout.h"
 #include "ngx_chat_json.h"
+#include "ngx_chat_jflat.h"
 #include "ngx_chat_proto.h"
 #include "ngx_chat_store.h"
 
@@ -45,10 +46,16 @@ typedef struct {
 } ngx_chat_proto_read_t;
 
 
+#define NGX_CHAT_PROTO_FLAT  8
+
+
 typedef struct {
     ngx_chat_ws_t             *ws;
     ngx_chat_proto_session_t  *s;
     json_t                    *json;
+    /* or, for a flat "send" of plain strings, the members as read */
+    ngx_chat_jflat_pair_t     *flat;
+    int                        nflat;
     ngx_str_t                  ref;
     ngx_uint_t                 has_ref;
     ngx_str_t                  room;
@@ -66,8 +73,8 @@ static void ngx_chat_proto_who(ngx_chat_proto_req_t *rq);
 static json_t *ngx_chat_proto_parse(ngx_chat_ws_t *ws, u_char *data,
     size_t len);
 static ngx_uint_t ngx_chat_proto_bad_strings(json_t *json);
-static ngx_int_t ngx_chat_proto_string(json_t *json, const char *key,
-    ngx_str_t *value, ngx_uint_t required);
+static ngx_int_t ngx_chat_proto_string(ngx_chat_proto_req_t *rq,
+    const char *key, ngx_str_t *value, ngx_uint_t required);
 static ngx_int_t ngx_chat_proto_find(ngx_chat_proto_session_t *s,
     ngx_str_t *room);
 static void ngx_chat_proto_error(ngx_chat_proto_req_t *rq, char *code,
@@ -195,24 +202,46 @@ ngx_chat_proto_closed(ngx_chat_ws_t *ws)
 static void
 ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
 {
-    json_t                *type;
-    const char            *t;
-    ngx_chat_proto_req_t   rq;
-    void                 (*handler)(ngx_chat_proto_req_t *rq);
+    int                     n;
+    json_t                 *type;
+    ngx_str_t               t;
+    ngx_chat_proto_req_t    rq;
+    ngx_chat_jflat_pair_t   flat[NGX_CHAT_PROTO_FLAT], *v;
+    void                  (*handler)(ngx_chat_proto_req_t *rq);
 
     ngx_memzero(&rq, sizeof(ngx_chat_proto_req_t));
 
     rq.ws = ws;
     rq.s = ws->data;
 
-    rq.json = ngx_chat_proto_parse(ws, data, len);
+    /*
+     * a "send" of plain strings is read in place (see ngx_chat_jflat.h);
+     * everything else, and anything the scanner declines, goes to jansson
+     */
 
-    if (rq.json == NULL || !json_is_object(rq.json)) {
-        ngx_chat_proto_error(&rq, "bad_request", "not a JSON object", -1);
-        goto done;
+    n = ngx_chat_jflat_parse(data, len, flat, NGX_CHAT_PROTO_FLAT);
+
+    if (n > 0) {
+        v = ngx_chat_jflat_get(flat, n, "type", sizeof("type") - 1);
+
+        if (v && v->value_len == sizeof("send") - 1
+            && ngx_strncmp(v->value, "send", sizeof("send") - 1) == 0)
+        {
+            rq.flat = flat;
+            rq.nflat = n;
+        }
     }
 
-    switch (ngx_chat_proto_string(rq.json, "ref", &rq.ref, 0)) {
+    if (rq.flat == NULL) {
+        rq.json = ngx_chat_proto_parse(ws, data, len);
+
+        if (rq.json == NULL || !json_is_object(rq.json)) {
+            ngx_chat_proto_error(&rq, "bad_request", "not a JSON object", -1);
+            goto done;
+        }
+    }
+
+    switch (ngx_chat_proto_string(&rq, "ref", &rq.ref, 0)) {
     case NGX_OK:
         rq.has_ref = 1;
 
@@ -233,29 +262,39 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         break;
     }
 
-    type = json_object_get(rq.json, "type");
+    if (rq.flat) {
+        ngx_str_set(&t, "send");
 
-    if (!json_is_string(type)) {
-        ngx_chat_proto_error(&rq, "bad_request", "\"type\" must be a string",
-                             -1);
-        goto done;
+    } else {
+        type = json_object_get(rq.json, "type");
+
+        if (!json_is_string(type)) {
+            ngx_chat_proto_error(&rq, "bad_request",
+                                 "\"type\" must be a string", -1);
+            goto done;
+        }
+
+        /* as C strings: a type holding U+0000 is no known type */
+        t.data = (u_char *) json_string_value(type);
+        t.len = ngx_strlen(t.data);
     }
 
-    t = json_string_value(type);
+#define ngx_chat_proto_is(t, s)                                              \
+    ((t).len == sizeof(s) - 1 && ngx_strncmp((t).data, s, sizeof(s) - 1) == 0)
 
-    if (ngx_strcmp(t, "send") == 0) {
+    if (ngx_chat_proto_is(t, "send")) {
         handler = ngx_chat_proto_send;
 
-    } else if (ngx_strcmp(t, "join") == 0) {
+    } else if (ngx_chat_proto_is(t, "join")) {
         handler = ngx_chat_proto_join;
 
-    } else if (ngx_strcmp(t, "leave") == 0) {
+    } else if (ngx_chat_proto_is(t, "leave")) {
         handler = ngx_chat_proto_leave;
 
-    } else if (ngx_strcmp(t, "history") == 0) {
+    } else if (ngx_chat_proto_is(t, "history")) {
         handler = ngx_chat_proto_history;
 
-    } else if (ngx_strcmp(t, "who") == 0) {
+    } else if (ngx_chat_proto_is(t, "who")) {
         handler = ngx_chat_proto_who;
 
     } else {
@@ -263,13 +302,15 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         goto done;
     }
 
-    if (ngx_chat_proto_string(rq.json, "room", &rq.room, 1) != NGX_OK) {
+    if (ngx_chat_proto_string(&rq, "room", &rq.room, 1) != NGX_OK) {
         ngx_chat_proto_error(&rq, "bad_request", "\"room\" must be a string",
                              -1);
         goto done;
     }
 
-    if (ngx_chat_proto_bad_strings(rq.json)) {
+    /* plain strings (rq.flat) hold neither: no escapes, valid UTF-8 */
+
+    if (rq.json && ngx_chat_proto_bad_strings(rq.json)) {
         ngx_chat_proto_error(&rq, "bad_request",
                              "U+0000 and lone surrogates are not allowed",
                              -1);
@@ -377,12 +418,26 @@ ngx_chat_proto_bad_strings(json_t *json)
 /* NGX_OK: a string; NGX_DECLINED: absent (and not required); NGX_ERROR */
 
 static ngx_int_t
-ngx_chat_proto_string(json_t *json, const char *key, ngx_str_t *value,
-    ngx_uint_t required)
+ngx_chat_proto_string(ngx_chat_proto_req_t *rq, const char *key,
+    ngx_str_t *value, ngx_uint_t required)
 {
-    json_t  *v;
+    json_t                 *v;
+    ngx_chat_jflat_pair_t  *f;
 
-    v = json_object_get(json, key);
+    if (rq->flat) {
+        f = ngx_chat_jflat_get(rq->flat, rq->nflat, key, ngx_strlen(key));
+
+        if (f == NULL) {
+            return required ? NGX_ERROR : NGX_DECLINED;
+        }
+
+        value->data = (u_char *) f->value;
+        value->len = f->value_len;
+
+        return NGX_OK;
+    }
+
+    v = json_object_get(rq->json, key);
 
     if (v == NULL) {
         return required ? NGX_ERROR : NGX_DECLINED;
@@ -452,7 +507,7 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
 
     sincep = NULL;
 
-    switch (ngx_chat_proto_string(rq->json, "since", &since, 0)) {
+    switch (ngx_chat_proto_string(rq, "since", &since, 0)) {
     case NGX_OK:
         sincep = &since;
         break;
@@ -509,7 +564,7 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
         return;
     }
 
-    m = ngx_chat_fanout_add(s->ctx, &rq->room, ws, res.bus_pos);
+    m = ngx_chat_fanout_add(s->ctx, &rq->room, res.room, ws, res.bus_pos);
     if (m == NULL) {
         if (res.history) {
             ngx_chat_buf_release(res.history);
@@ -582,7 +637,7 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 {
     u_char                     idbuf[NGX_CHAT_ID_LEN];
     uint64_t                   ts;
-    ngx_int_t                  rc;
+    ngx_int_t                  rc, i;
     ngx_str_t                  content, id;
     ngx_msec_t                 retry;
     ngx_chat_ws_t             *ws;
@@ -592,13 +647,15 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
     ws = rq->ws;
     s = rq->s;
 
-    if (ngx_chat_proto_string(rq->json, "content", &content, 1) != NGX_OK) {
+    if (ngx_chat_proto_string(rq, "content", &content, 1) != NGX_OK) {
         ngx_chat_proto_error(rq, "bad_request",
                              "\"content\" must be a string", -1);
         return;
     }
 
-    if (ngx_chat_proto_find(s, &rq->room) < 0) {
+    i = ngx_chat_proto_find(s, &rq->room);
+
+    if (i < 0) {
         ngx_chat_proto_error(rq, "not_member", "not a member of this room",
                              -1);
         return;
@@ -613,7 +670,8 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 
     id.data = idbuf;
 
-    rc = ngx_chat_shm_post(s->ctx, &rq->room, &ws->user, &content,
+    rc = ngx_chat_shm_post(s->ctx, &rq->room, s->rooms[i]->room->shm_room,
+                           &ws->user, &content,
                            ws->conf->rate, ws->conf->burst, &id, &ts, &retry,
                            ws->connection->log);
 
@@ -736,7 +794,7 @@ ngx_chat_proto_history(ngx_chat_proto_req_t *rq)
 
     beforep = NULL;
 
-    switch (ngx_chat_proto_string(rq->json, "before", &before, 0)) {
+    switch (ngx_chat_proto_string(rq, "before", &before, 0)) {
     case NGX_OK:
         beforep = &before;
         break;

@@ -578,6 +578,7 @@ ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
 
     res->members = room->nusers;
     res->bus_pos = sh->bus_head;
+    res->room = room;
 
     if (ctx->store
         && ((since && ngx_chat_shm_find(room, since) < 0)
@@ -818,7 +819,8 @@ ngx_chat_shm_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
 
 
 ngx_int_t
-ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
+ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, void *hint,
+    ngx_str_t *user,
     ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id,
     uint64_t *ts, ngx_msec_t *retry_ms, ngx_log_t *log)
 {
@@ -880,11 +882,26 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&sh->rooms, name,
-                                                         hash);
-    if (room == NULL) {
-        ngx_shmtx_unlock(&ctx->shpool->mutex);
-        return NGX_DECLINED;
+    /*
+     * the sender's room from its join (a room with members is never freed),
+     * checked all the same; it saves a tree walk of the zone's rooms under
+     * the lock for every message (perf: ngx_str_rbtree_lookup was the
+     * largest user-space cost of the workers at 1,000 rooms)
+     */
+
+    room = hint;
+
+    if (room == NULL
+        || room->node.key != hash
+        || room->name.len != name->len
+        || ngx_memcmp(room->name.data, name->data, name->len) != 0)
+    {
+        room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&sh->rooms,
+                                                             name, hash);
+        if (room == NULL) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            return NGX_DECLINED;
+        }
     }
 
     if (rate) {
@@ -1391,12 +1408,23 @@ ngx_chat_shm_bus_append(ngx_chat_shm_ctx_t *ctx, ngx_uint_t kind,
 }
 
 
+/*
+ * The new entries are copied out under the lock with at most two memcpy()s
+ * and handed to the handler after it is released: the handler (room lookup,
+ * buffer allocation, copy) then runs without holding up the other workers.
+ * Measured with perf on W2 (bench/, 10,000 connections, 5,000 msg/s): the
+ * handler under the lock had the workers spinning in ngx_shmtx_lock().
+ */
+
 uint64_t
 ngx_chat_shm_bus_read(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_bus_pt handler,
     ngx_log_t *log)
 {
-    uint64_t         lost;
-    ngx_chat_shm_t  *sh;
+    u_char                *copy;
+    size_t                 phys, len, first, cap;
+    uint64_t               lost, from, head, pos;
+    ngx_chat_shm_t        *sh;
+    ngx_chat_bus_entry_t  *e;
 
     sh = ctx->sh;
     lost = 0;
@@ -1405,17 +1433,87 @@ ngx_chat_shm_bus_read(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_bus_pt handler,
 
     sh->workers[ctx->wslot].notified = 0;
 
-    if (ctx->bus_read < sh->bus_tail) {
-        lost = sh->bus_tail - ctx->bus_read;
+    from = ctx->bus_read;
+
+    if (from < sh->bus_tail) {
+        lost = sh->bus_tail - from;
+        from = sh->bus_tail;
     }
 
-    ctx->bus_read = ngx_chat_shm_bus_scan_locked(ctx, ctx->bus_read, handler);
+    head = sh->bus_head;
+
+    if (head < from) {
+        /* ahead of the bus (as the walk leaves it): nothing to read */
+        head = from;
+    }
+
+    len = (size_t) (head - from);
+
+    if (len > ctx->bus_copy_cap) {
+        cap = ngx_max(len, ngx_max(2 * ctx->bus_copy_cap, 16384));
+        cap = ngx_min(cap, ngx_max(sh->bus_size, len));
+
+        copy = ngx_alloc(cap, log);
+
+        if (copy == NULL) {
+            /* no memory: the handler runs under the lock, as it can */
+            ctx->bus_read = ngx_chat_shm_bus_scan_locked(ctx, from, handler);
+
+            if (ctx->relay) {
+                sh->relay_pos = ctx->bus_read;
+            }
+
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            return lost;
+        }
+
+        if (ctx->bus_copy) {
+            ngx_free(ctx->bus_copy);
+        }
+
+        ctx->bus_copy = copy;
+        ctx->bus_copy_cap = cap;
+    }
+
+    if (len) {
+        /* logical byte "pos" goes to bus_copy[pos - from] */
+        phys = (size_t) (from % sh->bus_size);
+        first = ngx_min(len, sh->bus_size - phys);
+
+        ngx_memcpy(ctx->bus_copy, sh->bus + phys, first);
+
+        if (first < len) {
+            ngx_memcpy(ctx->bus_copy + first, sh->bus, len - first);
+        }
+    }
+
+    ctx->bus_read = head;
 
     if (ctx->relay) {
-        sh->relay_pos = ctx->bus_read;
+        sh->relay_pos = head;
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    /* the same walk as ngx_chat_shm_bus_scan_locked(), over the copy */
+
+    pos = from;
+
+    while (pos < head) {
+        phys = (size_t) (pos % sh->bus_size);
+        e = (ngx_chat_bus_entry_t *) (ctx->bus_copy + (pos - from));
+
+        if (phys + sizeof(ngx_chat_bus_entry_t) > sh->bus_size
+            || e->len == 0)
+        {
+            pos += sh->bus_size - phys;
+            continue;
+        }
+
+        handler(ctx, pos, e);
+
+        pos += e->len;
+    }
 
     return lost;
 }
@@ -1522,6 +1620,12 @@ ngx_chat_shm_worker_detach(ngx_chat_shm_ctx_t *ctx)
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     ctx->wslot = -1;
+
+    if (ctx->bus_copy) {
+        ngx_free(ctx->bus_copy);
+        ctx->bus_copy = NULL;
+        ctx->bus_copy_cap = 0;
+    }
 }
 
 

@@ -163,8 +163,11 @@ struct ngx_chat_shm_ctx_s {
     /* per worker, set in init_process */
     ngx_int_t                  wslot;
     uint64_t                   bus_read;
+    u_char                    *bus_copy;  /* what bus_read copied out */
+    size_t                     bus_copy_cap;
     ngx_rbtree_t               local_rooms;
     ngx_rbtree_node_t          local_sentinel;
+    void                     **local_cache;  /* by hash, in front of it */
     ngx_event_t                reap_event;
     ngx_pid_t                  notify[NGX_CHAT_MAX_WORKERS];
     ngx_uint_t                 nnotify;
@@ -200,6 +203,8 @@ typedef struct {
     ngx_uint_t                 first;     /* the user's first connection */
     ngx_chat_shm_ring_t       *ring;      /* the ring cannot answer: its
                                              copy, to merge with storage */
+    void                      *room;      /* the zone's room: stays while
+                                             it has members */
 } ngx_chat_shm_join_t;
 
 
@@ -229,7 +234,7 @@ void ngx_chat_shm_leave(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
  * the zone is full.
  */
 ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
-    ngx_str_t *user, ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst,
+    void *hint, ngx_str_t *user, ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst,
     ngx_str_t *id, uint64_t *ts, ngx_msec_t *retry_ms, ngx_log_t *log);
 
 /* NULL with *ring set: the ring cannot answer, ask storage */

@@ -65,6 +65,7 @@ struct ngx_chat_ws_s {
     unsigned                   close_received:1;
     unsigned                   lingering:1;
     unsigned                   destroyed:1;
+    unsigned                   write_blocked:1; /* last write: EAGAIN */
 };
 
 

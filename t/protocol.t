@@ -93,7 +93,28 @@ my @contents = (
     [ 'mixed',           "\"\\\n\x{1f600}\x01\t\x{e9}\\\"" ],
 );
 
-plan tests => 93 + 5 * @errors + 2 * @contents;
+# --- sends as raw text: [name, text, content delivered, ref] -----------------
+# A "send" whose members are all plain strings is read in place
+# (src/ngx_chat_jflat.c); everything else goes to jansson.  Both must give
+# the same answer.
+
+my @raw_sends = (
+    [ 'plain strings',           qq({"type":"send","room":"raw","content":"plain \x{e9} \x{1f600} <>&'/","ref":"p1"}),
+      "plain \x{e9} \x{1f600} <>&'/", 'p1' ],
+    [ 'whitespace between tokens', qq( {\n "type" : "send" ,\t"room":"raw",\r\n"content":"sp" , "ref":"p2" } \n),
+      'sp', 'p2' ],
+    [ 'members in another order', '{"ref":"p3","content":"order","room":"raw","type":"send"}', 'order', 'p3' ],
+    [ 'an unknown member',       '{"type":"send","room":"raw","content":"extra","extra":"x","ref":"p4"}', 'extra', 'p4' ],
+    [ 'escapes',                 '{"type":"send","room":"raw","content":"a\\u0041\\n\\"","ref":"p5"}', "aA\n\"", 'p5' ],
+    [ 'a duplicate member: the last counts', '{"type":"send","room":"raw","content":"first","content":"second","ref":"p6"}',
+      'second', 'p6' ],
+    [ 'nine members',            '{"type":"send","room":"raw","content":"nine","a":"1","b":"2","c":"3","d":"4","e":"5","ref":"p7"}',
+      'nine', 'p7' ],
+    [ 'a number beside',         '{"type":"send","room":"raw","content":"num","n":1,"ref":"p8"}', 'num', 'p8' ],
+    [ 'empty strings',           '{"type":"send","room":"raw","content":"","ref":""}', '', '' ],
+);
+
+plan tests => 94 + 5 * @errors + 2 * @contents + 3 * @raw_sends;
 
 my $t = Test::Chat::Nginx->new(
     http   => 'chat_zone chat 1m;',
@@ -554,6 +575,25 @@ _EOC_
     }
     ok($in_order, 'two workers: each sender\'s messages in the order sent');
     $t2->stop;
+}
+
+# --- raw sends: the in-place reader and jansson agree -------------------------
+
+{
+    my $rs = conn('rawsender');
+    my $rr = conn('rawreader');
+    is(req($rs, { type => 'join', room => 'raw' })->{type}, 'joined', 'raw sends: sender joined');
+    req($rr, { type => 'join', room => 'raw' });
+    wait_type($rs, 'presence');
+    for my $c (@raw_sends) {
+        my ($name, $text, $content, $ref) = @$c;
+        $rs->send_text($text);
+        my $ack = wait_type($rs, 'ack');
+        is($ack && $ack->{ref}, $ref, "raw send ($name): ack with its ref");
+        my $m = wait_type($rr, 'message');
+        is($m && $m->{content}, $content, "raw send ($name): content delivered");
+        is($m && $m->{id}, $ack && $ack->{id}, "raw send ($name): the acked id");
+    }
 }
 
 {
