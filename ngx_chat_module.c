@@ -648,7 +648,9 @@ ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
             burst = ngx_atoi(value[i].data + 6, value[i].len - 6);
-            if (burst <= 0) {
+
+            /* the zone keeps a bucket's excess in 31 bits, in 1/1000s */
+            if (burst <= 0 || burst > 1000000) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid burst value \"%V\"", &value[i]);
                 return NGX_CONF_ERROR;

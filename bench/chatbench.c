@@ -867,6 +867,7 @@ typedef struct {
     double       rate;              /* per sender; 0 = closed loop */
     double       total_rate;
     int          window;
+    int          window_on;     /* WIN_ACK, WIN_ECHO, WIN_ALL */
     double       duration;
     double       drain;
     int          inflight;
@@ -929,8 +930,20 @@ struct conn_s {
     seqwin_t  *lastseq;         /* per sender of my room, dup detection */
 };
 
+/* what completes a send in the closed loop (--window-on) */
+#define WIN_ACK    0    /* its ack (the default where the protocol has acks) */
+#define WIN_ECHO   1    /* the sender's own copy (nchan: always) */
+#define WIN_ALL    2    /* its delivery to every member of the room */
+#define WIN_RING   256  /* sends tracked per sender for WIN_ALL */
+
+typedef struct {
+    uint32_t   seq;
+    uint32_t   left;            /* deliveries still to come */
+} inflight_t;
+
 typedef struct {
     conn_t    *c;
+    inflight_t *inflight;       /* WIN_ALL: WIN_RING of them */
     uint32_t   seq;
     uint32_t   outstanding;
     uint64_t   next_ns;
@@ -997,6 +1010,8 @@ static void          (*text_hook)(conn_t *c, const char *p, size_t n);
 static void conn_close(conn_t *c, const char *reason);
 static void on_text(conn_t *c, char *p, size_t n);
 static void sender_pump(sender_t *s);
+static void on_send_done(conn_t *c, const pev_t *ev, int refused,
+    int complete);
 
 
 /* ------------------------------------------------------------------------ */
@@ -1883,6 +1898,18 @@ on_delivery(conn_t *c, const char *p, size_t n)
 
     st.received++;
     t_last_delivery = g_now;
+
+    if (senders != NULL && senders[s].inflight != NULL) {
+        inflight_t  *f = &senders[s].inflight[q % WIN_RING];
+
+        if (f->seq == q && f->left > 0 && --f->left == 0) {
+            pev_t  all;
+
+            memset(&all, 0, sizeof(all));
+            on_send_done(senders[s].c, &all, 0, 1);
+        }
+    }
+
     if (t > g_now) {
         st.neg_latency++;
         lat = 0;
@@ -1893,8 +1920,13 @@ on_delivery(conn_t *c, const char *p, size_t n)
 }
 
 
+/*
+ * A send is answered: by its ack, by an error for its ref, or by the
+ * sender's own copy (nchan; any protocol with --window-on echo).  Only
+ * "complete" answers free a place in the closed-loop window.
+ */
 static void
-on_send_done(conn_t *c, const pev_t *ev, int refused)
+on_send_done(conn_t *c, const pev_t *ev, int refused, int complete)
 {
     sender_t    *s;
     const char  *a;
@@ -1904,7 +1936,7 @@ on_send_done(conn_t *c, const pev_t *ev, int refused)
         return;
     }
     s = &senders[c->sender];
-    if (s->outstanding > 0) {
+    if (complete && s->outstanding > 0) {
         s->outstanding--;
     }
     if (ev->ref != NULL && ev->ref_len > 0) {
@@ -1917,7 +1949,7 @@ on_send_done(conn_t *c, const pev_t *ev, int refused)
     if (refused && ev->retry_after_ms > 0) {
         s->hold_until = g_now + ev->retry_after_ms * 1000000ULL;
     }
-    if (phase == PH_SEND && send_interval_ns == 0) {
+    if (complete && phase == PH_SEND && send_interval_ns == 0) {
         sender_pump(s);
     }
 }
@@ -1953,7 +1985,10 @@ on_text(conn_t *c, char *p, size_t n)
 
     case EV_MESSAGE:
         on_delivery(c, ev.content, ev.content_len);
-        if (!proto->has_acks && c->sender >= 0) {
+        if ((!proto->has_acks ? cfg.window_on != WIN_ALL
+                              : cfg.window_on == WIN_ECHO)
+            && c->sender >= 0)
+        {
             /* own message coming back completes the send */
             uint64_t  t, s, q, r;
             pev_t     self;
@@ -1963,14 +1998,14 @@ on_text(conn_t *c, char *p, size_t n)
             {
                 memset(&self, 0, sizeof(self));
                 st.self_acks++;
-                on_send_done(c, &self, 0);
+                on_send_done(c, &self, 0, 1);
             }
         }
         break;
 
     case EV_ACK:
         st.acks++;
-        on_send_done(c, &ev, 0);
+        on_send_done(c, &ev, 0, cfg.window_on == WIN_ACK);
         break;
 
     case EV_ERROR:
@@ -1986,7 +2021,7 @@ on_text(conn_t *c, char *p, size_t n)
             /* a refused send is delivered to no one */
             st.refused++;
             st.expected_refused += room_members[c->room];
-            on_send_done(c, &ev, 1);
+            on_send_done(c, &ev, 1, 1);
         }
         break;
 
@@ -2032,6 +2067,10 @@ send_one(sender_t *s)
         die("message too large to encode");
     }
     conn_send_frame(c, 0x1, payload, n);
+    if (s->inflight != NULL) {
+        s->inflight[s->seq % WIN_RING].seq = s->seq;
+        s->inflight[s->seq % WIN_RING].left = room_members[c->room];
+    }
     s->sent++;
     s->outstanding++;
     st.sent++;
@@ -2897,6 +2936,10 @@ usage(FILE *f)
 "    --total-rate X         messages/s over all senders (overrides --rate;\n"
 "                           0 = closed loop)\n"
 "    --window W             closed loop: unacked sends per sender (4)\n"
+"    --window-on ack|echo|all  what answers a send in the closed loop: its\n"
+"                           ack (default where the protocol has acks), the\n"
+"                           sender's own copy (nchan's default), or its\n"
+"                           delivery to every member (window <= 256)\n"
 "    --size B               pad message content to B bytes\n"
 "    --duration S           send phase (or hold time with --idle) (10)\n"
 "    --drain S              wait for late deliveries after sending (2)\n"
@@ -2938,7 +2981,8 @@ parse_args(int argc, char **argv)
         { "src-base", 1, 0, 'b' }, { "room-prefix", 1, 0, 'R' },
         { "user-prefix", 1, 0, 'U' }, { "senders", 1, 0, 's' },
         { "rate", 1, 0, 'a' }, { "total-rate", 1, 0, 'A' },
-        { "window", 1, 0, 'w' }, { "size", 1, 0, 'z' },
+        { "window", 1, 0, 'w' }, { "window-on", 1, 0, 'W' },
+        { "size", 1, 0, 'z' },
         { "duration", 1, 0, 'd' }, { "drain", 1, 0, 'D' },
         { "idle", 0, 0, 'I' }, { "no-dup", 0, 0, 'N' },
         { "server-pids", 1, 0, 'S' }, { "server-pidfile", 1, 0, 'F' },
@@ -3002,6 +3046,17 @@ parse_args(int argc, char **argv)
         case 'a': cfg.rate = arg_double("rate", optarg, 0, 1e7); break;
         case 'A':
             cfg.total_rate = arg_double("total-rate", optarg, 0, 1e9);
+            break;
+        case 'W':
+            if (strcmp(optarg, "echo") == 0) {
+                cfg.window_on = WIN_ECHO;
+            } else if (strcmp(optarg, "ack") == 0) {
+                cfg.window_on = WIN_ACK;
+            } else if (strcmp(optarg, "all") == 0) {
+                cfg.window_on = WIN_ALL;
+            } else {
+                die("--window-on: \"ack\", \"echo\" or \"all\"");
+            }
             break;
         case 'w':
             cfg.window = (int) arg_double("window", optarg, 1, 1e6);
@@ -3128,6 +3183,19 @@ main(int argc, char **argv)
                        ? (uint64_t) (1e9 / per_sender_rate) : 0;
     if (per_sender_rate > 0 && send_interval_ns == 0) {
         send_interval_ns = 1;
+    }
+
+    if (cfg.window_on == WIN_ALL && send_interval_ns == 0) {
+        if (cfg.window > WIN_RING) {
+            die("--window-on all: --window %d is over %d", cfg.window,
+                WIN_RING);
+        }
+        for (i = 0; i < cfg.senders; i++) {
+            senders[i].inflight = calloc(WIN_RING, sizeof(inflight_t));
+            if (senders[i].inflight == NULL) {
+                die("out of memory");
+            }
+        }
     }
 
     epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -3417,7 +3485,7 @@ main(int argc, char **argv)
             printf("{\"tool\":\"chatbench\",\"protocol\":\"%s\","
                    "\"mode\":\"%s\",\"run\":%u,\"conns\":%d,\"rooms\":%d,"
                    "\"senders\":%d,\"rate_per_sender\":%.3f,\"window\":%d,"
-                   "\"size\":%d,\"duration_s\":%.3f,\"drain_s\":%.3f,"
+                   "\"window_on\":\"%s\",\"size\":%d,\"duration_s\":%.3f,\"drain_s\":%.3f,"
                    "\"opened\":%llu,\"connect_failed\":%llu,"
                    "\"handshake_failed\":%llu,\"timeouts\":%llu,"
                    "\"joined\":%llu,\"join_failed\":%llu,"
@@ -3434,7 +3502,11 @@ main(int argc, char **argv)
                    "\"max_behind_ms\":%.3f,",
                    proto->name, cfg.idle ? "idle" : send_interval_ns
                    ? "open" : "closed", run_id, cfg.conns, cfg.rooms,
-                   cfg.senders, per_sender_rate, cfg.window, cfg.size,
+                   cfg.senders, per_sender_rate, cfg.window,
+                   cfg.window_on == WIN_ALL ? "all"
+                   : cfg.window_on == WIN_ECHO || !proto->has_acks ? "echo"
+                   : "ack",
+                   cfg.size,
                    cfg.duration, cfg.drain, U64(st.opened),
                    U64(st.connect_failed), U64(st.hs_failed),
                    U64(st.timeouts), U64(st.joined), U64(st.join_failed),

@@ -306,7 +306,7 @@ ngx_chat_shm_user_add(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_user_t *u,
         }
 
         if (u->nslots == u->cap) {
-            cap = u->cap ? u->cap * 2 : 2;
+            cap = u->cap ? u->cap * 2 : 1;
 
             s = ngx_chat_shm_alloc(ctx, cap * sizeof(ngx_chat_shm_slot_t));
             if (s == NULL) {
@@ -908,12 +908,15 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, void *hint,
         u = ngx_chat_shm_user_get(ctx, &sh->users, user, 0);
 
         if (u) {
-            if (u->used) {
+            /* u->last is kept modulo 2^32 ms (~49.7 days) */
+            elapsed = (int32_t) ((uint32_t) now - u->last);
+
+            if (u->used && elapsed >= -60000) {
                 /*
                  * workers' cached clocks differ a little: a send recorded
-                 * "later" by another worker counts as now
+                 * "later" by another worker counts as now (far "later" is
+                 * a bucket idle for over 24 days: a full one)
                  */
-                elapsed = (ngx_msec_int_t) (now - u->last);
 
                 if (elapsed < 0) {
                     elapsed = 0;
@@ -938,8 +941,8 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, void *hint,
                 return NGX_BUSY;
             }
 
-            u->excess = excess;
-            u->last = now;
+            u->excess = (uint32_t) excess;
+            u->last = (uint32_t) now;
             u->used = 1;
         }
     }

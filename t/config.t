@@ -96,6 +96,17 @@ qr/invalid burst value "burst=x" in \S+nginx\.conf:\d+/
 
 
 
+=== TEST 7b: burst too large (the zone keeps it in 31 bits)
+--- http_config
+    chat_zone chat 1m;
+--- config
+    location = /chat { chat chat; chat_user $arg_user; chat_rate 5r/s burst=1000001; }
+--- must_die
+--- error_log eval
+qr/invalid burst value "burst=1000001" in \S+nginx\.conf:\d+/
+
+
+
 === TEST 8: chat without chat_user
 --- http_config
     chat_zone chat 1m;

@@ -224,8 +224,11 @@ is($connected, 4, 'new connections after the zone was full');
 is(join("\n", @bad_cycle), '', 'cycles 3-6: each ends with a refused join, no unexpected reply');
 my ($n3) = ($counts[0] // '0') =~ /^(\d+)/;
 cmp_ok($n3, '>=', $n1 - 1, "after closing, about as many rooms fit as in cycle 1 ($n3 vs $n1)");
-is(scalar(keys %{{ map { $_ => 1 } @counts }}), 1,
-   'cycles 3-6: the same number of rooms and messages fit each time (no leak)')
+# a leak shows as later cycles fitting less; the slab's pages settling can
+# make a later cycle fit a little more, never less
+my @fit = map { [ /^(\d+) rooms\/(\d+) messages/ ] } @counts;
+is(scalar(grep { $_->[0] < $fit[0][0] || $_->[1] < $fit[0][1] } @fit[1 .. $#fit]), 0,
+   'cycles 4-6: as many rooms and messages fit as in cycle 3 or more (no leak)')
     or diag("@counts");
 is($closed, 4, 'closed');
 
