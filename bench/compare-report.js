@@ -192,12 +192,13 @@ if (runs.some((r) => r.workload === 'W1')) {
   p(`## W1 fan-out: 1 room of ${first ? fmt(first.result.conns) : '?'} members, one sender`);
   p();
   p('Each step is a fresh chatbench run (connect, join, settle, send, drain). "unlimited" = closed loop');
-  const wo = first ? first.result.window_on : undefined;
+  const unlr = runs.find((r) => r.workload === 'W1' && r.result && Number(r.rate) === 0) || first;
+  const wo = unlr ? unlr.result.window_on : undefined;
   if (wo === 'all') {
-    p(`with ${first.result.window} sends in flight, each until it has reached every member (chatbench --window-on all: the same`);
+    p(`with ${unlr.result.window} sends in flight, each until it has reached every member (chatbench --window-on all: the same`);
     p('flow control for every system). ok = ≥ 99.9 % delivered and p99 < 50 ms.');
   } else {
-    p(`with ${first ? first.result.window : '?'} sends in flight (ngx_chat, Socket.io: until the ack; nchan has no ack: until the`);
+    p(`with ${unlr ? unlr.result.window : '?'} sends in flight (ngx_chat, Socket.io: until the ack; nchan has no ack: until the`);
     p('sender\'s own copy arrives). ok = ≥ 99.9 % delivered and p99 < 50 ms.');
   }
   p();
