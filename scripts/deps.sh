@@ -6,9 +6,11 @@ set -euo pipefail
 pkgs=(gcc make nginx nginx-dev libjansson-dev libhiredis-dev libpq-dev curl)
 
 if [ "${1:-}" = "--test" ]; then
-    # JSON::PP, Digest::SHA and Test::More come with perl itself
+    # JSON::PP, Digest::SHA and Test::More come with perl itself;
+    # t/tls.t needs IO::Socket::SSL, openssl (a throw-away certificate) and
+    # curl with HTTP/2 (already in the list above)
     pkgs+=(perl libtest-base-perl clang libclang-rt-14-dev chromium
-           redis-server postgresql)
+           redis-server postgresql libio-socket-ssl-perl openssl)
 
     # Node.js for the browser test: Debian's, unless one (with npm) is
     # already installed, which Debian's npm package would conflict with

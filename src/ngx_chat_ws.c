@@ -533,14 +533,21 @@ ngx_chat_ws_upgrade_required(ngx_http_request_t *r)
     ngx_str_set(&h->key, "Sec-WebSocket-Version");
     ngx_str_set(&h->value, "13");
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    /*
+     * HTTP/2 forbids connection-specific headers (RFC 9113, 8.2.2): a
+     * client resets the stream that carries one, and never sees the 426
+     */
 
-    h->hash = 1;
-    ngx_str_set(&h->key, "Upgrade");
-    ngx_str_set(&h->value, "websocket");
+    if (r->http_version < NGX_HTTP_VERSION_20) {
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "Upgrade");
+        ngx_str_set(&h->value, "websocket");
+    }
 
     rc = ngx_http_send_header(r);
 
@@ -1238,12 +1245,20 @@ ngx_chat_ws_write(ngx_chat_ws_t *ws)
             n = c->send(c, b->data + ws->out_sent, b->len - ws->out_sent);
 
             if (n == NGX_AGAIN) {
+                /*
+                 * OpenSSL may hold part of it: the retry must be this same
+                 * buffer (a close must not drop it, or SSL_write() fails
+                 * with "bad length")
+                 */
+                ws->ssl_pending = 1;
                 return NGX_AGAIN;
             }
 
             if (n == NGX_ERROR) {
                 return NGX_ERROR;
             }
+
+            ws->ssl_pending = 0;
 
         } else
 #endif
@@ -1376,7 +1391,7 @@ ngx_chat_ws_drop_queue(ngx_chat_ws_t *ws, ngx_uint_t keep_head)
     ngx_uint_t       keep;
     ngx_chat_buf_t  *b;
 
-    keep = (keep_head && ws->out_sent) ? 1 : 0;
+    keep = (keep_head && (ws->out_sent || ws->ssl_pending)) ? 1 : 0;
 
     while (ws->out_n > keep) {
         b = ws->out[(ws->out_head + ws->out_n - 1) % ws->out_cap];
@@ -1387,6 +1402,7 @@ ngx_chat_ws_drop_queue(ngx_chat_ws_t *ws, ngx_uint_t keep_head)
 
     if (ws->out_n == 0) {
         ws->out_sent = 0;
+        ws->ssl_pending = 0;
     }
 }
 

@@ -66,6 +66,8 @@ struct ngx_chat_ws_s {
     unsigned                   lingering:1;
     unsigned                   destroyed:1;
     unsigned                   write_blocked:1; /* last write: EAGAIN */
+    unsigned                   ssl_pending:1;   /* out[out_head] is in
+                                                   SSL_write() */
 };
 
 

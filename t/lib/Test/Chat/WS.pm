@@ -14,6 +14,7 @@ use MIME::Base64 qw(encode_base64);
 use JSON::PP ();
 use Time::HiRes ();
 use Errno ();
+use Socket ();
 
 our $VERSION = '0.01';
 
@@ -64,16 +65,50 @@ sub connect {
     croak "connect: port => N is required" unless $self->{port};
 
     my $deadline = Time::HiRes::time() + $self->{timeout};
-    my $sock = IO::Socket::INET->new(
-        PeerAddr => $self->{host}, PeerPort => $self->{port},
-        Proto => 'tcp', Timeout => $self->{timeout},
-    );
+    my $sock;
+    if (defined $o{rcvbuf}) {
+        # SO_RCVBUF must be set before connect() to limit the TCP window
+        $sock = IO::Socket::INET->new(Proto => 'tcp');
+        if ($sock) {
+            setsockopt($sock, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), $o{rcvbuf})
+                or croak "SO_RCVBUF: $!";
+            my $addr = Socket::inet_aton($self->{host});
+            unless ($addr && $sock->connect(Socket::pack_sockaddr_in($self->{port}, $addr))) {
+                undef $sock;
+            }
+        }
+    } else {
+        $sock = IO::Socket::INET->new(
+            PeerAddr => $self->{host}, PeerPort => $self->{port},
+            Proto => 'tcp', Timeout => $self->{timeout},
+        );
+    }
     unless ($sock) {
         $self->{error} = "cannot connect to $self->{host}:$self->{port}: $!";
         return $self;
     }
     binmode $sock;
     $sock->autoflush(1);
+    if ($o{ssl}) {
+        # TLS (wss): a throw-away client, the server's certificate is not
+        # verified.  The socket is non-blocking after the TLS handshake, so
+        # that a partial record never blocks a read past its deadline.
+        require IO::Socket::SSL;
+        my $ok = IO::Socket::SSL->start_SSL($sock,
+            SSL_verify_mode => IO::Socket::SSL::SSL_VERIFY_NONE(),
+            SSL_hostname    => ($self->{host} =~ /^[\d.]+$|:/ ? '' : $self->{host}),
+            Timeout         => $self->{timeout},
+            %{ $o{ssl_opts} || {} },
+        );
+        unless ($ok) {
+            $self->{error} = "TLS handshake with $self->{host}:$self->{port} failed: "
+                           . ($IO::Socket::SSL::SSL_ERROR || $!);
+            CORE::close($sock);
+            return $self;
+        }
+        $sock->blocking(0);
+        $self->{ssl} = 1;
+    }
     $self->{sock} = $sock;
     $self->{sel}  = IO::Select->new($sock);
 
@@ -242,6 +277,7 @@ sub key          { $_[0]{key} }
 sub accept_ok    { $_[0]{accept_ok} }
 sub raw_response { $_[0]{raw_response} }
 sub sock         { $_[0]{sock} }
+sub ssl          { $_[0]{ssl} }
 sub skipped      { $_[0]{skipped} }
 sub skipped_frames { $_[0]{skipped_frames} }
 sub close_code   { $_[0]{close_code} }
@@ -270,11 +306,14 @@ sub _fill {
     while (1) {
         my $left = $deadline - Time::HiRes::time();
         if ($left <= 0) { $self->{timed_out} = 1; return 0 }
-        my @r = $self->{sel}->can_read($left);
+        # TLS: bytes already decrypted are not seen by select()
+        my @r = $self->{ssl} && $self->{sock}->pending
+              ? (1) : $self->{sel}->can_read($left);
         next unless @r;
         my $n = sysread($self->{sock}, my $chunk, 65536);
         if (!defined $n) {
-            next if $!{EINTR} || $!{EAGAIN};
+            next if $!{EINTR};
+            next if $!{EAGAIN} && (!$self->{ssl} || $self->_ssl_want);
             $self->{eof} = 1;
             $self->{read_error} = "$!";
             return 0;
@@ -298,7 +337,8 @@ sub _write_all {
         }
         my $n = syswrite($self->{sock}, $data);
         if (!defined $n) {
-            next if $!{EINTR} || $!{EAGAIN};
+            next if $!{EINTR};
+            next if $!{EAGAIN} && (!$self->{ssl} || $self->_ssl_want);
             $self->{error} = "send failed: $!";
             $self->{write_error} = "$!";
             return 0;
@@ -306,6 +346,15 @@ sub _write_all {
         substr($data, 0, $n, '');
     }
     return 1;
+}
+
+# TLS: the last read/write only has to be retried (SSL_WANT_READ/WRITE)
+sub _ssl_want {
+    my $e = $IO::Socket::SSL::SSL_ERROR;
+    return 0 unless defined $e && length $e;
+    no warnings 'numeric';
+    return $e == IO::Socket::SSL::SSL_WANT_READ()
+        || $e == IO::Socket::SSL::SSL_WANT_WRITE() ? 1 : 0;
 }
 
 sub _timeout_arg {
@@ -705,14 +754,24 @@ sub wait_eof {
 sub disconnect {
     my $self = shift;
     if ($self->{sock}) {
-        CORE::close($self->{sock});
+        _close_sock($self);
         delete $self->{sock};
+    }
+}
+
+sub _close_sock {
+    my $self = shift;
+    if ($self->{ssl}) {
+        # no TLS close_notify: the connection just goes away
+        $self->{sock}->close(SSL_no_shutdown => 1);
+    } else {
+        CORE::close($self->{sock});
     }
 }
 
 sub DESTROY {
     my $self = shift;
-    CORE::close($self->{sock}) if $self->{sock};
+    _close_sock($self) if $self->{sock};
 }
 
 1;
