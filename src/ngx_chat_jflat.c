@@ -10,8 +10,19 @@
 #include "ngx_chat_utf8.h"
 
 
-#define ngx_chat_jflat_ws(c)                                                 \
-    ((c) == ' ' || (c) == '\t' || (c) == '\n' || (c) == '\r')
+/* past JSON whitespace */
+
+static const unsigned char *
+ngx_chat_jflat_skip(const unsigned char *p, const unsigned char *last)
+{
+    while (p < last
+           && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    {
+        p++;
+    }
+
+    return p;
+}
 
 
 /* a plain string at *pp (after its opening quote): no '\\', no control */
@@ -63,18 +74,14 @@ ngx_chat_jflat_parse(const unsigned char *p, size_t len,
     last = p + len;
     n = 0;
 
-    while (p < last && ngx_chat_jflat_ws(*p)) {
-        p++;
-    }
+    p = ngx_chat_jflat_skip(p, last);
 
     if (p == last || *p++ != '{') {
         return -1;
     }
 
     for ( ;; ) {
-        while (p < last && ngx_chat_jflat_ws(*p)) {
-            p++;
-        }
+        p = ngx_chat_jflat_skip(p, last);
 
         if (p == last || *p++ != '"' || n == max) {
             return -1;
@@ -86,17 +93,13 @@ ngx_chat_jflat_parse(const unsigned char *p, size_t len,
             return -1;
         }
 
-        while (p < last && ngx_chat_jflat_ws(*p)) {
-            p++;
-        }
+        p = ngx_chat_jflat_skip(p, last);
 
         if (p == last || *p++ != ':') {
             return -1;
         }
 
-        while (p < last && ngx_chat_jflat_ws(*p)) {
-            p++;
-        }
+        p = ngx_chat_jflat_skip(p, last);
 
         if (p == last || *p++ != '"') {
             return -1;
@@ -121,9 +124,7 @@ ngx_chat_jflat_parse(const unsigned char *p, size_t len,
 
         n++;
 
-        while (p < last && ngx_chat_jflat_ws(*p)) {
-            p++;
-        }
+        p = ngx_chat_jflat_skip(p, last);
 
         if (p == last) {
             return -1;
@@ -141,9 +142,7 @@ ngx_chat_jflat_parse(const unsigned char *p, size_t len,
         break;
     }
 
-    while (p < last && ngx_chat_jflat_ws(*p)) {
-        p++;
-    }
+    p = ngx_chat_jflat_skip(p, last);
 
     return p == last ? n : -1;
 }

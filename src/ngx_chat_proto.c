@@ -48,6 +48,10 @@ typedef struct {
 
 #define NGX_CHAT_PROTO_FLAT  8
 
+/* an ngx_str_t is this literal */
+#define ngx_chat_proto_is(t, s)                                              \
+    ((t).len == sizeof(s) - 1 && ngx_strncmp((t).data, s, sizeof(s) - 1) == 0)
+
 
 typedef struct {
     ngx_chat_ws_t             *ws;
@@ -224,9 +228,10 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
     if (n > 0) {
         v = ngx_chat_jflat_get(flat, n, "type", sizeof("type") - 1);
 
-        if (v && v->value_len == sizeof("send") - 1
-            && ngx_strncmp(v->value, "send", sizeof("send") - 1) == 0)
-        {
+        t.data = (u_char *) (v ? v->value : NULL);
+        t.len = v ? v->value_len : 0;
+
+        if (ngx_chat_proto_is(t, "send")) {
             rq.flat = flat;
             rq.nflat = n;
         }
@@ -278,9 +283,6 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         t.data = (u_char *) json_string_value(type);
         t.len = ngx_strlen(t.data);
     }
-
-#define ngx_chat_proto_is(t, s)                                              \
-    ((t).len == sizeof(s) - 1 && ngx_strncmp((t).data, s, sizeof(s) - 1) == 0)
 
     if (ngx_chat_proto_is(t, "send")) {
         handler = ngx_chat_proto_send;
@@ -671,8 +673,8 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
     id.data = idbuf;
 
     rc = ngx_chat_shm_post(s->ctx, &rq->room, s->rooms[i]->room->shm_room,
-                           &ws->user, &content,
-                           ws->conf->rate, ws->conf->burst, &id, &ts, &retry,
+                           &ws->user, &content, ws->conf->rate,
+                           ws->conf->burst, &id, &ts, &retry,
                            ws->connection->log);
 
     if (rc == NGX_BUSY) {

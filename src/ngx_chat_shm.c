@@ -64,6 +64,8 @@ static ngx_chat_shm_ring_t *ngx_chat_shm_ring_copy_locked(
     ngx_chat_shm_room_t *room);
 static uint64_t ngx_chat_shm_bus_scan_locked(ngx_chat_shm_ctx_t *ctx,
     uint64_t pos, ngx_chat_shm_bus_pt handler);
+static uint64_t ngx_chat_shm_bus_walk(ngx_chat_shm_ctx_t *ctx,
+    uint64_t from, uint64_t to, u_char *copy, ngx_chat_shm_bus_pt handler);
 
 
 static u_char  *ngx_chat_shm_scratch_buf;
@@ -820,9 +822,8 @@ ngx_chat_shm_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
 
 ngx_int_t
 ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, void *hint,
-    ngx_str_t *user,
-    ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id,
-    uint64_t *ts, ngx_msec_t *retry_ms, ngx_log_t *log)
+    ngx_str_t *user, ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst,
+    ngx_str_t *id, uint64_t *ts, ngx_msec_t *retry_ms, ngx_log_t *log)
 {
     u_char               *p, *start, *id_at;
     size_t                len, tail;
@@ -1423,11 +1424,10 @@ uint64_t
 ngx_chat_shm_bus_read(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_bus_pt handler,
     ngx_log_t *log)
 {
-    u_char                *copy;
-    size_t                 phys, len, first, cap;
-    uint64_t               lost, from, head, pos;
-    ngx_chat_shm_t        *sh;
-    ngx_chat_bus_entry_t  *e;
+    u_char          *copy;
+    size_t           phys, len, first, cap;
+    uint64_t         lost, from, head;
+    ngx_chat_shm_t  *sh;
 
     sh = ctx->sh;
     lost = 0;
@@ -1460,7 +1460,8 @@ ngx_chat_shm_bus_read(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_bus_pt handler,
 
         if (copy == NULL) {
             /* no memory: the handler runs under the lock, as it can */
-            ctx->bus_read = ngx_chat_shm_bus_scan_locked(ctx, from, handler);
+            ctx->bus_read = ngx_chat_shm_bus_walk(ctx, from, head, NULL,
+                                                  handler);
 
             if (ctx->relay) {
                 sh->relay_pos = ctx->bus_read;
@@ -1498,25 +1499,7 @@ ngx_chat_shm_bus_read(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_bus_pt handler,
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    /* the same walk as ngx_chat_shm_bus_scan_locked(), over the copy */
-
-    pos = from;
-
-    while (pos < head) {
-        phys = (size_t) (pos % sh->bus_size);
-        e = (ngx_chat_bus_entry_t *) (ctx->bus_copy + (pos - from));
-
-        if (phys + sizeof(ngx_chat_bus_entry_t) > sh->bus_size
-            || e->len == 0)
-        {
-            pos += sh->bus_size - phys;
-            continue;
-        }
-
-        handler(ctx, pos, e);
-
-        pos += e->len;
-    }
+    (void) ngx_chat_shm_bus_walk(ctx, from, head, ctx->bus_copy, handler);
 
     return lost;
 }
@@ -1540,9 +1523,7 @@ static uint64_t
 ngx_chat_shm_bus_scan_locked(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
     ngx_chat_shm_bus_pt handler)
 {
-    size_t                 phys;
-    ngx_chat_shm_t        *sh;
-    ngx_chat_bus_entry_t  *e;
+    ngx_chat_shm_t  *sh;
 
     sh = ctx->sh;
 
@@ -1550,9 +1531,30 @@ ngx_chat_shm_bus_scan_locked(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
         pos = sh->bus_tail;
     }
 
-    while (pos < sh->bus_head) {
-        phys = pos % sh->bus_size;
-        e = (ngx_chat_bus_entry_t *) (sh->bus + phys);
+    return ngx_chat_shm_bus_walk(ctx, pos, sh->bus_head, NULL, handler);
+}
+
+
+/*
+ * The entries from "from" to "to": in the bus itself (locked), or in a copy
+ * of that stretch of it, where logical byte "pos" is copy[pos - from]
+ */
+
+static uint64_t
+ngx_chat_shm_bus_walk(ngx_chat_shm_ctx_t *ctx, uint64_t from, uint64_t to,
+    u_char *copy, ngx_chat_shm_bus_pt handler)
+{
+    size_t                 phys;
+    uint64_t               pos;
+    ngx_chat_shm_t        *sh;
+    ngx_chat_bus_entry_t  *e;
+
+    sh = ctx->sh;
+
+    for (pos = from; pos < to; /* void */) {
+        phys = (size_t) (pos % sh->bus_size);
+        e = (ngx_chat_bus_entry_t *) (copy ? copy + (pos - from)
+                                           : sh->bus + phys);
 
         if (phys + sizeof(ngx_chat_bus_entry_t) > sh->bus_size
             || e->len == 0)

@@ -239,8 +239,9 @@ void ngx_chat_shm_leave(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
  * the zone is full.
  */
 ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
-    void *hint, ngx_str_t *user, ngx_str_t *content, ngx_uint_t rate, ngx_uint_t burst,
-    ngx_str_t *id, uint64_t *ts, ngx_msec_t *retry_ms, ngx_log_t *log);
+    void *hint, ngx_str_t *user, ngx_str_t *content, ngx_uint_t rate,
+    ngx_uint_t burst, ngx_str_t *id, uint64_t *ts, ngx_msec_t *retry_ms,
+    ngx_log_t *log);
 
 /* NULL with *ring set: the ring cannot answer, ask storage */
 ngx_chat_buf_t *ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx,
