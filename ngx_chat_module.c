@@ -11,12 +11,15 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include "ngx_chat.h"
-#include "ngx_chat_ws.h"
-#include "ngx_chat_shm.h"
-#include "ngx_chat_fanout.h"
-#include "ngx_chat_status.h"
 #include "ngx_chat_redis.h"
+#include "ngx_chat_bus.h"
+#include "ngx_chat_shm.h"
+#include "ngx_chat_ws.h"
+#include "ngx_chat_fanout.h"
 #include "ngx_chat_store.h"
+#include "ngx_chat_relay.h"
+#include "ngx_chat_status.h"
+#include "ngx_chat_proto.h"
 
 
 typedef struct {
@@ -310,17 +313,22 @@ static ngx_int_t
 ngx_chat_postconfiguration(ngx_conf_t *cf)
 {
     ngx_uint_t             i;
-    ngx_chat_shm_ctx_t    *ctx;
+    ngx_chat_shm_ctx_t    *ctx, **zones;
     ngx_chat_zone_ref_t   *ref;
     ngx_chat_main_conf_t  *cmcf;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_chat_module);
 
-    if (cmcf->store
-        && ((ngx_chat_store_conf_t *) cmcf->store)->pg.conninfo.len == 0)
-    {
+    if (!ngx_chat_store_conf_enabled(cmcf->store)) {
         /* chat_postgres_queue alone */
         cmcf->store = NULL;
+    }
+
+    zones = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        zones[i]->store = (cmcf->store != NULL);
+        zones[i]->tagged = (cmcf->redis != NULL);
     }
 
     ref = cmcf->refs.elts;
@@ -335,7 +343,7 @@ ngx_chat_postconfiguration(ngx_conf_t *cf)
 
         ctx = ref[i].zone->data;
 
-        if (ngx_chat_shm_bus_size(ref[i].zone->shm.size, ctx->max_message)
+        if (ngx_chat_bus_size(ref[i].zone->shm.size, ctx->max_message)
             == 0)
         {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
@@ -461,41 +469,21 @@ ngx_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_chat_main_conf_t *cmcf = conf;
 
-    char                   *rv;
-    ngx_str_t              *value;
-    ngx_chat_store_conf_t  *scf;
-
-    if (cmcf->store && ((ngx_chat_store_conf_t *) cmcf->store)->pg.conninfo.len)
-    {
-        return "is duplicate";
-    }
+    char       *rv;
+    ngx_str_t  *value;
 
     value = cf->args->elts;
 
-    scf = cmcf->store;
+    rv = ngx_chat_store_conf_conninfo(cf, &cmcf->store, &value[1]);
 
-    if (scf == NULL) {
-        scf = ngx_pcalloc(cf->pool, sizeof(ngx_chat_store_conf_t));
-        if (scf == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        scf->queue_max = 10000;
-    }
-
-    rv = ngx_chat_pg_parse(cf, &value[1], &scf->pg);
-
-    if (rv != NGX_CONF_OK) {
-        if (rv != NGX_CONF_ERROR) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", rv);
-        }
-
+    if (rv != NGX_CONF_OK && rv != NGX_CONF_ERROR
+        && ngx_strcmp(rv, "is duplicate") != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "%s", rv);
         return NGX_CONF_ERROR;
     }
 
-    cmcf->store = scf;
-
-    return NGX_CONF_OK;
+    return rv;
 }
 
 
@@ -504,33 +492,11 @@ ngx_chat_postgres_queue(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_chat_main_conf_t *cmcf = conf;
 
-    ngx_int_t               n;
-    ngx_str_t              *value;
-    ngx_chat_store_conf_t  *scf;
+    ngx_str_t  *value;
 
     value = cf->args->elts;
 
-    n = ngx_atoi(value[1].data, value[1].len);
-    if (n <= 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid queue size \"%V\"", &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    scf = cmcf->store;
-
-    if (scf == NULL) {
-        scf = ngx_pcalloc(cf->pool, sizeof(ngx_chat_store_conf_t));
-        if (scf == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        cmcf->store = scf;
-    }
-
-    scf->queue_max = n;
-
-    return NGX_CONF_OK;
+    return ngx_chat_store_conf_queue(cf, &cmcf->store, &value[1]);
 }
 
 
@@ -584,7 +550,7 @@ ngx_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     lcf->chat_line = cf->conf_file->line;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_chat_ws_handler;
+    clcf->handler = ngx_chat_proto_handler;
 
     return NGX_CONF_OK;
 }
@@ -764,6 +730,11 @@ ngx_chat_origins(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/*
+ * A worker starts its layers bottom up: the connection layer, the fan-out
+ * (which attaches the worker to every zone), the relay, the store
+ */
+
 static ngx_int_t
 ngx_chat_init_process(ngx_cycle_t *cycle)
 {
@@ -780,13 +751,21 @@ ngx_chat_init_process(ngx_cycle_t *cycle)
         return NGX_OK;
     }
 
+    ngx_chat_ws_init_worker(cycle);
+
     if (ngx_chat_fanout_init_process(cycle, cmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_chat_relay_init_process(cycle, cmcf) != NGX_OK) {
         return NGX_ERROR;
     }
 
     return ngx_chat_store_init_process(cycle, cmcf);
 }
 
+
+/* and stops them top down */
 
 static void
 ngx_chat_exit_process(ngx_cycle_t *cycle)
@@ -799,5 +778,6 @@ ngx_chat_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_chat_store_exit_process(cycle);
-    ngx_chat_fanout_exit_process(cycle, cmcf);
+    ngx_chat_relay_exit_process(cycle);
+    ngx_chat_fanout_exit_process(cycle);
 }

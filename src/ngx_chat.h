@@ -17,20 +17,15 @@
 #define NGX_CHAT_MAX_HISTORY     1000
 
 
+/*
+ * Shared types of every layer: the configuration.  Each layer's own types
+ * are in its header; the layers, bottom up, are listed in README.md
+ * ("How it works"), and a header includes only headers of layers below.
+ */
+
+
 typedef struct ngx_chat_ws_s       ngx_chat_ws_t;
 typedef struct ngx_chat_shm_ctx_s  ngx_chat_shm_ctx_t;
-
-
-/*
- * One serialised server frame (header and payload).  A message fanned out
- * to many local members is one ngx_chat_buf_t referenced by every member's
- * output queue; the last reference frees it.
- */
-typedef struct {
-    ngx_uint_t                 refs;
-    size_t                     len;
-    u_char                     data[1];
-} ngx_chat_buf_t;
 
 
 typedef struct {
@@ -54,13 +49,9 @@ typedef struct {
 typedef struct {
     ngx_array_t                zones;             /* of ngx_chat_shm_ctx_t * */
     ngx_array_t                refs;              /* zone references */
-    void                      *redis;             /* chat_redis, or NULL */
-    void                      *store;             /* chat_postgres, or NULL */
+    struct ngx_chat_redis_conf_s  *redis;         /* chat_redis, or NULL */
+    struct ngx_chat_store_conf_s  *store;         /* chat_postgres, or NULL */
 } ngx_chat_main_conf_t;
-
-
-ngx_chat_buf_t *ngx_chat_buf_alloc(size_t len, ngx_log_t *log);
-void ngx_chat_buf_release(ngx_chat_buf_t *b);
 
 
 extern ngx_module_t  ngx_chat_module;

@@ -17,10 +17,11 @@
 #include <ngx_event.h>
 #include <sys/un.h>
 #include "ngx_chat.h"
-#include "ngx_chat_ws.h"
+#include "ngx_chat_wire.h"
+#include "ngx_chat_bus.h"
 #include "ngx_chat_shm.h"
+#include "ngx_chat_ws.h"
 #include "ngx_chat_fanout.h"
-#include "ngx_chat_relay.h"
 
 
 #define NGX_CHAT_FANOUT_REAP      1000
@@ -39,18 +40,23 @@ typedef struct {
 
 static void ngx_chat_fanout_notify_handler(ngx_event_t *ev);
 static void ngx_chat_fanout_reap_handler(ngx_event_t *ev);
-static void ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
+static ngx_chat_local_room_t *ngx_chat_fanout_find(ngx_chat_fanout_t *fo,
+    ngx_str_t *name, uint32_t hash);
+static void ngx_chat_fanout_room_free(ngx_chat_fanout_t *fo,
+    ngx_chat_local_room_t *room);
+static void ngx_chat_fanout_collect(void *data, uint64_t pos,
     ngx_chat_bus_entry_t *e);
-static void ngx_chat_fanout_drain(ngx_chat_shm_ctx_t *ctx);
+static void ngx_chat_fanout_drain(ngx_chat_fanout_t *fo);
+static void ngx_chat_fanout_lost(ngx_chat_fanout_t *fo, uint64_t lost);
+static ngx_int_t ngx_chat_fanout_socket(ngx_cycle_t *cycle);
 static ngx_int_t ngx_chat_fanout_hold(ngx_chat_member_t *m,
     ngx_chat_fanout_pending_t *pd);
 static void ngx_chat_fanout_address(struct sockaddr_un *sun,
     socklen_t *len, ngx_pid_t pid);
 
 
-static ngx_connection_t           *ngx_chat_fanout_conn;
-static ngx_chat_main_conf_t       *ngx_chat_fanout_cmcf;
-static ngx_array_t                 ngx_chat_fanout_pending;
+static ngx_connection_t  *ngx_chat_fanout_conn;
+static ngx_array_t        ngx_chat_fanout_zones;  /* of ngx_chat_fanout_t */
 
 
 static void
@@ -74,22 +80,86 @@ ngx_int_t
 ngx_chat_fanout_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 {
     ngx_uint_t            i;
-    ngx_socket_t          s;
-    socklen_t             len;
-    ngx_connection_t     *c;
-    struct sockaddr_un    sun;
+    ngx_chat_fanout_t    *fo;
     ngx_chat_shm_ctx_t  **ctxp, *ctx;
 
-    ngx_chat_ws_init_worker(cycle);
-
-    ngx_chat_fanout_cmcf = cmcf;
-
-    if (ngx_array_init(&ngx_chat_fanout_pending, cycle->pool, 64,
-                       sizeof(ngx_chat_fanout_pending_t))
+    if (ngx_array_init(&ngx_chat_fanout_zones, cycle->pool, cmcf->zones.nelts,
+                       sizeof(ngx_chat_fanout_t))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
+
+    if (ngx_chat_fanout_socket(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ctxp = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+        ctx = ctxp[i];
+        ctx->wslot = -1;
+
+        if (ngx_chat_shm_worker_attach(ctx, cycle->log) != NGX_OK) {
+            continue;
+        }
+
+        fo = ngx_array_push(&ngx_chat_fanout_zones);
+        if (fo == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memzero(fo, sizeof(ngx_chat_fanout_t));
+
+        fo->zone = ctx;
+        ngx_rbtree_init(&fo->rooms, &fo->sentinel,
+                        ngx_str_rbtree_insert_value);
+
+        /* without it, lookups walk the tree */
+        fo->cache = ngx_pcalloc(cycle->pool, NGX_CHAT_FANOUT_CACHE
+                                             * sizeof(ngx_chat_local_room_t *));
+
+        if (ngx_array_init(&fo->pending, cycle->pool, 64,
+                           sizeof(ngx_chat_fanout_pending_t))
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        fo->reap.handler = ngx_chat_fanout_reap_handler;
+        fo->reap.data = fo;
+        fo->reap.log = cycle->log;
+        fo->reap.cancelable = 1;
+    }
+
+    /* the array is complete: its elements no longer move */
+
+    fo = ngx_chat_fanout_zones.elts;
+
+    for (i = 0; i < ngx_chat_fanout_zones.nelts; i++) {
+
+        /* a worker respawned after a crash clears what the old one held */
+
+        if (ngx_chat_shm_reap(fo[i].zone, cycle->log)) {
+            ngx_chat_fanout_publish(&fo[i]);
+        }
+
+        ngx_add_timer(&fo[i].reap, NGX_CHAT_FANOUT_REAP);
+    }
+
+    return NGX_OK;
+}
+
+
+/* this worker's notification socket, bound to its name */
+
+static ngx_int_t
+ngx_chat_fanout_socket(ngx_cycle_t *cycle)
+{
+    ngx_socket_t         s;
+    socklen_t            len;
+    ngx_connection_t    *c;
+    struct sockaddr_un   sun;
 
     s = socket(AF_UNIX, SOCK_DGRAM, 0);
     if (s == (ngx_socket_t) -1) {
@@ -132,69 +202,55 @@ ngx_chat_fanout_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 
     ngx_chat_fanout_conn = c;
 
-    ctxp = cmcf->zones.elts;
-
-    for (i = 0; i < cmcf->zones.nelts; i++) {
-        ctx = ctxp[i];
-
-        ctx->wslot = -1;
-        ngx_rbtree_init(&ctx->local_rooms, &ctx->local_sentinel,
-                        ngx_str_rbtree_insert_value);
-
-        ctx->local_cache = ngx_pcalloc(cycle->pool,
-                                       NGX_CHAT_FANOUT_CACHE * sizeof(void *));
-        /* without it, lookups walk the tree */
-
-        if (ngx_chat_shm_worker_attach(ctx, cycle->log) != NGX_OK) {
-            continue;
-        }
-
-        /* a worker respawned after a crash clears what the old one held */
-
-        if (ngx_chat_shm_reap(ctx, cycle->log)) {
-            ngx_chat_fanout_publish(ctx);
-        }
-
-        ctx->reap_event.handler = ngx_chat_fanout_reap_handler;
-        ctx->reap_event.data = ctx;
-        ctx->reap_event.log = cycle->log;
-        ctx->reap_event.cancelable = 1;
-
-        ngx_add_timer(&ctx->reap_event, NGX_CHAT_FANOUT_REAP);
-
-        if (cmcf->redis) {
-            ngx_chat_relay_init(ctx, cmcf->redis);
-        }
-    }
-
     return NGX_OK;
 }
 
 
-void
-ngx_chat_fanout_exit_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
+ngx_chat_fanout_t *
+ngx_chat_fanout_get(ngx_chat_shm_ctx_t *ctx)
 {
-    ngx_uint_t            i;
-    ngx_chat_shm_ctx_t  **ctxp, *ctx;
+    ngx_uint_t          i;
+    ngx_chat_fanout_t  *fo;
 
-    ctxp = cmcf->zones.elts;
+    fo = ngx_chat_fanout_zones.elts;
 
-    for (i = 0; i < cmcf->zones.nelts; i++) {
-        ctx = ctxp[i];
-
-        if (ctx->wslot < 0) {
-            continue;
+    for (i = 0; i < ngx_chat_fanout_zones.nelts; i++) {
+        if (fo[i].zone == ctx) {
+            return &fo[i];
         }
+    }
+
+    return NULL;
+}
+
+
+void
+ngx_chat_fanout_tap(ngx_chat_fanout_t *fo, ngx_chat_bus_pt entry,
+    ngx_chat_fanout_flush_pt flush, void *data)
+{
+    fo->tap_entry = entry;
+    fo->tap_flush = flush;
+    fo->tap_data = data;
+}
+
+
+void
+ngx_chat_fanout_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t          i;
+    ngx_chat_fanout_t  *fo;
+
+    fo = ngx_chat_fanout_zones.elts;
+
+    for (i = 0; i < ngx_chat_fanout_zones.nelts; i++) {
 
         /* members still here leave: presence goes to the other workers */
 
-        ngx_chat_shm_worker_detach(ctx);
-        ngx_chat_fanout_publish(ctx);
-
-        if (ctx->relay) {
-            ngx_chat_relay_exit(ctx);
-        }
+        ngx_chat_shm_worker_detach(fo[i].zone);
+        ngx_chat_fanout_publish(&fo[i]);
     }
+
+    ngx_chat_fanout_zones.nelts = 0;
 
     if (ngx_chat_fanout_conn) {
         ngx_close_connection(ngx_chat_fanout_conn);
@@ -206,16 +262,12 @@ ngx_chat_fanout_exit_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 static void
 ngx_chat_fanout_reap_handler(ngx_event_t *ev)
 {
-    ngx_chat_shm_ctx_t  *ctx;
+    ngx_chat_fanout_t  *fo;
 
-    ctx = ev->data;
+    fo = ev->data;
 
-    if (ngx_chat_shm_reap(ctx, ev->log)) {
-        ngx_chat_fanout_publish(ctx);
-    }
-
-    if (ctx->relay_conf) {
-        ngx_chat_relay_tick(ctx);
+    if (ngx_chat_shm_reap(fo->zone, ev->log)) {
+        ngx_chat_fanout_publish(fo);
     }
 
     ngx_add_timer(ev, NGX_CHAT_FANOUT_REAP);
@@ -230,13 +282,11 @@ ngx_chat_fanout_reap_handler(ngx_event_t *ev)
  */
 
 static ngx_chat_local_room_t *
-ngx_chat_fanout_find(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, uint32_t hash)
+ngx_chat_fanout_find(ngx_chat_fanout_t *fo, ngx_str_t *name, uint32_t hash)
 {
-    void                   **slot;
-    ngx_chat_local_room_t   *room;
+    ngx_chat_local_room_t  **slot, *room;
 
-    slot = ctx->local_cache
-           ? &ctx->local_cache[hash & (NGX_CHAT_FANOUT_CACHE - 1)] : NULL;
+    slot = fo->cache ? &fo->cache[hash & (NGX_CHAT_FANOUT_CACHE - 1)] : NULL;
 
     if (slot && *slot) {
         room = *slot;
@@ -249,8 +299,8 @@ ngx_chat_fanout_find(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, uint32_t hash)
         }
     }
 
-    room = (ngx_chat_local_room_t *) ngx_str_rbtree_lookup(&ctx->local_rooms,
-                                                           name, hash);
+    room = (ngx_chat_local_room_t *) ngx_str_rbtree_lookup(&fo->rooms, name,
+                                                           hash);
     if (room && slot) {
         *slot = room;
     }
@@ -260,26 +310,26 @@ ngx_chat_fanout_find(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, uint32_t hash)
 
 
 static void
-ngx_chat_fanout_room_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_local_room_t *room)
+ngx_chat_fanout_room_free(ngx_chat_fanout_t *fo, ngx_chat_local_room_t *room)
 {
-    void  **slot;
+    ngx_chat_local_room_t  **slot;
 
-    if (ctx->local_cache) {
-        slot = &ctx->local_cache[room->node.key & (NGX_CHAT_FANOUT_CACHE - 1)];
+    if (fo->cache) {
+        slot = &fo->cache[room->node.key & (NGX_CHAT_FANOUT_CACHE - 1)];
 
         if (*slot == room) {
             *slot = NULL;
         }
     }
 
-    ngx_rbtree_delete(&ctx->local_rooms, &room->node);
+    ngx_rbtree_delete(&fo->rooms, &room->node);
     ngx_free(room);
 }
 
 
 ngx_chat_member_t *
-ngx_chat_fanout_add(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
-    void *shm_room, ngx_chat_ws_t *ws, uint64_t start)
+ngx_chat_fanout_add(ngx_chat_fanout_t *fo, ngx_str_t *name,
+    ngx_chat_shm_room_t *shm_room, ngx_chat_ws_t *ws, uint64_t start)
 {
     uint32_t                hash;
     ngx_chat_member_t      *m;
@@ -287,7 +337,7 @@ ngx_chat_fanout_add(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     hash = ngx_crc32_short(name->data, name->len);
 
-    room = ngx_chat_fanout_find(ctx, name, hash);
+    room = ngx_chat_fanout_find(fo, name, hash);
 
     if (room == NULL) {
         room = ngx_alloc(sizeof(ngx_chat_local_room_t) + name->len,
@@ -304,13 +354,13 @@ ngx_chat_fanout_add(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
         room->shm_room = shm_room;
         room->node.key = hash;
-        ngx_rbtree_insert(&ctx->local_rooms, &room->node);
+        ngx_rbtree_insert(&fo->rooms, &room->node);
     }
 
     m = ngx_alloc(sizeof(ngx_chat_member_t), ws->connection->log);
     if (m == NULL) {
         if (ngx_queue_empty(&room->members)) {
-            ngx_chat_fanout_room_free(ctx, room);
+            ngx_chat_fanout_room_free(fo, room);
         }
 
         return NULL;
@@ -323,6 +373,9 @@ ngx_chat_fanout_add(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     m->start = start;
 
     ngx_queue_insert_tail(&room->members, &m->queue);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat fanout: member of \"%V\" from bus %uL", name, start);
 
     return m;
 }
@@ -370,7 +423,7 @@ ngx_chat_fanout_hold(ngx_chat_member_t *m, ngx_chat_fanout_pending_t *pd)
 
 
 void
-ngx_chat_fanout_release(ngx_chat_shm_ctx_t *ctx, ngx_chat_member_t *m)
+ngx_chat_fanout_release(ngx_chat_fanout_t *fo, ngx_chat_member_t *m)
 {
     ngx_uint_t  i, out;
 
@@ -397,13 +450,13 @@ ngx_chat_fanout_release(ngx_chat_shm_ctx_t *ctx, ngx_chat_member_t *m)
     m->held_bytes = 0;
 
     if (out) {
-        (void) ngx_atomic_fetch_add(&ctx->sh->messages_out, out);
+        ngx_chat_shm_count_out(fo->zone, out);
     }
 }
 
 
 void
-ngx_chat_fanout_remove(ngx_chat_shm_ctx_t *ctx, ngx_chat_member_t *m)
+ngx_chat_fanout_remove(ngx_chat_fanout_t *fo, ngx_chat_member_t *m)
 {
     ngx_uint_t              i;
     ngx_chat_local_room_t  *room;
@@ -422,21 +475,24 @@ ngx_chat_fanout_remove(ngx_chat_shm_ctx_t *ctx, ngx_chat_member_t *m)
     ngx_free(m);
 
     if (ngx_queue_empty(&room->members)) {
-        ngx_chat_fanout_room_free(ctx, room);
+        ngx_chat_fanout_room_free(fo, room);
     }
 }
 
 
 void
-ngx_chat_fanout_publish(ngx_chat_shm_ctx_t *ctx)
+ngx_chat_fanout_publish(ngx_chat_fanout_t *fo)
 {
-    ssize_t             n;
-    ngx_uint_t          i;
-    socklen_t           len;
-    struct sockaddr_un  sun;
+    ssize_t                 n;
+    ngx_uint_t              i;
+    socklen_t               len;
+    struct sockaddr_un      sun;
+    ngx_chat_bus_reader_t  *bus;
 
-    for (i = 0; ngx_chat_fanout_conn && i < ctx->nnotify; i++) {
-        ngx_chat_fanout_address(&sun, &len, ctx->notify[i]);
+    bus = &fo->zone->bus;
+
+    for (i = 0; ngx_chat_fanout_conn && i < bus->nnotify; i++) {
+        ngx_chat_fanout_address(&sun, &len, bus->notify[i]);
 
         n = sendto(ngx_chat_fanout_conn->fd, "", 1, 0,
                    (struct sockaddr *) &sun, len);
@@ -451,13 +507,13 @@ ngx_chat_fanout_publish(ngx_chat_shm_ctx_t *ctx)
         {
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log,
                            ngx_socket_errno,
-                           "chat fanout: sendto %P failed", ctx->notify[i]);
+                           "chat fanout: sendto %P failed", bus->notify[i]);
         }
     }
 
-    ctx->nnotify = 0;
+    bus->nnotify = 0;
 
-    ngx_chat_fanout_drain(ctx);
+    ngx_chat_fanout_drain(fo);
 }
 
 
@@ -468,7 +524,7 @@ ngx_chat_fanout_notify_handler(ngx_event_t *ev)
     ssize_t               n;
     ngx_uint_t            i;
     ngx_connection_t     *c;
-    ngx_chat_shm_ctx_t  **ctxp;
+    ngx_chat_fanout_t    *fo;
 
     c = ev->data;
 
@@ -480,12 +536,10 @@ ngx_chat_fanout_notify_handler(ngx_event_t *ev)
         }
     }
 
-    ctxp = ngx_chat_fanout_cmcf->zones.elts;
+    fo = ngx_chat_fanout_zones.elts;
 
-    for (i = 0; i < ngx_chat_fanout_cmcf->zones.nelts; i++) {
-        if (ctxp[i]->wslot >= 0) {
-            ngx_chat_fanout_drain(ctxp[i]);
-        }
+    for (i = 0; i < ngx_chat_fanout_zones.nelts; i++) {
+        ngx_chat_fanout_drain(&fo[i]);
     }
 
     if (ngx_handle_read_event(ev, 0) != NGX_OK) {
@@ -495,12 +549,13 @@ ngx_chat_fanout_notify_handler(ngx_event_t *ev)
 }
 
 
-/* under the zone lock: copy the entries this worker has members for */
+/* each entry read: kept when this worker has members in its room */
 
 static void
-ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
-    ngx_chat_bus_entry_t *e)
+ngx_chat_fanout_collect(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
 {
+    ngx_chat_fanout_t *fo = data;
+
     u_char                     *p;
     uint32_t                    hash;
     ngx_str_t                   name;
@@ -508,9 +563,8 @@ ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
     ngx_chat_local_room_t      *room;
     ngx_chat_fanout_pending_t  *pd;
 
-    if (ctx->relay) {
-        /* this worker relays the server's own traffic to Redis */
-        ngx_chat_relay_entry(ctx, pos, e);
+    if (fo->tap_entry) {
+        fo->tap_entry(fo->tap_data, pos, e);
     }
 
     if (e->kind != NGX_CHAT_BUS_MESSAGE && e->kind != NGX_CHAT_BUS_PRESENCE) {
@@ -524,7 +578,7 @@ ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
 
     hash = ngx_crc32_short(name.data, name.len);
 
-    room = ngx_chat_fanout_find(ctx, &name, hash);
+    room = ngx_chat_fanout_find(fo, &name, hash);
     if (room == NULL) {
         return;
     }
@@ -543,7 +597,7 @@ ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
     ngx_memcpy(b->data + e->frame_len, p, e->user_len + e->id_len);
     b->len = e->frame_len;
 
-    pd = ngx_array_push(&ngx_chat_fanout_pending);
+    pd = ngx_array_push(&fo->pending);
     if (pd == NULL) {
         ngx_chat_buf_release(b);
         return;
@@ -561,60 +615,38 @@ ngx_chat_fanout_collect(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
 
 
 static void
-ngx_chat_fanout_drain(ngx_chat_shm_ctx_t *ctx)
+ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
 {
     uint64_t                    lost;
     ngx_uint_t                  i, out;
     ngx_queue_t                *q;
     ngx_chat_ws_t              *ws;
-    ngx_rbtree_node_t          *node;
     ngx_chat_member_t          *m;
     ngx_chat_local_room_t      *room;
     ngx_chat_fanout_pending_t  *pd;
 
-    if (ctx->wslot < 0) {
+    if (fo->zone->wslot < 0) {
         /* detached (worker exit): nothing to deliver any more */
         return;
     }
 
-    ngx_chat_fanout_pending.nelts = 0;
+    fo->pending.nelts = 0;
 
-    lost = ngx_chat_shm_bus_read(ctx, ngx_chat_fanout_collect,
+    lost = ngx_chat_shm_bus_read(fo->zone, ngx_chat_fanout_collect, fo,
                                  ngx_cycle->log);
 
     if (lost) {
-        /*
-         * this worker fell a whole ring behind: its members missed
-         * messages; they are closed so that they resume with "since"
-         */
-
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "chat: worker fell behind the bus of zone \"%V\" by "
-                      "%uL bytes, closing its members", &ctx->name, lost);
-
-        if (ctx->local_rooms.root != ctx->local_rooms.sentinel) {
-            for (node = ngx_rbtree_min(ctx->local_rooms.root,
-                                       ctx->local_rooms.sentinel);
-                 node;
-                 node = ngx_rbtree_next(&ctx->local_rooms, node))
-            {
-                room = (ngx_chat_local_room_t *) node;
-
-                for (q = ngx_queue_head(&room->members);
-                     q != ngx_queue_sentinel(&room->members);
-                     q = ngx_queue_next(q))
-                {
-                    m = ngx_queue_data(q, ngx_chat_member_t, queue);
-                    ngx_chat_ws_close(m->ws, 1013, "missed messages");
-                }
-            }
-        }
+        ngx_chat_fanout_lost(fo, lost);
     }
 
-    pd = ngx_chat_fanout_pending.elts;
+    pd = fo->pending.elts;
     out = 0;
 
-    for (i = 0; i < ngx_chat_fanout_pending.nelts; i++) {
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat fanout: %ui entries of \"%V\" to deliver",
+                   fo->pending.nelts, &fo->zone->name);
+
+    for (i = 0; i < fo->pending.nelts; i++) {
 
         room = pd[i].room;
 
@@ -656,13 +688,51 @@ ngx_chat_fanout_drain(ngx_chat_shm_ctx_t *ctx)
         ngx_chat_buf_release(pd[i].buf);
     }
 
-    ngx_chat_fanout_pending.nelts = 0;
+    fo->pending.nelts = 0;
 
     if (out) {
-        (void) ngx_atomic_fetch_add(&ctx->sh->messages_out, out);
+        ngx_chat_shm_count_out(fo->zone, out);
     }
 
-    if (ctx->relay) {
-        ngx_chat_relay_flush(ctx);
+    if (fo->tap_flush) {
+        fo->tap_flush(fo->tap_data);
+    }
+}
+
+
+/*
+ * This worker fell a whole ring behind: its members missed messages; they
+ * are closed so that they resume with "since"
+ */
+
+static void
+ngx_chat_fanout_lost(ngx_chat_fanout_t *fo, uint64_t lost)
+{
+    ngx_queue_t            *q;
+    ngx_rbtree_node_t      *node;
+    ngx_chat_member_t      *m;
+    ngx_chat_local_room_t  *room;
+
+    ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                  "chat: worker fell behind the bus of zone \"%V\" by "
+                  "%uL bytes, closing its members", &fo->zone->name, lost);
+
+    if (fo->rooms.root == fo->rooms.sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(fo->rooms.root, fo->rooms.sentinel);
+         node;
+         node = ngx_rbtree_next(&fo->rooms, node))
+    {
+        room = (ngx_chat_local_room_t *) node;
+
+        for (q = ngx_queue_head(&room->members);
+             q != ngx_queue_sentinel(&room->members);
+             q = ngx_queue_next(q))
+        {
+            m = ngx_queue_data(q, ngx_chat_member_t, queue);
+            ngx_chat_ws_close(m->ws, 1013, "missed messages");
+        }
     }
 }

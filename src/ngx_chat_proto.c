@@ -2,9 +2,12 @@
 /*
  * Copyright (C) ngx_chat_module authors
  *
- * The chat protocol: each client text message is one JSON object, parsed
- * with jansson (Debian's libjansson), which also refuses U+0000 and lone
- * surrogate escapes in strings.  Replies are written directly as JSON.
+ * The chat protocol: the content handler (upgrade, then the session), the
+ * requests and the history merge.  Each client text message is one JSON
+ * object, parsed with jansson (Debian's libjansson), which also refuses
+ * U+0000 and lone surrogate escapes in strings; a flat "send" is read in
+ * place (ngx_chat_jflat.h).  Replies come from the wire format
+ * (ngx_chat_wire.h).
  */
 
 
@@ -13,17 +16,18 @@
 #include <ngx_http.h>
 #include <jansson.h>
 #include "ngx_chat.h"
-#include "ngx_chat_ws.h"
-#include "ngx_chat_shm.h"
-#include "ngx_chat_fanout.h"
-#include "ngx_chat_json.h"
 #include "ngx_chat_jflat.h"
-#include "ngx_chat_proto.h"
+#include "ngx_chat_wire.h"
+#include "ngx_chat_shm.h"
+#include "ngx_chat_ws.h"
+#include "ngx_chat_fanout.h"
 #include "ngx_chat_store.h"
+#include "ngx_chat_proto.h"
 
 
 typedef struct {
     ngx_chat_shm_ctx_t        *ctx;
+    ngx_chat_fanout_t         *fo;
     ngx_chat_member_t        **rooms;
     ngx_uint_t                 nrooms;
     ngx_uint_t                 cap;
@@ -66,6 +70,7 @@ typedef struct {
 } ngx_chat_proto_req_t;
 
 
+static ngx_int_t ngx_chat_proto_open(ngx_chat_ws_t *ws);
 static void ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data,
     size_t len);
 static void ngx_chat_proto_closed(ngx_chat_ws_t *ws);
@@ -87,31 +92,54 @@ static void ngx_chat_proto_stored(ngx_chat_store_item_t *it);
 static void ngx_chat_proto_read(ngx_chat_ws_t *ws, ngx_str_t *room,
     ngx_uint_t mode, ngx_str_t *id, ngx_uint_t limit,
     ngx_chat_shm_ring_t *ring, ngx_uint_t join);
-static void ngx_chat_proto_read_done(ngx_chat_pg_t *pg, PGresult *res,
+static void ngx_chat_proto_read_done(ngx_chat_store_rows_t *rows,
     void *data);
 static ngx_chat_buf_t *ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
-    PGresult *res, ngx_chat_member_t *m, ngx_pool_t *pool);
+    ngx_chat_store_rows_t *rows, ngx_chat_member_t *m, ngx_pool_t *pool);
 static ngx_uint_t ngx_chat_proto_in_ring(ngx_chat_shm_ring_t *ring,
     ngx_str_t *id);
 static ngx_uint_t ngx_chat_proto_held(ngx_chat_member_t *m, ngx_str_t *id);
-static void ngx_chat_proto_ack(ngx_chat_ws_t *ws, ngx_str_t *ref,
-    ngx_str_t *id);
-static void ngx_chat_proto_reply(ngx_chat_ws_t *ws, char *type,
-    ngx_str_t *room, char *tail, size_t tail_len);
+static void ngx_chat_proto_send_frame(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
+    ngx_uint_t reply);
 
 
 ngx_int_t
+ngx_chat_proto_handler(ngx_http_request_t *r)
+{
+    ngx_int_t       rc;
+    ngx_chat_ws_t  *ws;
+
+    ws = ngx_chat_ws_upgrade(r, &rc);
+    if (ws == NULL) {
+        return rc;
+    }
+
+    rc = ngx_chat_proto_open(ws);
+
+    if (rc != NGX_OK) {
+        ngx_chat_ws_abort(ws);
+        return rc == NGX_ERROR ? NGX_HTTP_INTERNAL_SERVER_ERROR : rc;
+    }
+
+    return ngx_chat_ws_start(ws);
+}
+
+
+/* the session: ws->message and ws->closed, and the welcome frame */
+
+static ngx_int_t
 ngx_chat_proto_open(ngx_chat_ws_t *ws)
 {
-    u_char                    *p;
-    size_t                     len;
     ngx_chat_buf_t            *b;
+    ngx_chat_fanout_t         *fo;
     ngx_chat_shm_ctx_t        *ctx;
     ngx_chat_proto_session_t  *s;
 
     ctx = ws->conf->zone->data;
 
-    if (ctx->wslot < 0) {
+    fo = ngx_chat_fanout_get(ctx);
+    if (fo == NULL) {
+        /* this worker could not attach to the zone */
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
@@ -121,23 +149,14 @@ ngx_chat_proto_open(ngx_chat_ws_t *ws)
     }
 
     s->ctx = ctx;
+    s->fo = fo;
     ngx_queue_init(&s->stored);
     ngx_queue_init(&s->reads);
 
-    /* {"type":"welcome","user":U} */
-
-    len = sizeof("{\"type\":\"welcome\",\"user\":}") - 1
-          + ngx_chat_json_str_len(&ws->user);
-
-    b = ngx_chat_ws_text_frame(len, &p, ws->connection->log);
+    b = ngx_chat_wire_welcome(&ws->user, ws->connection->log);
     if (b == NULL) {
         return NGX_ERROR;
     }
-
-    p = ngx_cpymem(p, "{\"type\":\"welcome\",\"user\":",
-                   sizeof("{\"type\":\"welcome\",\"user\":") - 1);
-    p = ngx_chat_json_str(p, &ws->user);
-    *p = '}';
 
     if (ngx_chat_shm_connect(ctx, &ws->user) != NGX_OK) {
         ngx_chat_buf_release(b);
@@ -151,8 +170,11 @@ ngx_chat_proto_open(ngx_chat_ws_t *ws)
     ws->message = ngx_chat_proto_message;
     ws->closed = ngx_chat_proto_closed;
 
-    (void) ngx_chat_ws_send_buf(ws, b);
-    ngx_chat_buf_release(b);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat proto: session of \"%V\" on zone \"%V\"",
+                   &ws->user, &ctx->name);
+
+    ngx_chat_proto_send_frame(ws, b, 0);
 
     return NGX_OK;
 }
@@ -185,10 +207,14 @@ ngx_chat_proto_closed(ngx_chat_ws_t *ws)
                                              owner));
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat proto: \"%V\" closed, in %ui rooms", &ws->user,
+                   s->nrooms);
+
     for (i = 0; i < s->nrooms; i++) {
         m = s->rooms[i];
         ngx_chat_shm_leave(s->ctx, &m->room->name, &ws->user);
-        ngx_chat_fanout_remove(s->ctx, m);
+        ngx_chat_fanout_remove(s->fo, m);
     }
 
     s->nrooms = 0;
@@ -199,7 +225,7 @@ ngx_chat_proto_closed(ngx_chat_ws_t *ws)
     }
 
     ngx_chat_shm_disconnect(s->ctx, &ws->user);
-    ngx_chat_fanout_publish(s->ctx);
+    ngx_chat_fanout_publish(s->fo);
 }
 
 
@@ -479,7 +505,6 @@ ngx_chat_proto_find(ngx_chat_proto_session_t *s, ngx_str_t *room)
 static void
 ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
 {
-    u_char                     buf[NGX_INT_T_LEN + 16];
     json_t                    *h;
     ngx_int_t                  history, rc;
     ngx_str_t                  since, *sincep;
@@ -523,10 +548,10 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
 
     if (ngx_chat_proto_find(s, &rq->room) >= 0) {
         /* already a member: joined again, no presence, no replay */
-        n = ngx_sprintf(buf, ",\"members\":%ui}",
-                        ngx_chat_shm_members(s->ctx, &rq->room))
-            - buf;
-        ngx_chat_proto_reply(ws, "joined", &rq->room, (char *) buf, n);
+        ngx_chat_proto_send_frame(ws,
+            ngx_chat_wire_joined(&rq->room,
+                                 ngx_chat_shm_members(s->ctx, &rq->room),
+                                 ws->connection->log), 0);
         return;
     }
 
@@ -562,11 +587,11 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
     if (rc != NGX_OK) {
         ngx_chat_proto_error(rq, "unavailable",
                              "the chat zone is full, try again later", -1);
-        ngx_chat_fanout_publish(s->ctx);
+        ngx_chat_fanout_publish(s->fo);
         return;
     }
 
-    m = ngx_chat_fanout_add(s->ctx, &rq->room, res.room, ws, res.bus_pos);
+    m = ngx_chat_fanout_add(s->fo, &rq->room, res.room, ws, res.bus_pos);
     if (m == NULL) {
         if (res.history) {
             ngx_chat_buf_release(res.history);
@@ -574,18 +599,19 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
 
         ngx_chat_shm_leave(s->ctx, &rq->room, &ws->user);
         ngx_chat_proto_error(rq, "unavailable", "out of memory", -1);
-        ngx_chat_fanout_publish(s->ctx);
+        ngx_chat_fanout_publish(s->fo);
         return;
     }
 
     s->rooms[s->nrooms++] = m;
 
-    n = ngx_sprintf(buf, ",\"members\":%ui}", res.members) - buf;
-    ngx_chat_proto_reply(ws, "joined", &rq->room, (char *) buf, n);
+    ngx_chat_proto_send_frame(ws, ngx_chat_wire_joined(&rq->room,
+                                                       res.members,
+                                                       ws->connection->log),
+                              0);
 
     if (res.history) {
-        (void) ngx_chat_ws_send_reply(ws, res.history);
-        ngx_chat_buf_release(res.history);
+        ngx_chat_proto_send_frame(ws, res.history, 1);
 
     } else if (res.ring) {
         /* live messages wait until the history from storage is out */
@@ -599,7 +625,7 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
                             res.ring, 1);
     }
 
-    ngx_chat_fanout_publish(s->ctx);
+    ngx_chat_fanout_publish(s->fo);
 }
 
 
@@ -625,12 +651,14 @@ ngx_chat_proto_leave(ngx_chat_proto_req_t *rq)
     m = s->rooms[i];
     s->rooms[i] = s->rooms[--s->nrooms];
 
-    ngx_chat_fanout_remove(s->ctx, m);
+    ngx_chat_fanout_remove(s->fo, m);
     ngx_chat_shm_leave(s->ctx, &rq->room, &ws->user);
 
-    ngx_chat_proto_reply(ws, "left", &rq->room, "}", 1);
+    ngx_chat_proto_send_frame(ws, ngx_chat_wire_left(&rq->room,
+                                                     ws->connection->log),
+                              0);
 
-    ngx_chat_fanout_publish(s->ctx);
+    ngx_chat_fanout_publish(s->fo);
 }
 
 
@@ -692,10 +720,12 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 
     /* the room gets the message first, the sender included, then the ack */
 
-    ngx_chat_fanout_publish(s->ctx);
+    ngx_chat_fanout_publish(s->fo);
 
     if (!ngx_chat_store_enabled()) {
-        ngx_chat_proto_ack(ws, rq->has_ref ? &rq->ref : NULL, &id);
+        ngx_chat_proto_send_frame(ws,
+            ngx_chat_wire_ack(rq->has_ref ? &rq->ref : NULL, &id,
+                              ws->connection->log), 0);
         return;
     }
 
@@ -725,44 +755,18 @@ ngx_chat_proto_stored(ngx_chat_store_item_t *it)
 
     ngx_queue_remove(&it->owner);
 
-    ngx_chat_proto_ack(ws, it->has_ref ? &it->ref : NULL, &it->id);
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat proto: %V stored, ack", &it->id);
+
+    ngx_chat_proto_send_frame(ws,
+        ngx_chat_wire_ack(it->has_ref ? &it->ref : NULL, &it->id,
+                          ws->connection->log), 0);
 }
 
 
 /* {"type":"ack","ref":REF,"id":"ID"} */
 
-static void
-ngx_chat_proto_ack(ngx_chat_ws_t *ws, ngx_str_t *ref, ngx_str_t *id)
-{
-    u_char          *p;
-    size_t           len;
-    ngx_chat_buf_t  *b;
 
-    len = sizeof("{\"type\":\"ack\",\"ref\":,\"id\":\"\"}") - 1 + id->len;
-
-    if (ref) {
-        len += ngx_chat_json_str_len(ref);
-    }
-
-    b = ngx_chat_ws_frame_start(len, &p, ws->connection->log);
-    if (b == NULL) {
-        return;
-    }
-
-    p = ngx_cpymem(p, "{\"type\":\"ack\"", sizeof("{\"type\":\"ack\"") - 1);
-
-    if (ref) {
-        p = ngx_cpymem(p, ",\"ref\":", sizeof(",\"ref\":") - 1);
-        p = ngx_chat_json_str(p, ref);
-    }
-
-    p = ngx_sprintf(p, ",\"id\":\"%V\"}", id);
-
-    ngx_chat_ws_frame_end(b, p);
-
-    (void) ngx_chat_ws_send_buf(ws, b);
-    ngx_chat_buf_release(b);
-}
 
 
 static void
@@ -832,8 +836,7 @@ ngx_chat_proto_history(ngx_chat_proto_req_t *rq)
         return;
     }
 
-    (void) ngx_chat_ws_send_reply(ws, b);
-    ngx_chat_buf_release(b);
+    ngx_chat_proto_send_frame(ws, b, 1);
 }
 
 
@@ -876,18 +879,22 @@ ngx_chat_proto_read(ngx_chat_ws_t *ws, ngx_str_t *room, ngx_uint_t mode,
 
     ngx_queue_insert_tail(&s->reads, &rd->queue);
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat proto: history of \"%V\" from storage, mode %ui",
+                   room, mode);
+
     if (ngx_chat_store_history(mode, &rd->room, &rd->id, limit,
                                ngx_chat_proto_read_done, rd)
         != NGX_OK)
     {
         /* storage is down: what the ring has, and not complete */
-        ngx_chat_proto_read_done(NULL, NULL, rd);
+        ngx_chat_proto_read_done(NULL, rd);
     }
 }
 
 
 static void
-ngx_chat_proto_read_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
+ngx_chat_proto_read_done(ngx_chat_store_rows_t *rows, void *data)
 {
     ngx_chat_proto_read_t *rd = data;
 
@@ -919,20 +926,12 @@ ngx_chat_proto_read_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
         m = s->rooms[i];
     }
 
-    if (res && PQresultStatus(res) != PGRES_TUPLES_OK) {
-        ngx_log_error(NGX_LOG_ERR, rd->ws->connection->log, 0,
-                      "chat postgres: reading history failed: %s",
-                      PQresultErrorMessage(res));
-        res = NULL;
-    }
-
     pool = ngx_create_pool(4096, rd->ws->connection->log);
 
-    b = pool ? ngx_chat_proto_read_frame(rd, res, m, pool) : NULL;
+    b = pool ? ngx_chat_proto_read_frame(rd, rows, m, pool) : NULL;
 
     if (b) {
-        (void) ngx_chat_ws_send_reply(rd->ws, b);
-        ngx_chat_buf_release(b);
+        ngx_chat_proto_send_frame(rd->ws, b, 1);
     }
 
     if (pool) {
@@ -940,7 +939,7 @@ ngx_chat_proto_read_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
     }
 
     if (m) {
-        ngx_chat_fanout_release(s->ctx, m);
+        ngx_chat_fanout_release(s->fo, m);
     }
 
 done:
@@ -988,73 +987,46 @@ ngx_chat_proto_in_ring(ngx_chat_shm_ring_t *ring, ngx_str_t *id)
 
 
 /*
- * The reply from stored rows (newest first, with a NULL row when the id
- * asked for was found) and the ring copied when asked: stored messages
- * the ring no longer has, then the ring, without what the member got
- * live meanwhile, the newest "limit" of them.
+ * The reply from stored rows (newest first) and the ring copied when
+ * asked: stored messages the ring no longer has, then the ring, without
+ * what the member got live meanwhile, the newest "limit" of them.
  */
 
 static ngx_chat_buf_t *
-ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, PGresult *res,
-    ngx_chat_member_t *m, ngx_pool_t *pool)
+ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
+    ngx_chat_store_rows_t *rows, ngx_chat_member_t *m, ngx_pool_t *pool)
 {
-    u_char          *p;
-    size_t           len;
-    ngx_int_t        row, rows;
-    ngx_str_t        id, user, content, *msg, ts;
-    ngx_uint_t       i, found, complete, skip, max;
-    ngx_array_t      msgs;
-    ngx_chat_buf_t  *b;
+    u_char                *p;
+    ngx_int_t              row;
+    ngx_str_t             *msg;
+    ngx_uint_t             i, complete, skip, max;
+    ngx_array_t            msgs;
+    ngx_chat_store_row_t  *r;
 
     if (ngx_array_init(&msgs, pool, 64, sizeof(ngx_str_t)) != NGX_OK) {
         return NULL;
     }
 
-    found = 0;
-    rows = res ? PQntuples(res) : 0;
-
-    for (row = 0; row < rows; row++) {
-        if (PQgetisnull(res, row, 0)) {
-            found = 1;
-        }
-    }
-
     /* stored rows, oldest first */
 
-    for (row = rows - 1; row >= 0; row--) {
+    for (row = rows ? (ngx_int_t) rows->n - 1 : -1; row >= 0; row--) {
 
-        if (PQgetisnull(res, row, 0)) {
-            continue;
-        }
-
-        id.data = (u_char *) PQgetvalue(res, row, 0);
-        id.len = PQgetlength(res, row, 0);
+        r = &rows->rows[row];
 
         if (rd->mode != NGX_CHAT_STORE_BEFORE
-            && ngx_chat_proto_in_ring(rd->ring, &id))
+            && ngx_chat_proto_in_ring(rd->ring, &r->id))
         {
             continue;
         }
 
-        if (ngx_chat_proto_held(m, &id)) {
+        if (ngx_chat_proto_held(m, &r->id)) {
             /* stored after the join: it comes live */
             continue;
         }
 
-        user.data = (u_char *) PQgetvalue(res, row, 1);
-        user.len = PQgetlength(res, row, 1);
-        content.data = (u_char *) PQgetvalue(res, row, 2);
-        content.len = PQgetlength(res, row, 2);
-        ts.data = (u_char *) PQgetvalue(res, row, 3);
-        ts.len = PQgetlength(res, row, 3);
-
-        len = sizeof("{\"type\":\"message\",\"room\":,\"id\":,\"user\":,"
-                     "\"content\":,\"ts\":}") - 1
-              + ngx_chat_json_str_len(&rd->room) + ngx_chat_json_str_len(&id)
-              + ngx_chat_json_str_len(&user)
-              + ngx_chat_json_str_len(&content) + ts.len;
-
-        p = ngx_pnalloc(pool, len);
+        p = ngx_pnalloc(pool, ngx_chat_wire_message_len(&rd->room, &r->id,
+                                                        &r->user, &r->content,
+                                                        r->ts.len));
         if (p == NULL) {
             return NULL;
         }
@@ -1065,21 +1037,9 @@ ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, PGresult *res,
         }
 
         msg->data = p;
-
-        p = ngx_cpymem(p, "{\"type\":\"message\",\"room\":",
-                       sizeof("{\"type\":\"message\",\"room\":") - 1);
-        p = ngx_chat_json_str(p, &rd->room);
-        p = ngx_cpymem(p, ",\"id\":", sizeof(",\"id\":") - 1);
-        p = ngx_chat_json_str(p, &id);
-        p = ngx_cpymem(p, ",\"user\":", sizeof(",\"user\":") - 1);
-        p = ngx_chat_json_str(p, &user);
-        p = ngx_cpymem(p, ",\"content\":", sizeof(",\"content\":") - 1);
-        p = ngx_chat_json_str(p, &content);
-        p = ngx_cpymem(p, ",\"ts\":", sizeof(",\"ts\":") - 1);
-        p = ngx_cpymem(p, ts.data, ts.len);
-        *p++ = '}';
-
-        msg->len = p - msg->data;
+        msg->len = ngx_chat_wire_message(p, &rd->room, &r->id, &r->user,
+                                         &r->content, &r->ts)
+                   - p;
     }
 
     /* then the ring, but for what the member got live after joining */
@@ -1104,17 +1064,17 @@ ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, PGresult *res,
     switch (rd->mode) {
 
     case NGX_CHAT_STORE_LAST:
-        complete = (res != NULL);
+        complete = (rows != NULL);
         max = rd->limit;
         break;
 
     case NGX_CHAT_STORE_SINCE:
-        complete = found && rows <= NGX_CHAT_MAX_HISTORY + 1;
+        complete = rows && rows->found && rows->n <= NGX_CHAT_MAX_HISTORY;
         max = NGX_CHAT_MAX_HISTORY;
         break;
 
     default: /* NGX_CHAT_STORE_BEFORE */
-        complete = found;
+        complete = rows && rows->found;
         max = rd->limit;
         break;
     }
@@ -1127,26 +1087,16 @@ ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, PGresult *res,
 
     msg = msgs.elts;
 
-    b = ngx_chat_ws_frame_start(ngx_chat_json_history_len(&rd->room,
-                                                          msg + skip,
-                                                          msgs.nelts - skip),
-                                &p, rd->ws->connection->log);
-    if (b == NULL) {
-        return NULL;
-    }
-
-    p = ngx_chat_json_history(p, &rd->room, msg + skip, msgs.nelts - skip,
-                              complete);
-
-    ngx_chat_ws_frame_end(b, p);
-
-    return b;
+    return ngx_chat_wire_history(&rd->room, msg + skip, msgs.nelts - skip,
+                                 complete, rd->ws->connection->log);
 }
 
 
 static void
 ngx_chat_proto_who(ngx_chat_proto_req_t *rq)
 {
+    ngx_pool_t                *pool;
+    ngx_array_t               *users;
     ngx_chat_buf_t            *b;
     ngx_chat_ws_t             *ws;
     ngx_chat_proto_session_t  *s;
@@ -1160,88 +1110,63 @@ ngx_chat_proto_who(ngx_chat_proto_req_t *rq)
         return;
     }
 
-    b = ngx_chat_shm_who(s->ctx, &rq->room, ws->connection->log);
+    b = NULL;
+
+    pool = ngx_create_pool(4096, ws->connection->log);
+
+    if (pool) {
+        users = ngx_chat_shm_users(s->ctx, &rq->room, 0, pool);
+
+        if (users) {
+            b = ngx_chat_wire_who(&rq->room, users->elts, users->nelts,
+                                  ws->connection->log);
+        }
+
+        ngx_destroy_pool(pool);
+    }
+
     if (b == NULL) {
         ngx_chat_proto_error(rq, "unavailable", "out of memory", -1);
         return;
     }
 
-    (void) ngx_chat_ws_send_reply(ws, b);
-    ngx_chat_buf_release(b);
+    ngx_chat_proto_send_frame(ws, b, 1);
 }
 
 
-/* {"type":TYPE,"room":R + tail */
+/*
+ * Queues a frame the wire format built (NULL: it could not, out of
+ * memory, and the client gets nothing), as a reply to the client's
+ * request, which may exceed the send buffer, or as live traffic
+ */
 
 static void
-ngx_chat_proto_reply(ngx_chat_ws_t *ws, char *type, ngx_str_t *room,
-    char *tail, size_t tail_len)
+ngx_chat_proto_send_frame(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
+    ngx_uint_t reply)
 {
-    u_char          *p;
-    size_t           len;
-    ngx_chat_buf_t  *b;
-
-    len = sizeof("{\"type\":\"\",\"room\":") - 1 + ngx_strlen(type)
-          + ngx_chat_json_str_len(room) + tail_len;
-
-    b = ngx_chat_ws_text_frame(len, &p, ws->connection->log);
     if (b == NULL) {
         return;
     }
 
-    p = ngx_sprintf(p, "{\"type\":\"%s\",\"room\":", type);
-    p = ngx_chat_json_str(p, room);
-    ngx_memcpy(p, tail, tail_len);
+    if (reply) {
+        (void) ngx_chat_ws_send_reply(ws, b);
 
-    (void) ngx_chat_ws_send_buf(ws, b);
+    } else {
+        (void) ngx_chat_ws_send_buf(ws, b);
+    }
+
     ngx_chat_buf_release(b);
 }
 
-
-/* {"type":"error","code":C,"message":M[,"ref":R][,"retry_after_ms":N]} */
 
 static void
 ngx_chat_proto_error(ngx_chat_proto_req_t *rq, char *code, char *message,
     ngx_int_t retry_ms)
 {
-    u_char          *p;
-    size_t           len;
-    ngx_str_t        msg;
-    ngx_chat_buf_t  *b;
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, rq->ws->connection->log, 0,
+                   "chat proto: refused: %s, %s", code, message);
 
-    msg.data = (u_char *) message;
-    msg.len = ngx_strlen(message);
-
-    len = sizeof("{\"type\":\"error\",\"code\":\"\",\"message\":}") - 1
-          + ngx_strlen(code) + ngx_chat_json_str_len(&msg)
-          + sizeof(",\"retry_after_ms\":") - 1 + NGX_INT_T_LEN;
-
-    if (rq->has_ref) {
-        len += sizeof(",\"ref\":") - 1 + ngx_chat_json_str_len(&rq->ref);
-    }
-
-    b = ngx_chat_ws_frame_start(len, &p, rq->ws->connection->log);
-    if (b == NULL) {
-        return;
-    }
-
-    p = ngx_sprintf(p, "{\"type\":\"error\",\"code\":\"%s\",\"message\":",
-                    code);
-    p = ngx_chat_json_str(p, &msg);
-
-    if (rq->has_ref) {
-        p = ngx_cpymem(p, ",\"ref\":", sizeof(",\"ref\":") - 1);
-        p = ngx_chat_json_str(p, &rq->ref);
-    }
-
-    if (retry_ms >= 0) {
-        p = ngx_sprintf(p, ",\"retry_after_ms\":%i", retry_ms);
-    }
-
-    *p++ = '}';
-
-    ngx_chat_ws_frame_end(b, p);
-
-    (void) ngx_chat_ws_send_buf(rq->ws, b);
-    ngx_chat_buf_release(b);
+    ngx_chat_proto_send_frame(rq->ws,
+        ngx_chat_wire_error(code, message, rq->has_ref ? &rq->ref : NULL,
+                            retry_ms, rq->ws->connection->log), 0);
 }

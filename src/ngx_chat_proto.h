@@ -10,18 +10,17 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
-#include "ngx_chat.h"
-#include "ngx_chat_ws.h"
+#include <ngx_http.h>
 
 
 /*
- * The protocol layer: client JSON in, room operations out (SPEC §4).
- * ngx_chat_proto_open() is called once the handshake is accepted; it sets
- * ws->message and ws->closed and queues the welcome frame.  It returns
- * NGX_OK, or an HTTP status to refuse the upgrade with.
+ * The protocol layer (SPEC §4): the content handler of a "chat" location.
+ * It has the connection layer check and accept the upgrade, opens a
+ * session on the connection (the welcome frame, then client JSON in, room
+ * operations out) and hands the connection to the connection layer.
  */
 
-ngx_int_t ngx_chat_proto_open(ngx_chat_ws_t *ws);
+ngx_int_t ngx_chat_proto_handler(ngx_http_request_t *r);
 
 
 #endif /* _NGX_CHAT_PROTO_H_INCLUDED_ */

@@ -49,7 +49,7 @@ typedef struct ngx_chat_redis_s  ngx_chat_redis_t;
 
 
 /* parsed chat_redis URL */
-typedef struct {
+typedef struct ngx_chat_redis_conf_s {
     ngx_str_t                  url;        /* for logs, password masked */
     ngx_addr_t                *addrs;      /* resolved at configuration */
     ngx_uint_t                 naddrs;

@@ -29,7 +29,10 @@
 #include <ngx_core.h>
 #include <ngx_event.h>
 #include "ngx_chat.h"
+#include "ngx_chat_bus.h"
 #include "ngx_chat_shm.h"
+#include "ngx_chat_remote.h"
+#include "ngx_chat_redis.h"
 #include "ngx_chat_fanout.h"
 #include "ngx_chat_relay.h"
 
@@ -37,6 +40,7 @@
 #define NGX_CHAT_RELAY_HEARTBEAT   2000
 #define NGX_CHAT_RELAY_EXPIRE      7000
 #define NGX_CHAT_RELAY_QUEUE_MAX   10000
+#define NGX_CHAT_RELAY_TICK        1000
 
 #define NGX_CHAT_RELAY_PUBLISH     0
 #define NGX_CHAT_RELAY_SUBSCRIBE   1
@@ -54,7 +58,11 @@ typedef struct {
 
 typedef struct {
     ngx_chat_shm_ctx_t        *ctx;
+    ngx_chat_fanout_t         *fo;
     ngx_chat_redis_conf_t     *conf;
+    ngx_event_t                tick;          /* tries to be the owner */
+
+    /* while this worker relays the zone (the owner) */
     ngx_chat_redis_t          *pub;
     ngx_chat_redis_t          *sub;
     ngx_str_t                  prefix;        /* chat:<zone>:r: */
@@ -65,12 +73,18 @@ typedef struct {
     ngx_uint_t                 dropped;
     ngx_event_t                heartbeat;
     ngx_msec_t                 sub_heard;     /* last payload, ours too */
+    unsigned                   owner:1;
     unsigned                   pub_up:1;
     unsigned                   sub_up:1;
 } ngx_chat_relay_t;
 
 
-static void ngx_chat_relay_start(ngx_chat_shm_ctx_t *ctx, uint64_t from);
+static void ngx_chat_relay_tick(ngx_event_t *ev);
+static void ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from);
+static void ngx_chat_relay_stop(ngx_chat_relay_t *rl);
+static void ngx_chat_relay_entry(void *data, uint64_t pos,
+    ngx_chat_bus_entry_t *e);
+static void ngx_chat_relay_flush(void *data);
 static ngx_int_t ngx_chat_relay_queue(ngx_chat_relay_t *rl, ngx_uint_t cmd,
     ngx_str_t *room, u_char kind, ngx_str_t *arg1, ngx_str_t *arg2);
 static void ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up,
@@ -85,69 +99,126 @@ static void ngx_chat_relay_republish(ngx_chat_relay_t *rl, ngx_str_t *room);
 static void ngx_chat_relay_set_state(ngx_chat_relay_t *rl);
 
 
-void
-ngx_chat_relay_init(ngx_chat_shm_ctx_t *ctx, ngx_chat_redis_conf_t *conf)
+static ngx_array_t  ngx_chat_relays;     /* of ngx_chat_relay_t * */
+
+
+ngx_int_t
+ngx_chat_relay_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 {
-    u_char  *p;
+    ngx_uint_t            i;
+    ngx_chat_fanout_t    *fo;
+    ngx_chat_relay_t     *rl, **rlp;
+    ngx_chat_shm_ctx_t  **ctxp;
 
-    ctx->relay_conf = conf;
-
-    /* ids get this server's tag, so that they are unique across servers */
-
-    p = ngx_alloc(16, ngx_cycle->log);
-    if (p == NULL) {
-        return;
+    if (ngx_array_init(&ngx_chat_relays, cycle->pool, 1,
+                       sizeof(ngx_chat_relay_t *))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
-    ctx->id_tag.data = p;
-    ctx->id_tag.len = ngx_sprintf(p, "-%012xL",
-                                  ctx->sh->server_id & 0xffffffffffffULL)
-                      - p;
+    if (cmcf->redis == NULL) {
+        return NGX_OK;
+    }
 
-    ngx_chat_relay_tick(ctx);
+    ctxp = cmcf->zones.elts;
+
+    for (i = 0; i < cmcf->zones.nelts; i++) {
+
+        fo = ngx_chat_fanout_get(ctxp[i]);
+        if (fo == NULL) {
+            /* not attached to this zone */
+            continue;
+        }
+
+        rl = ngx_pcalloc(cycle->pool, sizeof(ngx_chat_relay_t));
+        if (rl == NULL) {
+            return NGX_ERROR;
+        }
+
+        rlp = ngx_array_push(&ngx_chat_relays);
+        if (rlp == NULL) {
+            return NGX_ERROR;
+        }
+
+        *rlp = rl;
+
+        rl->ctx = ctxp[i];
+        rl->fo = fo;
+        rl->conf = cmcf->redis;
+
+        rl->tick.handler = ngx_chat_relay_tick;
+        rl->tick.data = rl;
+        rl->tick.log = cycle->log;
+        rl->tick.cancelable = 1;
+
+        ngx_chat_relay_tick(&rl->tick);
+    }
+
+    return NGX_OK;
 }
 
 
-/* every second, from the zone's timer: take the relay if nobody has it */
-
 void
-ngx_chat_relay_tick(ngx_chat_shm_ctx_t *ctx)
+ngx_chat_relay_exit_process(ngx_cycle_t *cycle)
 {
-    uint64_t  from;
+    ngx_uint_t          i;
+    ngx_chat_relay_t  **rlp;
 
-    if (ctx->relay || ctx->wslot < 0 || ngx_exiting) {
+    rlp = ngx_chat_relays.elts;
+
+    for (i = 0; i < ngx_chat_relays.nelts; i++) {
+        if (rlp[i]->tick.timer_set) {
+            ngx_del_timer(&rlp[i]->tick);
+        }
+
+        ngx_chat_relay_stop(rlp[i]);
+    }
+
+    ngx_chat_relays.nelts = 0;
+}
+
+
+/* every second: take the relay if nobody has it */
+
+static void
+ngx_chat_relay_tick(ngx_event_t *ev)
+{
+    uint64_t           from;
+    ngx_chat_relay_t  *rl;
+
+    rl = ev->data;
+
+    if (ngx_exiting) {
         return;
     }
 
-    if (ngx_chat_shm_relay_claim(ctx, &from) == NGX_OK) {
-        ngx_chat_relay_start(ctx, from);
+    if (!rl->owner && rl->ctx->wslot >= 0
+        && ngx_chat_remote_claim(rl->ctx, &from) == NGX_OK)
+    {
+        ngx_chat_relay_start(rl, from);
     }
+
+    ngx_add_timer(ev, NGX_CHAT_RELAY_TICK);
 }
 
 
 static void
-ngx_chat_relay_start(ngx_chat_shm_ctx_t *ctx, uint64_t from)
+ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from)
 {
-    u_char            *p;
-    ngx_chat_relay_t  *rl;
+    u_char              *p;
+    ngx_chat_shm_ctx_t  *ctx;
 
-    rl = ngx_calloc(sizeof(ngx_chat_relay_t), ngx_cycle->log);
-    if (rl == NULL) {
-        ngx_chat_shm_relay_release(ctx);
-        return;
-    }
+    ctx = rl->ctx;
 
-    rl->ctx = ctx;
-    rl->conf = ctx->relay_conf;
     ngx_queue_init(&rl->queue);
 
-    (void) ngx_sprintf(rl->sid, "%016xL", ctx->sh->server_id);
+    (void) ngx_sprintf(rl->sid, "%016xL", ngx_chat_remote_server_id(ctx));
 
     p = ngx_alloc(2 * ctx->name.len + sizeof("chat::r:chat::servers"),
                   ngx_cycle->log);
     if (p == NULL) {
-        ngx_free(rl);
-        ngx_chat_shm_relay_release(ctx);
+        ngx_chat_remote_release(ctx);
         return;
     }
 
@@ -163,7 +234,10 @@ ngx_chat_relay_start(ngx_chat_shm_ctx_t *ctx, uint64_t from)
     rl->heartbeat.log = ngx_cycle->log;
     rl->heartbeat.cancelable = 1;
 
-    ctx->relay = rl;
+    rl->owner = 1;
+
+    ngx_chat_fanout_tap(rl->fo, ngx_chat_relay_entry, ngx_chat_relay_flush,
+                        rl);
 
     ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
                   "chat: this worker relays zone \"%V\" through Redis %V",
@@ -176,30 +250,30 @@ ngx_chat_relay_start(ngx_chat_shm_ctx_t *ctx, uint64_t from)
                                     ngx_chat_relay_message, rl);
 
     if (rl->pub == NULL || rl->sub == NULL) {
-        ngx_chat_relay_exit(ctx);
+        ngx_chat_relay_stop(rl);
         return;
     }
 
     /* what the previous owner, if any, had not published yet */
 
-    (void) ngx_chat_shm_bus_scan(ctx, from, ngx_chat_relay_entry);
+    (void) ngx_chat_shm_bus_scan(ctx, from, ngx_chat_relay_entry, rl);
 
     ngx_add_timer(&rl->heartbeat, NGX_CHAT_RELAY_HEARTBEAT);
 }
 
 
-void
-ngx_chat_relay_exit(ngx_chat_shm_ctx_t *ctx)
+static void
+ngx_chat_relay_stop(ngx_chat_relay_t *rl)
 {
-    ngx_queue_t       *q;
-    ngx_chat_relay_t  *rl;
+    ngx_queue_t  *q;
 
-    rl = ctx->relay;
-    if (rl == NULL) {
+    if (!rl->owner) {
         return;
     }
 
-    ctx->relay = NULL;
+    rl->owner = 0;
+
+    ngx_chat_fanout_tap(rl->fo, NULL, NULL, NULL);
 
     if (rl->heartbeat.timer_set) {
         ngx_del_timer(&rl->heartbeat);
@@ -207,10 +281,12 @@ ngx_chat_relay_exit(ngx_chat_shm_ctx_t *ctx)
 
     if (rl->pub) {
         ngx_chat_redis_destroy(rl->pub);
+        rl->pub = NULL;
     }
 
     if (rl->sub) {
         ngx_chat_redis_destroy(rl->sub);
+        rl->sub = NULL;
     }
 
     while (!ngx_queue_empty(&rl->queue)) {
@@ -219,71 +295,54 @@ ngx_chat_relay_exit(ngx_chat_shm_ctx_t *ctx)
         ngx_free(ngx_queue_data(q, ngx_chat_relay_item_t, queue));
     }
 
-    ngx_free(rl->prefix.data);
-    ngx_free(rl);
+    rl->queued = 0;
+    rl->pub_up = 0;
+    rl->sub_up = 0;
 
-    ngx_chat_shm_relay_release(ctx);
+    ngx_free(rl->prefix.data);
+    ngx_str_null(&rl->prefix);
+
+    ngx_chat_remote_release(rl->ctx);
 }
 
 
-/* under the zone lock: what this server has to tell the others */
+/* each bus entry this worker reads: what this server tells the others */
 
-void
-ngx_chat_relay_entry(ngx_chat_shm_ctx_t *ctx, uint64_t pos,
-    ngx_chat_bus_entry_t *e)
+static void
+ngx_chat_relay_entry(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
 {
-    u_char            *p;
-    size_t             hlen;
-    ngx_str_t          room, user, id, json;
-    ngx_chat_relay_t  *rl;
+    ngx_chat_relay_t *rl = data;
 
-    rl = ctx->relay;
+    ngx_chat_bus_parts_t  parts;
 
-    if (rl == NULL || (e->flags & NGX_CHAT_BUS_REMOTE)) {
+    if (!rl->owner || (e->flags & NGX_CHAT_BUS_REMOTE)) {
         return;
     }
 
-    p = (u_char *) e + sizeof(ngx_chat_bus_entry_t);
-
-    room.data = p;
-    room.len = e->room_len;
-    p += e->room_len;
-
-    user.data = p;
-    user.len = e->user_len;
-    p += e->user_len;
-
-    id.data = p;
-    id.len = e->id_len;
-    p += e->id_len;
+    ngx_chat_bus_parts(e, &parts);
 
     switch (e->kind) {
 
     case NGX_CHAT_BUS_MESSAGE:
-        /* the frame's payload: skip its header */
-        hlen = (p[1] & 0x7f) == 126 ? 4 : (p[1] & 0x7f) == 127 ? 10 : 2;
-        json.data = p + hlen;
-        json.len = e->frame_len - hlen;
-
-        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, &room, 'M',
-                                    &id, &json);
+        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, &parts.room,
+                                    'M', &parts.id, &parts.json);
         break;
 
     case NGX_CHAT_BUS_RPRESENCE:
-        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, &room,
+        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, &parts.room,
                                     (e->flags & NGX_CHAT_BUS_LEAVE) ? 'L'
                                                                     : 'J',
-                                    &user, NULL);
+                                    &parts.user, NULL);
         break;
 
     case NGX_CHAT_BUS_SUBSCRIBE:
-        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_SUBSCRIBE, &room, 0,
-                                    NULL, NULL);
+        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_SUBSCRIBE, &parts.room,
+                                    0, NULL, NULL);
         break;
 
     case NGX_CHAT_BUS_UNSUBSCRIBE:
-        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_UNSUBSCRIBE, &room, 0,
-                                    NULL, NULL);
+        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_UNSUBSCRIBE,
+                                    &parts.room, 0, NULL, NULL);
         break;
 
     default:
@@ -327,7 +386,7 @@ ngx_chat_relay_queue(ngx_chat_relay_t *rl, ngx_uint_t cmd, ngx_str_t *room,
                 ngx_free(old);
                 rl->queued--;
                 rl->dropped++;
-                (void) ngx_atomic_fetch_add(&rl->ctx->sh->relay_dropped, 1);
+                ngx_chat_remote_count_dropped(rl->ctx);
                 break;
             }
         }
@@ -376,20 +435,20 @@ ngx_chat_relay_queue(ngx_chat_relay_t *rl, ngx_uint_t cmd, ngx_str_t *room,
 
 /* hands the queue to the connections, in order, as far as they are up */
 
-void
-ngx_chat_relay_flush(ngx_chat_shm_ctx_t *ctx)
+static void
+ngx_chat_relay_flush(void *data)
 {
+    ngx_chat_relay_t *rl = data;
+
     int                     argc;
     size_t                  argvlen[3];
     ngx_int_t               rc;
     ngx_str_t               channel;
     const char             *argv[3];
     ngx_queue_t            *q;
-    ngx_chat_relay_t       *rl;
     ngx_chat_relay_item_t  *it;
 
-    rl = ctx->relay;
-    if (rl == NULL) {
+    if (!rl->owner) {
         return;
     }
 
@@ -492,7 +551,7 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
         }
 
         ngx_chat_relay_set_state(rl);
-        ngx_chat_relay_flush(ctx);
+        ngx_chat_relay_flush(rl);
         return;
     }
 
@@ -506,7 +565,7 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
 
     /* a new subscriber connection: subscribe to everything again */
 
-    (void) ngx_chat_shm_remote_expire(ctx, 0, 1);
+    (void) ngx_chat_remote_expire(ctx, 0, 1);
 
     ngx_chat_relay_subscribe(rl, &rl->control, 1);
 
@@ -515,7 +574,7 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
         return;
     }
 
-    a = ngx_chat_shm_local_rooms(ctx, pool);
+    a = ngx_chat_remote_local_rooms(ctx, pool);
 
     if (a) {
         rooms = a->elts;
@@ -539,20 +598,14 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
 
     ngx_destroy_pool(pool);
 
-    ngx_chat_relay_flush(ctx);
+    ngx_chat_relay_flush(rl);
 }
 
 
 static void
 ngx_chat_relay_set_state(ngx_chat_relay_t *rl)
 {
-    ngx_chat_shm_ctx_t  *ctx;
-
-    ctx = rl->ctx;
-
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-    ctx->sh->redis_up = (rl->pub_up && rl->sub_up) ? 1 : 0;
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
+    ngx_chat_remote_set_up(rl->ctx, (rl->pub_up && rl->sub_up) ? 1 : 0);
 }
 
 
@@ -619,7 +672,7 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
     if (channel->len == rl->control.len
         && ngx_memcmp(channel->data, rl->control.data, channel->len) == 0)
     {
-        ngx_chat_shm_remote_seen(ctx, server);
+        ngx_chat_remote_seen(ctx, server);
         return;
     }
 
@@ -643,11 +696,14 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
         id.data = arg.data;
         id.len = p - arg.data;
 
-        ngx_chat_shm_remote_seen(ctx, server);
+        ngx_chat_remote_seen(ctx, server);
 
-        rc2 = ngx_chat_shm_remote_message(ctx, &room, &id, p + 1, last - p - 1);
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "chat relay: message %V in \"%V\"", &id, &room);
+
+        rc2 = ngx_chat_remote_message(ctx, &room, &id, p + 1, last - p - 1);
         if (rc2 == NGX_OK) {
-            ngx_chat_fanout_publish(ctx);
+            ngx_chat_fanout_publish(rl->fo);
         }
 
         return;
@@ -658,23 +714,27 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
             goto invalid;
         }
 
-        if (ngx_chat_shm_remote_presence(ctx, &room, &arg, server, kind == 'J')
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "chat relay: presence %c of \"%V\" in \"%V\"",
+                       kind, &arg, &room);
+
+        if (ngx_chat_remote_presence(ctx, &room, &arg, server, kind == 'J')
             == NGX_OK)
         {
-            ngx_chat_fanout_publish(ctx);
+            ngx_chat_fanout_publish(rl->fo);
         }
 
         return;
 
     case 'S':
-        ngx_chat_shm_remote_seen(ctx, server);
+        ngx_chat_remote_seen(ctx, server);
 
         pool = ngx_create_pool(4096, ngx_cycle->log);
         if (pool == NULL) {
             return;
         }
 
-        a = ngx_chat_shm_local_users(ctx, &room, pool);
+        a = ngx_chat_shm_users(ctx, &room, 1, pool);
 
         if (a) {
             users = a->elts;
@@ -689,7 +749,7 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
 
         ngx_chat_relay_republish(rl, &room);
 
-        ngx_chat_relay_flush(ctx);
+        ngx_chat_relay_flush(rl);
         return;
 
     default:
@@ -773,7 +833,7 @@ ngx_chat_relay_heartbeat(ngx_event_t *ev)
                                         ngx_chat_relay_state,
                                         ngx_chat_relay_message, rl);
         if (rl->sub == NULL) {
-            ngx_chat_relay_exit(ctx);
+            ngx_chat_relay_stop(rl);
             return;
         }
     }
@@ -781,12 +841,12 @@ ngx_chat_relay_heartbeat(ngx_event_t *ev)
     /* while we hear nothing ourselves, nobody is declared dead */
 
     if (rl->sub_up
-        && ngx_chat_shm_remote_expire(ctx, NGX_CHAT_RELAY_EXPIRE, 0))
+        && ngx_chat_remote_expire(ctx, NGX_CHAT_RELAY_EXPIRE, 0))
     {
-        ngx_chat_fanout_publish(ctx);
+        ngx_chat_fanout_publish(rl->fo);
     }
 
-    ngx_chat_relay_flush(ctx);
+    ngx_chat_relay_flush(rl);
 
     ngx_add_timer(ev, NGX_CHAT_RELAY_HEARTBEAT);
 }

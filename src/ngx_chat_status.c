@@ -1,6 +1,8 @@
 
 /*
  * Copyright (C) ngx_chat_module authors
+ *
+ * chat_status: the zone's counters, read through ngx_chat_shm_stats().
  */
 
 
@@ -12,23 +14,6 @@
 #include "ngx_chat_status.h"
 
 
-typedef struct {
-    ngx_uint_t   connections;
-    ngx_uint_t   rooms;
-    ngx_uint_t   users;
-    ngx_uint_t   workers;
-    uint64_t     messages_in;
-    uint64_t     messages_out;
-    uint64_t     rate_limited;
-    uint64_t     zone_full;
-    uint64_t     relay_dropped;
-    char        *redis;
-    ngx_uint_t   redis_up;
-    char        *postgres;
-    ngx_uint_t   pg_down;
-} ngx_chat_status_t;
-
-
 ngx_int_t
 ngx_chat_status_handler(ngx_http_request_t *r)
 {
@@ -36,11 +21,11 @@ ngx_chat_status_handler(ngx_http_request_t *r)
     ngx_int_t             rc;
     ngx_str_t             format;
     ngx_buf_t            *b;
-    ngx_uint_t            i, prometheus;
-    ngx_chat_shm_t       *sh;
+    char                 *redis, *postgres;
+    ngx_uint_t            prometheus;
     ngx_chain_t           out;
-    ngx_chat_status_t     st;
     ngx_chat_shm_ctx_t   *ctx;
+    ngx_chat_shm_stats_t  st;
     ngx_chat_loc_conf_t  *lcf;
     ngx_chat_main_conf_t *cmcf;
 
@@ -55,7 +40,6 @@ ngx_chat_status_handler(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_chat_module);
     ctx = lcf->status_zone->data;
-    sh = ctx->sh;
 
     prometheus = 0;
 
@@ -72,40 +56,12 @@ ngx_chat_status_handler(ngx_http_request_t *r)
         }
     }
 
-    ngx_shmtx_lock(&ctx->shpool->mutex);
-
-    st.connections = sh->connections;
-    st.rooms = sh->rooms_active;
-    st.users = sh->users_active;
-    st.workers = 0;
-
-    for (i = 0; i < NGX_CHAT_MAX_WORKERS; i++) {
-        if (sh->workers[i].active) {
-            st.workers++;
-        }
-    }
-
-    st.pg_down = 0;
-
-    for (i = 0; i < NGX_CHAT_MAX_WORKERS; i++) {
-        if (sh->workers[i].active && sh->workers[i].pg_down) {
-            st.pg_down = 1;
-        }
-    }
-
-    st.redis_up = sh->redis_up;
-    st.redis = ctx->relay_conf == NULL ? "off" : (st.redis_up ? "up" : "down");
-
-    ngx_shmtx_unlock(&ctx->shpool->mutex);
-
-    st.relay_dropped = sh->relay_dropped;
+    ngx_chat_shm_stats(ctx, &st);
 
     cmcf = ngx_http_get_module_main_conf(r, ngx_chat_module);
-    st.postgres = cmcf->store == NULL ? "off" : (st.pg_down ? "down" : "up");
-    st.messages_in = sh->messages_in;
-    st.messages_out = sh->messages_out;
-    st.rate_limited = sh->rate_limited;
-    st.zone_full = sh->zone_full;
+
+    redis = cmcf->redis == NULL ? "off" : (st.redis_up ? "up" : "down");
+    postgres = cmcf->store == NULL ? "off" : (st.pg_down ? "down" : "up");
 
     len = 1024 + 12 * ctx->name.len;
 
@@ -152,7 +108,7 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             "\"rate_limited\":%uL,\"redis\":\"%s\",\"postgres\":\"%s\","
             "\"zone_full\":%uL,\"workers\":%ui,\"relay_dropped\":%uL}\n",
             st.connections, st.rooms, st.users, st.messages_in,
-            st.messages_out, st.rate_limited, st.redis, st.postgres,
+            st.messages_out, st.rate_limited, redis, postgres,
             st.zone_full,
             st.workers, st.relay_dropped);
 

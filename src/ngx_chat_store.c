@@ -19,6 +19,19 @@
 #define NGX_CHAT_STORE_RETRY      1000
 
 
+struct ngx_chat_store_conf_s {
+    ngx_chat_pg_conf_t         pg;
+    ngx_uint_t                 queue_max;
+};
+
+
+/* a read in flight */
+typedef struct {
+    ngx_chat_store_read_pt     handler;
+    void                      *data;
+} ngx_chat_store_read_t;
+
+
 typedef struct {
     ngx_chat_pg_t             *pg;
     ngx_chat_store_conf_t     *conf;
@@ -45,6 +58,10 @@ static void ngx_chat_store_done(ngx_chat_pg_t *pg, PGresult *res,
 static u_char *ngx_chat_store_array(u_char *p, ngx_str_t *s);
 static size_t ngx_chat_store_array_len(ngx_str_t *s);
 static void ngx_chat_store_set_state(ngx_uint_t up);
+static void ngx_chat_store_read_done(ngx_chat_pg_t *pg, PGresult *res,
+    void *data);
+static ngx_chat_store_conf_t *ngx_chat_store_conf(ngx_conf_t *cf,
+    ngx_chat_store_conf_t **scfp);
 static void ngx_chat_store_requeue(ngx_chat_store_t *st);
 
 
@@ -88,13 +105,87 @@ static const char  ngx_chat_store_before[] =
     "ORDER BY m.created_at DESC, m.id DESC LIMIT $3)";
 
 
+static ngx_chat_store_conf_t *
+ngx_chat_store_conf(ngx_conf_t *cf, ngx_chat_store_conf_t **scfp)
+{
+    ngx_chat_store_conf_t  *scf;
+
+    if (*scfp) {
+        return *scfp;
+    }
+
+    scf = ngx_pcalloc(cf->pool, sizeof(ngx_chat_store_conf_t));
+    if (scf == NULL) {
+        return NULL;
+    }
+
+    scf->queue_max = 10000;
+    *scfp = scf;
+
+    return scf;
+}
+
+
+char *
+ngx_chat_store_conf_conninfo(ngx_conf_t *cf, ngx_chat_store_conf_t **scfp,
+    ngx_str_t *conninfo)
+{
+    ngx_chat_store_conf_t  *scf;
+
+    if (*scfp && (*scfp)->pg.conninfo.len) {
+        return "is duplicate";
+    }
+
+    scf = ngx_chat_store_conf(cf, scfp);
+    if (scf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_chat_pg_parse(cf, conninfo, &scf->pg);
+}
+
+
+char *
+ngx_chat_store_conf_queue(ngx_conf_t *cf, ngx_chat_store_conf_t **scfp,
+    ngx_str_t *size)
+{
+    ngx_int_t               n;
+    ngx_chat_store_conf_t  *scf;
+
+    n = ngx_atoi(size->data, size->len);
+    if (n <= 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid queue size \"%V\"", size);
+        return NGX_CONF_ERROR;
+    }
+
+    scf = ngx_chat_store_conf(cf, scfp);
+    if (scf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    scf->queue_max = n;
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_uint_t
+ngx_chat_store_conf_enabled(ngx_chat_store_conf_t *scf)
+{
+    return scf && scf->pg.conninfo.len;
+}
+
+
 ngx_int_t
 ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
-    ngx_uint_t limit, ngx_chat_pg_result_pt handler, void *data)
+    ngx_uint_t limit, ngx_chat_store_read_pt handler, void *data)
 {
-    int          lens[3], n;
-    u_char       buf[NGX_INT_T_LEN];
-    const char  *sql, *values[3];
+    int                     lens[3], n;
+    u_char                  buf[NGX_INT_T_LEN];
+    ngx_int_t               rc;
+    const char             *sql, *values[3];
+    ngx_chat_store_read_t  *rd;
 
     /* during the first connect, queries wait for it */
 
@@ -123,17 +214,103 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
         lens[2] = (int) (ngx_sprintf(buf, "%ui", limit) - buf);
     }
 
-    return ngx_chat_pg_query(ngx_chat_store->pg, sql, n, values, lens,
-                             handler, data);
+    rd = ngx_alloc(sizeof(ngx_chat_store_read_t), ngx_cycle->log);
+    if (rd == NULL) {
+        return NGX_DECLINED;
+    }
+
+    rd->handler = handler;
+    rd->data = data;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat store: read \"%V\", mode %ui, limit %ui",
+                   room, mode, limit);
+
+    rc = ngx_chat_pg_query(ngx_chat_store->pg, sql, n, values, lens,
+                           ngx_chat_store_read_done, rd);
+
+    if (rc != NGX_OK) {
+        ngx_free(rd);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The rows (id, user_id, content, ts in ms), decoded: with SINCE and
+ * BEFORE a row of NULLs among them says the id was found
+ */
+
+static void
+ngx_chat_store_read_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
+{
+    ngx_chat_store_read_t *rd = data;
+
+    int                     row, nrows;
+    ngx_uint_t              n;
+    ngx_chat_store_row_t   *r;
+    ngx_chat_store_rows_t   rows;
+
+    if (res && PQresultStatus(res) != PGRES_TUPLES_OK) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat postgres: reading history failed: %s",
+                      PQresultErrorMessage(res));
+        res = NULL;
+    }
+
+    nrows = res ? PQntuples(res) : 0;
+
+    rows.rows = res ? ngx_alloc((nrows ? nrows : 1)
+                                * sizeof(ngx_chat_store_row_t),
+                                ngx_cycle->log)
+                    : NULL;
+
+    if (rows.rows == NULL) {
+        rd->handler(NULL, rd->data);
+        ngx_free(rd);
+        return;
+    }
+
+    n = 0;
+    rows.found = 0;
+
+    for (row = 0; row < nrows; row++) {
+
+        if (PQgetisnull(res, row, 0)) {
+            rows.found = 1;
+            continue;
+        }
+
+        r = &rows.rows[n++];
+
+        r->id.data = (u_char *) PQgetvalue(res, row, 0);
+        r->id.len = PQgetlength(res, row, 0);
+        r->user.data = (u_char *) PQgetvalue(res, row, 1);
+        r->user.len = PQgetlength(res, row, 1);
+        r->content.data = (u_char *) PQgetvalue(res, row, 2);
+        r->content.len = PQgetlength(res, row, 2);
+        r->ts.data = (u_char *) PQgetvalue(res, row, 3);
+        r->ts.len = PQgetlength(res, row, 3);
+    }
+
+    rows.n = n;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat store: read %ui rows, found %ui", n, rows.found);
+
+    rd->handler(&rows, rd->data);
+
+    ngx_free(rows.rows);
+    ngx_free(rd);
 }
 
 
 ngx_int_t
 ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 {
-    ngx_uint_t            i;
-    ngx_chat_store_t     *st;
-    ngx_chat_shm_ctx_t  **ctxp;
+    ngx_chat_store_t  *st;
 
     if (cmcf->store == NULL) {
         return NGX_OK;
@@ -146,12 +323,6 @@ ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 
     st->conf = cmcf->store;
     st->cmcf = cmcf;
-
-    ctxp = cmcf->zones.elts;
-
-    for (i = 0; i < cmcf->zones.nelts; i++) {
-        ctxp[i]->store = 1;
-    }
 
     ngx_queue_init(&st->pending);
     ngx_queue_init(&st->inflight);
@@ -336,20 +507,12 @@ static void
 ngx_chat_store_set_state(ngx_uint_t up)
 {
     ngx_uint_t            i;
-    ngx_chat_shm_ctx_t  **ctxp, *ctx;
+    ngx_chat_shm_ctx_t  **ctxp;
 
     ctxp = ngx_chat_store->cmcf->zones.elts;
 
     for (i = 0; i < ngx_chat_store->cmcf->zones.nelts; i++) {
-        ctx = ctxp[i];
-
-        if (ctx->wslot < 0) {
-            continue;
-        }
-
-        ngx_shmtx_lock(&ctx->shpool->mutex);
-        ctx->sh->workers[ctx->wslot].pg_down = up ? 0 : 1;
-        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        ngx_chat_shm_set_pg_down(ctxp[i], up ? 0 : 1);
     }
 }
 

@@ -11,7 +11,6 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include "ngx_chat.h"
-#include "ngx_chat_pg.h"
 
 
 /*
@@ -22,6 +21,7 @@
  * connection adds no duplicates).  Once the INSERT has committed, each
  * item's done handler runs (the sender's ack).  While PostgreSQL is down
  * the queue waits and is retried; when it is full, new sends are refused.
+ * Nothing of libpq shows above this file: reads come back as decoded rows.
  */
 
 typedef struct ngx_chat_store_item_s  ngx_chat_store_item_t;
@@ -44,10 +44,37 @@ struct ngx_chat_store_item_s {
 };
 
 
+typedef struct ngx_chat_store_conf_s  ngx_chat_store_conf_t;
+
+
+/* a stored message as read */
 typedef struct {
-    ngx_chat_pg_conf_t         pg;
-    ngx_uint_t                 queue_max;
-} ngx_chat_store_conf_t;
+    ngx_str_t                  id;
+    ngx_str_t                  user;
+    ngx_str_t                  content;
+    ngx_str_t                  ts;        /* ms since the epoch, decimal */
+} ngx_chat_store_row_t;
+
+
+typedef struct {
+    ngx_chat_store_row_t      *rows;      /* newest first */
+    ngx_uint_t                 n;
+    ngx_uint_t                 found;     /* SINCE, BEFORE: the id is known */
+} ngx_chat_store_rows_t;
+
+
+/* rows is NULL when the read failed */
+typedef void (*ngx_chat_store_read_pt)(ngx_chat_store_rows_t *rows,
+    void *data);
+
+
+/* chat_postgres and chat_postgres_queue (configuration) */
+char *ngx_chat_store_conf_conninfo(ngx_conf_t *cf,
+    ngx_chat_store_conf_t **scfp, ngx_str_t *conninfo);
+char *ngx_chat_store_conf_queue(ngx_conf_t *cf, ngx_chat_store_conf_t **scfp,
+    ngx_str_t *size);
+/* chat_postgres_queue alone configures no storage */
+ngx_uint_t ngx_chat_store_conf_enabled(ngx_chat_store_conf_t *scf);
 
 
 ngx_int_t ngx_chat_store_init_process(ngx_cycle_t *cycle,
@@ -65,13 +92,12 @@ ngx_chat_store_item_t *ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room,
 #define NGX_CHAT_STORE_BEFORE   2    /* limit messages before id */
 
 /*
- * Reads a room's stored messages.  The handler gets the rows (id, user_id,
- * content, ts in ms), newest first; with SINCE and BEFORE a row of NULLs
- * among them says the id was found.  res is NULL when the query failed.
- * Returns NGX_DECLINED when PostgreSQL is down.
+ * Reads a room's stored messages, newest first; with SINCE and BEFORE,
+ * rows->found says whether the id is stored.  Returns NGX_DECLINED when
+ * PostgreSQL is down (the handler is not called).
  */
 ngx_int_t ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room,
-    ngx_str_t *id, ngx_uint_t limit, ngx_chat_pg_result_pt handler,
+    ngx_str_t *id, ngx_uint_t limit, ngx_chat_store_read_pt handler,
     void *data);
 
 /* the owner is gone: the item is still stored, nobody is told */

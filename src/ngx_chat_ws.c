@@ -6,7 +6,8 @@
  * reading and parsing frames, a bounded per-connection output queue of
  * shared frames written with one writev() per connection per event loop
  * turn, keepalive pings and the close handshake.  It knows nothing of
- * rooms: complete text messages go up through ws->message.
+ * rooms nor of the protocol: complete text messages go up through
+ * ws->message (see ngx_chat_ws.h).
  */
 
 
@@ -15,9 +16,10 @@
 #include <ngx_http.h>
 #include <ngx_sha1.h>
 #include "ngx_chat.h"
-#include "ngx_chat_ws.h"
-#include "ngx_chat_proto.h"
+#include "ngx_chat_frame.h"
 #include "ngx_chat_utf8.h"
+#include "ngx_chat_wire.h"
+#include "ngx_chat_ws.h"
 
 
 #define NGX_CHAT_WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -82,34 +84,8 @@ ngx_chat_ws_init_worker(ngx_cycle_t *cycle)
 }
 
 
-ngx_chat_buf_t *
-ngx_chat_buf_alloc(size_t len, ngx_log_t *log)
-{
-    ngx_chat_buf_t  *b;
-
-    b = ngx_alloc(offsetof(ngx_chat_buf_t, data) + len, log);
-    if (b == NULL) {
-        return NULL;
-    }
-
-    b->refs = 1;
-    b->len = len;
-
-    return b;
-}
-
-
-void
-ngx_chat_buf_release(ngx_chat_buf_t *b)
-{
-    if (--b->refs == 0) {
-        ngx_free(b);
-    }
-}
-
-
-ngx_int_t
-ngx_chat_ws_handler(ngx_http_request_t *r)
+ngx_chat_ws_t *
+ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
 {
     uint32_t              utf8;
     ngx_int_t             rc;
@@ -126,24 +102,30 @@ ngx_chat_ws_handler(ngx_http_request_t *r)
     rc = ngx_chat_ws_check(r, lcf, &key);
 
     if (rc == NGX_CHAT_WS_UPGRADE_REQUIRED) {
-        return ngx_chat_ws_upgrade_required(r);
+        *rcp = ngx_chat_ws_upgrade_required(r);
+        return NULL;
     }
 
     if (rc != NGX_OK) {
-        return rc;
+        *rcp = rc;
+        return NULL;
     }
 
+    *rcp = NGX_HTTP_INTERNAL_SERVER_ERROR;
+
     if (ngx_chat_ws_origin_allowed(r, lcf) != NGX_OK) {
-        return NGX_HTTP_FORBIDDEN;
+        *rcp = NGX_HTTP_FORBIDDEN;
+        return NULL;
     }
 
     if (ngx_http_complex_value(r, lcf->user, &user) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     if (user.len == 0) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0, "chat: empty user");
-        return NGX_HTTP_UNAUTHORIZED;
+        *rcp = NGX_HTTP_UNAUTHORIZED;
+        return NULL;
     }
 
     utf8 = NGX_CHAT_UTF8_ACCEPT;
@@ -155,17 +137,19 @@ ngx_chat_ws_handler(ngx_http_request_t *r)
         /* user ids go into JSON as they are: UTF-8, and no U+0000 */
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "chat: user id is not valid UTF-8 or holds U+0000");
-        return NGX_HTTP_BAD_REQUEST;
+        *rcp = NGX_HTTP_BAD_REQUEST;
+        return NULL;
     }
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
-        return rc;
+        *rcp = rc;
+        return NULL;
     }
 
     ws = ngx_pcalloc(c->pool, sizeof(ngx_chat_ws_t));
     if (ws == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     ws->connection = c;
@@ -177,7 +161,7 @@ ngx_chat_ws_handler(ngx_http_request_t *r)
 
     ws->user.data = ngx_pnalloc(c->pool, user.len);
     if (ws->user.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     ngx_memcpy(ws->user.data, user.data, user.len);
@@ -186,15 +170,41 @@ ngx_chat_ws_handler(ngx_http_request_t *r)
     ngx_http_set_ctx(r, ws, ngx_chat_module);
 
     if (ngx_chat_ws_accept(r, ws, &key) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
-    rc = ngx_chat_proto_open(ws);
+    ws->request = r;
 
-    if (rc != NGX_OK) {
-        ngx_chat_ws_drop_queue(ws, 0);
-        return rc == NGX_ERROR ? NGX_HTTP_INTERNAL_SERVER_ERROR : rc;
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "chat ws: upgrade for \"%V\"", &ws->user);
+
+    return ws;
+}
+
+
+void
+ngx_chat_ws_abort(ngx_chat_ws_t *ws)
+{
+    if (ws->flush_posted) {
+        ngx_queue_remove(&ws->flush);
+        ws->flush_posted = 0;
     }
+
+    ngx_chat_ws_drop_queue(ws, 0);
+
+    ws->request = NULL;
+    ws->destroyed = 1;
+}
+
+
+ngx_int_t
+ngx_chat_ws_start(ngx_chat_ws_t *ws)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ws->request;
+    c = ws->connection;
 
     /* from here on the connection is ours */
 
@@ -202,8 +212,6 @@ ngx_chat_ws_handler(ngx_http_request_t *r)
     r->keepalive = 0;
     r->lingering_close = 0;
     r->main->count++;
-
-    ws->request = r;
 
     c->log->action = "serving chat WebSocket";
     c->idle = 0;
@@ -618,79 +626,6 @@ ngx_chat_ws_accept(ngx_http_request_t *r, ngx_chat_ws_t *ws, ngx_str_t *key)
     ngx_chat_buf_release(b);
 
     return NGX_OK;
-}
-
-
-ngx_chat_buf_t *
-ngx_chat_ws_text_frame(size_t len, u_char **payload, ngx_log_t *log)
-{
-    size_t           hlen;
-    ngx_chat_buf_t  *b;
-
-    hlen = ngx_chat_frame_header_size(len);
-
-    b = ngx_chat_buf_alloc(hlen + len, log);
-    if (b == NULL) {
-        return NULL;
-    }
-
-    (void) ngx_chat_frame_header(b->data, NGX_CHAT_FRAME_TEXT, len);
-    *payload = b->data + hlen;
-
-    return b;
-}
-
-
-ngx_chat_buf_t *
-ngx_chat_ws_frame_start(size_t max, u_char **payload, ngx_log_t *log)
-{
-    ngx_chat_buf_t  *b;
-
-    b = ngx_chat_buf_alloc(NGX_CHAT_FRAME_MAX_HEADER + max, log);
-    if (b == NULL) {
-        return NULL;
-    }
-
-    *payload = b->data + NGX_CHAT_FRAME_MAX_HEADER;
-
-    return b;
-}
-
-
-void
-ngx_chat_ws_frame_end(ngx_chat_buf_t *b, u_char *end)
-{
-    size_t  len, hlen;
-
-    len = end - (b->data + NGX_CHAT_FRAME_MAX_HEADER);
-    hlen = ngx_chat_frame_header_size(len);
-
-    ngx_memmove(b->data + hlen, b->data + NGX_CHAT_FRAME_MAX_HEADER, len);
-    (void) ngx_chat_frame_header(b->data, NGX_CHAT_FRAME_TEXT, len);
-
-    b->len = hlen + len;
-}
-
-
-ngx_int_t
-ngx_chat_ws_send_text(ngx_chat_ws_t *ws, u_char *data, size_t len)
-{
-    u_char          *p;
-    ngx_int_t        rc;
-    ngx_chat_buf_t  *b;
-
-    b = ngx_chat_ws_text_frame(len, &p, ws->connection->log);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(p, data, len);
-
-    rc = ngx_chat_ws_send_buf(ws, b);
-
-    ngx_chat_buf_release(b);
-
-    return rc;
 }
 
 

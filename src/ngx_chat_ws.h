@@ -13,13 +13,17 @@
 #include <ngx_http.h>
 #include "ngx_chat.h"
 #include "ngx_chat_frame.h"
+#include "ngx_chat_wire.h"
 
 
 /*
  * The connection layer: handshake, reads, the bounded output queue and the
- * keepalive timer.  It knows nothing of rooms: complete text messages go up
- * through ws->message, and ws->closed tells the layer above that the
- * connection is gone (it is called once).
+ * keepalive timer.  It knows nothing of rooms nor of the protocol above it:
+ * the layer above accepts the upgrade (ngx_chat_ws_upgrade), opens its
+ * session on the connection and sets ws->message, through which complete
+ * text messages go up, and ws->closed, which tells it that the connection
+ * is gone (called once); then ngx_chat_ws_start() hands the connection to
+ * this layer's event handlers.
  */
 
 typedef void (*ngx_chat_ws_message_pt)(ngx_chat_ws_t *ws, u_char *data,
@@ -71,10 +75,18 @@ struct ngx_chat_ws_s {
 };
 
 
-ngx_int_t ngx_chat_ws_handler(ngx_http_request_t *r);
+/*
+ * Checks the handshake (SPEC §3) and queues the 101 response: the
+ * connection, or NULL with *rc the content handler's answer (an HTTP
+ * status, or what sending the 426 response returned)
+ */
+ngx_chat_ws_t *ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rc);
 
-/* queue a text frame with this payload (copied) */
-ngx_int_t ngx_chat_ws_send_text(ngx_chat_ws_t *ws, u_char *data, size_t len);
+/* the layer above refused the upgrade: forget the 101 */
+void ngx_chat_ws_abort(ngx_chat_ws_t *ws);
+
+/* the connection is the layer's from here on: returns NGX_DONE */
+ngx_int_t ngx_chat_ws_start(ngx_chat_ws_t *ws);
 
 /* queue a shared frame; takes a reference */
 ngx_int_t ngx_chat_ws_send_buf(ngx_chat_ws_t *ws, ngx_chat_buf_t *b);
@@ -82,23 +94,10 @@ ngx_int_t ngx_chat_ws_send_buf(ngx_chat_ws_t *ws, ngx_chat_buf_t *b);
 /* the same for the reply to a request, which may exceed the send buffer */
 ngx_int_t ngx_chat_ws_send_reply(ngx_chat_ws_t *ws, ngx_chat_buf_t *b);
 
-/* build a shared text frame: header and room for len payload bytes */
-ngx_chat_buf_t *ngx_chat_ws_text_frame(size_t len, u_char **payload,
-    ngx_log_t *log);
-
-/*
- * a text frame whose length is known only after writing it: the payload
- * goes at *payload (room for max bytes), ngx_chat_ws_frame_end() puts the
- * header in front of what was written up to end
- */
-ngx_chat_buf_t *ngx_chat_ws_frame_start(size_t max, u_char **payload,
-    ngx_log_t *log);
-void ngx_chat_ws_frame_end(ngx_chat_buf_t *b, u_char *end);
-
 /* queue a close frame with this code, then close the connection */
 void ngx_chat_ws_close(ngx_chat_ws_t *ws, ngx_uint_t code, char *reason);
 
-/* close the connections of this worker (worker exit) */
+/* sets up the worker's write coalescing (init_process) */
 void ngx_chat_ws_init_worker(ngx_cycle_t *cycle);
 
 

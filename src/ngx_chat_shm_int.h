@@ -1,0 +1,171 @@
+
+/*
+ * Copyright (C) ngx_chat_module authors
+ */
+
+
+#ifndef _NGX_CHAT_SHM_INT_H_INCLUDED_
+#define _NGX_CHAT_SHM_INT_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include "ngx_chat.h"
+#include "ngx_chat_rate.h"
+#include "ngx_chat_bus.h"
+#include "ngx_chat_shm.h"
+
+
+/*
+ * The zone's layout, private to the zone's files (ngx_chat_shm.c and
+ * ngx_chat_remote.c): nothing above the zone reads or writes these
+ * structures, nor takes the zone's mutex.
+ */
+
+
+/* slots from here on are other servers (Redis relay), not workers */
+#define NGX_CHAT_REMOTE_SLOT      1000
+#define NGX_CHAT_MAX_SERVERS      64
+
+/* what a zone from an earlier configuration must match to be adopted */
+#define NGX_CHAT_SHM_LAYOUT       2
+
+
+typedef struct {
+    uint32_t                   slot;
+    uint32_t                   count;
+} ngx_chat_shm_slot_t;
+
+
+/*
+ * A user in the zone, or a user in one room: two per joined connection,
+ * allocated with the name behind.  Kept at 96 bytes so that with a name of
+ * up to 32 bytes it takes the slab's 128-byte class, not the 256-byte one
+ * (bench/capacity: ~250 bytes less per idle joined connection).
+ */
+typedef struct {
+    ngx_rbtree_node_t          node;      /* key: crc32 of the name */
+    ngx_str_t                  name;      /* as in ngx_str_node_t */
+    ngx_queue_t                idle;      /* zone users without connections */
+    ngx_chat_shm_slot_t       *slots;
+    uint32_t                   total;
+    uint16_t                   nslots;
+    uint16_t                   cap;
+    ngx_chat_rate_t            rate;      /* chat_rate: zone users only */
+} ngx_chat_shm_user_t;
+
+
+typedef struct {
+    u_char                     id[NGX_CHAT_ID_LEN];
+    size_t                     id_len;
+    size_t                     len;
+    u_char                     data[1];   /* the "message" JSON object */
+} ngx_chat_shm_msg_t;
+
+
+struct ngx_chat_shm_room_s {
+    ngx_rbtree_node_t          node;
+    ngx_str_t                  name;      /* as in ngx_str_node_t */
+    ngx_queue_t                lru;       /* in sh->empty when no member */
+    ngx_uint_t                 in_lru;
+    ngx_rbtree_t               users;
+    ngx_rbtree_node_t          sentinel;
+    ngx_uint_t                 nusers;
+    ngx_uint_t                 nconns;
+    ngx_chat_shm_msg_t       **hist;
+    ngx_uint_t                 hist_cap;
+    ngx_uint_t                 hist_head; /* oldest */
+    ngx_uint_t                 hist_n;
+    uint64_t                   total;     /* messages ever posted */
+};
+
+
+typedef struct {
+    ngx_pid_t                  pid;
+    ngx_uint_t                 active;
+    ngx_uint_t                 connections;
+    ngx_uint_t                 pg_down;
+} ngx_chat_shm_worker_t;
+
+
+typedef struct {
+    uint64_t                   id;
+    ngx_msec_t                 last_seen;
+    ngx_uint_t                 active;
+} ngx_chat_shm_server_t;
+
+
+struct ngx_chat_shm_s {
+    ngx_uint_t                 layout;    /* NGX_CHAT_SHM_LAYOUT */
+
+    ngx_rbtree_t               rooms;
+    ngx_rbtree_node_t          rooms_sentinel;
+    ngx_rbtree_t               users;
+    ngx_rbtree_node_t          users_sentinel;
+    ngx_queue_t                empty;     /* rooms kept only for history */
+    ngx_queue_t                idle;      /* users kept only for rate */
+
+    ngx_chat_shm_worker_t      workers[NGX_CHAT_MAX_WORKERS];
+
+    ngx_chat_bus_t             bus;
+
+    uint64_t                   last_id;
+
+    /* the Redis relay: ngx_chat_remote.c */
+    uint64_t                   server_id;
+    ngx_pid_t                  relay_owner;
+    ngx_uint_t                 redis_up;
+    ngx_atomic_t               relay_dropped;
+    ngx_chat_shm_server_t      servers[NGX_CHAT_MAX_SERVERS];
+
+    ngx_uint_t                 rooms_active;
+    ngx_uint_t                 users_active;
+    ngx_uint_t                 connections;
+    ngx_atomic_t               messages_in;
+    ngx_atomic_t               messages_out;
+    ngx_atomic_t               rate_limited;
+    ngx_atomic_t               zone_full;
+};
+
+
+/* everything below is called with the zone's mutex held */
+
+void *ngx_chat_shm_alloc(ngx_chat_shm_ctx_t *ctx, size_t size);
+
+ngx_chat_shm_room_t *ngx_chat_shm_room_lookup(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *name);
+void ngx_chat_shm_room_release(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room);
+void ngx_chat_shm_room_drop(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, ngx_str_t *user, ngx_uint_t slot,
+    ngx_uint_t count);
+
+ngx_chat_shm_user_t *ngx_chat_shm_user_get(ngx_chat_shm_ctx_t *ctx,
+    ngx_rbtree_t *tree, ngx_str_t *name, ngx_uint_t create);
+void ngx_chat_shm_user_free(ngx_chat_shm_ctx_t *ctx, ngx_rbtree_t *tree,
+    ngx_chat_shm_user_t *u);
+ngx_int_t ngx_chat_shm_user_add(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_user_t *u, ngx_uint_t slot, ngx_int_t delta);
+ngx_int_t ngx_chat_shm_user_slot(ngx_chat_shm_user_t *u, ngx_uint_t slot);
+ngx_uint_t ngx_chat_shm_local_count(ngx_chat_shm_user_t *u);
+
+ngx_int_t ngx_chat_shm_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
+    ngx_str_t *user, ngx_uint_t join);
+
+ngx_int_t ngx_chat_shm_hist_find(ngx_chat_shm_room_t *room, ngx_str_t *id);
+void ngx_chat_shm_hist_push(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, ngx_chat_shm_msg_t *msg);
+
+void ngx_chat_shm_reap_slot(ngx_chat_shm_ctx_t *ctx, ngx_uint_t slot);
+
+/* a remote server's user leaves a room */
+void ngx_chat_shm_remote_drop(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, ngx_chat_shm_user_t *u, ngx_uint_t slot,
+    ngx_uint_t notify);
+
+#define ngx_chat_shm_bus_append(ctx, kind, flags, room, user, id, json, len) \
+    ngx_chat_bus_append(&(ctx)->sh->bus, &(ctx)->bus, kind, flags, room,   \
+                        user, id, json, len)
+
+
+#endif /* _NGX_CHAT_SHM_INT_H_INCLUDED_ */
