@@ -38,16 +38,14 @@
 #include <ngx_core.h>
 #include <ngx_event.h>
 #include <libpq-fe.h>
+#include "ngx_chat_backoff.h"
 #include "ngx_chat_pg.h"
 
 
-#define NGX_CHAT_PG_CONNECT_TIMEOUT  5000
-#define NGX_CHAT_PG_QUERY_TIMEOUT    10000
 #define NGX_CHAT_PG_BACKOFF_MIN      200
 #define NGX_CHAT_PG_BACKOFF_MAX      10000
 #define NGX_CHAT_PG_SCHEMA_TRIES     3
 #define NGX_CHAT_PG_READ_ROUNDS      32
-#define NGX_CHAT_PG_MESSAGE_MAX      512
 #define NGX_CHAT_PG_LABEL_MAX        128
 #define NGX_CHAT_PG_MAX_PARAMS       65535
 
@@ -89,7 +87,7 @@ struct ngx_chat_pg_s {
     ngx_event_t                 timeout;     /* connect, schema, query */
     ngx_event_t                 next;        /* posted: run a query */
 
-    ngx_msec_t                  backoff;
+    ngx_chat_backoff_t          backoff;
     ngx_msec_t                  up_time;
     ngx_uint_t                  schema_tries;
     ngx_uint_t                  nesting;     /* our frames on the stack */
@@ -109,10 +107,6 @@ struct ngx_chat_pg_s {
 };
 
 
-static char *ngx_chat_pg_check_option(ngx_conf_t *cf,
-    ngx_chat_pg_conf_t *conf, PQconninfoOption *o);
-static void ngx_chat_pg_check_hosts(ngx_conf_t *cf, const char *hosts);
-static ngx_uint_t ngx_chat_pg_no_lookup(u_char *host, size_t len);
 static void ngx_chat_pg_reconnect_handler(ngx_event_t *ev);
 static void ngx_chat_pg_timeout_handler(ngx_event_t *ev);
 static void ngx_chat_pg_next_handler(ngx_event_t *ev);
@@ -140,8 +134,6 @@ static void ngx_chat_pg_free(ngx_chat_pg_t *pg);
 static ngx_uint_t ngx_chat_pg_more(ngx_connection_t *c);
 static ngx_uint_t ngx_chat_pg_is_error(PGresult *res);
 static void ngx_chat_pg_notice(void *arg, const PGresult *res);
-static size_t ngx_chat_pg_message(u_char *buf, size_t size,
-    const char *msg);
 
 
 /*
@@ -188,222 +180,6 @@ static const char  ngx_chat_pg_schema[] =
     "$ngx_chat$";
 
 
-char *
-ngx_chat_pg_parse(ngx_conf_t *cf, ngx_str_t *conninfo,
-    ngx_chat_pg_conf_t *conf)
-{
-    u_char            *p, *err;
-    char              *rv, *errmsg;
-    size_t             len;
-    const char        *hosts, *hostaddr;
-    PQconninfoOption  *opts, *o;
-    u_char             buf[NGX_CHAT_PG_MESSAGE_MAX];
-
-    ngx_memzero(conf, sizeof(ngx_chat_pg_conf_t));
-
-    conf->connect_timeout = NGX_CHAT_PG_CONNECT_TIMEOUT;
-    conf->query_timeout = NGX_CHAT_PG_QUERY_TIMEOUT;
-
-    if (ngx_strlchr(conninfo->data, conninfo->data + conninfo->len, '\0')
-        != NULL)
-    {
-        return "invalid PostgreSQL conninfo: a NUL byte";
-    }
-
-    p = ngx_pnalloc(cf->pool, conninfo->len + 1);
-    if (p == NULL) {
-        return "invalid PostgreSQL conninfo: out of memory";
-    }
-
-    ngx_memcpy(p, conninfo->data, conninfo->len);
-    p[conninfo->len] = '\0';
-
-    conf->conninfo.data = p;
-    conf->conninfo.len = conninfo->len;
-
-    /* no defaults, environment or service files: syntax only */
-
-    errmsg = NULL;
-    opts = PQconninfoParse((const char *) p, &errmsg);
-
-    if (opts == NULL) {
-        if (errmsg == NULL) {
-            return "invalid PostgreSQL conninfo: out of memory";
-        }
-
-        len = ngx_chat_pg_message(buf, sizeof(buf), errmsg);
-        PQfreemem(errmsg);
-
-        err = ngx_pnalloc(cf->pool,
-                          sizeof("invalid PostgreSQL conninfo: ") + len);
-        if (err == NULL) {
-            return "invalid PostgreSQL conninfo";
-        }
-
-        ngx_sprintf(err, "invalid PostgreSQL conninfo: %*s%Z", len, buf);
-
-        return (char *) err;
-    }
-
-    hosts = NULL;
-    hostaddr = NULL;
-    rv = NGX_CONF_OK;
-
-    for (o = opts; o->keyword; o++) {
-        if (o->val == NULL) {
-            continue;
-        }
-
-        if (ngx_strcmp(o->keyword, "host") == 0) {
-            hosts = o->val;
-
-        } else if (ngx_strcmp(o->keyword, "hostaddr") == 0) {
-            hostaddr = o->val;
-
-        } else {
-            rv = ngx_chat_pg_check_option(cf, conf, o);
-            if (rv != NGX_CONF_OK) {
-                break;
-            }
-        }
-    }
-
-    if (rv == NGX_CONF_OK
-        && hosts != NULL
-        && (hostaddr == NULL || hostaddr[0] == '\0'))
-    {
-        ngx_chat_pg_check_hosts(cf, hosts);
-    }
-
-    PQconninfoFree(opts);
-
-    return rv;
-}
-
-
-/* what libpq would only find at connect time */
-
-static char *
-ngx_chat_pg_check_option(ngx_conf_t *cf, ngx_chat_pg_conf_t *conf,
-    PQconninfoOption *o)
-{
-    u_char     *p, *last;
-    size_t      len;
-    ngx_int_t   n;
-
-    len = ngx_strlen(o->val);
-
-    if (ngx_strcmp(o->keyword, "connect_timeout") == 0) {
-
-        /* libpq's own, in seconds: honoured here, at least 2s as there */
-
-        if (len == 0) {
-            return NGX_CONF_OK;
-        }
-
-        n = ngx_atoi((u_char *) o->val, len);
-        if (n == NGX_ERROR) {
-            return "invalid PostgreSQL conninfo: invalid connect_timeout";
-        }
-
-        if (n > 0) {
-            conf->connect_timeout = (ngx_msec_t) ngx_max(n, 2) * 1000;
-        }
-
-        return NGX_CONF_OK;
-    }
-
-    if (ngx_strcmp(o->keyword, "port") == 0) {
-
-        /* a port, or a list of them for a list of hosts */
-
-        p = (u_char *) o->val;
-        last = p + len;
-
-        while (p <= last) {
-            len = 0;
-
-            while (p + len < last && p[len] != ',') {
-                len++;
-            }
-
-            if (len) {
-                n = ngx_atoi(p, len);
-
-                if (n < 1 || n > 65535) {
-                    return "invalid PostgreSQL conninfo: invalid port";
-                }
-            }
-
-            p += len + 1;
-        }
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-/* a host name makes libpq call getaddrinfo(), which blocks the worker */
-
-static void
-ngx_chat_pg_check_hosts(ngx_conf_t *cf, const char *hosts)
-{
-    u_char  *p, *last;
-    size_t   len;
-
-    p = (u_char *) hosts;
-    last = p + ngx_strlen(hosts);
-
-    while (p <= last) {
-        len = 0;
-
-        while (p + len < last && p[len] != ',') {
-            len++;
-        }
-
-        if (!ngx_chat_pg_no_lookup(p, len)) {
-            ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                               "chat postgres: host \"%*s\" is looked up "
-                               "by libpq with a blocking call at every "
-                               "connect, consider \"hostaddr=\"", len, p);
-        }
-
-        p += len + 1;
-    }
-}
-
-
-/* a socket directory, an address, or localhost (from /etc/hosts) */
-
-static ngx_uint_t
-ngx_chat_pg_no_lookup(u_char *host, size_t len)
-{
-#if (NGX_HAVE_INET6)
-    u_char  addr6[16];
-#endif
-
-    if (len == 0 || host[0] == '/' || host[0] == '@') {
-        return 1;
-    }
-
-    if (len == 9 && ngx_strncasecmp(host, (u_char *) "localhost", 9) == 0) {
-        return 1;
-    }
-
-    if (ngx_inet_addr(host, len) != INADDR_NONE) {
-        return 1;
-    }
-
-#if (NGX_HAVE_INET6)
-    if (ngx_inet6_addr(host, len, addr6) == NGX_OK) {
-        return 1;
-    }
-#endif
-
-    return 0;
-}
-
-
 ngx_chat_pg_t *
 ngx_chat_pg_create(ngx_chat_pg_conf_t *conf, ngx_log_t *log,
     ngx_chat_pg_state_pt state, void *data)
@@ -432,7 +208,8 @@ ngx_chat_pg_create(ngx_chat_pg_conf_t *conf, ngx_log_t *log,
 
     ngx_queue_init(&pg->queries);
 
-    pg->backoff = NGX_CHAT_PG_BACKOFF_MIN;
+    ngx_chat_backoff_init(&pg->backoff, NGX_CHAT_PG_BACKOFF_MIN,
+                          NGX_CHAT_PG_BACKOFF_MAX);
     pg->state = NGX_CHAT_PG_CONNECTING;
     pg->phase = NGX_CHAT_PG_CLOSED;
 
@@ -1349,7 +1126,7 @@ static void
 ngx_chat_pg_fail(ngx_chat_pg_t *pg, const char *what, const char *detail)
 {
     size_t       len;
-    ngx_msec_t   delay, backoff;
+    ngx_msec_t   delay;
     ngx_uint_t   was, level;
     u_char       buf[NGX_CHAT_PG_MESSAGE_MAX];
 
@@ -1373,17 +1150,8 @@ ngx_chat_pg_fail(ngx_chat_pg_t *pg, const char *what, const char *detail)
 
     pg->state = NGX_CHAT_PG_DOWN;
 
-    if (was == NGX_CHAT_PG_UP
-        && ngx_current_msec - pg->up_time >= NGX_CHAT_PG_BACKOFF_MAX)
-    {
-        pg->backoff = NGX_CHAT_PG_BACKOFF_MIN;
-    }
-
-    backoff = pg->backoff;
-    delay = backoff - backoff / 4
-            + (ngx_msec_t) ngx_random() % (backoff / 2 + 1);
-
-    pg->backoff = ngx_min(backoff * 2, NGX_CHAT_PG_BACKOFF_MAX);
+    delay = ngx_chat_backoff_next(&pg->backoff,
+                                  was == NGX_CHAT_PG_UP ? pg->up_time : 0);
 
     level = pg->down_logged ? NGX_LOG_INFO : NGX_LOG_ERR;
     pg->down_logged = 1;
@@ -1597,7 +1365,7 @@ ngx_chat_pg_notice(void *arg, const PGresult *res)
 
 /* libpq's message on one line: no newlines, tabs, trailing blanks */
 
-static size_t
+size_t
 ngx_chat_pg_message(u_char *buf, size_t size, const char *msg)
 {
     u_char  *p, *last, ch;

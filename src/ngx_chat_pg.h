@@ -76,6 +76,10 @@ ngx_int_t ngx_chat_pg_query(ngx_chat_pg_t *pg, const char *sql,
 
 ngx_uint_t ngx_chat_pg_is_up(ngx_chat_pg_t *pg);
 
+/* libpq's message on one line (control characters folded), for logs */
+#define NGX_CHAT_PG_MESSAGE_MAX  512
+size_t ngx_chat_pg_message(u_char *buf, size_t size, const char *msg);
+
 /* closes for good (worker exit); pending handlers get NULL */
 void ngx_chat_pg_destroy(ngx_chat_pg_t *pg);
 

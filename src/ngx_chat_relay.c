@@ -91,7 +91,10 @@ static void ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up,
     void *data);
 static void ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
     ngx_str_t *payload, void *data);
+static ngx_int_t ngx_chat_relay_header(ngx_chat_relay_t *rl,
+    ngx_str_t *payload, uint64_t *server, u_char *kind, ngx_str_t *arg);
 static void ngx_chat_relay_sync(ngx_chat_relay_t *rl, ngx_str_t *room);
+static void ngx_chat_relay_sync_reply(ngx_chat_relay_t *rl, ngx_str_t *room);
 static void ngx_chat_relay_subscribe(ngx_chat_relay_t *rl,
     ngx_str_t *channel, ngx_uint_t on);
 static void ngx_chat_relay_heartbeat(ngx_event_t *ev);
@@ -156,6 +159,97 @@ ngx_chat_relay_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * "<sid> <kind>[ <arg>]": NGX_OK, NGX_DONE for our own payloads,
+ * NGX_ERROR when malformed
+ */
+
+static ngx_int_t
+ngx_chat_relay_header(ngx_chat_relay_t *rl, ngx_str_t *payload,
+    uint64_t *server, u_char *kind, ngx_str_t *arg)
+{
+    u_char      *p, *last, ch;
+    ngx_uint_t   i;
+
+    p = payload->data;
+    last = p + payload->len;
+
+    if (payload->len < sizeof(rl->sid) + 2 || p[sizeof(rl->sid)] != ' ') {
+        return NGX_ERROR;
+    }
+
+    if (ngx_memcmp(p, rl->sid, sizeof(rl->sid)) == 0) {
+        return NGX_DONE;
+    }
+
+    *server = 0;
+
+    for (i = 0; i < sizeof(rl->sid); i++) {
+        ch = ngx_tolower(p[i]);
+
+        if (ch >= '0' && ch <= '9') {
+            *server = *server * 16 + (ch - '0');
+
+        } else if (ch >= 'a' && ch <= 'f') {
+            *server = *server * 16 + (ch - 'a' + 10);
+
+        } else {
+            return NGX_ERROR;
+        }
+    }
+
+    p += sizeof(rl->sid) + 1;
+    *kind = *p++;
+
+    if (p < last) {
+        if (*p != ' ') {
+            return NGX_ERROR;
+        }
+
+        p++;
+    }
+
+    arg->data = p;
+    arg->len = last - p;
+
+    return NGX_OK;
+}
+
+
+/* another server subscribed to a room: tell it who is here, and what */
+
+static void
+ngx_chat_relay_sync_reply(ngx_chat_relay_t *rl, ngx_str_t *room)
+{
+    ngx_str_t    *users;
+    ngx_uint_t    i;
+    ngx_pool_t   *pool;
+    ngx_array_t  *a;
+
+    pool = ngx_create_pool(4096, ngx_cycle->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    a = ngx_chat_shm_users(rl->ctx, room, 1, pool);
+
+    if (a) {
+        users = a->elts;
+
+        for (i = 0; i < a->nelts; i++) {
+            (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, room, 'J',
+                                        &users[i], NULL);
+        }
+    }
+
+    ngx_destroy_pool(pool);
+
+    ngx_chat_relay_republish(rl, room);
+
+    ngx_chat_relay_flush(rl);
 }
 
 
@@ -618,56 +712,23 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
     u_char              *p, *last, kind;
     uint64_t             server;
     ngx_int_t            rc2;
-    ngx_str_t            room, arg, id, *users;
-    ngx_uint_t           i;
-    ngx_pool_t          *pool;
-    ngx_array_t         *a;
+    ngx_str_t            room, arg, id;
     ngx_chat_shm_ctx_t  *ctx;
 
     ctx = rl->ctx;
     rl->sub_heard = ngx_current_msec;
 
-    p = payload->data;
-    last = p + payload->len;
+    last = payload->data + payload->len;
 
-    if (payload->len < sizeof(rl->sid) + 2 || p[sizeof(rl->sid)] != ' ') {
-        goto invalid;
-    }
-
-    if (ngx_memcmp(p, rl->sid, sizeof(rl->sid)) == 0) {
+    switch (ngx_chat_relay_header(rl, payload, &server, &kind, &arg)) {
+    case NGX_DONE:
         /* our own */
         return;
+    case NGX_ERROR:
+        goto invalid;
+    default:
+        break;
     }
-
-    server = 0;
-
-    for (i = 0; i < sizeof(rl->sid); i++) {
-        kind = ngx_tolower(p[i]);
-
-        if (kind >= '0' && kind <= '9') {
-            server = server * 16 + (kind - '0');
-
-        } else if (kind >= 'a' && kind <= 'f') {
-            server = server * 16 + (kind - 'a' + 10);
-
-        } else {
-            goto invalid;
-        }
-    }
-
-    p += sizeof(rl->sid) + 1;
-    kind = *p++;
-
-    if (p < last) {
-        if (*p != ' ') {
-            goto invalid;
-        }
-
-        p++;
-    }
-
-    arg.data = p;
-    arg.len = last - p;
 
     if (channel->len == rl->control.len
         && ngx_memcmp(channel->data, rl->control.data, channel->len) == 0)
@@ -728,28 +789,7 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
 
     case 'S':
         ngx_chat_remote_seen(ctx, server);
-
-        pool = ngx_create_pool(4096, ngx_cycle->log);
-        if (pool == NULL) {
-            return;
-        }
-
-        a = ngx_chat_shm_users(ctx, &room, 1, pool);
-
-        if (a) {
-            users = a->elts;
-
-            for (i = 0; i < a->nelts; i++) {
-                (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, &room,
-                                            'J', &users[i], NULL);
-            }
-        }
-
-        ngx_destroy_pool(pool);
-
-        ngx_chat_relay_republish(rl, &room);
-
-        ngx_chat_relay_flush(rl);
+        ngx_chat_relay_sync_reply(rl, &room);
         return;
 
     default:

@@ -28,6 +28,8 @@ static ngx_int_t ngx_chat_shm_join_history(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *since, ngx_chat_shm_join_t *res, ngx_log_t *log);
 static void ngx_chat_shm_relay_event(ngx_chat_shm_ctx_t *ctx,
     ngx_uint_t kind, ngx_uint_t flags, ngx_str_t *room, ngx_str_t *user);
+static u_char *ngx_chat_shm_post_build(ngx_str_t *name, ngx_str_t *user,
+    ngx_str_t *content, uint64_t now_ms, u_char **id_at, size_t *tail);
 static ngx_chat_shm_room_t *ngx_chat_shm_post_room(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *name, ngx_chat_shm_room_t *hint);
 static void ngx_chat_shm_hist_drop(ngx_chat_shm_ctx_t *ctx,
@@ -855,10 +857,10 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id, uint64_t *ts,
     ngx_msec_t *retry_ms, ngx_log_t *log)
 {
-    u_char               *p, *start, *id_at, tsbuf[NGX_INT64_LEN];
+    u_char               *p, *start, *id_at;
     size_t                len, tail;
     uint64_t              msg_id, now_ms;
-    ngx_str_t             ids, tss;
+    ngx_str_t             ids;
     ngx_time_t           *tp;
     ngx_chat_shm_t       *sh;
     ngx_chat_shm_msg_t   *msg;
@@ -869,31 +871,11 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     tp = ngx_timeofday();
     now_ms = (uint64_t) tp->sec * 1000 + tp->msec;
 
-    tss.data = tsbuf;
-    tss.len = ngx_sprintf(tsbuf, "%uL", now_ms) - tsbuf;
-
-    /*
-     * the message object is built outside the lock but for its id, which
-     * gets a slot of NGX_CHAT_ID_LEN bytes between the head and the tail
-     */
-
-    ngx_str_null(&ids);
-
-    start = ngx_chat_shm_scratch(ngx_chat_wire_message_len(name, &ids, user,
-                                                           content, tss.len)
-                                 + NGX_CHAT_ID_LEN);
+    start = ngx_chat_shm_post_build(name, user, content, now_ms, &id_at,
+                                    &tail);
     if (start == NULL) {
         return NGX_ERROR;
     }
-
-    p = ngx_chat_wire_message_head(start, name);
-    *p++ = '"';
-    id_at = p;
-    p += NGX_CHAT_ID_LEN;
-    tail = (size_t) (p - start);
-    *p++ = '"';
-    p = ngx_chat_wire_message_tail(p, user, content, &tss);
-    tail = (size_t) (p - start) - tail;     /* bytes after the id */
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -990,6 +972,44 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
                    "chat zone: \"%V\" posted %V in \"%V\"", user, id, name);
 
     return NGX_OK;
+}
+
+
+/*
+ * The message object, built outside the lock but for its id, which gets a
+ * slot of NGX_CHAT_ID_LEN bytes at *id_at, between the head and the tail
+ * (*tail bytes) of the object
+ */
+
+static u_char *
+ngx_chat_shm_post_build(ngx_str_t *name, ngx_str_t *user, ngx_str_t *content,
+    uint64_t now_ms, u_char **id_at, size_t *tail)
+{
+    u_char     *p, *start, tsbuf[NGX_INT64_LEN];
+    ngx_str_t   none, ts;
+
+    ts.data = tsbuf;
+    ts.len = ngx_sprintf(tsbuf, "%uL", now_ms) - tsbuf;
+
+    ngx_str_null(&none);
+
+    start = ngx_chat_shm_scratch(ngx_chat_wire_message_len(name, &none, user,
+                                                           content, ts.len)
+                                 + NGX_CHAT_ID_LEN);
+    if (start == NULL) {
+        return NULL;
+    }
+
+    p = ngx_chat_wire_message_head(start, name);
+    *p++ = '"';
+    *id_at = p;
+    p += NGX_CHAT_ID_LEN;
+    *p++ = '"';
+    p = ngx_chat_wire_message_tail(p, user, content, &ts);
+
+    *tail = p - (*id_at + NGX_CHAT_ID_LEN);
+
+    return start;
 }
 
 
