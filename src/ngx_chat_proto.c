@@ -351,6 +351,9 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         goto done;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat proto: \"%V\" request for \"%V\"", &t, &rq.room);
+
     handler(&rq);
 
 done:

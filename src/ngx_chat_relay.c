@@ -564,6 +564,10 @@ ngx_chat_relay_flush(void *data)
             argvlen[2] = it->payload_len;
             argc = 3;
 
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                           "chat relay: PUBLISH %*s",
+                           it->channel_len, it->data);
+
             rc = ngx_chat_redis_command(rl->pub, NULL, NULL, argc, argv,
                                         argvlen);
             if (rc == NGX_DECLINED) {
@@ -601,6 +605,10 @@ ngx_chat_relay_subscribe(ngx_chat_relay_t *rl, ngx_str_t *channel,
 {
     size_t       argvlen[2];
     const char  *argv[2];
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat relay: %s %V", on ? "SUBSCRIBE" : "UNSUBSCRIBE",
+                   channel);
 
     argv[0] = on ? "SUBSCRIBE" : "UNSUBSCRIBE";
     argvlen[0] = on ? 9 : 11;

@@ -726,6 +726,9 @@ ngx_chat_shm_leave(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user)
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat zone: \"%V\" left \"%V\"", user, name);
 }
 
 

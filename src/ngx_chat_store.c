@@ -662,6 +662,9 @@ ngx_chat_store_flush_handler(ngx_event_t *ev)
     st->npending -= n;
     st->ninflight = n;
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                   "chat store: INSERT of %ui messages", n);
+
     rc = ngx_chat_pg_query(st->pg, ngx_chat_store_insert, 5, values, lens,
                            ngx_chat_store_done, st);
 
@@ -720,6 +723,9 @@ ngx_chat_store_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
     }
 
     /* committed: now the acks */
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat store: %ui messages committed", st->ninflight);
 
     while (!ngx_queue_empty(&st->inflight)) {
         q = ngx_queue_head(&st->inflight);

@@ -714,6 +714,10 @@ ngx_chat_ws_close(ngx_chat_ws_t *ws, ngx_uint_t code, char *reason)
         return;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat ws: closing with %ui \"%s\"", code,
+                   reason ? reason : "");
+
     if (code == NGX_CHAT_CLOSE_POLICY) {
         /* a slow reader: what it has not started to read is dropped */
         ngx_chat_ws_drop_queue(ws, 1);
@@ -905,6 +909,8 @@ ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos, u_char *last)
         case NGX_CHAT_FRAME_TEXT:
 
             if (f.first && f.last) {
+                ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                               "chat ws: text message of %uz bytes", f.len);
                 ws->message(ws, f.data, f.len);
                 break;
             }
@@ -919,6 +925,9 @@ ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos, u_char *last)
             }
 
             if (f.last) {
+                ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                               "chat ws: text message of %uz bytes, "
+                               "fragmented", ws->msg_len);
                 ws->message(ws, ws->msg, ws->msg_len);
                 ws->msg_len = 0;
 
@@ -942,7 +951,7 @@ ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos, u_char *last)
         default: /* NGX_CHAT_FRAME_CLOSE */
 
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                           "chat ws close frame: %ui",
+                           "chat ws: close frame %ui",
                            (ngx_uint_t) f.close_code);
 
             ws->close_received = 1;
@@ -1390,7 +1399,7 @@ ngx_chat_ws_finalize(ngx_chat_ws_t *ws)
     c = ws->connection;
     r = ws->request;
 
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0, "chat ws finalize");
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, c->log, 0, "chat ws: finalize");
 
     if (r) {
         ws->request = NULL;
