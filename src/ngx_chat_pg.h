@@ -39,7 +39,7 @@ typedef struct ngx_chat_pg_s  ngx_chat_pg_t;
 
 
 typedef struct {
-    ngx_str_t                  conninfo;      /* libpq conninfo or URI, NUL-terminated */
+    ngx_str_t                  conninfo;      /* NUL-terminated */
     ngx_msec_t                 connect_timeout;
     ngx_msec_t                 query_timeout;
 } ngx_chat_pg_conf_t;

@@ -4,10 +4,10 @@
  *
  * The WebSocket connection layer: the RFC 6455 handshake inside the worker,
  * reading and parsing frames, a bounded per-connection output queue of
- * shared frames written with one writev() per connection per event loop
- * turn, keepalive pings and the close handshake.  It knows nothing of
- * rooms nor of the protocol: complete text messages go up through
- * ws->message (see ngx_chat_ws.h).
+ * shared frames written with one send() or writev() per connection per
+ * event loop turn, keepalive pings and the close handshake.  It knows
+ * nothing of rooms nor of the protocol: complete text messages go up
+ * through ws->message (see ngx_chat_ws.h).
  */
 
 
@@ -1061,7 +1061,7 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
 /*
  * Writes are coalesced: a connection with new output joins the worker's
  * flush list, and one posted event writes every listed connection after
- * the current turn of the event loop, with one writev() each.
+ * the current turn of the event loop, with one send() or writev() each.
  */
 
 static void
