@@ -57,6 +57,12 @@ static ngx_int_t ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
     ngx_uint_t control);
 static void ngx_chat_ws_send_control(ngx_chat_ws_t *ws, ngx_uint_t opcode,
     u_char *data, size_t len);
+static ngx_uint_t ngx_chat_ws_pong_again(ngx_chat_ws_t *ws, u_char *data,
+    size_t len);
+static ngx_uint_t ngx_chat_ws_over(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
+    ngx_uint_t kind);
+static void ngx_chat_ws_offer(ngx_chat_ws_t *ws);
+static void ngx_chat_ws_unqueued(ngx_chat_ws_t *ws, ngx_chat_buf_t *b);
 static void ngx_chat_ws_timer(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_schedule(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_flush_handler(ngx_event_t *ev);
@@ -653,22 +659,23 @@ ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b, ngx_uint_t control)
         return NGX_DECLINED;
     }
 
-    /*
-     * live traffic must fit the send buffer; the reply to the client's own
-     * request (a history reply may be large) only needs the client to be
-     * within it; control frames always go
-     */
+    if (ngx_chat_ws_over(ws, b, control)) {
 
-    if ((control == NGX_CHAT_WS_LIVE
-         && ws->out_bytes + b->len > ws->conf->send_buffer && ws->out_n)
-        || (control == NGX_CHAT_WS_REPLY
-            && ws->out_bytes > ws->conf->send_buffer))
-    {
-        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
-                      "chat: client reads too slowly, %uz bytes queued, "
-                      "closing", ws->out_bytes);
-        ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_POLICY, "send buffer full");
-        return NGX_DECLINED;
+        /*
+         * what was queued during this turn of the event loop has not been
+         * offered to the kernel yet: a client that reads is judged by what
+         * the kernel would not take
+         */
+
+        ngx_chat_ws_offer(ws);
+
+        if (ngx_chat_ws_over(ws, b, control)) {
+            ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                          "chat: client reads too slowly, %uz bytes queued, "
+                          "closing", ws->out_bytes);
+            ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_POLICY, "send buffer full");
+            return NGX_DECLINED;
+        }
     }
 
     if (ws->out_n == ws->out_cap) {
@@ -700,6 +707,70 @@ ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b, ngx_uint_t control)
     ngx_chat_ws_schedule(ws);
 
     return NGX_OK;
+}
+
+
+/*
+ * chat_send_buffer bounds what is queued beyond what the kernel accepted
+ * (control frames count): live traffic must fit it; the reply to the
+ * client's own request (a history reply may be large) only needs the
+ * client to be within it; control frames always go
+ */
+
+static ngx_uint_t
+ngx_chat_ws_over(ngx_chat_ws_t *ws, ngx_chat_buf_t *b, ngx_uint_t kind)
+{
+    switch (kind) {
+
+    case NGX_CHAT_WS_LIVE:
+        return ws->out_n && ws->out_bytes + b->len > ws->conf->send_buffer;
+
+    case NGX_CHAT_WS_REPLY:
+        return ws->out_bytes > ws->conf->send_buffer;
+
+    default:
+        return 0;
+    }
+}
+
+
+/*
+ * Writes what the kernel takes now, before the queue is judged; a write
+ * error is left to the flush that is scheduled anyway (the caller may be
+ * walking a room's members: the connection must not go away under it)
+ */
+
+static void
+ngx_chat_ws_offer(ngx_chat_ws_t *ws)
+{
+    if (!ws->started || ws->lingering || ws->write_blocked
+        || ws->connection->error)
+    {
+        return;
+    }
+
+    if (ngx_chat_ws_write(ws) == NGX_ERROR) {
+        ws->connection->error = 1;
+        ngx_chat_ws_schedule(ws);
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat ws: offered the queue to the kernel, %uz bytes left",
+                   ws->out_bytes);
+}
+
+
+/* a frame left the queue: written, or dropped */
+
+static void
+ngx_chat_ws_unqueued(ngx_chat_ws_t *ws, ngx_chat_buf_t *b)
+{
+    if (b == ws->pong) {
+        ws->pong = NULL;
+    }
+
+    ngx_chat_buf_release(b);
 }
 
 
@@ -759,9 +830,17 @@ ngx_chat_ws_send_control(ngx_chat_ws_t *ws, ngx_uint_t opcode, u_char *data,
     size_t           hlen;
     ngx_chat_buf_t  *b;
 
+    if (opcode == NGX_CHAT_FRAME_PONG && ngx_chat_ws_pong_again(ws, data, len))
+    {
+        return;
+    }
+
     hlen = ngx_chat_frame_header_size(len);
 
-    b = ngx_chat_buf_alloc(hlen + len, ws->connection->log);
+    /* a pong gets room for the longest one, so that a later one fits */
+
+    b = ngx_chat_buf_alloc(opcode == NGX_CHAT_FRAME_PONG ? 2 + 125 : hlen + len,
+                           ws->connection->log);
     if (b == NULL) {
         return;
     }
@@ -772,11 +851,55 @@ ngx_chat_ws_send_control(ngx_chat_ws_t *ws, ngx_uint_t opcode, u_char *data,
         ngx_memcpy(b->data + hlen, data, len);
     }
 
+    b->len = hlen + len;
+
     /* control frames are small: never refused for the send buffer */
 
-    (void) ngx_chat_ws_queue(ws, b, NGX_CHAT_WS_CONTROL);
+    if (ngx_chat_ws_queue(ws, b, NGX_CHAT_WS_CONTROL) == NGX_OK
+        && opcode == NGX_CHAT_FRAME_PONG)
+    {
+        ws->pong = b;
+    }
 
     ngx_chat_buf_release(b);
+}
+
+
+/*
+ * A ping while a pong still waits in the queue, not started: that pong
+ * answers this ping instead (RFC 6455 5.5.3 allows answering only the
+ * latest), so a client that pings faster than it reads has at most one
+ * pong queued
+ */
+
+static ngx_uint_t
+ngx_chat_ws_pong_again(ngx_chat_ws_t *ws, u_char *data, size_t len)
+{
+    size_t           hlen;
+    ngx_chat_buf_t  *b;
+
+    b = ws->pong;
+
+    if (b == NULL
+        || (ws->out[ws->out_head] == b && (ws->out_sent || ws->ssl_pending)))
+    {
+        return 0;
+    }
+
+    hlen = ngx_chat_frame_header_size(len);
+
+    ws->out_bytes -= b->len;
+
+    (void) ngx_chat_frame_header(b->data, NGX_CHAT_FRAME_PONG, len);
+
+    if (len) {
+        ngx_memcpy(b->data + hlen, data, len);
+    }
+
+    b->len = hlen + len;
+    ws->out_bytes += b->len;
+
+    return 1;
 }
 
 
@@ -1276,7 +1399,7 @@ ngx_chat_ws_write(ngx_chat_ws_t *ws)
             ws->out_head = (ws->out_head + 1) % ws->out_cap;
             ws->out_n--;
 
-            ngx_chat_buf_release(b);
+            ngx_chat_ws_unqueued(ws, b);
         }
     }
 
@@ -1341,7 +1464,7 @@ ngx_chat_ws_drop_queue(ngx_chat_ws_t *ws, ngx_uint_t keep_head)
         b = ws->out[(ws->out_head + ws->out_n - 1) % ws->out_cap];
         ws->out_bytes -= b->len;
         ws->out_n--;
-        ngx_chat_buf_release(b);
+        ngx_chat_ws_unqueued(ws, b);
     }
 
     if (ws->out_n == 0) {

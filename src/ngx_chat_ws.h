@@ -58,6 +58,7 @@ struct ngx_chat_ws_s {
     size_t                     out_sent;       /* of out[out_head] */
     size_t                     out_bytes;      /* queued, not yet sent */
     ngx_chat_buf_t            *out_inline[NGX_CHAT_WS_INLINE_OUT];
+    ngx_chat_buf_t            *pong;           /* queued, not started */
 
     ngx_queue_t                flush;          /* in the worker's list */
     ngx_msec_t                 last_seen;

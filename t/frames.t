@@ -281,16 +281,18 @@ violation('close frame with an invalid UTF-8 reason', 1007, sub {
         my $j = $f ? eval { JSON::PP->new->decode($f->{payload}) } : undef;
         is($j && "$j->{type}:$j->{room}", 'joined:frag', 'joined the room of the fragmented join');
 
-        # all in one write, with pings between every fragment
+        # all in one write, with pings between every fragment: the second
+        # ping comes before the first pong is out, and only the latest ping
+        # is answered (RFC 6455 5.5.3; SPEC 8: at most the latest pong queued)
         $ws->send_fragmented([ '{"type":"join",', '"room":', '"frag2"}' ],
                              ping_between => 1);
-        my @f = map { $ws->recv_frame(3) } 1 .. 3;
+        my @f = map { $ws->recv_frame(3) } 1 .. 2;
         is_deeply([ map { $_ ? "$_->{type}:" . ($_->{type} eq 'pong'
                                                 ? $_->{payload}
                                                 : ($_->{payload} =~ /"room":"(\w+)"/)[0])
                              : 'none' } @f ],
-                  [ 'pong:ping0', 'pong:ping1', 'text:frag2' ],
-                  'pipelined fragments with pings: two pongs, then the reply');
+                  [ 'pong:ping1', 'text:frag2' ],
+                  'pipelined fragments with pings: the latest pong, then the reply');
     }
     $ws->close if $ws;
 }
