@@ -107,7 +107,14 @@ static ngx_command_t  ngx_chat_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
       ngx_chat_rate,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
+      offsetof(ngx_chat_loc_conf_t, rate),
+      NULL },
+
+    { ngx_string("chat_request_rate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
+      ngx_chat_rate,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, request_rate),
       NULL },
 
     { ngx_string("chat_history"),
@@ -248,8 +255,10 @@ ngx_chat_create_loc_conf(ngx_conf_t *cf)
      */
 
     conf->origins = NGX_CONF_UNSET_PTR;
-    conf->rate = NGX_CONF_UNSET_UINT;
-    conf->burst = NGX_CONF_UNSET_UINT;
+    conf->rate.rate = NGX_CONF_UNSET_UINT;
+    conf->rate.burst = NGX_CONF_UNSET_UINT;
+    conf->request_rate.rate = NGX_CONF_UNSET_UINT;
+    conf->request_rate.burst = NGX_CONF_UNSET_UINT;
     conf->history = NGX_CONF_UNSET_UINT;
     conf->max_message_size = NGX_CONF_UNSET_SIZE;
     conf->max_rooms = NGX_CONF_UNSET_UINT;
@@ -274,8 +283,14 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     ngx_conf_merge_ptr_value(conf->origins, prev->origins, NULL);
-    ngx_conf_merge_uint_value(conf->rate, prev->rate, 0);
-    ngx_conf_merge_uint_value(conf->burst, prev->burst, 0);
+    ngx_conf_merge_uint_value(conf->rate.rate, prev->rate.rate, 0);
+    ngx_conf_merge_uint_value(conf->rate.burst, prev->rate.burst, 0);
+
+    /* chat_request_rate: 20r/s burst=50 unless set */
+    ngx_conf_merge_uint_value(conf->request_rate.rate,
+                              prev->request_rate.rate, 20 * 1000);
+    ngx_conf_merge_uint_value(conf->request_rate.burst,
+                              prev->request_rate.burst, 50 * 1000);
     ngx_conf_merge_uint_value(conf->history, prev->history, 50);
     ngx_conf_merge_size_value(conf->max_message_size,
                               prev->max_message_size, 4096);
@@ -582,27 +597,31 @@ ngx_chat_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* chat_rate off | Nr/s [burst=M] | N r/s [burst=M] (also r/m) */
+/*
+ * chat_rate, chat_request_rate: off | Nr/s [burst=M] | N r/s [burst=M]
+ * (also r/m)
+ */
 
 static char *
 ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_chat_loc_conf_t *lcf = conf;
+    size_t                 len;
+    ngx_int_t              rate, scale, burst;
+    ngx_str_t             *value, s;
+    ngx_uint_t             i;
+    ngx_chat_rate_conf_t  *rcf;
 
-    size_t       len;
-    ngx_int_t    rate, scale, burst;
-    ngx_str_t   *value, s;
-    ngx_uint_t   i;
+    rcf = (ngx_chat_rate_conf_t *) ((char *) conf + cmd->offset);
 
-    if (lcf->rate != NGX_CONF_UNSET_UINT) {
+    if (rcf->rate != NGX_CONF_UNSET_UINT) {
         return "is duplicate";
     }
 
     value = cf->args->elts;
 
     if (cf->args->nelts == 2 && ngx_strcmp(value[1].data, "off") == 0) {
-        lcf->rate = 0;
-        lcf->burst = 0;
+        rcf->rate = 0;
+        rcf->burst = 0;
         return NGX_CONF_OK;
     }
 
@@ -662,10 +681,10 @@ ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
-    lcf->rate = rate * 1000 / scale;
-    lcf->burst = burst * 1000;
+    rcf->rate = rate * 1000 / scale;
+    rcf->burst = burst * 1000;
 
-    if (lcf->rate == 0) {
+    if (rcf->rate == 0) {
         goto invalid;
     }
 

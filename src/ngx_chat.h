@@ -28,13 +28,20 @@ typedef struct ngx_chat_ws_s       ngx_chat_ws_t;
 typedef struct ngx_chat_shm_ctx_s  ngx_chat_shm_ctx_t;
 
 
+/* chat_rate, chat_request_rate: in thousandths, as limit_req keeps them */
+typedef struct {
+    ngx_uint_t                 rate;              /* r/s * 1000; 0: off */
+    ngx_uint_t                 burst;             /* burst * 1000 */
+} ngx_chat_rate_conf_t;
+
+
 typedef struct {
     ngx_shm_zone_t            *zone;              /* chat NAME */
     ngx_shm_zone_t            *status_zone;       /* chat_status NAME */
     ngx_http_complex_value_t  *user;
     ngx_array_t               *origins;           /* of ngx_str_t */
-    ngx_uint_t                 rate;              /* r/s * 1000; 0: off */
-    ngx_uint_t                 burst;             /* burst * 1000 */
+    ngx_chat_rate_conf_t       rate;              /* chat_rate, per user */
+    ngx_chat_rate_conf_t       request_rate;      /* per connection */
     ngx_uint_t                 history;
     size_t                     max_message_size;
     ngx_uint_t                 max_rooms;

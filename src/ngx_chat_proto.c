@@ -18,6 +18,7 @@
 #include "ngx_chat.h"
 #include "ngx_chat_jflat.h"
 #include "ngx_chat_wire.h"
+#include "ngx_chat_rate.h"
 #include "ngx_chat_shm.h"
 #include "ngx_chat_ws.h"
 #include "ngx_chat_fanout.h"
@@ -33,6 +34,7 @@ typedef struct {
     ngx_uint_t                 cap;
     ngx_queue_t                stored;    /* messages waiting for COMMIT */
     ngx_queue_t                reads;     /* history read from storage */
+    ngx_chat_rate_t            requests;  /* chat_request_rate */
 } ngx_chat_proto_session_t;
 
 
@@ -79,6 +81,11 @@ static void ngx_chat_proto_leave(ngx_chat_proto_req_t *rq);
 static void ngx_chat_proto_send(ngx_chat_proto_req_t *rq);
 static void ngx_chat_proto_history(ngx_chat_proto_req_t *rq);
 static void ngx_chat_proto_who(ngx_chat_proto_req_t *rq);
+typedef void (*ngx_chat_proto_request_pt)(ngx_chat_proto_req_t *rq);
+
+static ngx_chat_proto_request_pt ngx_chat_proto_request(ngx_str_t *type);
+static ngx_uint_t ngx_chat_proto_limited(ngx_chat_proto_req_t *rq);
+static void ngx_chat_proto_refuse(ngx_chat_proto_req_t *rq, char *message);
 static json_t *ngx_chat_proto_parse(ngx_chat_ws_t *ws, u_char *data,
     size_t len);
 static ngx_uint_t ngx_chat_proto_bad_strings(json_t *json);
@@ -234,10 +241,10 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
 {
     int                     n;
     json_t                 *type;
-    ngx_str_t               t;
-    ngx_chat_proto_req_t    rq;
-    ngx_chat_jflat_pair_t   flat[NGX_CHAT_PROTO_FLAT], *v;
-    void                  (*handler)(ngx_chat_proto_req_t *rq);
+    ngx_str_t                   t;
+    ngx_chat_proto_req_t        rq;
+    ngx_chat_jflat_pair_t       flat[NGX_CHAT_PROTO_FLAT], *v;
+    ngx_chat_proto_request_pt   handler;
 
     ngx_memzero(&rq, sizeof(ngx_chat_proto_req_t));
 
@@ -267,7 +274,7 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         rq.json = ngx_chat_proto_parse(ws, data, len);
 
         if (rq.json == NULL || !json_is_object(rq.json)) {
-            ngx_chat_proto_error(&rq, "bad_request", "not a JSON object", -1);
+            ngx_chat_proto_refuse(&rq, "not a JSON object");
             goto done;
         }
     }
@@ -278,16 +285,14 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
 
         if (ngx_strlchr(rq.ref.data, rq.ref.data + rq.ref.len, '\0')) {
             rq.has_ref = 0;
-            ngx_chat_proto_error(&rq, "bad_request",
-                                 "U+0000 and lone surrogates are not allowed",
-                                 -1);
+            ngx_chat_proto_refuse(&rq, "U+0000 and lone surrogates are not "
+                                       "allowed");
             goto done;
         }
 
         break;
     case NGX_ERROR:
-        ngx_chat_proto_error(&rq, "bad_request", "\"ref\" must be a string",
-                             -1);
+        ngx_chat_proto_refuse(&rq, "\"ref\" must be a string");
         goto done;
     default:
         break;
@@ -300,8 +305,7 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         type = json_object_get(rq.json, "type");
 
         if (!json_is_string(type)) {
-            ngx_chat_proto_error(&rq, "bad_request",
-                                 "\"type\" must be a string", -1);
+            ngx_chat_proto_refuse(&rq, "\"type\" must be a string");
             goto done;
         }
 
@@ -310,23 +314,16 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         t.len = ngx_strlen(t.data);
     }
 
-    if (ngx_chat_proto_is(t, "send")) {
-        handler = ngx_chat_proto_send;
+    handler = ngx_chat_proto_request(&t);
 
-    } else if (ngx_chat_proto_is(t, "join")) {
-        handler = ngx_chat_proto_join;
+    if (handler == NULL) {
+        ngx_chat_proto_refuse(&rq, "unknown \"type\"");
+        goto done;
+    }
 
-    } else if (ngx_chat_proto_is(t, "leave")) {
-        handler = ngx_chat_proto_leave;
+    /* send has chat_rate, per user, in the zone; the rest, this */
 
-    } else if (ngx_chat_proto_is(t, "history")) {
-        handler = ngx_chat_proto_history;
-
-    } else if (ngx_chat_proto_is(t, "who")) {
-        handler = ngx_chat_proto_who;
-
-    } else {
-        ngx_chat_proto_error(&rq, "bad_request", "unknown \"type\"", -1);
+    if (handler != ngx_chat_proto_send && ngx_chat_proto_limited(&rq)) {
         goto done;
     }
 
@@ -360,6 +357,72 @@ done:
 
     if (rq.json) {
         json_decref(rq.json);
+    }
+}
+
+
+static ngx_chat_proto_request_pt
+ngx_chat_proto_request(ngx_str_t *type)
+{
+    if (ngx_chat_proto_is(*type, "send")) {
+        return ngx_chat_proto_send;
+    }
+
+    if (ngx_chat_proto_is(*type, "join")) {
+        return ngx_chat_proto_join;
+    }
+
+    if (ngx_chat_proto_is(*type, "leave")) {
+        return ngx_chat_proto_leave;
+    }
+
+    if (ngx_chat_proto_is(*type, "history")) {
+        return ngx_chat_proto_history;
+    }
+
+    if (ngx_chat_proto_is(*type, "who")) {
+        return ngx_chat_proto_who;
+    }
+
+    return NULL;
+}
+
+
+/*
+ * chat_request_rate, per connection, for every request but "send"
+ * (malformed ones too): refused with rate_limited and no effect
+ */
+
+static ngx_uint_t
+ngx_chat_proto_limited(ngx_chat_proto_req_t *rq)
+{
+    ngx_msec_t             retry;
+    ngx_chat_rate_conf_t  *rcf;
+
+    rcf = &rq->ws->conf->request_rate;
+
+    if (rcf->rate == 0
+        || ngx_chat_rate_take(&rq->s->requests, ngx_current_msec, rcf->rate,
+                              rcf->burst, &retry)
+           == NGX_OK)
+    {
+        return 0;
+    }
+
+    ngx_chat_proto_error(rq, "rate_limited", "too many requests",
+                         (ngx_int_t) retry);
+
+    return 1;
+}
+
+
+/* a malformed request: bad_request, unless over chat_request_rate */
+
+static void
+ngx_chat_proto_refuse(ngx_chat_proto_req_t *rq, char *message)
+{
+    if (!ngx_chat_proto_limited(rq)) {
+        ngx_chat_proto_error(rq, "bad_request", message, -1);
     }
 }
 
@@ -704,8 +767,8 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
     id.data = idbuf;
 
     rc = ngx_chat_shm_post(s->ctx, &rq->room, s->rooms[i]->room->shm_room,
-                           &ws->user, &content, ws->conf->rate,
-                           ws->conf->burst, &id, &ts, &retry,
+                           &ws->user, &content, ws->conf->rate.rate,
+                           ws->conf->rate.burst, &id, &ts, &retry,
                            ws->connection->log);
 
     if (rc == NGX_BUSY) {
