@@ -14,6 +14,7 @@
 
 
 #define NGX_CHAT_MAX_ROOM_NAME   128
+#define NGX_CHAT_MAX_USER        256
 #define NGX_CHAT_MAX_HISTORY     1000
 
 

@@ -212,7 +212,7 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     msg = NULL;
 
-    if (room->hist_cap) {
+    if (room->hist_max) {
         msg = ngx_chat_shm_alloc(ctx, offsetof(ngx_chat_shm_msg_t, data)
                                       + len);
         if (msg) {

@@ -32,8 +32,6 @@ static u_char *ngx_chat_shm_post_build(ngx_str_t *name, ngx_str_t *user,
     ngx_str_t *content, uint64_t now_ms, u_char **id_at, size_t *tail);
 static ngx_chat_shm_room_t *ngx_chat_shm_post_room(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *name, ngx_chat_shm_room_t *hint);
-static void ngx_chat_shm_hist_drop(ngx_chat_shm_ctx_t *ctx,
-    ngx_chat_shm_room_t *room);
 static ngx_chat_buf_t *ngx_chat_shm_history_frame(ngx_chat_shm_room_t *room,
     ngx_str_t *name, ngx_uint_t from, ngx_uint_t n, ngx_uint_t complete,
     ngx_log_t *log);
@@ -176,8 +174,10 @@ ngx_chat_shm_scratch(size_t size)
 
 
 /*
- * Allocation with eviction: rooms kept only for their history and users
- * kept only for their rate buckets go first, oldest first.
+ * Allocation with eviction: rooms kept only for their history go first,
+ * then users kept only for their rate buckets (so that a user who
+ * reconnects keeps its limit while the zone has any history to give up),
+ * oldest first.
  */
 
 void *
@@ -197,17 +197,17 @@ ngx_chat_shm_alloc(ngx_chat_shm_ctx_t *ctx, size_t size)
             return p;
         }
 
-        if (!ngx_queue_empty(&sh->idle)) {
-            q = ngx_queue_head(&sh->idle);
-            u = ngx_queue_data(q, ngx_chat_shm_user_t, idle);
-            ngx_chat_shm_user_free(ctx, &sh->users, u);
-            continue;
-        }
-
         if (!ngx_queue_empty(&sh->empty)) {
             q = ngx_queue_head(&sh->empty);
             room = ngx_queue_data(q, ngx_chat_shm_room_t, lru);
             ngx_chat_shm_room_free(ctx, room);
+            continue;
+        }
+
+        if (!ngx_queue_empty(&sh->idle)) {
+            q = ngx_queue_head(&sh->idle);
+            u = ngx_queue_data(q, ngx_chat_shm_user_t, idle);
+            ngx_chat_shm_user_free(ctx, &sh->users, u);
             continue;
         }
 
@@ -446,7 +446,6 @@ static ngx_chat_shm_room_t *
 ngx_chat_shm_room_get(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_uint_t keep)
 {
-    size_t                size;
     uint32_t              hash;
     ngx_chat_shm_room_t  *room;
 
@@ -467,23 +466,18 @@ ngx_chat_shm_room_get(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         return NULL;
     }
 
-    keep--;
+    /* the ring comes with the first message (ngx_chat_shm_hist.c) */
 
-    size = sizeof(ngx_chat_shm_room_t) + keep * sizeof(ngx_chat_shm_msg_t *)
-           + name->len;
-
-    room = ngx_chat_shm_alloc(ctx, size);
+    room = ngx_chat_shm_alloc(ctx, sizeof(ngx_chat_shm_room_t) + name->len);
     if (room == NULL) {
         return NULL;
     }
 
     ngx_memzero(room, sizeof(ngx_chat_shm_room_t));
 
-    room->hist = (ngx_chat_shm_msg_t **) ((u_char *) room
-                                          + sizeof(ngx_chat_shm_room_t));
-    room->hist_cap = keep;
+    room->hist_max = keep - 1;
 
-    room->name.data = (u_char *) (room->hist + keep);
+    room->name.data = (u_char *) room + sizeof(ngx_chat_shm_room_t);
     room->name.len = name->len;
     ngx_memcpy(room->name.data, name->data, name->len);
 
@@ -500,17 +494,11 @@ ngx_chat_shm_room_get(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 static void
 ngx_chat_shm_room_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
 {
-    ngx_uint_t  i;
-
     if (room->in_lru) {
         ngx_queue_remove(&room->lru);
     }
 
-    for (i = 0; i < room->hist_n; i++) {
-        ngx_slab_free_locked(ctx->shpool,
-                             room->hist[(room->hist_head + i)
-                                        % room->hist_cap]);
-    }
+    ngx_chat_shm_hist_free(ctx, room);
 
     ngx_rbtree_delete(&ctx->sh->rooms, &room->node);
     ngx_slab_free_locked(ctx->shpool, room);
@@ -915,7 +903,7 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     msg = NULL;
 
-    if (room->hist_cap) {
+    if (room->hist_max) {
         msg = ngx_chat_shm_alloc(ctx, offsetof(ngx_chat_shm_msg_t, data)
                                       + len);
 
@@ -1035,52 +1023,6 @@ ngx_chat_shm_post_room(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     }
 
     return ngx_chat_shm_room_lookup(ctx, name);
-}
-
-
-/* a room's ring of recent messages; locked */
-
-static void
-ngx_chat_shm_hist_drop(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
-{
-    ngx_slab_free_locked(ctx->shpool, room->hist[room->hist_head]);
-    room->hist_head = (room->hist_head + 1) % room->hist_cap;
-    room->hist_n--;
-}
-
-
-void
-ngx_chat_shm_hist_push(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
-    ngx_chat_shm_msg_t *msg)
-{
-    if (room->hist_n == room->hist_cap) {
-        ngx_chat_shm_hist_drop(ctx, room);
-    }
-
-    room->hist[(room->hist_head + room->hist_n) % room->hist_cap] = msg;
-    room->hist_n++;
-}
-
-
-/* index of the history message with this id, or -1 */
-
-ngx_int_t
-ngx_chat_shm_hist_find(ngx_chat_shm_room_t *room, ngx_str_t *id)
-{
-    ngx_int_t            i;
-    ngx_chat_shm_msg_t  *msg;
-
-    for (i = (ngx_int_t) room->hist_n - 1; i >= 0; i--) {
-        msg = room->hist[(room->hist_head + i) % room->hist_cap];
-
-        if (msg->id_len == id->len
-            && ngx_memcmp(msg->id, id->data, id->len) == 0)
-        {
-            return i;
-        }
-    }
-
-    return -1;
 }
 
 

@@ -27,8 +27,11 @@
 #define NGX_CHAT_REMOTE_SLOT      1000
 #define NGX_CHAT_MAX_SERVERS      64
 
-/* what a zone from an earlier configuration must match to be adopted */
-#define NGX_CHAT_SHM_LAYOUT       2
+/*
+ * What a zone from an earlier configuration must match to be adopted:
+ * changed with every change of the structures below ("ch" and a number)
+ */
+#define NGX_CHAT_SHM_LAYOUT       0x63680003
 
 
 typedef struct {
@@ -57,6 +60,7 @@ typedef struct {
 
 typedef struct {
     u_char                     id[NGX_CHAT_ID_LEN];
+    uint32_t                   hash;      /* of the id, for the index */
     size_t                     id_len;
     size_t                     len;
     u_char                     data[1];   /* the "message" JSON object */
@@ -72,8 +76,11 @@ struct ngx_chat_shm_room_s {
     ngx_rbtree_node_t          sentinel;
     ngx_uint_t                 nusers;
     ngx_uint_t                 nconns;
-    ngx_chat_shm_msg_t       **hist;
-    ngx_uint_t                 hist_cap;
+    ngx_chat_shm_msg_t       **hist;      /* the ring, NULL while empty */
+    uint32_t                  *index;     /* by id: ring slot + 1, or 0 */
+    ngx_uint_t                 index_size;    /* a power of 2 */
+    ngx_uint_t                 hist_cap;  /* slots now */
+    ngx_uint_t                 hist_max;  /* chat_history of the room */
     ngx_uint_t                 hist_head; /* oldest */
     ngx_uint_t                 hist_n;
     uint64_t                   total;     /* messages ever posted */
@@ -152,9 +159,14 @@ ngx_uint_t ngx_chat_shm_local_count(ngx_chat_shm_user_t *u);
 ngx_int_t ngx_chat_shm_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_str_t *user, ngx_uint_t join);
 
+/* the ring: ngx_chat_shm_hist.c */
 ngx_int_t ngx_chat_shm_hist_find(ngx_chat_shm_room_t *room, ngx_str_t *id);
 void ngx_chat_shm_hist_push(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, ngx_chat_shm_msg_t *msg);
+void ngx_chat_shm_hist_drop(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room);
+void ngx_chat_shm_hist_free(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room);
 
 void ngx_chat_shm_reap_slot(ngx_chat_shm_ctx_t *ctx, ngx_uint_t slot);
 

@@ -134,6 +134,15 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
         return NULL;
     }
 
+    if (user.len > NGX_CHAT_MAX_USER) {
+        /* every joined room keeps the id twice in the zone */
+        ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                      "chat: user id of %uz bytes, at most %d",
+                      user.len, NGX_CHAT_MAX_USER);
+        *rcp = NGX_HTTP_BAD_REQUEST;
+        return NULL;
+    }
+
     utf8 = NGX_CHAT_UTF8_ACCEPT;
 
     if (ngx_chat_utf8_validate(&utf8, user.data, user.len)
