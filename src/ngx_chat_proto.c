@@ -33,7 +33,9 @@ typedef struct {
     ngx_uint_t                 nrooms;
     ngx_uint_t                 cap;
     ngx_queue_t                stored;    /* messages waiting for COMMIT */
-    ngx_queue_t                reads;     /* history read from storage */
+    ngx_queue_t                reads;     /* history read from storage, in
+                                             order; the first in flight */
+    ngx_uint_t                 nreads;
     ngx_chat_rate_t            requests;  /* chat_request_rate */
 } ngx_chat_proto_session_t;
 
@@ -43,16 +45,20 @@ typedef struct {
     ngx_queue_t                queue;     /* in the session's reads */
     ngx_chat_proto_session_t  *s;         /* NULL: the connection is gone */
     ngx_chat_ws_t             *ws;
+    ngx_chat_member_t         *m;         /* a join's held member; NULL
+                                             when it left meanwhile */
     ngx_uint_t                 mode;
     ngx_uint_t                 limit;
-    ngx_uint_t                 join;      /* release the held member */
+    ngx_uint_t                 join;
+    ngx_uint_t                 inflight;
     ngx_chat_shm_ring_t       *ring;
     ngx_str_t                  room;
     ngx_str_t                  id;
 } ngx_chat_proto_read_t;
 
 
-#define NGX_CHAT_PROTO_FLAT  8
+#define NGX_CHAT_PROTO_FLAT        8
+#define NGX_CHAT_PROTO_READ_RETRY  100    /* ms, when reads are queued */
 
 /* an ngx_str_t is this literal */
 #define ngx_chat_proto_is(t, s)                                              \
@@ -97,8 +103,12 @@ static void ngx_chat_proto_error(ngx_chat_proto_req_t *rq, char *code,
     char *message, ngx_int_t retry_ms);
 static void ngx_chat_proto_stored(ngx_chat_store_item_t *it);
 static void ngx_chat_proto_read(ngx_chat_ws_t *ws, ngx_str_t *room,
-    ngx_uint_t mode, ngx_str_t *id, ngx_uint_t limit,
-    ngx_chat_shm_ring_t *ring, ngx_uint_t join);
+    ngx_uint_t mode, ngx_str_t *id, ngx_uint_t limit, ngx_chat_member_t *m);
+static void ngx_chat_proto_read_next(ngx_chat_proto_session_t *s);
+static void ngx_chat_proto_forget_member(ngx_chat_proto_session_t *s,
+    ngx_chat_member_t *m);
+static void ngx_chat_proto_read_reply(ngx_chat_proto_read_t *rd,
+    ngx_chat_store_rows_t *rows);
 static void ngx_chat_proto_read_done(ngx_chat_store_rows_t *rows,
     void *data);
 static ngx_chat_buf_t *ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
@@ -198,12 +208,26 @@ ngx_chat_proto_closed(ngx_chat_ws_t *ws)
 
     s = ws->data;
 
+    /* the read in flight is freed when it completes, the others now */
+
     while (!ngx_queue_empty(&s->reads)) {
         q = ngx_queue_head(&s->reads);
         ngx_queue_remove(q);
         rd = ngx_queue_data(q, ngx_chat_proto_read_t, queue);
-        rd->s = NULL;
+
+        if (rd->inflight) {
+            rd->s = NULL;
+            continue;
+        }
+
+        if (rd->ring) {
+            ngx_free(rd->ring);
+        }
+
+        ngx_free(rd);
     }
+
+    s->nreads = 0;
 
     /* stored later all the same; only the acks have nobody to go to */
 
@@ -679,7 +703,7 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
     if (res.history) {
         ngx_chat_proto_send_frame(ws, res.history, 1);
 
-    } else if (res.ring) {
+    } else if (res.storage) {
         /* live messages wait until the history from storage is out */
         m->hold = 1;
 
@@ -688,7 +712,7 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
                                    : NGX_CHAT_STORE_LAST,
                             sincep, sincep ? NGX_CHAT_MAX_HISTORY + 1
                                            : (ngx_uint_t) history,
-                            res.ring, 1);
+                            m);
     }
 
     ngx_chat_fanout_publish(s->fo);
@@ -717,6 +741,7 @@ ngx_chat_proto_leave(ngx_chat_proto_req_t *rq)
     m = s->rooms[i];
     s->rooms[i] = s->rooms[--s->nrooms];
 
+    ngx_chat_proto_forget_member(s, m);
     ngx_chat_fanout_remove(s->fo, m);
     ngx_chat_shm_leave(s->ctx, &rq->room, &ws->user);
 
@@ -840,9 +865,8 @@ ngx_chat_proto_history(ngx_chat_proto_req_t *rq)
 {
     json_t                    *l;
     ngx_str_t                  before, *beforep;
-    ngx_uint_t                 limit;
+    ngx_uint_t                 limit, storage;
     ngx_chat_buf_t            *b;
-    ngx_chat_shm_ring_t       *ring;
     ngx_chat_ws_t             *ws;
     ngx_chat_proto_session_t  *s;
 
@@ -884,16 +908,26 @@ ngx_chat_proto_history(ngx_chat_proto_req_t *rq)
         return;
     }
 
-    ring = NULL;
+    storage = 0;
 
-    b = ngx_chat_shm_history(s->ctx, &rq->room, limit, beforep, &ring,
+    b = ngx_chat_shm_history(s->ctx, &rq->room, limit, beforep, &storage,
                              ws->connection->log);
 
-    if (b == NULL && ring) {
+    if (b == NULL && storage) {
+
+        /* one read in flight per connection, at most chat_max_rooms queued */
+
+        if (s->nreads > ws->conf->max_rooms || ngx_chat_store_reads_full()) {
+            ngx_chat_proto_error(rq, "rate_limited",
+                                 "too many history reads waiting",
+                                 NGX_CHAT_PROTO_READ_RETRY);
+            return;
+        }
+
         ngx_chat_proto_read(ws, &rq->room,
                             beforep ? NGX_CHAT_STORE_BEFORE
                                     : NGX_CHAT_STORE_LAST,
-                            beforep, limit, ring, 0);
+                            beforep, limit, NULL);
         return;
     }
 
@@ -906,10 +940,15 @@ ngx_chat_proto_history(ngx_chat_proto_req_t *rq)
 }
 
 
+/*
+ * Queues a history read from storage: one in flight per connection, the
+ * others wait in order; m is the member a join holds, released with the
+ * reply
+ */
+
 static void
 ngx_chat_proto_read(ngx_chat_ws_t *ws, ngx_str_t *room, ngx_uint_t mode,
-    ngx_str_t *id, ngx_uint_t limit, ngx_chat_shm_ring_t *ring,
-    ngx_uint_t join)
+    ngx_str_t *id, ngx_uint_t limit, ngx_chat_member_t *m)
 {
     u_char                    *p;
     ngx_chat_proto_read_t     *rd;
@@ -920,16 +959,22 @@ ngx_chat_proto_read(ngx_chat_ws_t *ws, ngx_str_t *room, ngx_uint_t mode,
     rd = ngx_alloc(sizeof(ngx_chat_proto_read_t) + room->len
                    + (id ? id->len : 0), ws->connection->log);
     if (rd == NULL) {
-        ngx_free(ring);
+        if (m) {
+            /* no history, but live messages from now on */
+            ngx_chat_fanout_release(s->fo, m);
+        }
+
         return;
     }
 
+    ngx_memzero(rd, sizeof(ngx_chat_proto_read_t));
+
     rd->s = s;
     rd->ws = ws;
+    rd->m = m;
     rd->mode = mode;
     rd->limit = limit;
-    rd->join = join;
-    rd->ring = ring;
+    rd->join = (m != NULL);
 
     p = (u_char *) (rd + 1);
     rd->room.data = p;
@@ -944,17 +989,51 @@ ngx_chat_proto_read(ngx_chat_ws_t *ws, ngx_str_t *room, ngx_uint_t mode,
     }
 
     ngx_queue_insert_tail(&s->reads, &rd->queue);
+    s->nreads++;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
-                   "chat proto: history of \"%V\" from storage, mode %ui",
-                   room, mode);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat proto: history of \"%V\" from storage, mode %ui, "
+                   "%ui reads", room, mode, s->nreads);
 
-    if (ngx_chat_store_history(mode, &rd->room, &rd->id, limit,
-                               ngx_chat_proto_read_done, rd)
-        != NGX_OK)
-    {
-        /* storage is down: what the ring has, and not complete */
-        ngx_chat_proto_read_done(NULL, rd);
+    ngx_chat_proto_read_next(s);
+}
+
+
+/*
+ * Starts the first read of the connection unless one is in flight; the
+ * ring is copied now, when the read is made (reads that cannot be made,
+ * storage down or busy, are answered from the ring alone, not complete)
+ */
+
+static void
+ngx_chat_proto_read_next(ngx_chat_proto_session_t *s)
+{
+    ngx_int_t               rc;
+    ngx_queue_t            *q;
+    ngx_chat_proto_read_t  *rd;
+
+    while (!ngx_queue_empty(&s->reads)) {
+
+        q = ngx_queue_head(&s->reads);
+        rd = ngx_queue_data(q, ngx_chat_proto_read_t, queue);
+
+        if (rd->inflight) {
+            return;
+        }
+
+        if (rd->mode != NGX_CHAT_STORE_BEFORE) {
+            rd->ring = ngx_chat_shm_ring_copy(s->ctx, &rd->room);
+        }
+
+        rd->inflight = 1;
+
+        rc = ngx_chat_store_history(rd->mode, &rd->room, &rd->id, rd->limit,
+                                    ngx_chat_proto_read_done, rd);
+        if (rc == NGX_OK) {
+            return;
+        }
+
+        ngx_chat_proto_read_reply(rd, NULL);
     }
 }
 
@@ -964,57 +1043,102 @@ ngx_chat_proto_read_done(ngx_chat_store_rows_t *rows, void *data)
 {
     ngx_chat_proto_read_t *rd = data;
 
-    ngx_int_t                  i;
-    ngx_pool_t                *pool;
-    ngx_chat_buf_t            *b;
-    ngx_chat_member_t         *m;
     ngx_chat_proto_session_t  *s;
 
     s = rd->s;
 
     if (s == NULL) {
         /* the connection is gone */
-        goto done;
-    }
 
-    ngx_queue_remove(&rd->queue);
-
-    m = NULL;
-
-    if (rd->join) {
-        i = ngx_chat_proto_find(s, &rd->room);
-
-        if (i < 0 || !s->rooms[i]->hold) {
-            /* left meanwhile */
-            goto done;
+        if (rd->ring) {
+            ngx_free(rd->ring);
         }
 
-        m = s->rooms[i];
+        ngx_free(rd);
+        return;
     }
 
-    pool = ngx_create_pool(4096, rd->ws->connection->log);
+    ngx_chat_proto_read_reply(rd, rows);
 
-    b = pool ? ngx_chat_proto_read_frame(rd, rows, m, pool) : NULL;
+    ngx_chat_proto_read_next(s);
+}
 
-    if (b) {
-        ngx_chat_proto_send_frame(rd->ws, b, 1);
+
+/* the reply of the first read of the connection, which is done */
+
+static void
+ngx_chat_proto_read_reply(ngx_chat_proto_read_t *rd,
+    ngx_chat_store_rows_t *rows)
+{
+    ngx_pool_t                *pool;
+    ngx_chat_buf_t            *b;
+    ngx_chat_proto_session_t  *s;
+
+    s = rd->s;
+
+    ngx_queue_remove(&rd->queue);
+    s->nreads--;
+
+    if (!rd->join || rd->m) {
+        pool = ngx_create_pool(4096, rd->ws->connection->log);
+
+        b = pool ? ngx_chat_proto_read_frame(rd, rows, rd->m, pool) : NULL;
+
+        if (b) {
+            ngx_chat_proto_send_frame(rd->ws, b, 1);
+        }
+
+        if (pool) {
+            ngx_destroy_pool(pool);
+        }
+
+        if (rd->m) {
+            ngx_chat_fanout_release(s->fo, rd->m);
+        }
     }
-
-    if (pool) {
-        ngx_destroy_pool(pool);
-    }
-
-    if (m) {
-        ngx_chat_fanout_release(s->fo, m);
-    }
-
-done:
 
     if (rd->ring) {
         ngx_free(rd->ring);
     }
 
     ngx_free(rd);
+}
+
+
+/*
+ * A member leaves: the read of its join is not made, or its reply goes
+ * nowhere (a rejoin has a read of its own), so that join/leave churn
+ * queues nothing
+ */
+
+static void
+ngx_chat_proto_forget_member(ngx_chat_proto_session_t *s,
+    ngx_chat_member_t *m)
+{
+    ngx_queue_t            *q, *next;
+    ngx_chat_proto_read_t  *rd;
+
+    for (q = ngx_queue_head(&s->reads);
+         q != ngx_queue_sentinel(&s->reads);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        rd = ngx_queue_data(q, ngx_chat_proto_read_t, queue);
+
+        if (rd->m != m) {
+            continue;
+        }
+
+        if (rd->inflight) {
+            /* its reply goes nowhere */
+            rd->m = NULL;
+            continue;
+        }
+
+        ngx_queue_remove(q);
+        s->nreads--;
+        ngx_free(rd);
+    }
 }
 
 

@@ -650,11 +650,15 @@ ngx_chat_shm_join_history(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
             || (!since && history > 0
                 && room->hist_n < (ngx_uint_t) history)))
     {
-        /* older than the ring: storage answers, with the ring merged */
+        /*
+         * older than the ring: storage answers, with the ring merged (it is
+         * copied when the read is made, not here: reads of a connection
+         * wait in turn)
+         */
 
-        res->ring = ngx_chat_shm_ring_copy_locked(room);
+        res->storage = 1;
 
-        return res->ring ? NGX_OK : NGX_ERROR;
+        return NGX_OK;
     }
 
     if (since) {
@@ -1058,8 +1062,7 @@ ngx_chat_shm_history_frame(ngx_chat_shm_room_t *room, ngx_str_t *name,
 
 ngx_chat_buf_t *
 ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
-    ngx_uint_t limit, ngx_str_t *before, ngx_chat_shm_ring_t **ring,
-    ngx_log_t *log)
+    ngx_uint_t limit, ngx_str_t *before, ngx_uint_t *storage, ngx_log_t *log)
 {
     ngx_int_t             end;
     ngx_uint_t            n, complete;
@@ -1083,7 +1086,7 @@ ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     }
 
     if (ctx->store && (end < 0 || (ngx_uint_t) end < limit)) {
-        *ring = ngx_chat_shm_ring_copy_locked(room);
+        *storage = 1;
         ngx_shmtx_unlock(&ctx->shpool->mutex);
         return NULL;
     }

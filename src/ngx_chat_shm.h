@@ -76,8 +76,8 @@ typedef struct {
     uint64_t                   bus_pos;   /* deliver live from here */
     ngx_chat_buf_t            *history;   /* history frame, or NULL */
     ngx_uint_t                 first;     /* the user's first connection */
-    ngx_chat_shm_ring_t       *ring;      /* the ring cannot answer: its
-                                             copy, to merge with storage */
+    ngx_uint_t                 storage;   /* the ring cannot answer: ask
+                                             storage, merge with the ring */
     ngx_chat_shm_room_t       *room;      /* the zone's room: stays while
                                              it has members */
 } ngx_chat_shm_join_t;
@@ -126,10 +126,10 @@ ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id, uint64_t *ts,
     ngx_msec_t *retry_ms, ngx_log_t *log);
 
-/* NULL with *ring set: the ring cannot answer, ask storage */
+/* NULL with *storage set: the ring cannot answer, ask storage */
 ngx_chat_buf_t *ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, ngx_uint_t limit, ngx_str_t *before,
-    ngx_chat_shm_ring_t **ring, ngx_log_t *log);
+    ngx_uint_t *storage, ngx_log_t *log);
 
 /* a malloc()ed copy of the room's ring (free with ngx_free), or NULL */
 ngx_chat_shm_ring_t *ngx_chat_shm_ring_copy(ngx_chat_shm_ctx_t *ctx,

@@ -17,6 +17,7 @@
 
 #define NGX_CHAT_STORE_BATCH      1000
 #define NGX_CHAT_STORE_RETRY      1000
+#define NGX_CHAT_STORE_READS_MAX  100     /* in flight per worker */
 
 
 struct ngx_chat_store_conf_s {
@@ -45,6 +46,16 @@ typedef struct {
     ngx_uint_t                 up;
     ngx_uint_t                 connecting;    /* the first attempt */
     ngx_uint_t                 full_logged;
+
+    /*
+     * reads have a connection of their own: PostgreSQL answers the queries
+     * of one connection in turn, and an INSERT (and its acks) must not
+     * wait behind a history read
+     */
+    ngx_chat_pg_t             *rpg;
+    ngx_uint_t                 rup;
+    ngx_uint_t                 rconnecting;
+    ngx_uint_t                 nreads;
 } ngx_chat_store_t;
 
 
@@ -59,6 +70,8 @@ static u_char *ngx_chat_store_array(u_char *p, ngx_str_t *s);
 static size_t ngx_chat_store_array_len(ngx_str_t *s);
 static void ngx_chat_store_set_state(ngx_uint_t up);
 static void ngx_chat_store_read_done(ngx_chat_pg_t *pg, PGresult *res,
+    void *data);
+static void ngx_chat_store_read_state(ngx_chat_pg_t *pg, ngx_uint_t up,
     void *data);
 static ngx_chat_store_conf_t *ngx_chat_store_conf(ngx_conf_t *cf,
     ngx_chat_store_conf_t **scfp);
@@ -190,9 +203,13 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
     /* during the first connect, queries wait for it */
 
     if (ngx_chat_store == NULL
-        || !(ngx_chat_store->up || ngx_chat_store->connecting))
+        || !(ngx_chat_store->rup || ngx_chat_store->rconnecting))
     {
         return NGX_DECLINED;
+    }
+
+    if (ngx_chat_store->nreads >= NGX_CHAT_STORE_READS_MAX) {
+        return NGX_BUSY;
     }
 
     values[0] = (const char *) room->data;
@@ -226,7 +243,7 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
                    "chat store: read \"%V\", mode %ui, limit %ui",
                    room, mode, limit);
 
-    rc = ngx_chat_pg_query(ngx_chat_store->pg, sql, n, values, lens,
+    rc = ngx_chat_pg_query(ngx_chat_store->rpg, sql, n, values, lens,
                            ngx_chat_store_read_done, rd);
 
     if (rc != NGX_OK) {
@@ -234,7 +251,26 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
         return NGX_DECLINED;
     }
 
+    ngx_chat_store->nreads++;
+
     return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_chat_store_reads_full(void)
+{
+    return ngx_chat_store && ngx_chat_store->nreads >= NGX_CHAT_STORE_READS_MAX;
+}
+
+
+static void
+ngx_chat_store_read_state(ngx_chat_pg_t *pg, ngx_uint_t up, void *data)
+{
+    ngx_chat_store_t *st = data;
+
+    st->rup = up;
+    st->rconnecting = 0;
 }
 
 
@@ -249,14 +285,21 @@ ngx_chat_store_read_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
     ngx_chat_store_read_t *rd = data;
 
     int                     row, nrows;
+    size_t                  len;
+    u_char                  buf[NGX_CHAT_PG_MESSAGE_MAX];
     ngx_uint_t              n;
     ngx_chat_store_row_t   *r;
     ngx_chat_store_rows_t   rows;
 
+    if (ngx_chat_store) {
+        ngx_chat_store->nreads--;
+    }
+
     if (res && PQresultStatus(res) != PGRES_TUPLES_OK) {
+        len = ngx_chat_pg_message(buf, sizeof(buf),
+                                  PQresultErrorMessage(res));
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "chat postgres: reading history failed: %s",
-                      PQresultErrorMessage(res));
+                      "chat postgres: reading history failed: %*s", len, buf);
         res = NULL;
     }
 
@@ -347,6 +390,16 @@ ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
         return NGX_ERROR;
     }
 
+    st->rconnecting = 1;
+
+    st->rpg = ngx_chat_pg_create(&st->conf->pg, cycle->log,
+                                 ngx_chat_store_read_state, st);
+    if (st->rpg == NULL) {
+        ngx_chat_pg_destroy(st->pg);
+        ngx_chat_store = NULL;
+        return NGX_ERROR;
+    }
+
     return NGX_OK;
 }
 
@@ -369,6 +422,7 @@ ngx_chat_store_exit_process(ngx_cycle_t *cycle)
                       st->npending + st->ninflight);
     }
 
+    ngx_chat_pg_destroy(st->rpg);
     ngx_chat_pg_destroy(st->pg);
     ngx_chat_store = NULL;
 }
@@ -700,15 +754,19 @@ ngx_chat_store_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
 {
     ngx_chat_store_t *st = data;
 
+    size_t                  len;
+    u_char                  buf[NGX_CHAT_PG_MESSAGE_MAX];
     ngx_queue_t            *q;
     ngx_chat_store_item_t  *it;
 
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
 
         if (res) {
+            len = ngx_chat_pg_message(buf, sizeof(buf),
+                                      PQresultErrorMessage(res));
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "chat postgres: storing %ui messages failed: %s",
-                          st->ninflight, PQresultErrorMessage(res));
+                          "chat postgres: storing %ui messages failed: %*s",
+                          st->ninflight, len, buf);
         }
 
         /* retried later, in order, before anything newer */

@@ -93,12 +93,17 @@ ngx_chat_store_item_t *ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room,
 
 /*
  * Reads a room's stored messages, newest first; with SINCE and BEFORE,
- * rows->found says whether the id is stored.  Returns NGX_DECLINED when
- * PostgreSQL is down (the handler is not called).
+ * rows->found says whether the id is stored.  Reads have a PostgreSQL
+ * connection of their own, so that stores never wait behind them.
+ * Returns NGX_DECLINED when PostgreSQL is down, NGX_BUSY when the worker
+ * has as many reads in flight as it takes (the handler is not called).
  */
 ngx_int_t ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room,
     ngx_str_t *id, ngx_uint_t limit, ngx_chat_store_read_pt handler,
     void *data);
+
+/* the worker has as many reads in flight as it takes */
+ngx_uint_t ngx_chat_store_reads_full(void);
 
 /* the owner is gone: the item is still stored, nobody is told */
 void ngx_chat_store_forget(ngx_chat_store_item_t *it);
