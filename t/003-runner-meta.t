@@ -1,8 +1,9 @@
-# Meta-test of the Test::Nginx::Socket runner in t/lib: runs small
-# generated test files in a child perl (own servroot and port) and checks
-# their TAP output: failures are really reported, the plan counting stays
-# consistent when checks fail, and some less common features work.
-# Stock nginx only.
+# Meta-test of the clean-room Test::Nginx::Socket runner in t/runner: runs
+# small generated test files in a child perl (own servroot and port) and
+# checks their TAP output: failures are really reported, the plan counting
+# stays consistent when checks fail, and some less common features work.
+# Stock nginx only.  When the suite runs under the real Test::Nginx (make
+# test-real), the file skips itself: what it checks is the clean-room one.
 
 use strict;
 use warnings;
@@ -11,7 +12,17 @@ use FindBin ();
 use File::Temp ();
 use IO::Socket::INET ();
 
-my $lib = "$FindBin::Bin/lib";
+# the Test::Nginx::Socket this suite run uses: the first one in @INC
+require Test::Nginx::Socket;
+
+{
+    no warnings 'once';
+    plan skip_all => 'meta-test of the clean-room runner (t/runner); the '
+                     . "real Test::Nginx is loaded ($INC{'Test/Nginx/Socket.pm'})"
+        unless $Test::Nginx::Socket::CleanRoom;
+}
+
+my $lib = "$FindBin::Bin/runner";
 my $tmp = File::Temp->newdir('runner-meta-XXXXXX', TMPDIR => 1);
 
 sub free_port {

@@ -23,6 +23,10 @@ use Time::HiRes ();
 
 our $VERSION = '0.01';
 
+# not in the real Test::Nginx::Socket: the runner's own self-tests
+# (t/000-runner.t, t/003-runner-meta.t) and t/004-runner-loaded.t look at it
+our $CleanRoom = 1;
+
 our @EXPORT = qw(
     run_tests repeat_each no_shuffle no_long_string log_level
     master_on master_off master_process_enabled workers worker_connections
