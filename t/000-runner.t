@@ -287,8 +287,8 @@ hello
     }
 --- request
 GET /hello
---- raw_response_headers_like: ^HTTP/1.1 200 OK\r\nServer: nginx[^\r]*\r\n.*Content-Length: 6\r\n.*\r\n\r\n$
---- raw_response_headers_unlike: X-Nope
+--- raw_response_headers_like: ^HTTP/1.1 200 OK\r\nServer: nginx[^\r]*\r\n.*Content-Length: 6\r\n.*\r\n\z
+--- raw_response_headers_unlike: X-Nope|\r\n\r\n
 --- response_body_unlike: bye
 
 

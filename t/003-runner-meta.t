@@ -288,4 +288,71 @@ _EOT_
     like($r->{out}, qr/No environment TEST_NGINX_NOT_SET_ANYWHERE defined/, 'and says why');
 }
 
+# --- read until nginx closes, as the real runner: keep-alive is a timeout -------
+{
+    my $r = run_t(<<'_EOT_');
+use Test::Nginx::Socket;
+plan tests => 4 + 2 + 2 + 2;
+run_tests();
+__DATA__
+
+=== TEST 1: keep-alive: complete response, connection left open
+--- config
+    location = /a { return 200 "a\n"; }
+--- request
+GET /a
+--- more_headers
+Connection: keep-alive
+--- timeout: 0.5
+--- response_body
+a
+--- raw_response_headers_like: ^HTTP/1.1 200 OK\r\n.*Content-Length: 2\r\n.*Connection: keep-alive\r\n\z
+--- raw_response_headers_unlike: \r\n\r\n
+
+
+
+=== TEST 2: close among the Connection tokens
+--- config
+    location = /a { return 200 "a\n"; }
+--- request
+GET /a
+--- more_headers
+Connection: keep-alive, close
+--- timeout: 0.5
+--- response_body
+a
+
+
+
+=== TEST 3: keep-alive with abort: the timeout is tolerated
+--- config
+    location = /a { return 200 "a\n"; }
+--- request
+GET /a
+--- more_headers
+Connection: keep-alive
+--- timeout: 0.3
+--- abort
+--- response_body
+a
+
+
+
+=== TEST 4: HTTP/1.0: nginx closes
+--- config
+    location = /a { return 200 "a\n"; }
+--- request
+GET /a HTTP/1.0
+--- response_body
+a
+_EOT_
+    is($r->{ran}, $r->{plan}, 'as many results as planned') or diag($r->{out});
+    is_deeply($r->{not_ok}, ['TEST 1: keep-alive: complete response, connection left open - status code ok'],
+              'only the keep-alive request fails') or diag($r->{out});
+    like($r->{out}, qr/client socket timed out.*\n.*response was complete but nginx kept the connection open/,
+         'the diagnostic says why');
+    ok(scalar(grep { /TEST 1: .* - raw resp headers like/ } @{ $r->{ok} }),
+       'raw headers: the last header line ends them');
+}
+
 done_testing();
