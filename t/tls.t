@@ -36,6 +36,7 @@ use lib "$FindBin::Bin/lib";
 use Time::HiRes ();
 use JSON::PP ();
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(now);
 use Test::Chat::WS;
 
 BEGIN {
@@ -51,8 +52,6 @@ use constant HISTORY_MSGS => 150;   # messages in the large history reply
 use constant HISTORY_LEN  => 1000;  # bytes of content of each
 use constant SLOW_MSGS    => 400;   # messages posted past the slow reader
 use constant SLOW_LEN     => 1000;
-
-sub now { Time::HiRes::time() }
 
 # content number $i of $len bytes: deterministic, varied, with characters
 # JSON must escape and one two-byte UTF-8 character, so that a lost,
