@@ -72,10 +72,10 @@ my @errors = (
     [ 'send without ref, not member',   { type => 'send', room => 'elsewhere', content => 'x' }, 'not_member' ],
 );
 
-# A request whose only fault is in a string field still carries a valid
-# "ref" (the JSON text is valid: "\u0000" and "\ud800" are well-formed
-# escapes); SPEC §4 echoes the ref in the error.  Known module bug: these
-# are refused by the JSON parser as a whole, so the ref is lost.
+# A request whose only fault is in a string field ("\u0000", a lone
+# surrogate: well-formed escapes, so the JSON text is valid) still carries
+# a valid "ref", and the error echoes it (SPEC §4): the z* and s* cases
+# above expect their ref back; a fault in the ref itself loses it.
 
 my @contents = (
     [ 'plain',           'hello world' ],
