@@ -2,7 +2,10 @@
 #
 #   make                 build build/ngx_chat_module.so for Debian's nginx
 #   make NGINX_SRC=DIR   build against your own nginx source tree
-#   make test            run the Test::Nginx suite (t/)
+#   make test            run the suite (t/) with the clean-room runner (t/runner)
+#   make test-real       the same with the real Test::Nginx (TEST_NGINX_LIB,
+#                        default ../shared/test-nginx/lib; empty: the
+#                        installed one, e.g. from CPAN)
 #   make test-asan       the same suite with an ASan+UBSan build
 #   make check           unit tests, the suite, then the suite under ASan
 #   make fuzz            run the libFuzzer targets
@@ -16,6 +19,12 @@ MODULE        = $(BUILD)/ngx_chat_module.so
 ASAN_BUILD    = $(BUILD)/asan
 ASAN_MODULE   = $(ASAN_BUILD)/ngx_chat_module.so
 
+# The block files in t/ run under either Test::Nginx::Socket: the clean-room
+# subset in t/runner (make test) or the real one (make test-real).  t/lib
+# holds only Test::Chat::*, so it never shadows the one chosen here;
+# TEST_CHAT_RUNNER lets t/004-runner-loaded.t check which one was loaded.
+TEST_NGINX_LIB ?= $(abspath $(CURDIR)/../shared/test-nginx/lib)
+
 SOURCES = config ngx_chat_module.c $(wildcard src/*.c src/*.h)
 
 # Debian builds nginx with these; our own sources add -Werror
@@ -26,7 +35,7 @@ ASAN_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
              -fno-sanitize-recover=undefined -fPIC
 ASAN_LD    = -fsanitize=address,undefined -fPIC
 
-.PHONY: all deps test test-asan asan fuzz unit bench clean run check
+.PHONY: all deps test test-real test-asan asan fuzz unit bench clean run check
 
 all: $(MODULE)
 
@@ -71,15 +80,27 @@ unit:
 
 test: $(MODULE)
 	TEST_NGINX_BINARY=$(NGINX_BIN) \
+	TEST_NGINX_LOAD_MODULES=$(MODULE) TEST_CHAT_RUNNER=clean-room \
+	    prove -I t/runner -I t/lib -r t/
+
+test-real: $(MODULE)
+	@if [ -n "$(TEST_NGINX_LIB)" ] \
+	    && [ ! -f "$(TEST_NGINX_LIB)/Test/Nginx/Socket.pm" ]; then \
+	    echo "no $(TEST_NGINX_LIB)/Test/Nginx/Socket.pm: set TEST_NGINX_LIB," \
+	         "or TEST_NGINX_LIB= for the installed Test::Nginx" >&2; \
+	    exit 1; fi
+	TEST_NGINX_BINARY=$(NGINX_BIN) \
 	TEST_NGINX_LOAD_MODULES=$(MODULE) \
-	    prove -I t/lib -r t/
+	TEST_CHAT_RUNNER=$(if $(TEST_NGINX_LIB),$(TEST_NGINX_LIB),real) \
+	    prove $(if $(TEST_NGINX_LIB),-I $(TEST_NGINX_LIB)) -I t/lib -r t/
 
 test-asan: $(ASAN_MODULE)
 	rm -rf $(BUILD)/asan-logs && mkdir -p $(BUILD)/asan-logs
 	TEST_NGINX_BINARY=$(CURDIR)/scripts/nginx-asan \
 	NGINX_BIN=$(NGINX_BIN) ASAN_LOG_DIR=$(BUILD)/asan-logs \
 	TEST_NGINX_LOAD_MODULES=$(ASAN_MODULE) TEST_NGINX_ASAN=1 \
-	    prove -I t/lib -r t/
+	TEST_CHAT_RUNNER=clean-room \
+	    prove -I t/runner -I t/lib -r t/
 	./scripts/asan-check.sh $(BUILD)/asan-logs
 
 check: unit test test-asan

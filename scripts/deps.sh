@@ -12,6 +12,11 @@ if [ "${1:-}" = "--test" ]; then
     pkgs+=(perl libtest-base-perl clang libclang-rt-14-dev chromium
            redis-server postgresql libio-socket-ssl-perl openssl)
 
+    # what the real Test::Nginx (CPAN, or ../shared/test-nginx) needs on
+    # top of libtest-base-perl: make test-real, and the second run of .ci/run
+    pkgs+=(libipc-run-perl libwww-perl liburi-perl liblist-moreutils-perl
+           libtext-diff-perl libtest-longstring-perl)
+
     # Node.js for the browser test: Debian's, unless one (with npm) is
     # already installed, which Debian's npm package would conflict with
     if ! command -v npm >/dev/null 2>&1; then

@@ -1,8 +1,9 @@
-# Meta-test of the Test::Nginx::Socket runner in t/lib: runs small
-# generated test files in a child perl (own servroot and port) and checks
-# their TAP output: failures are really reported, the plan counting stays
-# consistent when checks fail, and some less common features work.
-# Stock nginx only.
+# Meta-test of the clean-room Test::Nginx::Socket runner in t/runner: runs
+# small generated test files in a child perl (own servroot and port) and
+# checks their TAP output: failures are really reported, the plan counting
+# stays consistent when checks fail, and some less common features work.
+# Stock nginx only.  When the suite runs under the real Test::Nginx (make
+# test-real), the file skips itself: what it checks is the clean-room one.
 
 use strict;
 use warnings;
@@ -11,7 +12,17 @@ use FindBin ();
 use File::Temp ();
 use IO::Socket::INET ();
 
-my $lib = "$FindBin::Bin/lib";
+# the Test::Nginx::Socket this suite run uses: the first one in @INC
+require Test::Nginx::Socket;
+
+{
+    no warnings 'once';
+    plan skip_all => 'meta-test of the clean-room runner (t/runner); the '
+                     . "real Test::Nginx is loaded ($INC{'Test/Nginx/Socket.pm'})"
+        unless $Test::Nginx::Socket::CleanRoom;
+}
+
+my $lib = "$FindBin::Bin/runner";
 my $tmp = File::Temp->newdir('runner-meta-XXXXXX', TMPDIR => 1);
 
 sub free_port {
@@ -275,6 +286,73 @@ GET /a
 _EOT_
     is(scalar @{ $r->{not_ok} }, 1, 'undefined TEST_NGINX variable is a failure');
     like($r->{out}, qr/No environment TEST_NGINX_NOT_SET_ANYWHERE defined/, 'and says why');
+}
+
+# --- read until nginx closes, as the real runner: keep-alive is a timeout -------
+{
+    my $r = run_t(<<'_EOT_');
+use Test::Nginx::Socket;
+plan tests => 4 + 2 + 2 + 2;
+run_tests();
+__DATA__
+
+=== TEST 1: keep-alive: complete response, connection left open
+--- config
+    location = /a { return 200 "a\n"; }
+--- request
+GET /a
+--- more_headers
+Connection: keep-alive
+--- timeout: 0.5
+--- response_body
+a
+--- raw_response_headers_like: ^HTTP/1.1 200 OK\r\n.*Content-Length: 2\r\n.*Connection: keep-alive\r\n\z
+--- raw_response_headers_unlike: \r\n\r\n
+
+
+
+=== TEST 2: close among the Connection tokens
+--- config
+    location = /a { return 200 "a\n"; }
+--- request
+GET /a
+--- more_headers
+Connection: keep-alive, close
+--- timeout: 0.5
+--- response_body
+a
+
+
+
+=== TEST 3: keep-alive with abort: the timeout is tolerated
+--- config
+    location = /a { return 200 "a\n"; }
+--- request
+GET /a
+--- more_headers
+Connection: keep-alive
+--- timeout: 0.3
+--- abort
+--- response_body
+a
+
+
+
+=== TEST 4: HTTP/1.0: nginx closes
+--- config
+    location = /a { return 200 "a\n"; }
+--- request
+GET /a HTTP/1.0
+--- response_body
+a
+_EOT_
+    is($r->{ran}, $r->{plan}, 'as many results as planned') or diag($r->{out});
+    is_deeply($r->{not_ok}, ['TEST 1: keep-alive: complete response, connection left open - status code ok'],
+              'only the keep-alive request fails') or diag($r->{out});
+    like($r->{out}, qr/client socket timed out.*\n.*response was complete but nginx kept the connection open/,
+         'the diagnostic says why');
+    ok(scalar(grep { /TEST 1: .* - raw resp headers like/ } @{ $r->{ok} }),
+       'raw headers: the last header line ends them');
 }
 
 done_testing();

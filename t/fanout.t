@@ -11,13 +11,12 @@ use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(status);
 use Time::HiRes ();
-use JSON::PP ();
 
 plan tests => 31;
 
 my $t0 = Time::HiRes::time();
-my $JSON = JSON::PP->new->canonical;
 
 # reuseport: the kernel spreads the connections over the 4 workers (each
 # worker has its own listening socket), so the test does not depend on
@@ -38,12 +37,6 @@ http {
     }
 }
 _EOC_
-
-sub status {
-    my $r = $t->http_get('/chat/status');
-    return undef unless ($r->{status} || 0) == 200;
-    return eval { $JSON->decode($r->{body}) };
-}
 
 # client port -> pid of the worker that holds the server side of the TCP
 # connection (from /proc/net/tcp and /proc/PID/fd); empty if unreadable
@@ -102,10 +95,10 @@ for my $c (@all) {
 }
 is($joined, scalar @all, 'all 45 clients joined their room');
 
-my $st = status();
-is($st && $st->{workers}, 4, 'status: 4 workers attached to the zone')
+my $st = status($t);
+is($st->{workers}, 4, 'status: 4 workers attached to the zone')
     or diag(explain $st);
-is($st && "$st->{connections}/$st->{users}/$st->{rooms}", '45/45/2',
+is("$st->{connections}/$st->{users}/$st->{rooms}", '45/45/2',
    'status: 45 connections, 45 users, 2 rooms');
 
 # which worker holds which connection (best effort)
@@ -280,9 +273,9 @@ check_room('other', \@other, \@osenders, $per_osender);
 
 # --- counters and cleanup ---------------------------------------------------------
 
-$st = status();
-is($st && $st->{messages_in}, $n_main + $n_other, 'status: messages_in');
-is($st && $st->{messages_out}, $n_main * @main + $n_other * @other,
+$st = status($t);
+is($st->{messages_in}, $n_main + $n_other, 'status: messages_in');
+is($st->{messages_out}, $n_main * @main + $n_other * @other,
    'status: messages_out = one frame per member and message');
 
 my $closed = 0;
@@ -293,10 +286,10 @@ for my $c (@all) {
 is($closed, scalar @all, 'all clients closed cleanly');
 
 my $end = Time::HiRes::time() + 3;
-do { $st = status(); Time::HiRes::sleep(0.05) }
-    until !$st || ($st->{connections} == 0 && $st->{users} == 0 && $st->{rooms} == 0)
+do { $st = status($t); Time::HiRes::sleep(0.05) }
+    until ($st->{connections} == 0 && $st->{users} == 0 && $st->{rooms} == 0)
         || Time::HiRes::time() > $end;
-is($st && "$st->{connections}/$st->{users}/$st->{rooms}", '0/0/0',
+is("$st->{connections}/$st->{users}/$st->{rooms}", '0/0/0',
    'status: no connections, users or rooms left');
 
 is(join("\n", $t->grep_error_log(qr/\[(?:error|crit|alert|emerg)\]|exited on signal/)), '',

@@ -13,13 +13,12 @@ use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(status worker_of);
 use Time::HiRes ();
-use JSON::PP ();
 
 plan tests => 31;
 
 my $t0 = Time::HiRes::time();
-my $JSON = JSON::PP->new->canonical;
 
 # reuseport: the kernel picks the worker of each connection from the
 # 4-tuple, so connecting again until a connection lands on the wanted
@@ -37,14 +36,9 @@ http {
 }
 _EOC_
 
-sub status {
-    my $r = $t->http_get('/chat/status');
-    return undef unless ($r->{status} || 0) == 200;
-    return eval { $JSON->decode($r->{body}) };
-}
-
 sub counts {
-    my $st = status() or return 'no status';
+    my $st = status($t);
+    return 'no status' unless %$st;
     return "connections=$st->{connections} users=$st->{users} rooms=$st->{rooms}";
 }
 
@@ -59,35 +53,6 @@ sub wait_counts {
     }
 }
 
-# pid of the worker holding the server side of this client's connection
-sub worker_of {
-    my ($ws, @pids) = @_;
-    my $cport = sprintf '%04X', $ws->sock->sockport;
-    my $sport = sprintf '%04X', $t->port;
-    my $inode;
-    open my $fh, '<', '/proc/net/tcp' or return undef;
-    while (my $line = <$fh>) {
-        my @f = split ' ', $line;
-        next unless @f > 9;
-        if ($f[1] eq "0100007F:$sport" && $f[2] eq "0100007F:$cport") {
-            $inode = $f[9];
-            last;
-        }
-    }
-    close $fh;
-    return undef unless $inode;
-    for my $pid (@pids) {
-        opendir my $d, "/proc/$pid/fd" or next;
-        my @fds = readdir $d;
-        closedir $d;
-        for my $fd (@fds) {
-            my $l = readlink "/proc/$pid/fd/$fd";
-            return $pid if defined $l && $l eq "socket:[$inode]";
-        }
-    }
-    return undef;
-}
-
 # a welcomed connection of $user on worker $pid (or undef)
 sub connect_on {
     my ($user, $pid, @pids) = @_;
@@ -96,7 +61,7 @@ sub connect_on {
         return undef unless $ws->ok;
         my $w = $ws->recv_json(3);
         return undef unless $w && $w->{type} eq 'welcome';
-        my $on = worker_of($ws, @pids);
+        my $on = worker_of($t, $ws, @pids);
         return $ws if defined $on && $on == $pid;
         $ws->close(code => 1000, timeout => 2);
     }
@@ -225,9 +190,9 @@ ok($N && $N != $X, 'new worker pid');
 
 my $end = Time::HiRes::time() + 3;
 my $st;
-do { $st = status(); Time::HiRes::sleep(0.05) }
-    until ($st && $st->{workers} == 2) || Time::HiRes::time() > $end;
-is($st && $st->{workers}, 2, 'status: 2 workers attached (the killed one detached)');
+do { $st = status($t); Time::HiRes::sleep(0.05) }
+    until ($st->{workers} // 0) == 2 || Time::HiRes::time() > $end;
+is($st->{workers}, 2, 'status: 2 workers attached (the killed one detached)');
 
 my $u7 = $N ? connect_on('u7', $N, @now) : undef;
 ok($u7, 'u7 connected on the respawned worker');

@@ -1,8 +1,15 @@
 # The WebSocket handshake (SPEC §3): 101, 426, 400, 401, 403, access phase
+#
+# Every refused request asks for "close" among its Connection tokens: both
+# Test::Nginx runners read a response until nginx closes the connection,
+# and a refusal is an ordinary keep-alive HTTP/1.1 response (Content-Length;
+# t/handshake-keepalive.t checks that the connection stays usable).  The
+# 101 blocks read for their timeout and end with abort.
 use Test::Nginx::Socket;
 
 repeat_each(1);
-plan tests => repeat_each() * (3 * blocks());
+# 3 checks a block; TESTs 4 and 5 have one more (the refusal's reason)
+plan tests => repeat_each() * (3 * blocks() + 2);
 
 our $HttpConfig = <<'_EOC_';
     chat_zone chat 1m;
@@ -29,7 +36,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r
 --- abort
 --- error_code: 101
 --- timeout: 1
---- raw_response_headers_like: ^HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=\r\n\r\n
+--- raw_response_headers_like: ^HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=\r\n\z
 --- no_error_log
 [error]
 
@@ -57,7 +64,7 @@ Sec-WebSocket-Version: 13
 GET /chat?user=ann
 --- more_headers
 Upgrade: websocket
-Connection: keep-alive
+Connection: close
 Sec-WebSocket-Version: 13
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 --- error_code: 426
@@ -75,11 +82,13 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 GET /chat?user=ann
 --- more_headers
 Upgrade: websocket
-Connection: Upgrade
+Connection: Upgrade, close
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 --- error_code: 426
 --- response_headers
 Sec-WebSocket-Version: 13
+--- error_log
+chat: missing or unsupported Sec-WebSocket-Version
 --- no_error_log
 [error]
 
@@ -93,12 +102,14 @@ Sec-WebSocket-Version: 13
 GET /chat?user=ann
 --- more_headers
 Upgrade: websocket
-Connection: Upgrade
+Connection: Upgrade, close
 Sec-WebSocket-Version: 8
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 --- error_code: 426
 --- response_headers
 Sec-WebSocket-Version: 13
+--- error_log
+chat: missing or unsupported Sec-WebSocket-Version
 --- no_error_log
 [error]
 
@@ -112,7 +123,7 @@ Sec-WebSocket-Version: 13
 GET /chat?user=ann
 --- more_headers
 Upgrade: websocket
-Connection: Upgrade
+Connection: Upgrade, close
 Sec-WebSocket-Version: 13
 --- error_code: 400
 --- response_body_like: 400 Bad Request
@@ -129,7 +140,7 @@ Sec-WebSocket-Version: 13
 GET /chat?user=ann
 --- more_headers
 Upgrade: websocket
-Connection: Upgrade
+Connection: Upgrade, close
 Sec-WebSocket-Version: 13
 Sec-WebSocket-Key: c2hvcnQ=
 --- error_code: 400
@@ -147,7 +158,7 @@ Sec-WebSocket-Key: c2hvcnQ=
 GET /chat
 --- more_headers
 Upgrade: websocket
-Connection: Upgrade
+Connection: Upgrade, close
 Sec-WebSocket-Version: 13
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 --- error_code: 401
@@ -168,7 +179,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 GET /chat?user=ann
 --- more_headers
 Upgrade: websocket
-Connection: Upgrade
+Connection: Upgrade, close
 Sec-WebSocket-Version: 13
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 Origin: https://evil.example.com
@@ -238,7 +249,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r
 GET /chat?user=ann
 --- more_headers
 Upgrade: websocket
-Connection: Upgrade
+Connection: Upgrade, close
 Sec-WebSocket-Version: 13
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 --- error_code: 403
@@ -263,7 +274,7 @@ ann:{PLAIN}secret
 GET /chat
 --- more_headers
 Upgrade: websocket
-Connection: Upgrade
+Connection: Upgrade, close
 Sec-WebSocket-Version: 13
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 --- error_code: 401
@@ -283,7 +294,7 @@ WWW-Authenticate: Basic realm="chat"
 Host: localhost\r
 X-User: \xff\xfe\r
 Upgrade: websocket\r
-Connection: Upgrade\r
+Connection: Upgrade, close\r
 Sec-WebSocket-Version: 13\r
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r
 \r
@@ -303,7 +314,7 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r
 POST /chat?user=ann
 --- more_headers
 Upgrade: websocket
-Connection: Upgrade
+Connection: Upgrade, close
 Sec-WebSocket-Version: 13
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 --- error_code: 405
@@ -322,7 +333,7 @@ GET /chat
 --- more_headers
 Authorization: Basic YQBiOng=
 Upgrade: websocket
-Connection: Upgrade
+Connection: Upgrade, close
 Sec-WebSocket-Version: 13
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==
 --- error_code: 400

@@ -9,6 +9,7 @@ use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(conn req wait_type);
 use Time::HiRes ();
 
 plan tests => 92;
@@ -34,48 +35,6 @@ my @W = sort { $a <=> $b } $t->worker_pids;
 
 # --- helpers -------------------------------------------------------------------
 
-my $seq = 0;
-
-sub pid_of_tag {
-    my $tag = shift;
-    my $deadline = Time::HiRes::time() + 3;
-    while (Time::HiRes::time() < $deadline) {
-        if (open my $fh, '<', $t->servroot . '/logs/pid.log') {
-            while (<$fh>) { return $1 if /^\Q$tag\E (\d+)$/ }
-        }
-        Time::HiRes::sleep(0.02);
-    }
-    return undef;
-}
-
-# conn($user, path => '/chat', pid => $worker)
-sub conn {
-    my ($user, %o) = @_;
-    my $path = $o{path} || '/chat';
-    for (1 .. 60) {
-        my $tag = ++$seq;
-        my $ws = $t->ws(port => $t->port(1), path => "$path?user=$user&tag=$tag");
-        die "$user: no upgrade: " . ($ws->error || $ws->status) unless $ws->ok;
-        my $w = $ws->recv_json(3);
-        die "$user: no welcome" unless $w && $w->{type} eq 'welcome';
-        return $ws unless $o{pid};
-        my $got = pid_of_tag($tag) or die "no access log line for $tag";
-        return $ws if $got == $o{pid};
-        $ws->close;
-    }
-    die "no connection of $user on worker $o{pid}";
-}
-
-sub req {
-    my ($ws, $r) = @_;
-    $ws->send_json($r);
-    return $ws->recv_until(sub { $_[0]{type} !~ /^(?:presence|message|ack)$/ }, 3);
-}
-
-sub wait_type {
-    my ($ws, $type) = @_;
-    return $ws->recv_until(sub { $_[0]{type} eq $type }, 3);
-}
 
 # $ws posts the contents to $room; returns the message objects as the
 # sender received them, in order
@@ -105,13 +64,13 @@ sub contents { [ map { $_->{content} } @{ $_[0] || [] } ] }
 
 # --- chat_history 5, 8 messages --------------------------------------------------
 
-my $ann = conn('ann', pid => $W[0]);
+my $ann = conn($t, 'ann', pid => $W[0]);
 is(req($ann, { type => 'join', room => 'h' })->{type}, 'joined', 'ann joined h');
 my @m = post($ann, 'h', map { "m$_" } 1 .. 8);
 is(scalar @m, 8, '8 messages posted');
 
 {
-    my $bob = conn('bob', pid => $W[1]);
+    my $bob = conn($t, 'bob', pid => $W[1]);
     my ($j, $h) = join_with($bob, 'h', history => 3);
     is_deeply($j, { type => 'joined', room => 'h', members => 2 }, 'history 3: joined comes first');
     is($h && $h->{type}, 'history', 'then the history frame');
@@ -123,7 +82,7 @@ is(scalar @m, 8, '8 messages posted');
 }
 
 {
-    my $cat = conn('cat', pid => $W[0]);
+    my $cat = conn($t, 'cat', pid => $W[0]);
     my ($j, $h) = join_with($cat, 'h', history => 10);
     is($j && $j->{type}, 'joined', 'history 10: joined');
     is_deeply($h && $h->{messages}, [ @m[3 .. 7] ], 'only the 5 kept (chat_history 5)');
@@ -158,37 +117,37 @@ is(scalar @m, 8, '8 messages posted');
     ok($r->{complete}, 'complete true: got all that was asked');
 
     # since
-    ($j, $h) = join_with(conn('dan'), 'h', since => $m[4]{id});
+    ($j, $h) = join_with(conn($t, 'dan'), 'h', since => $m[4]{id});
     is($j && $j->{type}, 'joined', 'since m5: joined');
     is_deeply($h && $h->{messages}, [ @m[5 .. 7] ], 'since m5: m6, m7, m8');
     ok($h && $h->{complete}, 'complete true');
 
-    ($j, $h) = join_with(conn('dan'), 'h', since => $m[3]{id});
+    ($j, $h) = join_with(conn($t, 'dan'), 'h', since => $m[3]{id});
     is_deeply(contents($h && $h->{messages}), [ map { "m$_" } 5 .. 8 ], 'since the oldest kept: the 4 after it');
     ok($h && $h->{complete}, 'complete true');
 
-    ($j, $h) = join_with(conn('dan'), 'h', since => $m[7]{id});
+    ($j, $h) = join_with(conn($t, 'dan'), 'h', since => $m[7]{id});
     is_deeply([ $h && $h->{type}, $h && $h->{messages} ], [ 'history', [] ], 'since the newest: empty list');
     ok($h && $h->{complete}, 'complete true');
 
-    ($j, $h) = join_with(conn('dan'), 'h', since => $m[1]{id});
+    ($j, $h) = join_with(conn($t, 'dan'), 'h', since => $m[1]{id});
     is($h && $h->{type}, 'history', 'since an evicted id: history');
     ok($h && JSON::PP::is_bool($h->{complete}) && !$h->{complete}, 'complete false');
 
-    ($j, $h) = join_with(conn('dan'), 'h', since => '99999999999999999');
+    ($j, $h) = join_with(conn($t, 'dan'), 'h', since => '99999999999999999');
     ok($h && $h->{type} eq 'history' && !$h->{complete}, 'since an unknown id: complete false');
 
-    ($j, $h) = join_with(conn('dan'), 'h', since => 'abc');
+    ($j, $h) = join_with(conn($t, 'dan'), 'h', since => 'abc');
     ok($h && $h->{type} eq 'history' && !$h->{complete}, 'since a non-numeric id: complete false');
 }
 
 # --- a fresh room with 2 messages ------------------------------------------------
 
 {
-    my $eve = conn('eve');
+    my $eve = conn($t, 'eve');
     req($eve, { type => 'join', room => 'fresh' });
     my @f = post($eve, 'fresh', 'f1', 'f2');
-    my ($j, $h) = join_with(conn('fay', pid => $W[1]), 'fresh', history => 10);
+    my ($j, $h) = join_with(conn($t, 'fay', pid => $W[1]), 'fresh', history => 10);
     is_deeply($j, { type => 'joined', room => 'fresh', members => 2 }, 'fresh room: joined');
     is_deeply($h && $h->{messages}, \@f, 'history 10 with 2 messages: both');
     ok($h && $h->{complete}, 'complete true: nothing was lost');
@@ -198,11 +157,11 @@ is(scalar @m, 8, '8 messages posted');
     ok($r->{complete}, 'complete true: the beginning of the room');
 
     # an id of another room is unknown here
-    ($j, $h) = join_with(conn('gus'), 'fresh', since => $m[6]{id});
+    ($j, $h) = join_with(conn($t, 'gus'), 'fresh', since => $m[6]{id});
     ok($h && !$h->{complete}, 'since an id of another room: complete false');
 
     # a room without messages
-    ($j, $h) = join_with(conn('gus'), 'empty', history => 5);
+    ($j, $h) = join_with(conn($t, 'gus'), 'empty', history => 5);
     is_deeply([ $j->{type}, $h && $h->{type}, $h && $h->{messages} ], [ 'joined', 'history', [] ],
               'an empty room: empty history');
     ok($h && $h->{complete}, 'complete true');
@@ -211,7 +170,7 @@ is(scalar @m, 8, '8 messages posted');
 # --- bad values ----------------------------------------------------------------------
 
 {
-    my $x = conn('xav');
+    my $x = conn($t, 'xav');
     req($x, { type => 'join', room => 'h' });
     for my $case (
         [ 'join history -1',        { type => 'join', room => 'hb1', history => -1 } ],
@@ -234,10 +193,10 @@ is(scalar @m, 8, '8 messages posted');
 # --- chat_history 0 -----------------------------------------------------------------
 
 {
-    my $z = conn('zed', path => '/chat0');
+    my $z = conn($t, 'zed', path => '/chat0');
     req($z, { type => 'join', room => 'nohist' });
     post($z, 'nohist', 'a', 'b', 'c');
-    my ($j, $h) = join_with(conn('zoe', path => '/chat0'), 'nohist', history => 10);
+    my ($j, $h) = join_with(conn($t, 'zoe', path => '/chat0'), 'nohist', history => 10);
     is_deeply([ $h && $h->{type}, $h && $h->{messages} ], [ 'history', [] ], 'chat_history 0: nothing kept');
     ok($h && !$h->{complete}, 'complete false: 3 messages are missing');
 }
@@ -245,9 +204,9 @@ is(scalar @m, 8, '8 messages posted');
 # --- the history frame is after joined and before any live message -------------------
 
 {
-    my $pump = conn('pump', path => '/chatd', pid => $W[0]);
+    my $pump = conn($t, 'pump', path => '/chatd', pid => $W[0]);
     req($pump, { type => 'join', room => 'busy' });
-    my $late = conn('late', path => '/chatd', pid => $W[1]);
+    my $late = conn($t, 'late', path => '/chatd', pid => $W[1]);
     for my $round (1 .. 5) {
         my $room = "busy$round";
         req($pump, { type => 'join', room => $room });
@@ -287,10 +246,10 @@ is(scalar @m, 8, '8 messages posted');
 # --- limits: default 50 kept, at most 1000 replayed -----------------------------------
 
 {
-    my $d = conn('dee', path => '/chatd');
+    my $d = conn($t, 'dee', path => '/chatd');
     req($d, { type => 'join', room => 'deflt' });
     my @d = post($d, 'deflt', map { "d$_" } 1 .. 60);
-    my ($j, $h) = join_with(conn('dora', path => '/chatd'), 'deflt', history => 100);
+    my ($j, $h) = join_with(conn($t, 'dora', path => '/chatd'), 'deflt', history => 100);
     is_deeply(contents($h && $h->{messages}), [ map { "d$_" } 11 .. 60 ], 'default chat_history: the last 50 kept');
     ok($h && !$h->{complete}, 'complete false');
 
@@ -311,7 +270,7 @@ is(scalar @m, 8, '8 messages posted');
 }
 
 {
-    my $k = conn('kay', path => '/chatk');
+    my $k = conn($t, 'kay', path => '/chatk');
     req($k, { type => 'join', room => 'kilo' });
     my $n = 1100;
     my $sent = 0;
@@ -327,7 +286,7 @@ is(scalar @m, 8, '8 messages posted');
     }
     is($acked, $n, "$n messages posted");
 
-    my ($j, $h) = join_with(conn('kim', path => '/chatk'), 'kilo', history => 5000);
+    my ($j, $h) = join_with(conn($t, 'kim', path => '/chatk'), 'kilo', history => 5000);
     is(scalar @{ $h && $h->{messages} || [] }, 1000, 'join history 5000: at most 1000 replayed');
     is($h && $h->{messages}[-1]{content}, "k$n", 'the newest last');
     is($h && $h->{messages}[0]{content}, 'k' . ($n - 999), 'the 1000 newest');
@@ -341,7 +300,7 @@ is(scalar @m, 8, '8 messages posted');
     is($r->{messages}[-1]{content}, "k$n", 'the newest 50');
     ok($r->{complete}, 'complete true: got the 50 asked for');
 
-    ($j, $h) = join_with(conn('kim', path => '/chatk'), 'kilo', history => 1000);
+    ($j, $h) = join_with(conn($t, 'kim', path => '/chatk'), 'kilo', history => 1000);
     is(scalar @{ $h && $h->{messages} || [] }, 1000, 'join history 1000: 1000');
 }
 

@@ -10,6 +10,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Time::HiRes ();
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(now);
 use Test::Chat::WS;
 
 plan tests => 21;
@@ -27,8 +28,6 @@ _EOS_
     workers   => 1,
     log_level => 'info',
 );
-
-sub now { Time::HiRes::time() }
 
 # connected and welcomed client, or undef
 sub open_ws {

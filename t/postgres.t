@@ -36,6 +36,8 @@ use IO::Socket::INET ();
 use POSIX ();
 
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(now poll status client send_json take join_room
+                        pump settle extract collect);
 use Test::Chat::WS;
 use Test::Chat::Pg;
 
@@ -53,20 +55,6 @@ my $JSON = JSON::PP->new->utf8->canonical;
 my $ZONE = 'chat';
 
 # --- helpers ------------------------------------------------------------------
-
-sub now { Time::HiRes::time() }
-
-# poll $cond until true or $timeout seconds passed; returns the last value
-sub poll {
-    my ($timeout, $cond, $step) = @_;
-    my $deadline = now() + $timeout;
-    while (1) {
-        my $v = $cond->();
-        return $v if $v;
-        return $v if now() > $deadline;
-        Time::HiRes::sleep($step || 0.05);
-    }
-}
 
 sub nginx_conf {
     my ($conninfo, %o) = @_;
@@ -89,14 +77,6 @@ _EOC_
     );
 }
 
-sub status {
-    my $t = shift;
-    my $r = $t->http_get('/chat/status');
-    return {} unless ($r->{status} || 0) == 200;
-    my $j = eval { $JSON->decode($r->{body}) };
-    return $j || {};
-}
-
 sub wait_pg_status {
     my ($t, $want, $timeout) = @_;
     my $got;
@@ -110,95 +90,6 @@ sub wait_connected {
     my ($t, $n, $timeout) = @_;
     my $re = qr/chat postgres: .* is up/;
     return poll($timeout, sub { scalar(my @l = $t->grep_error_log($re)) >= $n }, 0.05);
-}
-
-# a client: { user, ws, inbox (received, not consumed yet), all (everything) }
-sub client {
-    my ($t, $user) = @_;
-    my $ws = $t->ws(path => "/chat?user=$user", auto_pong => 1);
-    my $c = { user => $user, ws => $ws, inbox => [], all => [] };
-    unless ($ws->ok) {
-        diag("$user: connect failed: " . ($ws->error || ''));
-        return $c;
-    }
-    my $w = take($c, sub { $_[0]{type} eq 'welcome' }, 3);
-    diag("$user: no welcome") unless $w && $w->{user} eq $user;
-    $c->{welcome} = $w;
-    return $c;
-}
-
-# one JSON message from the wire into the inbox; false on timeout/EOF
-sub pump {
-    my ($c, $timeout) = @_;
-    return 0 unless $c->{ws}->ok && !$c->{closed};
-    my $j = $c->{ws}->recv_json($timeout > 0.005 ? $timeout : 0.005);
-    return 0 unless defined $j;
-    push @{ $c->{inbox} }, $j;
-    push @{ $c->{all} }, $j;
-    return 1;
-}
-
-# first message accepted by $pred (inbox first, then the wire), removed
-sub take {
-    my ($c, $pred, $timeout) = @_;
-    my $deadline = now() + (defined $timeout ? $timeout : 3);
-    my $seen = 0;
-    while (1) {
-        my $box = $c->{inbox};
-        for my $i ($seen .. $#$box) {
-            return splice(@$box, $i, 1) if $pred->($box->[$i]);
-        }
-        $seen = @$box;
-        my $left = $deadline - now();
-        return undef if $left <= 0;
-        pump($c, $left) or return undef;
-    }
-}
-
-# everything that arrives within $quiet seconds goes to the inboxes
-sub settle {
-    my ($quiet, @cs) = @_;
-    my $deadline = now() + $quiet;
-    for my $c (@cs) {
-        while (1) {
-            my $left = $deadline - now();
-            last if $left <= 0;
-            pump($c, $left) or last;
-        }
-        1 while pump($c, 0.01);
-    }
-}
-
-# remove and return the inbox messages accepted by $pred
-sub extract {
-    my ($c, $pred) = @_;
-    my (@out, @keep);
-    for (@{ $c->{inbox} }) { if ($pred->($_)) { push @out, $_ } else { push @keep, $_ } }
-    $c->{inbox} = \@keep;
-    return @out;
-}
-
-# wait until $n inbox/wire messages accepted by $pred were collected
-sub collect {
-    my ($c, $pred, $n, $timeout) = @_;
-    my $deadline = now() + $timeout;
-    my @got;
-    while (1) {
-        push @got, extract($c, $pred);
-        last if @got >= $n;
-        my $left = $deadline - now();
-        last if $left <= 0;
-        pump($c, $left);
-    }
-    return @got;
-}
-
-sub send_msg { my ($c, %m) = @_; $c->{ws}->send_json({ %m }) }
-
-sub join_room {
-    my ($c, $room, %extra) = @_;
-    send_msg($c, type => 'join', room => $room, %extra);
-    return take($c, sub { $_[0]{type} eq 'joined' && $_[0]{room} eq $room }, 3);
 }
 
 sub is_msg { my ($room) = @_; sub { $_[0]{type} eq 'message' && $_[0]{room} eq $room } }
@@ -339,14 +230,14 @@ my @sends;    # { label, ref, content, user, room, sender }
 for my $i (0 .. $#contents) {
     my ($label, $content) = @{ $contents[$i] };
     push @sends, { label => $label, ref => "c$i", content => $content, user => 'ann', room => 'r1', sender => $ann };
-    send_msg($ann, type => 'send', room => 'r1', content => $content, ref => "c$i");
+    send_json($ann, type => 'send', room => 'r1', content => $content, ref => "c$i");
 }
 # the same emoji sent as JSON surrogate-pair escapes
 push @sends, { label => 'escaped emoji', ref => 'esc', content => "\x{1F600} \"esc\" \x{e9}", user => 'ann', room => 'r1', sender => $ann };
 $ann->{ws}->send_text('{"type":"send","room":"r1","content":"\ud83d\ude00 \"esc\" \u00e9","ref":"esc"}');
 for my $i (0 .. 2) {
     push @sends, { label => "bob $i", ref => "b$i", content => "from bob $i", user => 'bob', room => 'r1', sender => $bob };
-    send_msg($bob, type => 'send', room => 'r1', content => "from bob $i", ref => "b$i");
+    send_json($bob, type => 'send', room => 'r1', content => "from bob $i", ref => "b$i");
 }
 
 # a room for part 4: twelve messages, all acked before nginx restarts
@@ -355,7 +246,7 @@ ok(join_room($carol, 'hist'), 'carol joined hist');
 for my $i (0 .. 11) {
     my $content = sprintf('h%02d', $i);
     push @sends, { label => $content, ref => "h$i", content => $content, user => 'carol', room => 'hist', sender => $carol };
-    send_msg($carol, type => 'send', room => 'hist', content => $content, ref => "h$i");
+    send_json($carol, type => 'send', room => 'hist', content => $content, ref => "h$i");
     Time::HiRes::sleep(0.005);
 }
 
@@ -422,7 +313,7 @@ is(db_count(), $acked, "after the acks: count(*) = $acked, the number of acks");
     my $eve = client($A, $user);
     is($eve->{welcome} && $eve->{welcome}{user}, $user, 'user id with quotes and SQL text: welcome');
     ok(join_room($eve, $room), 'joined a room whose name has quotes and SQL text');
-    send_msg($eve, type => 'send', room => $room, content => 'bobby tables', ref => 'x1');
+    send_json($eve, type => 'send', room => $room, content => 'bobby tables', ref => 'x1');
     my $a = take($eve, is_ack('x1'), 5);
     ok($a, 'acked');
     my $row = $a && (db_by_id()->{ $a->{id} } || [])->[0];
@@ -442,7 +333,7 @@ is(db_count(), $acked, "after the acks: count(*) = $acked, the number of acks");
     my @d = map { "down-$_" } 1 .. 5;
     my $t_sent;
     for my $i (0 .. $#d) {
-        send_msg($ann, type => 'send', room => 'r1', content => $d[$i], ref => "d$i");
+        send_json($ann, type => 'send', room => 'r1', content => $d[$i], ref => "d$i");
         Time::HiRes::sleep(0.02);   # distinct created_at milliseconds
     }
     $t_sent = now();
@@ -486,7 +377,7 @@ is(db_count(), $acked, "after the acks: count(*) = $acked, the number of acks");
     my $n = 200;
     ok(join_room($ann, 'burst'), 'ann joined burst');
     for my $i (0 .. $n - 1) {
-        send_msg($ann, type => 'send', room => 'burst', content => "burst-$i", ref => "burst$i");
+        send_json($ann, type => 'send', room => 'burst', content => "burst-$i", ref => "burst$i");
         $pg->stop if $i == $n / 2;
     }
     $pg->start_again;
@@ -530,8 +421,8 @@ sub ids { join ' ', map { $_ ? $_->{content} : '?' } @_ }
 
     # since an id from before the restart, with a live message racing the join
     my $eli = client($A2, 'eli');
-    send_msg($eli, type => 'join', room => 'hist', since => $h[3]{id});
-    send_msg($dan, type => 'send', room => 'hist', content => 'live-1', ref => 'l1');
+    send_json($eli, type => 'join', room => 'hist', since => $h[3]{id});
+    send_json($dan, type => 'send', room => 'hist', content => 'live-1', ref => 'l1');
     poll(5, sub {
         pump($eli, 0.1);
         my @live = grep { $_->{type} eq 'message' && $_->{content} eq 'live-1' } @{ $eli->{all} };
@@ -553,12 +444,12 @@ sub ids { join ' ', map { $_ ? $_->{content} : '?' } @_ }
     ok($hr2 && $hr2->{complete}, '... complete true');
 
     # history with before
-    send_msg($dan, type => 'history', room => 'hist', before => $h[8]{id}, limit => 3);
+    send_json($dan, type => 'history', room => 'hist', before => $h[8]{id}, limit => 3);
     my $r = take($dan, sub { $_[0]{type} eq 'history' && $_[0]{room} eq 'hist' }, 3);
-    send_msg($dan, type => 'history', room => 'hist', before => $h[8]{id});
+    send_json($dan, type => 'history', room => 'hist', before => $h[8]{id});
     my $r2 = take($dan, sub { $_[0]{type} eq 'history' && $_[0]{room} eq 'hist' }, 3);
     my $kim = client($A2, 'kim');
-    send_msg($kim, type => 'join', room => 'hist', since => 'no-such-id');
+    send_json($kim, type => 'join', room => 'hist', since => 'no-such-id');
     my $r3 = take($kim, sub { $_[0]{type} eq 'history' && $_[0]{room} eq 'hist' }, 3);
     is(ids($r ? @{ $r->{messages} || [] } : ()), ids(@h[5 .. 7]), 'history before h08, limit 3: h05 h06 h07');
     is(ids($r2 ? @{ $r2->{messages} || [] } : ()), ids(@h[0 .. 7]), 'history before h08: h00 .. h07, oldest first');
@@ -579,7 +470,7 @@ $A2->stop;
     my $S = Test::Chat::Nginx->new(nginx_conf($pg->conninfo(port => $pport), workers => 1));
     my $st = status($S)->{postgres} // '(no status)';
     my $lee = client($S, 'lee');
-    send_msg($lee, type => 'join', room => 'hist', history => 5);
+    send_json($lee, type => 'join', room => 'hist', history => 5);
     my $hr = take($lee, sub { $_[0]{type} eq 'history' && $_[0]{room} eq 'hist' }, 5);
     my $connected = wait_connected($S, 1, 6);
     isnt($st, 'up', 'worker still connecting: status postgres not "up"');
@@ -610,11 +501,11 @@ $A2->stop;
 
     $pg->stop;
     for my $i (1 .. 3) {
-        send_msg($fay, type => 'send', room => 'q', content => "q$i", ref => "q$i");
+        send_json($fay, type => 'send', room => 'q', content => "q$i", ref => "q$i");
     }
     my @got = collect($gus, is_msg('q'), 3, 3);
     is(ids(@got), 'q1 q2 q3', 'PostgreSQL down: sends 1-3 delivered live');
-    send_msg($fay, type => 'send', room => 'q', content => 'q4', ref => 'q4');
+    send_json($fay, type => 'send', room => 'q', content => 'q4', ref => 'q4');
     my $e = take($fay, sub { $_[0]{type} eq 'error' }, 3);
     is($e && $e->{code}, 'unavailable', 'send 4: error "unavailable"');
     is($e && $e->{ref}, 'q4', '... with the ref echoed');
@@ -631,7 +522,7 @@ $A2->stop;
        'PostgreSQL back: the 3 acks arrive, with the delivered ids');
     my @rows = grep { $_->{room} eq 'q' } db_rows();
     is(ids(@rows), 'q1 q2 q3', 'rows: q1 q2 q3, not q4');
-    send_msg($fay, type => 'send', room => 'q', content => 'q5', ref => 'q5');
+    send_json($fay, type => 'send', room => 'q', content => 'q5', ref => 'q5');
     ok(take($fay, is_ack('q5'), 5), 'after the backlog is stored, sends are accepted again');
     $Q->stop;
 }
@@ -672,7 +563,7 @@ for my $bad ('host=127.0.0.1 port=notaport dbname=chat', 'nonsense',
     my $hal = client($W, 'hal');
     my $ivy = client($W, 'ivy');
     ok(join_room($hal, 'w') && join_room($ivy, 'w'), 'hal and ivy joined w');
-    send_msg($hal, type => 'send', room => 'w', content => 'still chatting', ref => 'w1');
+    send_json($hal, type => 'send', room => 'w', content => 'still chatting', ref => 'w1');
     my $m = take($ivy, is_msg('w'), 3);
     is($m && $m->{content}, 'still chatting', 'live chat works: ivy got the message');
     my $own = take($hal, is_msg('w'), 3);
@@ -686,7 +577,7 @@ for my $bad ('host=127.0.0.1 port=notaport dbname=chat', 'nonsense',
     ok(wait_connected($U, 1, 10), 'URI conninfo: connected to PostgreSQL');
     my $jo = client($U, 'jo');
     join_room($jo, 'u');
-    send_msg($jo, type => 'send', room => 'u', content => 'via uri', ref => 'u1');
+    send_json($jo, type => 'send', room => 'u', content => 'via uri', ref => 'u1');
     my $a = take($jo, is_ack('u1'), 5);
     my $row = $a && (db_by_id()->{ $a->{id} } || [])->[0];
     is($row ? "$row->{room}|$row->{user}|$row->{content}" : '(no row)', 'u|jo|via uri', '... acked and stored');

@@ -17,7 +17,7 @@ use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::Chat::Nginx;
-use JSON::PP ();
+use Test::Chat::Util qw(status conn req wait_type);
 use Time::HiRes ();
 
 plan tests => 55;
@@ -44,47 +44,6 @@ is(scalar @W, 2, 'two workers');
 
 # --- helpers -----------------------------------------------------------------
 
-my $seq = 0;
-
-sub pid_of_tag {
-    my $tag = shift;
-    my $deadline = Time::HiRes::time() + 3;
-    while (Time::HiRes::time() < $deadline) {
-        if (open my $fh, '<', $t->servroot . '/logs/pid.log') {
-            while (<$fh>) { return $1 if /^\Q$tag\E (\d+)$/ }
-        }
-        Time::HiRes::sleep(0.02);
-    }
-    return undef;
-}
-
-# a connection of $user on worker $pid (any worker without $pid)
-sub conn {
-    my ($user, $pid) = @_;
-    for (1 .. 60) {
-        my $tag = ++$seq;
-        my $ws = $t->ws(port => $t->port(1), path => "/chat?user=$user&tag=$tag");
-        die "$user: no upgrade: " . ($ws->error || $ws->status) unless $ws->ok;
-        my $w = $ws->recv_json(3);
-        die "$user: no welcome" unless $w && $w->{type} eq 'welcome';
-        my $got = pid_of_tag($tag);
-        die "$user: no access log line for tag $tag" unless $got;
-        return $ws if !defined $pid || $got == $pid;
-        $ws->close;
-    }
-    die "could not get a connection of $user on worker $pid";
-}
-
-sub req {
-    my ($ws, $r) = @_;
-    $ws->send_json($r);
-    return $ws->recv_until(sub { $_[0]{type} !~ /^(?:presence|message|ack)$/ }, 3);
-}
-
-sub wait_type {
-    my ($ws, $type, $pred) = @_;
-    return $ws->recv_until(sub { $_[0]{type} eq $type && (!$pred || $pred->($_[0])) }, 3);
-}
 
 # $sender posts $tag to $room; each of @members receives it; returns, for
 # each member, the presence events it got (and no check consumed) before it
@@ -102,16 +61,11 @@ sub barrier {
     return @out;
 }
 
-sub status {
-    my $r = $t->http_get('/status');
-    return eval { JSON::PP->new->decode($r->{body}) } || {};
-}
-
 sub wait_connections {
     my $n = shift;
     my $deadline = Time::HiRes::time() + 3;
     while (Time::HiRes::time() < $deadline) {
-        return 1 if (status()->{connections} // -1) == $n;
+        return 1 if (status($t, '/status')->{connections} // -1) == $n;
         Time::HiRes::sleep(0.02);
     }
     return 0;
@@ -126,11 +80,11 @@ sub who_set {
 
 # --- users on both workers --------------------------------------------------------
 
-my $ann  = conn('ann', $W[0]);
-my $bob  = conn('bob', $W[1]);
-my $bob2 = conn('bob', $W[0]);
-my $cat  = conn('cat', $W[1]);
-my $out  = conn('out', $W[0]);
+my $ann  = conn($t, 'ann', pid => $W[0]);
+my $bob  = conn($t, 'bob', pid => $W[1]);
+my $bob2 = conn($t, 'bob', pid => $W[0]);
+my $cat  = conn($t, 'cat', pid => $W[1]);
+my $out  = conn($t, 'out', pid => $W[0]);
 ok(wait_connections(5), '5 connections');
 
 is_deeply(req($ann, { type => 'join', room => 'hall' }), { type => 'joined', room => 'hall', members => 1 },
@@ -218,8 +172,8 @@ is(req($ann, { type => 'join', room => 'side' })->{type}, 'joined', 'ann joined 
 # two connections of one user: a leave request from one of them is not a
 # leave of the user; the other one leaving is
 {
-    my $dan  = conn('dan', $W[1]);
-    my $dan2 = conn('dan', $W[0]);
+    my $dan  = conn($t, 'dan', pid => $W[1]);
+    my $dan2 = conn($t, 'dan', pid => $W[0]);
     is_deeply(req($dan, { type => 'join', room => 'hall' }), { type => 'joined', room => 'hall', members => 2 },
               'dan joined');
     is_deeply(wait_type($ann, 'presence'), { type => 'presence', room => 'hall', user => 'dan', event => 'join' },
@@ -240,7 +194,7 @@ is(req($ann, { type => 'join', room => 'side' })->{type}, 'joined', 'ann joined 
 
 # many connections of one user spread over both workers, then all closed
 {
-    my @eve = map { conn('eve', $W[ $_ % 2 ]) } 0 .. 3;
+    my @eve = map { conn($t, 'eve', pid => $W[ $_ % 2 ]) } 0 .. 3;
     my @members;
     for my $e (@eve) {
         my $j = req($e, { type => 'join', room => 'hall' });
@@ -267,7 +221,7 @@ is(req($ann, { type => 'join', room => 'side' })->{type}, 'joined', 'ann joined 
 }
 
 ok(wait_connections(3), 'back to ann, cat, out');
-is(status()->{users}, 3, 'status users 3');
+is(status($t, '/status')->{users}, 3, 'status users 3');
 {
     my @bad = grep { /\[(?:alert|crit|emerg)\]|exited on signal/ } split /\n/, $t->error_log;
     is(scalar @bad, 0, 'no alerts or crashed workers in error.log') or diag(join "\n", @bad);

@@ -9,6 +9,7 @@ use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(status conn req join_room);
 use JSON::PP ();
 use Time::HiRes ();
 use Scalar::Util qw(refaddr);
@@ -40,50 +41,8 @@ is(scalar @W, 2, 'two workers');
 
 # --- helpers -----------------------------------------------------------------
 
-my $seq = 0;
 my $refused = 0;      # rate_limited answers seen by this test
 my %pending;          # messages read by burst(), per connection
-
-sub pid_of_tag {
-    my $tag = shift;
-    my $deadline = Time::HiRes::time() + 3;
-    while (Time::HiRes::time() < $deadline) {
-        if (open my $fh, '<', $t->servroot . '/logs/pid.log') {
-            while (<$fh>) { return $1 if /^\Q$tag\E (\d+)$/ }
-        }
-        Time::HiRes::sleep(0.02);
-    }
-    return undef;
-}
-
-sub conn {
-    my ($user, %o) = @_;
-    my $path = $o{path} || '/chat';
-    for (1 .. 60) {
-        my $tag = ++$seq;
-        my $ws = $t->ws(port => $t->port(1), path => "$path?user=$user&tag=$tag");
-        die "$user: no upgrade: " . ($ws->error || $ws->status) unless $ws->ok;
-        my $w = $ws->recv_json(3);
-        die "$user: no welcome" unless $w && $w->{type} eq 'welcome';
-        return $ws unless $o{pid};
-        my $got = pid_of_tag($tag) or die "no access log line for $tag";
-        return $ws if $got == $o{pid};
-        $ws->close;
-    }
-    die "no connection of $user on worker $o{pid}";
-}
-
-sub req {
-    my ($ws, $r) = @_;
-    $ws->send_json($r);
-    return $ws->recv_until(sub { $_[0]{type} !~ /^(?:presence|message)$/ }, 3);
-}
-
-sub join_room {
-    my ($ws, $room) = @_;
-    my $j = req($ws, { type => 'join', room => $room });
-    die "join $room failed" unless $j && $j->{type} eq 'joined';
-}
 
 # pipelines the sends (refs given), returns { ref => reply } with every
 # reply (ack or error) to them
@@ -133,27 +92,22 @@ sub messages_until {
     return \@c;
 }
 
-sub status {
-    my $r = $t->http_get('/status');
-    return eval { JSON::PP->new->decode($r->{body}) } || {};
-}
-
 # --- 1 + burst at once, then refused ------------------------------------------------
 
-my $obs = conn('obs', path => '/free');     # observer, not rate limited
-join_room($obs, 'r');
-my $mrk = conn('mrk', path => '/free');     # posts markers, not rate limited
-join_room($mrk, 'r');
+my $obs = conn($t, 'obs', path => '/free');     # observer, not rate limited
+join_room($obs, 'r') or die "join failed\n";
+my $mrk = conn($t, 'mrk', path => '/free');     # posts markers, not rate limited
+join_room($mrk, 'r') or die "join failed\n";
 my $mark = 0;
 sub mark {          # posts a marker message in r; returns its content
     my $c = 'mark' . ++$mark;
-    my $a = req($mrk, { type => 'send', room => 'r', content => $c });
+    my $a = req($mrk, { type => 'send', room => 'r', content => $c }, acks => 1);
     die "marker not acked" unless $a && $a->{type} eq 'ack';
     return $c;
 }
 
-my $ann = conn('ann', pid => $W[0]);
-join_room($ann, 'r');
+my $ann = conn($t, 'ann', pid => $W[0]);
+join_room($ann, 'r') or die "join failed\n";
 {
     my $got = burst($ann, 'r', map { "a$_" } 1 .. 5);
     is(scalar(grep { accepted($got->{"a$_"}) } 1 .. 4), 4, 'burst=3: 4 sends at once accepted');
@@ -185,8 +139,8 @@ join_room($ann, 'r');
 # --- N per second after the burst ------------------------------------------------
 
 {
-    my $bea = conn('bea', pid => $W[1]);
-    join_room($bea, 'r');
+    my $bea = conn($t, 'bea', pid => $W[1]);
+    join_room($bea, 'r') or die "join failed\n";
     my $got = burst($bea, 'r', map { "b$_" } 1 .. 4);
     is(scalar(grep { accepted($got->{"b$_"}) } 1 .. 4), 4, 'bea: 4 at once');
     Time::HiRes::sleep(1.2);
@@ -204,9 +158,9 @@ join_room($ann, 'r');
 # --- per user, across connections and workers ----------------------------------------
 
 {
-    my $s1 = conn('sam', pid => $W[0]);
-    my $s2 = conn('sam', pid => $W[1]);
-    join_room($_, 'r') for $s1, $s2;
+    my $s1 = conn($t, 'sam', pid => $W[0]);
+    my $s2 = conn($t, 'sam', pid => $W[1]);
+    join_room($_, 'r') or die "join failed\n" for $s1, $s2;
     ok(accepted(send1($s1, 'r', 's1')), 'sam on worker 1: send 1');
     ok(accepted(send1($s2, 'r', 's2')), 'sam on worker 2: send 2');
     ok(accepted(send1($s1, 'r', 's3')), 'sam on worker 1: send 3');
@@ -217,9 +171,9 @@ join_room($ann, 'r');
     ok(limited($e2), 'the 6th (worker 2) refused: shared by the workers');
 
     # both connections pipelining at once
-    my $tom1 = conn('tom', pid => $W[0]);
-    my $tom2 = conn('tom', pid => $W[1]);
-    join_room($_, 'r') for $tom1, $tom2;
+    my $tom1 = conn($t, 'tom', pid => $W[0]);
+    my $tom2 = conn($t, 'tom', pid => $W[1]);
+    join_room($_, 'r') or die "join failed\n" for $tom1, $tom2;
     my $frames1 = join '', map { Test::Chat::WS->build_frame(opcode => 1,
         payload => qq({"type":"send","room":"r","content":"t1-$_","ref":"t1-$_"})) } 1 .. 4;
     my $frames2 = join '', map { Test::Chat::WS->build_frame(opcode => 1,
@@ -243,8 +197,8 @@ join_room($ann, 'r');
     is(scalar @tom, 4, 'the observer got only the 4 accepted');
 
     # a different user has its own bucket
-    my $uma = conn('uma', pid => $W[0]);
-    join_room($uma, 'r');
+    my $uma = conn($t, 'uma', pid => $W[0]);
+    join_room($uma, 'r') or die "join failed\n";
     my $got = burst($uma, 'r', map { "u$_" } 1 .. 4);
     is(scalar(grep { accepted($got->{"u$_"}) } 1 .. 4), 4, 'another user: 4 accepted while sam is limited');
     ok(limited(send1($uma, 'r', 'u5')), 'then uma is limited too');
@@ -254,8 +208,8 @@ join_room($ann, 'r');
 # --- per user, not per room ------------------------------------------------------------
 
 {
-    my $vic = conn('vic');
-    join_room($vic, $_) for qw(r v1 v2);
+    my $vic = conn($t, 'vic');
+    join_room($vic, $_) or die "join failed\n" for qw(r v1 v2);
     ok(accepted(send1($vic, 'v1', 'v1')), 'vic: room v1');
     ok(accepted(send1($vic, 'v2', 'v2')), 'vic: room v2');
     ok(accepted(send1($vic, 'r', 'v3')), 'vic: room r');
@@ -266,12 +220,12 @@ join_room($ann, 'r');
 # --- only sends count; refused requests of other kinds do not --------------------------
 
 {
-    my $wes = conn('wes');
-    join_room($wes, 'r');
+    my $wes = conn($t, 'wes');
+    join_room($wes, 'r') or die "join failed\n";
     for my $i (1 .. 6) {
         req($wes, { type => 'who', room => 'r' });
-        req($wes, { type => 'send', room => 'notjoined', content => 'x', ref => "nm$i" });
-        req($wes, { type => 'send', room => 'r', content => 5, ref => "br$i" });
+        req($wes, { type => 'send', room => 'notjoined', content => 'x', ref => "nm$i" }, acks => 1);
+        req($wes, { type => 'send', room => 'r', content => 5, ref => "br$i" }, acks => 1);
     }
     my $r = req($wes, { type => 'join', room => 'w2' });
     is($r->{type}, 'joined', 'joins, who, not_member and bad_request sends ...');
@@ -279,15 +233,15 @@ join_room($ann, 'r');
     is(scalar(grep { accepted($got->{"w$_"}) } 1 .. 4), 4, '... do not use the bucket: 4 sends accepted');
     my $e = send1($wes, 'r', 'w5');
     ok(limited($e), 'the 5th is limited');
-    my $nm = req($wes, { type => 'send', room => 'notjoined', content => 'x', ref => 'nm' });
+    my $nm = req($wes, { type => 'send', room => 'notjoined', content => 'x', ref => 'nm' }, acks => 1);
     is($nm->{code}, 'not_member', 'a limited user still gets not_member for a room not joined');
 }
 
 # --- without chat_rate there is no limit --------------------------------------------------
 
 {
-    my $x = conn('xi', path => '/free');
-    join_room($x, 'free');
+    my $x = conn($t, 'xi', path => '/free');
+    join_room($x, 'free') or die "join failed\n";
     my $got = burst($x, 'free', map { "x$_" } 1 .. 20);
     is(scalar(grep { accepted($got->{"x$_"}) } 1 .. 20), 20, 'no chat_rate: 20 sends at once accepted');
 }
@@ -295,13 +249,13 @@ join_room($ann, 'r');
 # --- the bucket outlives the connection ------------------------------------------------------
 
 {
-    my $y = conn('yan');
-    join_room($y, 'r');
+    my $y = conn($t, 'yan');
+    join_room($y, 'r') or die "join failed\n";
     my $got = burst($y, 'r', map { "y$_" } 1 .. 5);
     ok(limited($got->{y5}), 'yan exhausted the bucket');
     $y->close;
-    my $y2 = conn('yan');
-    join_room($y2, 'r');
+    my $y2 = conn($t, 'yan');
+    join_room($y2, 'r') or die "join failed\n";
     ok(limited(send1($y2, 'r', 'y6')), 'reconnecting does not reset the bucket');
 }
 
@@ -313,8 +267,8 @@ join_room($ann, 'r');
 # send itself).
 
 {
-    my @u = map { conn("edge$_", path => '/chat3') } 0 .. 19;
-    join_room($u[$_], "edge$_") for 0 .. 19;
+    my @u = map { conn($t, "edge$_", path => '/chat3') } 0 .. 19;
+    join_room($u[$_], "edge$_") or die "join failed\n" for 0 .. 19;
     my @t0;
     for my $i (0 .. 19) {
         die "edge$i: first send refused" unless accepted(send1($u[$i], "edge$i", "e$i-1"));
@@ -352,7 +306,7 @@ join_room($ann, 'r');
 # --- status ---------------------------------------------------------------------------------
 
 {
-    my $st = status();
+    my $st = status($t, '/status');
     is($st->{rate_limited}, $refused, "status rate_limited counts the $refused refusals");
     my $r = $t->http_get('/status?format=prometheus');
     like($r->{body}, qr/^chat_rate_limited_total\{zone="chat"\} $refused$/m, 'prometheus chat_rate_limited_total');

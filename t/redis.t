@@ -24,6 +24,8 @@ use JSON::PP ();
 use Time::HiRes ();
 
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(now poll status client send_json take join_room
+                        settle extract collect);
 use Test::Chat::WS;
 use Test::Chat::Redis;
 
@@ -39,20 +41,6 @@ my $SERVERS_CHANNEL = "chat:$ZONE:servers";
 sub room_channel { "chat:$ZONE:r:$_[0]" }
 
 # --- helpers ------------------------------------------------------------------
-
-sub now { Time::HiRes::time() }
-
-# poll $cond until true or $timeout seconds passed; returns the last value
-sub poll {
-    my ($timeout, $cond, $step) = @_;
-    my $deadline = now() + $timeout;
-    while (1) {
-        my $v = $cond->();
-        return $v if $v;
-        return $v if now() > $deadline;
-        Time::HiRes::sleep($step || 0.05);
-    }
-}
 
 sub server_conf {
     my ($url, %o) = @_;
@@ -73,14 +61,6 @@ _EOC_
     );
 }
 
-sub status {
-    my $t = shift;
-    my $r = $t->http_get('/chat/status');
-    return {} unless ($r->{status} || 0) == 200;
-    my $j = eval { $JSON->decode($r->{body}) };
-    return $j || {};
-}
-
 sub wait_redis_status {
     my ($t, $want, $timeout) = @_;
     my $got;
@@ -88,87 +68,29 @@ sub wait_redis_status {
     return $got;
 }
 
-# a client: { name, server, ws, inbox (received, not consumed yet), all (everything received) }
+# every client (Test::Chat::Util::client) of the file, for the final checks
 my @Clients;
 
-sub client {
+sub tracked_client {
     my ($t, $user, $label) = @_;
-    my $ws = $t->ws(path => "/chat?user=$user", auto_pong => 1);
-    my $c = { user => $user, name => $label || $user, ws => $ws, inbox => [], all => [] };
+    my $c = client($t, $user, name => $label);
     push @Clients, $c;
-    unless ($ws->ok) {
-        diag("$c->{name}: connect failed: " . ($ws->error || ''));
-        return $c;
-    }
-    my $w = take($c, sub { $_[0]{type} eq 'welcome' }, 3);
-    diag("$c->{name}: no welcome") unless $w && $w->{user} eq $user;
     return $c;
 }
 
-# read one JSON message into the client's inbox; false on timeout/EOF
-sub pump {
-    my ($c, $timeout) = @_;
-    return 0 unless $c->{ws}->ok && !$c->{closed};
-    my $j = $c->{ws}->recv_json($timeout > 0.005 ? $timeout : 0.005);
-    return 0 unless defined $j;
-    push @{ $c->{inbox} }, $j;
-    push @{ $c->{all} }, $j;
-    return 1;
-}
-
-# first message (inbox first, then the wire) accepted by $pred; removed from the inbox
-sub take {
-    my ($c, $pred, $timeout) = @_;
-    my $deadline = now() + (defined $timeout ? $timeout : 3);
-    my $seen = 0;
-    while (1) {
-        my $box = $c->{inbox};
-        for my $i ($seen .. $#$box) {
-            if ($pred->($box->[$i])) {
-                return splice @$box, $i, 1;
-            }
-        }
-        $seen = @$box;
-        my $left = $deadline - now();
-        return undef if $left <= 0;
-        pump($c, $left) or return undef;
-    }
-}
-
-# everything that arrives within $quiet seconds (added to the inbox)
-sub settle {
-    my ($quiet, @cs) = @_;
-    Time::HiRes::sleep($quiet);
-    for my $c (@cs) {
-        1 while pump($c, 0.01);
-    }
-}
-
-# remove and return the inbox messages accepted by $pred
-sub extract {
-    my ($c, $pred) = @_;
-    my (@out, @keep);
-    for (@{ $c->{inbox} }) { if ($pred->($_)) { push @out, $_ } else { push @keep, $_ } }
-    $c->{inbox} = \@keep;
-    return @out;
-}
-
-sub send_msg {
-    my ($c, %m) = @_;
-    $c->{ws}->send_json({ %m });
-}
-
-sub join_room {
-    my ($c, $room, %extra) = @_;
-    send_msg($c, type => 'join', room => $room, %extra);
-    return take($c, sub { $_[0]{type} eq 'joined' && $_[0]{room} eq $room }, 3);
+# the "message" frames of $room with content matching $re
+sub msg_like {
+    my ($room, $re) = @_;
+    return sub {
+        $_[0]{type} eq 'message' && $_[0]{room} eq $room && $_[0]{content} =~ $re
+    };
 }
 
 sub members { my $j = shift; return $j ? $j->{members} : 'no joined reply' }
 
 sub who {
     my ($c, $room) = @_;
-    send_msg($c, type => 'who', room => $room);
+    send_json($c, type => 'who', room => $room);
     my $w = take($c, sub { $_[0]{type} eq 'who' && $_[0]{room} eq $room }, 3);
     return undef unless $w && ref $w->{users} eq 'ARRAY';
     return join ',', sort @{ $w->{users} };
@@ -189,22 +111,6 @@ sub presence_pred {
         $_[0]{type} eq 'presence' && $_[0]{room} eq $room
             && $_[0]{user} eq $user && $_[0]{event} eq $event
     };
-}
-
-# the "message" frames of $room with content matching $re: wait until $n arrived
-sub collect {
-    my ($c, $room, $re, $n, $timeout) = @_;
-    my $deadline = now() + $timeout;
-    my @got;
-    while (1) {
-        push @got, extract($c, sub {
-            $_[0]{type} eq 'message' && $_[0]{room} eq $room && $_[0]{content} =~ $re });
-        last if @got >= $n;
-        my $left = $deadline - now();
-        last if $left <= 0;
-        pump($c, $left);
-    }
-    return @got;
 }
 
 # checks on one member's view of messages: exactly once, per-sender order
@@ -267,10 +173,10 @@ for ([A => $A], [B => $B]) {
 
 # --- 1. two servers, one room --------------------------------------------------
 
-my $a1 = client($A, 'a1');
-my $a2 = client($A, 'a2');
-my $b1 = client($B, 'b1');
-my $b2 = client($B, 'b2');
+my $a1 = tracked_client($A, 'a1');
+my $a2 = tracked_client($A, 'a2');
+my $b1 = tracked_client($B, 'b1');
+my $b2 = tracked_client($B, 'b2');
 ok($a1->{ws}->ok && $a2->{ws}->ok && $b1->{ws}->ok && $b2->{ws}->ok, 'four clients connected');
 
 is(members(join_room($a1, 'r1')), 1, 'a1 joined r1 on A: 1 member');
@@ -288,7 +194,7 @@ is(members(join_room($b2, 'r1')), 4, 'b2 joined r1 on B: members counts remote u
 ok(take($b1, presence_pred('r1', 'b2', 'join'), 3), 'b1 got presence join b2 (same server)');
 ok(take($a1, presence_pred('r1', 'b2', 'join'), 3), 'a1 got presence join b2 (server B)');
 
-my $a3 = client($A, 'a3');
+my $a3 = tracked_client($A, 'a3');
 is(members(join_room($a3, 'r1')), 5, 'a3 joined r1 on A: 5 members');
 ok(take($b1, presence_pred('r1', 'a3', 'join'), 3), 'b1 (server B) got presence join a3 (server A)');
 ok(take($b2, presence_pred('r1', 'a3', 'join'), 3), 'b2 (server B) got presence join a3 (server A)');
@@ -301,7 +207,7 @@ my $N = 20;
 my @senders = ($a1, $a2, $b1, $b2);
 for my $i (0 .. $N - 1) {
     for my $s (@senders) {
-        send_msg($s, type => 'send', room => 'r1', content => "$s->{user}-$i", ref => "$s->{user}-$i");
+        send_json($s, type => 'send', room => 'r1', content => "$s->{user}-$i", ref => "$s->{user}-$i");
     }
 }
 my %want = map { $_->{user} => $N } @senders;
@@ -309,7 +215,7 @@ my @members = ($a1, $a2, $a3, $b1, $b2);
 my %view;
 my $deadline = now() + 10;
 for my $c (@members) {
-    $view{ $c->{name} } = [ collect($c, 'r1', qr/^[ab]\d-\d+$/, 4 * $N, $deadline - now()) ];
+    $view{ $c->{name} } = [ collect($c, msg_like('r1', qr/^[ab]\d-\d+$/), 4 * $N, $deadline - now()) ];
 }
 settle(0.5, @members);
 for my $c (@members) {
@@ -362,7 +268,7 @@ for my $c (@members) {
 }
 
 # history on B includes the messages sent on A
-my $b3 = client($B, 'b3');
+my $b3 = tracked_client($B, 'b3');
 {
     my $j = join_room($b3, 'r1', history => 100);
     is($j && $j->{members}, 6, 'b3 joined r1 on B: 6 members');
@@ -376,7 +282,7 @@ my $b3 = client($B, 'b3');
 }
 
 # presence leave across servers
-send_msg($b2, type => 'leave', room => 'r1');
+send_json($b2, type => 'leave', room => 'r1');
 ok(take($b2, sub { $_[0]{type} eq 'left' && $_[0]{room} eq 'r1' }, 3), 'b2 left r1');
 ok(take($a1, presence_pred('r1', 'b2', 'leave'), 3), 'a1 (server A) got presence leave b2 (server B)');
 $a3->{ws}->close(code => 1000);
@@ -406,11 +312,11 @@ is(wait_who($b3, 'r1', 2, qw(a1 a2 b1 b3)), 'a1,a2,b1,b3', 'who on B after the l
     my $expect = join ' ', sort $SERVERS_CHANNEL, room_channel('r1'), $ch;
     is(sorted_channels($redis), $expect, 'PUBSUB CHANNELS: exactly the rooms with members + servers');
 
-    send_msg($a1, type => 'leave', room => 'sub');
+    send_json($a1, type => 'leave', room => 'sub');
     ok(take($a1, sub { $_[0]{type} eq 'left' && $_[0]{room} eq 'sub' }, 3), 'a1 left sub');
     is(poll(2, sub { numsub($redis, $ch) == 1 }) ? 1 : numsub($redis, $ch), 1,
        "$ch: A unsubscribed after its last member left");
-    send_msg($b1, type => 'leave', room => 'sub');
+    send_json($b1, type => 'leave', room => 'sub');
     ok(take($b1, sub { $_[0]{type} eq 'left' && $_[0]{room} eq 'sub' }, 3), 'b1 left sub');
     ok(poll(2, sub { !grep { $_ eq $ch } $redis->cli('PUBSUB', 'CHANNELS') }),
        "$ch no longer in PUBSUB CHANNELS after the last member left");
@@ -428,12 +334,12 @@ is(wait_who($b3, 'r1', 2, qw(a1 a2 b1 b3)), 'a1,a2,b1,b3', 'who on B after the l
     # local chat on each server during the outage
     my $K = 5;
     for my $i (0 .. $K - 1) {
-        send_msg($a1, type => 'send', room => 'r1', content => "outA-$i", ref => "outA-$i");
-        send_msg($b1, type => 'send', room => 'r1', content => "outB-$i", ref => "outB-$i");
+        send_json($a1, type => 'send', room => 'r1', content => "outA-$i", ref => "outA-$i");
+        send_json($b1, type => 'send', room => 'r1', content => "outB-$i", ref => "outB-$i");
     }
-    my @a2got = map { $_->{content} } collect($a2, 'r1', qr/^outA-/, $K, 3);
+    my @a2got = map { $_->{content} } collect($a2, msg_like('r1', qr/^outA-/), $K, 3);
     is("@a2got", join(' ', map { "outA-$_" } 0 .. $K - 1), 'A: local chat works while Redis is down');
-    my @b3got = map { $_->{content} } collect($b3, 'r1', qr/^outB-/, $K, 3);
+    my @b3got = map { $_->{content} } collect($b3, msg_like('r1', qr/^outB-/), $K, 3);
     is("@b3got", join(' ', map { "outB-$_" } 0 .. $K - 1), 'B: local chat works while Redis is down');
     my @acks;
     for my $c ($a1, $b1) {
@@ -457,8 +363,8 @@ is(wait_who($b3, 'r1', 2, qw(a1 a2 b1 b3)), 'a1,a2,b1,b3', 'who on B after the l
     my $ch = room_channel('r1');
     is(poll(5, sub { numsub($redis, $ch) == 2 }) ? 2 : numsub($redis, $ch), 2,
        'both servers subscribed to r1 again');
-    send_msg($a2, type => 'send', room => 'r1', content => 'afterA-0');
-    send_msg($b3, type => 'send', room => 'r1', content => 'afterB-0');
+    send_json($a2, type => 'send', room => 'r1', content => 'afterA-0');
+    send_json($b3, type => 'send', room => 'r1', content => 'afterB-0');
     my $deadline = now() + 15;
     my %got;
     my @pairs = ([$b1, 'outA', 'afterA'], [$b3, 'outA', 'afterA'],
@@ -466,14 +372,14 @@ is(wait_who($b3, 'r1', 2, qw(a1 a2 b1 b3)), 'a1,a2,b1,b3', 'who on B after the l
     my $markers = 0;
     for my $pair (@pairs) {
         my ($c, $p, $after) = @$pair;
-        $markers++ if collect($c, 'r1', qr/^$after-/, 1, $deadline - now());
+        $markers++ if collect($c, msg_like('r1', qr/^$after-/), 1, $deadline - now());
     }
     is($markers, 4, 'live relay in both directions after Redis is back');
     # the outage messages were published before the markers; give a
     # re-publication (if any) one more second, then count
     for my $pair (@pairs) {
         my ($c, $p) = @$pair;
-        $got{ $c->{name} } = [ map { $_->{content} } collect($c, 'r1', qr/^$p-/, $K, 1) ];
+        $got{ $c->{name} } = [ map { $_->{content} } collect($c, msg_like('r1', qr/^$p-/), $K, 1) ];
     }
     settle(0.5, $a1, $a2, $b1, $b3);
     my (@missing, @bad);
@@ -505,8 +411,8 @@ is(wait_who($b3, 'r1', 2, qw(a1 a2 b1 b3)), 'a1,a2,b1,b3', 'who on B after the l
 # --- 6. a server killed hard ---------------------------------------------------
 
 {
-    my $dA = client($A, 'dual', 'dual@A');
-    my $dB = client($B, 'dual', 'dual@B');
+    my $dA = tracked_client($A, 'dual', 'dual@A');
+    my $dB = tracked_client($B, 'dual', 'dual@B');
     ok(join_room($dA, 'r1') && join_room($dB, 'r1'), 'dual joined r1 on both servers');
     is(wait_who($a1, 'r1', 3, qw(a1 a2 b1 b3 dual)), 'a1,a2,b1,b3,dual', 'who on A before B dies');
 
@@ -522,7 +428,7 @@ is(wait_who($b3, 'r1', 2, qw(a1 a2 b1 b3)), 'a1,a2,b1,b3', 'who on B after the l
     my @dl = grep { $_->{type} eq 'presence' && $_->{user} eq 'dual' && $_->{event} eq 'leave' }
              @{ $a1->{all} }, @{ $a2->{all} };
     ok(!@dl, 'no presence leave for dual, still connected on A');
-    send_msg($a1, type => 'join', room => 'r1');
+    send_json($a1, type => 'join', room => 'r1');
     my $j = take($a1, sub { $_[0]{type} eq 'joined' && $_[0]{room} eq 'r1' }, 3);
     is($j && $j->{members}, 3, 'members on A back to 3');
 }
@@ -557,11 +463,11 @@ $redis->stop;
     is(status($C)->{redis}, 'down', 'status stays down');
     unlike($C->error_log, qr/wrong-pw-xyz/, 'the password is not written to error.log');
 
-    my $u1 = client($C, 'u1');
-    my $u2 = client($C, 'u2');
+    my $u1 = tracked_client($C, 'u1');
+    my $u2 = tracked_client($C, 'u2');
     ok(join_room($u1, 'loc') && join_room($u2, 'loc'), 'two users joined a room');
-    send_msg($u1, type => 'send', room => 'loc', content => 'local-0', ref => 'x');
-    my @m = collect($u2, 'loc', qr/^local-/, 1, 3);
+    send_json($u1, type => 'send', room => 'loc', content => 'local-0', ref => 'x');
+    my @m = collect($u2, msg_like('loc', qr/^local-/), 1, 3);
     is(scalar(@m) && $m[0]{content}, 'local-0', 'local chat works with Redis unusable');
     my $ack = take($u1, sub { $_[0]{type} eq 'ack' || $_[0]{type} eq 'error' }, 3);
     is($ack && $ack->{type}, 'ack', 'sender got an ack');

@@ -11,13 +11,12 @@ use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(status conn worker_of take reply send_msg ack_id);
 use Time::HiRes ();
-use JSON::PP ();
 
 plan tests => 46;
 
 my $t0 = Time::HiRes::time();
-my $JSON = JSON::PP->new->canonical;
 
 my %conf = (
     main => 'worker_shutdown_timeout 3s;',
@@ -32,76 +31,6 @@ my %conf = (
 _EOC_
 );
 my $t = Test::Chat::Nginx->new(%conf, workers => 2);
-
-sub status {
-    my $r = $t->http_get('/chat/status');
-    return undef unless ($r->{status} || 0) == 200;
-    return eval { $JSON->decode($r->{body}) };
-}
-
-# pid of the worker holding the server side of this client's connection
-# (from /proc/net/tcp and /proc/PID/fd), undef if not found
-sub worker_of {
-    my ($ws, @pids) = @_;
-    my $cport = sprintf '%04X', $ws->sock->sockport;
-    my $sport = sprintf '%04X', $t->port;
-    my $inode;
-    open my $fh, '<', '/proc/net/tcp' or return undef;
-    while (my $line = <$fh>) {
-        my @f = split ' ', $line;
-        if (@f > 9 && $f[1] eq "0100007F:$sport" && $f[2] eq "0100007F:$cport") {
-            $inode = $f[9];
-            last;
-        }
-    }
-    close $fh;
-    return undef unless $inode;
-    for my $pid (@pids) {
-        opendir my $d, "/proc/$pid/fd" or next;
-        my @fds = readdir $d;
-        closedir $d;
-        for my $fd (@fds) {
-            my $l = readlink "/proc/$pid/fd/$fd";
-            return $pid if defined $l && $l eq "socket:[$inode]";
-        }
-    }
-    return undef;
-}
-
-sub client {
-    my ($user) = @_;
-    my $ws = $t->ws(path => "/chat?user=$user");
-    return undef unless $ws->ok;
-    my $w = $ws->recv_json(3);
-    return undef unless $w && $w->{type} eq 'welcome';
-    return $ws;
-}
-
-# first frame accepted by $pred: from the frames set aside earlier
-# ($ws->skipped, in arrival order), else the next one that arrives
-sub take {
-    my ($ws, $pred, $timeout) = @_;
-    my $sk = $ws->skipped;
-    for my $i (0 .. $#$sk) {
-        next unless $pred->($sk->[$i]);
-        return splice @$sk, $i, 1;
-    }
-    return $ws->recv_until($pred, defined $timeout ? $timeout : 3);
-}
-
-sub reply {
-    my ($ws, $type) = @_;
-    return take($ws, sub { $_[0]{type} eq $type || $_[0]{type} eq 'error' });
-}
-
-# send and return the acked id (the message frame itself stays queued)
-sub send_msg {
-    my ($ws, $content, $ref) = @_;
-    $ws->send_json({ type => 'send', room => 'r', content => $content, ref => $ref });
-    my $a = take($ws, sub { ($_[0]{type} eq 'ack' && $_[0]{ref} eq $ref)
-                            || $_[0]{type} eq 'error' });
-    return $a && $a->{type} eq 'ack' ? $a->{id} : undef;
-}
 
 # the next N message frames (acks/presence skipped)
 sub messages {
@@ -119,14 +48,14 @@ sub messages {
 
 # --- before the reload ---------------------------------------------------------------
 
-my $A = client('ann');
-ok($A, 'A (ann) connected before the reload');
+my $A = eval { conn($t, 'ann') };
+ok($A, 'A (ann) connected before the reload') or diag($@);
 $A->send_json({ type => 'join', room => 'r' });
 my $j = reply($A, 'joined');
 is($j && $j->{members}, 1, 'A joined r');
 
 my @before;
-push @before, send_msg($A, "before $_", "b$_") for 1 .. 3;
+push @before, ack_id(send_msg($A, 'r', "before $_", "b$_")) for 1 .. 3;
 is(scalar(grep { defined } @before), 3, 'A sent 3 messages before the reload');
 my @m = messages($A, 3);
 is(join(',', map { $_->{id} } @m), join(',', map { $_ // '?' } @before),
@@ -146,10 +75,10 @@ my %cur = map { $_ => 1 } @new;
 my @shutting = grep { !$cur{$_} } $t->worker_pids(all => 1);
 cmp_ok(scalar @shutting, '>=', 1, 'an old worker is still shutting down (it holds A)');
 
-my $B = client('bob');
-ok($B, 'B (bob) connected after the reload');
-my $a_on = $A && worker_of($A, @old);
-my $b_on = $B && worker_of($B, @new);
+my $B = eval { conn($t, 'bob') };
+ok($B, 'B (bob) connected after the reload') or diag($@);
+my $a_on = $A && worker_of($t, $A, @old);
+my $b_on = $B && worker_of($t, $B, @new);
 ok($a_on, "A is served by an old worker (" . ($a_on // 'none') . ')');
 ok($b_on, "B is served by a new worker (" . ($b_on // 'none') . ')');
 $B->send_json({ type => 'join', room => 'r', history => 10 });
@@ -168,9 +97,9 @@ is($p && "$p->{event} $p->{user}", 'join bob', 'A (old worker) got presence join
 
 # --- both ways after the reload ---------------------------------------------------------
 
-my $ida = send_msg($A, 'from A after reload', 'a1');
+my $ida = ack_id(send_msg($A, 'r', 'from A after reload', 'a1'));
 ok(defined $ida, 'A (old worker) can send after the reload');
-my $idb = send_msg($B, 'from B after reload', 'b1');
+my $idb = ack_id(send_msg($B, 'r', 'from B after reload', 'b1'));
 ok(defined $idb, 'B (new worker) can send');
 
 my @ma = messages($A, 2);
@@ -182,8 +111,8 @@ is(join('|', map { $_->{content} } @ma), 'from A after reload|from B after reloa
 is(join(',', map { $_->{id} } @ma), join(',', map { $_->{id} } @mb), 'same ids, same order');
 my $last_seen = @ma ? $ma[-1]{id} : undef;
 
-my $st = status();
-is($st && "$st->{connections}/$st->{users}/$st->{rooms}", '2/2/1',
+my $st = status($t);
+is("$st->{connections}/$st->{users}/$st->{rooms}", '2/2/1',
    'status after the reload: A and B counted');
 
 # --- worker_shutdown_timeout -------------------------------------------------------------
@@ -208,12 +137,12 @@ is(scalar @left, 0, 'old workers exited');
 # --- B sends while A is away; A resumes with since -------------------------------------------
 
 my @missed;
-push @missed, send_msg($B, "missed $_", "m$_") for 1 .. 5;
+push @missed, ack_id(send_msg($B, 'r', "missed $_", "m$_")) for 1 .. 5;
 is(scalar(grep { defined } @missed), 5, 'B sent 5 messages while A was away');
 messages($B, 5);
 
-my $A2 = client('ann');
-ok($A2, 'A reconnected');
+my $A2 = eval { conn($t, 'ann') };
+ok($A2, 'A reconnected') or diag($@);
 $A2->send_json({ type => 'join', room => 'r', since => $last_seen });
 $j = reply($A2, 'joined');
 is($j && $j->{members}, 2, 'A joined again: 2 members');
@@ -225,7 +154,7 @@ is(join('|', map { $_->{content} } @{ ($h && $h->{messages}) || [] }),
 is($h && ($h->{complete} ? 'true' : 'false'), 'true', 'complete: true');
 ok(!grep({ $_->{type} eq 'message' } @{ $A2->skipped }), 'no live message before the history');
 
-my $idl = send_msg($B, 'live again', 'l1');
+my $idl = ack_id(send_msg($B, 'r', 'live again', 'l1'));
 @ma = messages($A2, 1);
 is($ma[0] && $ma[0]{id}, $idl, 'A gets live messages after the history, no duplicates');
 my @rest = grep { $_->{type} eq 'message' } $A2->drain_json(0.3);
@@ -239,14 +168,14 @@ is($code, 1000, 'A closed');
 is($code, 1000, 'B closed');
 
 $end = Time::HiRes::time() + 3;
-do { $st = status(); Time::HiRes::sleep(0.05) }
-    until !$st || ($st->{connections} == 0 && $st->{users} == 0 && $st->{rooms} == 0
+do { $st = status($t); Time::HiRes::sleep(0.05) }
+    until ($st->{connections} == 0 && $st->{users} == 0 && $st->{rooms} == 0
                    && $st->{workers} == 2)
         || Time::HiRes::time() > $end;
-is($st && "$st->{connections}/$st->{users}/$st->{rooms}/$st->{workers}", '0/0/0/2',
+is("$st->{connections}/$st->{users}/$st->{rooms}/$st->{workers}", '0/0/0/2',
    'status: no connections, users, rooms; 2 workers attached');
-is($st && $st->{messages_in}, 3 + 2 + 5 + 1, 'messages_in kept across the reload');
-my $out = $st ? $st->{messages_out} : -1;
+is($st->{messages_in}, 3 + 2 + 5 + 1, 'messages_in kept across the reload');
+my $out = $st->{messages_out} // -1;
 ok($out >= 3 + 4 + 5 + 2 && $out <= 3 + 4 + 5 + 2 + 3 + 5,
    "messages_out sane ($out: 14 live frames, at most 8 more in history replies)");
 

@@ -13,6 +13,7 @@ use IO::Select ();
 use MIME::Base64 qw(encode_base64);
 use Time::HiRes ();
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(now);
 use Test::Chat::WS;
 
 plan tests => 21;
@@ -39,8 +40,6 @@ http {
     }
 }
 _EOC_
-
-sub now { Time::HiRes::time() }
 
 # --- the reader: a raw socket with a small receive buffer (set before
 # connect(), which Test::Chat::WS->connect does not allow) -------------------

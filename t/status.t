@@ -7,6 +7,7 @@ use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(status conn req);
 use JSON::PP ();
 use Time::HiRes ();
 
@@ -37,48 +38,6 @@ is(scalar @W, 2, 'two workers');
 
 # --- helpers -----------------------------------------------------------------
 
-my $seq = 0;
-
-sub pid_of_tag {
-    my $tag = shift;
-    my $deadline = Time::HiRes::time() + 3;
-    while (Time::HiRes::time() < $deadline) {
-        if (open my $fh, '<', $t->servroot . '/logs/pid.log') {
-            while (<$fh>) { return $1 if /^\Q$tag\E (\d+)$/ }
-        }
-        Time::HiRes::sleep(0.02);
-    }
-    return undef;
-}
-
-sub conn {
-    my ($user, %o) = @_;
-    my $path = $o{path} || '/chat';
-    for (1 .. 60) {
-        my $tag = ++$seq;
-        my $ws = $t->ws(port => $t->port(1), path => "$path?user=$user&tag=$tag");
-        die "$user: no upgrade: " . ($ws->error || $ws->status) unless $ws->ok;
-        my $w = $ws->recv_json(3);
-        die "$user: no welcome" unless $w && $w->{type} eq 'welcome';
-        return $ws unless $o{pid};
-        my $got = pid_of_tag($tag) or die "no access log line for $tag";
-        return $ws if $got == $o{pid};
-        $ws->close;
-    }
-    die "no connection of $user on worker $o{pid}";
-}
-
-sub req {
-    my ($ws, $r) = @_;
-    $ws->send_json($r);
-    return $ws->recv_until(sub { $_[0]{type} !~ /^(?:presence|message|ack)$/ }, 3);
-}
-
-sub status {
-    my $path = shift || '/status';
-    my $r = $t->http_get($path);
-    return eval { JSON::PP->new->decode($r->{body}) } || {};
-}
 
 # polls until the status has these values (up to 3 s); returns the last status
 sub status_is {
@@ -86,7 +45,7 @@ sub status_is {
     my $st;
     my $deadline = Time::HiRes::time() + 3;
     while (1) {
-        $st = status();
+        $st = status($t, '/status');
         last unless grep { ($st->{$_} // 'undef') ne $want{$_} } keys %want;
         last if Time::HiRes::time() > $deadline;
         Time::HiRes::sleep(0.02);
@@ -115,9 +74,9 @@ my @fields = qw(connections rooms users messages_in messages_out rate_limited);
 
 # --- 3 connections of 2 users in 2 rooms, on both workers ---------------------------------
 
-my $ann1 = conn('ann', pid => $W[0]);
-my $ann2 = conn('ann', pid => $W[1]);
-my $bob  = conn('bob', pid => $W[1]);
+my $ann1 = conn($t, 'ann', pid => $W[0]);
+my $ann2 = conn($t, 'ann', pid => $W[1]);
+my $bob  = conn($t, 'bob', pid => $W[1]);
 is_deeply(status_is(connections => 3, users => 2, rooms => 0),
           { connections => 3, users => 2, rooms => 0 }, '3 connections of 2 users, no room yet');
 
@@ -159,7 +118,7 @@ is_deeply(status_is(messages_in => 5, messages_out => 13, rate_limited => 0),
           'refused sends not counted; 1 more in and out');
 
 # a connected user in no room counts as a user, not a room
-my $cat = conn('cat', pid => $W[0]);
+my $cat = conn($t, 'cat', pid => $W[0]);
 is_deeply(status_is(connections => 4, users => 3, rooms => 2),
           { connections => 4, users => 3, rooms => 2 }, 'cat connected: 4 connections, 3 users, still 2 rooms');
 
@@ -200,7 +159,7 @@ req($bob, { type => 'join', room => 'A' });
 # --- rate_limited -----------------------------------------------------------------------------
 
 {
-    my $rl = conn('rl', path => '/chatr');
+    my $rl = conn($t, 'rl', path => '/chatr');
     req($rl, { type => 'join', room => 'R' });
     $rl->send_json({ type => 'send', room => 'R', content => 'one', ref => '1' });
     $rl->send_json({ type => 'send', room => 'R', content => 'two', ref => '2' });
@@ -221,7 +180,7 @@ req($bob, { type => 'join', room => 'A' });
 # --- another zone ---------------------------------------------------------------------------
 
 {
-    my $o = status('/ostatus');
+    my $o = status($t, '/ostatus');
     is_deeply({ map { $_ => $o->{$_} } @fields }, { map { $_ => 0 } @fields }, 'another zone has its own counters');
     my $r = $t->http_get('/ostatus?format=prometheus');
     like($r->{body}, qr/^chat_connections\{zone="other"\} 0$/m, 'prometheus zone label is the zone name');
@@ -251,7 +210,7 @@ req($bob, { type => 'join', room => 'A' });
 {
     my @c;
     for my $i (0 .. 9) {
-        push @c, conn("u$i", pid => $W[ $i % 2 ]);
+        push @c, conn($t, "u$i", pid => $W[ $i % 2 ]);
     }
     req($_, { type => 'join', room => 'big' }) for @c;
     is_deeply(status_is(connections => 10, users => 10, rooms => 1),

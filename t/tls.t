@@ -14,18 +14,16 @@
 #     the same port keeps serving WebSocket over HTTP/1.1;
 #   - no [alert]/[crit]/[emerg] and no crashed worker.
 #
-# Known module bugs these tests show (kept failing on purpose):
-#   - TLS slow reader: when the send buffer overflows, ngx_chat_ws_close()
-#     drops the queue with ngx_chat_ws_drop_queue(ws, 1), which keeps the
-#     head buffer only if ws->out_sent > 0; on TLS out_sent stays 0 while
-#     OpenSSL holds a half-written SSL_write() of that buffer (NGX_AGAIN),
-#     so the buffer is dropped and the close frame (20 bytes) is passed to
-#     the retried SSL_write(): "[crit] SSL_write() failed (SSL: ...
-#     bad length)", and the client gets EOF instead of close 1008.
-#   - HTTP/2: the 426 reply carries "Upgrade: websocket", a connection-
-#     specific header HTTP/2 forbids (RFC 9113 8.2.2); nginx 1.22 sends it
-#     as is and curl (nghttp2) resets the stream with PROTOCOL_ERROR, so the
-#     client never sees the 426.
+# Two of these checks keep earlier bugs fixed:
+#   - TLS slow reader: closing it must keep the buffer OpenSSL still holds
+#     from a half-done SSL_write() (an SSL_write() retry must see the same
+#     buffer), or OpenSSL fails with "bad length" ([crit]) and the client
+#     gets EOF instead of close 1008 ("TLS slow reader: closed with 1008",
+#     "error.log: no SSL_write() failure while closing the slow reader");
+#   - HTTP/2: the 426 carries no "Upgrade" header, a connection-specific
+#     header HTTP/2 forbids (RFC 9113 8.2.2), for which curl (nghttp2)
+#     would reset the stream and never show the 426 ("HTTP/2: a request to
+#     the chat location is refused with 426").
 
 use strict;
 use warnings;
@@ -36,6 +34,7 @@ use lib "$FindBin::Bin/lib";
 use Time::HiRes ();
 use JSON::PP ();
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(now);
 use Test::Chat::WS;
 
 BEGIN {
@@ -51,8 +50,6 @@ use constant HISTORY_MSGS => 150;   # messages in the large history reply
 use constant HISTORY_LEN  => 1000;  # bytes of content of each
 use constant SLOW_MSGS    => 400;   # messages posted past the slow reader
 use constant SLOW_LEN     => 1000;
-
-sub now { Time::HiRes::time() }
 
 # content number $i of $len bytes: deterministic, varied, with characters
 # JSON must escape and one two-byte UTF-8 character, so that a lost,

@@ -12,6 +12,7 @@ use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::Chat::Nginx;
+use Test::Chat::Util qw(status conn req reply send_msg);
 use Time::HiRes ();
 use JSON::PP ();
 
@@ -33,43 +34,6 @@ my $t = Test::Chat::Nginx->new(workers => 2,
         location = /chat/status { chat_status chat; }
 _EOC_
 
-sub status {
-    my $r = $t->http_get('/chat/status');
-    return undef unless ($r->{status} || 0) == 200;
-    return eval { $JSON->decode($r->{body}) };
-}
-
-sub client {
-    my ($user) = @_;
-    my $ws = $t->ws(path => "/chat?user=$user", timeout => 5);
-    return undef unless $ws->ok;
-    my $w = $ws->recv_json(3);
-    return undef unless $w && $w->{type} eq 'welcome';
-    return $ws;
-}
-
-# the reply to a request: the first frame of one of the given types
-sub reply {
-    my ($ws, @types) = @_;
-    my %t = map { $_ => 1 } @types, 'error';
-    return $ws->recv_until(sub { $t{ $_[0]{type} } }, 5);
-}
-
-sub join_room {
-    my ($ws, $room) = @_;
-    $ws->send_json({ type => 'join', room => $room });
-    return reply($ws, 'joined');
-}
-
-# send, then the ack or the error for this ref (the message frame, if any,
-# is skipped)
-sub send_msg {
-    my ($ws, $room, $content, $ref) = @_;
-    $ws->send_json({ type => 'send', room => $room, content => $content, ref => $ref });
-    return $ws->recv_until(sub { ($_[0]{type} eq 'ack' || $_[0]{type} eq 'error')
-                                 && ($_[0]{ref} // '') eq $ref }, 5);
-}
-
 # 128-byte room names
 sub room { my ($p, $i) = @_; my $n = sprintf '%s-%04d-', $p, $i; $n . ('x' x (128 - length $n)) }
 
@@ -77,14 +41,14 @@ my $big = 'B' x 22000;        # within chat_max_message_size (24k)
 my $msg = 'm' x 14000;        # fits the bus of a 256k zone
 
 my @workers = $t->worker_pids;
-my $A = client('filler');
-my $B = client('bob');
+my $A = eval { conn($t, 'filler', ws => { timeout => 5 }) } or diag($@);
+my $B = eval { conn($t, 'bob', ws => { timeout => 5 }) } or diag($@);
 ok($A && $B, 'two clients connected');
 my $mark = $t->log_mark;
 
 # --- a big message into an empty zone -------------------------------------------------
 
-my $j = join_room($A, room('big', 0));
+my $j = req($A, { type => 'join', room => room('big', 0) });
 is($j && $j->{type}, 'joined', 'joined a room with a 128-byte name');
 is(length(room('big', 0)), 128, 'room name is 128 bytes');
 my $r = send_msg($A, room('big', 0), $big, 'big');
@@ -97,7 +61,7 @@ if ($r && $r->{type} eq 'error') {
 $A->clear_skipped;
 
 # a room without history: a send into it can only be stored in free memory
-$j = join_room($A, room('empty', 0));
+$j = req($A, { type => 'join', room => room('empty', 0) });
 is($j && $j->{type}, 'joined', 'joined a room that will stay without messages');
 
 # --- fill the zone ---------------------------------------------------------------------
@@ -109,7 +73,7 @@ sub fill {
     for my $i (1 .. $max) {
         last if Time::HiRes::time() - $t0 > 25;
         my $name = room($prefix, $i);
-        my $j = join_room($ws, $name);
+        my $j = req($ws, { type => 'join', room => $name });
         if (!$j) { push @{ $res{other} }, "join $i: no reply"; last }
         if ($j->{type} eq 'error') { $res{refused} = $j; last }
         push @{ $res{rooms} }, $name;
@@ -144,7 +108,7 @@ $A->send_json({ type => 'who', room => room('fill', 1) });
 my $w = reply($A, 'who');
 is($w && join(',', @{ $w->{users} || [] }), 'filler', 'who still works');
 
-$j = join_room($B, room('other', 1));
+$j = req($B, { type => 'join', room => room('other', 1) });
 is($j && $j->{type} . ':' . ($j->{code} // ''), 'error:unavailable',
    'a join of a new room on the other connection is refused too');
 
@@ -160,9 +124,9 @@ $A->clear_skipped;
 $r = send_msg($A, room('fill', 1), 'small', 's1');
 is($r && $r->{type}, 'ack', 'a send into a room with history is stored (its oldest message makes room)');
 
-my $st = status();
-cmp_ok($st ? $st->{zone_full} : 0, '>', 0, 'status: zone_full > 0');
-is($st && "$st->{connections}/$st->{users}", '2/2', 'status: 2 connections, 2 users');
+my $st = status($t);
+cmp_ok($st->{zone_full} // 0, '>', 0, 'status: zone_full > 0');
+is("$st->{connections}/$st->{users}", '2/2', 'status: 2 connections, 2 users');
 
 # --- memory is reused ---------------------------------------------------------------------------
 
@@ -174,7 +138,7 @@ for my $name (@{ $f1->{rooms} }) {
 }
 is($left, $n1, 'left the filled rooms');
 
-$j = join_room($B, room('other', 1));
+$j = req($B, { type => 'join', room => room('other', 1) });
 is($j && $j->{type}, 'joined', 'after the leaves a new room can be joined again');
 $r = send_msg($B, room('other', 1), $msg, 'o1');
 is($r && $r->{type}, 'ack', 'and a big message stored');
@@ -197,16 +161,16 @@ my ($cb) = $B->close(code => 1000);
 is(($ca // '') . '/' . ($cb // ''), '1000/1000', 'both connections closed cleanly');
 
 my $end = Time::HiRes::time() + 3;
-do { $st = status(); Time::HiRes::sleep(0.05) }
-    until !$st || ($st->{connections} == 0 && $st->{rooms} == 0) || Time::HiRes::time() > $end;
-is($st && "$st->{connections}/$st->{users}/$st->{rooms}", '0/0/0', 'status: nothing left');
+do { $st = status($t); Time::HiRes::sleep(0.05) }
+    until ($st->{connections} == 0 && $st->{rooms} == 0) || Time::HiRes::time() > $end;
+is("$st->{connections}/$st->{users}/$st->{rooms}", '0/0/0', 'status: nothing left');
 
 # fill / close cycles with fresh connections: the same number of rooms and
 # messages fit every time
 my (@counts, @bad_cycle);
 my ($connected, $closed) = (0, 0);
 for my $k (3 .. 6) {
-    my $C = client("carol$k");
+    my $C = eval { conn($t, "carol$k", ws => { timeout => 5 }) };
     next unless $C;
     $connected++;
     my $f = fill($C, "cycle$k", 200);
@@ -216,8 +180,8 @@ for my $k (3 .. 6) {
     my ($cc) = $C->close(code => 1000);
     $closed++ if defined $cc && $cc == 1000;
     $end = Time::HiRes::time() + 3;
-    do { $st = status(); Time::HiRes::sleep(0.02) }
-        until !$st || $st->{connections} == 0 || Time::HiRes::time() > $end;
+    do { $st = status($t); Time::HiRes::sleep(0.02) }
+        until $st->{connections} == 0 || Time::HiRes::time() > $end;
 }
 note("cycles 3-6: @counts");
 is($connected, 4, 'new connections after the zone was full');

@@ -112,6 +112,18 @@ function writeConf(dir) {
             '$1\nworker_shutdown_timeout 3s;', 'worker_processes');
     }
 
+    /*
+     * Run as root, nginx would start its workers as "nobody", who may not
+     * enter the checkout (a fresh clone in a mktemp -d directory is 0700):
+     * every page and asset would be a 403.  Workers run as root then, as
+     * under Test::Nginx and Test::Chat::Nginx.
+     */
+    if (process.getuid && process.getuid() === 0
+        && !/^\s*user\s/m.test(c)) {
+        sub(/^([ \t]*worker_processes\s+[^;]+;)/m, '$1\nuser root;',
+            'worker_processes');
+    }
+
     /* sanitizer builds (make test-asan) need their environment in workers */
     const env = ['ASAN_OPTIONS', 'UBSAN_OPTIONS', 'LSAN_OPTIONS']
         .filter((v) => process.env[v] !== undefined);

@@ -19,15 +19,13 @@ use warnings;
 
 use Test::More;
 use IO::Socket::INET;
-use IO::Select;
-use POSIX qw(WNOHANG);
-use File::Temp qw(tempdir);
 use Time::HiRes qw(time sleep);
 use Digest::MD5 qw(md5_hex);
 use Encode qw(encode_utf8);
 use FindBin;
 use lib "$FindBin::Bin/../lib";
 use Test::Chat::Pg;
+use Test::Chat::Probe;
 
 my $module = $ENV{TEST_PG_PROBE_MODULE}
     or plan skip_all => 'TEST_PG_PROBE_MODULE not set; '
@@ -37,87 +35,11 @@ my $nginx = $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx';
 plan skip_all => 'no PostgreSQL server (apt-get install postgresql)'
     unless Test::Chat::Pg->available;
 
-my $dir = tempdir('pg-probe-XXXXXX', TMPDIR => 1,
-                  CLEANUP => !$ENV{TEST_KEEP});
-chmod 0755, $dir;    # nginx workers run as nobody when we are root
-diag("logs in $dir") if $ENV{TEST_KEEP};
-
-my %children;        # pid => name, all stopped at the end
-
-END {
-    for my $pid (keys %children) {
-        kill 'KILL', $pid;
-        waitpid $pid, 0;
-    }
-}
+my $dir = probe_dir('pg-probe');
 
 
 ###############################################################################
 # helpers
-
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 1, ReuseAddr => 1)
-        or die "no free port: $!";
-    my $port = $s->sockport;
-    close $s;
-    return $port;
-}
-
-sub spawn {
-    my ($name, @cmd) = @_;
-
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-
-    if ($pid == 0) {
-        open STDOUT, '>>', "$dir/$name.out";
-        open STDERR, '>&', \*STDOUT;
-        { exec @cmd; }
-        POSIX::_exit(127);
-    }
-
-    $children{$pid} = $name;
-    return $pid;
-}
-
-# stops a child by pid; returns how long it took to exit
-sub stop {
-    my ($pid, $sig) = @_;
-
-    my $start = time;
-    kill $sig || 'TERM', $pid;
-
-    while (time - $start < 20) {
-        if (waitpid($pid, WNOHANG) == $pid) {
-            delete $children{$pid};
-            return time - $start;
-        }
-        sleep 0.02;
-    }
-
-    kill 'KILL', $pid;
-    waitpid $pid, 0;
-    delete $children{$pid};
-    return 999;
-}
-
-sub wait_for {
-    my ($cond, $timeout) = @_;
-    my $deadline = time + $timeout;
-    while (time < $deadline) {
-        return 1 if $cond->();
-        sleep 0.05;
-    }
-    return 0;
-}
-
-sub esc {
-    my ($s) = @_;
-    $s = encode_utf8($s) if utf8::is_utf8($s);
-    $s =~ s/([^A-Za-z0-9_.~-])/sprintf('%%%02X', ord $1)/ge;
-    return $s;
-}
 
 # "?sql=...&p=...": a query and its parameters (undef: NULL)
 sub qry {
@@ -127,68 +49,7 @@ sub qry {
                           @params;
 }
 
-sub http_send {
-    my ($port, $path) = @_;
-
-    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
-                                  Timeout => 3)
-        or die "connect to nginx: $!";
-    binmode $s;
-
-    my $req = "GET $path HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    while (length $req) {
-        my $n = syswrite $s, $req;
-        die "write: $!" unless defined $n;
-        substr($req, 0, $n) = '';
-    }
-
-    return $s;
-}
-
-# (status, body, headers) of a response
-sub http_receive {
-    my ($s, $timeout) = @_;
-
-    my $sel = IO::Select->new($s);
-    my $data = '';
-    my $deadline = time + ($timeout || 20);
-
-    while (time < $deadline) {
-        last unless $sel->can_read($deadline - time);
-        my $n = sysread $s, $data, 65536, length $data;
-        last unless $n;
-    }
-    close $s;
-
-    my ($head, $body) = split /\r\n\r\n/, $data, 2;
-    my ($status) = ($head // '') =~ m{^HTTP/\d\.\d (\d+)};
-
-    return ($status // 0, $body // '', $head // '');
-}
-
 my $http_port;
-
-sub http {
-    my ($path, $timeout) = @_;
-    return http_receive(http_send($http_port, $path), $timeout);
-}
-
-# the body when the status is 200, else "HTTP <status>: <body>"
-sub get {
-    my ($status, $body) = http(@_);
-    return $status == 200 ? $body : "HTTP $status: $body";
-}
-
-sub error_log {
-    my ($file) = @_;
-    open my $f, '<', $file || "$dir/logs/error.log" or return ();
-    return <$f>;
-}
-
-sub log_count {
-    my ($re, $file) = @_;
-    return scalar grep { $_ =~ $re } error_log($file);
-}
 
 sub nginx_conf {
     my ($file, $http_port, $workers, $locations) = @_;
@@ -318,7 +179,7 @@ EOF
 ###############################################################################
 # nginx with a probe per case
 
-$http_port = free_port();
+$http_port = http_port(free_port());
 my $refused_port = free_port();
 
 # accepts connections (the kernel does) but never answers
@@ -856,8 +717,8 @@ EOF
     my $pid = spawn('ops', $nginx, '-p', "$dir/", '-e',
                     "$dir/logs/error.log", '-c', "$dir/ops.conf");
 
-    my $saved = $http_port;
-    $http_port = $port;
+    my $saved = http_port();
+    http_port($port);
 
     wait_for(sub {
         IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 1)
@@ -879,7 +740,7 @@ EOF
               @lines), 1, 'a warning about the missing index')
         or diag(grep { /warn/ } @lines);
 
-    $http_port = $saved;
+    http_port($saved);
     stop($pid, 'QUIT');
 }
 

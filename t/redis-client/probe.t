@@ -18,10 +18,10 @@ use warnings;
 
 use Test::More;
 use IO::Socket::INET;
-use IO::Select;
-use POSIX qw(WNOHANG);
-use File::Temp qw(tempdir);
 use Time::HiRes qw(time sleep);
+use FindBin;
+use lib "$FindBin::Bin/../lib";
+use Test::Chat::Probe;
 
 my $module = $ENV{TEST_REDIS_PROBE_MODULE}
     or plan skip_all => 'TEST_REDIS_PROBE_MODULE not set; '
@@ -32,70 +32,11 @@ my $redis_server = $ENV{TEST_REDIS_SERVER} || 'redis-server';
 plan skip_all => "no $redis_server"
     if system("command -v $redis_server >/dev/null 2>&1") != 0;
 
-my $dir = tempdir('redis-probe-XXXXXX', TMPDIR => 1,
-                  CLEANUP => !$ENV{TEST_KEEP});
-chmod 0755, $dir;    # nginx workers run as nobody when we are root
-diag("logs in $dir") if $ENV{TEST_KEEP};
-
-my %children;        # pid => name, all stopped at the end
-
-END {
-    for my $pid (keys %children) {
-        kill 'KILL', $pid;
-        waitpid $pid, 0;
-    }
-}
+my $dir = probe_dir('redis-probe');
 
 
 ###############################################################################
 # helpers
-
-sub free_port {
-    my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                  Listen => 1, ReuseAddr => 1)
-        or die "no free port: $!";
-    my $port = $s->sockport;
-    close $s;
-    return $port;
-}
-
-sub spawn {
-    my ($name, @cmd) = @_;
-
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-
-    if ($pid == 0) {
-        open STDOUT, '>>', "$dir/$name.out";
-        open STDERR, '>&', \*STDOUT;
-        { exec @cmd; }
-        POSIX::_exit(127);
-    }
-
-    $children{$pid} = $name;
-    return $pid;
-}
-
-# stops a child by pid; returns how long it took to exit
-sub stop {
-    my ($pid, $sig) = @_;
-
-    my $start = time;
-    kill $sig || 'TERM', $pid;
-
-    while (time - $start < 15) {
-        if (waitpid($pid, WNOHANG) == $pid) {
-            delete $children{$pid};
-            return time - $start;
-        }
-        sleep 0.02;
-    }
-
-    kill 'KILL', $pid;
-    waitpid $pid, 0;
-    delete $children{$pid};
-    return 999;
-}
 
 # a minimal RESP client for checking what really is in Redis
 sub redis {
@@ -191,100 +132,12 @@ sub start_redis {
     die "redis-server on $o{port} did not start";
 }
 
-my $http_port = free_port();
-
-sub http_request {
-    my ($path, $body) = @_;
-
-    my $req = (defined $body ? 'POST' : 'GET') . " $path HTTP/1.0\r\n"
-              . "Host: localhost\r\n";
-    $req .= 'Content-Length: ' . length($body) . "\r\n" if defined $body;
-    $req .= "\r\n";
-    $req .= $body if defined $body;
-
-    return $req;
-}
-
-sub http_send {
-    my ($path, $body) = @_;
-
-    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$http_port",
-                                  Timeout => 3)
-        or die "connect to nginx: $!";
-    binmode $s;
-
-    my $req = http_request($path, $body);
-    while (length $req) {
-        my $n = syswrite $s, $req;
-        die "write: $!" unless defined $n;
-        substr($req, 0, $n) = '';
-    }
-
-    return $s;
-}
-
-sub http_receive {
-    my ($s) = @_;
-
-    my $sel = IO::Select->new($s);
-    my $data = '';
-    my $deadline = time + 15;
-
-    while (time < $deadline) {
-        last unless $sel->can_read($deadline - time);
-        my $n = sysread $s, $data, 65536, length $data;
-        last unless $n;
-    }
-    close $s;
-
-    my ($head, $body) = split /\r\n\r\n/, $data, 2;
-    my ($status) = ($head // '') =~ m{^HTTP/\d\.\d (\d+)};
-
-    return ($status // 0, $body // '');
-}
-
-# (status, body) of one request
-sub http {
-    my ($path, $body) = @_;
-    return http_receive(http_send($path, $body));
-}
-
-# the body, when the status is 200
-sub get {
-    my ($status, $body) = http(@_);
-    return $status == 200 ? $body : "HTTP $status: $body";
-}
-
-sub esc {
-    my ($s) = @_;
-    $s =~ s/([^A-Za-z0-9_.~-])/sprintf('%%%02X', ord $1)/ge;
-    return $s;
-}
+my $http_port = http_port(free_port());
 
 # "?cmd=A&a=B&a=C..." from a list
 sub rq {
     my ($cmd, @args) = @_;
     return '?cmd=' . esc($cmd) . join '', map { '&a=' . esc($_) } @args;
-}
-
-sub error_log {
-    open my $f, '<', "$dir/logs/error.log" or return ();
-    return <$f>;
-}
-
-sub log_count {
-    my ($re) = @_;
-    return scalar grep { $_ =~ $re } error_log();
-}
-
-sub wait_for {
-    my ($cond, $timeout) = @_;
-    my $deadline = time + $timeout;
-    while (time < $deadline) {
-        return 1 if $cond->();
-        sleep 0.05;
-    }
-    return 0;
 }
 
 # the messages recorded by a subscriber location: [channel, payload], ...
@@ -518,7 +371,7 @@ is(get('/cmd' . rq('STRLEN', 'empty')), ':0', 'empty argument stored');
     my $big = join '', map { chr(int rand 256) } 1 .. 65536;
     $big x= 64;    # 4 MiB
 
-    my ($status, $body) = http('/cmd' . rq('SET', 'big') . '&body=1', $big);
+    my ($status, $body) = http('/cmd' . rq('SET', 'big') . '&body=1', body => $big);
     is("$status $body", '200 +OK', 'SET 4 MiB from the request body');
     ok(redis({ port => $rport }, 'GET', 'big') eq $big,
        '4 MiB value as stored in Redis');
@@ -534,7 +387,7 @@ is(get('/cmd' . rq('STRLEN', 'empty')), ':0', 'empty argument stored');
         redis({ port => $rport }, 'SET', "key$i", "value$i-" . ('x' x $i));
     }
 
-    my @socks = map { http_send('/cmd' . rq('GET', "key$_")) } 0 .. $n - 1;
+    my @socks = map { http_send($http_port, '/cmd' . rq('GET', "key$_")) } 0 .. $n - 1;
 
     my $ok = 0;
     for my $i (0 .. $n - 1) {
@@ -570,7 +423,7 @@ is(redis({ port => $aport, auth => 'sekret', db => 4 }, 'GET', 'akey4'),
    'user', 'AUTH user password, then SELECT 4');
 
 is(get('/authbad?state=1'), "down\n", 'wrong password: down');
-is(join(' ', http('/authbad' . rq('PING'))), "503 down\n",
+is(join(' ', (http('/authbad' . rq('PING')))[0, 1]), "503 down\n",
    'wrong password: commands declined');
 sleep 1.5;    # several retries
 is(log_count(qr/chat redis: "redis:\/\/:\*\*\*\@127\.0\.0\.1:$aport" is down, reconnecting in \d+ms: AUTH failed: WRONGPASS/),

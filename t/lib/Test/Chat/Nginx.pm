@@ -613,6 +613,10 @@ sub _all_passing {
 sub DESTROY {
     my $self = shift;
     return unless $$ == ($self->{owner} || 0);
+    # once only: END calls it for every instance still alive, and perl
+    # again at global destruction, when Test::Builder is gone ("Can't call
+    # method "stack" on an undefined value" from _all_passing)
+    return if $self->{destroyed}++;
     local ($?, $!, $@);
     $self->stop if $self->{running};
     if (!_all_passing()) {

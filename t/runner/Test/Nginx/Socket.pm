@@ -23,6 +23,10 @@ use Time::HiRes ();
 
 our $VERSION = '0.01';
 
+# not in the real Test::Nginx::Socket: the runner's own self-tests
+# (t/000-runner.t, t/003-runner-meta.t) and t/004-runner-loaded.t look at it
+our $CleanRoom = 1;
+
 our @EXPORT = qw(
     run_tests repeat_each no_shuffle no_long_string log_level
     master_on master_off master_process_enabled workers worker_connections
@@ -545,15 +549,14 @@ sub _parse_timeout {
     return undef;
 }
 
-# returns { raw => bytes, method => ..., close => bool } or dies
+# returns { raw => bytes, method => ... } or dies
 sub build_request {
     my $block = shift;
     my $raw = _val($block, 'raw_request');
     if (defined $raw) {
         $raw = join '', @$raw if ref $raw eq 'ARRAY';
         my ($m) = $raw =~ /^\s*(\S+)/;
-        my $close = $raw =~ /^Connection:\s*close/mi || $raw =~ m{^\S+\s+\S+\s+HTTP/1\.0}i;
-        return { raw => $raw, method => uc($m || 'GET'), close => $close };
+        return { raw => $raw, method => uc($m || 'GET') };
     }
     my $req = _val($block, 'request');
     die "no request section\n" unless defined $req;
@@ -580,17 +583,7 @@ sub build_request {
 
     my $r = "$meth $uri $ver\r\n";
     $r .= "Host: localhost\r\n" unless $have{host};
-    my $close = 0;
-    if ($ver eq 'HTTP/1.1') {
-        if (!$have{connection}) {
-            $r .= "Connection: close\r\n";
-            $close = 1;
-        } else {
-            $close = grep { /^Connection\s*:\s*close/i } @hdrs;
-        }
-    } else {
-        $close = !grep { /^Connection\s*:\s*keep-alive/i } @hdrs;
-    }
+    $r .= "Connection: close\r\n" if $ver eq 'HTTP/1.1' && !$have{connection};
     if (!$have{'content-length'} && !$have{'transfer-encoding'}
         && (length $body || $meth =~ /^(?:POST|PUT|PATCH)$/))
     {
@@ -599,7 +592,7 @@ sub build_request {
     $r .= "$_\r\n" for @hdrs;
     $r .= "\r\n";
     $r .= $body;
-    return { raw => $r, method => uc $meth, close => $close };
+    return { raw => $r, method => uc $meth };
 }
 
 # Parse an HTTP response from $buf.  Returns a hashref with
@@ -638,7 +631,9 @@ sub parse_http_response {
         }
         $res->{headers} = \@h;
         $pos = $hend + $seplen;
-        $res->{raw_headers} = substr($buf, 0, $pos);
+        # as the real runner: up to the last header line's line end, not
+        # the empty line after it
+        $res->{raw_headers} = substr($buf, 0, $hend + $seplen / 2);
         # skip interim 1xx responses except 101
         if ($res->{status} =~ /^1/ && $res->{status} != 101) {
             next;
@@ -753,12 +748,10 @@ sub send_request {
     while (1) {
         $res = parse_http_response($buf, $eof, $req->{method});
         last if $eof;
-        if ($res->{complete}) {
-            # Connection: close was asked for: give nginx a moment to close,
-            # so that everything it logs for this request is in error.log
-            last unless $req->{close};
-            $linger_until ||= Time::HiRes::time() + 0.5;
-        }
+        # A complete response is not the end: as the real runner, read
+        # until nginx closes the connection.  A response on a connection
+        # that stays open (keep-alive) runs into the timeout and fails,
+        # as it does there; such a request must ask for Connection: close.
         if ($res->{upgraded}) {
             # after "101 Switching Protocols": collect what comes in a short
             # quiet period, then stop (not an error)
@@ -785,8 +778,9 @@ sub send_request {
     close $sock;
     $res = parse_http_response($buf, 1, $req->{method}) if $timed_out && !$res->{status};
     $res->{raw} = $buf;
-    $res->{timed_out} = $timed_out && !$res->{complete} ? 1 : 0;
-    $res->{timed_out} = 0 if $res->{upgraded};
+    $res->{timed_out} = $timed_out ? 1 : 0;
+    $res->{kept_open} = $timed_out && $res->{complete} ? 1 : 0;
+    $res->{timed_out} = $res->{kept_open} = 0 if $res->{upgraded};
     return $res;
 }
 
@@ -1005,7 +999,12 @@ sub _check_response {
     if ($res->{timed_out} && !$abort) {
         Test::More::fail("$name - status code ok$rep");
         Test::More::diag("ERROR: client socket timed out - $name$rep"
-            . (defined $res->{status} ? " (status was $res->{status})" : ''));
+            . (defined $res->{status} ? " (status was $res->{status})" : '')
+            . ($res->{kept_open}
+               ? "\nthe response was complete but nginx kept the connection"
+                 . " open: the runner reads until it closes (ask for"
+                 . " Connection: close)"
+               : ''));
     } elsif ($res->{error} && !$abort && !$res->{timed_out}) {
         Test::More::fail("$name - status code ok$rep");
         Test::More::diag("bad response: $res->{error}\nraw response:\n"
