@@ -25,6 +25,7 @@ MODULE       = $(BUILD)/$(SO)
 ASAN_MODULE  = $(BUILD)/asan/$(SO)
 
 SOURCES = config ngx_http_$(PROBE)_probe_module.c \
+          $(wildcard $(TOP)/src/ngx_chat_backoff.[ch] $(TOP)/src/$(CLIENT)_conf.c) \
           $(TOP)/src/$(CLIENT).c $(TOP)/src/$(CLIENT).h
 
 # as the top-level Makefile: Debian's flags, -Werror for our sources
