@@ -1627,7 +1627,7 @@ print_line(void)
         printf(" (this client fell behind its schedule %llu times)",
                U64(R->nb_behind));
     }
-    printf("\n");
+    printf("%s\n", g_interrupted ? " [INTERRUPTED]" : "");
     fflush(stdout);
 }
 
@@ -1713,7 +1713,7 @@ print_json(void)
     printf("}");
     json_status("status_before", &R->s0);
     json_status("status_after", &R->s1);
-    printf("}\n");
+    printf(",\"interrupted\":%s}\n", g_interrupted ? "true" : "false");
     fflush(stdout);
 }
 
