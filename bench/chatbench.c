@@ -33,387 +33,22 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchlib.h"
+
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-#define U64(x)          ((unsigned long long) (x))
-#define NS_PER_S        1000000000ULL
-#define NS_PER_MS       1000000.0
-
 #define RX_CHUNK        (256 * 1024)    /* one recv() at most */
-#define MAX_FRAME       (16u << 20)     /* largest server message accepted */
-#define MAX_HS_HEADER   8192            /* largest handshake response */
 #define WBUF_CAP        (1u << 20)      /* open-loop sender skips above this */
 #define MAX_PIDS        256
-#define KV_MAX          24
 #define DUP_MAX_SPR     4096            /* dup detection when senders/room <= */
 
-#define WS_GUID         "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-
-/* ------------------------------------------------------------------------ */
-/* small utilities                                                          */
+const char  *bench_prog = "chatbench";
 
 static uint64_t g_now;                  /* CLOCK_MONOTONIC ns, refreshed often */
-
-
-static inline uint64_t
-now_ns(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * NS_PER_S + (uint64_t) ts.tv_nsec;
-}
-
-
-static uint64_t g_rng = 0x9e3779b97f4a7c15ULL;
-
-
-static inline uint64_t
-rng64(void)
-{
-    /* xorshift64* */
-    g_rng ^= g_rng >> 12;
-    g_rng ^= g_rng << 25;
-    g_rng ^= g_rng >> 27;
-    return g_rng * 0x2545F4914F6CDD1DULL;
-}
-
-
-static uint64_t
-splitmix64(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
-
-
-static void *
-xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n);
-    if (p == NULL) {
-        fprintf(stderr, "chatbench: out of memory (%zu bytes)\n", n);
-        exit(2);
-    }
-    return p;
-}
-
-
-static void
-die(const char *fmt, ...)
-{
-    va_list  ap;
-
-    va_start(ap, fmt);
-    fprintf(stderr, "chatbench: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(2);
-}
-
-
-/* a tiny counted table: "reason" -> count, for error codes and failures */
-typedef struct {
-    char      key[40];
-    uint64_t  n;
-} kv_t;
-
-typedef struct {
-    kv_t      e[KV_MAX];
-    int       n;
-    uint64_t  overflow;
-} kvtab_t;
-
-
-static void
-kv_add(kvtab_t *t, const char *key, size_t len)
-{
-    int  i;
-
-    if (len >= sizeof(t->e[0].key)) {
-        len = sizeof(t->e[0].key) - 1;
-    }
-
-    for (i = 0; i < t->n; i++) {
-        if (strlen(t->e[i].key) == len && memcmp(t->e[i].key, key, len) == 0) {
-            t->e[i].n++;
-            return;
-        }
-    }
-
-    if (t->n == KV_MAX) {
-        t->overflow++;
-        return;
-    }
-
-    memcpy(t->e[t->n].key, key, len);
-    t->e[t->n].key[len] = '\0';
-    t->e[t->n].n = 1;
-    t->n++;
-}
-
-
-static void
-kv_addf(kvtab_t *t, const char *fmt, ...)
-{
-    char     buf[64];
-    va_list  ap;
-    int      n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        return;
-    }
-    kv_add(t, buf, strlen(buf));
-}
-
-
-/* ------------------------------------------------------------------------ */
-/* SHA-1 (FIPS 180-4) and base64, for Sec-WebSocket-Accept                  */
-
-static inline uint32_t
-rol32(uint32_t x, int n)
-{
-    return (x << n) | (x >> (32 - n));
-}
-
-
-static void
-sha1_block(uint32_t h[5], const uint8_t *p)
-{
-    uint32_t  w[80], a, b, c, d, e, f, k, t;
-    int       i;
-
-    for (i = 0; i < 16; i++) {
-        w[i] = (uint32_t) p[4 * i] << 24 | (uint32_t) p[4 * i + 1] << 16
-               | (uint32_t) p[4 * i + 2] << 8 | (uint32_t) p[4 * i + 3];
-    }
-    for (i = 16; i < 80; i++) {
-        w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-    }
-
-    a = h[0]; b = h[1]; c = h[2]; d = h[3]; e = h[4];
-
-    for (i = 0; i < 80; i++) {
-        if (i < 20) {
-            f = (b & c) | (~b & d);
-            k = 0x5A827999;
-        } else if (i < 40) {
-            f = b ^ c ^ d;
-            k = 0x6ED9EBA1;
-        } else if (i < 60) {
-            f = (b & c) | (b & d) | (c & d);
-            k = 0x8F1BBCDC;
-        } else {
-            f = b ^ c ^ d;
-            k = 0xCA62C1D6;
-        }
-        t = rol32(a, 5) + f + e + k + w[i];
-        e = d;
-        d = c;
-        c = rol32(b, 30);
-        b = a;
-        a = t;
-    }
-
-    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
-}
-
-
-static void
-sha1(const void *data, size_t len, uint8_t out[20])
-{
-    const uint8_t  *p = data;
-    uint32_t        h[5] = { 0x67452301, 0xEFCDAB89, 0x98BADCFE,
-                             0x10325476, 0xC3D2E1F0 };
-    uint8_t         blk[64];
-    uint64_t        bits = (uint64_t) len * 8;
-    size_t          rest;
-    int             i;
-
-    while (len >= 64) {
-        sha1_block(h, p);
-        p += 64;
-        len -= 64;
-    }
-
-    rest = len;
-    memset(blk, 0, sizeof(blk));
-    memcpy(blk, p, rest);
-    blk[rest] = 0x80;
-    if (rest >= 56) {
-        sha1_block(h, blk);
-        memset(blk, 0, sizeof(blk));
-    }
-    for (i = 0; i < 8; i++) {
-        blk[63 - i] = (uint8_t) (bits >> (8 * i));
-    }
-    sha1_block(h, blk);
-
-    for (i = 0; i < 5; i++) {
-        out[4 * i] = (uint8_t) (h[i] >> 24);
-        out[4 * i + 1] = (uint8_t) (h[i] >> 16);
-        out[4 * i + 2] = (uint8_t) (h[i] >> 8);
-        out[4 * i + 3] = (uint8_t) h[i];
-    }
-}
-
-
-static size_t
-base64_encode(const uint8_t *in, size_t n, char *out)
-{
-    static const char  tab[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t             i, o = 0;
-    uint32_t           v;
-
-    for (i = 0; i + 2 < n; i += 3) {
-        v = (uint32_t) in[i] << 16 | (uint32_t) in[i + 1] << 8 | in[i + 2];
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = tab[(v >> 6) & 63];
-        out[o++] = tab[v & 63];
-    }
-    if (n - i == 1) {
-        v = (uint32_t) in[i] << 16;
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = '=';
-        out[o++] = '=';
-    } else if (n - i == 2) {
-        v = (uint32_t) in[i] << 16 | (uint32_t) in[i + 1] << 8;
-        out[o++] = tab[v >> 18];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = tab[(v >> 6) & 63];
-        out[o++] = '=';
-    }
-    out[o] = '\0';
-    return o;
-}
-
-
-/* accept = base64(sha1(key + GUID)), 28 chars + NUL */
-static void
-ws_accept_for(const char *key, char out[32])
-{
-    char     buf[128];
-    uint8_t  dig[20];
-    int      n;
-
-    n = snprintf(buf, sizeof(buf), "%s%s", key, WS_GUID);
-    sha1(buf, (size_t) n, dig);
-    base64_encode(dig, 20, out);
-}
-
-
-/* ------------------------------------------------------------------------ */
-/* log-linear histogram: 64 linear sub-buckets per power of two (~1.6%)      */
-
-#define H_SUB_BITS  6
-#define H_SUB       (1 << H_SUB_BITS)
-#define H_MAX_EXP   44                  /* 2^45 ns ~ 9.7 hours, clamped */
-#define H_BUCKETS   ((H_MAX_EXP - H_SUB_BITS + 2) * H_SUB)
-
-typedef struct {
-    uint64_t  b[H_BUCKETS];
-    uint64_t  n;
-    uint64_t  min;
-    uint64_t  max;
-    double    sum;
-} hist_t;
-
-
-static int
-h_index(uint64_t v)
-{
-    int  e;
-
-    if (v < H_SUB) {
-        return (int) v;
-    }
-    e = 63 - __builtin_clzll(v);
-    if (e > H_MAX_EXP) {
-        e = H_MAX_EXP;
-        v = (2ULL << H_MAX_EXP) - 1;
-    }
-    return (e - H_SUB_BITS + 1) * H_SUB
-           + (int) ((v >> (e - H_SUB_BITS)) & (H_SUB - 1));
-}
-
-
-/* representative value of a bucket: its midpoint */
-static uint64_t
-h_value(int idx)
-{
-    int       e, sub;
-    uint64_t  lo, w;
-
-    if (idx < H_SUB) {
-        return (uint64_t) idx;
-    }
-    e = idx / H_SUB + H_SUB_BITS - 1;
-    sub = idx % H_SUB;
-    lo = (uint64_t) (H_SUB + sub) << (e - H_SUB_BITS);
-    w = 1ULL << (e - H_SUB_BITS);
-    return lo + w / 2;
-}
-
-
-static void
-h_record(hist_t *h, uint64_t v)
-{
-    h->b[h_index(v)]++;
-    if (h->n == 0 || v < h->min) {
-        h->min = v;
-    }
-    if (v > h->max) {
-        h->max = v;
-    }
-    h->n++;
-    h->sum += (double) v;
-}
-
-
-static uint64_t
-h_quantile(const hist_t *h, double q)
-{
-    uint64_t  rank, acc = 0, v;
-    int       i;
-
-    if (h->n == 0) {
-        return 0;
-    }
-    rank = (uint64_t) (q * (double) h->n);
-    if ((double) rank < q * (double) h->n) {
-        rank++;
-    }
-    if (rank == 0) {
-        rank = 1;
-    }
-    for (i = 0; i < H_BUCKETS; i++) {
-        acc += h->b[i];
-        if (acc >= rank) {
-            v = h_value(i);
-            if (v > h->max) {
-                v = h->max;
-            }
-            if (v < h->min) {
-                v = h->min;
-            }
-            return v;
-        }
-    }
-    return h->max;
-}
 
 
 /* ------------------------------------------------------------------------ */
@@ -465,79 +100,6 @@ typedef struct {
                               const char *ref);
     void       (*classify)(const char *p, size_t n, pev_t *ev);
 } proto_t;
-
-
-/* find "key" : in a JSON text, return the value start (after blanks) */
-static const char *
-json_find(const char *p, size_t n, const char *key, size_t klen)
-{
-    const char  *end = p + n, *q = p, *v;
-
-    while (q < end) {
-        q = memmem(q, (size_t) (end - q), key, klen);
-        if (q == NULL) {
-            return NULL;
-        }
-        v = q + klen;
-        /* key is given with its quotes; require a preceding { , or blank */
-        if (q > p && q[-1] != '{' && q[-1] != ',' && !isspace((u_char) q[-1]))
-        {
-            q = v;
-            continue;
-        }
-        while (v < end && isspace((u_char) *v)) {
-            v++;
-        }
-        if (v < end && *v == ':') {
-            v++;
-            while (v < end && isspace((u_char) *v)) {
-                v++;
-            }
-            return v < end ? v : NULL;
-        }
-        q = v;
-    }
-    return NULL;
-}
-
-
-/* a scalar at v: string contents (no unescaping) or bare token */
-static int
-json_scalar(const char *v, const char *end, const char **out, size_t *len)
-{
-    const char  *s;
-
-    if (v == NULL || v >= end) {
-        return -1;
-    }
-    if (*v == '"') {
-        s = ++v;
-        while (v < end && *v != '"') {
-            if (*v == '\\') {
-                v++;
-            }
-            v++;
-        }
-        if (v >= end) {
-            return -1;
-        }
-        *out = s;
-        *len = (size_t) (v - s);
-        return 0;
-    }
-    s = v;
-    while (v < end && *v != ',' && *v != '}' && *v != ']'
-           && !isspace((u_char) *v))
-    {
-        v++;
-    }
-    *out = s;
-    *len = (size_t) (v - s);
-    return 0;
-}
-
-
-#define KEY(s)  s, sizeof(s) - 1
 
 
 static int
@@ -917,16 +479,10 @@ struct conn_s {
     uint8_t    settled;         /* joined or given up: counted once */
     uint8_t    broken;          /* close after the current event */
     uint8_t    closing;         /* close frame exchanged */
-    uint8_t    in_msg;          /* inside a fragmented message */
-    uint8_t    msg_op;
     uint32_t   ev_mask;
     uint64_t   t_start;
-    char      *rbuf;            /* unparsed input */
-    uint32_t   rlen, rcap;
-    char      *msg;             /* fragments of the current message */
-    uint32_t   mlen, mcap;
-    char      *wbuf;            /* output the socket did not take */
-    uint32_t   woff, wlen, wcap;
+    ws_rx_t    rx;              /* input: handshake, then frames */
+    ws_tx_t    tx;              /* output the socket did not take */
     seqwin_t  *lastseq;         /* per sender of my room, dup detection */
 };
 
@@ -1029,7 +585,7 @@ conn_update_events(conn_t *c)
     if (c->state == CS_CONNECTING) {
         want = EPOLLOUT;
     } else {
-        want = EPOLLIN | (c->wlen > c->woff ? EPOLLOUT : 0);
+        want = EPOLLIN | (ws_tx_pending(&c->tx) ? EPOLLOUT : 0);
     }
     if (want == c->ev_mask) {
         return;
@@ -1044,62 +600,17 @@ conn_update_events(conn_t *c)
 }
 
 
-static void
-wbuf_append(conn_t *c, const char *p, size_t n)
-{
-    size_t  need;
-
-    if (c->woff > 0 && c->woff == c->wlen) {
-        c->woff = c->wlen = 0;
-    }
-    need = (size_t) c->wlen + n;
-    if (need > c->wcap) {
-        if (c->woff > 0) {
-            memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
-            c->wlen -= c->woff;
-            c->woff = 0;
-            need = (size_t) c->wlen + n;
-        }
-        if (need > c->wcap) {
-            size_t  cap = c->wcap ? c->wcap : 1024;
-
-            while (cap < need) {
-                cap *= 2;
-            }
-            c->wbuf = xrealloc(c->wbuf, cap);
-            c->wcap = (uint32_t) cap;
-        }
-    }
-    memcpy(c->wbuf + c->wlen, p, n);
-    c->wlen += (uint32_t) n;
-}
-
-
 /* write or queue; on a socket error mark the connection broken */
 static void
 conn_write(conn_t *c, const char *p, size_t n)
 {
-    ssize_t  r;
-
     if (c->broken || c->state == CS_CLOSED) {
         return;
     }
-    if (c->fd >= 0 && c->wlen == c->woff) {
-        r = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (r == (ssize_t) n) {
-            return;
-        }
-        if (r < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                c->broken = 1;
-                return;
-            }
-            r = 0;
-        }
-        p += r;
-        n -= (size_t) r;
+    if (ws_tx_write(&c->tx, c->fd, p, n) != 0) {
+        c->broken = 1;
+        return;
     }
-    wbuf_append(c, p, n);
     conn_update_events(c);
 }
 
@@ -1107,299 +618,113 @@ conn_write(conn_t *c, const char *p, size_t n)
 static void
 conn_flush(conn_t *c)
 {
-    ssize_t  r;
-
-    while (c->wlen > c->woff) {
-        r = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff,
-                 MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (r < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                c->broken = 1;
-            }
-            break;
-        }
-        c->woff += (uint32_t) r;
-    }
-    if (c->woff == c->wlen) {
-        c->woff = c->wlen = 0;
-        if (c->wcap > 65536) {
-            free(c->wbuf);
-            c->wbuf = NULL;
-            c->wcap = 0;
-        }
+    if (ws_tx_flush(&c->tx, c->fd) != 0) {
+        c->broken = 1;
     }
     conn_update_events(c);
-}
-
-
-/* build one masked client frame */
-static size_t
-ws_frame(char *out, int opcode, const char *payload, size_t len)
-{
-    uint8_t   *o = (uint8_t *) out, *mk;
-    uint32_t   m;
-    size_t     h, i;
-
-    o[0] = (uint8_t) (0x80 | opcode);
-    if (len < 126) {
-        o[1] = (uint8_t) (0x80 | len);
-        h = 2;
-    } else if (len < 65536) {
-        o[1] = 0x80 | 126;
-        o[2] = (uint8_t) (len >> 8);
-        o[3] = (uint8_t) len;
-        h = 4;
-    } else {
-        o[1] = 0x80 | 127;
-        for (i = 0; i < 8; i++) {
-            o[2 + i] = (uint8_t) ((uint64_t) len >> (56 - 8 * i));
-        }
-        h = 10;
-    }
-    m = (uint32_t) rng64();
-    memcpy(o + h, &m, 4);
-    mk = o + h;
-    h += 4;
-    for (i = 0; i < len; i++) {
-        o[h + i] = (uint8_t) payload[i] ^ mk[i & 3];
-    }
-    return h + len;
 }
 
 
 static void
 conn_send_frame(conn_t *c, int opcode, const char *p, size_t n)
 {
-    char    stackbuf[4096];
-    char   *buf = stackbuf;
-    size_t  len;
-
-    if (n + 14 > sizeof(stackbuf)) {
-        buf = xrealloc(NULL, n + 14);
+    if (c->broken || c->state == CS_CLOSED) {
+        return;
     }
-    len = ws_frame(buf, opcode, p, n);
-    conn_write(c, buf, len);
-    if (buf != stackbuf) {
-        free(buf);
+    if (ws_tx_frame(&c->tx, c->fd, opcode, p, n) != 0) {
+        c->broken = 1;
+        return;
     }
+    conn_update_events(c);
 }
 
 
 /* ------------------------------------------------------------------------ */
-/* input path: incremental RFC 6455 parser (any segmentation)               */
+/* input path: benchlib's incremental parser calls these                    */
 
 static void
-msg_append(conn_t *c, const char *p, size_t n)
+proto_error(void *data, const char *what)
 {
-    size_t  need = (size_t) c->mlen + n, cap;
+    conn_t  *c = data;
 
-    if (need > c->mcap) {
-        cap = c->mcap ? c->mcap : 1024;
-        while (cap < need) {
-            cap *= 2;
-        }
-        c->msg = xrealloc(c->msg, cap);
-        c->mcap = (uint32_t) cap;
-    }
-    memcpy(c->msg + c->mlen, p, n);
-    c->mlen += (uint32_t) n;
-}
-
-
-static void
-proto_error(conn_t *c, const char *what)
-{
     st.proto_errors++;
     kv_addf(&st.closes, "client:%s", what);
     c->broken = 1;
 }
 
 
-/* parse complete frames from buf; returns the bytes consumed */
-static size_t
-ws_parse(conn_t *c, char *buf, size_t len)
+static int
+rx_text(void *data, char *p, size_t n)
 {
-    size_t    off = 0, hdr, i;
-    uint64_t  plen;
-    uint8_t  *b, *mk, *pl;
-    int       fin, op, masked;
-    unsigned  code;
+    conn_t  *c = data;
 
-    while (!c->broken && !c->closing) {
-        b = (uint8_t *) buf + off;
-        if (len - off < 2) {
-            break;
-        }
-        fin = b[0] & 0x80;
-        op = b[0] & 0x0f;
-        masked = b[1] & 0x80;
-        plen = b[1] & 0x7f;
-        hdr = 2;
-
-        if (b[0] & 0x70) {
-            proto_error(c, "rsv bits");
-            break;
-        }
-        if (plen == 126) {
-            if (len - off < 4) {
-                break;
-            }
-            plen = (uint64_t) b[2] << 8 | b[3];
-            hdr = 4;
-        } else if (plen == 127) {
-            if (len - off < 10) {
-                break;
-            }
-            plen = 0;
-            for (i = 0; i < 8; i++) {
-                plen = plen << 8 | b[2 + i];
-            }
-            hdr = 10;
-        }
-        if (plen > MAX_FRAME) {
-            proto_error(c, "frame too large");
-            break;
-        }
-        mk = b + hdr;
-        if (masked) {
-            hdr += 4;
-        }
-        if (len - off < hdr + plen) {
-            break;
-        }
-        pl = b + hdr;
-        if (masked) {           /* servers must not mask; tolerate it */
-            for (i = 0; i < plen; i++) {
-                pl[i] ^= mk[i & 3];
-            }
-        }
-        off += hdr + plen;
-
-        if (op & 0x08) {                        /* control frame */
-            if (!fin || plen > 125) {
-                proto_error(c, "bad control frame");
-                break;
-            }
-            if (op == 0x9) {                    /* ping -> pong */
-                st.pings++;
-                conn_send_frame(c, 0xA, (char *) pl, plen);
-            } else if (op == 0xA) {
-                st.pongs_rx++;
-            } else if (op == 0x8) {             /* close: echo and finish */
-                code = plen >= 2 ? (unsigned) (pl[0] << 8 | pl[1]) : 1005;
-                if (c->state == CS_OPEN) {
-                    kv_addf(&st.closes, "server close %u", code);
-                }
-                conn_send_frame(c, 0x8, (char *) pl, plen >= 2 ? 2 : 0);
-                c->closing = 1;
-            } else {
-                proto_error(c, "bad opcode");
-            }
-            continue;
-        }
-
-        if (op == 0x0) {                        /* continuation */
-            if (!c->in_msg) {
-                proto_error(c, "stray continuation");
-                break;
-            }
-            if ((uint64_t) c->mlen + plen > MAX_FRAME) {
-                proto_error(c, "message too large");
-                break;
-            }
-            msg_append(c, (char *) pl, plen);
-            if (fin) {
-                c->in_msg = 0;
-                if (c->msg_op == 0x1) {
-                    on_text(c, c->msg, c->mlen);
-                } else {
-                    st.binary++;
-                }
-                c->mlen = 0;
-                if (c->mcap > 65536) {
-                    free(c->msg);
-                    c->msg = NULL;
-                    c->mcap = 0;
-                }
-            }
-            continue;
-        }
-
-        if (op != 0x1 && op != 0x2) {
-            proto_error(c, "bad opcode");
-            break;
-        }
-        if (c->in_msg) {
-            proto_error(c, "data frame inside fragmented message");
-            break;
-        }
-        if (fin) {
-            if (op == 0x1) {
-                on_text(c, (char *) pl, plen);
-            } else {
-                st.binary++;
-            }
-        } else {
-            c->in_msg = 1;
-            c->msg_op = (uint8_t) op;
-            c->mlen = 0;
-            msg_append(c, (char *) pl, plen);
-        }
-    }
-    return off;
+    on_text(c, p, n);
+    return c->broken || c->closing;
 }
 
 
-/* feed newly received bytes (n may be 0 to parse what is buffered) */
-static void
-conn_feed(conn_t *c, const char *data, size_t n)
+static int
+rx_binary(void *data, char *p, size_t n)
 {
-    size_t  used, need, cap;
+    conn_t  *c = data;
 
-    if (c->rlen == 0) {
-        if (n == 0) {
-            return;
-        }
-        /* common case: parse straight from the receive buffer */
-        used = ws_parse(c, (char *) data, n);
-        if (used == n || c->broken || c->closing) {
-            return;
-        }
-        data += used;
-        n -= used;
-    }
+    st.binary++;
+    return c->broken || c->closing;
+}
 
-    /* keep the partial frame (and whatever was buffered before it) */
-    if (n > 0) {
-        need = (size_t) c->rlen + n;
-        if (need > c->rcap) {
-            cap = c->rcap ? c->rcap : 2048;
-            while (cap < need) {
-                cap *= 2;
-            }
-            c->rbuf = xrealloc(c->rbuf, cap);
-            c->rcap = (uint32_t) cap;
-        }
-        memcpy(c->rbuf + c->rlen, data, n);
-        c->rlen += (uint32_t) n;
-        if (c->rlen == n) {
-            return;             /* just parsed: nothing complete in it */
-        }
-    }
 
-    used = ws_parse(c, c->rbuf, c->rlen);
-    if (used > 0) {
-        memmove(c->rbuf, c->rbuf + used, c->rlen - used);
-        c->rlen -= (uint32_t) used;
+static int
+rx_ping(void *data, char *p, size_t n)
+{
+    conn_t  *c = data;
+
+    st.pings++;
+    conn_send_frame(c, 0xA, p, n);
+    return c->broken || c->closing;
+}
+
+
+static int
+rx_pong(void *data, char *p, size_t n)
+{
+    conn_t  *c = data;
+
+    st.pongs_rx++;
+    return c->broken || c->closing;
+}
+
+
+/* close: echo its code and finish */
+static int
+rx_close(void *data, unsigned code, char *p, size_t n)
+{
+    conn_t  *c = data;
+    char     cb[2];
+
+    if (c->state == CS_OPEN) {
+        kv_addf(&st.closes, "server close %u", code);
     }
-    if (c->rlen == 0) {
-        free(c->rbuf);
-        c->rbuf = NULL;
-        c->rcap = 0;
-    }
+    cb[0] = (char) (code >> 8);
+    cb[1] = (char) code;
+    conn_send_frame(c, 0x8, cb, code != 1005 ? 2 : 0);
+    c->closing = 1;
+    return 1;
+}
+
+
+static const ws_rx_handler_t  conn_rx_handler = {
+    rx_text, rx_binary, rx_ping, rx_pong, rx_close, proto_error
+};
+
+
+static void
+conn_init(conn_t *c, uint32_t idx)
+{
+    memset(c, 0, sizeof(conn_t));
+    c->fd = -1;
+    c->idx = idx;
+    c->rx.h = &conn_rx_handler;
+    c->rx.data = c;
 }
 
 
@@ -1416,14 +741,7 @@ make_user(uint32_t idx, char *out, size_t cap)
 static void
 make_key(uint32_t idx, char out[32])
 {
-    uint8_t   raw[16];
-    uint64_t  a, b;
-
-    a = splitmix64(((uint64_t) run_id << 32) ^ idx);
-    b = splitmix64(a ^ 0x5bd1e995);
-    memcpy(raw, &a, 8);
-    memcpy(raw + 8, &b, 8);
-    base64_encode(raw, 16, out);
+    ws_make_key(((uint64_t) run_id << 32) ^ idx, out);
 }
 
 
@@ -1502,14 +820,10 @@ conn_close(conn_t *c, const char *reason)
         c->fd = -1;
     }
     c->state = CS_CLOSED;
-    free(c->rbuf);
-    free(c->msg);
-    free(c->wbuf);
+    ws_rx_free(&c->rx);
+    ws_tx_free(&c->tx);
     free(c->lastseq);
-    c->rbuf = c->msg = c->wbuf = NULL;
     c->lastseq = NULL;
-    c->rlen = c->rcap = c->mlen = c->mcap = 0;
-    c->wlen = c->woff = c->wcap = 0;
 }
 
 
@@ -1576,7 +890,7 @@ conn_on_connected(conn_t *c)
     int        err = 0;
     socklen_t  el = sizeof(err);
     char       req[1024], user[128], target[512], key[32], why[64];
-    int        n;
+    size_t     n;
 
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0) {
         err = errno;
@@ -1591,49 +905,11 @@ conn_on_connected(conn_t *c)
     make_key(c->idx, key);
     proto->target(target, sizeof(target), cfg.path, user,
                   room_names[c->room]);
-    n = snprintf(req, sizeof(req),
-                 "GET %s HTTP/1.1\r\n"
-                 "Host: %s\r\n"
-                 "Upgrade: websocket\r\n"
-                 "Connection: Upgrade\r\n"
-                 "Sec-WebSocket-Key: %s\r\n"
-                 "Sec-WebSocket-Version: 13\r\n"
-                 "\r\n", target, host_hdr, key);
+    n = ws_request(req, sizeof(req), target, host_hdr, key);
 
     c->state = CS_HANDSHAKE;
     conn_update_events(c);
-    conn_write(c, req, (size_t) n);
-}
-
-
-/* a header's value in a response, case-insensitive name */
-static const char *
-http_header(const char *hdrs, size_t len, const char *name, size_t *vlen)
-{
-    const char  *p = hdrs, *end = hdrs + len, *eol, *v;
-    size_t       nl = strlen(name);
-
-    while (p < end) {
-        eol = memmem(p, (size_t) (end - p), "\r\n", 2);
-        if (eol == NULL) {
-            eol = end;
-        }
-        if ((size_t) (eol - p) > nl && p[nl] == ':'
-            && strncasecmp(p, name, nl) == 0)
-        {
-            v = p + nl + 1;
-            while (v < eol && (*v == ' ' || *v == '\t')) {
-                v++;
-            }
-            *vlen = (size_t) (eol - v);
-            while (*vlen > 0 && (v[*vlen - 1] == ' ' || v[*vlen - 1] == '\t')) {
-                (*vlen)--;
-            }
-            return v;
-        }
-        p = eol + 2;
-    }
-    return NULL;
+    conn_write(c, req, n);
 }
 
 
@@ -1641,47 +917,18 @@ http_header(const char *hdrs, size_t len, const char *name, size_t *vlen)
 static int
 conn_handshake_input(conn_t *c, const char *data, size_t n)
 {
-    const char  *end, *v;
-    size_t       hlen, vlen, need, cap, rest;
-    char         key[32], acc[32], why[64];
-    int          status = 0;
+    size_t  hlen = 0;
+    char    key[32], why[64];
+    int     status, rc;
 
-    need = (size_t) c->rlen + n;
-    if (need > c->rcap) {
-        cap = c->rcap ? c->rcap : 1024;
-        while (cap < need) {
-            cap *= 2;
-        }
-        c->rbuf = xrealloc(c->rbuf, cap);
-        c->rcap = (uint32_t) cap;
-    }
-    memcpy(c->rbuf + c->rlen, data, n);
-    c->rlen += (uint32_t) n;
-
-    end = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
-    if (end == NULL) {
-        if (c->rlen > MAX_HS_HEADER) {
-            conn_close(c, "handshake: response too long");
-        }
-        return 0;
-    }
-    hlen = (size_t) (end - c->rbuf) + 4;
-
-    if (c->rlen < 12 || memcmp(c->rbuf, "HTTP/1.", 7) != 0) {
-        conn_close(c, "handshake: not HTTP");
-        return 0;
-    }
-    status = atoi(c->rbuf + 9);
-    if (status != 101) {
-        snprintf(why, sizeof(why), "handshake: status %d", status);
-        conn_close(c, why);
-        return 0;
-    }
+    ws_rx_buffer(&c->rx, data, n);
     make_key(c->idx, key);
-    ws_accept_for(key, acc);
-    v = http_header(c->rbuf, hlen, "Sec-WebSocket-Accept", &vlen);
-    if (v == NULL || vlen != strlen(acc) || memcmp(v, acc, vlen) != 0) {
-        conn_close(c, "handshake: bad Sec-WebSocket-Accept");
+    rc = ws_response(c->rx.rbuf, c->rx.rlen, key, &hlen, &status, why,
+                     sizeof(why));
+    if (rc <= 0) {
+        if (rc < 0) {
+            conn_close(c, why);
+        }
         return 0;
     }
 
@@ -1689,14 +936,12 @@ conn_handshake_input(conn_t *c, const char *data, size_t n)
     n_inflight--;
     st.opened++;
 
-    rest = c->rlen - hlen;
-    memmove(c->rbuf, c->rbuf + hlen, rest);
-    c->rlen = (uint32_t) rest;
+    ws_rx_discard(&c->rx, hlen);
 
     if (proto->ready_on_open) {
         send_join(c);
     }
-    conn_feed(c, NULL, 0);      /* frames that came with the 101 */
+    ws_rx_feed(&c->rx, NULL, 0);        /* frames that came with the 101 */
     return 1;
 }
 
@@ -1735,7 +980,7 @@ conn_on_readable(conn_t *c)
         if (c->state == CS_HANDSHAKE) {
             (void) conn_handshake_input(c, rx_buf, (size_t) r);
         } else {
-            conn_feed(c, rx_buf, (size_t) r);
+            ws_rx_feed(&c->rx, rx_buf, (size_t) r);
         }
         if (c->state != CS_HANDSHAKE && c->state != CS_OPEN) {
             return;
@@ -1764,7 +1009,7 @@ conn_on_event(conn_t *c, uint32_t events)
         conn_close(c, c->state == CS_OPEN ? "client: write/protocol error"
                                           : "handshake: write error");
     } else if (c->state != CS_CLOSED && c->closing) {
-        if (c->wlen > c->woff) {
+        if (ws_tx_pending(&c->tx)) {
             conn_flush(c);
         }
         conn_close(c, NULL);
@@ -2105,7 +1350,7 @@ sender_pump(sender_t *s)
         if (behind > st.max_behind_ns) {
             st.max_behind_ns = behind;
         }
-        if (g_now < s->hold_until || c->wlen - c->woff > WBUF_CAP) {
+        if (g_now < s->hold_until || ws_tx_pending(&c->tx) > WBUF_CAP) {
             st.skipped_backpressure++;
         } else {
             send_one(s);
@@ -2123,71 +1368,6 @@ typedef struct {
     pid_t     pid[MAX_PIDS];
     uint64_t  ticks[MAX_PIDS];
 } pidset_t;
-
-
-static int
-proc_stat(pid_t pid, uint64_t *ticks, pid_t *ppid)
-{
-    char      path[64], buf[1024], *p;
-    int       fd, i;
-    ssize_t   n;
-    uint64_t  ut = 0, stt = 0;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return -1;
-    }
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0) {
-        return -1;
-    }
-    buf[n] = '\0';
-    p = strrchr(buf, ')');
-    if (p == NULL) {
-        return -1;
-    }
-    p++;
-    /* fields after "(comm)": 3 state, 4 ppid, ... 14 utime, 15 stime */
-    for (i = 3; i <= 15 && *p; i++) {
-        while (*p == ' ') {
-            p++;
-        }
-        if (i == 4 && ppid != NULL) {
-            *ppid = (pid_t) strtol(p, NULL, 10);
-        } else if (i == 14) {
-            ut = strtoull(p, NULL, 10);
-        } else if (i == 15) {
-            stt = strtoull(p, NULL, 10);
-        }
-        while (*p && *p != ' ') {
-            p++;
-        }
-    }
-    if (ticks != NULL) {
-        *ticks = ut + stt;
-    }
-    return 0;
-}
-
-
-static pid_t
-read_pidfile(const char *path)
-{
-    FILE  *f;
-    long   v = 0;
-
-    f = fopen(path, "r");
-    if (f == NULL) {
-        return 0;
-    }
-    if (fscanf(f, "%ld", &v) != 1) {
-        v = 0;
-    }
-    fclose(f);
-    return (pid_t) v;
-}
 
 
 /* current server processes: explicit pids, or pidfile master + children */
@@ -2384,53 +1564,14 @@ self_cpu(void)
 /* ------------------------------------------------------------------------ */
 /* setup                                                                    */
 
-static int
-is_loopback(const struct sockaddr_storage *ss)
-{
-    const struct sockaddr_in   *a4 = (const struct sockaddr_in *) ss;
-    const struct sockaddr_in6  *a6 = (const struct sockaddr_in6 *) ss;
-
-    if (ss->ss_family == AF_INET) {
-        return (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (ss->ss_family == AF_INET6) {
-        return IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr)
-               || (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr)
-                   && a6->sin6_addr.s6_addr[12] == 127);
-    }
-    return 0;
-}
-
-
 static void
 resolve_target(void)
 {
-    struct sockaddr_in   *a4 = (struct sockaddr_in *) &dst_addr;
-    struct sockaddr_in6  *a6 = (struct sockaddr_in6 *) &dst_addr;
-    const char           *h = cfg.host;
-    struct in_addr        sb;
+    struct in_addr  sb;
 
-    memset(&dst_addr, 0, sizeof(dst_addr));
-    if (strcmp(h, "localhost") == 0) {
-        h = "127.0.0.1";
-    }
-    if (inet_pton(AF_INET, h, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t) cfg.port);
-        dst_len = sizeof(*a4);
-        snprintf(host_hdr, sizeof(host_hdr), "%s:%d", h, cfg.port);
-    } else if (inet_pton(AF_INET6, h, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t) cfg.port);
-        dst_len = sizeof(*a6);
-        snprintf(host_hdr, sizeof(host_hdr), "[%s]:%d", h, cfg.port);
-    } else {
-        die("--host must be a numeric loopback address (127.x.x.x or ::1)");
-    }
+    resolve_loopback(cfg.host, cfg.port, &dst_addr, &dst_len, host_hdr,
+                     sizeof(host_hdr));
     dst_family = dst_addr.ss_family;
-    if (!is_loopback(&dst_addr)) {
-        die("refusing non-loopback target %s", cfg.host);
-    }
 
     if (cfg.src_ips > 0) {
         if (dst_family != AF_INET) {
@@ -2739,8 +1880,7 @@ selftest(void)
 
     text_hook = selftest_hook;
     for (round = 0; round < 400; round++) {
-        memset(&c, 0, sizeof(c));
-        c.fd = -1;
+        conn_init(&c, 0);
         c.state = CS_OPEN;
         st_texts = 0;
         st_total_bytes = 0;
@@ -2755,7 +1895,7 @@ selftest(void)
             if (chunk > len - off) {
                 chunk = len - off;
             }
-            conn_feed(&c, stream + off, chunk);
+            ws_rx_feed(&c.rx, stream + off, chunk);
             if (c.broken) {
                 break;
             }
@@ -2766,12 +1906,12 @@ selftest(void)
               + strlen(msg), "round %d: bytes %zu", round, st_total_bytes);
         CHECK(st_last_len == strlen(msg)
               && memcmp(st_last, msg, st_last_len) == 0, "last message");
-        CHECK(c.rlen == 0 && !c.in_msg, "leftover");
+        CHECK(c.rx.rlen == 0 && !c.rx.in_msg, "leftover");
 
         /* two pongs were queued, masked, echoing the ping payloads */
         pongs = 0;
-        for (off = 0; off < c.wlen; ) {
-            uint8_t  *b = (uint8_t *) c.wbuf + off;
+        for (off = 0; off < c.tx.wlen; ) {
+            uint8_t  *b = (uint8_t *) c.tx.wbuf + off;
             size_t    pl = b[1] & 0x7f;
 
             CHECK(b[0] == 0x8A && (b[1] & 0x80), "pong header");
@@ -2785,20 +1925,18 @@ selftest(void)
             off += 6 + pl;
         }
         CHECK(pongs == 2, "pongs %d", pongs);
-        free(c.rbuf);
-        free(c.msg);
-        free(c.wbuf);
+        ws_rx_free(&c.rx);
+        ws_tx_free(&c.tx);
     }
     text_hook = NULL;
 
     /* protocol errors are caught */
-    memset(&c, 0, sizeof(c));
-    c.fd = -1;
+    conn_init(&c, 0);
     c.state = CS_OPEN;
     len = srv_frame(stream, 1, 0, "x", 1);
-    conn_feed(&c, stream, len);
+    ws_rx_feed(&c.rx, stream, len);
     CHECK(c.broken, "stray continuation accepted");
-    free(c.rbuf);
+    ws_rx_free(&c.rx);
 
     /* our client frames round-trip (masking) */
     {
@@ -2823,72 +1961,6 @@ selftest(void)
 
 /* ------------------------------------------------------------------------ */
 /* reporting                                                                */
-
-static void
-print_kv(FILE *f, const kvtab_t *t)
-{
-    int  i;
-
-    if (t->n == 0 && t->overflow == 0) {
-        fprintf(f, "none");
-    }
-    for (i = 0; i < t->n; i++) {
-        fprintf(f, "%s%s=%llu", i ? ", " : "", t->e[i].key, U64(t->e[i].n));
-    }
-    if (t->overflow) {
-        fprintf(f, ", (other)=%llu", U64(t->overflow));
-    }
-}
-
-
-static void
-json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') {
-            fputc('\\', f);
-            fputc(*s, f);
-        } else if ((u_char) *s < 0x20) {
-            fprintf(f, "\\u%04x", (u_char) *s);
-        } else {
-            fputc(*s, f);
-        }
-    }
-    fputc('"', f);
-}
-
-
-static void
-json_kv(FILE *f, const char *name, const kvtab_t *t)
-{
-    int  i;
-
-    fprintf(f, ",\"%s\":{", name);
-    for (i = 0; i < t->n; i++) {
-        if (i) {
-            fputc(',', f);
-        }
-        json_str(f, t->e[i].key);
-        fprintf(f, ":%llu", U64(t->e[i].n));
-    }
-    if (t->overflow) {
-        fprintf(f, "%s\"(other)\":%llu", t->n ? "," : "", U64(t->overflow));
-    }
-    fputc('}', f);
-}
-
-
-static void
-json_hist(FILE *f, const char *name, const hist_t *h)
-{
-    fprintf(f, ",\"%s\":{\"n\":%llu,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
-            "\"p999\":%.3f,\"max\":%.3f,\"mean\":%.3f}", name, U64(h->n),
-            h_quantile(h, 0.5) / NS_PER_MS, h_quantile(h, 0.9) / NS_PER_MS,
-            h_quantile(h, 0.99) / NS_PER_MS, h_quantile(h, 0.999) / NS_PER_MS,
-            h->max / NS_PER_MS, h->n ? h->sum / h->n / NS_PER_MS : 0.0);
-}
-
 
 static void
 print_hist(const char *name, const hist_t *h)
@@ -3135,7 +2207,7 @@ main(int argc, char **argv)
 
     memset(&cpu_b, 0, sizeof(cpu_b));
     parse_args(argc, argv);
-    g_rng ^= splitmix64(now_ns() ^ (uint64_t) getpid());
+    bench_rng ^= splitmix64(now_ns() ^ (uint64_t) getpid());
 
     if (cfg.selftest) {
         return selftest();
@@ -3168,8 +2240,7 @@ main(int argc, char **argv)
         room_names[i] = strdup(name);
     }
     for (i = 0; i < cfg.conns; i++) {
-        conns[i].fd = -1;
-        conns[i].idx = (uint32_t) i;
+        conn_init(&conns[i], (uint32_t) i);
         conns[i].room = (uint32_t) (i % cfg.rooms);
         conns[i].sender = i < cfg.senders ? i : -1;
     }
