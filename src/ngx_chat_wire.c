@@ -243,8 +243,12 @@ ngx_chat_wire_ack(ngx_str_t *ref, ngx_str_t *id, ngx_log_t *log)
     size_t           len;
     ngx_chat_buf_t  *b;
 
-    len = sizeof("{\"type\":\"ack\",\"ref\":,\"id\":}") - 1
-          + ngx_chat_wire_str_len(id);
+    /*
+     * the id is this server's own (digits, '-', hex digits): no escaping,
+     * which callgrind put at ~400 instructions an ack
+     */
+
+    len = sizeof("{\"type\":\"ack\",\"ref\":,\"id\":\"\"}") - 1 + id->len;
 
     if (ref) {
         len += ngx_chat_wire_str_len(ref);
@@ -262,9 +266,9 @@ ngx_chat_wire_ack(ngx_str_t *ref, ngx_str_t *id, ngx_log_t *log)
         p = ngx_chat_wire_str(p, ref);
     }
 
-    p = ngx_chat_wire_lit(p, ",\"id\":");
-    p = ngx_chat_wire_str(p, id);
-    *p++ = '}';
+    p = ngx_chat_wire_lit(p, ",\"id\":\"");
+    p = ngx_cpymem(p, id->data, id->len);
+    p = ngx_chat_wire_lit(p, "\"}");
 
     ngx_chat_wire_frame_end(b, p);
 

@@ -76,7 +76,10 @@ ngx_chat_buf_t *ngx_chat_wire_joined(ngx_str_t *room, ngx_uint_t members,
 /* {"type":"left","room":R} */
 ngx_chat_buf_t *ngx_chat_wire_left(ngx_str_t *room, ngx_log_t *log);
 
-/* {"type":"ack"[,"ref":REF],"id":ID}; ref may be NULL */
+/*
+ * {"type":"ack"[,"ref":REF],"id":ID}; ref may be NULL; the id is this
+ * server's own and is written as it is
+ */
 ngx_chat_buf_t *ngx_chat_wire_ack(ngx_str_t *ref, ngx_str_t *id,
     ngx_log_t *log);
 
