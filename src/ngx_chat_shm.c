@@ -986,7 +986,8 @@ ngx_chat_shm_post_build(ngx_str_t *name, ngx_str_t *user, ngx_str_t *content,
     ts.data = tsbuf;
     ts.len = ngx_sprintf(tsbuf, "%uL", now_ms) - tsbuf;
 
-    ngx_str_null(&none);
+    none.len = 0;
+    none.data = (u_char *) "";      /* no NULL + 0 in the escaping */
 
     start = ngx_chat_shm_scratch(ngx_chat_wire_message_len(name, &none, user,
                                                            content, ts.len)
