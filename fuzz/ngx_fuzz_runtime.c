@@ -5,9 +5,10 @@
  * The nginx core functions the chat module calls, written for the fuzzer
  * (see ngx_fuzz_runtime.h): memory and pools, arrays, the printf family,
  * logging, CRC32, a binary search tree behind the ngx_rbtree API, a zone
- * allocator behind the ngx_slab API, the zone mutex, and the few event
- * functions of a worker.  Everything the module reaches only through the
- * HTTP handshake aborts if called: the harness does not go there.
+ * allocator behind the ngx_slab API, the zone mutex, the few event
+ * functions of a worker, SHA-1 and base64 for the handshake, and the HTTP
+ * functions an accepted upgrade calls.  The 426 response (not an upgrade)
+ * aborts if reached: the harness always asks for a valid upgrade.
  */
 
 
@@ -22,6 +23,7 @@
 ngx_uint_t                 ngx_fuzz_allocs_failed;
 ngx_uint_t                 ngx_fuzz_trace;
 ngx_connection_t          *ngx_fuzz_last_connection;
+ngx_uint_t                 ngx_fuzz_connections_closed;
 
 static ngx_uint_t          ngx_fuzz_fail_countdown;
 
@@ -35,7 +37,11 @@ ngx_queue_t                ngx_posted_events;
 ngx_rbtree_t               ngx_event_timer_rbtree;
 uint32_t                  *ngx_crc32_table_short;
 
-/* ws.c names the module for its request context only */
+/*
+ * ngx_chat_ws.c finds its location configuration and request context by
+ * the module's ctx_index, which is 0 here: the harness's requests have one
+ * slot of each
+ */
 ngx_module_t               ngx_chat_module;
 
 static ngx_time_t          ngx_fuzz_time;
@@ -1379,12 +1385,32 @@ ngx_get_connection(ngx_socket_t s, ngx_log_t *log)
 }
 
 
+/* as nginx does: timers and posted events go with the connection */
+
 void
 ngx_close_connection(ngx_connection_t *c)
 {
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
     if (c->fd != (ngx_socket_t) -1) {
         close(c->fd);
     }
+
+    ngx_fuzz_connections_closed++;
 
     free(c->read);
     free(c->write);
@@ -1422,7 +1448,239 @@ ngx_nonblocking(ngx_socket_t s)
 #endif
 
 
-/* the handshake and socket side of ngx_chat_ws.c: not run by the harness */
+/* the handshake: SHA-1 (FIPS 180-4) and base64, as nginx's */
+
+#define ngx_fuzz_rol(x, n)  (((x) << (n)) | ((x) >> (32 - (n))))
+
+static void
+ngx_fuzz_sha1_block(ngx_sha1_t *ctx, const u_char *p)
+{
+    uint32_t    w[80], a, b, c, d, e, f, k, t;
+    ngx_uint_t  i;
+
+    for (i = 0; i < 16; i++) {
+        w[i] = ((uint32_t) p[4 * i] << 24) | ((uint32_t) p[4 * i + 1] << 16)
+               | ((uint32_t) p[4 * i + 2] << 8) | p[4 * i + 3];
+    }
+
+    for (i = 16; i < 80; i++) {
+        w[i] = ngx_fuzz_rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    }
+
+    a = ctx->a; b = ctx->b; c = ctx->c; d = ctx->d; e = ctx->e;
+
+    for (i = 0; i < 80; i++) {
+        if (i < 20) {
+            f = (b & c) | (~b & d);
+            k = 0x5a827999;
+
+        } else if (i < 40) {
+            f = b ^ c ^ d;
+            k = 0x6ed9eba1;
+
+        } else if (i < 60) {
+            f = (b & c) | (b & d) | (c & d);
+            k = 0x8f1bbcdc;
+
+        } else {
+            f = b ^ c ^ d;
+            k = 0xca62c1d6;
+        }
+
+        t = ngx_fuzz_rol(a, 5) + f + e + k + w[i];
+        e = d; d = c; c = ngx_fuzz_rol(b, 30); b = a; a = t;
+    }
+
+    ctx->a += a; ctx->b += b; ctx->c += c; ctx->d += d; ctx->e += e;
+}
+
+
+void
+ngx_sha1_init(ngx_sha1_t *ctx)
+{
+    ctx->a = 0x67452301;
+    ctx->b = 0xefcdab89;
+    ctx->c = 0x98badcfe;
+    ctx->d = 0x10325476;
+    ctx->e = 0xc3d2e1f0;
+    ctx->bytes = 0;
+}
+
+
+void
+ngx_sha1_update(ngx_sha1_t *ctx, const void *data, size_t size)
+{
+    const u_char  *p;
+
+    for (p = data; size--; p++) {
+        ctx->buffer[ctx->bytes++ % 64] = *p;
+
+        if (ctx->bytes % 64 == 0) {
+            ngx_fuzz_sha1_block(ctx, ctx->buffer);
+        }
+    }
+}
+
+
+void
+ngx_sha1_final(u_char result[20], ngx_sha1_t *ctx)
+{
+    u_char      len[8];
+    uint64_t    bits;
+    uint32_t    h[5];
+    ngx_uint_t  i;
+
+    bits = ctx->bytes * 8;
+
+    for (i = 0; i < 8; i++) {
+        len[i] = (u_char) (bits >> (56 - 8 * i));
+    }
+
+    ngx_sha1_update(ctx, "\x80", 1);
+
+    while (ctx->bytes % 64 != 56) {
+        ngx_sha1_update(ctx, "", 1);
+    }
+
+    ngx_sha1_update(ctx, len, 8);
+
+    h[0] = ctx->a; h[1] = ctx->b; h[2] = ctx->c; h[3] = ctx->d; h[4] = ctx->e;
+
+    for (i = 0; i < 20; i++) {
+        result[i] = (u_char) (h[i / 4] >> (24 - 8 * (i % 4)));
+    }
+}
+
+
+static const char  ngx_fuzz_b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+
+void
+ngx_encode_base64(ngx_str_t *dst, ngx_str_t *src)
+{
+    u_char      *d;
+    uint32_t     v;
+    ngx_uint_t   i, k, n;
+
+    d = dst->data;
+
+    for (i = 0; i < src->len; i += 3) {
+        n = ngx_min(src->len - i, 3);
+        v = 0;
+
+        for (k = 0; k < 3; k++) {
+            v = (v << 8) | (k < n ? src->data[i + k] : 0);
+        }
+
+        for (k = 0; k < 4; k++) {
+            *d++ = (k <= n) ? ngx_fuzz_b64[(v >> (18 - 6 * k)) & 0x3f] : '=';
+        }
+    }
+
+    dst->len = d - dst->data;
+}
+
+
+/* as nginx's: it stops at the first '=', and fails outside the alphabet */
+
+ngx_int_t
+ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
+{
+    u_char      *d;
+    size_t       len;
+    uint32_t     v;
+    const char  *c;
+    ngx_uint_t   i, bits;
+
+    for (len = 0; len < src->len && src->data[len] != '='; len++) {
+        /* void */
+    }
+
+    if (len % 4 == 1) {
+        return NGX_ERROR;
+    }
+
+    d = dst->data;
+    v = 0;
+    bits = 0;
+
+    for (i = 0; i < len; i++) {
+        c = src->data[i] ? strchr(ngx_fuzz_b64, src->data[i]) : NULL;
+
+        if (c == NULL) {
+            return NGX_ERROR;
+        }
+
+        v = (v << 6) | (uint32_t) (c - ngx_fuzz_b64);
+        bits += 6;
+
+        if (bits >= 8) {
+            bits -= 8;
+            *d++ = (u_char) (v >> bits);
+        }
+    }
+
+    dst->len = d - dst->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * HTTP: a request whose user is a constant (no variables), without a body,
+ * freed as nginx frees it (the request lives in its own pool, the
+ * connection's memory in the connection's pool)
+ */
+
+ngx_int_t
+ngx_http_complex_value(ngx_http_request_t *r, ngx_http_complex_value_t *val,
+    ngx_str_t *value)
+{
+    ngx_fuzz_assert(val->lengths == NULL);
+
+    *value = val->value;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_discard_request_body(ngx_http_request_t *r)
+{
+    return NGX_OK;
+}
+
+
+void
+ngx_http_free_request(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_pool_t  *pool;
+
+    ngx_fuzz_assert(r->pool != NULL);
+
+    r->connection->destroyed = 1;
+
+    pool = r->pool;
+    r->pool = NULL;
+    ngx_destroy_pool(pool);
+}
+
+
+void
+ngx_http_close_connection(ngx_connection_t *c)
+{
+    ngx_pool_t  *pool;
+
+    c->destroyed = 1;
+
+    pool = c->pool;
+    ngx_close_connection(c);
+    ngx_destroy_pool(pool);
+}
+
+
+/* the 426 response: not reached */
 
 void *
 ngx_list_push(ngx_list_t *list)
@@ -1432,66 +1690,8 @@ ngx_list_push(ngx_list_t *list)
 }
 
 
-void
-ngx_encode_base64(ngx_str_t *dst, ngx_str_t *src)
-{
-    ngx_fuzz_unreachable(__func__);
-}
-
-
-ngx_int_t
-ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
-{
-    ngx_fuzz_unreachable(__func__);
-    return NGX_ERROR;
-}
-
-
-void
-ngx_sha1_init(ngx_sha1_t *ctx)
-{
-    ngx_fuzz_unreachable(__func__);
-}
-
-
-void
-ngx_sha1_update(ngx_sha1_t *ctx, const void *data, size_t size)
-{
-    ngx_fuzz_unreachable(__func__);
-}
-
-
-void
-ngx_sha1_final(u_char result[20], ngx_sha1_t *ctx)
-{
-    ngx_fuzz_unreachable(__func__);
-}
-
-
-void
-ngx_http_close_connection(ngx_connection_t *c)
-{
-    ngx_fuzz_unreachable(__func__);
-}
-
-
-void
-ngx_http_free_request(ngx_http_request_t *r, ngx_int_t rc)
-{
-    ngx_fuzz_unreachable(__func__);
-}
-
-
 ngx_int_t
 ngx_http_send_header(ngx_http_request_t *r)
-{
-    ngx_fuzz_unreachable(__func__);
-    return NGX_ERROR;
-}
-
-
-ngx_int_t
-ngx_http_discard_request_body(ngx_http_request_t *r)
 {
     ngx_fuzz_unreachable(__func__);
     return NGX_ERROR;
@@ -1506,33 +1706,17 @@ ngx_http_output_filter(ngx_http_request_t *r, ngx_chain_t *chain)
 }
 
 
-ngx_int_t
-ngx_http_complex_value(ngx_http_request_t *r, ngx_http_complex_value_t *val,
-    ngx_str_t *value)
-{
-    ngx_fuzz_unreachable(__func__);
-    return NGX_ERROR;
-}
-
-
 /*
- * The Redis relay (ngx_chat_relay.c) runs only with chat_redis, which the
- * harness does not configure: these stand in, weakly, and must not run.
- * (Weak: a build that links the real files gets those.)
+ * Message storage (chat_postgres): ngx_chat_store.c is not linked (it needs
+ * ngx_chat_pg.c, libpq and a server), so storage is off, as without
+ * chat_postgres; ngx_chat_proto.c calls only ngx_chat_store_enabled()
+ * then, and the rest must not run.  (Weak: a build that links the real
+ * file gets that.)
  */
 
 #define ngx_fuzz_weak_stub(name)                                             \
     void name(void) __attribute__((weak));                                   \
     void name(void) { ngx_fuzz_unreachable(#name); }
-
-ngx_fuzz_weak_stub(ngx_chat_relay_init)
-ngx_fuzz_weak_stub(ngx_chat_relay_exit)
-ngx_fuzz_weak_stub(ngx_chat_relay_tick)
-ngx_fuzz_weak_stub(ngx_chat_relay_entry)
-ngx_fuzz_weak_stub(ngx_chat_relay_flush)
-
-
-/* message storage (chat_postgres), not configured either: disabled */
 
 ngx_uint_t ngx_chat_store_enabled(void) __attribute__((weak));
 
