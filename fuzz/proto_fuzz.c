@@ -2443,7 +2443,10 @@ step_end(void)
         }
     }
 
-    /* the flush event ngx_chat_ws.c posted: the queues were just written */
+    /*
+     * The events posted are not run: the flush event's writes were played
+     * above (queue_consume()), the read events' by client_send()
+     */
 
     while (!ngx_queue_empty(&ngx_posted_events)) {
         q = ngx_queue_head(&ngx_posted_events);
