@@ -5,9 +5,10 @@
  * The nginx core functions the chat module calls, written for the fuzzer
  * (see ngx_fuzz_runtime.h): memory and pools, arrays, the printf family,
  * logging, CRC32, a binary search tree behind the ngx_rbtree API, a zone
- * allocator behind the ngx_slab API, the zone mutex, and the few event
- * functions of a worker.  Everything the module reaches only through the
- * HTTP handshake aborts if called: the harness does not go there.
+ * allocator behind the ngx_slab API, the zone mutex, the few event
+ * functions of a worker, SHA-1 and base64 for the handshake, and the HTTP
+ * functions an accepted upgrade calls.  The 426 response (not an upgrade)
+ * aborts if reached: the harness always asks for a valid upgrade.
  */
 
 
@@ -22,6 +23,7 @@
 ngx_uint_t                 ngx_fuzz_allocs_failed;
 ngx_uint_t                 ngx_fuzz_trace;
 ngx_connection_t          *ngx_fuzz_last_connection;
+ngx_uint_t                 ngx_fuzz_connections_closed;
 
 static ngx_uint_t          ngx_fuzz_fail_countdown;
 
@@ -35,7 +37,11 @@ ngx_queue_t                ngx_posted_events;
 ngx_rbtree_t               ngx_event_timer_rbtree;
 uint32_t                  *ngx_crc32_table_short;
 
-/* ws.c names the module for its request context only */
+/*
+ * ngx_chat_ws.c finds its location configuration and request context by
+ * the module's ctx_index, which is 0 here: the harness's requests have one
+ * slot of each
+ */
 ngx_module_t               ngx_chat_module;
 
 static ngx_time_t          ngx_fuzz_time;
@@ -328,26 +334,19 @@ ngx_fuzz_number(u_char *buf, u_char *last, uint64_t n, u_char pad,
     ngx_uint_t hex, ngx_uint_t width)
 {
     u_char       digits[32], *p;
-    size_t       len;
     const char  *set;
 
     set = (hex == 2) ? "0123456789ABCDEF" : "0123456789abcdef";
     p = digits + sizeof(digits);
 
     do {
-        if (hex) {
-            *--p = set[n & 0xf];
-            n >>= 4;
-
-        } else {
-            *--p = (u_char) ('0' + n % 10);
-            n /= 10;
-        }
+        *--p = set[hex ? n & 0xf : n % 10];
+        n = hex ? n >> 4 : n / 10;
     } while (n);
 
-    len = digits + sizeof(digits) - p;
-
-    while (width > len && buf < last) {
+    while (width > (ngx_uint_t) (digits + sizeof(digits) - p)
+           && buf < last)
+    {
         *buf++ = pad;
         width--;
     }
@@ -361,23 +360,22 @@ ngx_fuzz_number(u_char *buf, u_char *last, uint64_t n, u_char pad,
 
 
 /*
- * The nginx format language: %[0][width][u][m][x|X][.frac][*] then one of
- * V v s O P T M z i d l D L A r f p c Z N %.
+ * The nginx format language as the module and nginx's own headers use it:
+ * %V %s %c %p %Z %N %%, and the integers %d %i %z %L %M %P with the 0,
+ * width, u and x/X modifiers.  Anything else aborts: a format this file
+ * has to learn first.
  */
 
 u_char *
 ngx_vslprintf(u_char *buf, u_char *last, const char *fmt, va_list args)
 {
-    u_char                *s;
-    double                 f;
-    size_t                 slen, n;
-    int64_t                i64;
-    uint64_t               ui64, scale;
-    ngx_str_t             *v;
-    ngx_msec_t             ms;
-    ngx_uint_t             width, sign, hex, max_width, frac_width, k;
-    u_char                 pad;
-    ngx_variable_value_t  *vv;
+    u_char      *s, pad;
+    size_t       n;
+    int64_t      i64;
+    uint64_t     ui64;
+    ngx_str_t   *v;
+    ngx_msec_t   ms;
+    ngx_uint_t   width, sign, hex;
 
     while (*fmt && buf < last) {
 
@@ -392,9 +390,6 @@ ngx_vslprintf(u_char *buf, u_char *last, const char *fmt, va_list args)
         width = 0;
         sign = 1;
         hex = 0;
-        max_width = 0;
-        frac_width = 0;
-        slen = (size_t) -1;
         i64 = 0;
         ui64 = 0;
 
@@ -407,161 +402,82 @@ ngx_vslprintf(u_char *buf, u_char *last, const char *fmt, va_list args)
             width = width * 10 + (*fmt++ - '0');
         }
 
-        for ( ;; ) {
-            switch (*fmt) {
+        for ( /* void */ ; *fmt == 'u' || *fmt == 'x' || *fmt == 'X'; fmt++) {
+            sign = 0;
 
-            case 'u':
-                sign = 0;
-                fmt++;
-                continue;
-
-            case 'm':
-                max_width = 1;
-                fmt++;
-                continue;
-
-            case 'X':
-                hex = 2;
-                sign = 0;
-                fmt++;
-                continue;
-
-            case 'x':
-                hex = 1;
-                sign = 0;
-                fmt++;
-                continue;
-
-            case '.':
-                fmt++;
-                while (*fmt >= '0' && *fmt <= '9') {
-                    frac_width = frac_width * 10 + (*fmt++ - '0');
-                }
-                continue;
-
-            case '*':
-                slen = va_arg(args, size_t);
-                fmt++;
-                continue;
-
-            default:
-                break;
+            if (*fmt != 'u') {
+                hex = (*fmt == 'x') ? 1 : 2;
             }
-
-            break;
         }
 
-        switch (*fmt) {
+        switch (*fmt++) {
 
         case 'V':
             v = va_arg(args, ngx_str_t *);
-            n = ngx_min(v->len, (size_t) (last - buf));
-
-            /* an empty string may have no data (ngx_null_string) */
-            if (n) {
-                buf = ngx_cpymem(buf, v->data, n);
-            }
-
-            fmt++;
-            continue;
-
-        case 'v':
-            vv = va_arg(args, ngx_variable_value_t *);
-            n = ngx_min((size_t) vv->len, (size_t) (last - buf));
-
-            if (n) {
-                buf = ngx_cpymem(buf, vv->data, n);
-            }
-
-            fmt++;
-            continue;
+            s = v->data;
+            n = v->len;
+            goto copy;
 
         case 's':
             s = va_arg(args, u_char *);
+            n = ngx_strlen(s);
 
-            if (slen == (size_t) -1) {
-                while (*s && buf < last) {
-                    *buf++ = *s++;
-                }
+        copy:
 
-            } else {
-                n = ngx_min(slen, (size_t) (last - buf));
+            /* an empty string may have no data (ngx_null_string) */
+            n = ngx_min(n, (size_t) (last - buf));
 
-                if (n) {
-                    buf = ngx_cpymem(buf, s, n);
-                }
+            if (n) {
+                buf = ngx_cpymem(buf, s, n);
             }
 
-            fmt++;
             continue;
 
-        case 'O':
-            i64 = (int64_t) va_arg(args, off_t);
-            sign = 1;
+        case 'c':
+            *buf++ = (u_char) va_arg(args, int);
+            continue;
+
+        case 'Z':
+            *buf++ = '\0';
+            continue;
+
+        case 'N':
+            *buf++ = LF;
+            continue;
+
+        case '%':
+            *buf++ = '%';
+            continue;
+
+        case 'p':
+            ui64 = (uintptr_t) va_arg(args, void *);
+            sign = 0;
+            hex = 2;
+            pad = '0';
+            width = 2 * sizeof(void *);
             break;
 
-        case 'P':
-            i64 = (int64_t) va_arg(args, ngx_pid_t);
-            sign = 1;
-            break;
-
-        case 'T':
-            i64 = (int64_t) va_arg(args, time_t);
-            sign = 1;
-            break;
-
-        case 'M':
-            ms = (ngx_msec_t) va_arg(args, ngx_msec_t);
-            if ((ngx_msec_int_t) ms == -1) {
-                sign = 1;
-                i64 = -1;
-            } else {
-                sign = 0;
-                ui64 = (uint64_t) ms;
-            }
-            break;
-
-        case 'z':
+        case 'd':
             if (sign) {
-                i64 = (int64_t) va_arg(args, ssize_t);
+                i64 = va_arg(args, int);
             } else {
-                ui64 = (uint64_t) va_arg(args, size_t);
+                ui64 = va_arg(args, u_int);
             }
             break;
 
         case 'i':
             if (sign) {
-                i64 = (int64_t) va_arg(args, ngx_int_t);
+                i64 = va_arg(args, ngx_int_t);
             } else {
-                ui64 = (uint64_t) va_arg(args, ngx_uint_t);
-            }
-
-            if (max_width) {
-                width = NGX_INT_T_LEN;
+                ui64 = va_arg(args, ngx_uint_t);
             }
             break;
 
-        case 'd':
+        case 'z':
             if (sign) {
-                i64 = (int64_t) va_arg(args, int);
+                i64 = va_arg(args, ssize_t);
             } else {
-                ui64 = (uint64_t) va_arg(args, u_int);
-            }
-            break;
-
-        case 'l':
-            if (sign) {
-                i64 = (int64_t) va_arg(args, long);
-            } else {
-                ui64 = (uint64_t) va_arg(args, u_long);
-            }
-            break;
-
-        case 'D':
-            if (sign) {
-                i64 = (int64_t) va_arg(args, int32_t);
-            } else {
-                ui64 = (uint64_t) va_arg(args, uint32_t);
+                ui64 = va_arg(args, size_t);
             }
             break;
 
@@ -573,101 +489,32 @@ ngx_vslprintf(u_char *buf, u_char *last, const char *fmt, va_list args)
             }
             break;
 
-        case 'A':
-            if (sign) {
-                i64 = (int64_t) va_arg(args, ngx_atomic_int_t);
-            } else {
-                ui64 = (uint64_t) va_arg(args, ngx_atomic_uint_t);
-            }
-
-            if (max_width) {
-                width = NGX_ATOMIC_T_LEN;
-            }
+        case 'M':
+            ms = va_arg(args, ngx_msec_t);
+            sign = ((ngx_msec_int_t) ms == -1);
+            i64 = -1;
+            ui64 = ms;
             break;
 
-        case 'r':
-            i64 = (int64_t) va_arg(args, rlim_t);
+        case 'P':
+            i64 = va_arg(args, ngx_pid_t);
             sign = 1;
             break;
 
-        case 'f':
-            f = va_arg(args, double);
-
-            if (f < 0) {
-                if (buf < last) {
-                    *buf++ = '-';
-                }
-                f = -f;
-            }
-
-            ui64 = (uint64_t) f;
-            buf = ngx_fuzz_number(buf, last, ui64, pad, 0, width);
-
-            if (frac_width) {
-                if (buf < last) {
-                    *buf++ = '.';
-                }
-
-                scale = 1;
-                for (k = 0; k < frac_width && k < 18; k++) {
-                    scale *= 10;
-                }
-
-                ui64 = (uint64_t) ((f - (double) ui64) * scale + 0.5);
-                buf = ngx_fuzz_number(buf, last, ui64, '0', 0, k);
-            }
-
-            fmt++;
-            continue;
-
-        case 'p':
-            ui64 = (uintptr_t) va_arg(args, void *);
-            hex = 2;
-            sign = 0;
-            pad = '0';
-            width = 2 * sizeof(void *);
-            break;
-
-        case 'c':
-            *buf++ = (u_char) va_arg(args, int);
-            fmt++;
-            continue;
-
-        case 'Z':
-            *buf++ = '\0';
-            fmt++;
-            continue;
-
-        case 'N':
-            *buf++ = LF;
-            fmt++;
-            continue;
-
-        case '%':
-            *buf++ = '%';
-            fmt++;
-            continue;
-
         default:
-            *buf++ = (u_char) *fmt++;
-            continue;
+            fprintf(stderr, "format \"%%%s\": ", fmt - 1);
+            ngx_fuzz_unreachable("ngx_vslprintf");
         }
 
         if (sign) {
-            if (i64 < 0) {
-                if (buf < last) {
-                    *buf++ = '-';
-                }
-                ui64 = 0 - (uint64_t) i64;
-
-            } else {
-                ui64 = (uint64_t) i64;
+            if (i64 < 0 && buf < last) {
+                *buf++ = '-';
             }
+
+            ui64 = (i64 < 0) ? 0 - (uint64_t) i64 : (uint64_t) i64;
         }
 
         buf = ngx_fuzz_number(buf, last, ui64, pad, hex, width);
-
-        fmt++;
     }
 
     return buf;
@@ -1379,12 +1226,32 @@ ngx_get_connection(ngx_socket_t s, ngx_log_t *log)
 }
 
 
+/* as nginx does: timers and posted events go with the connection */
+
 void
 ngx_close_connection(ngx_connection_t *c)
 {
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
+
     if (c->fd != (ngx_socket_t) -1) {
         close(c->fd);
     }
+
+    ngx_fuzz_connections_closed++;
 
     free(c->read);
     free(c->write);
@@ -1422,7 +1289,239 @@ ngx_nonblocking(ngx_socket_t s)
 #endif
 
 
-/* the handshake and socket side of ngx_chat_ws.c: not run by the harness */
+/* the handshake: SHA-1 (FIPS 180-4) and base64, as nginx's */
+
+#define ngx_fuzz_rol(x, n)  (((x) << (n)) | ((x) >> (32 - (n))))
+
+static void
+ngx_fuzz_sha1_block(ngx_sha1_t *ctx, const u_char *p)
+{
+    uint32_t    w[80], a, b, c, d, e, f, k, t;
+    ngx_uint_t  i;
+
+    for (i = 0; i < 16; i++) {
+        w[i] = ((uint32_t) p[4 * i] << 24) | ((uint32_t) p[4 * i + 1] << 16)
+               | ((uint32_t) p[4 * i + 2] << 8) | p[4 * i + 3];
+    }
+
+    for (i = 16; i < 80; i++) {
+        w[i] = ngx_fuzz_rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    }
+
+    a = ctx->a; b = ctx->b; c = ctx->c; d = ctx->d; e = ctx->e;
+
+    for (i = 0; i < 80; i++) {
+        if (i < 20) {
+            f = (b & c) | (~b & d);
+            k = 0x5a827999;
+
+        } else if (i < 40) {
+            f = b ^ c ^ d;
+            k = 0x6ed9eba1;
+
+        } else if (i < 60) {
+            f = (b & c) | (b & d) | (c & d);
+            k = 0x8f1bbcdc;
+
+        } else {
+            f = b ^ c ^ d;
+            k = 0xca62c1d6;
+        }
+
+        t = ngx_fuzz_rol(a, 5) + f + e + k + w[i];
+        e = d; d = c; c = ngx_fuzz_rol(b, 30); b = a; a = t;
+    }
+
+    ctx->a += a; ctx->b += b; ctx->c += c; ctx->d += d; ctx->e += e;
+}
+
+
+void
+ngx_sha1_init(ngx_sha1_t *ctx)
+{
+    ctx->a = 0x67452301;
+    ctx->b = 0xefcdab89;
+    ctx->c = 0x98badcfe;
+    ctx->d = 0x10325476;
+    ctx->e = 0xc3d2e1f0;
+    ctx->bytes = 0;
+}
+
+
+void
+ngx_sha1_update(ngx_sha1_t *ctx, const void *data, size_t size)
+{
+    const u_char  *p;
+
+    for (p = data; size--; p++) {
+        ctx->buffer[ctx->bytes++ % 64] = *p;
+
+        if (ctx->bytes % 64 == 0) {
+            ngx_fuzz_sha1_block(ctx, ctx->buffer);
+        }
+    }
+}
+
+
+void
+ngx_sha1_final(u_char result[20], ngx_sha1_t *ctx)
+{
+    u_char      len[8];
+    uint64_t    bits;
+    uint32_t    h[5];
+    ngx_uint_t  i;
+
+    bits = ctx->bytes * 8;
+
+    for (i = 0; i < 8; i++) {
+        len[i] = (u_char) (bits >> (56 - 8 * i));
+    }
+
+    ngx_sha1_update(ctx, "\x80", 1);
+
+    while (ctx->bytes % 64 != 56) {
+        ngx_sha1_update(ctx, "", 1);
+    }
+
+    ngx_sha1_update(ctx, len, 8);
+
+    h[0] = ctx->a; h[1] = ctx->b; h[2] = ctx->c; h[3] = ctx->d; h[4] = ctx->e;
+
+    for (i = 0; i < 20; i++) {
+        result[i] = (u_char) (h[i / 4] >> (24 - 8 * (i % 4)));
+    }
+}
+
+
+static const char  ngx_fuzz_b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+
+void
+ngx_encode_base64(ngx_str_t *dst, ngx_str_t *src)
+{
+    u_char      *d;
+    uint32_t     v;
+    ngx_uint_t   i, k, n;
+
+    d = dst->data;
+
+    for (i = 0; i < src->len; i += 3) {
+        n = ngx_min(src->len - i, 3);
+        v = 0;
+
+        for (k = 0; k < 3; k++) {
+            v = (v << 8) | (k < n ? src->data[i + k] : 0);
+        }
+
+        for (k = 0; k < 4; k++) {
+            *d++ = (k <= n) ? ngx_fuzz_b64[(v >> (18 - 6 * k)) & 0x3f] : '=';
+        }
+    }
+
+    dst->len = d - dst->data;
+}
+
+
+/* as nginx's: it stops at the first '=', and fails outside the alphabet */
+
+ngx_int_t
+ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
+{
+    u_char      *d;
+    size_t       len;
+    uint32_t     v;
+    const char  *c;
+    ngx_uint_t   i, bits;
+
+    for (len = 0; len < src->len && src->data[len] != '='; len++) {
+        /* void */
+    }
+
+    if (len % 4 == 1) {
+        return NGX_ERROR;
+    }
+
+    d = dst->data;
+    v = 0;
+    bits = 0;
+
+    for (i = 0; i < len; i++) {
+        c = src->data[i] ? strchr(ngx_fuzz_b64, src->data[i]) : NULL;
+
+        if (c == NULL) {
+            return NGX_ERROR;
+        }
+
+        v = (v << 6) | (uint32_t) (c - ngx_fuzz_b64);
+        bits += 6;
+
+        if (bits >= 8) {
+            bits -= 8;
+            *d++ = (u_char) (v >> bits);
+        }
+    }
+
+    dst->len = d - dst->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * HTTP: a request whose user is a constant (no variables), without a body,
+ * freed as nginx frees it (the request lives in its own pool, the
+ * connection's memory in the connection's pool)
+ */
+
+ngx_int_t
+ngx_http_complex_value(ngx_http_request_t *r, ngx_http_complex_value_t *val,
+    ngx_str_t *value)
+{
+    ngx_fuzz_assert(val->lengths == NULL);
+
+    *value = val->value;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_discard_request_body(ngx_http_request_t *r)
+{
+    return NGX_OK;
+}
+
+
+void
+ngx_http_free_request(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_pool_t  *pool;
+
+    ngx_fuzz_assert(r->pool != NULL);
+
+    r->connection->destroyed = 1;
+
+    pool = r->pool;
+    r->pool = NULL;
+    ngx_destroy_pool(pool);
+}
+
+
+void
+ngx_http_close_connection(ngx_connection_t *c)
+{
+    ngx_pool_t  *pool;
+
+    c->destroyed = 1;
+
+    pool = c->pool;
+    ngx_close_connection(c);
+    ngx_destroy_pool(pool);
+}
+
+
+/* the 426 response: not reached */
 
 void *
 ngx_list_push(ngx_list_t *list)
@@ -1432,66 +1531,8 @@ ngx_list_push(ngx_list_t *list)
 }
 
 
-void
-ngx_encode_base64(ngx_str_t *dst, ngx_str_t *src)
-{
-    ngx_fuzz_unreachable(__func__);
-}
-
-
-ngx_int_t
-ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
-{
-    ngx_fuzz_unreachable(__func__);
-    return NGX_ERROR;
-}
-
-
-void
-ngx_sha1_init(ngx_sha1_t *ctx)
-{
-    ngx_fuzz_unreachable(__func__);
-}
-
-
-void
-ngx_sha1_update(ngx_sha1_t *ctx, const void *data, size_t size)
-{
-    ngx_fuzz_unreachable(__func__);
-}
-
-
-void
-ngx_sha1_final(u_char result[20], ngx_sha1_t *ctx)
-{
-    ngx_fuzz_unreachable(__func__);
-}
-
-
-void
-ngx_http_close_connection(ngx_connection_t *c)
-{
-    ngx_fuzz_unreachable(__func__);
-}
-
-
-void
-ngx_http_free_request(ngx_http_request_t *r, ngx_int_t rc)
-{
-    ngx_fuzz_unreachable(__func__);
-}
-
-
 ngx_int_t
 ngx_http_send_header(ngx_http_request_t *r)
-{
-    ngx_fuzz_unreachable(__func__);
-    return NGX_ERROR;
-}
-
-
-ngx_int_t
-ngx_http_discard_request_body(ngx_http_request_t *r)
 {
     ngx_fuzz_unreachable(__func__);
     return NGX_ERROR;
@@ -1506,33 +1547,17 @@ ngx_http_output_filter(ngx_http_request_t *r, ngx_chain_t *chain)
 }
 
 
-ngx_int_t
-ngx_http_complex_value(ngx_http_request_t *r, ngx_http_complex_value_t *val,
-    ngx_str_t *value)
-{
-    ngx_fuzz_unreachable(__func__);
-    return NGX_ERROR;
-}
-
-
 /*
- * The Redis relay (ngx_chat_relay.c) runs only with chat_redis, which the
- * harness does not configure: these stand in, weakly, and must not run.
- * (Weak: a build that links the real files gets those.)
+ * Message storage (chat_postgres): ngx_chat_store.c is not linked (it needs
+ * ngx_chat_pg.c, libpq and a server), so storage is off, as without
+ * chat_postgres; ngx_chat_proto.c calls only ngx_chat_store_enabled()
+ * then, and the rest must not run.  (Weak: a build that links the real
+ * file gets that.)
  */
 
 #define ngx_fuzz_weak_stub(name)                                             \
     void name(void) __attribute__((weak));                                   \
     void name(void) { ngx_fuzz_unreachable(#name); }
-
-ngx_fuzz_weak_stub(ngx_chat_relay_init)
-ngx_fuzz_weak_stub(ngx_chat_relay_exit)
-ngx_fuzz_weak_stub(ngx_chat_relay_tick)
-ngx_fuzz_weak_stub(ngx_chat_relay_entry)
-ngx_fuzz_weak_stub(ngx_chat_relay_flush)
-
-
-/* message storage (chat_postgres), not configured either: disabled */
 
 ngx_uint_t ngx_chat_store_enabled(void) __attribute__((weak));
 

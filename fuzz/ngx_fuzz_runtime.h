@@ -24,7 +24,10 @@
  *   - ngx_slab_*_locked() abort unless the zone's mutex is held, and
  *     ngx_shmtx_lock() aborts if it is already held (a self-deadlock);
  *   - ngx_str_rbtree_insert_value() aborts on a duplicate name;
- *   - ngx_alloc() can be made to fail on purpose (ngx_fuzz_fail_alloc).
+ *   - ngx_alloc() can be made to fail on purpose (ngx_fuzz_fail_alloc);
+ *   - pools are lists of separate malloc()s, so that ASan checks each
+ *     allocation; ngx_close_connection() frees the connection, its
+ *     timers and posted events go first, as in nginx.
  */
 
 
@@ -69,6 +72,8 @@ extern ngx_uint_t  ngx_fuzz_trace;
 
 /* the last connection ngx_get_connection() made */
 extern ngx_connection_t  *ngx_fuzz_last_connection;
+/* how many ngx_close_connection() closed */
+extern ngx_uint_t         ngx_fuzz_connections_closed;
 
 
 #endif /* _NGX_FUZZ_RUNTIME_H_INCLUDED_ */

@@ -6,12 +6,13 @@
 
 /*
  * libFuzzer target for the protocol layer (ngx_chat_proto.c) with the real
- * zone (ngx_chat_shm.c), fan-out (ngx_chat_fanout.c) and output queue
- * (ngx_chat_ws.c) under it.
+ * zone (ngx_chat_shm.c, _bus.c, _rate.c, _remote.c), wire format
+ * (ngx_chat_wire.c), fan-out (ngx_chat_fanout.c) and connection layer
+ * (ngx_chat_ws.c) under it, on the stand-in nginx of ngx_fuzz_runtime.c.
  *
  * Two workers (A and B) share one zone, each with its own zone context,
- * local rooms and clock, as two nginx worker processes would; B hears of
- * A's messages through the real notification socket.  Four connections:
+ * fan-out and clock, as two nginx worker processes would; B hears of A's
+ * messages through the real notification socket.  Four connections:
  *
  *   0  worker A  "alice"        history 5,  max_rooms 4,  no rate limit,
  *                               send buffer 8k
@@ -20,10 +21,21 @@
  *                               send buffer 64k
  *   3  worker B  "Zoë \"q\"\\\1" history 0, max_rooms 2,  no rate limit
  *
- * Input: lines separated by '\n'.  A line is one client text message for
- * the current connection (0 at first), given to ws->message() as the
- * WebSocket layer would after ngx_chat_proto_open(), except a line of "@"
- * and a command:
+ * A connection opens as nginx would run the "chat" location: a WebSocket
+ * upgrade request goes to ngx_chat_proto_handler(), its 101 response is
+ * checked, and the start handler ngx_chat_ws_start() posted runs.  The
+ * client's bytes come through the connection's recv(): the real read
+ * handler, frame parser and UTF-8 check pass each text message up to the
+ * protocol, with the harness in between (it models the request, then hands
+ * the protocol an exactly sized copy, so that ASan sees any overread).  The
+ * server's side of the socket is played by the harness: it checks the
+ * frames in each output queue, then takes them off as a client that reads
+ * would (the write path and the timers of ngx_chat_ws.c do not run here).
+ *
+ * Input: lines separated by '\n'.  A line is one client text message (one
+ * masked frame) on the current connection (0 at first; a closed one opens
+ * with the message right behind its handshake), except a line of "@" and a
+ * command:
  *
  *   @0 .. @3   make that connection current (and open it if closed)
  *   @c         the client sends a close frame     @x   the TCP connection
@@ -37,33 +49,36 @@
  *                                                  connection's worker's
  *                                                  clock moves (skew)
  *   @rN        the next message is sent N times (at most 600)
+ *   @gN        messages go in fragments of N bytes, with a ping after
+ *              the first (0, the default: one frame)
  *   @fN        the N-th allocation from now fails
- *   @uNAME     the current connection reconnects as user NAME (any
- *              UTF-8, as ngx_chat_ws_handler() accepts)
- *
- * PROTO_FUZZ_KNOWN in the environment avoids bugs already reported, to
- * fuzz past them: "exit" skips @e, "nuluser" refuses a user with U+0000,
- * "rateskew" expects the rate bucket to empty on a clock behind.
+ *   @uNAME     the current connection reconnects as user NAME (any bytes:
+ *              the handshake refuses an empty one with 401, one that is
+ *              not UTF-8 or holds U+0000 with 400)
  *
  * After each line the workers' event loops are run until idle (wake-ups
  * read, closing connections finalised), then every frame queued to a
  * client is checked: a FIN server frame, unmasked, minimal length; a text
  * frame's payload must parse with json_loadb(flags 0) (and also without
  * duplicate keys) as an object with a "type" string, and a close frame
- * must carry a valid code.  A model of each connection's rooms checks the
- * replies: one reply per request, "ref" echoed, bad_request exactly for
- * malformed requests, not_member exactly for non-members, "members" and
- * "who" equal to the users the model has in the room, acks preceded by
- * the sender's copy of its message with the same content, messages and
- * presence only to members, per room in increasing id order, and every
- * copy of a message (live or from history) the same; every other member
- * gets each message sent and hears of each new user joining; a model of
- * the rate buckets (limit_req's leaky bucket) predicts each rate-limited
- * send.  Then the zone is checked against the model: counts per user,
- * room and worker slot, the local rooms of each worker, the bus, the LRU
- * lists, the mutex, and that every zone block is reachable from the zone
- * (no leak in the zone).  The zone is 160k (64k of it the bus); the Redis
- * relay and PostgreSQL storage are not configured.
+ * must carry a valid code.  A message the connection layer must refuse
+ * (larger than chat_max_message_size, or not UTF-8) must close the
+ * connection with 1009 or 1007 and not reach the protocol.  A model of
+ * each connection's rooms checks the replies: one reply per request, "ref"
+ * echoed, bad_request exactly for malformed requests, not_member exactly
+ * for non-members, "members" and "who" equal to the users the model has in
+ * the room, acks preceded by the sender's copy of its message with the
+ * same content, messages and presence only to members, per room in
+ * increasing id order, and every copy of a message (live or from history)
+ * the same; every other member gets each message sent and hears of each
+ * new user joining; a model of the rate buckets (limit_req's leaky bucket,
+ * ngx_chat_rate.h) predicts each rate-limited send and its retry_after_ms.
+ * Then the zone is checked against the model: counts per user, room and
+ * worker slot, the local rooms of each worker's fan-out (and its cache),
+ * the bus, the LRU lists, the mutex, and that every zone block is
+ * reachable from the zone (no leak in the zone).  The zone is 160k (64k of
+ * it the bus); the Redis relay and PostgreSQL storage are not configured
+ * (ngx_chat_relay.c and ngx_chat_store.c are not linked).
  */
 
 
@@ -74,12 +89,16 @@
 #include <sys/un.h>
 #include <jansson.h>
 #include "ngx_chat.h"
-#include "ngx_chat_ws.h"
-#include "ngx_chat_shm.h"
-#include "ngx_chat_fanout.h"
-#include "ngx_chat_proto.h"
 #include "ngx_chat_frame.h"
 #include "ngx_chat_utf8.h"
+#include "ngx_chat_wire.h"
+#include "ngx_chat_rate.h"
+#include "ngx_chat_bus.h"
+#include "ngx_chat_shm.h"
+#include "ngx_chat_shm_int.h"     /* the zone's layout, for its checks */
+#include "ngx_chat_ws.h"
+#include "ngx_chat_fanout.h"
+#include "ngx_chat_proto.h"
 #include "ngx_fuzz_runtime.h"
 
 
@@ -93,13 +112,27 @@
 #define CLOCK_SEC         1700000000
 #define CLOCK_MSEC        1000000
 #define DEAD_PID          0x3ffffff0     /* above any pid_max */
+#define MAX_FRAGMENT      4096
+#define FANOUT_CACHE      4096           /* as ngx_chat_fanout.c has it */
+
+/* the key of RFC 6455, 1.3, and the answer it must get */
+#define WS_KEY            "dGhlIHNhbXBsZSBub25jZQ=="
+#define WS_ACCEPT         "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 #define ASSERT(cond)      ngx_fuzz_assert(cond)
+
+/*
+ * The checks walk the zone after every step: they are left out of the
+ * coverage the fuzzer is guided by (their loops would only add noise) and
+ * of its cost (they took half of the time)
+ */
+#define NO_COVERAGE       __attribute__((no_sanitize("coverage")))
 
 
 typedef struct {
     ngx_chat_shm_ctx_t         ctx;
     ngx_shm_zone_t             shm_zone;
+    ngx_chat_fanout_t         *fo;
     ngx_msec_t                 clock;
 } fworker_t;
 
@@ -119,10 +152,11 @@ typedef struct {
     u_char                     user[MAX_USER];
     size_t                     user_len;
 
-    ngx_pool_t                *pool;
     ngx_connection_t          *c;
     ngx_log_t                  log;
     ngx_chat_ws_t             *ws;
+    ngx_chat_ws_message_pt     message;     /* the protocol's */
+    ngx_http_complex_value_t   user_cv;     /* chat_user, a constant */
 
     ngx_uint_t                 stalled;
     ngx_uint_t                 validated;   /* queued frames checked */
@@ -149,7 +183,7 @@ typedef struct {
     u_char                     user[MAX_USER];
     size_t                     len;
     ngx_uint_t                 excess;
-    ngx_msec_t                 last;
+    uint32_t                   last;        /* ms modulo 2^32 */
     ngx_uint_t                 used;
 } fbucket_t;
 
@@ -174,6 +208,7 @@ typedef struct {
     fbucket_t                 *bucket;      /* a rate-limited send */
     fbucket_t                  before;      /* the bucket before it */
     ngx_uint_t                 limited;     /* the model limits it */
+    ngx_msec_t                 retry;       /* and says when to retry */
     ngx_msec_t                 now;
     ngx_uint_t                 got_limited;
     json_t                    *ack_id;      /* the id a send got */
@@ -195,11 +230,20 @@ static fstep_t                 fstep;
 static frec_t                 *frecs;
 static ngx_uint_t              nfrecs, capfrecs;
 static ngx_uint_t              fallocs_seen;
-static ngx_uint_t              fno_exit;
-static ngx_uint_t              fno_nul_user;
-static ngx_uint_t              fknown_rate_skew;
 static fbucket_t               fbuckets[NCONN];
 static ngx_uint_t              nfbuckets;
+static ngx_uint_t              frepeat;
+static size_t                  ffragment;
+
+/* the upgrade request's headers (Upgrade first) */
+static ngx_table_elt_t         fheaders[4];
+
+/* what the client has sent and the server not read yet */
+static struct {
+    u_char                    *pos;
+    size_t                     len;
+    ngx_uint_t                 eof;
+} fwire;
 
 
 static const struct {
@@ -215,8 +259,10 @@ static const struct {
 
 
 static void step_end(void);
+static void request_parse(u_char *data, size_t len);
 static void notify_drain(void);
 static ngx_uint_t notify_pending(void);
+static void rate_predict(fconn_t *fc);
 static void rate_check(void);
 
 
@@ -501,7 +547,7 @@ delivery_check(void)
 
 /* message records: every copy of a message must be the same */
 
-static void
+static NO_COVERAGE void
 record_check(json_t *m, uint64_t id)
 {
     ngx_uint_t  lo, hi, mid;
@@ -791,7 +837,14 @@ error_check(fconn_t *fc, json_t *j)
         ASSERT(ngx_strcmp(fstep.type, "send") == 0 && fc->conf->rate);
         ASSERT(fstep.bucket && fstep.limited);
         fstep.got_limited = 1;
-        ASSERT(json_is_integer(retry) && json_integer_value(retry) >= 0);
+
+        if (!json_is_integer(retry)
+            || json_integer_value(retry) != (json_int_t) fstep.retry)
+        {
+            fprintf(stderr, "retry_after_ms is not %lu\n",
+                    (unsigned long) fstep.retry);
+            ASSERT(0);
+        }
 
     } else if (ngx_strcmp(c, "unavailable") == 0) {
         ASSERT(ngx_strcmp(fstep.type, "leave") != 0);
@@ -1120,119 +1173,420 @@ queue_consume(fconn_t *fc)
 }
 
 
-/* connections */
+/* the client's side of a connection */
+
+static ssize_t
+client_recv(ngx_connection_t *c, u_char *buf, size_t size)
+{
+    size_t  n;
+
+    if (fwire.len == 0) {
+        c->read->ready = 0;
+
+        if (fwire.eof) {
+            c->read->eof = 1;
+            return 0;
+        }
+
+        return NGX_AGAIN;
+    }
+
+    n = ngx_min(size, fwire.len);
+    ngx_memcpy(buf, fwire.pos, n);
+    fwire.pos += n;
+    fwire.len -= n;
+
+    /* as ngx_unix_recv(): a short read means the socket is drained */
+    if (n < size) {
+        c->read->ready = 0;
+    }
+
+    return n;
+}
+
+
+/* the server reads what the client sent, as the event loop would run it */
 
 static void
-conn_open(fconn_t *fc)
+client_send(fconn_t *fc, u_char *data, size_t len)
 {
-    ngx_int_t       rc;
-    ngx_chat_ws_t  *ws;
+    ngx_connection_t  *c;
+
+    c = fc->c;
+    fwire.pos = data;
+    fwire.len = len;
+
+    while (fwire.len && !fc->ws->closing) {
+        c->read->ready = 1;
+        c->read->handler(c->read);
+
+        /* it posts itself for another turn when it stops reading early */
+        if (c->read->posted) {
+            ngx_delete_posted_event(c->read);
+        }
+    }
+
+    /* after its close frame, the server discards what the client sends */
+    fwire.len = 0;
+}
+
+
+/* one masked client frame at p; returns its end */
+
+static u_char *
+client_frame(u_char *p, ngx_uint_t fin, ngx_uint_t opcode, u_char *data,
+    size_t len)
+{
+    size_t             i;
+    ngx_uint_t         k;
+    static const u_char  mask[4] = { 0x37, 0xfa, 0x21, 0x3d };
+
+    *p++ = (u_char) ((fin ? 0x80 : 0) | opcode);
+
+    if (len < 126) {
+        *p++ = (u_char) (0x80 | len);
+
+    } else if (len <= 0xffff) {
+        *p++ = 0x80 | 126;
+        *p++ = (u_char) (len >> 8);
+        *p++ = (u_char) len;
+
+    } else {
+        *p++ = 0x80 | 127;
+
+        for (k = 0; k < 8; k++) {
+            *p++ = (u_char) ((uint64_t) len >> (56 - 8 * k));
+        }
+    }
+
+    p = ngx_cpymem(p, mask, 4);
+
+    for (i = 0; i < len; i++) {
+        *p++ = data[i] ^ mask[i % 4];
+    }
+
+    return p;
+}
+
+
+/*
+ * A text message as the client sends it: one frame, or fragments of
+ * ffragment bytes with a ping after the first; malloc()ed, *n its size
+ */
+
+static u_char *
+client_message_frames(u_char *data, size_t len, size_t *n)
+{
+    u_char  *buf, *p;
+    size_t   frag, off, k, nfrag;
+
+    frag = (ffragment && ffragment < len) ? ffragment : len;
+    nfrag = frag ? (len + frag - 1) / frag : 1;
+
+    /* each frame: 14 bytes of header at most; the ping: 7 */
+    buf = malloc(nfrag * (14 + frag) + 7);
+    ASSERT(buf != NULL);
+
+    p = buf;
+    off = 0;
+
+    for (k = 0; k < nfrag; k++) {
+        if (k == 1) {
+            p = client_frame(p, 1, NGX_CHAT_FRAME_PING, (u_char *) "p", 1);
+        }
+
+        p = client_frame(p, k == nfrag - 1,
+                         k ? NGX_CHAT_FRAME_CONT : NGX_CHAT_FRAME_TEXT,
+                         data + off, ngx_min(frag, len - off));
+        off += frag;
+    }
+
+    *n = p - buf;
+
+    return buf;
+}
+
+
+static fconn_t *
+conn_of(ngx_chat_ws_t *ws)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NCONN; i++) {
+        if (fconns[i].ws == ws) {
+            return &fconns[i];
+        }
+    }
+
+    ASSERT(0 && "a connection the harness did not open");
+    return NULL;
+}
+
+
+/*
+ * ws->message: what the connection layer passes up goes through the model,
+ * then, in an exactly sized copy, to the protocol
+ */
+
+static void
+client_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
+{
+    u_char   *copy;
+    fconn_t  *fc;
+
+    fc = conn_of(ws);
+
+    /* one message per step */
+    ASSERT(fstep.sender == NULL);
+
+    copy = malloc(len ? len : 1);
+    ASSERT(copy != NULL);
+    ngx_memcpy(copy, data, len);
+
+    fstep.sender = fc;
+    request_parse(copy, len);
+
+    if (!fstep.malformed && ngx_strcmp(fstep.type, "send") == 0
+        && fc->conf->rate && model_find(fc, fstep.room, fstep.room_len))
+    {
+        rate_predict(fc);
+    }
+
+    fc->message(ws, copy, len);
+
+    free(copy);
+}
+
+
+/* what the handshake answers for this user */
+
+static ngx_int_t
+user_status(fconn_t *fc)
+{
+    uint32_t  utf8;
+
+    if (fc->user_len == 0) {
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    utf8 = NGX_CHAT_UTF8_ACCEPT;
+
+    if (ngx_chat_utf8_validate(&utf8, fc->user, fc->user_len)
+        != NGX_CHAT_UTF8_ACCEPT
+        || memchr(fc->user, '\0', fc->user_len))
+    {
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    return NGX_DONE;
+}
+
+
+/*
+ * A connection of its worker asks for the upgrade; data: what the client
+ * sent right behind its handshake (the start handler reads it), or NULL
+ */
+
+static void
+conn_open(fconn_t *fc, u_char *data, size_t len)
+{
+    ngx_int_t            rc, expect;
+    ngx_uint_t           closed;
+    ngx_pool_t          *pool;
+    ngx_chat_ws_t       *ws;
+    ngx_chat_buf_t      *b;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    static u_char  response[] = "HTTP/1.1 101 Switching Protocols" CRLF
+                                "Upgrade: websocket" CRLF
+                                "Connection: Upgrade" CRLF
+                                "Sec-WebSocket-Accept: " WS_ACCEPT CRLF CRLF;
 
     ASSERT(!fc->open);
 
+    ngx_current_msec = fworkers[fc->worker].clock;
+
+    /* as nginx has them: the connection, and the request in its own pool */
+
     fc->log = flog;
-    fc->pool = ngx_create_pool(4096, &fc->log);
-    fc->c = calloc(1, sizeof(ngx_connection_t));
-    ASSERT(fc->pool != NULL && fc->c != NULL);
 
-    fc->c->pool = fc->pool;
-    fc->c->log = &fc->log;
-    fc->c->fd = (ngx_socket_t) -1;
+    c = ngx_get_connection((ngx_socket_t) -1, &fc->log);
+    c->pool = ngx_create_pool(4096, &fc->log);
+    pool = ngx_create_pool(4096, &fc->log);
+    ASSERT(c->pool != NULL && pool != NULL);
 
-    /* as ngx_chat_ws_handler() sets it up */
+    c->recv = client_recv;
 
-    ws = ngx_pcalloc(fc->pool, sizeof(ngx_chat_ws_t));
-    ASSERT(ws != NULL);
+    r = ngx_pcalloc(pool, sizeof(ngx_http_request_t));
+    ASSERT(r != NULL);
 
-    ws->connection = fc->c;
-    ws->conf = fc->conf;
-    ws->out = ws->out_inline;
-    ws->out_cap = NGX_CHAT_WS_INLINE_OUT;
-    ws->parser.max_message = fc->conf->max_message_size;
-    ws->last_seen = ngx_current_msec;
+    r->pool = pool;
+    r->connection = c;
+    r->main = r;
+    r->method = NGX_HTTP_GET;
+    r->http_version = NGX_HTTP_VERSION_11;
 
-    ws->user.data = ngx_pnalloc(fc->pool, fc->user_len);
-    ASSERT(ws->user.data != NULL);
-    ngx_memcpy(ws->user.data, fc->user, fc->user_len);
-    ws->user.len = fc->user_len;
+    /* one slot each: ngx_chat_module's ctx_index is 0 here */
+    r->ctx = ngx_pcalloc(pool, sizeof(void *));
+    r->loc_conf = ngx_pcalloc(pool, sizeof(void *));
+    r->header_in = ngx_calloc_buf(pool);
+    r->http_connection = ngx_pcalloc(c->pool, sizeof(ngx_http_connection_t));
+    ASSERT(r->ctx && r->loc_conf && r->header_in && r->http_connection);
 
+    r->loc_conf[ngx_chat_module.ctx_index] = fc->conf;
+
+    r->headers_in.headers.part.elts = fheaders;
+    r->headers_in.headers.part.nelts = sizeof(fheaders) / sizeof(fheaders[0]);
+    r->headers_in.upgrade = &fheaders[0];
+
+    if (data) {
+        r->header_in->pos = data;
+        r->header_in->last = data + len;
+    }
+
+    c->data = r;
+
+    fc->user_cv.value.data = fc->user;
+    fc->user_cv.value.len = fc->user_len;
+    fc->conf->user = &fc->user_cv;
+
+    rc = ngx_chat_proto_handler(r);
+
+    expect = user_status(fc);
+    ws = ngx_http_get_module_ctx(r, ngx_chat_module);
+
+    if (rc != NGX_DONE) {
+        /*
+         * refused: for the user, or (503) the zone is full, or (500) an
+         * allocation failed; nothing may be left behind
+         */
+
+        if (expect != NGX_DONE) {
+            ASSERT(rc == expect);
+
+        } else if (rc != NGX_HTTP_SERVICE_UNAVAILABLE) {
+            ASSERT(rc == NGX_HTTP_INTERNAL_SERVER_ERROR
+                   && ngx_fuzz_allocs_failed != fallocs_seen);
+        }
+
+        if (ws) {
+            /* the upgrade (ngx_chat_ws_abort() then), or its 101 failed */
+            ASSERT(ws->out_n == 0 && !ws->flush_posted);
+        }
+
+        /* nginx finalizes the request with rc, then closes */
+        ngx_http_free_request(r, rc);
+        ngx_http_close_connection(c);
+        return;
+    }
+
+    ASSERT(expect == NGX_DONE);
+    ASSERT(ws != NULL && ws->connection == c && ws->request == r);
+    ASSERT(ws->message != NULL && ws->closed != NULL);
+
+    /* the 101 response goes first */
+
+    ASSERT(ws->out_n >= 1 && ws->out_sent == 0);
+    b = ws->out[ws->out_head];
+
+    if (b->len != sizeof(response) - 1
+        || ngx_memcmp(b->data, response, b->len) != 0)
+    {
+        dump("101 response", b->data, b->len);
+        ASSERT(0);
+    }
+
+    ws->out_head = (ws->out_head + 1) % ws->out_cap;
+    ws->out_n--;
+    ws->out_bytes -= b->len;
+    ngx_chat_buf_release(b);
+
+    fc->c = c;
     fc->ws = ws;
+    fc->message = ws->message;
+    ws->message = client_message;
+
+    fc->open = 1;
+    fc->expect_welcome = 1;
     fc->validated = 0;
     fc->nrooms = 0;
     fc->stalled = 0;
 
-    ngx_current_msec = fworkers[fc->worker].clock;
+    /* nginx is done with the request: the start handler posted runs */
 
-    rc = ngx_chat_proto_open(ws);
+    ASSERT(c->write->posted);
+    ngx_delete_posted_event(c->write);
 
-    if (rc != NGX_OK) {
-        /* refused (the zone is full): nothing may be left behind */
-        ASSERT(rc == NGX_HTTP_SERVICE_UNAVAILABLE || rc == NGX_ERROR);
-        ASSERT(ws->out_n == 0);
+    closed = ngx_fuzz_connections_closed;
+    c->write->handler(c->write);
 
-        if (ws->flush_posted) {
-            ngx_queue_remove(&ws->flush);
-            ws->flush_posted = 0;
-        }
+    if (ngx_fuzz_connections_closed != closed) {
+        /* finalized: no copy of what the client sent (out of memory) */
+        ASSERT(data && ngx_fuzz_allocs_failed != fallocs_seen);
 
-        ngx_destroy_pool(fc->pool);
-        free(fc->c);
         fc->ws = NULL;
+        fc->c = NULL;
+        fc->open = 0;
         return;
     }
 
-    ASSERT(ws->message != NULL && ws->closed != NULL);
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
 
-    fc->open = 1;
-    fc->expect_welcome = 1;
+    ASSERT(ws->started && ws->request == NULL && c->data == ws);
+    ASSERT(c->read->timer_set);
 }
 
 
-/* what ngx_chat_ws_finalize() does, without the socket */
+/*
+ * The client closes its side (having read the server's close frame, or
+ * not: the TCP connection drops); shutdown: the worker exits meanwhile.
+ * The read handler sees it and finalizes the connection.
+ */
 
 static void
-conn_finalize(fconn_t *fc)
+conn_close(fconn_t *fc, ngx_uint_t shutdown)
 {
-    ngx_chat_ws_t          *ws;
-    ngx_chat_ws_closed_pt   closed;
+    ngx_uint_t         closed;
+    ngx_connection_t  *c;
 
-    ws = fc->ws;
+    c = fc->c;
 
     /* what was queued until now is written */
     queue_check(fc, 0);
 
-    closed = ws->closed;
+    closed = ngx_fuzz_connections_closed;
 
-    if (closed) {
-        ws->closed = NULL;
-        closed(ws);
+    if (shutdown) {
+        /* worker_shutdown_timeout */
+        c->close = 1;
+
+    } else {
+        fwire.len = 0;
+        fwire.eof = 1;
+        c->read->ready = 1;
     }
 
-    ws->destroyed = 1;
+    c->read->handler(c->read);
 
-    if (ws->flush_posted) {
-        ngx_queue_remove(&ws->flush);
-        ws->flush_posted = 0;
-    }
+    fwire.eof = 0;
 
-    queue_consume(fc);
-
-    if (ws->out != ws->out_inline) {
-        ngx_free(ws->out);
-    }
-
-    if (ws->msg) {
-        ngx_free(ws->msg);
-    }
-
-    ngx_destroy_pool(fc->pool);
-    free(fc->c);
+    /* ngx_chat_ws_finalize(): closed, with everything it had */
+    ASSERT(ngx_fuzz_connections_closed == closed + 1);
 
     fc->ws = NULL;
-    fc->pool = NULL;
     fc->c = NULL;
     fc->open = 0;
     fc->closed_now = 1;     /* the model goes at the end of the step */
+}
+
+
+static void
+conn_finalize(fconn_t *fc)
+{
+    conn_close(fc, 0);
 }
 
 
@@ -1280,7 +1634,7 @@ pump(void)
 
 /* an id in the zone: the decimal number (there is no relay tag here) */
 
-static uint64_t
+static NO_COVERAGE uint64_t
 shm_id(u_char *p, size_t len)
 {
     size_t    i;
@@ -1297,7 +1651,7 @@ shm_id(u_char *p, size_t len)
 }
 
 
-static ngx_uint_t
+static NO_COVERAGE ngx_uint_t
 slot_worker(ngx_uint_t slot)
 {
     ngx_uint_t  w;
@@ -1314,7 +1668,7 @@ slot_worker(ngx_uint_t slot)
 
 /* open connections of worker w as user, in room (NULL: any) */
 
-static ngx_uint_t
+static NO_COVERAGE ngx_uint_t
 model_count(ngx_uint_t w, ngx_str_t *user, ngx_str_t *room)
 {
     ngx_uint_t  i, n;
@@ -1337,7 +1691,7 @@ model_count(ngx_uint_t w, ngx_str_t *user, ngx_str_t *room)
 }
 
 
-static void
+static NO_COVERAGE void
 mark(void *p, size_t min)
 {
     ssize_t  size;
@@ -1352,7 +1706,7 @@ mark(void *p, size_t min)
 }
 
 
-static void
+static NO_COVERAGE void
 tree_check(ngx_rbtree_t *tree, ngx_rbtree_node_t *node,
     ngx_rbtree_node_t *parent, ngx_uint_t *n)
 {
@@ -1369,7 +1723,7 @@ tree_check(ngx_rbtree_t *tree, ngx_rbtree_node_t *node,
 }
 
 
-static ngx_uint_t
+static NO_COVERAGE ngx_uint_t
 user_check(ngx_chat_shm_user_t *u, ngx_str_t *room, ngx_uint_t *total)
 {
     ngx_uint_t  i, k, w, sum;
@@ -1435,7 +1789,7 @@ user_check(ngx_chat_shm_user_t *u, ngx_str_t *room, ngx_uint_t *total)
 }
 
 
-static void
+static NO_COVERAGE void
 zone_check(void)
 {
     size_t                 len, hlen;
@@ -1450,11 +1804,13 @@ zone_check(void)
     ngx_chat_shm_msg_t    *msg;
     ngx_chat_shm_user_t   *u;
     ngx_chat_shm_room_t   *room;
+    ngx_chat_fanout_t     *fo;
     ngx_chat_bus_entry_t  *e;
     ngx_chat_local_room_t *lr;
     fconn_t               *fc;
     void                  *first;
     size_t                 first_size;
+    ngx_chat_local_room_t *cached;
 
     sh = fworkers[0].ctx.sh;
 
@@ -1462,8 +1818,9 @@ zone_check(void)
     ASSERT(fworkers[1].ctx.sh == sh);
 
     mark(sh, sizeof(ngx_chat_shm_t));
-    mark(sh->bus, sh->bus_size);
+    mark(sh->bus.data, sh->bus.size);
     mark(fzone->pool.log_ctx, 1);
+    ASSERT(sh->layout == NGX_CHAT_SHM_LAYOUT);
 
     /* rooms */
 
@@ -1637,7 +1994,9 @@ zone_check(void)
     for (w = 0; w < NWORKER; w++) {
         k = fworkers[w].ctx.wslot;
         ASSERT(fworkers[w].ctx.wslot >= 0 && k < NGX_CHAT_MAX_WORKERS);
-        ASSERT(sh->workers[k].active);
+        ASSERT(sh->workers[k].active && sh->workers[k].pid == ngx_pid);
+        ASSERT(sh->bus.wake[k].pid == ngx_pid);
+        ASSERT(fworkers[w].ctx.bus.slot == (ngx_int_t) k);
 
         n = 0;
         for (i = 0; i < NCONN; i++) {
@@ -1645,6 +2004,14 @@ zone_check(void)
         }
 
         ASSERT(sh->workers[k].connections == n);
+    }
+
+    /* a slot's wake-up flag is kept while the slot is held */
+
+    for (k = 0; k < NGX_CHAT_MAX_WORKERS; k++) {
+        if (!sh->workers[k].active) {
+            ASSERT(sh->bus.wake[k].pid == 0 && !sh->bus.wake[k].notified);
+        }
     }
 
     /* every block of the zone is reachable from it */
@@ -1660,24 +2027,29 @@ zone_check(void)
 
     /* the bus */
 
-    ASSERT(sh->bus_tail <= sh->bus_head);
-    ASSERT(sh->bus_head - sh->bus_tail <= sh->bus_size);
+    ASSERT(sh->bus.tail <= sh->bus.head);
+    ASSERT(sh->bus.head - sh->bus.tail <= sh->bus.size);
+    ASSERT(sh->bus.size % 8 == 0);
 
-    pos = sh->bus_tail;
+    pos = sh->bus.tail;
 
-    while (pos < sh->bus_head) {
-        i = pos % sh->bus_size;
-        e = (ngx_chat_bus_entry_t *) (sh->bus + i);
+    while (pos < sh->bus.head) {
+        i = pos % sh->bus.size;
+        e = (ngx_chat_bus_entry_t *) (sh->bus.data + i);
 
-        if (i + sizeof(ngx_chat_bus_entry_t) > sh->bus_size || e->len == 0) {
-            pos += sh->bus_size - i;
+        if (i + sizeof(ngx_chat_bus_entry_t) > sh->bus.size || e->len == 0) {
+            pos += sh->bus.size - i;
             continue;
         }
 
-        ASSERT(e->len % 8 == 0 && i + e->len <= sh->bus_size);
+        ASSERT(e->len % 8 == 0 && i + e->len <= sh->bus.size);
+
+        /* no relay: no events for it */
         ASSERT(e->kind == NGX_CHAT_BUS_MESSAGE
                || e->kind == NGX_CHAT_BUS_PRESENCE);
         ASSERT(e->room_len >= 1 && e->room_len <= NGX_CHAT_MAX_ROOM_NAME);
+        ASSERT((e->flags & ~NGX_CHAT_BUS_LEAVE) == 0);
+        ASSERT(e->kind == NGX_CHAT_BUS_PRESENCE || e->flags == 0);
 
         hlen = e->frame_len > 0xffff + 10 ? 10 : (e->frame_len > 125 + 2
                                                   ? 4 : 2);
@@ -1693,11 +2065,19 @@ zone_check(void)
         pos += e->len;
     }
 
-    ASSERT(pos == sh->bus_head);
+    ASSERT(pos == sh->bus.head);
 
-    /* local rooms: the members each worker has, as the model has them */
+    /*
+     * The fan-out of each worker: its local rooms hold the members the
+     * model has (a room freed but left in the cache would be read there:
+     * ASan sees it)
+     */
 
     for (w = 0; w < NWORKER; w++) {
+        fo = fworkers[w].fo;
+        ASSERT(fo->zone == &fworkers[w].ctx);
+        ASSERT(fo->pending.nelts == 0);
+
         pairs = 0;
 
         for (i = 0; i < NCONN; i++) {
@@ -1706,27 +2086,40 @@ zone_check(void)
             }
         }
 
-        ASSERT(fworkers[w].ctx.bus_read <= sh->bus_head);
+        ASSERT(fworkers[w].ctx.bus.read <= sh->bus.head);
+        ASSERT(fworkers[w].ctx.bus.nnotify == 0);
 
         members = 0;
         n = 0;
-        tree_check(&fworkers[w].ctx.local_rooms,
-                   fworkers[w].ctx.local_rooms.root, NULL, &n);
+        tree_check(&fo->rooms, fo->rooms.root, NULL, &n);
 
-        if (fworkers[w].ctx.local_rooms.root
-            == fworkers[w].ctx.local_rooms.sentinel)
-        {
+        if (fo->rooms.root == fo->rooms.sentinel) {
             ASSERT(pairs == 0);
             continue;
         }
 
-        for (node = ngx_rbtree_min(fworkers[w].ctx.local_rooms.root,
-                                   fworkers[w].ctx.local_rooms.sentinel);
+        for (node = ngx_rbtree_min(fo->rooms.root, fo->rooms.sentinel);
              node;
-             node = ngx_rbtree_next(&fworkers[w].ctx.local_rooms, node))
+             node = ngx_rbtree_next(&fo->rooms, node))
         {
             lr = (ngx_chat_local_room_t *) node;
             ASSERT(!ngx_queue_empty(&lr->members));
+            ASSERT(node->key == ngx_crc32_short(lr->name.data,
+                                                lr->name.len));
+
+            /* its slot of the cache: empty, it, or a room of that slot */
+            if (fo->cache) {
+                cached = fo->cache[node->key & (FANOUT_CACHE - 1)];
+                ASSERT(cached == NULL || cached == lr
+                       || ((cached->node.key ^ node->key)
+                           & (FANOUT_CACHE - 1)) == 0);
+            }
+
+            /* the zone's room, while it has members */
+
+            room = (ngx_chat_shm_room_t *) ngx_str_rbtree_lookup(&sh->rooms,
+                                                    &lr->name, node->key);
+            ASSERT(room != NULL && lr->shm_room == room && room->nconns);
 
             sum = 0;
 
@@ -1736,7 +2129,10 @@ zone_check(void)
             {
                 m = ngx_queue_data(q, ngx_chat_member_t, queue);
                 ASSERT(m->room == lr);
-                ASSERT(m->start <= sh->bus_head);
+                ASSERT(m->start <= sh->bus.head);
+
+                /* held only while storage answers, and there is none */
+                ASSERT(!m->hold && m->nheld == 0 && m->held == NULL);
 
                 for (i = 0; i < NCONN; i++) {
                     if (fconns[i].open && fconns[i].ws == m->ws) {
@@ -1940,7 +2336,7 @@ model_resync(fconn_t *fc)
     ngx_chat_local_room_t  *lr;
 
     fc->nrooms = 0;
-    tree = &fworkers[fc->worker].ctx.local_rooms;
+    tree = &fworkers[fc->worker].fo->rooms;
 
     if (tree->root == tree->sentinel) {
         return;
@@ -2047,7 +2443,10 @@ step_end(void)
         }
     }
 
-    /* the flush event ngx_chat_ws.c posted: the queues were just written */
+    /*
+     * The events posted are not run: the flush event's writes were played
+     * above (queue_consume()), the read events' by client_send()
+     */
 
     while (!ngx_queue_empty(&ngx_posted_events)) {
         q = ngx_queue_head(&ngx_posted_events);
@@ -2096,11 +2495,19 @@ zone_user(fconn_t *fc)
 }
 
 
+/*
+ * The bucket as ngx_chat_rate.h describes it: limit_req's, with "nodelay"
+ * (1 + burst requests at once, then rate per second), in thousandths, its
+ * time kept modulo 2^32 ms; a bucket recorded up to a minute "later" (by
+ * another worker's clock) counts as recorded now, one further "later" is
+ * one idle for weeks: empty.  A refused request leaves it as it was.
+ */
+
 static void
 rate_predict(fconn_t *fc)
 {
     ngx_int_t             excess;
-    ngx_uint_t            i, skewed;
+    ngx_uint_t            i;
     fbucket_t            *b;
     ngx_msec_t            now;
     ngx_msec_int_t        ms;
@@ -2127,37 +2534,29 @@ rate_predict(fconn_t *fc)
 
     b = &fbuckets[i];
 
-    if (!u->used) {
+    if (!u->rate.used) {
         /* a zone user made anew (the old one was evicted when idle) */
         b->used = 0;
     }
 
-    ASSERT(u->used == b->used);
+    ASSERT(u->rate.used == b->used);
 
     now = ngx_current_msec;
-    skewed = 0;
 
     fstep.bucket = b;
     fstep.before = *b;
     fstep.now = now;
 
-    if (b->used) {
-        ms = (ngx_msec_int_t) (now - b->last);
+    ms = (int32_t) ((uint32_t) now - b->last);
 
-        /* another worker's clock may be a little ahead (as limit_req) */
+    if (b->used && ms >= -60000) {
         if (ms < 0) {
             ms = 0;
-            skewed = 1;
         }
 
         excess = (ngx_int_t) b->excess
                  - (ngx_int_t) (fc->conf->rate * (ngx_uint_t) ms / 1000)
                  + 1000;
-
-        if (skewed && fknown_rate_skew) {
-            /* what the zone does now: the bucket empties */
-            excess = 0;
-        }
 
         if (excess < 0) {
             excess = 0;
@@ -2169,11 +2568,16 @@ rate_predict(fconn_t *fc)
 
     fstep.limited = ((ngx_uint_t) excess > fc->conf->burst);
 
-    if (!fstep.limited) {
-        b->excess = excess;
-        b->last = now;
-        b->used = 1;
+    if (fstep.limited) {
+        /* rounded up: waiting that long is always enough */
+        fstep.retry = ((excess - fc->conf->burst) * 1000 + fc->conf->rate
+                       - 1) / fc->conf->rate;
+        return;
     }
+
+    b->excess = excess;
+    b->last = (uint32_t) now;
+    b->used = 1;
 }
 
 
@@ -2192,18 +2596,20 @@ rate_check(void)
     }
 
     if (fstep.injected) {
-        b->excess = u->excess;
-        b->last = u->last;
-        b->used = u->used;
+        b->excess = u->rate.excess;
+        b->last = u->rate.last;
+        b->used = u->rate.used;
         return;
     }
 
-    if (u->excess != b->excess || u->last != b->last || u->used != b->used) {
+    if (u->rate.excess != b->excess || u->rate.last != b->last
+        || u->rate.used != b->used)
+    {
         fprintf(stderr, "rate bucket of \"%.*s\" after a send at %lu "
                 "(worker clock): zone excess %lu last %lu, expected excess "
                 "%lu last %lu (%s); before: excess %lu last %lu\n",
                 (int) b->len, b->user, (unsigned long) fstep.now,
-                (unsigned long) u->excess, (unsigned long) u->last,
+                (unsigned long) u->rate.excess, (unsigned long) u->rate.last,
                 (unsigned long) b->excess, (unsigned long) b->last,
                 fstep.limited ? "limited" : "accepted",
                 (unsigned long) fstep.before.excess,
@@ -2213,68 +2619,128 @@ rate_check(void)
 }
 
 
-static void
-deliver(fconn_t *fc, u_char *line, size_t len)
+/* the code of the close frame last queued to fc, or 0 */
+
+static ngx_uint_t
+close_code(fconn_t *fc)
 {
-    u_char         *data;
-    uint32_t        utf8;
-    ngx_chat_ws_t  *ws;
-
-    if (!fc->open) {
-        conn_open(fc);
-
-        if (!fc->open) {
-            step_end();
-            return;
-        }
-    }
+    u_char          *p;
+    ngx_chat_ws_t   *ws;
+    ngx_chat_buf_t  *b;
 
     ws = fc->ws;
 
-    if (ws->closing) {
-        /* after its close frame, the client's data is discarded */
-        step_end();
-        return;
+    if (ws->out_n == 0) {
+        return 0;
     }
 
-    ngx_current_msec = fworkers[fc->worker].clock;
+    b = ws->out[(ws->out_head + ws->out_n - 1) % ws->out_cap];
+    p = b->data;
 
-    /* what the WebSocket layer lets through to ws->message */
-
-    if (len > fc->conf->max_message_size) {
-        ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_TOO_BIG, NULL);
-        step_end();
-        return;
+    if ((p[0] & 0x0f) != NGX_CHAT_FRAME_CLOSE || b->len < 4) {
+        return 0;
     }
 
-    utf8 = NGX_CHAT_UTF8_ACCEPT;
+    return (p[2] << 8) | p[3];
+}
 
-    if (ngx_chat_utf8_validate(&utf8, line, len) != NGX_CHAT_UTF8_ACCEPT) {
-        ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INVALID_DATA, NULL);
-        step_end();
-        return;
+
+static void
+deliver(fconn_t *fc, u_char *line, size_t len)
+{
+    u_char      *frames;
+    size_t       n;
+    uint32_t     utf8;
+    ngx_uint_t   closing, code;
+
+    frames = client_message_frames(line, len, &n);
+    closing = 0;
+
+    if (!fc->open) {
+        /* the message follows the handshake at once */
+        conn_open(fc, frames, n);
+
+    } else {
+        ngx_current_msec = fworkers[fc->worker].clock;
+        closing = fc->ws->closing;
+        client_send(fc, frames, n);
     }
 
-    /* an exactly sized copy, so that ASan sees any overread */
+    free(frames);
 
-    data = malloc(len ? len : 1);
-    ASSERT(data != NULL);
-    ngx_memcpy(data, line, len);
+    if (fc->open && !closing) {
 
-    fstep.sender = fc;
-    request_parse(data, len);
+        /* what the connection layer lets through to the protocol */
 
-    if (!fstep.malformed && ngx_strcmp(fstep.type, "send") == 0
-        && fc->conf->rate && model_find(fc, fstep.room, fstep.room_len))
-    {
-        rate_predict(fc);
+        utf8 = NGX_CHAT_UTF8_ACCEPT;
+        code = 0;
+
+        if (len > fc->conf->max_message_size) {
+            code = NGX_CHAT_CLOSE_TOO_BIG;
+
+        } else if (ngx_chat_utf8_validate(&utf8, line, len)
+                   != NGX_CHAT_UTF8_ACCEPT)
+        {
+            code = NGX_CHAT_CLOSE_INVALID_DATA;
+        }
+
+        if (code) {
+            ASSERT(fstep.sender == NULL && fc->ws->closing);
+
+            /* the close frame, unless its allocation failed */
+            ASSERT(close_code(fc) == code
+                   || ngx_fuzz_allocs_failed != fallocs_seen);
+
+        } else {
+            /* or the fragments could not be put together (1011) */
+            ASSERT(fstep.sender == fc
+                   || (fc->ws->closing
+                       && ngx_fuzz_allocs_failed != fallocs_seen));
+        }
     }
-
-    ws->message(ws, data, len);
-
-    free(data);
 
     step_end();
+}
+
+
+/* a timer of the event loop fires */
+
+static void
+timer_fire(ngx_event_t *ev)
+{
+    ASSERT(ev->timer_set);
+
+    ngx_del_timer(ev);
+    ev->timedout = 1;
+    ev->handler(ev);
+    ev->timedout = 0;
+}
+
+
+/*
+ * A new worker B: what ngx_chat_fanout_init_process() does for the zone
+ * (the fan-out's process-wide part, its notification socket and its
+ * zones, is worker A's too here, and stays)
+ */
+
+static void
+worker_b_start(void)
+{
+    fworker_t  *b;
+
+    b = &fworkers[1];
+
+    ASSERT(b->fo->rooms.root == b->fo->rooms.sentinel);
+    ASSERT(b->fo->pending.nelts == 0);
+
+    b->ctx.wslot = -1;
+    ASSERT(ngx_chat_shm_worker_attach(&b->ctx, &flog) == NGX_OK);
+
+    ngx_current_msec = b->clock;
+
+    if (ngx_chat_shm_reap(&b->ctx, &flog)) {
+        ngx_chat_fanout_publish(b->fo);
+    }
 }
 
 
@@ -2307,6 +2773,7 @@ worker_b_crash(ngx_uint_t respawn_first)
     ngx_memzero(&dzone, sizeof(ngx_shm_zone_t));
     ngx_memzero(&dctx, sizeof(ngx_chat_shm_ctx_t));
     ngx_str_set(&dctx.name, "scratch");
+    dctx.max_message = b->ctx.max_message;
     dzone.data = &dctx;
     dzone.shm.addr = (u_char *) &dummy->pool;
     dzone.shm.size = ZONE_SIZE;
@@ -2327,36 +2794,51 @@ worker_b_crash(ngx_uint_t respawn_first)
 
     ngx_fuzz_zone_destroy(dummy);
 
-    ASSERT(b->ctx.local_rooms.root == b->ctx.local_rooms.sentinel);
-
     sh->workers[b->ctx.wslot].pid = DEAD_PID;
-    b->ctx.nnotify = 0;
+    sh->bus.wake[b->ctx.wslot].pid = DEAD_PID;
+    b->ctx.bus.nnotify = 0;
 
     if (!respawn_first) {
         /* the reap timer of worker A */
         ngx_current_msec = a->clock;
-        if (ngx_chat_shm_reap(&a->ctx, &flog)) {
-            ngx_chat_fanout_publish(&a->ctx);
-        }
+        timer_fire(&a->fo->reap);
     }
 
-    /* the new worker B, as ngx_chat_fanout_init_process() does */
-
-    b->ctx.wslot = -1;
-    ngx_rbtree_init(&b->ctx.local_rooms, &b->ctx.local_sentinel,
-                    ngx_str_rbtree_insert_value);
-
-    ASSERT(ngx_chat_shm_worker_attach(&b->ctx, &flog) == NGX_OK);
-
-    ngx_current_msec = b->clock;
-
-    if (ngx_chat_shm_reap(&b->ctx, &flog)) {
-        ngx_chat_fanout_publish(&b->ctx);
-    }
+    worker_b_start();
 
     /* A's reaper, later, finds nothing more */
     ngx_current_msec = a->clock;
     ASSERT(ngx_chat_shm_reap(&a->ctx, &flog) == 0);
+}
+
+
+/*
+ * Worker B exits gracefully (a reload) and the master starts a new one:
+ * its connections close at worker_shutdown_timeout, then its exit process
+ * (what ngx_chat_fanout_exit_process() does for the zone)
+ */
+
+static void
+worker_b_exit(void)
+{
+    ngx_uint_t   i;
+    fworker_t   *b;
+
+    b = &fworkers[1];
+    ngx_current_msec = b->clock;
+
+    for (i = 0; i < NCONN; i++) {
+        if (fconns[i].open && fconns[i].worker == 1) {
+            conn_close(&fconns[i], 1);
+        }
+    }
+
+    ngx_chat_shm_worker_detach(&b->ctx);
+    ngx_chat_fanout_publish(b->fo);
+
+    ASSERT(b->ctx.wslot == -1);
+
+    worker_b_start();
 }
 
 
@@ -2383,14 +2865,12 @@ number(u_char *p, size_t len, ngx_uint_t dflt, ngx_uint_t max)
 }
 
 
-static ngx_uint_t  frepeat;
-
-
 static void
 control(fconn_t **cur, u_char *p, size_t len)
 {
-    uint32_t    utf8;
-    ngx_uint_t  n, w;
+    u_char      frame[8];
+    size_t      n;
+    ngx_uint_t  w;
     fconn_t    *fc;
 
     fc = *cur;
@@ -2401,15 +2881,21 @@ control(fconn_t **cur, u_char *p, size_t len)
         *cur = &fconns[p[0] - '0'];
 
         if (!(*cur)->open) {
-            conn_open(*cur);
+            conn_open(*cur, NULL, 0);
         }
 
         break;
 
     case 'c':
-        if (fc->open && !fc->ws->closing) {
-            /* the client's close frame, answered */
-            ngx_chat_ws_close(fc->ws, NGX_CHAT_CLOSE_NORMAL, NULL);
+        if (fc->open) {
+            /* the client's close frame (1000), answered */
+            ngx_current_msec = fworkers[fc->worker].clock;
+            n = client_frame(frame, 1, NGX_CHAT_FRAME_CLOSE,
+                             (u_char *) "\x03\xe8", 2)
+                - frame;
+            client_send(fc, frame, n);
+
+            ASSERT(fc->ws->closing && fc->ws->close_received);
         }
         break;
 
@@ -2432,6 +2918,10 @@ control(fconn_t **cur, u_char *p, size_t len)
         worker_b_crash(p[0] == 'K');
         break;
 
+    case 'e':
+        worker_b_exit();
+        break;
+
     case 't':
         n = number(p + 1, len - 1, 1000, 100000000);
 
@@ -2452,22 +2942,16 @@ control(fconn_t **cur, u_char *p, size_t len)
         frepeat = number(p + 1, len - 1, 2, MAX_REPEAT);
         break;
 
+    case 'g':
+        ffragment = number(p + 1, len - 1, 0, MAX_FRAGMENT);
+        break;
+
     case 'f':
         ngx_fuzz_fail_alloc(number(p + 1, len - 1, 1, 1000));
         break;
 
     case 'u':
-        utf8 = NGX_CHAT_UTF8_ACCEPT;
-
-        if (len < 2 || len - 1 > MAX_USER
-            || ngx_chat_utf8_validate(&utf8, p + 1, len - 1)
-               != NGX_CHAT_UTF8_ACCEPT)
-        {
-            /* ngx_chat_ws_handler() refuses such a user */
-            break;
-        }
-
-        if (fno_nul_user && memchr(p + 1, '\0', len - 1)) {
+        if (len - 1 > MAX_USER) {
             break;
         }
 
@@ -2479,7 +2963,8 @@ control(fconn_t **cur, u_char *p, size_t len)
         ngx_memcpy(fc->user, p + 1, len - 1);
         fc->user_len = len - 1;
 
-        conn_open(fc);
+        /* the handshake may refuse it (user_status()) */
+        conn_open(fc, NULL, 0);
         break;
 
     default:
@@ -2506,8 +2991,12 @@ zone_create(void)
         fworkers[w].shm_zone.shm.size = ZONE_SIZE;
         ngx_str_set(&fworkers[w].shm_zone.shm.name, "chat");
 
+        /* as ngx_chat_zone() makes it, and postconfiguration sets it */
+        ngx_memzero(&fworkers[w].ctx, sizeof(ngx_chat_shm_ctx_t));
         fworkers[w].ctx.shm_zone = &fworkers[w].shm_zone;
         ngx_str_set(&fworkers[w].ctx.name, "chat");
+        fworkers[w].ctx.store = 0;
+        fworkers[w].ctx.tagged = 0;
 
         /* as ngx_chat_module.c sets it: the largest chat_max_message_size */
         fworkers[w].ctx.max_message = 4096;
@@ -2533,98 +3022,15 @@ notify_drain(void)
 }
 
 
-/* worker B exits gracefully (reload) and the master starts a new one */
-
-static void
-worker_b_exit(void)
-{
-    socklen_t              len;
-    ngx_uint_t             i, pending;
-    fworker_t             *b;
-    struct sockaddr_un     sun;
-
-    b = &fworkers[1];
-    ngx_current_msec = b->clock;
-
-    /* worker_shutdown_timeout: as the read handler does with c->close */
-
-    for (i = 0; i < NCONN; i++) {
-        if (fconns[i].open && fconns[i].worker == 1) {
-            ngx_chat_ws_close(fconns[i].ws, NGX_CHAT_CLOSE_GOING_AWAY,
-                              "server shutdown");
-            conn_finalize(&fconns[i]);
-        }
-    }
-
-    /*
-     * ngx_chat_exit_process() of that worker, then the new one's
-     * ngx_chat_init_process(): with the zones of worker B only, in the
-     * same main conf (the fan-out keeps a pointer to it, and the one
-     * process here reads the notifications of both workers)
-     */
-
-    fcmcf.zones.elts = &fzones[1];
-    fcmcf.zones.nelts = 1;
-
-    /* a wake-up for worker A waiting in the socket must outlive it */
-    pending = notify_pending();
-
-    ngx_chat_fanout_exit_process(&fcycle, &fcmcf);
-
-    ASSERT(b->ctx.wslot == -1);
-
-    /*
-     * The new worker B.  (Here one process plays both workers, so the
-     * notification socket B closed was A's too: it is made anew.)
-     */
-
-    b->ctx.nnotify = 0;
-
-    ASSERT(ngx_chat_fanout_init_process(&fcycle, &fcmcf) == NGX_OK);
-    ASSERT(b->ctx.wslot >= 0);
-
-    fcmcf.zones.elts = fzones;
-    fcmcf.zones.nelts = NWORKER;
-
-    fnotify = ngx_fuzz_last_connection;
-    notify_drain();
-
-    if (pending) {
-        len = sizeof(struct sockaddr_un);
-        ASSERT(getsockname(fnotify->fd, (struct sockaddr *) &sun, &len) == 0);
-        ASSERT(sendto(fnotify->fd, "", 1, 0, (struct sockaddr *) &sun, len)
-               == 1);
-    }
-}
-
-
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    char        *known;
     ngx_uint_t   i;
 
     /* every log and debug line is formatted (and dropped) */
     flog.log_level = NGX_LOG_DEBUG_ALL | NGX_LOG_DEBUG;
 
     ngx_fuzz_runtime_init(&flog);
-
-    /*
-     * To fuzz on past bugs already found: PROTO_FUZZ_KNOWN is a list of
-     * "exit" (the graceful exit, @e, is skipped), "nuluser" (@u refuses
-     * a user id with U+0000 in it) and "rateskew" (the rate model empties
-     * the bucket when a worker's clock is behind, as the zone does).
-     */
-
-    /* the handshake refuses a user id with U+0000 (400) since it was found */
-    fno_nul_user = 1;
-
-    known = getenv("PROTO_FUZZ_KNOWN");
-
-    if (known) {
-        fno_exit = (strstr(known, "exit") != NULL);
-        fknown_rate_skew = (strstr(known, "rateskew") != NULL);
-    }
 
     ASSERT(kill(DEAD_PID, 0) == -1 && errno == ESRCH);
 
@@ -2666,6 +3072,17 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     fcmcf.zones.size = sizeof(ngx_chat_shm_ctx_t *);
     fcmcf.zones.nalloc = NWORKER;
 
+    /* a WebSocket upgrade as a browser asks for it */
+
+    ngx_str_set(&fheaders[0].key, "Upgrade");
+    ngx_str_set(&fheaders[0].value, "websocket");
+    ngx_str_set(&fheaders[1].key, "Connection");
+    ngx_str_set(&fheaders[1].value, "keep-alive, Upgrade");
+    ngx_str_set(&fheaders[2].key, "Sec-WebSocket-Version");
+    ngx_str_set(&fheaders[2].value, "13");
+    ngx_str_set(&fheaders[3].key, "Sec-WebSocket-Key");
+    ngx_str_set(&fheaders[3].value, WS_KEY);
+
     return 0;
 }
 
@@ -2688,23 +3105,29 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fpaused = 0;
     frepeat = 0;
+    ffragment = 0;
     nfbuckets = 0;
 
-    /* the workers start: one process plays both, one notification socket */
+    /*
+     * The workers start: one process plays both, with one notification
+     * socket; ngx_chat_init_process() without relay and store (not
+     * configured, and not linked)
+     */
 
     fcycle.pool = ngx_create_pool(16384, &flog);
     ASSERT(fcycle.pool != NULL);
 
     zone_create();
 
-    for (i = 0; i < NWORKER; i++) {
-        fworkers[i].clock = CLOCK_MSEC;
-        fworkers[i].ctx.nnotify = 0;
-        fworkers[i].ctx.bus_read = 0;
-    }
+    ngx_chat_ws_init_worker(&fcycle);
 
     ASSERT(ngx_chat_fanout_init_process(&fcycle, &fcmcf) == NGX_OK);
-    ASSERT(fworkers[0].ctx.wslot >= 0 && fworkers[1].ctx.wslot >= 0);
+
+    for (i = 0; i < NWORKER; i++) {
+        fworkers[i].clock = CLOCK_MSEC;
+        fworkers[i].fo = ngx_chat_fanout_get(&fworkers[i].ctx);
+        ASSERT(fworkers[i].fo != NULL && fworkers[i].ctx.wslot >= 0);
+    }
 
     fnotify = ngx_fuzz_last_connection;
     ASSERT(fnotify != NULL && fnotify->read->handler != NULL);
@@ -2731,16 +3154,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         len = (nl ? nl : end) - p;
 
         if (len >= 2 && p[0] == '@') {
-            if (p[1] == 'e') {
-                if (!fno_exit) {
-                    worker_b_exit();
-                }
-
-                step_end();
-
-            } else {
-                control(&cur, p + 1, len - 1);
-            }
+            control(&cur, p + 1, len - 1);
 
         } else {
             n = frepeat ? frepeat : 1;
@@ -2773,11 +3187,24 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ASSERT(fworkers[0].ctx.sh->users_active == 0);
     ASSERT(fworkers[0].ctx.sh->rooms_active == 0);
 
-    /* the workers exit */
+    /*
+     * The workers exit: ngx_chat_exit_process(), once nginx has dropped
+     * the cancelable timers (the fan-out's reapers); none may be left
+     */
 
     ngx_fuzz_fail_alloc(0);
-    ngx_chat_fanout_exit_process(&fcycle, &fcmcf);
+
+    for (i = 0; i < NWORKER; i++) {
+        ASSERT(fworkers[i].fo->reap.timer_set
+               && fworkers[i].fo->reap.cancelable);
+        ngx_del_timer(&fworkers[i].fo->reap);
+    }
+
+    ngx_chat_fanout_exit_process(&fcycle);
     ASSERT(fworkers[0].ctx.wslot == -1 && fworkers[1].ctx.wslot == -1);
+
+    ASSERT(ngx_event_timer_rbtree.root == ngx_event_timer_rbtree.sentinel);
+    ASSERT(ngx_queue_empty(&ngx_posted_events));
 
     ngx_fuzz_zone_destroy(fzone);
     fzone = NULL;
