@@ -834,7 +834,7 @@ error_check(fconn_t *fc, json_t *j)
         ASSERT(r == NULL && fc->nrooms >= fc->conf->max_rooms);
 
     } else if (ngx_strcmp(c, "rate_limited") == 0) {
-        ASSERT(ngx_strcmp(fstep.type, "send") == 0 && fc->conf->rate);
+        ASSERT(ngx_strcmp(fstep.type, "send") == 0 && fc->conf->rate.rate);
         ASSERT(fstep.bucket && fstep.limited);
         fstep.got_limited = 1;
 
@@ -1347,7 +1347,7 @@ client_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
     request_parse(copy, len);
 
     if (!fstep.malformed && ngx_strcmp(fstep.type, "send") == 0
-        && fc->conf->rate && model_find(fc, fstep.room, fstep.room_len))
+        && fc->conf->rate.rate && model_find(fc, fstep.room, fstep.room_len))
     {
         rate_predict(fc);
     }
@@ -2555,7 +2555,7 @@ rate_predict(fconn_t *fc)
         }
 
         excess = (ngx_int_t) b->excess
-                 - (ngx_int_t) (fc->conf->rate * (ngx_uint_t) ms / 1000)
+                 - (ngx_int_t) (fc->conf->rate.rate * (ngx_uint_t) ms / 1000)
                  + 1000;
 
         if (excess < 0) {
@@ -2566,12 +2566,12 @@ rate_predict(fconn_t *fc)
         excess = 0;
     }
 
-    fstep.limited = ((ngx_uint_t) excess > fc->conf->burst);
+    fstep.limited = ((ngx_uint_t) excess > fc->conf->rate.burst);
 
     if (fstep.limited) {
         /* rounded up: waiting that long is always enough */
-        fstep.retry = ((excess - fc->conf->burst) * 1000 + fc->conf->rate
-                       - 1) / fc->conf->rate;
+        fstep.retry = ((excess - fc->conf->rate.burst) * 1000 + fc->conf->rate.rate
+                       - 1) / fc->conf->rate.rate;
         return;
     }
 
@@ -3051,8 +3051,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     fconfs[1].zone = &fworkers[1].shm_zone;
     fconfs[1].history = 50;
     fconfs[1].max_rooms = 32;
-    fconfs[1].rate = 1000;
-    fconfs[1].burst = 2000;
+    fconfs[1].rate.rate = 1000;
+    fconfs[1].rate.burst = 2000;
     fconfs[1].send_buffer = 65536;
 
     fconfs[2].zone = &fworkers[1].shm_zone;
@@ -3061,8 +3061,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     fconfs[2].send_buffer = 1024 * 1024;
 
     fconfs[3] = fconfs[0];
-    fconfs[3].rate = 2000;
-    fconfs[3].burst = 2000;
+    fconfs[3].rate.rate = 2000;
+    fconfs[3].rate.burst = 2000;
 
     fzones[0] = &fworkers[0].ctx;
     fzones[1] = &fworkers[1].ctx;
