@@ -24,17 +24,19 @@ static ngx_chat_shm_room_t *ngx_chat_shm_room_get(ngx_chat_shm_ctx_t *ctx,
 static void ngx_chat_shm_room_free(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room);
 static ngx_int_t ngx_chat_shm_join_history(ngx_chat_shm_ctx_t *ctx,
-    ngx_chat_shm_room_t *room, ngx_str_t *name, ngx_int_t history,
-    ngx_str_t *since, ngx_chat_shm_join_t *res, ngx_log_t *log);
+    ngx_chat_shm_room_t *room, ngx_int_t history, ngx_str_t *since,
+    ngx_chat_shm_join_t *res, ngx_chat_shm_snap_t *snap, ngx_log_t *log);
 static void ngx_chat_shm_relay_event(ngx_chat_shm_ctx_t *ctx,
     ngx_uint_t kind, ngx_uint_t flags, ngx_str_t *room, ngx_str_t *user);
 static u_char *ngx_chat_shm_post_build(ngx_str_t *name, ngx_str_t *user,
     ngx_str_t *content, uint64_t now_ms, u_char **id_at, size_t *tail);
 static ngx_chat_shm_room_t *ngx_chat_shm_post_room(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *name, ngx_chat_shm_room_t *hint);
-static ngx_chat_buf_t *ngx_chat_shm_history_frame(ngx_chat_shm_room_t *room,
-    ngx_str_t *name, ngx_uint_t from, ngx_uint_t n, ngx_uint_t complete,
-    ngx_log_t *log);
+static ngx_int_t ngx_chat_shm_snap(ngx_chat_shm_room_t *room,
+    ngx_uint_t from, ngx_uint_t n, ngx_uint_t complete,
+    ngx_chat_shm_snap_t *snap, ngx_log_t *log);
+static ngx_chat_buf_t *ngx_chat_shm_snap_frame(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *name, ngx_chat_shm_snap_t *snap, ngx_log_t *log);
 static ngx_chat_shm_ring_t *ngx_chat_shm_ring_copy_locked(
     ngx_chat_shm_room_t *room);
 
@@ -546,6 +548,7 @@ ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
 {
     ngx_uint_t            created;
     ngx_chat_shm_t       *sh;
+    ngx_chat_shm_snap_t   snap;
     ngx_chat_shm_user_t  *u;
     ngx_chat_shm_room_t  *room;
 
@@ -601,7 +604,9 @@ ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
     res->bus_pos = sh->bus.head;
     res->room = room;
 
-    if (ngx_chat_shm_join_history(ctx, room, name, history, since, res, log)
+    snap.msgs = NULL;
+
+    if (ngx_chat_shm_join_history(ctx, room, history, since, res, &snap, log)
         != NGX_OK)
     {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -610,6 +615,15 @@ ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    if (snap.msgs) {
+        res->history = ngx_chat_shm_snap_frame(ctx, name, &snap, log);
+
+        if (res->history == NULL) {
+            ngx_chat_shm_leave(ctx, name, user);
+            return NGX_ERROR;
+        }
+    }
 
     ngx_log_debug5(NGX_LOG_DEBUG_HTTP, log, 0,
                    "chat zone: \"%V\" joined \"%V\", %ui members, first %ui, "
@@ -633,12 +647,15 @@ full:
 }
 
 
-/* what a join replays: a history frame, or the ring for storage; locked */
+/*
+ * what a join replays: the messages of the ring for its history reply
+ * (written after the lock), or storage; locked
+ */
 
 static ngx_int_t
 ngx_chat_shm_join_history(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
-    ngx_str_t *name, ngx_int_t history, ngx_str_t *since,
-    ngx_chat_shm_join_t *res, ngx_log_t *log)
+    ngx_int_t history, ngx_str_t *since, ngx_chat_shm_join_t *res,
+    ngx_chat_shm_snap_t *snap, ngx_log_t *log)
 {
     ngx_int_t   found;
     ngx_uint_t  n, complete;
@@ -679,10 +696,7 @@ ngx_chat_shm_join_history(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
         return NGX_OK;
     }
 
-    res->history = ngx_chat_shm_history_frame(room, name, room->hist_n - n, n,
-                                              complete, log);
-
-    return res->history ? NGX_OK : NGX_ERROR;
+    return ngx_chat_shm_snap(room, room->hist_n - n, n, complete, snap, log);
 }
 
 
@@ -1031,31 +1045,71 @@ ngx_chat_shm_post_room(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 }
 
 
-/* the history reply of messages from..from+n of the ring; locked */
+/*
+ * The history reply of messages from..from+n of the ring: their references
+ * are taken under the lock, the reply is written after it (one memcpy of
+ * up to 1,000 messages is not done while every worker waits), and the
+ * references are given back under the lock again
+ */
 
-static ngx_chat_buf_t *
-ngx_chat_shm_history_frame(ngx_chat_shm_room_t *room, ngx_str_t *name,
-    ngx_uint_t from, ngx_uint_t n, ngx_uint_t complete, ngx_log_t *log)
+static ngx_int_t
+ngx_chat_shm_snap(ngx_chat_shm_room_t *room, ngx_uint_t from, ngx_uint_t n,
+    ngx_uint_t complete, ngx_chat_shm_snap_t *snap, ngx_log_t *log)
 {
-    ngx_str_t           *msgs;
     ngx_uint_t           i;
-    ngx_chat_buf_t      *b;
     ngx_chat_shm_msg_t  *msg;
 
-    msgs = ngx_alloc((n ? n : 1) * sizeof(ngx_str_t), log);
-    if (msgs == NULL) {
-        return NULL;
+    snap->msgs = ngx_alloc((n ? n : 1) * sizeof(ngx_chat_shm_msg_t *), log);
+    if (snap->msgs == NULL) {
+        return NGX_ERROR;
     }
 
     for (i = 0; i < n; i++) {
         msg = room->hist[(room->hist_head + from + i) % room->hist_cap];
-        msgs[i].data = msg->data;
-        msgs[i].len = msg->len;
+        msg->refs++;
+        snap->msgs[i] = msg;
     }
 
-    b = ngx_chat_wire_history(name, msgs, n, complete, log);
+    snap->n = n;
+    snap->complete = complete;
 
-    ngx_free(msgs);
+    return NGX_OK;
+}
+
+
+static ngx_chat_buf_t *
+ngx_chat_shm_snap_frame(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_chat_shm_snap_t *snap, ngx_log_t *log)
+{
+    ngx_str_t       *msgs;
+    ngx_uint_t       i;
+    ngx_chat_buf_t  *b;
+
+    b = NULL;
+
+    msgs = ngx_alloc((snap->n ? snap->n : 1) * sizeof(ngx_str_t), log);
+
+    if (msgs) {
+        for (i = 0; i < snap->n; i++) {
+            msgs[i].data = snap->msgs[i]->data;
+            msgs[i].len = snap->msgs[i]->len;
+        }
+
+        b = ngx_chat_wire_history(name, msgs, snap->n, snap->complete, log);
+
+        ngx_free(msgs);
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    for (i = 0; i < snap->n; i++) {
+        ngx_chat_shm_msg_release(ctx, snap->msgs[i]);
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_free(snap->msgs);
+    snap->msgs = NULL;
 
     return b;
 }
@@ -1067,9 +1121,8 @@ ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 {
     ngx_int_t             end;
     ngx_uint_t            n, complete;
-    ngx_chat_buf_t       *b;
+    ngx_chat_shm_snap_t   snap;
     ngx_chat_shm_room_t  *room;
-
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -1103,12 +1156,17 @@ ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
                     || room->total == room->hist_n);
     }
 
-    b = ngx_chat_shm_history_frame(room, name, (end < 0) ? 0 : end - n, n,
-                                   complete, log);
+    if (ngx_chat_shm_snap(room, (end < 0) ? 0 : end - n, n, complete, &snap,
+                          log)
+        != NGX_OK)
+    {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NULL;
+    }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-    return b;
+    return ngx_chat_shm_snap_frame(ctx, name, &snap, log);
 }
 
 

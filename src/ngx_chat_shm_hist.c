@@ -55,6 +55,7 @@ ngx_chat_shm_hist_push(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
     }
 
     msg->hash = ngx_chat_shm_hist_hash(msg->id, msg->id_len);
+    msg->refs = 1;
 
     phys = (room->hist_head + room->hist_n) % room->hist_cap;
     room->hist[phys] = msg;
@@ -69,7 +70,7 @@ ngx_chat_shm_hist_drop(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
 {
     ngx_chat_shm_hist_unindex(room, room->hist_head);
 
-    ngx_slab_free_locked(ctx->shpool, room->hist[room->hist_head]);
+    ngx_chat_shm_msg_release(ctx, room->hist[room->hist_head]);
     room->hist_head = (room->hist_head + 1) % room->hist_cap;
     room->hist_n--;
 }
@@ -81,9 +82,8 @@ ngx_chat_shm_hist_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
     ngx_uint_t  i;
 
     for (i = 0; i < room->hist_n; i++) {
-        ngx_slab_free_locked(ctx->shpool,
-                             room->hist[(room->hist_head + i)
-                                        % room->hist_cap]);
+        ngx_chat_shm_msg_release(ctx, room->hist[(room->hist_head + i)
+                                                 % room->hist_cap]);
     }
 
     if (room->hist) {
@@ -96,6 +96,21 @@ ngx_chat_shm_hist_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
     room->hist_cap = 0;
     room->hist_n = 0;
     room->hist_head = 0;
+}
+
+
+/*
+ * The ring holds a reference to each of its messages; a history reply
+ * being written outside the lock holds one too, so that a message dropped
+ * from the ring meanwhile stays until the reply is written
+ */
+
+void
+ngx_chat_shm_msg_release(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_msg_t *msg)
+{
+    if (--msg->refs == 0) {
+        ngx_slab_free_locked(ctx->shpool, msg);
+    }
 }
 
 

@@ -31,7 +31,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x63680003
+#define NGX_CHAT_SHM_LAYOUT       0x63680004
 
 
 typedef struct {
@@ -61,6 +61,8 @@ typedef struct {
 typedef struct {
     u_char                     id[NGX_CHAT_ID_LEN];
     uint32_t                   hash;      /* of the id, for the index */
+    uint32_t                   refs;      /* the ring's, and replies' being
+                                             written outside the lock */
     size_t                     id_len;
     size_t                     len;
     u_char                     data[1];   /* the "message" JSON object */
@@ -135,6 +137,14 @@ struct ngx_chat_shm_s {
 };
 
 
+/* references to ring messages, for a reply written outside the lock */
+typedef struct {
+    ngx_chat_shm_msg_t       **msgs;
+    ngx_uint_t                 n;
+    ngx_uint_t                 complete;
+} ngx_chat_shm_snap_t;
+
+
 /* everything below is called with the zone's mutex held */
 
 void *ngx_chat_shm_alloc(ngx_chat_shm_ctx_t *ctx, size_t size);
@@ -167,6 +177,8 @@ void ngx_chat_shm_hist_drop(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room);
 void ngx_chat_shm_hist_free(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room);
+void ngx_chat_shm_msg_release(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_msg_t *msg);
 
 void ngx_chat_shm_reap_slot(ngx_chat_shm_ctx_t *ctx, ngx_uint_t slot);
 
