@@ -10,13 +10,11 @@ use warnings;
 use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF inet_aton
-              pack_sockaddr_in);
 use IO::Select ();
-use MIME::Base64 qw(encode_base64);
 use Time::HiRes ();
 use Test::Chat::Nginx;
 use Test::Chat::WS;
+use Test::Chat::Util qw(raw_ws);
 
 plan tests => 10;
 
@@ -79,26 +77,13 @@ $ws->close;
 
 # --- a ping flooder that never reads ----------------------------------------
 
-sub raw_connect {
-    my ($user) = @_;
-    socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
-    setsockopt($s, SOL_SOCKET, SO_RCVBUF, 4096) or die "SO_RCVBUF: $!";
-    connect($s, pack_sockaddr_in($t->port, inet_aton('127.0.0.1')))
-        or die "connect: $!";
-    binmode $s;
-    my $key = encode_base64(join('', map { chr int rand 256 } 1 .. 16), '');
-    my $req = "GET /chat?user=$user HTTP/1.1\r\nHost: localhost\r\n"
-            . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            . "Sec-WebSocket-Key: $key\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    syswrite($s, $req) == length $req or die "write: $!";
-    return $s;
-}
 
 my ($worker) = $t->worker_pids;
 my $before = rss_kb($worker);
 ok($before, "worker $worker RSS before: ${\ ($before // '?')} kB");
 
-my $s = raw_connect('flooder');
+my $r = raw_ws($t, 'flooder');
+my $s = $r->{sock};
 my $sel = IO::Select->new($s);
 my $ping = Test::Chat::WS->build_frame(opcode => 9, payload => 'p' x 125);
 my $chunk = $ping x 500;                        # ~65 KB

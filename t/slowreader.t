@@ -8,12 +8,10 @@ use warnings;
 use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
-use Socket qw(PF_INET SOCK_STREAM SOL_SOCKET SO_RCVBUF inet_aton pack_sockaddr_in);
 use IO::Select ();
-use MIME::Base64 qw(encode_base64);
 use Time::HiRes ();
 use Test::Chat::Nginx;
-use Test::Chat::Util qw(now);
+use Test::Chat::Util qw(now raw_ws);
 use Test::Chat::WS;
 
 plan tests => 21;
@@ -41,34 +39,9 @@ http {
 }
 _EOC_
 
-# --- the reader: a raw socket with a small receive buffer (set before
-# connect(), which Test::Chat::WS->connect does not allow) -------------------
+# --- the reader: a raw socket with a small receive buffer (Test::Chat::Util)
 
-sub raw_connect {
-    my ($user) = @_;
-    socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!";
-    setsockopt($s, SOL_SOCKET, SO_RCVBUF, 4096) or die "SO_RCVBUF: $!";
-    connect($s, pack_sockaddr_in($t->port, inet_aton('127.0.0.1')))
-        or die "connect: $!";
-    binmode $s;
-    my $key = encode_base64(join('', map { chr int rand 256 } 1 .. 16), '');
-    my $req = "GET /chat?user=$user HTTP/1.1\r\nHost: localhost\r\n"
-            . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            . "Sec-WebSocket-Key: $key\r\nSec-WebSocket-Version: 13\r\n\r\n";
-    syswrite($s, $req) == length $req or die "write: $!";
-    my $buf = '';
-    my $deadline = now() + 3;
-    my $sel = IO::Select->new($s);
-    while (index($buf, "\r\n\r\n") < 0 && now() < $deadline) {
-        $sel->can_read($deadline - now()) or last;
-        sysread($s, $buf, 65536, length $buf) or last;
-    }
-    my $h = index($buf, "\r\n\r\n");
-    return undef if $h < 0;
-    my $head = substr($buf, 0, $h + 4, '');
-    return undef unless $head =~ m{^HTTP/1\.1 101 };
-    return { sock => $s, sel => $sel, buf => $buf };
-}
+sub raw_connect { raw_ws($t, $_[0]) }
 
 # read what is there (up to $timeout); 0 on EOF
 sub raw_fill {

@@ -13,6 +13,9 @@ use JSON::PP ();
 use Scalar::Util qw(blessed);
 use Test::More ();
 use Time::HiRes ();
+use Socket ();
+use IO::Select ();
+use MIME::Base64 ();
 
 our $VERSION = '0.01';
 
@@ -22,10 +25,47 @@ our @EXPORT_OK = qw(
     req req_next wait_type
     client send_json take reply join_room send_msg ack_id
     pump settle extract collect
+    raw_ws
 );
 our %EXPORT_TAGS = (all => \@EXPORT_OK);
 
 my $JSON = JSON::PP->new->utf8->canonical;
+
+# ---------------------------------------------------------------------------
+# a raw WebSocket with a small receive buffer (set before connect(), which
+# Test::Chat::WS->connect does not allow): { sock, sel, buf } after the 101,
+# buf holding what came after it; undef when refused
+
+sub raw_ws {
+    my ($t, $user, %o) = @_;
+    my $rcvbuf = $o{rcvbuf} || 4096;
+    socket(my $s, Socket::PF_INET(), Socket::SOCK_STREAM(), 0)
+        or die "socket: $!";
+    setsockopt($s, Socket::SOL_SOCKET(), Socket::SO_RCVBUF(), $rcvbuf)
+        or die "SO_RCVBUF: $!";
+    connect($s, Socket::pack_sockaddr_in($t->port,
+                                         Socket::inet_aton('127.0.0.1')))
+        or die "connect: $!";
+    binmode $s;
+    my $key = MIME::Base64::encode_base64(
+        join('', map { chr int rand 256 } 1 .. 16), '');
+    my $req = "GET /chat?user=$user HTTP/1.1\r\nHost: localhost\r\n"
+            . "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            . "Sec-WebSocket-Key: $key\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    syswrite($s, $req) == length $req or die "write: $!";
+    my $buf = '';
+    my $deadline = now() + 3;
+    my $sel = IO::Select->new($s);
+    while (index($buf, "\r\n\r\n") < 0 && now() < $deadline) {
+        $sel->can_read($deadline - now()) or last;
+        sysread($s, $buf, 65536, length $buf) or last;
+    }
+    my $h = index($buf, "\r\n\r\n");
+    return undef if $h < 0;
+    my $head = substr($buf, 0, $h + 4, '');
+    return undef unless $head =~ m{^HTTP/1\.1 101 };
+    return { sock => $s, sel => $sel, buf => $buf };
+}
 
 # ---------------------------------------------------------------------------
 # time
