@@ -1118,6 +1118,11 @@ ngx_chat_pg_set_label(ngx_chat_pg_t *pg)
                      user ? user : "", host ? host : "", port ? port : "",
                      db ? db : "");
 
+    if (pg->conf->role.len) {
+        p = ngx_snprintf(p, NGX_CHAT_PG_LABEL_MAX - (p - pg->label), " (%V)",
+                         &pg->conf->role);
+    }
+
     pg->label_len = p - pg->label;
 }
 

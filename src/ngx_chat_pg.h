@@ -42,6 +42,7 @@ typedef struct {
     ngx_str_t                  conninfo;      /* NUL-terminated */
     ngx_msec_t                 connect_timeout;
     ngx_msec_t                 query_timeout;
+    ngx_str_t                  role;          /* for logs, or empty */
 } ngx_chat_pg_conf_t;
 
 

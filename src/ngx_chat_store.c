@@ -53,6 +53,8 @@ typedef struct {
      * wait behind a history read
      */
     ngx_chat_pg_t             *rpg;
+    ngx_chat_pg_conf_t         wconf;         /* the conf, with a role */
+    ngx_chat_pg_conf_t         rconf;
     ngx_uint_t                 rup;
     ngx_uint_t                 rconnecting;
     ngx_uint_t                 nreads;
@@ -383,7 +385,12 @@ ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
     st->connecting = 1;
     ngx_chat_store_set_state(0);
 
-    st->pg = ngx_chat_pg_create(&st->conf->pg, cycle->log,
+    st->wconf = st->conf->pg;
+    ngx_str_set(&st->wconf.role, "stores");
+    st->rconf = st->conf->pg;
+    ngx_str_set(&st->rconf.role, "reads");
+
+    st->pg = ngx_chat_pg_create(&st->wconf, cycle->log,
                                 ngx_chat_store_state, st);
     if (st->pg == NULL) {
         ngx_chat_store = NULL;
@@ -392,7 +399,7 @@ ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 
     st->rconnecting = 1;
 
-    st->rpg = ngx_chat_pg_create(&st->conf->pg, cycle->log,
+    st->rpg = ngx_chat_pg_create(&st->rconf, cycle->log,
                                  ngx_chat_store_read_state, st);
     if (st->rpg == NULL) {
         ngx_chat_pg_destroy(st->pg);

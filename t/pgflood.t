@@ -39,10 +39,10 @@ _EOC_
 # both connections of the worker (stores, reads) are up
 my $deadline = now() + 15;
 while (now() < $deadline) {
-    last if (my @l = $t->grep_error_log(qr/chat postgres: .* is up/)) >= 2;
+    last if (my @l = $t->grep_error_log(qr/chat postgres: .* \((stores|reads)\)" is up/)) >= 2;
     Time::HiRes::sleep(0.05);
 }
-ok(scalar(my @up = $t->grep_error_log(qr/chat postgres: .* is up/)) >= 2,
+ok(scalar(my @up = $t->grep_error_log(qr/chat postgres: .* \((stores|reads)\)" is up/)) >= 2,
    'the worker has two PostgreSQL connections up');
 
 sub client {

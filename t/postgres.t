@@ -84,11 +84,12 @@ sub wait_pg_status {
     return defined $got ? $got : '(no status)';
 }
 
-# the workers' connections are established ("is up" once per worker):
-# status "up" is not proof of that (see part 4b)
+# the workers' connections for stores are established ("is up" once per
+# worker; each worker has one for reads too): status "up" is not proof of
+# that (see part 4b)
 sub wait_connected {
     my ($t, $n, $timeout) = @_;
-    my $re = qr/chat postgres: .* is up/;
+    my $re = qr/chat postgres: .* \(stores\)" is up/;
     return poll($timeout, sub { scalar(my @l = $t->grep_error_log($re)) >= $n }, 0.05);
 }
 
