@@ -16,7 +16,6 @@
 #include <ngx_http.h>
 #include "ngx_chat.h"
 #include "ngx_chat_frame.h"
-#include "ngx_chat_utf8.h"
 #include "ngx_chat_wire.h"
 #include "ngx_chat_ws.h"
 
