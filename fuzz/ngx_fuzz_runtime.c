@@ -17,6 +17,7 @@
 #include <ngx_event.h>
 #include <ngx_http.h>
 #include <ngx_sha1.h>
+#include <sys/syscall.h>
 #include "ngx_fuzz_runtime.h"
 
 
@@ -24,6 +25,8 @@ ngx_uint_t                 ngx_fuzz_allocs_failed;
 ngx_uint_t                 ngx_fuzz_trace;
 ngx_connection_t          *ngx_fuzz_last_connection;
 ngx_uint_t                 ngx_fuzz_connections_closed;
+ngx_uint_t                 ngx_fuzz_slab_failed;
+ngx_fuzz_write_pt          ngx_fuzz_write_hook;
 
 static ngx_uint_t          ngx_fuzz_fail_countdown;
 
@@ -1085,6 +1088,8 @@ ngx_slab_alloc_locked(ngx_slab_pool_t *pool, size_t size)
     charge = ngx_fuzz_charge(size);
 
     if (z->used + charge > z->size) {
+        ngx_fuzz_slab_failed++;
+
         if (pool->log_nomem) {
             ngx_log_error(NGX_LOG_CRIT, ngx_cycle->log, 0,
                           "ngx_slab_alloc() failed: no memory%s",
@@ -1271,6 +1276,50 @@ ngx_int_t
 ngx_handle_write_event(ngx_event_t *wev, size_t lowat)
 {
     return NGX_OK;
+}
+
+
+/*
+ * The connection layer's writes: the harness's hook first; the system
+ * call otherwise (not the libc wrapper: with ASan, that is these very
+ * symbols' weak interceptors, which these definitions replace)
+ */
+
+ssize_t
+send(int fd, const void *buf, size_t len, int flags)
+{
+    ssize_t       n;
+    struct iovec  iov;
+
+    if (ngx_fuzz_write_hook) {
+        iov.iov_base = (void *) buf;
+        iov.iov_len = len;
+
+        n = ngx_fuzz_write_hook(fd, &iov, 1);
+
+        if (n != NGX_DECLINED) {
+            return n;
+        }
+    }
+
+    return syscall(SYS_sendto, fd, buf, len, flags, NULL, 0);
+}
+
+
+ssize_t
+writev(int fd, const struct iovec *iov, int n)
+{
+    ssize_t  rc;
+
+    if (ngx_fuzz_write_hook) {
+        rc = ngx_fuzz_write_hook(fd, iov, n);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    return syscall(SYS_writev, fd, iov, n);
 }
 
 

@@ -27,7 +27,10 @@
  *   - ngx_alloc() can be made to fail on purpose (ngx_fuzz_fail_alloc);
  *   - pools are lists of separate malloc()s, so that ASan checks each
  *     allocation; ngx_close_connection() frees the connection, its
- *     timers and posted events go first, as in nginx.
+ *     timers and posted events go first, as in nginx;
+ *   - send() and writev() (the connection layer writes with them, not
+ *     with c->send) go to the harness's write hook first, which plays the
+ *     kernel for the descriptors it owns.
  */
 
 
@@ -69,6 +72,19 @@ extern ngx_uint_t  ngx_fuzz_allocs_failed;
 
 /* log lines go to stderr when PROTO_FUZZ_LOG is set */
 extern ngx_uint_t  ngx_fuzz_trace;
+
+/* zone allocations refused because the zone was full */
+extern ngx_uint_t  ngx_fuzz_slab_failed;
+
+/*
+ * The harness's side of send() and writev(): what the call returns (-1
+ * with errno set, e.g. NGX_EAGAIN), or NGX_DECLINED for a descriptor that
+ * is not the harness's (the system call is made).  iov[0] may be a partly
+ * written frame.
+ */
+typedef ssize_t (*ngx_fuzz_write_pt)(ngx_socket_t fd, const struct iovec *iov,
+    int n);
+extern ngx_fuzz_write_pt  ngx_fuzz_write_hook;
 
 /* the last connection ngx_get_connection() made */
 extern ngx_connection_t  *ngx_fuzz_last_connection;

@@ -15,11 +15,14 @@
  * messages through the real notification socket.  Four connections:
  *
  *   0  worker A  "alice"        history 5,  max_rooms 4,  no rate limit,
- *                               send buffer 8k
- *   1  worker A  "bob"          the same, but 2 r/s burst 2
+ *                               send buffer 8k, request rate 20 r/s
+ *                               burst 50 (the default)
+ *   1  worker A  "bob"          the same, but 2 r/s burst 2, no request
+ *                               rate
  *   2  worker B  "alice"        history 50, max_rooms 32, 1 r/s burst 2,
- *                               send buffer 64k
- *   3  worker B  "Zoë \"q\"\\\1" history 0, max_rooms 2,  no rate limit
+ *                               send buffer 64k, no request rate
+ *   3  worker B  "Zoë \"q\"\\\1" history 0, max_rooms 2,  no rate limit,
+ *                               request rate 2 r/s burst 3
  *
  * A connection opens as nginx would run the "chat" location: a WebSocket
  * upgrade request goes to ngx_chat_proto_handler(), its 101 response is
@@ -28,9 +31,12 @@
  * handler, frame parser and UTF-8 check pass each text message up to the
  * protocol, with the harness in between (it models the request, then hands
  * the protocol an exactly sized copy, so that ASan sees any overread).  The
- * server's side of the socket is played by the harness: it checks the
- * frames in each output queue, then takes them off as a client that reads
- * would (the write path and the timers of ngx_chat_ws.c do not run here).
+ * kernel's side of the socket is the harness's too: the connection layer's
+ * send() and writev() (to a descriptor of the harness's) come to
+ * client_write(), which takes nothing from a client that stopped reading
+ * (EAGAIN) and everything from one that reads, once it has checked the
+ * frames leaving the queue; after each step the write event of every
+ * client that reads runs (the real write path; its timers do not run).
  *
  * Input: lines separated by '\n'.  A line is one client text message (one
  * masked frame) on the current connection (0 at first; a closed one opens
@@ -52,9 +58,10 @@
  *   @gN        messages go in fragments of N bytes, with a ping after
  *              the first (0, the default: one frame)
  *   @fN        the N-th allocation from now fails
+ *   @iDATA     the client sends a ping with DATA (over 125 bytes: 1002)
  *   @uNAME     the current connection reconnects as user NAME (any bytes:
  *              the handshake refuses an empty one with 401, one that is
- *              not UTF-8 or holds U+0000 with 400)
+ *              not UTF-8, holds U+0000 or is over 256 bytes with 400)
  *
  * After each line the workers' event loops are run until idle (wake-ups
  * read, closing connections finalised), then every frame queued to a
@@ -72,13 +79,28 @@
  * increasing id order, and every copy of a message (live or from history)
  * the same; every other member gets each message sent and hears of each
  * new user joining; a model of the rate buckets (limit_req's leaky bucket,
- * ngx_chat_rate.h) predicts each rate-limited send and its retry_after_ms.
- * Then the zone is checked against the model: counts per user, room and
- * worker slot, the local rooms of each worker's fan-out (and its cache),
- * the bus, the LRU lists, the mutex, and that every zone block is
- * reachable from the zone (no leak in the zone).  The zone is 160k (64k of
- * it the bus); the Redis relay and PostgreSQL storage are not configured
- * (ngx_chat_relay.c and ngx_chat_store.c are not linked).
+ * ngx_chat_rate.h) predicts each rate-limited send and its retry_after_ms,
+ * and, per connection, each request chat_request_rate refuses (every one
+ * but "send", malformed ones too: rate_limited, and nothing else).  Each
+ * queue holds at most chat_send_buffer plus the one frame that went over
+ * it, the latest pong and the close frame; 1008 only for a client that
+ * stopped reading; at most one pong waits, carrying the latest ping's
+ * payload, and every ping is answered.  History replies are exactly what
+ * the model's ring of the room gives (messages, "complete").  Then the
+ * zone is checked against the model: counts per user, room and worker
+ * slot; each room's ring and index by id (blocks of their own, the ring
+ * grown 8, 16, 32... up to chat_history, one index entry per message,
+ * reachable by linear probing, ngx_chat_shm_hist_find() against a scan);
+ * each ring the model's (the newest chat_history messages of the room)
+ * but where the zone ran out of memory in that step, when it may have
+ * lost its oldest; rooms appear only when joined and go, when they have
+ * messages, only evicted, in the order they became empty, and all of them
+ * before any idle user, idle users in order too; the local rooms of each
+ * worker's fan-out (and its cache), the bus, the LRU lists, the mutex,
+ * and that every zone block is reachable from the zone (no leak in the
+ * zone).  The zone is 160k (64k of it the bus); the Redis relay and
+ * PostgreSQL storage are not configured (ngx_chat_relay.c and
+ * ngx_chat_store.c are not linked).
  */
 
 
@@ -107,13 +129,16 @@
 #define ZONE_SIZE         (160 * 1024)     /* the bus takes 64k */
 #define MAX_DELIVERIES    2000
 #define MAX_REPEAT        600
-#define MAX_USER          256
+#define MAX_USER          300            /* the zone takes 256 */
+#define MAX_RING          64             /* the largest chat_history here */
+#define MAX_PING          125
 #define MAX_MODEL_ROOMS   64
 #define CLOCK_SEC         1700000000
 #define CLOCK_MSEC        1000000
 #define DEAD_PID          0x3ffffff0     /* above any pid_max */
 #define MAX_FRAGMENT      4096
 #define FANOUT_CACHE      4096           /* as ngx_chat_fanout.c has it */
+#define FAKE_FD           0x3fff0000     /* above any descriptor */
 
 /* the key of RFC 6455, 1.3, and the answer it must get */
 #define WS_KEY            "dGhlIHNhbXBsZSBub25jZQ=="
@@ -158,7 +183,7 @@ typedef struct {
     ngx_chat_ws_message_pt     message;     /* the protocol's */
     ngx_http_complex_value_t   user_cv;     /* chat_user, a constant */
 
-    ngx_uint_t                 stalled;
+    ngx_uint_t                 stalled;     /* its writes: EAGAIN */
     ngx_uint_t                 validated;   /* queued frames checked */
     ngx_uint_t                 expect_welcome;
     ngx_uint_t                 closed_now;  /* finalised in this step */
@@ -168,7 +193,44 @@ typedef struct {
 
     mroom_t                    rooms[MAX_MODEL_ROOMS];
     ngx_uint_t                 nrooms;
+
+    /* chat_request_rate: the session's bucket, as ngx_chat_rate.h has it */
+    ngx_uint_t                 req_excess;
+    uint32_t                   req_last;
+    ngx_uint_t                 req_used;
+
+    u_char                     ping[MAX_PING];   /* the latest ping */
+    size_t                     ping_len;
+    ngx_uint_t                 pinged;      /* since the last pong out */
 } fconn_t;
+
+
+/*
+ * A room of the zone as the model has it: its ring (ids, oldest first),
+ * what its chat_history is, how many messages it has had, and its place in
+ * the zone's list of empty rooms at the end of the last step (1: first;
+ * 0: not there)
+ */
+
+typedef struct {
+    uint32_t                   key;
+    size_t                     len;
+    u_char                     name[NGX_CHAT_MAX_ROOM_NAME];
+    ngx_uint_t                 hist_max;
+    uint64_t                   total;
+    uint64_t                   ids[MAX_RING];
+    ngx_uint_t                 n;
+    ngx_uint_t                 lru;
+    ngx_uint_t                 seen;        /* in the zone at this step */
+} zroom_t;
+
+
+/* an idle zone user (kept for its rate bucket), in eviction order */
+
+typedef struct {
+    size_t                     len;
+    u_char                     name[NGX_CHAT_MAX_USER];
+} zidle_t;
 
 
 typedef struct {
@@ -213,6 +275,9 @@ typedef struct {
     ngx_uint_t                 got_limited;
     json_t                    *ack_id;      /* the id a send got */
     ngx_uint_t                 user_new;    /* first of its user in room */
+    ngx_uint_t                 counted;     /* by chat_request_rate */
+    ngx_uint_t                 req_limited; /* and refused by it */
+    ngx_msec_t                 req_retry;
 } fstep_t;
 
 
@@ -234,6 +299,14 @@ static fbucket_t               fbuckets[NCONN];
 static ngx_uint_t              nfbuckets;
 static ngx_uint_t              frepeat;
 static size_t                  ffragment;
+
+/* the zone's rooms, in its tree's order; its idle users, in LRU order */
+static zroom_t                *fzrooms;
+static ngx_uint_t              nfzrooms, capfzrooms;
+static zidle_t                *fzidle;
+static ngx_uint_t              nfzidle, capfzidle;
+static uint64_t                flast_id;     /* sh->last_id, last step */
+static ngx_uint_t              fslab_seen;   /* ngx_fuzz_slab_failed */
 
 /* the upgrade request's headers (Upgrade first) */
 static ngx_table_elt_t         fheaders[4];
@@ -264,6 +337,11 @@ static void notify_drain(void);
 static ngx_uint_t notify_pending(void);
 static void rate_predict(fconn_t *fc);
 static void rate_check(void);
+static void request_rate_predict(fconn_t *fc);
+static zroom_t *zroom_find(const void *name, size_t len);
+static ngx_int_t zroom_cmp(uint32_t key, const u_char *name, size_t len,
+    zroom_t *zr);
+static void queue_check(fconn_t *fc, ngx_uint_t semantics);
 
 
 /* helpers */
@@ -312,37 +390,6 @@ parse_id(json_t *s)
     }
 
     return v;
-}
-
-
-/* a client's id string as a number, if it is one exactly */
-
-static ngx_int_t
-client_id(json_t *s, uint64_t *v)
-{
-    size_t       i, len;
-    const char  *p;
-
-    p = json_string_value(s);
-    len = json_string_length(s);
-
-    if (len == 0 || len > 20) {
-        return NGX_DECLINED;
-    }
-
-    *v = 0;
-
-    for (i = 0; i < len; i++) {
-        if (p[i] < '0' || p[i] > '9'
-            || *v > (UINT64_MAX - (p[i] - '0')) / 10)
-        {
-            return NGX_DECLINED;
-        }
-
-        *v = *v * 10 + (p[i] - '0');
-    }
-
-    return NGX_OK;
 }
 
 
@@ -730,13 +777,43 @@ message_check(json_t *m, const void *room, size_t room_len)
 }
 
 
+/* where the model's ring has the id a client names (exactly), or -1 */
+
+static ngx_int_t
+zroom_pos(zroom_t *zr, json_t *s)
+{
+    u_char      buf[NGX_INT64_LEN];
+    size_t      len;
+    ngx_uint_t  i;
+
+    for (i = 0; zr && i < zr->n; i++) {
+        len = ngx_sprintf(buf, "%uL", zr->ids[i]) - buf;
+
+        if (jstr_eq(s, buf, len)) {
+            return i;
+        }
+    }
+
+    return -1;
+}
+
+
+/*
+ * A history reply, against the model's ring of the room as it was when
+ * the request came (the end of the last step): the messages asked for,
+ * oldest first, and "complete" as the zone computes it
+ */
+
 static void
 history_check(fconn_t *fc, json_t *j, ngx_uint_t join)
 {
     size_t       i, n;
     json_t      *msgs, *limit, *before, *since, *complete;
-    uint64_t     id, prev, bound;
     mroom_t     *r;
+    zroom_t     *zr;
+    uint64_t     id, prev, total;
+    ngx_int_t    end;
+    ngx_uint_t   from, cnt, comp, zn;
     json_int_t   max;
 
     ASSERT(jstr_eq(json_object_get(j, "room"), fstep.room, fstep.room_len));
@@ -759,38 +836,72 @@ history_check(fconn_t *fc, json_t *j, ngx_uint_t join)
     r = model_find(fc, fstep.room, fstep.room_len);
     ASSERT(r != NULL);
 
+    /* NULL: the room is new (this join made it) */
+    zr = zroom_find(fstep.room, fstep.room_len);
+    zn = zr ? zr->n : 0;
+    total = zr ? zr->total : 0;
+
     if (join) {
         since = json_object_get(fstep.req, "since");
 
         if (since) {
-            if (json_is_true(complete) && client_id(since, &bound) == NGX_OK
-                && n)
-            {
-                ASSERT(json_integer_value(json_object_get(
-                           json_array_get(msgs, 0), "ts")) >= 0);
-                ASSERT(parse_id(json_object_get(json_array_get(msgs, 0),
-                                                "id")) > bound);
+            end = zroom_pos(zr, since);
+
+            if (end >= 0) {
+                from = end + 1;
+                cnt = zn - from;
+                comp = 1;
+
+            } else {
+                from = 0;
+                cnt = zn;
+                comp = 0;
             }
 
         } else {
             max = json_integer_value(json_object_get(fstep.req, "history"));
-            ASSERT((json_int_t) n <= ngx_min(max, NGX_CHAT_MAX_HISTORY));
+            max = ngx_min(max, NGX_CHAT_MAX_HISTORY);
+            cnt = ngx_min((ngx_uint_t) max, zn);
+            from = zn - cnt;
+            comp = (cnt == (ngx_uint_t) max || total == zn);
         }
 
         /* live messages follow, newer than these */
         r->last_id = ngx_max(r->last_id, prev);
 
-        return;
+    } else {
+        limit = json_object_get(fstep.req, "limit");
+        max = limit ? json_integer_value(limit) : 50;
+        max = ngx_min(max, NGX_CHAT_MAX_HISTORY);
+
+        before = json_object_get(fstep.req, "before");
+        end = before ? zroom_pos(zr, before) : (ngx_int_t) zn;
+
+        if (end < 0) {
+            /* an id the ring does not have */
+            from = 0;
+            cnt = 0;
+            comp = 0;
+
+        } else {
+            cnt = ngx_min((ngx_uint_t) max, (ngx_uint_t) end);
+            from = end - cnt;
+            comp = (cnt == (ngx_uint_t) max || total == zn);
+        }
     }
 
-    limit = json_object_get(fstep.req, "limit");
-    max = limit ? json_integer_value(limit) : 50;
-    ASSERT((json_int_t) n <= ngx_min(max, NGX_CHAT_MAX_HISTORY));
+    if (n != cnt || (ngx_uint_t) json_is_true(complete) != comp) {
+        fprintf(stderr, "history of %zu messages, complete %d; the model: "
+                "%lu from %lu of %lu, complete %lu\n", n,
+                json_is_true(complete), (unsigned long) cnt,
+                (unsigned long) from, (unsigned long) zn,
+                (unsigned long) comp);
+        ASSERT(0);
+    }
 
-    before = json_object_get(fstep.req, "before");
-
-    if (before && n && client_id(before, &bound) == NGX_OK) {
-        ASSERT(prev < bound);
+    for (i = 0; i < n; i++) {
+        id = parse_id(json_object_get(json_array_get(msgs, i), "id"));
+        ASSERT(id == zr->ids[from + i]);
     }
 }
 
@@ -809,6 +920,25 @@ error_check(fconn_t *fc, json_t *j)
     ASSERT(json_is_string(json_object_get(j, "message")));
 
     c = json_string_value(code);
+
+    if (fstep.req_limited) {
+        /* over chat_request_rate: refused, whatever it was */
+        if (ngx_strcmp(c, "rate_limited") != 0) {
+            fprintf(stderr, "a request over chat_request_rate got \"%s\"\n",
+                    c);
+            ASSERT(0);
+        }
+
+        if (!json_is_integer(retry)
+            || json_integer_value(retry) != (json_int_t) fstep.req_retry)
+        {
+            fprintf(stderr, "retry_after_ms is not %lu\n",
+                    (unsigned long) fstep.req_retry);
+            ASSERT(0);
+        }
+
+        return;
+    }
 
     if (fstep.malformed) {
         if (ngx_strcmp(c, "bad_request") != 0) {
@@ -896,7 +1026,7 @@ reply_check(fconn_t *fc, json_t *j)
 
     /* anything else answers a well-formed request of its own type */
 
-    ASSERT(!fstep.malformed);
+    ASSERT(!fstep.malformed && !fstep.req_limited);
 
     r = model_find(fc, fstep.room, fstep.room_len);
 
@@ -1104,25 +1234,107 @@ frame_semantics(fconn_t *fc, json_t *j)
 }
 
 
+/*
+ * What the connection layer may hold for a slow reader (SPEC 8): the
+ * frames it queued beyond what the kernel took, at most chat_send_buffer
+ * plus the one frame that went over it, plus the latest pong (at most one
+ * pong waits) and the close frame.  ping, pinged: the latest ping's
+ * payload is the one the waiting pong carries, and a ping is answered.
+ */
+
+static void
+queue_bound_check(fconn_t *fc)
+{
+    u_char          *p;
+    size_t           hlen, bytes, data, max;
+    ngx_uint_t       k, pongs;
+    ngx_chat_ws_t   *ws;
+    ngx_chat_buf_t  *b, *pong;
+
+    ws = fc->ws;
+
+    bytes = 0;
+    data = 0;
+    max = 0;
+    pongs = 0;
+    pong = NULL;
+
+    for (k = 0; k < ws->out_n; k++) {
+        b = ws->out[(ws->out_head + k) % ws->out_cap];
+        bytes += b->len;
+
+        if ((b->data[0] & 0x88) != 0x88) {
+            /* data (the 101 response too) */
+            data += b->len;
+            max = ngx_max(max, b->len);
+            continue;
+        }
+
+        if ((b->data[0] & 0x0f) == NGX_CHAT_FRAME_PONG) {
+            pongs++;
+            pong = b;
+        }
+    }
+
+    ASSERT(ws->out_bytes == bytes);
+    ASSERT(pongs <= 1);
+    ASSERT(ws->pong == NULL || ws->pong == pong);
+
+    if (data > fc->conf->send_buffer + max) {
+        fprintf(stderr, "connection %lu holds %zu bytes of data, its send "
+                "buffer is %zu, its largest frame %zu\n",
+                (unsigned long) fc->index, data, fc->conf->send_buffer, max);
+        ASSERT(0);
+    }
+
+    if (ws->closing) {
+        /* whether the ping before the error was read: not known here */
+        return;
+    }
+
+    if (ws->pong) {
+        p = ws->pong->data;
+        hlen = 2;
+        ASSERT((p[1] & 0x7f) == fc->ping_len);
+        ASSERT(ws->pong->len == hlen + fc->ping_len);
+        ASSERT(ngx_memcmp(p + hlen, fc->ping, fc->ping_len) == 0);
+
+    } else if (fc->pinged && !fstep.injected
+               && ngx_fuzz_allocs_failed == fallocs_seen)
+    {
+        /* (unless its allocation failed) */
+        fprintf(stderr, "connection %lu: a ping without a pong\n",
+                (unsigned long) fc->index);
+        ASSERT(0);
+    }
+}
+
+
 /* checks the frames queued to fc since the last call; semantics: in order */
 
 static void
 queue_check(fconn_t *fc, ngx_uint_t semantics)
 {
     json_t          *j;
-    ngx_uint_t       k, opcode;
+    ngx_uint_t       k, opcode, code;
     ngx_chat_ws_t   *ws;
     ngx_chat_buf_t  *b;
 
     ws = fc->ws;
 
     ASSERT(ws->out_n <= ws->out_cap && ws->out_head < ws->out_cap);
+    ASSERT(ws->out_sent == 0);
 
-    if (fc->validated > ws->out_n) {
-        /* the queue was dropped (a slow reader is being closed) */
+    if (ws->closing) {
+        /*
+         * what follows the close frame is not read; a slow reader's queue
+         * was dropped behind the frames validated: all again, for form
+         */
         fc->validated = 0;
         semantics = 0;
     }
+
+    ASSERT(fc->validated <= ws->out_n);
 
     for (k = fc->validated; k < ws->out_n; k++) {
         b = ws->out[(ws->out_head + k) % ws->out_cap];
@@ -1132,10 +1344,14 @@ queue_check(fconn_t *fc, ngx_uint_t semantics)
         if (opcode == NGX_CHAT_FRAME_CLOSE) {
             /* the close frame is the last thing sent */
             ASSERT(ws->closing && k == ws->out_n - 1);
+
+            /* "send buffer full" only for a client that stopped reading */
+            code = (b->data[2] << 8) | b->data[3];
+            ASSERT(code != NGX_CHAT_CLOSE_POLICY || fc->stalled);
         }
 
         if (j) {
-            if (semantics && !ws->closing) {
+            if (semantics) {
                 frame_semantics(fc, j);
             }
 
@@ -1144,32 +1360,81 @@ queue_check(fconn_t *fc, ngx_uint_t semantics)
     }
 
     fc->validated = ws->out_n;
+
+    queue_bound_check(fc);
 }
 
 
-/* the client reads everything queued */
+/*
+ * The kernel's side of the connection's writes, send() and writev(): the
+ * connection layer offers its queue before it judges the send buffer, and
+ * the write event flushes it (queue_consume()).  A client that stopped
+ * reading takes nothing; one that reads, everything, once the harness has
+ * checked the frames, as they leave the queue.
+ */
+
+static ssize_t
+client_write(ngx_socket_t fd, const struct iovec *iov, int n)
+{
+    int              i;
+    size_t           len;
+    fconn_t         *fc;
+    ngx_chat_ws_t   *ws;
+    ngx_chat_buf_t  *b;
+
+    if (fd < FAKE_FD || fd >= FAKE_FD + NCONN) {
+        return NGX_DECLINED;
+    }
+
+    fc = &fconns[fd - FAKE_FD];
+    ASSERT(fc->c != NULL && fc->c->fd == fd);
+
+    ws = fc->ws;
+
+    if (fc->stalled) {
+        ngx_set_socket_errno(NGX_EAGAIN);
+        return -1;
+    }
+
+    queue_check(fc, !ws->closing);
+
+    ASSERT(n >= 1 && (ngx_uint_t) n <= ws->out_n && ws->out_sent == 0);
+
+    len = 0;
+
+    for (i = 0; i < n; i++) {
+        b = ws->out[(ws->out_head + i) % ws->out_cap];
+        ASSERT(iov[i].iov_base == b->data && iov[i].iov_len == b->len);
+        len += b->len;
+
+        if ((b->data[0] & 0x0f) == NGX_CHAT_FRAME_PONG) {
+            fc->pinged = 0;
+        }
+    }
+
+    /* they leave the queue */
+    fc->validated -= n;
+
+    return len;
+}
+
+
+/* the client reads: the socket is writable again, the write event runs */
 
 static void
 queue_consume(fconn_t *fc)
 {
-    ngx_chat_ws_t   *ws;
-    ngx_chat_buf_t  *b;
+    ngx_connection_t  *c;
 
-    ws = fc->ws;
+    c = fc->c;
 
-    while (ws->out_n) {
-        b = ws->out[ws->out_head];
-        ws->out_head = (ws->out_head + 1) % ws->out_cap;
-        ws->out_n--;
-        ws->out_bytes -= b->len;
-        ngx_chat_buf_release(b);
-    }
+    ASSERT(!fc->ws->closing);
 
-    ws->out_head = 0;
-    ws->out_sent = 0;
-    ASSERT(ws->out_bytes == 0);
+    c->write->ready = 1;
+    c->write->handler(c->write);
 
-    fc->validated = 0;
+    ASSERT(fc->ws->out_n == 0 && fc->ws->out_bytes == 0);
+    ASSERT(fc->validated == 0 && !fc->ws->write_blocked);
 }
 
 
@@ -1346,7 +1611,11 @@ client_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
     fstep.sender = fc;
     request_parse(copy, len);
 
-    if (!fstep.malformed && ngx_strcmp(fstep.type, "send") == 0
+    if (fstep.counted && fc->conf->request_rate.rate) {
+        request_rate_predict(fc);
+    }
+
+    if (!fstep.malformed && !fstep.counted
         && fc->conf->rate.rate && model_find(fc, fstep.room, fstep.room_len))
     {
         rate_predict(fc);
@@ -1367,6 +1636,10 @@ user_status(fconn_t *fc)
 
     if (fc->user_len == 0) {
         return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    if (fc->user_len > NGX_CHAT_MAX_USER) {
+        return NGX_HTTP_BAD_REQUEST;
     }
 
     utf8 = NGX_CHAT_UTF8_ACCEPT;
@@ -1411,7 +1684,8 @@ conn_open(fconn_t *fc, u_char *data, size_t len)
 
     fc->log = flog;
 
-    c = ngx_get_connection((ngx_socket_t) -1, &fc->log);
+    /* writes go to client_write() */
+    c = ngx_get_connection((ngx_socket_t) (FAKE_FD + fc->index), &fc->log);
     c->pool = ngx_create_pool(4096, &fc->log);
     pool = ngx_create_pool(4096, &fc->log);
     ASSERT(c->pool != NULL && pool != NULL);
@@ -1512,6 +1786,8 @@ conn_open(fconn_t *fc, u_char *data, size_t len)
     fc->validated = 0;
     fc->nrooms = 0;
     fc->stalled = 0;
+    fc->req_used = 0;
+    fc->pinged = 0;
 
     /* nginx is done with the request: the start handler posted runs */
 
@@ -1789,11 +2065,419 @@ user_check(ngx_chat_shm_user_t *u, ngx_str_t *room, ngx_uint_t *total)
 }
 
 
+/*
+ * A room's ring and its index by id (ngx_chat_shm_hist.c): slab blocks of
+ * their own, grown 8, 16, 32... up to the room's chat_history, the index
+ * the smallest power of 2 with twice the ring's slots, one entry per
+ * message, each found from its home slot by linear probing; and the index
+ * lookup against a scan of the ring.  ids: the ring's ids, oldest first.
+ */
+
+static NO_COVERAGE void
+ring_check(ngx_chat_shm_t *sh, ngx_chat_shm_room_t *room, uint64_t *ids)
+{
+    u_char               buf[NGX_INT64_LEN + 1], seen[MAX_RING];
+    size_t               size;
+    uint64_t             prev;
+    ngx_str_t            id;
+    ngx_uint_t           i, k, cap, n, mask, phys, home;
+    ngx_chat_shm_msg_t  *msg;
+
+    cap = room->hist_cap;
+
+    ASSERT(room->hist_max <= MAX_RING);
+    ASSERT(room->hist_n <= cap && cap <= room->hist_max);
+    ASSERT(room->total >= room->hist_n);
+
+    if (room->hist == NULL) {
+        ASSERT(cap == 0 && room->hist_n == 0 && room->index == NULL);
+        return;
+    }
+
+    ASSERT(room->index != NULL && cap > 0 && room->hist_head < cap);
+    ASSERT(cap == room->hist_max || (cap >= 8 && (cap & (cap - 1)) == 0));
+
+    size = room->index_size;
+    ASSERT(size >= 2 * cap && size / 2 < 2 * cap && (size & (size - 1)) == 0);
+
+    mark(room->hist, cap * sizeof(ngx_chat_shm_msg_t *));
+    mark(room->index, size * sizeof(uint32_t));
+
+    prev = 0;
+
+    for (i = 0; i < room->hist_n; i++) {
+        msg = room->hist[(room->hist_head + i) % cap];
+        mark(msg, offsetof(ngx_chat_shm_msg_t, data) + msg->len);
+        ASSERT(msg->id_len >= 1 && msg->id_len <= NGX_CHAT_ID_LEN);
+        ASSERT(msg->hash == ngx_crc32_short(msg->id, msg->id_len));
+        ids[i] = shm_id(msg->id, msg->id_len);
+        ASSERT(ids[i] > prev);
+        prev = ids[i];
+    }
+
+    ASSERT(prev <= sh->last_id);
+
+    /* the index: one entry per message, each reachable from its home */
+
+    ngx_memzero(seen, sizeof(seen));
+    mask = size - 1;
+    n = 0;
+
+    for (i = 0; i < size; i++) {
+        if (room->index[i] == 0) {
+            continue;
+        }
+
+        n++;
+        ASSERT(room->index[i] <= cap);
+        phys = room->index[i] - 1;
+
+        ASSERT((phys + cap - room->hist_head) % cap < room->hist_n);
+        ASSERT(!seen[phys]);
+        seen[phys] = 1;
+
+        home = room->hist[phys]->hash & mask;
+
+        for (k = home; k != i; k = (k + 1) & mask) {
+            ASSERT(room->index[k] != 0);
+        }
+    }
+
+    ASSERT(n == room->hist_n);
+
+    /* lookups: each message where it is; ids it does not have nowhere */
+
+    for (i = 0; i < room->hist_n; i++) {
+        msg = room->hist[(room->hist_head + i) % cap];
+        id.data = msg->id;
+        id.len = msg->id_len;
+        ASSERT(ngx_chat_shm_hist_find(room, &id) == (ngx_int_t) i);
+
+        /* the id but its last digit */
+        id.len--;
+        ASSERT(id.len == 0 || ngx_chat_shm_hist_find(room, &id) == -1);
+    }
+
+    id.data = buf;
+    id.len = ngx_sprintf(buf, "%uL", sh->last_id + 1) - buf;
+    ASSERT(ngx_chat_shm_hist_find(room, &id) == -1);
+
+    ngx_str_set(&id, "0");
+    ASSERT(ngx_chat_shm_hist_find(room, &id) == -1);
+}
+
+
+/* the zone tree's order of names (ngx_fuzz_runtime.c): key, length, bytes */
+
+static ngx_int_t
+zroom_cmp(uint32_t key, const u_char *name, size_t len, zroom_t *zr)
+{
+    if (key != zr->key) {
+        return key < zr->key ? -1 : 1;
+    }
+
+    if (len != zr->len) {
+        return len < zr->len ? -1 : 1;
+    }
+
+    return ngx_memcmp(name, zr->name, len);
+}
+
+
+static zroom_t *
+zroom_find(const void *name, size_t len)
+{
+    uint32_t    key;
+    ngx_int_t   rc;
+    ngx_uint_t  lo, hi, mid;
+
+    key = ngx_crc32_short((u_char *) name, len);
+    lo = 0;
+    hi = nfzrooms;
+
+    while (lo < hi) {
+        mid = (lo + hi) / 2;
+        rc = zroom_cmp(key, name, len, &fzrooms[mid]);
+
+        if (rc == 0) {
+            return &fzrooms[mid];
+        }
+
+        if (rc < 0) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_uint_t
+step_joins(const void *name, size_t len)
+{
+    return fstep.sender && !fstep.malformed && !fstep.req_limited
+           && ngx_strcmp(fstep.type, "join") == 0
+           && fstep.room_len == len
+           && ngx_memcmp(fstep.room, name, len) == 0;
+}
+
+
+/*
+ * The zone's rooms against the model's, after a step: a room appears only
+ * when joined, with the joining location's chat_history; a message posted
+ * goes at the end of its room's ring, which drops its oldest beyond
+ * chat_history, and nothing else changes a ring unless the zone ran out
+ * of memory in this step (then the ring may have lost its oldest); a room
+ * with messages goes only when evicted, in the order the rooms became
+ * empty, and every empty room goes before any idle user.  rooms: the
+ * zone's, in tree order; ids: their rings.
+ */
+
+static NO_COVERAGE void
+zone_model_check(ngx_chat_shm_t *sh, ngx_chat_shm_room_t **rooms,
+    uint64_t (*ids)[MAX_RING], ngx_uint_t nrooms)
+{
+    uint64_t              posted;
+    ngx_str_t             name;
+    ngx_int_t             rc;
+    ngx_uint_t            i, j, k, pressure, evicted, survivor, nidle;
+    ngx_uint_t            room_left;
+    ngx_queue_t          *q;
+    zroom_t              *zr, *next;
+    zidle_t              *zi;
+    ngx_chat_shm_user_t  *u;
+    ngx_chat_shm_room_t  *room;
+
+    pressure = (ngx_fuzz_slab_failed != fslab_seen);
+    fslab_seen = ngx_fuzz_slab_failed;
+
+    posted = 0;
+
+    if (sh->last_id != flast_id) {
+        /* one message a step, a "send" */
+        ASSERT(sh->last_id > flast_id);
+        ASSERT(fstep.sender && !fstep.malformed
+               && ngx_strcmp(fstep.type, "send") == 0);
+
+        if (fstep.ack_id) {
+            ASSERT(parse_id(fstep.ack_id) == sh->last_id);
+        }
+
+        posted = sh->last_id;
+        flast_id = sh->last_id;
+
+    } else {
+        ASSERT(fstep.ack_id == NULL);
+    }
+
+    next = malloc((nfzrooms + nrooms + 1) * sizeof(zroom_t));
+    ASSERT(next != NULL);
+
+    k = 0;
+    j = 0;
+    evicted = 0;              /* the last place of an evicted room, + 1 */
+    survivor = (ngx_uint_t) -1;   /* the first place of one still empty */
+
+    for (i = 0; i <= nrooms; i++) {
+        room = (i < nrooms) ? rooms[i] : NULL;
+
+        /* the model's rooms before this one are gone from the zone */
+
+        for ( ;; ) {
+            if (j == nfzrooms) {
+                rc = -1;
+                break;
+            }
+
+            zr = &fzrooms[j];
+
+            rc = room ? zroom_cmp(room->node.key, room->name.data,
+                                  room->name.len, zr)
+                      : 1;
+
+            if (rc <= 0) {
+                break;
+            }
+
+            if (zr->lru) {
+                /* evicted, as the zone ran out of memory */
+                ASSERT(pressure);
+                evicted = ngx_max(evicted, zr->lru);
+
+            } else if (zr->n) {
+                dump("a room with messages went, not evicted", zr->name,
+                     zr->len);
+                ASSERT(0);
+            }
+
+            j++;
+        }
+
+        if (room == NULL) {
+            break;
+        }
+
+        zr = &next[k++];
+
+        if (rc == 0) {
+            *zr = fzrooms[j++];
+            ASSERT(room->hist_max == zr->hist_max);
+
+            if (zr->lru && !step_joins(zr->name, zr->len)) {
+                survivor = ngx_min(survivor, zr->lru);
+            }
+
+            if (posted && fstep.room_len == zr->len
+                && ngx_memcmp(fstep.room, zr->name, zr->len) == 0)
+            {
+                zr->total++;
+
+                if (zr->hist_max) {
+                    if (zr->n == zr->hist_max) {
+                        ngx_memmove(zr->ids, zr->ids + 1,
+                                    (zr->n - 1) * sizeof(uint64_t));
+                        zr->n--;
+                    }
+
+                    zr->ids[zr->n++] = posted;
+                }
+
+                posted = 0;
+            }
+
+        } else {
+            /* made by this step's join */
+            if (!step_joins(room->name.data, room->name.len)) {
+                dump("a room appeared unasked", room->name.data,
+                     room->name.len);
+                ASSERT(0);
+            }
+
+            ASSERT(room->hist_max == fstep.sender->conf->history);
+            ASSERT(room->total == 0 && room->hist_n == 0);
+
+            ngx_memzero(zr, sizeof(zroom_t));
+            zr->key = room->node.key;
+            zr->len = room->name.len;
+            ngx_memcpy(zr->name, room->name.data, room->name.len);
+            zr->hist_max = room->hist_max;
+        }
+
+        ASSERT(room->total == zr->total);
+
+        /* the ring: the model's, or under pressure its newest part */
+
+        if (room->hist_n > zr->n
+            || memcmp(ids[i], &zr->ids[zr->n - room->hist_n],
+                      room->hist_n * sizeof(uint64_t)) != 0
+            || (room->hist_n != zr->n && !pressure))
+        {
+            dump("the ring differs from the model's", room->name.data,
+                 room->name.len);
+            fprintf(stderr, "zone %lu messages, model %lu\n",
+                    (unsigned long) room->hist_n, (unsigned long) zr->n);
+            ASSERT(0);
+        }
+
+        ngx_memcpy(zr->ids, ids[i], room->hist_n * sizeof(uint64_t));
+        zr->n = room->hist_n;
+        zr->lru = 0;
+    }
+
+    ASSERT(posted == 0);
+
+    if (evicted && survivor <= evicted) {
+        fprintf(stderr, "the empty room %lu of the list stayed and %lu was "
+                "evicted\n", (unsigned long) survivor,
+                (unsigned long) evicted);
+        ASSERT(0);
+    }
+
+    room_left = survivor;
+
+    free(fzrooms);
+    fzrooms = next;
+    nfzrooms = k;
+    capfzrooms = nfzrooms + nrooms + 1;
+
+    /* idle users: evicted in order, and only once no empty room is left */
+
+    evicted = 0;
+    survivor = (ngx_uint_t) -1;
+
+    for (i = 0; i < nfzidle; i++) {
+        name.data = fzidle[i].name;
+        name.len = fzidle[i].len;
+
+        u = (ngx_chat_shm_user_t *) ngx_str_rbtree_lookup(&sh->users, &name,
+                                        ngx_crc32_short(name.data, name.len));
+
+        if (u == NULL) {
+            ASSERT(pressure);
+            evicted = i + 1;
+
+        } else if (u->total == 0) {
+            survivor = ngx_min(survivor, i + 1);
+        }
+    }
+
+    if (evicted) {
+        ASSERT(survivor > evicted);
+
+        if (room_left != (ngx_uint_t) -1) {
+            fprintf(stderr, "an idle user was evicted before the empty "
+                    "room %lu of the list\n", (unsigned long) room_left);
+            ASSERT(0);
+        }
+    }
+
+    /* the places at the end of this step */
+
+    for (q = ngx_queue_head(&sh->empty), i = 1;
+         q != ngx_queue_sentinel(&sh->empty);
+         q = ngx_queue_next(q), i++)
+    {
+        room = ngx_queue_data(q, ngx_chat_shm_room_t, lru);
+        zr = zroom_find(room->name.data, room->name.len);
+        ASSERT(zr != NULL);
+        zr->lru = i;
+    }
+
+    nidle = 0;
+
+    for (q = ngx_queue_head(&sh->idle); q != ngx_queue_sentinel(&sh->idle);
+         q = ngx_queue_next(q))
+    {
+        nidle++;
+    }
+
+    if (nidle > capfzidle) {
+        capfzidle = nidle * 2;
+        fzidle = realloc(fzidle, capfzidle * sizeof(zidle_t));
+        ASSERT(fzidle != NULL);
+    }
+
+    nfzidle = 0;
+
+    for (q = ngx_queue_head(&sh->idle); q != ngx_queue_sentinel(&sh->idle);
+         q = ngx_queue_next(q))
+    {
+        u = ngx_queue_data(q, ngx_chat_shm_user_t, idle);
+        zi = &fzidle[nfzidle++];
+        ASSERT(u->name.len <= NGX_CHAT_MAX_USER);
+        zi->len = u->name.len;
+        ngx_memcpy(zi->name, u->name.data, u->name.len);
+    }
+}
+
+
 static NO_COVERAGE void
 zone_check(void)
 {
     size_t                 len, hlen;
-    uint64_t               pos, prev, id;
+    uint64_t               pos;
     ngx_str_t              name;
     ngx_uint_t             i, k, w, n, users, conns, rooms, active, idle;
     ngx_uint_t             lru, pairs, members, total, sum;
@@ -1801,7 +2485,6 @@ zone_check(void)
     ngx_chat_shm_t        *sh;
     ngx_rbtree_node_t     *node, *unode;
     ngx_chat_member_t     *m;
-    ngx_chat_shm_msg_t    *msg;
     ngx_chat_shm_user_t   *u;
     ngx_chat_shm_room_t   *room;
     ngx_chat_fanout_t     *fo;
@@ -1811,6 +2494,10 @@ zone_check(void)
     void                  *first;
     size_t                 first_size;
     ngx_chat_local_room_t *cached;
+
+    static ngx_chat_shm_room_t  **zrooms;
+    static uint64_t             (*zids)[MAX_RING];
+    static ngx_uint_t             caprooms;
 
     sh = fworkers[0].ctx.sh;
 
@@ -1837,31 +2524,28 @@ zone_check(void)
              node = ngx_rbtree_next(&sh->rooms, node))
         {
             room = (ngx_chat_shm_room_t *) node;
-            rooms++;
 
-            mark(room, sizeof(ngx_chat_shm_room_t)
-                       + room->hist_cap * sizeof(ngx_chat_shm_msg_t *)
-                       + room->name.len);
+            if (rooms == caprooms) {
+                caprooms = caprooms ? 2 * caprooms : 64;
+                zrooms = realloc(zrooms, caprooms * sizeof(void *));
+                zids = realloc(zids, caprooms * sizeof(*zids));
+                ASSERT(zrooms != NULL && zids != NULL);
+            }
+
+            zrooms[rooms] = room;
+
+            /* the room, with its name behind; the ring is apart */
+            mark(room, sizeof(ngx_chat_shm_room_t) + room->name.len);
+            ASSERT(room->name.data
+                   == (u_char *) room + sizeof(ngx_chat_shm_room_t));
             ASSERT(room->name.len >= 1
                    && room->name.len <= NGX_CHAT_MAX_ROOM_NAME);
             ASSERT(node->key == ngx_crc32_short(room->name.data,
                                                 room->name.len));
-            ASSERT(room->hist_n <= room->hist_cap);
-            ASSERT(room->hist_cap == 0 || room->hist_head < room->hist_cap);
-            ASSERT(room->total >= room->hist_n);
 
-            prev = 0;
+            ring_check(sh, room, zids[rooms]);
 
-            for (i = 0; i < room->hist_n; i++) {
-                msg = room->hist[(room->hist_head + i) % room->hist_cap];
-                mark(msg, offsetof(ngx_chat_shm_msg_t, data) + msg->len);
-                ASSERT(msg->id_len >= 1 && msg->id_len <= NGX_CHAT_ID_LEN);
-                id = shm_id(msg->id, msg->id_len);
-                ASSERT(id > prev);
-                prev = id;
-            }
-
-            ASSERT(prev <= sh->last_id);
+            rooms++;
 
             k = 0;
             tree_check(&room->users, room->users.root, NULL, &k);
@@ -1900,6 +2584,8 @@ zone_check(void)
 
     ASSERT(rooms == n);
     ASSERT(sh->rooms_active == active);
+
+    zone_model_check(sh, zrooms, zids, rooms);
 
     n = 0;
     for (q = ngx_queue_head(&sh->empty); q != ngx_queue_sentinel(&sh->empty);
@@ -2235,6 +2921,9 @@ request_parse(u_char *data, size_t len)
 
     fstep.malformed = 1;
 
+    /* by chat_request_rate: everything but a "send" (malformed too) */
+    fstep.counted = 1;
+
     req = request_json(data, len);
 
     if (req == NULL || !json_is_object(req)) {
@@ -2262,6 +2951,10 @@ request_parse(u_char *data, size_t len)
     }
 
     t = json_string_value(type);
+
+    if (ngx_strcmp(t, "send") == 0) {
+        fstep.counted = 0;
+    }
 
     if (ngx_strcmp(t, "send") != 0 && ngx_strcmp(t, "join") != 0
         && ngx_strcmp(t, "leave") != 0 && ngx_strcmp(t, "history") != 0
@@ -2433,6 +3126,9 @@ step_end(void)
             if (fconns[i].open) {
                 model_resync(&fconns[i]);
             }
+
+            /* a pong may have been lost */
+            fconns[i].pinged = 0;
         }
     }
 
@@ -2503,14 +3199,51 @@ zone_user(fconn_t *fc)
  * one idle for weeks: empty.  A refused request leaves it as it was.
  */
 
+static ngx_uint_t
+bucket_take(ngx_uint_t *bexcess, uint32_t *blast, ngx_uint_t *bused,
+    ngx_msec_t now, ngx_chat_rate_conf_t *rcf, ngx_msec_t *retry)
+{
+    ngx_int_t       excess;
+    ngx_msec_int_t  ms;
+
+    ms = (int32_t) ((uint32_t) now - *blast);
+
+    if (*bused && ms >= -60000) {
+        if (ms < 0) {
+            ms = 0;
+        }
+
+        excess = (ngx_int_t) *bexcess
+                 - (ngx_int_t) (rcf->rate * (ngx_uint_t) ms / 1000) + 1000;
+
+        if (excess < 0) {
+            excess = 0;
+        }
+
+    } else {
+        excess = 0;
+    }
+
+    if ((ngx_uint_t) excess > rcf->burst) {
+        /* rounded up: waiting that long is always enough */
+        *retry = ((excess - rcf->burst) * 1000 + rcf->rate - 1) / rcf->rate;
+        return 1;
+    }
+
+    *bexcess = excess;
+    *blast = (uint32_t) now;
+    *bused = 1;
+
+    return 0;
+}
+
+
 static void
 rate_predict(fconn_t *fc)
 {
-    ngx_int_t             excess;
     ngx_uint_t            i;
     fbucket_t            *b;
     ngx_msec_t            now;
-    ngx_msec_int_t        ms;
     ngx_chat_shm_user_t  *u;
 
     u = zone_user(fc);
@@ -2547,37 +3280,20 @@ rate_predict(fconn_t *fc)
     fstep.before = *b;
     fstep.now = now;
 
-    ms = (int32_t) ((uint32_t) now - b->last);
+    fstep.limited = bucket_take(&b->excess, &b->last, &b->used, now,
+                                &fc->conf->rate, &fstep.retry);
+}
 
-    if (b->used && ms >= -60000) {
-        if (ms < 0) {
-            ms = 0;
-        }
 
-        excess = (ngx_int_t) b->excess
-                 - (ngx_int_t) (fc->conf->rate.rate * (ngx_uint_t) ms / 1000)
-                 + 1000;
+/* chat_request_rate: the same bucket, the connection's own */
 
-        if (excess < 0) {
-            excess = 0;
-        }
-
-    } else {
-        excess = 0;
-    }
-
-    fstep.limited = ((ngx_uint_t) excess > fc->conf->rate.burst);
-
-    if (fstep.limited) {
-        /* rounded up: waiting that long is always enough */
-        fstep.retry = ((excess - fc->conf->rate.burst) * 1000 + fc->conf->rate.rate
-                       - 1) / fc->conf->rate.rate;
-        return;
-    }
-
-    b->excess = excess;
-    b->last = (uint32_t) now;
-    b->used = 1;
+static void
+request_rate_predict(fconn_t *fc)
+{
+    fstep.req_limited = bucket_take(&fc->req_excess, &fc->req_last,
+                                    &fc->req_used, ngx_current_msec,
+                                    &fc->conf->request_rate,
+                                    &fstep.req_retry);
 }
 
 
@@ -2668,6 +3384,13 @@ deliver(fconn_t *fc, u_char *line, size_t len)
 
     free(frames);
 
+    if (ffragment && ffragment < len && fc->open && !fc->ws->closing) {
+        /* the ping between the fragments, answered */
+        fc->ping[0] = 'p';
+        fc->ping_len = 1;
+        fc->pinged = 1;
+    }
+
     if (fc->open && !closing) {
 
         /* what the connection layer lets through to the protocol */
@@ -2700,6 +3423,44 @@ deliver(fconn_t *fc, u_char *line, size_t len)
     }
 
     step_end();
+}
+
+
+/* the client pings (a payload over 125 bytes is an error: 1002) */
+
+static void
+ping_send(fconn_t *fc, u_char *data, size_t len)
+{
+    u_char      *frame;
+    size_t       n;
+    ngx_uint_t   closing;
+
+    frame = malloc(len + 14);
+    ASSERT(frame != NULL);
+
+    n = client_frame(frame, 1, NGX_CHAT_FRAME_PING, data, len) - frame;
+
+    ngx_current_msec = fworkers[fc->worker].clock;
+    closing = fc->ws->closing;
+
+    client_send(fc, frame, n);
+
+    free(frame);
+
+    if (closing) {
+        return;
+    }
+
+    if (len > MAX_PING) {
+        ASSERT(fc->ws->closing);
+        ASSERT(close_code(fc) == NGX_CHAT_CLOSE_PROTOCOL
+               || ngx_fuzz_allocs_failed != fallocs_seen);
+        return;
+    }
+
+    ngx_memcpy(fc->ping, data, len);
+    fc->ping_len = len;
+    fc->pinged = 1;
 }
 
 
@@ -2950,6 +3711,12 @@ control(fconn_t **cur, u_char *p, size_t len)
         ngx_fuzz_fail_alloc(number(p + 1, len - 1, 1, 1000));
         break;
 
+    case 'i':
+        if (fc->open) {
+            ping_send(fc, p + 1, len - 1);
+        }
+        break;
+
     case 'u':
         if (len - 1 > MAX_USER) {
             break;
@@ -3032,6 +3799,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
     ngx_fuzz_runtime_init(&flog);
 
+    ngx_fuzz_write_hook = client_write;
+
     ASSERT(kill(DEAD_PID, 0) == -1 && errno == ESRCH);
 
     fcycle.log = &flog;
@@ -3047,6 +3816,9 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     fconfs[0].history = 5;
     fconfs[0].max_rooms = 4;
     fconfs[0].send_buffer = 8192;
+    /* chat_request_rate's default: 20r/s burst=50 */
+    fconfs[0].request_rate.rate = 20000;
+    fconfs[0].request_rate.burst = 50000;
 
     fconfs[1].zone = &fworkers[1].shm_zone;
     fconfs[1].history = 50;
@@ -3059,10 +3831,14 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     fconfs[2].history = 0;
     fconfs[2].max_rooms = 2;
     fconfs[2].send_buffer = 1024 * 1024;
+    fconfs[2].request_rate.rate = 2000;
+    fconfs[2].request_rate.burst = 3000;
 
     fconfs[3] = fconfs[0];
     fconfs[3].rate.rate = 2000;
     fconfs[3].rate.burst = 2000;
+    fconfs[3].request_rate.rate = 0;
+    fconfs[3].request_rate.burst = 0;
 
     fzones[0] = &fworkers[0].ctx;
     fzones[1] = &fworkers[1].ctx;
@@ -3107,6 +3883,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     frepeat = 0;
     ffragment = 0;
     nfbuckets = 0;
+
+    nfzrooms = 0;
+    nfzidle = 0;
+    flast_id = 0;
+    fslab_seen = ngx_fuzz_slab_failed;
 
     /*
      * The workers start: one process plays both, with one notification
