@@ -4,9 +4,13 @@
  *
  * The Redis relay (see ngx_chat_relay.h).
  *
- * Channels: "chat:<zone>:r:<room>" per room, "chat:<zone>:servers" for
- * heartbeats.  Payloads start with the sender's server id (16 hex digits)
- * and a letter:
+ * Channels: "<prefix>:<db>:<zone>:r:<room>" per room and
+ * "<prefix>:<db>:<zone>:servers" for heartbeats, where <prefix> is
+ * chat_redis_prefix ("chat" by default) and <db> the database number of
+ * chat_redis (0 when the URL names none).  Redis pub/sub ignores SELECT:
+ * the number in the name is what keeps deployments on different databases
+ * of one Redis apart, as the prefix keeps those on different prefixes.
+ * Payloads start with the sender's server id (16 hex digits) and a letter:
  *
  *   M <id> <json>   a message (the "message" JSON object as delivered)
  *   J <user>        the user's first connection to the room on that server
@@ -60,13 +64,14 @@ typedef struct {
     ngx_chat_shm_ctx_t        *ctx;
     ngx_chat_fanout_t         *fo;
     ngx_chat_redis_conf_t     *conf;
+    ngx_str_t                  name_prefix;   /* chat_redis_prefix */
     ngx_event_t                tick;          /* tries to be the owner */
 
     /* while this worker relays the zone (the owner) */
     ngx_chat_redis_t          *pub;
     ngx_chat_redis_t          *sub;
-    ngx_str_t                  prefix;        /* chat:<zone>:r: */
-    ngx_str_t                  control;       /* chat:<zone>:servers */
+    ngx_str_t                  prefix;        /* "<p>:<db>:<zone>:r:" */
+    ngx_str_t                  control;       /* "<p>:<db>:<zone>:servers" */
     u_char                     sid[16];
     ngx_queue_t                queue;
     ngx_uint_t                 queued;
@@ -149,6 +154,7 @@ ngx_chat_relay_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
         rl->ctx = ctxp[i];
         rl->fo = fo;
         rl->conf = cmcf->redis;
+        rl->name_prefix = cmcf->redis_prefix;
 
         rl->tick.handler = ngx_chat_relay_tick;
         rl->tick.data = rl;
@@ -301,6 +307,7 @@ static void
 ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from)
 {
     u_char              *p;
+    ngx_int_t            db;
     ngx_chat_shm_ctx_t  *ctx;
 
     ctx = rl->ctx;
@@ -309,18 +316,24 @@ ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from)
 
     (void) ngx_sprintf(rl->sid, "%016xL", ngx_chat_remote_server_id(ctx));
 
-    p = ngx_alloc(2 * ctx->name.len + sizeof("chat::r:chat::servers"),
-                  ngx_cycle->log);
+    /* the channels' names: see the top of this file */
+
+    db = (rl->conf->db < 0) ? 0 : rl->conf->db;
+
+    p = ngx_alloc(2 * (rl->name_prefix.len + NGX_INT_T_LEN + ctx->name.len)
+                  + sizeof(":::r:::::servers"), ngx_cycle->log);
     if (p == NULL) {
         ngx_chat_remote_release(ctx);
         return;
     }
 
     rl->prefix.data = p;
-    rl->prefix.len = ngx_sprintf(p, "chat:%V:r:", &ctx->name) - p;
+    rl->prefix.len = ngx_sprintf(p, "%V:%i:%V:r:", &rl->name_prefix, db,
+                                 &ctx->name)
+                     - p;
     rl->control.data = p + rl->prefix.len;
-    rl->control.len = ngx_sprintf(rl->control.data, "chat:%V:servers",
-                                  &ctx->name)
+    rl->control.len = ngx_sprintf(rl->control.data, "%V:%i:%V:servers",
+                                  &rl->name_prefix, db, &ctx->name)
                       - rl->control.data;
 
     rl->heartbeat.handler = ngx_chat_relay_heartbeat;
