@@ -96,6 +96,7 @@ typedef struct {
     uint64_t                   rate_limited;
     uint64_t                   zone_full;
     uint64_t                   relay_dropped;
+    uint64_t                   relay_invalid;
 } ngx_chat_shm_stats_t;
 
 
