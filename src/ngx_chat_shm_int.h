@@ -31,7 +31,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x63680004
+#define NGX_CHAT_SHM_LAYOUT       0x63680005
 
 
 typedef struct {
