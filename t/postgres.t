@@ -86,10 +86,16 @@ sub wait_pg_status {
 
 # the workers' connections are established ("is up" once per worker):
 # status "up" is not proof of that (see part 4b)
+# $n workers have both their connections up (the store's and the reads'):
+# two "is up" lines each, counted per worker
 sub wait_connected {
     my ($t, $n, $timeout) = @_;
-    my $re = qr/chat postgres: .* is up/;
-    return poll($timeout, sub { scalar(my @l = $t->grep_error_log($re)) >= $n }, 0.05);
+    my $re = qr/ (\d+)#\d+: chat postgres: .* is up/;
+    return poll($timeout, sub {
+        my %up;
+        for ($t->grep_error_log($re)) { $up{$1}++ if $_ =~ $re }
+        return scalar(grep { $_ >= 2 } values %up) >= $n;
+    }, 0.05);
 }
 
 sub is_msg { my ($room) = @_; sub { $_[0]{type} eq 'message' && $_[0]{room} eq $room } }
