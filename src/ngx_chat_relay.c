@@ -752,8 +752,13 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
         return;
     }
 
-    if (rc2 != NGX_OK) {
+    if (rc2 == NGX_DECLINED) {
         ngx_chat_relay_invalid(rl, &pl);
+        return;
+    }
+
+    if (rc2 != NGX_OK) {
+        /* no memory (logged): not the payload's fault */
         return;
     }
 
@@ -804,7 +809,7 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
 /*
  * "<sid> <kind>[ <arg>]" on a channel of ours (see the top of this file):
  * NGX_OK with *pl filled, NGX_DONE for our own payloads, NGX_DECLINED with
- * pl->error when invalid
+ * pl->error when invalid, NGX_ERROR when out of memory
  */
 
 static ngx_int_t
@@ -1051,8 +1056,8 @@ ngx_chat_relay_parse_message(ngx_chat_relay_t *rl, ngx_str_t *arg,
     if (len > rl->json_size) {
         p = ngx_alloc(ngx_max(len, 4096), ngx_cycle->log);
         if (p == NULL) {
-            pl->error = "no memory";
-            goto failed;
+            json_decref(json);
+            return NGX_ERROR;
         }
 
         if (rl->json) {
