@@ -30,6 +30,7 @@ typedef struct {
 
 
 static void *ngx_chat_create_main_conf(ngx_conf_t *cf);
+static char *ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_chat_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -39,6 +40,8 @@ static char *ngx_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_chat_redis_prefix_check(ngx_conf_t *cf, void *post,
+    void *data);
 static char *ngx_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_chat_postgres_queue(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -58,6 +61,10 @@ static ngx_conf_num_bounds_t  ngx_chat_max_rooms_bounds = {
     ngx_conf_check_num_bounds, 1, 100000
 };
 
+static ngx_conf_post_t  ngx_chat_redis_prefix_post = {
+    ngx_chat_redis_prefix_check
+};
+
 
 static ngx_command_t  ngx_chat_commands[] = {
 
@@ -74,6 +81,13 @@ static ngx_command_t  ngx_chat_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
+
+    { ngx_string("chat_redis_prefix"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, redis_prefix),
+      &ngx_chat_redis_prefix_post },
 
     { ngx_string("chat_postgres"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -182,7 +196,7 @@ static ngx_http_module_t  ngx_chat_module_ctx = {
     ngx_chat_postconfiguration,            /* postconfiguration */
 
     ngx_chat_create_main_conf,             /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_chat_init_main_conf,               /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -218,6 +232,14 @@ ngx_chat_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     cmcf->redis = NULL;
+     *     cmcf->redis_prefix = { 0, NULL };
+     *     cmcf->store = NULL;
+     */
+
     if (ngx_array_init(&cmcf->zones, cf->pool, 2,
                        sizeof(ngx_chat_shm_ctx_t *))
         != NGX_OK)
@@ -232,6 +254,19 @@ ngx_chat_create_main_conf(ngx_conf_t *cf)
     }
 
     return cmcf;
+}
+
+
+static char *
+ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_chat_main_conf_t *cmcf = conf;
+
+    if (cmcf->redis_prefix.data == NULL) {
+        ngx_str_set(&cmcf->redis_prefix, "chat");
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -476,6 +511,47 @@ ngx_chat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     cmcf->redis = rcf;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * chat_redis_prefix: the first part of every channel name, so one segment
+ * of "<prefix>:<db>:<zone>:..." (no ':', nothing that needs quoting)
+ */
+
+static char *
+ngx_chat_redis_prefix_check(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_str_t  *prefix = data;
+
+    u_char  *p, *last;
+
+    p = prefix->data;
+    last = p + prefix->len;
+
+    if (prefix->len == 0 || prefix->len > NGX_CHAT_MAX_REDIS_PREFIX) {
+        goto invalid;
+    }
+
+    for ( /* void */ ; p < last; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9')
+              || *p == '-' || *p == '_' || *p == '.'))
+        {
+            goto invalid;
+        }
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid chat_redis_prefix \"%V\": 1 to %d letters, "
+                       "digits, \"-\", \"_\" or \".\"", prefix,
+                       NGX_CHAT_MAX_REDIS_PREFIX);
+
+    return NGX_CONF_ERROR;
 }
 
 

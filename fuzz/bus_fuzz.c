@@ -237,6 +237,16 @@ handler(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
 }
 
 
+/* the wake-up name of worker slot w */
+
+static void
+bname(ngx_uint_t w, ngx_chat_bus_name_t *nm)
+{
+    nm->len = snprintf((char *) nm->data, sizeof(nm->data), "fuzz/%u",
+                       (unsigned) w);
+}
+
+
 static void
 append(ngx_uint_t w, const uint8_t *q)
 {
@@ -247,7 +257,8 @@ append(ngx_uint_t w, const uint8_t *q)
     ngx_str_t    room, user, id;
     ngx_uint_t   i, seq, n;
     bentry_t    *be, *pad;
-    ngx_pid_t    expect[NWORKER];
+    ngx_uint_t   expect[NWORKER];
+    ngx_chat_bus_name_t  nm;
 
     static u_char  buf[3][256];
 
@@ -338,14 +349,16 @@ append(ngx_uint_t w, const uint8_t *q)
     for (i = 0; i < NWORKER; i++) {
         if (i != w && battached[i] && !bnotified[i]) {
             bnotified[i] = 1;
-            expect[n++] = PID0 + i;
+            expect[n++] = i;
         }
     }
 
     ASSERT(brd[w].nnotify == n);
 
     for (i = 0; i < n; i++) {
-        ASSERT(brd[w].notify[i] == expect[i]);
+        bname(expect[i], &nm);
+        ASSERT(brd[w].notify[i].len == nm.len
+               && memcmp(brd[w].notify[i].data, nm.data, nm.len) == 0);
     }
 
     /* the fan-out sends them their wake-up */
@@ -464,10 +477,13 @@ bscan(uint8_t which)
 static void
 battach(ngx_uint_t w)
 {
+    ngx_chat_bus_name_t  nm;
+
     ngx_pid = PID0 + w;
 
     ngx_shmtx_lock(&bmutex);
-    ngx_chat_bus_attach(&bbus, &brd[w], w);
+    bname(w, &nm);
+    ngx_chat_bus_attach(&bbus, &brd[w], w, &nm);
     ngx_shmtx_unlock(&bmutex);
 
     ASSERT(bbus.wake[w].pid == PID0 + (ngx_pid_t) w);

@@ -405,6 +405,14 @@ ngx_vslprintf(u_char *buf, u_char *last, const char *fmt, va_list args)
             width = width * 10 + (*fmt++ - '0');
         }
 
+        if (*fmt == '*' && fmt[1] == 's') {
+            /* "%*s": a length (size_t), then the bytes */
+            n = va_arg(args, size_t);
+            s = va_arg(args, u_char *);
+            fmt += 2;
+            goto copy_n;
+        }
+
         for ( /* void */ ; *fmt == 'u' || *fmt == 'x' || *fmt == 'X'; fmt++) {
             sign = 0;
 
@@ -426,6 +434,7 @@ ngx_vslprintf(u_char *buf, u_char *last, const char *fmt, va_list args)
             n = ngx_strlen(s);
 
         copy:
+        copy_n:
 
             /* an empty string may have no data (ngx_null_string) */
             n = ngx_min(n, (size_t) (last - buf));
@@ -1277,6 +1286,34 @@ ngx_handle_write_event(ngx_event_t *wev, size_t lowat)
 {
     return NGX_OK;
 }
+
+
+/*
+ * ngx_add_event() / ngx_del_event() (the fan-out stops watching its
+ * notification socket while another process floods it): the event is
+ * marked, nothing is watched
+ */
+
+static ngx_int_t
+ngx_fuzz_add_event(ngx_event_t *ev, ngx_int_t event, ngx_uint_t flags)
+{
+    ev->active = 1;
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_fuzz_del_event(ngx_event_t *ev, ngx_int_t event, ngx_uint_t flags)
+{
+    ev->active = 0;
+    return NGX_OK;
+}
+
+
+ngx_event_actions_t  ngx_event_actions = {
+    ngx_fuzz_add_event, ngx_fuzz_del_event, NULL, NULL, NULL, NULL, NULL,
+    NULL, NULL, NULL
+};
 
 
 /*

@@ -3484,6 +3484,10 @@ timer_fire(ngx_event_t *ev)
  * zones, is worker A's too here, and stays)
  */
 
+/* worker B's wake-up name (one process plays both workers: never used) */
+static ngx_chat_bus_name_t  fname_b = { "fuzz/worker-b", 13 };
+
+
 static void
 worker_b_start(void)
 {
@@ -3495,7 +3499,7 @@ worker_b_start(void)
     ASSERT(b->fo->pending.nelts == 0);
 
     b->ctx.wslot = -1;
-    ASSERT(ngx_chat_shm_worker_attach(&b->ctx, &flog) == NGX_OK);
+    ASSERT(ngx_chat_shm_worker_attach(&b->ctx, &fname_b, &flog) == NGX_OK);
 
     ngx_current_msec = b->clock;
 

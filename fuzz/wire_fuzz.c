@@ -228,6 +228,30 @@ message(ngx_str_t *room, ngx_str_t *id, ngx_str_t *user, ngx_str_t *content,
 }
 
 
+/* an id of the form the module makes: digits, then "-" and hex digits */
+
+static int
+ack_id(ngx_str_t *id)
+{
+    size_t  i;
+
+    if (id->len == 0) {
+        return 0;
+    }
+
+    for (i = 0; i < id->len; i++) {
+        if (!((id->data[i] >= '0' && id->data[i] <= '9')
+              || (id->data[i] >= 'a' && id->data[i] <= 'f')
+              || id->data[i] == '-'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -331,6 +355,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
 
     case 3:
+        /*
+         * an ack's id is one this server made (digits, '-', hex digits:
+         * src/ngx_chat_wire.h), written as it is: only such ids are given
+         */
+        if (!ack_id(&s[1])) {
+            break;
+        }
+
         expect = json_pack("{s:s, s:o}", "type", "ack", "id", jstr(&s[1]));
 
         if (flag & 1) {

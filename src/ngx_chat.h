@@ -13,9 +13,10 @@
 #include <ngx_http.h>
 
 
-#define NGX_CHAT_MAX_ROOM_NAME   128
-#define NGX_CHAT_MAX_USER        256
-#define NGX_CHAT_MAX_HISTORY     1000
+#define NGX_CHAT_MAX_ROOM_NAME    128
+#define NGX_CHAT_MAX_USER         256
+#define NGX_CHAT_MAX_HISTORY      1000
+#define NGX_CHAT_MAX_REDIS_PREFIX 64
 
 
 /*
@@ -58,6 +59,7 @@ typedef struct {
     ngx_array_t                zones;             /* of ngx_chat_shm_ctx_t * */
     ngx_array_t                refs;              /* zone references */
     struct ngx_chat_redis_conf_s  *redis;         /* chat_redis, or NULL */
+    ngx_str_t                  redis_prefix;      /* chat_redis_prefix */
     struct ngx_chat_store_conf_s  *store;         /* chat_postgres, or NULL */
 } ngx_chat_main_conf_t;
 

@@ -138,7 +138,7 @@ ngx_chat_bus_append(ngx_chat_bus_t *bus, ngx_chat_bus_reader_t *rd,
         bus->wake[i].notified = 1;
 
         if (rd->nnotify < NGX_CHAT_MAX_WORKERS) {
-            rd->notify[rd->nnotify++] = bus->wake[i].pid;
+            rd->notify[rd->nnotify++] = bus->wake[i].name;
         }
     }
 
@@ -296,10 +296,11 @@ ngx_chat_bus_walk(ngx_chat_bus_t *bus, uint64_t from, uint64_t to,
 
 void
 ngx_chat_bus_attach(ngx_chat_bus_t *bus, ngx_chat_bus_reader_t *rd,
-    ngx_uint_t slot)
+    ngx_uint_t slot, ngx_chat_bus_name_t *name)
 {
     bus->wake[slot].pid = ngx_pid;
     bus->wake[slot].notified = 0;
+    bus->wake[slot].name = *name;
 
     rd->slot = slot;
     rd->read = bus->head;
@@ -312,6 +313,7 @@ ngx_chat_bus_detach(ngx_chat_bus_t *bus, ngx_uint_t slot)
 {
     bus->wake[slot].pid = 0;
     bus->wake[slot].notified = 0;
+    bus->wake[slot].name.len = 0;
 }
 
 

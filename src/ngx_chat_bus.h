@@ -21,12 +21,14 @@
  * it lost them.  Appending flags every other worker that is not flagged
  * yet (the wake-up flags coalesce wake-ups: at most one pending per
  * worker); the fan-out sends those workers their wake-up once the zone's
- * lock is released.  The bus lives in the zone but knows nothing of rooms:
- * the zone passes its ring and lock in.
+ * lock is released, to the socket name each worker published in its slot.
+ * The bus lives in the zone but knows nothing of rooms: the zone passes
+ * its ring and lock in.
  */
 
 
 #define NGX_CHAT_MAX_WORKERS      64      /* worker slots of a zone */
+#define NGX_CHAT_BUS_NAME_LEN     32      /* a wake-up socket's name */
 
 #define NGX_CHAT_BUS_MESSAGE      1       /* delivered to members */
 #define NGX_CHAT_BUS_PRESENCE     2       /* delivered to other users */
@@ -61,10 +63,18 @@ typedef struct {
 } ngx_chat_bus_parts_t;
 
 
+/* where a worker's wake-ups go: an abstract socket name, without its NUL */
+typedef struct {
+    u_char                     data[NGX_CHAT_BUS_NAME_LEN];
+    size_t                     len;
+} ngx_chat_bus_name_t;
+
+
 /* a worker slot's wake-up flag */
 typedef struct {
     ngx_pid_t                  pid;       /* 0: no worker */
     ngx_uint_t                 notified;
+    ngx_chat_bus_name_t        name;
 } ngx_chat_bus_wake_t;
 
 
@@ -86,7 +96,7 @@ typedef struct {
     uint64_t                   read;      /* what it has read up to */
     u_char                    *copy;      /* what the last read copied */
     size_t                     copy_cap;
-    ngx_pid_t                  notify[NGX_CHAT_MAX_WORKERS]; /* to wake */
+    ngx_chat_bus_name_t        notify[NGX_CHAT_MAX_WORKERS]; /* to wake */
     ngx_uint_t                 nnotify;
 } ngx_chat_bus_reader_t;
 
@@ -128,9 +138,12 @@ uint64_t ngx_chat_bus_read(ngx_chat_bus_t *bus, ngx_shmtx_t *mutex,
 uint64_t ngx_chat_bus_scan(ngx_chat_bus_t *bus, ngx_shmtx_t *mutex,
     uint64_t from, ngx_chat_bus_pt handler, void *data);
 
-/* a worker takes a slot, or leaves it (the caller holds the lock) */
+/*
+ * a worker takes a slot, with the name its wake-ups go to, or leaves it
+ * (the caller holds the lock)
+ */
 void ngx_chat_bus_attach(ngx_chat_bus_t *bus, ngx_chat_bus_reader_t *rd,
-    ngx_uint_t slot);
+    ngx_uint_t slot, ngx_chat_bus_name_t *name);
 void ngx_chat_bus_detach(ngx_chat_bus_t *bus, ngx_uint_t slot);
 void ngx_chat_bus_reader_free(ngx_chat_bus_reader_t *rd);
 

@@ -7,8 +7,19 @@
  * accepted it; other workers need only a wake-up, not the payload, so one
  * byte per worker per burst is all that crosses between processes, and a
  * slow worker costs nobody else anything.  Abstract UNIX datagram sockets
- * named by pid work across reloads and respawns without any descriptor
- * being inherited.
+ * work across reloads and respawns without any descriptor being
+ * inherited.
+ *
+ * Any local process can bind an abstract name or send to one (SPEC §8,
+ * "Local neighbours"), so a worker's name is random, not derived from its
+ * pid: if it is taken all the same, another is drawn, and at last the
+ * kernel picks a free one; the name is published in the worker's slot of
+ * each zone, where the others look it up.  A wake-up only means "read the
+ * bus", so any datagram is harmless; reading them is bounded, and when one
+ * comes from a process that is not a worker of these zones (or more come
+ * than workers send), the socket is left alone for a few milliseconds and
+ * the bus read on a timer instead, so that a flood cannot make the worker
+ * spin.
  */
 
 
@@ -16,6 +27,7 @@
 #include <ngx_core.h>
 #include <ngx_event.h>
 #include <sys/un.h>
+#include <sys/uio.h>
 #include "ngx_chat.h"
 #include "ngx_chat_wire.h"
 #include "ngx_chat_bus.h"
@@ -26,6 +38,17 @@
 
 #define NGX_CHAT_FANOUT_REAP      1000
 #define NGX_CHAT_FANOUT_CACHE     4096   /* slots, a power of 2 */
+
+/* the notification socket */
+#define NGX_CHAT_FANOUT_BIND      8      /* random names tried */
+#define NGX_CHAT_FANOUT_READS     32     /* datagrams read per event */
+#define NGX_CHAT_FANOUT_PAUSE     10     /* ms it rests when flooded */
+#define NGX_CHAT_FANOUT_RCVBUF    4096
+#define NGX_CHAT_FANOUT_LOG       60     /* s between lines on a flood */
+
+#if (NGX_LINUX && defined SO_PASSCRED && defined SCM_CREDENTIALS)
+#define NGX_CHAT_FANOUT_CREDS     1      /* who sent a datagram */
+#endif
 
 
 typedef struct {
@@ -39,6 +62,11 @@ typedef struct {
 
 
 static void ngx_chat_fanout_notify_handler(ngx_event_t *ev);
+static ngx_int_t ngx_chat_fanout_read(ngx_connection_t *c);
+#if (NGX_CHAT_FANOUT_CREDS)
+static ngx_uint_t ngx_chat_fanout_from_worker(struct msghdr *msg,
+    ngx_pid_t *pid);
+#endif
 static void ngx_chat_fanout_reap_handler(ngx_event_t *ev);
 static ngx_chat_local_room_t *ngx_chat_fanout_find(ngx_chat_fanout_t *fo,
     ngx_str_t *name, uint32_t hash);
@@ -49,30 +77,32 @@ static void ngx_chat_fanout_collect(void *data, uint64_t pos,
 static void ngx_chat_fanout_drain(ngx_chat_fanout_t *fo);
 static void ngx_chat_fanout_lost(ngx_chat_fanout_t *fo, uint64_t lost);
 static ngx_int_t ngx_chat_fanout_socket(ngx_cycle_t *cycle);
+static ngx_int_t ngx_chat_fanout_bind(ngx_socket_t s, ngx_log_t *log);
+static uint64_t ngx_chat_fanout_random(void);
 static ngx_int_t ngx_chat_fanout_hold(ngx_chat_member_t *m,
     ngx_chat_fanout_pending_t *pd);
 static void ngx_chat_fanout_address(struct sockaddr_un *sun,
-    socklen_t *len, ngx_pid_t pid);
+    socklen_t *len, ngx_chat_bus_name_t *name);
 
 
-static ngx_connection_t  *ngx_chat_fanout_conn;
-static ngx_array_t        ngx_chat_fanout_zones;  /* of ngx_chat_fanout_t */
+static ngx_connection_t     *ngx_chat_fanout_conn;
+static ngx_chat_bus_name_t   ngx_chat_fanout_name;   /* its name */
+static ngx_event_t           ngx_chat_fanout_rest;   /* flooded: a timer */
+static time_t                ngx_chat_fanout_logged;
+static ngx_array_t           ngx_chat_fanout_zones;  /* of ngx_chat_fanout_t */
 
 
 static void
 ngx_chat_fanout_address(struct sockaddr_un *sun, socklen_t *len,
-    ngx_pid_t pid)
+    ngx_chat_bus_name_t *name)
 {
-    u_char  *p;
-
     ngx_memzero(sun, sizeof(struct sockaddr_un));
     sun->sun_family = AF_UNIX;
 
     /* abstract namespace: a leading NUL, no file */
-    p = ngx_sprintf((u_char *) sun->sun_path + 1, "ngx_chat/%P", pid);
+    ngx_memcpy(sun->sun_path + 1, name->data, name->len);
 
-    *len = offsetof(struct sockaddr_un, sun_path)
-           + (p - (u_char *) sun->sun_path);
+    *len = offsetof(struct sockaddr_un, sun_path) + 1 + name->len;
 }
 
 
@@ -100,7 +130,10 @@ ngx_chat_fanout_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
         ctx = ctxp[i];
         ctx->wslot = -1;
 
-        if (ngx_chat_shm_worker_attach(ctx, cycle->log) != NGX_OK) {
+        if (ngx_chat_shm_worker_attach(ctx, &ngx_chat_fanout_name,
+                                       cycle->log)
+            != NGX_OK)
+        {
             continue;
         }
 
@@ -156,10 +189,9 @@ ngx_chat_fanout_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 static ngx_int_t
 ngx_chat_fanout_socket(ngx_cycle_t *cycle)
 {
+    int                  value;
     ngx_socket_t         s;
-    socklen_t            len;
     ngx_connection_t    *c;
-    struct sockaddr_un   sun;
 
     s = socket(AF_UNIX, SOCK_DGRAM, 0);
     if (s == (ngx_socket_t) -1) {
@@ -175,11 +207,37 @@ ngx_chat_fanout_socket(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
-    ngx_chat_fanout_address(&sun, &len, ngx_pid);
+    /* wake-ups coalesce: a few bytes wait at a time, at most */
 
-    if (bind(s, (struct sockaddr *) &sun, len) == -1) {
+    value = NGX_CHAT_FANOUT_RCVBUF;
+
+    if (setsockopt(s, SOL_SOCKET, SO_RCVBUF, (const void *) &value,
+                   sizeof(int))
+        == -1)
+    {
         ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
-                      "chat: bind() of the notification socket failed");
+                      "chat: setsockopt(SO_RCVBUF) failed, ignored");
+    }
+
+#if (NGX_CHAT_FANOUT_CREDS)
+
+    /* every datagram comes with its sender's pid */
+
+    value = 1;
+
+    if (setsockopt(s, SOL_SOCKET, SO_PASSCRED, (const void *) &value,
+                   sizeof(int))
+        == -1)
+    {
+        ngx_log_error(NGX_LOG_ALERT, cycle->log, ngx_socket_errno,
+                      "chat: setsockopt(SO_PASSCRED) failed");
+        ngx_close_socket(s);
+        return NGX_ERROR;
+    }
+
+#endif
+
+    if (ngx_chat_fanout_bind(s, cycle->log) != NGX_OK) {
         ngx_close_socket(s);
         return NGX_ERROR;
     }
@@ -195,6 +253,12 @@ ngx_chat_fanout_socket(ngx_cycle_t *cycle)
     c->write->log = cycle->log;
     c->data = NULL;
 
+    ngx_memzero(&ngx_chat_fanout_rest, sizeof(ngx_event_t));
+    ngx_chat_fanout_rest.handler = ngx_chat_fanout_notify_handler;
+    ngx_chat_fanout_rest.data = c;
+    ngx_chat_fanout_rest.log = cycle->log;
+    ngx_chat_fanout_rest.cancelable = 1;
+
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_close_connection(c);
         return NGX_ERROR;
@@ -203,6 +267,130 @@ ngx_chat_fanout_socket(ngx_cycle_t *cycle)
     ngx_chat_fanout_conn = c;
 
     return NGX_OK;
+}
+
+
+/*
+ * The socket's name: "ngx_chat/<16 random hex digits>", nothing another
+ * local user can guess (with "ngx_chat/<pid>", a process that had bound
+ * the names of the next pids first made bind() fail, and each new worker
+ * exit for good).  A name taken all the same: another one; after
+ * NGX_CHAT_FANOUT_BIND of them, the kernel picks a free name (autobind).
+ */
+
+static ngx_int_t
+ngx_chat_fanout_bind(ngx_socket_t s, ngx_log_t *log)
+{
+    u_char               *p;
+    socklen_t             len;
+    ngx_str_t             name;
+    ngx_err_t             err;
+    ngx_uint_t            i;
+    struct sockaddr_un    sun;
+    ngx_chat_bus_name_t  *bn;
+
+    bn = &ngx_chat_fanout_name;
+
+    for (i = 0; i < NGX_CHAT_FANOUT_BIND; i++) {
+        p = ngx_sprintf(bn->data, "ngx_chat/%016xL", ngx_chat_fanout_random());
+        bn->len = p - bn->data;
+
+        ngx_chat_fanout_address(&sun, &len, bn);
+
+        if (bind(s, (struct sockaddr *) &sun, len) == 0) {
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                           "chat fanout: notification socket \"@%*s\"",
+                           bn->len, bn->data);
+            return NGX_OK;
+        }
+
+        err = ngx_socket_errno;
+
+        name.data = bn->data;
+        name.len = bn->len;
+
+        if (err != NGX_EADDRINUSE) {
+            ngx_log_error(NGX_LOG_ALERT, log, err,
+                          "chat: bind() of the notification socket "
+                          "to \"@%V\" failed", &name);
+            return NGX_ERROR;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, log, err,
+                      "chat: the notification socket name \"@%V\" is "
+                      "taken, trying another one", &name);
+    }
+
+    ngx_memzero(&sun, sizeof(struct sockaddr_un));
+    sun.sun_family = AF_UNIX;
+
+    if (bind(s, (struct sockaddr *) &sun, sizeof(sa_family_t)) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_socket_errno,
+                      "chat: bind() of the notification socket to a name "
+                      "of the kernel's failed");
+        return NGX_ERROR;
+    }
+
+    len = sizeof(struct sockaddr_un);
+
+    if (getsockname(s, (struct sockaddr *) &sun, &len) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_socket_errno,
+                      "chat: getsockname() of the notification socket "
+                      "failed");
+        return NGX_ERROR;
+    }
+
+    if (len <= offsetof(struct sockaddr_un, sun_path) + 1
+        || sun.sun_path[0] != '\0'
+        || len - offsetof(struct sockaddr_un, sun_path) - 1
+           > NGX_CHAT_BUS_NAME_LEN)
+    {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "chat: the kernel gave the notification socket an "
+                      "unexpected name");
+        return NGX_ERROR;
+    }
+
+    bn->len = len - offsetof(struct sockaddr_un, sun_path) - 1;
+    ngx_memcpy(bn->data, sun.sun_path + 1, bn->len);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "chat fanout: notification socket \"@%*s\" (autobind)",
+                   bn->len, bn->data);
+
+    return NGX_OK;
+}
+
+
+/* ngx_random() is seeded from the pid and the time: guessable */
+
+static uint64_t
+ngx_chat_fanout_random(void)
+{
+    ssize_t    n;
+    uint64_t   r;
+    ngx_fd_t   fd;
+
+    r = 0;
+
+    fd = ngx_open_file("/dev/urandom", NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd != NGX_INVALID_FILE) {
+        n = ngx_read_fd(fd, &r, sizeof(uint64_t));
+
+        if (n != (ssize_t) sizeof(uint64_t)) {
+            r = 0;
+        }
+
+        (void) ngx_close_file(fd);
+    }
+
+    if (r == 0) {
+        r = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
+            ^ ((uint64_t) ngx_pid << 16) ^ (uint64_t) ngx_current_msec;
+    }
+
+    return r;
 }
 
 
@@ -251,6 +439,10 @@ ngx_chat_fanout_exit_process(ngx_cycle_t *cycle)
     }
 
     ngx_chat_fanout_zones.nelts = 0;
+
+    if (ngx_chat_fanout_rest.timer_set) {
+        ngx_del_timer(&ngx_chat_fanout_rest);
+    }
 
     if (ngx_chat_fanout_conn) {
         ngx_close_connection(ngx_chat_fanout_conn);
@@ -492,7 +684,7 @@ ngx_chat_fanout_publish(ngx_chat_fanout_t *fo)
     bus = &fo->zone->bus;
 
     for (i = 0; ngx_chat_fanout_conn && i < bus->nnotify; i++) {
-        ngx_chat_fanout_address(&sun, &len, bus->notify[i]);
+        ngx_chat_fanout_address(&sun, &len, &bus->notify[i]);
 
         n = sendto(ngx_chat_fanout_conn->fd, "", 1, 0,
                    (struct sockaddr *) &sun, len);
@@ -505,9 +697,10 @@ ngx_chat_fanout_publish(ngx_chat_fanout_t *fo)
         if (n == -1 && ngx_socket_errno != NGX_EAGAIN
             && ngx_socket_errno != NGX_ECONNREFUSED)
         {
-            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log,
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log,
                            ngx_socket_errno,
-                           "chat fanout: sendto %P failed", bus->notify[i]);
+                           "chat fanout: sendto \"@%*s\" failed",
+                           bus->notify[i].len, bus->notify[i].data);
         }
     }
 
@@ -517,24 +710,24 @@ ngx_chat_fanout_publish(ngx_chat_fanout_t *fo)
 }
 
 
+/*
+ * A wake-up, or the rest timer of a flooded socket (see the top of this
+ * file): the datagrams waiting are read, a bounded number of them, and the
+ * bus of every zone.  When the socket is flooded, it is not watched until
+ * the timer has found it quiet.
+ */
+
 static void
 ngx_chat_fanout_notify_handler(ngx_event_t *ev)
 {
-    u_char                buf[64];
-    ssize_t               n;
-    ngx_uint_t            i;
-    ngx_connection_t     *c;
-    ngx_chat_fanout_t    *fo;
+    ngx_int_t           rc;
+    ngx_uint_t          i;
+    ngx_connection_t   *c;
+    ngx_chat_fanout_t  *fo;
 
     c = ev->data;
 
-    for ( ;; ) {
-        n = recv(c->fd, buf, sizeof(buf), 0);
-
-        if (n == -1) {
-            break;
-        }
-    }
+    rc = ngx_chat_fanout_read(c);
 
     fo = ngx_chat_fanout_zones.elts;
 
@@ -542,11 +735,161 @@ ngx_chat_fanout_notify_handler(ngx_event_t *ev)
         ngx_chat_fanout_drain(&fo[i]);
     }
 
-    if (ngx_handle_read_event(ev, 0) != NGX_OK) {
+    if (rc == NGX_BUSY) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                       "chat fanout: notification socket flooded, "
+                       "resting %d ms", NGX_CHAT_FANOUT_PAUSE);
+
+        if (c->read->active
+            && ngx_del_event(c->read, NGX_READ_EVENT, 0) != NGX_OK)
+        {
+            ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
+                          "chat: cannot stop watching the notification "
+                          "socket");
+        }
+
+        ngx_add_timer(&ngx_chat_fanout_rest, NGX_CHAT_FANOUT_PAUSE);
+        return;
+    }
+
+    if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_log_error(NGX_LOG_ALERT, ev->log, 0,
                       "chat: cannot watch the notification socket");
     }
 }
+
+
+/*
+ * NGX_OK: every datagram read (the socket is empty), all from workers of
+ * our zones; NGX_BUSY: one from another process, or more than the bound
+ */
+
+static ngx_int_t
+ngx_chat_fanout_read(ngx_connection_t *c)
+{
+    u_char          buf[64];
+    ssize_t         n;
+    ngx_err_t       err;
+    ngx_pid_t       pid, who;
+    ngx_uint_t      i, stranger;
+    struct iovec    iov;
+    struct msghdr   msg;
+#if (NGX_CHAT_FANOUT_CREDS)
+    union {
+        struct cmsghdr  cm;
+        u_char          data[CMSG_SPACE(sizeof(struct ucred))];
+    }               control;
+#endif
+
+    stranger = 0;
+    pid = 0;
+    who = 0;
+
+    for (i = 0; i < NGX_CHAT_FANOUT_READS; i++) {
+
+        ngx_memzero(&msg, sizeof(struct msghdr));
+
+        iov.iov_base = buf;
+        iov.iov_len = sizeof(buf);
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+
+#if (NGX_CHAT_FANOUT_CREDS)
+        msg.msg_control = &control;
+        msg.msg_controllen = sizeof(control);
+#endif
+
+        n = recvmsg(c->fd, &msg, 0);
+
+        if (n == -1) {
+            err = ngx_socket_errno;
+
+            if (err == NGX_EINTR) {
+                continue;
+            }
+
+            if (err == NGX_EAGAIN) {
+                c->read->ready = 0;
+                break;
+            }
+
+            ngx_log_error(NGX_LOG_ALERT, c->log, err,
+                          "chat: recvmsg() on the notification socket "
+                          "failed");
+            return NGX_BUSY;
+        }
+
+#if (NGX_CHAT_FANOUT_CREDS)
+        if (!ngx_chat_fanout_from_worker(&msg, &pid)) {
+            stranger = 1;
+            who = pid;
+        }
+#endif
+    }
+
+    if (stranger && ngx_time() - ngx_chat_fanout_logged
+                    >= NGX_CHAT_FANOUT_LOG)
+    {
+        ngx_chat_fanout_logged = ngx_time();
+
+        ngx_log_error(NGX_LOG_WARN, c->log, 0,
+                      "chat: process %P, not a worker of this nginx, sends "
+                      "datagrams to the notification socket \"@%*s\"; "
+                      "while they come, it is read every %d ms", who,
+                      ngx_chat_fanout_name.len, ngx_chat_fanout_name.data,
+                      NGX_CHAT_FANOUT_PAUSE);
+    }
+
+    if (stranger || i == NGX_CHAT_FANOUT_READS) {
+        return NGX_BUSY;
+    }
+
+    return NGX_OK;
+}
+
+
+#if (NGX_CHAT_FANOUT_CREDS)
+
+/* the sender, as the kernel tells, is a worker attached to one of our zones */
+
+static ngx_uint_t
+ngx_chat_fanout_from_worker(struct msghdr *msg, ngx_pid_t *pid)
+{
+    ngx_uint_t          i;
+    struct ucred        cred;
+    struct cmsghdr     *cmsg;
+    ngx_chat_fanout_t  *fo;
+
+    for (cmsg = CMSG_FIRSTHDR(msg);
+         cmsg != NULL;
+         cmsg = CMSG_NXTHDR(msg, cmsg))
+    {
+        if (cmsg->cmsg_level != SOL_SOCKET
+            || cmsg->cmsg_type != SCM_CREDENTIALS
+            || cmsg->cmsg_len < CMSG_LEN(sizeof(struct ucred)))
+        {
+            continue;
+        }
+
+        ngx_memcpy(&cred, CMSG_DATA(cmsg), sizeof(struct ucred));
+
+        *pid = cred.pid;
+
+        fo = ngx_chat_fanout_zones.elts;
+
+        for (i = 0; i < ngx_chat_fanout_zones.nelts; i++) {
+            if (ngx_chat_shm_worker_known(fo[i].zone, cred.pid)) {
+                return 1;
+            }
+        }
+
+        return 0;
+    }
+
+    return 0;
+}
+
+#endif
 
 
 /* each entry read: kept when this worker has members in its room */

@@ -4,15 +4,34 @@
  *
  * The Redis relay (see ngx_chat_relay.h).
  *
- * Channels: "chat:<zone>:r:<room>" per room, "chat:<zone>:servers" for
- * heartbeats.  Payloads start with the sender's server id (16 hex digits)
- * and a letter:
+ * Channels: "<prefix>:<db>:<zone>:r:<room>" per room and
+ * "<prefix>:<db>:<zone>:servers" for heartbeats, where <prefix> is
+ * chat_redis_prefix ("chat" by default) and <db> the database number of
+ * chat_redis (0 when the URL names none).  Redis pub/sub ignores SELECT:
+ * the number in the name is what keeps deployments on different databases
+ * of one Redis apart, as the prefix keeps those on different prefixes.
+ * Payloads start with the sender's server id (16 hex digits) and a letter:
  *
  *   M <id> <json>   a message (the "message" JSON object as delivered)
  *   J <user>        the user's first connection to the room on that server
  *   L <user>        the user's last connection to the room there is gone
  *   S               that server just subscribed: tell it who is here
  *   H               heartbeat, every 2 s on the servers channel
+ *
+ * Everything that arrives is validated as client input is (SPEC §8) before
+ * any of it reaches the zone, since anyone who can PUBLISH on this Redis
+ * can send anything: the header; the room (1 to 128 bytes of UTF-8, no
+ * U+0000); an id of the form ours have (digits, optionally "-" and 12 hex
+ * digits); the message, which must be exactly a "message" object of that
+ * room and id (valid UTF-8 and JSON, nothing after it, no other members, a
+ * user of 1 to 256 bytes, content within the zone's largest
+ * chat_max_message_size, an integer ts) and is written again with
+ * ngx_chat_wire_message(), so that members and the ring get our own bytes;
+ * presence users as user ids are.  An invalid payload is dropped, counted
+ * in the zone (relay_invalid) and logged, at most once a second.  Which
+ * server sent a payload is not checked: a well-formed payload from a
+ * server id never heard before is taken (the trust model: whoever may
+ * publish on the channels is a server of this deployment).
  *
  * A server ignores its own payloads.  Other servers' users are kept in the
  * zone per server (present or not), so "members", "who" and presence
@@ -28,7 +47,10 @@
 #include <ngx_config.h>
 #include <ngx_core.h>
 #include <ngx_event.h>
+#include <jansson.h>
 #include "ngx_chat.h"
+#include "ngx_chat_utf8.h"
+#include "ngx_chat_wire.h"
 #include "ngx_chat_bus.h"
 #include "ngx_chat_shm.h"
 #include "ngx_chat_remote.h"
@@ -41,6 +63,14 @@
 #define NGX_CHAT_RELAY_EXPIRE      7000
 #define NGX_CHAT_RELAY_QUEUE_MAX   10000
 #define NGX_CHAT_RELAY_TICK        1000
+
+/*
+ * A "message" object without its strings and ts; each string may take 6
+ * bytes a byte escaped ("\u001f")
+ */
+#define NGX_CHAT_RELAY_MESSAGE                                              \
+    (sizeof("{\"type\":\"message\",\"room\":\"\",\"id\":\"\","              \
+            "\"user\":\"\",\"content\":\"\",\"ts\":}") - 1 + NGX_INT64_LEN)
 
 #define NGX_CHAT_RELAY_PUBLISH     0
 #define NGX_CHAT_RELAY_SUBSCRIBE   1
@@ -56,23 +86,41 @@ typedef struct {
 } ngx_chat_relay_item_t;
 
 
+/* a payload from Redis, once validated (ngx_chat_relay_parse) */
+typedef struct {
+    ngx_str_t                  sid;       /* as sent, for logs */
+    uint64_t                   server;
+    u_char                     kind;
+    ngx_str_t                  room;      /* M, J, L, S */
+    ngx_str_t                  id;        /* M */
+    ngx_str_t                  user;      /* J, L */
+    ngx_str_t                  json;      /* M: written again, ours */
+    char                      *error;     /* why it is invalid */
+} ngx_chat_relay_payload_t;
+
+
 typedef struct {
     ngx_chat_shm_ctx_t        *ctx;
     ngx_chat_fanout_t         *fo;
     ngx_chat_redis_conf_t     *conf;
+    ngx_str_t                  name_prefix;   /* chat_redis_prefix */
     ngx_event_t                tick;          /* tries to be the owner */
 
     /* while this worker relays the zone (the owner) */
     ngx_chat_redis_t          *pub;
     ngx_chat_redis_t          *sub;
-    ngx_str_t                  prefix;        /* chat:<zone>:r: */
-    ngx_str_t                  control;       /* chat:<zone>:servers */
+    ngx_str_t                  prefix;        /* "<p>:<db>:<zone>:r:" */
+    ngx_str_t                  control;       /* "<p>:<db>:<zone>:servers" */
     u_char                     sid[16];
     ngx_queue_t                queue;
     ngx_uint_t                 queued;
     ngx_uint_t                 dropped;
     ngx_event_t                heartbeat;
     ngx_msec_t                 sub_heard;     /* last payload, ours too */
+    u_char                    *json;          /* messages written again */
+    size_t                     json_size;
+    time_t                     invalid_time;  /* last logged */
+    ngx_uint_t                 invalid_held;  /* dropped, not yet logged */
     unsigned                   owner:1;
     unsigned                   pub_up:1;
     unsigned                   sub_up:1;
@@ -91,8 +139,17 @@ static void ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up,
     void *data);
 static void ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
     ngx_str_t *payload, void *data);
-static ngx_int_t ngx_chat_relay_header(ngx_chat_relay_t *rl,
-    ngx_str_t *payload, uint64_t *server, u_char *kind, ngx_str_t *arg);
+static ngx_int_t ngx_chat_relay_parse(ngx_chat_relay_t *rl,
+    ngx_str_t *channel, ngx_str_t *payload, ngx_chat_relay_payload_t *pl);
+static ngx_int_t ngx_chat_relay_parse_message(ngx_chat_relay_t *rl,
+    ngx_str_t *arg, ngx_chat_relay_payload_t *pl);
+static ngx_int_t ngx_chat_relay_json_str(json_t *obj, const char *key,
+    ngx_str_t *value);
+static ngx_uint_t ngx_chat_relay_text(ngx_str_t *s);
+static ngx_uint_t ngx_chat_relay_id(ngx_str_t *id);
+static void ngx_chat_relay_invalid(ngx_chat_relay_t *rl,
+    ngx_chat_relay_payload_t *pl);
+static void ngx_chat_relay_invalid_report(ngx_chat_relay_t *rl);
 static void ngx_chat_relay_sync(ngx_chat_relay_t *rl, ngx_str_t *room);
 static void ngx_chat_relay_sync_reply(ngx_chat_relay_t *rl, ngx_str_t *room);
 static void ngx_chat_relay_subscribe(ngx_chat_relay_t *rl,
@@ -149,6 +206,7 @@ ngx_chat_relay_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
         rl->ctx = ctxp[i];
         rl->fo = fo;
         rl->conf = cmcf->redis;
+        rl->name_prefix = cmcf->redis_prefix;
 
         rl->tick.handler = ngx_chat_relay_tick;
         rl->tick.data = rl;
@@ -157,63 +215,6 @@ ngx_chat_relay_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 
         ngx_chat_relay_tick(&rl->tick);
     }
-
-    return NGX_OK;
-}
-
-
-/*
- * "<sid> <kind>[ <arg>]": NGX_OK, NGX_DONE for our own payloads,
- * NGX_ERROR when malformed
- */
-
-static ngx_int_t
-ngx_chat_relay_header(ngx_chat_relay_t *rl, ngx_str_t *payload,
-    uint64_t *server, u_char *kind, ngx_str_t *arg)
-{
-    u_char      *p, *last, ch;
-    ngx_uint_t   i;
-
-    p = payload->data;
-    last = p + payload->len;
-
-    if (payload->len < sizeof(rl->sid) + 2 || p[sizeof(rl->sid)] != ' ') {
-        return NGX_ERROR;
-    }
-
-    if (ngx_memcmp(p, rl->sid, sizeof(rl->sid)) == 0) {
-        return NGX_DONE;
-    }
-
-    *server = 0;
-
-    for (i = 0; i < sizeof(rl->sid); i++) {
-        ch = ngx_tolower(p[i]);
-
-        if (ch >= '0' && ch <= '9') {
-            *server = *server * 16 + (ch - '0');
-
-        } else if (ch >= 'a' && ch <= 'f') {
-            *server = *server * 16 + (ch - 'a' + 10);
-
-        } else {
-            return NGX_ERROR;
-        }
-    }
-
-    p += sizeof(rl->sid) + 1;
-    *kind = *p++;
-
-    if (p < last) {
-        if (*p != ' ') {
-            return NGX_ERROR;
-        }
-
-        p++;
-    }
-
-    arg->data = p;
-    arg->len = last - p;
 
     return NGX_OK;
 }
@@ -301,6 +302,7 @@ static void
 ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from)
 {
     u_char              *p;
+    ngx_int_t            db;
     ngx_chat_shm_ctx_t  *ctx;
 
     ctx = rl->ctx;
@@ -309,18 +311,24 @@ ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from)
 
     (void) ngx_sprintf(rl->sid, "%016xL", ngx_chat_remote_server_id(ctx));
 
-    p = ngx_alloc(2 * ctx->name.len + sizeof("chat::r:chat::servers"),
-                  ngx_cycle->log);
+    /* the channels' names: see the top of this file */
+
+    db = (rl->conf->db < 0) ? 0 : rl->conf->db;
+
+    p = ngx_alloc(2 * (rl->name_prefix.len + NGX_INT_T_LEN + ctx->name.len)
+                  + sizeof(":::r:::::servers"), ngx_cycle->log);
     if (p == NULL) {
         ngx_chat_remote_release(ctx);
         return;
     }
 
     rl->prefix.data = p;
-    rl->prefix.len = ngx_sprintf(p, "chat:%V:r:", &ctx->name) - p;
+    rl->prefix.len = ngx_sprintf(p, "%V:%i:%V:r:", &rl->name_prefix, db,
+                                 &ctx->name)
+                     - p;
     rl->control.data = p + rl->prefix.len;
-    rl->control.len = ngx_sprintf(rl->control.data, "chat:%V:servers",
-                                  &ctx->name)
+    rl->control.len = ngx_sprintf(rl->control.data, "%V:%i:%V:servers",
+                                  &rl->name_prefix, db, &ctx->name)
                       - rl->control.data;
 
     rl->heartbeat.handler = ngx_chat_relay_heartbeat;
@@ -395,6 +403,19 @@ ngx_chat_relay_stop(ngx_chat_relay_t *rl)
 
     ngx_free(rl->prefix.data);
     ngx_str_null(&rl->prefix);
+
+    if (rl->json) {
+        ngx_free(rl->json);
+        rl->json = NULL;
+        rl->json_size = 0;
+    }
+
+    if (rl->invalid_held) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat: dropped %ui more invalid payloads from Redis in "
+                      "zone \"%V\"", rl->invalid_held, &rl->ctx->name);
+        rl->invalid_held = 0;
+    }
 
     ngx_chat_remote_release(rl->ctx);
 }
@@ -717,77 +738,44 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
 {
     ngx_chat_relay_t *rl = data;
 
-    u_char              *p, *last, kind;
-    uint64_t             server;
-    ngx_int_t            rc2;
-    ngx_str_t            room, arg, id;
-    ngx_chat_shm_ctx_t  *ctx;
+    ngx_int_t                 rc2;
+    ngx_chat_shm_ctx_t       *ctx;
+    ngx_chat_relay_payload_t  pl;
 
     ctx = rl->ctx;
     rl->sub_heard = ngx_current_msec;
 
-    last = payload->data + payload->len;
+    rc2 = ngx_chat_relay_parse(rl, channel, payload, &pl);
 
-    switch (ngx_chat_relay_header(rl, payload, &server, &kind, &arg)) {
-    case NGX_DONE:
+    if (rc2 == NGX_DONE) {
         /* our own */
         return;
-    case NGX_ERROR:
-        goto invalid;
-    default:
-        break;
     }
 
-    if (channel->len == rl->control.len
-        && ngx_memcmp(channel->data, rl->control.data, channel->len) == 0)
-    {
-        ngx_chat_remote_seen(ctx, server);
+    if (rc2 == NGX_DECLINED) {
+        ngx_chat_relay_invalid(rl, &pl);
         return;
     }
 
-    if (channel->len <= rl->prefix.len
-        || ngx_memcmp(channel->data, rl->prefix.data, rl->prefix.len) != 0)
-    {
-        goto invalid;
+    if (rc2 != NGX_OK) {
+        /* no memory (logged): not the payload's fault */
+        return;
     }
 
-    room.data = channel->data + rl->prefix.len;
-    room.len = channel->len - rl->prefix.len;
+    switch (pl.kind) {
 
-    switch (kind) {
+    case 'H':
+        ngx_chat_remote_seen(ctx, pl.server);
+        return;
 
     case 'M':
-        p = ngx_strlchr(arg.data, last, ' ');
-        if (p == NULL) {
-            goto invalid;
-        }
-
-        id.data = arg.data;
-        id.len = p - arg.data;
-
-        ngx_chat_remote_seen(ctx, server);
+        ngx_chat_remote_seen(ctx, pl.server);
 
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "chat relay: message %V in \"%V\"", &id, &room);
+                       "chat relay: message %V in \"%V\"", &pl.id, &pl.room);
 
-        rc2 = ngx_chat_remote_message(ctx, &room, &id, p + 1, last - p - 1);
-        if (rc2 == NGX_OK) {
-            ngx_chat_fanout_publish(rl->fo);
-        }
-
-        return;
-
-    case 'J':
-    case 'L':
-        if (arg.len == 0) {
-            goto invalid;
-        }
-
-        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "chat relay: presence %c of \"%V\" in \"%V\"",
-                       kind, &arg, &room);
-
-        if (ngx_chat_remote_presence(ctx, &room, &arg, server, kind == 'J')
+        if (ngx_chat_remote_message(ctx, &pl.room, &pl.id, pl.json.data,
+                                    pl.json.len)
             == NGX_OK)
         {
             ngx_chat_fanout_publish(rl->fo);
@@ -795,19 +783,439 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
 
         return;
 
-    case 'S':
-        ngx_chat_remote_seen(ctx, server);
-        ngx_chat_relay_sync_reply(rl, &room);
+    case 'J':
+    case 'L':
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "chat relay: presence %c of \"%V\" in \"%V\"",
+                       pl.kind, &pl.user, &pl.room);
+
+        if (ngx_chat_remote_presence(ctx, &pl.room, &pl.user, pl.server,
+                                     pl.kind == 'J')
+            == NGX_OK)
+        {
+            ngx_chat_fanout_publish(rl->fo);
+        }
+
         return;
 
-    default:
-        goto invalid;
+    default: /* 'S' */
+        ngx_chat_remote_seen(ctx, pl.server);
+        ngx_chat_relay_sync_reply(rl, &pl.room);
+        return;
+    }
+}
+
+
+/*
+ * "<sid> <kind>[ <arg>]" on a channel of ours (see the top of this file):
+ * NGX_OK with *pl filled, NGX_DONE for our own payloads, NGX_DECLINED with
+ * pl->error when invalid, NGX_ERROR when out of memory
+ */
+
+static ngx_int_t
+ngx_chat_relay_parse(ngx_chat_relay_t *rl, ngx_str_t *channel,
+    ngx_str_t *payload, ngx_chat_relay_payload_t *pl)
+{
+    u_char      *p, *last, ch;
+    ngx_str_t    arg;
+    ngx_uint_t   i;
+
+    ngx_memzero(pl, sizeof(ngx_chat_relay_payload_t));
+    ngx_str_set(&pl->sid, "unknown");
+
+    p = payload->data;
+    last = p + payload->len;
+
+    if (payload->len < sizeof(rl->sid) + 2 || p[sizeof(rl->sid)] != ' ') {
+        pl->error = "no server id";
+        return NGX_DECLINED;
     }
 
-invalid:
+    if (ngx_memcmp(p, rl->sid, sizeof(rl->sid)) == 0) {
+        return NGX_DONE;
+    }
+
+    /* as ngx_chat_relay_start() writes it: lower case */
+
+    for (i = 0; i < sizeof(rl->sid); i++) {
+        ch = p[i];
+
+        if (ch >= '0' && ch <= '9') {
+            pl->server = pl->server * 16 + (ch - '0');
+
+        } else if (ch >= 'a' && ch <= 'f') {
+            pl->server = pl->server * 16 + (ch - 'a' + 10);
+
+        } else {
+            pl->error = "bad server id";
+            return NGX_DECLINED;
+        }
+    }
+
+    pl->sid.data = p;
+    pl->sid.len = sizeof(rl->sid);
+
+    p += sizeof(rl->sid) + 1;
+    pl->kind = *p++;
+
+    if (p < last) {
+        if (*p != ' ') {
+            pl->error = "bad header";
+            return NGX_DECLINED;
+        }
+
+        p++;
+    }
+
+    arg.data = p;
+    arg.len = last - p;
+
+    if (channel->len == rl->control.len
+        && ngx_memcmp(channel->data, rl->control.data, channel->len) == 0)
+    {
+        if (pl->kind != 'H' || arg.len) {
+            pl->error = "not a heartbeat";
+            return NGX_DECLINED;
+        }
+
+        return NGX_OK;
+    }
+
+    if (channel->len <= rl->prefix.len
+        || ngx_memcmp(channel->data, rl->prefix.data, rl->prefix.len) != 0)
+    {
+        pl->error = "unknown channel";
+        return NGX_DECLINED;
+    }
+
+    pl->room.data = channel->data + rl->prefix.len;
+    pl->room.len = channel->len - rl->prefix.len;
+
+    if (pl->room.len > NGX_CHAT_MAX_ROOM_NAME
+        || !ngx_chat_relay_text(&pl->room))
+    {
+        pl->error = "bad room name";
+        return NGX_DECLINED;
+    }
+
+    switch (pl->kind) {
+
+    case 'M':
+        return ngx_chat_relay_parse_message(rl, &arg, pl);
+
+    case 'J':
+    case 'L':
+        if (arg.len == 0 || arg.len > NGX_CHAT_MAX_USER
+            || !ngx_chat_relay_text(&arg))
+        {
+            pl->error = "bad presence user";
+            return NGX_DECLINED;
+        }
+
+        pl->user = arg;
+        return NGX_OK;
+
+    case 'S':
+        if (arg.len) {
+            pl->error = "bad sync request";
+            return NGX_DECLINED;
+        }
+
+        return NGX_OK;
+
+    default:
+        pl->error = "unknown kind";
+        return NGX_DECLINED;
+    }
+}
+
+
+/* "<id> <json>": the JSON must be exactly the "message" object of the id */
+
+static ngx_int_t
+ngx_chat_relay_parse_message(ngx_chat_relay_t *rl, ngx_str_t *arg,
+    ngx_chat_relay_payload_t *pl)
+{
+    u_char        *p, *last, ts_data[NGX_INT64_LEN];
+    size_t         max, len;
+    json_t        *json, *v;
+    uint32_t       utf8;
+    ngx_str_t      text, type, room, id, user, content, ts;
+    json_int_t     n;
+    json_error_t   err;
+
+    last = arg->data + arg->len;
+
+    p = ngx_strlchr(arg->data, last, ' ');
+    if (p == NULL) {
+        pl->error = "no message";
+        return NGX_DECLINED;
+    }
+
+    pl->id.data = arg->data;
+    pl->id.len = p - arg->data;
+
+    if (!ngx_chat_relay_id(&pl->id)) {
+        pl->error = "bad message id";
+        return NGX_DECLINED;
+    }
+
+    text.data = p + 1;
+    text.len = last - text.data;
+
+    /* what the largest message of the zone's locations can take */
+
+    max = NGX_CHAT_RELAY_MESSAGE
+          + 6 * (NGX_CHAT_MAX_ROOM_NAME + NGX_CHAT_ID_LEN + NGX_CHAT_MAX_USER
+                 + rl->ctx->max_message);
+
+    if (text.len > max) {
+        pl->error = "message too large";
+        return NGX_DECLINED;
+    }
+
+    utf8 = NGX_CHAT_UTF8_ACCEPT;
+
+    if (ngx_chat_utf8_validate(&utf8, text.data, text.len)
+        != NGX_CHAT_UTF8_ACCEPT)
+    {
+        pl->error = "message not UTF-8";
+        return NGX_DECLINED;
+    }
+
+    /*
+     * jansson refuses what follows the object, U+0000 in strings (no
+     * JSON_ALLOW_NUL) and lone surrogate escapes
+     */
+
+    json = json_loadb((const char *) text.data, text.len,
+                      JSON_REJECT_DUPLICATES, &err);
+    if (json == NULL) {
+        pl->error = "message not JSON";
+        return NGX_DECLINED;
+    }
+
+    pl->error = "not a message object";
+
+    if (!json_is_object(json) || json_object_size(json) != 6
+        || ngx_chat_relay_json_str(json, "type", &type) != NGX_OK
+        || ngx_chat_relay_json_str(json, "room", &room) != NGX_OK
+        || ngx_chat_relay_json_str(json, "id", &id) != NGX_OK
+        || ngx_chat_relay_json_str(json, "user", &user) != NGX_OK
+        || ngx_chat_relay_json_str(json, "content", &content) != NGX_OK)
+    {
+        goto failed;
+    }
+
+    v = json_object_get(json, "ts");
+
+    if (!json_is_integer(v) || json_integer_value(v) < 0) {
+        goto failed;
+    }
+
+    n = json_integer_value(v);
+
+    if (type.len != sizeof("message") - 1
+        || ngx_strncmp(type.data, "message", type.len) != 0)
+    {
+        goto failed;
+    }
+
+    if (room.len != pl->room.len
+        || ngx_memcmp(room.data, pl->room.data, room.len) != 0)
+    {
+        pl->error = "message of another room";
+        goto failed;
+    }
+
+    if (id.len != pl->id.len
+        || ngx_memcmp(id.data, pl->id.data, id.len) != 0)
+    {
+        pl->error = "message of another id";
+        goto failed;
+    }
+
+    if (user.len == 0 || user.len > NGX_CHAT_MAX_USER) {
+        pl->error = "bad message user";
+        goto failed;
+    }
+
+    if (content.len > rl->ctx->max_message) {
+        pl->error = "message too large";
+        goto failed;
+    }
+
+    ts.data = ts_data;
+    ts.len = ngx_sprintf(ts_data, "%L", (int64_t) n) - ts_data;
+
+    /* written again: what members and the ring get is ours */
+
+    len = ngx_chat_wire_message_len(&pl->room, &pl->id, &user, &content,
+                                    ts.len);
+
+    if (len > rl->json_size) {
+        p = ngx_alloc(ngx_max(len, 4096), ngx_cycle->log);
+        if (p == NULL) {
+            json_decref(json);
+            return NGX_ERROR;
+        }
+
+        if (rl->json) {
+            ngx_free(rl->json);
+        }
+
+        rl->json = p;
+        rl->json_size = ngx_max(len, 4096);
+    }
+
+    pl->json.data = rl->json;
+    pl->json.len = ngx_chat_wire_message(rl->json, &pl->room, &pl->id, &user,
+                                         &content, &ts)
+                   - rl->json;
+
+    json_decref(json);
+
+    pl->error = NULL;
+
+    return NGX_OK;
+
+failed:
+
+    json_decref(json);
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_chat_relay_json_str(json_t *obj, const char *key, ngx_str_t *value)
+{
+    json_t  *v;
+
+    v = json_object_get(obj, key);
+
+    if (!json_is_string(v)) {
+        return NGX_ERROR;
+    }
+
+    value->data = (u_char *) json_string_value(v);
+    value->len = json_string_length(v);
+
+    return NGX_OK;
+}
+
+
+/* UTF-8 without U+0000, as room names and user ids are */
+
+static ngx_uint_t
+ngx_chat_relay_text(ngx_str_t *s)
+{
+    uint32_t  utf8;
+
+    utf8 = NGX_CHAT_UTF8_ACCEPT;
+
+    return s->len > 0
+           && ngx_chat_utf8_validate(&utf8, s->data, s->len)
+              == NGX_CHAT_UTF8_ACCEPT
+           && ngx_strlchr(s->data, s->data + s->len, '\0') == NULL;
+}
+
+
+/*
+ * The ids the zone makes (ngx_chat_shm_post()): a decimal number,
+ * optionally followed by "-" and a server tag of 12 hex digits
+ */
+
+static ngx_uint_t
+ngx_chat_relay_id(ngx_str_t *id)
+{
+    u_char  *p, *last;
+
+    if (id->len == 0 || id->len > NGX_CHAT_ID_LEN) {
+        return 0;
+    }
+
+    p = id->data;
+    last = p + id->len;
+
+    while (p < last && *p >= '0' && *p <= '9') {
+        p++;
+    }
+
+    if (p == id->data || (size_t) (p - id->data) > NGX_INT64_LEN) {
+        return 0;
+    }
+
+    if (p == last) {
+        return 1;
+    }
+
+    if (*p++ != '-' || last - p != 12) {
+        return 0;
+    }
+
+    for ( /* void */ ; p < last; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/*
+ * An invalid payload: dropped and counted; one log line a second at most,
+ * which says how many more were dropped since the previous one (the
+ * heartbeat reports those left)
+ */
+
+static void
+ngx_chat_relay_invalid(ngx_chat_relay_t *rl, ngx_chat_relay_payload_t *pl)
+{
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat relay: dropped an invalid payload from server %V: "
+                   "%s", &pl->sid, pl->error);
+
+    ngx_chat_remote_count_invalid(rl->ctx);
+
+    if (rl->invalid_time == ngx_time()) {
+        rl->invalid_held++;
+        return;
+    }
+
+    if (rl->invalid_held) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat: dropped an invalid payload from Redis in zone "
+                      "\"%V\": %s (server %V), and %ui more since the last "
+                      "report", &rl->ctx->name, pl->error, &pl->sid,
+                      rl->invalid_held);
+
+    } else {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat: dropped an invalid payload from Redis in zone "
+                      "\"%V\": %s (server %V)", &rl->ctx->name, pl->error,
+                      &pl->sid);
+    }
+
+    rl->invalid_time = ngx_time();
+    rl->invalid_held = 0;
+}
+
+
+static void
+ngx_chat_relay_invalid_report(ngx_chat_relay_t *rl)
+{
+    if (rl->invalid_held == 0 || rl->invalid_time == ngx_time()) {
+        return;
+    }
 
     ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                  "chat: ignored an invalid relay payload on \"%V\"", channel);
+                  "chat: dropped %ui more invalid payloads from Redis in "
+                  "zone \"%V\"", rl->invalid_held, &rl->ctx->name);
+
+    rl->invalid_time = ngx_time();
+    rl->invalid_held = 0;
 }
 
 
@@ -885,6 +1293,8 @@ ngx_chat_relay_heartbeat(ngx_event_t *ev)
             return;
         }
     }
+
+    ngx_chat_relay_invalid_report(rl);
 
     /* while we hear nothing ourselves, nobody is declared dead */
 

@@ -129,6 +129,13 @@ ngx_chat_remote_count_dropped(ngx_chat_shm_ctx_t *ctx)
 
 
 void
+ngx_chat_remote_count_invalid(ngx_chat_shm_ctx_t *ctx)
+{
+    (void) ngx_atomic_fetch_add(&ctx->sh->relay_invalid, 1);
+}
+
+
+void
 ngx_chat_remote_seen(ngx_chat_shm_ctx_t *ctx, uint64_t server)
 {
     ngx_int_t  i;

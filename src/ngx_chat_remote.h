@@ -33,6 +33,8 @@ ngx_int_t ngx_chat_remote_claim(ngx_chat_shm_ctx_t *ctx, uint64_t *from);
 void ngx_chat_remote_release(ngx_chat_shm_ctx_t *ctx);
 void ngx_chat_remote_set_up(ngx_chat_shm_ctx_t *ctx, ngx_uint_t up);
 void ngx_chat_remote_count_dropped(ngx_chat_shm_ctx_t *ctx);
+/* a payload from Redis that failed validation; no lock taken */
+void ngx_chat_remote_count_invalid(ngx_chat_shm_ctx_t *ctx);
 
 ngx_int_t ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, ngx_str_t *id, u_char *json, size_t len);

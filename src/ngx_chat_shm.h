@@ -96,6 +96,7 @@ typedef struct {
     uint64_t                   rate_limited;
     uint64_t                   zone_full;
     uint64_t                   relay_dropped;
+    uint64_t                   relay_invalid;
 } ngx_chat_shm_stats_t;
 
 
@@ -143,8 +144,11 @@ ngx_chat_shm_ring_t *ngx_chat_shm_ring_copy(ngx_chat_shm_ctx_t *ctx,
 ngx_array_t *ngx_chat_shm_users(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_uint_t local, ngx_pool_t *pool);
 
+/* name: where this worker's wake-ups go (ngx_chat_fanout.c) */
 ngx_int_t ngx_chat_shm_worker_attach(ngx_chat_shm_ctx_t *ctx,
-    ngx_log_t *log);
+    ngx_chat_bus_name_t *name, ngx_log_t *log);
+/* pid is or was a worker of the zone's slots; read without the lock */
+ngx_uint_t ngx_chat_shm_worker_known(ngx_chat_shm_ctx_t *ctx, ngx_pid_t pid);
 void ngx_chat_shm_worker_detach(ngx_chat_shm_ctx_t *ctx);
 /* removes what dead workers left; returns how many were reaped */
 ngx_uint_t ngx_chat_shm_reap(ngx_chat_shm_ctx_t *ctx, ngx_log_t *log);

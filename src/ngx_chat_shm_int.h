@@ -31,7 +31,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x63680004
+#define NGX_CHAT_SHM_LAYOUT       0x63680006
 
 
 typedef struct {
@@ -125,6 +125,7 @@ struct ngx_chat_shm_s {
     ngx_pid_t                  relay_owner;
     ngx_uint_t                 redis_up;
     ngx_atomic_t               relay_dropped;
+    ngx_atomic_t               relay_invalid;
     ngx_chat_shm_server_t      servers[NGX_CHAT_MAX_SERVERS];
 
     ngx_uint_t                 rooms_active;

@@ -16,7 +16,8 @@
 
 
 ngx_int_t
-ngx_chat_shm_worker_attach(ngx_chat_shm_ctx_t *ctx, ngx_log_t *log)
+ngx_chat_shm_worker_attach(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_bus_name_t *name, ngx_log_t *log)
 {
     ngx_uint_t       i;
     ngx_chat_shm_t  *sh;
@@ -45,7 +46,7 @@ ngx_chat_shm_worker_attach(ngx_chat_shm_ctx_t *ctx, ngx_log_t *log)
     sh->workers[i].connections = 0;
 
     ctx->wslot = i;
-    ngx_chat_bus_attach(&sh->bus, &ctx->bus, i);
+    ngx_chat_bus_attach(&sh->bus, &ctx->bus, i, name);
 
     if (ctx->tagged) {
         /* ids get this server's tag, so that they are unique across them */
@@ -62,6 +63,30 @@ ngx_chat_shm_worker_attach(ngx_chat_shm_ctx_t *ctx, ngx_log_t *log)
                    ngx_pid, &ctx->name, i);
 
     return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_chat_shm_worker_known(ngx_chat_shm_ctx_t *ctx, ngx_pid_t pid)
+{
+    ngx_uint_t       i;
+    ngx_chat_shm_t  *sh;
+
+    sh = ctx->sh;
+
+    /*
+     * active or not: a slot keeps its worker's pid until it is taken
+     * again, and a worker that leaves its slot at exit wakes the others
+     * once more
+     */
+
+    for (i = 0; i < NGX_CHAT_MAX_WORKERS; i++) {
+        if (sh->workers[i].pid == pid && pid != 0) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

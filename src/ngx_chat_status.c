@@ -63,7 +63,7 @@ ngx_chat_status_handler(ngx_http_request_t *r)
     redis = cmcf->redis == NULL ? "off" : (st.redis_up ? "up" : "down");
     postgres = cmcf->store == NULL ? "off" : (st.pg_down ? "down" : "up");
 
-    len = 1024 + 12 * ctx->name.len;
+    len = 1536 + 12 * ctx->name.len;
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
@@ -86,6 +86,8 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             "chat_rate_limited_total{zone=\"%V\"} %uL\n"
             "# TYPE chat_zone_full_total counter\n"
             "chat_zone_full_total{zone=\"%V\"} %uL\n"
+            "# TYPE chat_relay_invalid_total counter\n"
+            "chat_relay_invalid_total{zone=\"%V\"} %uL\n"
             "# TYPE chat_workers gauge\n"
             "chat_workers{zone=\"%V\"} %ui\n"
             "# TYPE chat_redis_up gauge\n"
@@ -95,7 +97,8 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             &ctx->name, st.connections, &ctx->name, st.rooms,
             &ctx->name, st.users, &ctx->name, st.messages_in,
             &ctx->name, st.messages_out, &ctx->name, st.rate_limited,
-            &ctx->name, st.zone_full, &ctx->name, st.workers,
+            &ctx->name, st.zone_full, &ctx->name, st.relay_invalid,
+            &ctx->name, st.workers,
             &ctx->name, st.redis_up, &ctx->name,
             (ngx_uint_t) (cmcf->store && !st.pg_down));
 
@@ -106,11 +109,12 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             "{\"connections\":%ui,\"rooms\":%ui,\"users\":%ui,"
             "\"messages_in\":%uL,\"messages_out\":%uL,"
             "\"rate_limited\":%uL,\"redis\":\"%s\",\"postgres\":\"%s\","
-            "\"zone_full\":%uL,\"workers\":%ui,\"relay_dropped\":%uL}\n",
+            "\"zone_full\":%uL,\"workers\":%ui,\"relay_dropped\":%uL,"
+            "\"relay_invalid\":%uL}\n",
             st.connections, st.rooms, st.users, st.messages_in,
             st.messages_out, st.rate_limited, redis, postgres,
             st.zone_full,
-            st.workers, st.relay_dropped);
+            st.workers, st.relay_dropped, st.relay_invalid);
 
         ngx_str_set(&r->headers_out.content_type, "application/json");
     }

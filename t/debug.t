@@ -97,9 +97,9 @@ traced(qr/\[debug\].*chat fanout: \d+ entries of "chat" to deliver/,
 SKIP: {
     skip 'no redis-server', 2 unless $redis;
 
-    traced(qr/\[debug\].*chat relay: SUBSCRIBE chat:chat:r:lobby/,
+    traced(qr/\[debug\].*chat relay: SUBSCRIBE chat:0:chat:r:lobby/,
            'chat relay: the room subscribed');
-    traced(qr/\[debug\].*chat relay: PUBLISH chat:chat:r:lobby/,
+    traced(qr/\[debug\].*chat relay: PUBLISH chat:0:chat:r:lobby/,
            'chat relay: the message published');
 }
 

@@ -37,8 +37,8 @@ plan tests => 86;
 my $T0 = Time::HiRes::time();
 my $JSON = JSON::PP->new->utf8->canonical;
 my $ZONE = 'chat';
-my $SERVERS_CHANNEL = "chat:$ZONE:servers";
-sub room_channel { "chat:$ZONE:r:$_[0]" }
+my $SERVERS_CHANNEL = "chat:0:$ZONE:servers";
+sub room_channel { "chat:0:$ZONE:r:$_[0]" }
 
 # --- helpers ------------------------------------------------------------------
 
@@ -146,7 +146,7 @@ sub kill_nginx_hard {
 
 sub sorted_channels {
     my ($redis) = @_;
-    return join ' ', sort grep { length } $redis->cli('PUBSUB', 'CHANNELS', "chat:$ZONE:*");
+    return join ' ', sort grep { length } $redis->cli('PUBSUB', 'CHANNELS', "chat:0:$ZONE:*");
 }
 
 sub numsub {
