@@ -3484,22 +3484,34 @@ timer_fire(ngx_event_t *ev)
  * zones, is worker A's too here, and stays)
  */
 
-/* worker B's wake-up name (one process plays both workers: never used) */
-static ngx_chat_bus_name_t  fname_b = { "fuzz/worker-b", 13 };
-
+/*
+ * Worker B's wake-up name: one process plays both workers, with one
+ * notification socket, so the new B publishes the name of that socket,
+ * the one worker A (and the first B) published in its slot.  A name no
+ * socket is bound to would send A's wake-ups for B nowhere: B would hear
+ * of A's entries only when a wake-up for A came, and delivery_check()
+ * would rightly miss them (seeds presence-after-respawn, -reload and
+ * -rate-limit in corpus/proto).
+ */
 
 static void
 worker_b_start(void)
 {
-    fworker_t  *b;
+    fworker_t            *a, *b;
+    ngx_chat_bus_name_t   name;
 
+    a = &fworkers[0];
     b = &fworkers[1];
 
     ASSERT(b->fo->rooms.root == b->fo->rooms.sentinel);
     ASSERT(b->fo->pending.nelts == 0);
 
+    ASSERT(a->ctx.wslot >= 0);
+    name = a->ctx.sh->bus.wake[a->ctx.wslot].name;
+    ASSERT(name.len > 0);
+
     b->ctx.wslot = -1;
-    ASSERT(ngx_chat_shm_worker_attach(&b->ctx, &fname_b, &flog) == NGX_OK);
+    ASSERT(ngx_chat_shm_worker_attach(&b->ctx, &name, &flog) == NGX_OK);
 
     ngx_current_msec = b->clock;
 
