@@ -644,7 +644,6 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
     ASSERT(fc->inflight == 0);
 
     ASSERT(mode <= NGX_CHAT_STORE_BEFORE);
-    ASSERT(mode == NGX_CHAT_STORE_LAST || id->len > 0);
     ASSERT(limit <= NGX_CHAT_MAX_HISTORY + 1);
 
     c = nfmodes ? fmodes[fmode_next++ % nfmodes] : 'q';
