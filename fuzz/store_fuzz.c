@@ -161,6 +161,8 @@ typedef struct {
     ngx_uint_t                 nfifo;
 
     ngx_uint_t                 inflight;    /* calls into the fake store */
+    ngx_uint_t                 orphan;      /* the read in flight is of a
+                                               room left: it still counts */
 } fconn_t;
 
 
@@ -611,6 +613,7 @@ store_answer(fread_t *rd)
     if (rd->fc->gen == rd->gen) {
         ASSERT(rd->fc->inflight == 1);
         rd->fc->inflight = 0;
+        rd->fc->orphan = 0;
     }
 
     rows = rd->fail ? NULL : store_rows(rd);
@@ -966,6 +969,7 @@ conn_open(fconn_t *fc)
     fc->nrooms = 0;
     fc->nfifo = 0;
     fc->inflight = 0;
+    fc->orphan = 0;
 
     ASSERT(c->write->posted);
     ngx_delete_posted_event(c->write);
@@ -1436,6 +1440,11 @@ step_end(void)
         /* the join's reply goes nowhere */
         for (k = 0; k < fc->nfifo; /* void */) {
             if (fc->fifo[k].join && fc->fifo[k].room == fstep.ex.room) {
+                if (k == 0 && fc->inflight) {
+                    /* in flight: no reply, but a read all the same */
+                    fc->orphan = 1;
+                }
+
                 fifo_pop(fc, k);
                 continue;
             }
@@ -1452,7 +1461,7 @@ step_end(void)
 
         if (fc->open) {
             /* joins: at most chat_max_rooms; history: that many more */
-            ASSERT(fc->nfifo <= 2 * fc->conf->max_rooms + 1);
+            ASSERT(fc->nfifo + fc->orphan <= 2 * fc->conf->max_rooms + 1);
         }
     }
 
@@ -1542,7 +1551,7 @@ request_model(fconn_t *fc, u_char *line, size_t len)
 
     if (strcmp(type, "history") == 0) {
         fstep.kind = 2;
-        fstep.fifo_before = fc->nfifo;
+        fstep.fifo_before = fc->nfifo + fc->orphan;
         h = json_object_get(j, "limit");
         s = json_object_get(j, "before");
 
