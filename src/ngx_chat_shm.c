@@ -37,6 +37,7 @@ static ngx_chat_buf_t *ngx_chat_shm_history_frame(ngx_chat_shm_room_t *room,
     ngx_log_t *log);
 static ngx_chat_shm_ring_t *ngx_chat_shm_ring_copy_locked(
     ngx_chat_shm_room_t *room);
+static uint64_t ngx_chat_shm_server_id(ngx_log_t *log);
 
 
 static u_char  *ngx_chat_shm_scratch_buf;
@@ -108,9 +109,11 @@ ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     sh->layout = NGX_CHAT_SHM_LAYOUT;
 
-    /* this server's identity for the relay: random, new on each start */
-    sh->server_id = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
-                    ^ ((uint64_t) ngx_pid << 16) ^ (uint64_t) ngx_time();
+    /*
+     * this zone's identity on this server, new on each start: the tag of
+     * its message ids and its name for the relay
+     */
+    sh->server_id = ngx_chat_shm_server_id(shm_zone->shm.log);
 
     ngx_rbtree_init(&sh->rooms, &sh->rooms_sentinel,
                     ngx_str_rbtree_insert_value);
@@ -813,7 +816,7 @@ static void
 ngx_chat_shm_relay_event(ngx_chat_shm_ctx_t *ctx, ngx_uint_t kind,
     ngx_uint_t flags, ngx_str_t *room, ngx_str_t *user)
 {
-    if (!ctx->tagged) {
+    if (!ctx->relayed) {
         return;
     }
 
@@ -1259,13 +1262,15 @@ ngx_chat_shm_worker_attach(ngx_chat_shm_ctx_t *ctx, ngx_log_t *log)
     ctx->wslot = i;
     ngx_chat_bus_attach(&sh->bus, &ctx->bus, i);
 
-    if (ctx->tagged) {
-        /* ids get this server's tag, so that they are unique across them */
-        ctx->id_tag.data = ctx->id_tag_data;
-        ctx->id_tag.len = ngx_sprintf(ctx->id_tag_data, "-%012xL",
-                                      sh->server_id & 0xffffffffffffULL)
-                          - ctx->id_tag_data;
-    }
+    /*
+     * ids get the tag of this zone's life on this server: unique across
+     * the zones and servers that share a database, and across restarts,
+     * whatever the clock did meanwhile
+     */
+    ctx->id_tag.data = ctx->id_tag_data;
+    ctx->id_tag.len = ngx_sprintf(ctx->id_tag_data, "-%012xL",
+                                  sh->server_id & 0xffffffffffffULL)
+                      - ctx->id_tag_data;
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
@@ -1501,4 +1506,44 @@ ngx_chat_shm_set_pg_down(ngx_chat_shm_ctx_t *ctx, ngx_uint_t down)
     ngx_shmtx_lock(&ctx->shpool->mutex);
     ctx->sh->workers[ctx->wslot].pg_down = down;
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/*
+ * 64 random bits from the kernel (at configuration time, in the master:
+ * the read may block).  random() alone is seeded with the pid and the
+ * time, which two containers started together share.
+ */
+
+static uint64_t
+ngx_chat_shm_server_id(ngx_log_t *log)
+{
+    ssize_t    n;
+    uint64_t   id;
+    ngx_fd_t   fd;
+
+    id = 0;
+    n = -1;
+
+    fd = ngx_open_file("/dev/urandom", NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd != NGX_INVALID_FILE) {
+        n = ngx_read_fd(fd, &id, sizeof(uint64_t));
+
+        if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+            ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                          ngx_close_file_n " \"/dev/urandom\" failed");
+        }
+    }
+
+    if (n != (ssize_t) sizeof(uint64_t)) {
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                      "chat: cannot read /dev/urandom, the zone's id tag "
+                      "comes from random()");
+
+        id = 0;
+    }
+
+    return id ^ ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
+           ^ ((uint64_t) ngx_pid << 16) ^ (uint64_t) ngx_time();
 }
