@@ -28,10 +28,11 @@
  * is closed and reopened with exponential backoff and jitter; state
  * changes are reported once each (the state handler may be called with
  * up == 0 before any up).  When a connection is up, the schema (SPEC §7:
- * table "messages" and its index) has been created if missing; operators
- * may create it themselves for a role that may only read and write
- * (conf-examples/schema.sql).  connect_timeout in the conninfo overrides
- * the default connect timeout.
+ * table "messages" with its "zone" column and its indexes) has been
+ * created if missing, a table without the zone column migrated in place;
+ * operators may create it themselves for a role that may only read and
+ * write (conf-examples/schema.sql).  connect_timeout in the conninfo
+ * overrides the default connect timeout.
  */
 
 

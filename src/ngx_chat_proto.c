@@ -822,8 +822,8 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 
     /* with storage, the ack waits for the COMMIT */
 
-    it = ngx_chat_store_add(&id, &rq->room, &ws->user, &content, ts,
-                            rq->has_ref ? &rq->ref : NULL);
+    it = ngx_chat_store_add(&id, &s->ctx->name, &rq->room, &ws->user,
+                            &content, ts, rq->has_ref ? &rq->ref : NULL);
     if (it == NULL) {
         ngx_log_error(NGX_LOG_ALERT, ws->connection->log, 0,
                       "chat: message %V delivered but not queued for "
@@ -1027,7 +1027,8 @@ ngx_chat_proto_read_next(ngx_chat_proto_session_t *s)
 
         rd->inflight = 1;
 
-        rc = ngx_chat_store_history(rd->mode, &rd->room, &rd->id, rd->limit,
+        rc = ngx_chat_store_history(rd->mode, &s->ctx->name, &rd->room,
+                                    &rd->id, rd->limit,
                                     ngx_chat_proto_read_done, rd);
         if (rc == NGX_OK) {
             return;

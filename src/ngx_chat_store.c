@@ -19,6 +19,10 @@
 #define NGX_CHAT_STORE_RETRY      1000
 #define NGX_CHAT_STORE_READS_MAX  100     /* in flight per worker */
 
+/* the arrays of an INSERT: id, zone, room, user, content, ts */
+#define NGX_CHAT_STORE_FIELDS     6
+#define NGX_CHAT_STORE_TS         5
+
 
 struct ngx_chat_store_conf_s {
     ngx_chat_pg_conf_t         pg;
@@ -31,6 +35,14 @@ typedef struct {
     ngx_chat_store_read_pt     handler;
     void                      *data;
 } ngx_chat_store_read_t;
+
+
+/* a batch's parameters: text array literals */
+typedef struct {
+    u_char                    *buf;
+    const char                *values[NGX_CHAT_STORE_FIELDS];
+    int                        lens[NGX_CHAT_STORE_FIELDS];
+} ngx_chat_store_arrays_t;
 
 
 typedef struct {
@@ -76,46 +88,52 @@ static void ngx_chat_store_read_state(ngx_chat_pg_t *pg, ngx_uint_t up,
 static ngx_chat_store_conf_t *ngx_chat_store_conf(ngx_conf_t *cf,
     ngx_chat_store_conf_t **scfp);
 static void ngx_chat_store_requeue(ngx_chat_store_t *st);
+static ngx_int_t ngx_chat_store_arrays(ngx_chat_store_t *st, ngx_uint_t nf,
+    ngx_chat_store_arrays_t *a, ngx_log_t *log);
+static ngx_str_t *ngx_chat_store_field(ngx_chat_store_item_t *it,
+    ngx_uint_t k);
 
 
 static ngx_chat_store_t  *ngx_chat_store;
 
 
+/* rows are scoped by zone: rooms of different zones share nothing */
+
 static const char  ngx_chat_store_insert[] =
-    "INSERT INTO messages (id, room_id, user_id, content, created_at) "
-    "SELECT i, r, u, c, to_timestamp(t / 1000.0) "
+    "INSERT INTO messages (id, zone, room_id, user_id, content, created_at) "
+    "SELECT i, z, r, u, c, to_timestamp(t / 1000.0) "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
-    "$5::bigint[]) AS x(i, r, u, c, t) "
+    "$5::text[], $6::bigint[]) AS x(i, z, r, u, c, t) "
     "ON CONFLICT (id) DO NOTHING";
 
 
 static const char  ngx_chat_store_last[] =
     "SELECT id, user_id, content, "
     "(extract(epoch FROM created_at) * 1000)::bigint "
-    "FROM messages WHERE room_id = $1 "
-    "ORDER BY created_at DESC, id DESC LIMIT $2";
+    "FROM messages WHERE zone = $1 AND room_id = $2 "
+    "ORDER BY created_at DESC, id DESC LIMIT $3";
 
 
 static const char  ngx_chat_store_since[] =
     "WITH s AS (SELECT created_at, id FROM messages "
-    "WHERE room_id = $1 AND id = $2) "
+    "WHERE zone = $1 AND room_id = $2 AND id = $3) "
     "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint FROM s "
     "UNION ALL (SELECT m.id, m.user_id, m.content, "
     "(extract(epoch FROM m.created_at) * 1000)::bigint "
-    "FROM messages m, s WHERE m.room_id = $1 "
+    "FROM messages m, s WHERE m.zone = $1 AND m.room_id = $2 "
     "AND (m.created_at, m.id) > (s.created_at, s.id) "
-    "ORDER BY m.created_at DESC, m.id DESC LIMIT $3)";
+    "ORDER BY m.created_at DESC, m.id DESC LIMIT $4)";
 
 
 static const char  ngx_chat_store_before[] =
     "WITH s AS (SELECT created_at, id FROM messages "
-    "WHERE room_id = $1 AND id = $2) "
+    "WHERE zone = $1 AND room_id = $2 AND id = $3) "
     "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint FROM s "
     "UNION ALL (SELECT m.id, m.user_id, m.content, "
     "(extract(epoch FROM m.created_at) * 1000)::bigint "
-    "FROM messages m, s WHERE m.room_id = $1 "
+    "FROM messages m, s WHERE m.zone = $1 AND m.room_id = $2 "
     "AND (m.created_at, m.id) < (s.created_at, s.id) "
-    "ORDER BY m.created_at DESC, m.id DESC LIMIT $3)";
+    "ORDER BY m.created_at DESC, m.id DESC LIMIT $4)";
 
 
 static ngx_chat_store_conf_t *
@@ -191,13 +209,14 @@ ngx_chat_store_conf_enabled(ngx_chat_store_conf_t *scf)
 
 
 ngx_int_t
-ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
-    ngx_uint_t limit, ngx_chat_store_read_pt handler, void *data)
+ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
+    ngx_str_t *id, ngx_uint_t limit, ngx_chat_store_read_pt handler,
+    void *data)
 {
-    int                     lens[3], n;
+    int                     lens[4], n;
     u_char                  buf[NGX_INT_T_LEN];
     ngx_int_t               rc;
-    const char             *sql, *values[3];
+    const char             *sql, *values[4];
     ngx_chat_store_read_t  *rd;
 
     /* during the first connect, queries wait for it */
@@ -212,24 +231,25 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
         return NGX_BUSY;
     }
 
-    values[0] = (const char *) room->data;
-    lens[0] = (int) room->len;
+    values[0] = (const char *) zone->data;
+    lens[0] = (int) zone->len;
+    values[1] = (const char *) room->data;
+    lens[1] = (int) room->len;
 
     if (mode == NGX_CHAT_STORE_LAST) {
         sql = ngx_chat_store_last;
-        n = 2;
-        values[1] = (const char *) buf;
-        lens[1] = (int) (ngx_sprintf(buf, "%ui", limit) - buf);
+        n = 3;
 
     } else {
         sql = (mode == NGX_CHAT_STORE_SINCE) ? ngx_chat_store_since
                                               : ngx_chat_store_before;
-        n = 3;
-        values[1] = (const char *) id->data;
-        lens[1] = (int) id->len;
-        values[2] = (const char *) buf;
-        lens[2] = (int) (ngx_sprintf(buf, "%ui", limit) - buf);
+        n = 4;
+        values[2] = (const char *) id->data;
+        lens[2] = (int) id->len;
     }
+
+    values[n - 1] = (const char *) buf;
+    lens[n - 1] = (int) (ngx_sprintf(buf, "%ui", limit) - buf);
 
     rd = ngx_alloc(sizeof(ngx_chat_store_read_t), ngx_cycle->log);
     if (rd == NULL) {
@@ -239,9 +259,9 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
     rd->handler = handler;
     rd->data = data;
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "chat store: read \"%V\", mode %ui, limit %ui",
-                   room, mode, limit);
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat store: read \"%V\" of zone \"%V\", mode %ui, "
+                   "limit %ui", room, zone, mode, limit);
 
     rc = ngx_chat_pg_query(ngx_chat_store->rpg, sql, n, values, lens,
                            ngx_chat_store_read_done, rd);
@@ -459,8 +479,8 @@ ngx_chat_store_full(void)
 
 
 ngx_chat_store_item_t *
-ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room, ngx_str_t *user,
-    ngx_str_t *content, uint64_t ts, ngx_str_t *ref)
+ngx_chat_store_add(ngx_str_t *id, ngx_str_t *zone, ngx_str_t *room,
+    ngx_str_t *user, ngx_str_t *content, uint64_t ts, ngx_str_t *ref)
 {
     u_char                 *p;
     size_t                  len;
@@ -469,8 +489,8 @@ ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room, ngx_str_t *user,
 
     st = ngx_chat_store;
 
-    len = sizeof(ngx_chat_store_item_t) + id->len + room->len + user->len
-          + content->len + (ref ? ref->len : 0);
+    len = sizeof(ngx_chat_store_item_t) + id->len + zone->len + room->len
+          + user->len + content->len + (ref ? ref->len : 0);
 
     it = ngx_alloc(len, ngx_cycle->log);
     if (it == NULL) {
@@ -484,6 +504,10 @@ ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room, ngx_str_t *user,
     it->id.data = p;
     it->id.len = id->len;
     p = ngx_cpymem(p, id->data, id->len);
+
+    it->zone.data = p;
+    it->zone.len = zone->len;
+    p = ngx_cpymem(p, zone->data, zone->len);
 
     it->room.data = p;
     it->room.len = room->len;
@@ -640,15 +664,11 @@ ngx_chat_store_array(u_char *p, ngx_str_t *s)
 static void
 ngx_chat_store_flush_handler(ngx_event_t *ev)
 {
-    int                     lens[5];
-    u_char                 *buf, *p[5];
-    size_t                  size[5];
-    ngx_int_t               rc;
-    ngx_uint_t              i, n;
-    const char             *values[5];
-    ngx_queue_t            *q;
-    ngx_chat_store_t       *st;
-    ngx_chat_store_item_t  *it;
+    ngx_int_t                 rc;
+    ngx_uint_t                n;
+    ngx_queue_t              *q;
+    ngx_chat_store_t         *st;
+    ngx_chat_store_arrays_t   a;
 
     st = ngx_chat_store;
 
@@ -656,77 +676,140 @@ ngx_chat_store_flush_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_memzero(size, sizeof(size));
-    n = 0;
-
-    for (q = ngx_queue_head(&st->pending);
-         q != ngx_queue_sentinel(&st->pending) && n < NGX_CHAT_STORE_BATCH;
-         q = ngx_queue_next(q), n++)
-    {
-        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
-
-        size[0] += ngx_chat_store_array_len(&it->id);
-        size[1] += ngx_chat_store_array_len(&it->room);
-        size[2] += ngx_chat_store_array_len(&it->user);
-        size[3] += ngx_chat_store_array_len(&it->content);
-        size[4] += NGX_INT64_LEN + 1;
-    }
-
-    buf = ngx_alloc(size[0] + size[1] + size[2] + size[3] + size[4] + 10,
-                    ev->log);
-    if (buf == NULL) {
-        return;
-    }
-
-    p[0] = buf;
-
-    for (i = 1; i < 5; i++) {
-        p[i] = p[i - 1] + size[i - 1] + 2;
-    }
-
-    for (i = 0; i < 5; i++) {
-        values[i] = (const char *) p[i];
-        *p[i]++ = '{';
-    }
-
-    for (i = 0; i < n; i++) {
+    for (n = 0; n < NGX_CHAT_STORE_BATCH && st->npending; n++) {
         q = ngx_queue_head(&st->pending);
         ngx_queue_remove(q);
         ngx_queue_insert_tail(&st->inflight, q);
-
-        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
-
-        if (i) {
-            *p[0]++ = ','; *p[1]++ = ','; *p[2]++ = ',';
-            *p[3]++ = ','; *p[4]++ = ',';
-        }
-
-        p[0] = ngx_chat_store_array(p[0], &it->id);
-        p[1] = ngx_chat_store_array(p[1], &it->room);
-        p[2] = ngx_chat_store_array(p[2], &it->user);
-        p[3] = ngx_chat_store_array(p[3], &it->content);
-        p[4] = ngx_sprintf(p[4], "%uL", it->ts);
+        st->npending--;
     }
 
-    for (i = 0; i < 5; i++) {
-        *p[i]++ = '}';
-        lens[i] = (int) (p[i] - (u_char *) values[i]);
-    }
-
-    st->npending -= n;
     st->ninflight = n;
+
+    if (ngx_chat_store_arrays(st, NGX_CHAT_STORE_FIELDS, &a, ev->log)
+        != NGX_OK)
+    {
+        ngx_chat_store_requeue(st);
+        return;
+    }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
                    "chat store: INSERT of %ui messages", n);
 
-    rc = ngx_chat_pg_query(st->pg, ngx_chat_store_insert, 5, values, lens,
+    rc = ngx_chat_pg_query(st->pg, ngx_chat_store_insert,
+                           NGX_CHAT_STORE_FIELDS, a.values, a.lens,
                            ngx_chat_store_done, st);
 
-    ngx_free(buf);
+    ngx_free(a.buf);
 
     if (rc != NGX_OK) {
         /* down after all: back to the front of the queue, in order */
         ngx_chat_store_requeue(st);
+    }
+}
+
+
+/*
+ * The text array literals of the batch in flight, one per field (nf: the
+ * first nf of id, zone, room, user, content, ts), in a.buf (ngx_free)
+ */
+
+static ngx_int_t
+ngx_chat_store_arrays(ngx_chat_store_t *st, ngx_uint_t nf,
+    ngx_chat_store_arrays_t *a, ngx_log_t *log)
+{
+    u_char                 *p[NGX_CHAT_STORE_FIELDS];
+    size_t                  size[NGX_CHAT_STORE_FIELDS], total;
+    ngx_uint_t              k, first;
+    ngx_queue_t            *q;
+    ngx_chat_store_item_t  *it;
+
+    ngx_memzero(size, sizeof(size));
+
+    for (q = ngx_queue_head(&st->inflight);
+         q != ngx_queue_sentinel(&st->inflight);
+         q = ngx_queue_next(q))
+    {
+        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
+
+        for (k = 0; k < nf; k++) {
+            size[k] += (k == NGX_CHAT_STORE_TS)
+                       ? NGX_INT64_LEN + 1
+                       : ngx_chat_store_array_len(ngx_chat_store_field(it, k));
+        }
+    }
+
+    total = 0;
+
+    for (k = 0; k < nf; k++) {
+        total += size[k] + 2;       /* braces */
+    }
+
+    a->buf = ngx_alloc(total, log);
+    if (a->buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (k = 0; k < nf; k++) {
+        p[k] = k ? (u_char *) a->values[k - 1] + size[k - 1] + 2 : a->buf;
+        a->values[k] = (const char *) p[k];
+        *p[k]++ = '{';
+    }
+
+    first = 1;
+
+    for (q = ngx_queue_head(&st->inflight);
+         q != ngx_queue_sentinel(&st->inflight);
+         q = ngx_queue_next(q))
+    {
+        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
+
+        for (k = 0; k < nf; k++) {
+            if (!first) {
+                *p[k]++ = ',';
+            }
+
+            if (k == NGX_CHAT_STORE_TS) {
+                p[k] = ngx_sprintf(p[k], "%uL", it->ts);
+
+            } else {
+                p[k] = ngx_chat_store_array(p[k],
+                                            ngx_chat_store_field(it, k));
+            }
+        }
+
+        first = 0;
+    }
+
+    for (k = 0; k < nf; k++) {
+        *p[k]++ = '}';
+        a->lens[k] = (int) (p[k] - (u_char *) a->values[k]);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the fields in the order of the queries' arrays */
+
+static ngx_str_t *
+ngx_chat_store_field(ngx_chat_store_item_t *it, ngx_uint_t k)
+{
+    switch (k) {
+
+    case 0:
+        return &it->id;
+
+    case 1:
+        return &it->zone;
+
+    case 2:
+        return &it->room;
+
+    case 3:
+        return &it->user;
+
+    default: /* 4 */
+        return &it->content;
     }
 }
 

@@ -37,7 +37,7 @@ use Test::Chat::Pg;
 plan skip_all => 'no PostgreSQL server binaries (Test::Chat::Pg->available)'
     unless Test::Chat::Pg->available;
 
-plan tests => 16;
+plan tests => 18;
 
 my $pg = Test::Chat::Pg->start;
 (my $q = $pg->conninfo) =~ s/(["\\])/\\$1/g;
@@ -171,6 +171,15 @@ is(scalar(grep { defined && /$ID/ } @ids), 40,
    'two zones: every id is "<digits>-<12 hex>"');
 stored_as_acked('two zones', @acked);
 is(scalar $pg->psql('SELECT count(*) FROM messages'), 40, 'two zones: 40 rows');
+
+{
+    my $ha = stored_history($t, 'a');
+    my $hb = stored_history($t, 'b');
+    is(join(',', map { $_->{content} } @{ $ha || [] }),
+       join(',', map { "a-$_" } 1 .. 20), "zone a's stored history is its own");
+    is(join(',', map { $_->{content} } @{ $hb || [] }),
+       join(',', map { "b-$_" } 1 .. 20), "zone b's stored history is its own");
+}
 
 # --- 2. two servers on one database, no Redis --------------------------------
 
