@@ -846,6 +846,21 @@ ngx_chat_proto_stored(ngx_chat_store_item_t *it)
 
     ngx_queue_remove(&it->owner);
 
+    if (it->refused) {
+
+        /* delivered live already, but not stored: no ack, ever */
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                       "chat proto: %V refused by storage", &it->id);
+
+        ngx_chat_proto_send_frame(ws,
+            ngx_chat_wire_error("unavailable",
+                                "the message could not be stored",
+                                it->has_ref ? &it->ref : NULL, -1,
+                                ws->connection->log), 0);
+        return;
+    }
+
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
                    "chat proto: %V stored, ack", &it->id);
 

@@ -88,6 +88,11 @@ static void ngx_chat_store_read_state(ngx_chat_pg_t *pg, ngx_uint_t up,
 static ngx_chat_store_conf_t *ngx_chat_store_conf(ngx_conf_t *cf,
     ngx_chat_store_conf_t **scfp);
 static void ngx_chat_store_requeue(ngx_chat_store_t *st);
+static void ngx_chat_store_again(ngx_chat_store_t *st);
+static void ngx_chat_store_check(ngx_chat_store_t *st);
+static void ngx_chat_store_checked(ngx_chat_pg_t *pg, PGresult *res,
+    void *data);
+static void ngx_chat_store_commit(ngx_chat_store_t *st);
 static ngx_int_t ngx_chat_store_arrays(ngx_chat_store_t *st, ngx_uint_t nf,
     ngx_chat_store_arrays_t *a, ngx_log_t *log);
 static ngx_str_t *ngx_chat_store_field(ngx_chat_store_item_t *it,
@@ -105,6 +110,21 @@ static const char  ngx_chat_store_insert[] =
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
     "$5::text[], $6::bigint[]) AS x(i, z, r, u, c, t) "
     "ON CONFLICT (id) DO NOTHING";
+
+
+/*
+ * After an INSERT that did not insert everything: the positions of the
+ * messages whose row is this very message (committed by an earlier try
+ * of the batch whose reply was lost), in order; a separate statement, so
+ * that it sees rows committed while the INSERT waited for them
+ */
+
+static const char  ngx_chat_store_identical[] =
+    "SELECT x.n FROM unnest($1::text[], $2::text[], $3::text[], "
+    "$4::text[], $5::text[]) WITH ORDINALITY AS x(i, z, r, u, c, n) "
+    "JOIN messages m ON m.id = x.i AND m.zone = x.z AND m.room_id = x.r "
+    "AND m.user_id = x.u AND m.content = x.c "
+    "ORDER BY x.n";
 
 
 static const char  ngx_chat_store_last[] =
@@ -837,10 +857,10 @@ ngx_chat_store_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
 {
     ngx_chat_store_t *st = data;
 
-    size_t                  len;
-    u_char                  buf[NGX_CHAT_PG_MESSAGE_MAX];
-    ngx_queue_t            *q;
-    ngx_chat_store_item_t  *it;
+    size_t       len;
+    u_char       buf[NGX_CHAT_PG_MESSAGE_MAX];
+    ngx_int_t    n;
+    const char  *tuples;
 
     if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
 
@@ -852,18 +872,141 @@ ngx_chat_store_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
                           st->ninflight, len, buf);
         }
 
-        /* retried later, in order, before anything newer */
-
-        ngx_chat_store_requeue(st);
-
-        if (!st->retry.timer_set) {
-            ngx_add_timer(&st->retry, NGX_CHAT_STORE_RETRY);
-        }
-
+        ngx_chat_store_again(st);
         return;
     }
 
-    /* committed: now the acks */
+    /* committed: the rows inserted are ours; an id that was taken... */
+
+    tuples = PQcmdTuples(res);
+    n = ngx_atoi((u_char *) tuples, ngx_strlen(tuples));
+
+    if (n == (ngx_int_t) st->ninflight) {
+        ngx_chat_store_commit(st);
+        return;
+    }
+
+    /* ...is ours only if its row is this message: a batch retried */
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat store: %i of %ui messages inserted, checking "
+                   "the others", n, st->ninflight);
+
+    ngx_chat_store_check(st);
+}
+
+
+/* retried later, in order, before anything newer */
+
+static void
+ngx_chat_store_again(ngx_chat_store_t *st)
+{
+    ngx_chat_store_requeue(st);
+
+    if (!st->retry.timer_set) {
+        ngx_add_timer(&st->retry, NGX_CHAT_STORE_RETRY);
+    }
+}
+
+
+/* which messages of the batch in flight have a row that is them */
+
+static void
+ngx_chat_store_check(ngx_chat_store_t *st)
+{
+    ngx_int_t                 rc;
+    ngx_chat_store_arrays_t   a;
+
+    if (ngx_chat_store_arrays(st, NGX_CHAT_STORE_TS, &a, ngx_cycle->log)
+        != NGX_OK)
+    {
+        ngx_chat_store_again(st);
+        return;
+    }
+
+    rc = ngx_chat_pg_query(st->pg, ngx_chat_store_identical,
+                           NGX_CHAT_STORE_TS, a.values, a.lens,
+                           ngx_chat_store_checked, st);
+
+    ngx_free(a.buf);
+
+    if (rc != NGX_OK) {
+        ngx_chat_store_again(st);
+    }
+}
+
+
+/*
+ * The positions (1-based, in order) of the messages whose row is them:
+ * the others clash with another row that has their id, and are refused
+ */
+
+static void
+ngx_chat_store_checked(ngx_chat_pg_t *pg, PGresult *res, void *data)
+{
+    ngx_chat_store_t *st = data;
+
+    int                     row, nrows;
+    size_t                  len;
+    u_char                  buf[NGX_CHAT_PG_MESSAGE_MAX];
+    ngx_int_t               pos, i;
+    ngx_queue_t            *q;
+    ngx_chat_store_item_t  *it;
+
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+
+        if (res) {
+            len = ngx_chat_pg_message(buf, sizeof(buf),
+                                      PQresultErrorMessage(res));
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "chat postgres: checking %ui stored messages "
+                          "failed: %*s", st->ninflight, len, buf);
+        }
+
+        /* the INSERT again: it inserts nothing more, then this again */
+
+        ngx_chat_store_again(st);
+        return;
+    }
+
+    nrows = PQntuples(res);
+    row = 0;
+    i = 1;
+
+    for (q = ngx_queue_head(&st->inflight);
+         q != ngx_queue_sentinel(&st->inflight);
+         q = ngx_queue_next(q), i++)
+    {
+        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
+
+        pos = (row < nrows) ? ngx_atoi((u_char *) PQgetvalue(res, row, 0),
+                                       PQgetlength(res, row, 0))
+                            : -1;
+
+        if (pos == i) {
+            row++;
+            continue;
+        }
+
+        it->refused = 1;
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat postgres: message %V of zone \"%V\" refused: "
+                      "another row has its id (an id clash)",
+                      &it->id, &it->zone);
+    }
+
+    ngx_chat_store_commit(st);
+}
+
+
+/* the batch in flight is done: acks, or errors for those refused */
+
+static void
+ngx_chat_store_commit(ngx_chat_store_t *st)
+{
+    ngx_queue_t            *q;
+    ngx_chat_store_item_t  *it;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "chat store: %ui messages committed", st->ninflight);

@@ -15,13 +15,15 @@
 
 /*
  * Message storage (chat_postgres): each worker stores the messages it
- * accepted.  Messages wait in a bounded per-worker queue; everything queued
- * during one turn of the event loop goes to PostgreSQL in one INSERT (array
- * parameters, ON CONFLICT (id) DO NOTHING, so a batch retried after a lost
- * connection adds no duplicates).  Once the INSERT has committed, each
- * item's done handler runs (the sender's ack).  While PostgreSQL is down
- * the queue waits and is retried; when it is full, new sends are refused.
- * Nothing of libpq shows above this file: reads come back as decoded rows.
+ * accepted, with their zone.  Messages wait in a bounded per-worker queue;
+ * everything queued during one turn of the event loop goes to PostgreSQL
+ * in one INSERT (array parameters, ON CONFLICT (id) DO NOTHING, so a batch
+ * retried after a lost connection adds no duplicates).  Once the INSERT
+ * has committed, each item's done handler runs: the sender's ack, or, with
+ * it->refused set, its error, when the row with its id is another message
+ * (an id clash).  While PostgreSQL is down the queue waits and is retried;
+ * when it is full, new sends are refused.  Nothing of libpq shows above
+ * this file: reads come back as decoded rows.
  */
 
 typedef struct ngx_chat_store_item_s  ngx_chat_store_item_t;
@@ -40,8 +42,10 @@ struct ngx_chat_store_item_s {
     ngx_str_t                  user;
     ngx_str_t                  content;
     ngx_str_t                  ref;
-    ngx_uint_t                 has_ref;
     uint64_t                   ts;
+    unsigned                   has_ref:1;
+    unsigned                   refused:1; /* for done: not stored, the
+                                             sender gets "unavailable" */
 };
 
 

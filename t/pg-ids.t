@@ -37,7 +37,7 @@ use Test::Chat::Pg;
 plan skip_all => 'no PostgreSQL server binaries (Test::Chat::Pg->available)'
     unless Test::Chat::Pg->available;
 
-plan tests => 18;
+plan tests => 24;
 
 my $pg = Test::Chat::Pg->start;
 (my $q = $pg->conninfo) =~ s/(["\\])/\\$1/g;
@@ -235,4 +235,54 @@ is(scalar $pg->psql('SELECT count(*) FROM messages'), 80, 'two servers: 80 rows'
     is(distinct(@ids3, @ids2, @ids), 100,
        'restart: 20 distinct ids, none seen before');
     stored_as_acked('restart', @acked3);
+}
+
+# --- 4. an id that clashes with another row -----------------------------------
+
+{
+    my $a0 = send_msg($ann, 'r', 'probe', 'probe');
+    my ($tag) = (ack_id($a0) // '') =~ /^\d+(.*)$/;
+    my $zc = has_zone_column() ? ', zone' : '';
+    my $zv = $zc ? q{, 'a'} : '';
+
+    # the ids of the next 1.5 s (the first of each millisecond)
+    my $window = sub {
+        my ($user, $content) = @_;
+        $pg->psql(qq{INSERT INTO messages (id, room_id, user_id, content$zc)
+                     SELECT ((extract(epoch FROM clock_timestamp()) * 1000)
+                             ::bigint + d) * 1000 || '$tag', 'r', '$user',
+                            '$content'$zv
+                     FROM generate_series(0, 1500) AS d
+                     ON CONFLICT (id) DO NOTHING});
+        return now() + 1.5;
+    };
+
+    my $mark = $t->log_mark;
+    my $until = $window->('mallory', 'not yours');
+    Time::HiRes::sleep(0.01);
+    my $r = send_msg($ann, 'r', 'clash', 'clash');
+
+    is($r && $r->{type}, 'error', 'a clashing id: no ack, an error')
+        or diag(explain $r);
+    is($r && $r->{code}, 'unavailable', 'a clashing id: "unavailable"');
+    ok(poll(3, sub { $t->error_log(since => $mark)
+                     =~ /\[error\].*chat postgres: .*clash/ }),
+       'a clashing id: an [error] line');
+
+    Time::HiRes::sleep($until - now()) if $until > now();
+
+    # a row that is this very message: committed before a lost connection
+    $until = $window->('ann', 'twice');
+    Time::HiRes::sleep(0.01);
+    $r = send_msg($ann, 'r', 'twice', 'twice');
+    my $rows = rows_by_id();
+
+    ok(ack_id($r) && @{ $rows->{ack_id($r)} || [] } == 1,
+       'an identical row: acked, one row');
+
+    Time::HiRes::sleep($until - now()) if $until > now();
+
+    $r = send_msg($ann, 'r', 'later', 'later');
+    ok(ack_id($r), 'later sends are acked') or diag(explain $r);
+    stored_as_acked('after the clash', [ack_id($r), 'a|ann|later']);
 }
