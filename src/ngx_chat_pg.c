@@ -212,6 +212,13 @@ static const char  ngx_chat_pg_schema[] =
     "$ngx_chat$";
 
 
+/* PQconnectStartParams(): the conninfo, expanded from "dbname", then ours */
+
+static const char *const  ngx_chat_pg_keywords[] = {
+    "dbname", "client_encoding", NULL
+};
+
+
 ngx_chat_pg_t *
 ngx_chat_pg_create(ngx_chat_pg_conf_t *conf, ngx_log_t *log,
     ngx_chat_pg_state_pt state, void *data)
@@ -541,14 +548,26 @@ done:
 static void
 ngx_chat_pg_connect(ngx_chat_pg_t *pg)
 {
+    const char  *values[3];
+
     ngx_log_debug0(NGX_LOG_DEBUG_EVENT, pg->log, 0,
                    "chat postgres connect");
 
     pg->fatal_len = 0;
 
+    /*
+     * the conninfo (expanded from "dbname"), then client_encoding, which
+     * overrides the conninfo's and PGCLIENTENCODING: our text is UTF-8,
+     * and a database in another encoding converts it or refuses it
+     */
+
+    values[0] = (const char *) pg->conf->conninfo.data;
+    values[1] = "UTF8";
+    values[2] = NULL;
+
     /* with a host name this looks it up: see ngx_chat_pg_check_hosts() */
 
-    pg->conn = PQconnectStart((const char *) pg->conf->conninfo.data);
+    pg->conn = PQconnectStartParams(ngx_chat_pg_keywords, values, 1);
 
     if (pg->conn == NULL) {
         ngx_chat_pg_fail(pg, "connection failed", "out of memory");

@@ -23,6 +23,9 @@
 #define NGX_CHAT_STORE_FIELDS     6
 #define NGX_CHAT_STORE_TS         5
 
+/* halves of halves of a batch: at most log2(NGX_CHAT_STORE_BATCH) + 1 */
+#define NGX_CHAT_STORE_PLAN_MAX   16
+
 
 struct ngx_chat_store_conf_s {
     ngx_chat_pg_conf_t         pg;
@@ -60,6 +63,17 @@ typedef struct {
     ngx_uint_t                 full_logged;
 
     /*
+     * batches: at most limit messages (halved after a batch timed out,
+     * doubled back after each success); after a batch was refused for a
+     * reason one of its messages may be, the sizes of the halves still to
+     * try, the next one last (a recursive bisection)
+     */
+    ngx_uint_t                 limit;
+    ngx_uint_t                 plan[NGX_CHAT_STORE_PLAN_MAX];
+    ngx_uint_t                 nplan;
+    ngx_msec_t                 sent;      /* the batch in flight */
+
+    /*
      * reads have a connection of their own: PostgreSQL answers the queries
      * of one connection in turn, and an INSERT (and its acks) must not
      * wait behind a history read
@@ -93,6 +107,8 @@ static void ngx_chat_store_check(ngx_chat_store_t *st);
 static void ngx_chat_store_checked(ngx_chat_pg_t *pg, PGresult *res,
     void *data);
 static void ngx_chat_store_commit(ngx_chat_store_t *st);
+static void ngx_chat_store_failed(ngx_chat_store_t *st, PGresult *res);
+static ngx_uint_t ngx_chat_store_lasting(PGresult *res);
 static ngx_int_t ngx_chat_store_arrays(ngx_chat_store_t *st, ngx_uint_t nf,
     ngx_chat_store_arrays_t *a, ngx_log_t *log);
 static ngx_str_t *ngx_chat_store_field(ngx_chat_store_item_t *it,
@@ -406,15 +422,23 @@ ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 
     st->conf = cmcf->store;
     st->cmcf = cmcf;
+    st->limit = NGX_CHAT_STORE_BATCH;
 
     ngx_queue_init(&st->pending);
     ngx_queue_init(&st->inflight);
 
+    /*
+     * data: with a debug log, the event timer code reads an fd from it
+     * (ngx_event_ident), and NULL crashed the worker at the first send
+     */
+
     st->flush.handler = ngx_chat_store_flush_handler;
+    st->flush.data = st;
     st->flush.log = cycle->log;
 
     /* not cancelable: a worker that exits waits for its queue */
     st->retry.handler = ngx_chat_store_retry_handler;
+    st->retry.data = st;
     st->retry.log = cycle->log;
 
     ngx_chat_store = st;
@@ -685,7 +709,7 @@ static void
 ngx_chat_store_flush_handler(ngx_event_t *ev)
 {
     ngx_int_t                 rc;
-    ngx_uint_t                n;
+    ngx_uint_t                n, max;
     ngx_queue_t              *q;
     ngx_chat_store_t         *st;
     ngx_chat_store_arrays_t   a;
@@ -696,7 +720,9 @@ ngx_chat_store_flush_handler(ngx_event_t *ev)
         return;
     }
 
-    for (n = 0; n < NGX_CHAT_STORE_BATCH && st->npending; n++) {
+    max = st->nplan ? st->plan[st->nplan - 1] : st->limit;
+
+    for (n = 0; n < max && st->npending; n++) {
         q = ngx_queue_head(&st->pending);
         ngx_queue_remove(q);
         ngx_queue_insert_tail(&st->inflight, q);
@@ -714,6 +740,8 @@ ngx_chat_store_flush_handler(ngx_event_t *ev)
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
                    "chat store: INSERT of %ui messages", n);
+
+    st->sent = ngx_current_msec;
 
     rc = ngx_chat_pg_query(st->pg, ngx_chat_store_insert,
                            NGX_CHAT_STORE_FIELDS, a.values, a.lens,
@@ -857,22 +885,25 @@ ngx_chat_store_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
 {
     ngx_chat_store_t *st = data;
 
-    size_t       len;
-    u_char       buf[NGX_CHAT_PG_MESSAGE_MAX];
     ngx_int_t    n;
     const char  *tuples;
 
-    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+    if (res == NULL) {
 
-        if (res) {
-            len = ngx_chat_pg_message(buf, sizeof(buf),
-                                      PQresultErrorMessage(res));
-            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "chat postgres: storing %ui messages failed: %*s",
-                          st->ninflight, len, buf);
+        /* no reply: lost connection, or a batch too slow (halved) */
+
+        if (ngx_current_msec - st->sent >= st->conf->pg.query_timeout
+            && st->ninflight > 1 && st->nplan == 0)
+        {
+            st->limit = st->ninflight / 2;
         }
 
         ngx_chat_store_again(st);
+        return;
+    }
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        ngx_chat_store_failed(st, res);
         return;
     }
 
@@ -893,6 +924,98 @@ ngx_chat_store_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
                    "the others", n, st->ninflight);
 
     ngx_chat_store_check(st);
+}
+
+
+/*
+ * PostgreSQL refused the INSERT.  For a reason of the server's (not
+ * allowed, read only, out of resources...) the batch waits and is
+ * retried whole; for a reason one of its messages may be (a value it
+ * refuses, a constraint, the statement timeout) the batch is split in
+ * halves until that message is alone, and that one is refused: the
+ * others are stored, and nothing blocks the queue for good.
+ */
+
+static void
+ngx_chat_store_failed(ngx_chat_store_t *st, PGresult *res)
+{
+    size_t                  len;
+    u_char                  buf[NGX_CHAT_PG_MESSAGE_MAX];
+    ngx_chat_store_item_t  *it;
+
+    len = ngx_chat_pg_message(buf, sizeof(buf), PQresultErrorMessage(res));
+
+    if (!ngx_chat_store_lasting(res)) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat postgres: storing %ui messages failed: %*s",
+                      st->ninflight, len, buf);
+
+        ngx_chat_store_again(st);
+        return;
+    }
+
+    if (st->ninflight == 1) {
+        it = ngx_queue_data(ngx_queue_head(&st->inflight),
+                            ngx_chat_store_item_t, queue);
+        it->refused = 1;
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat postgres: message %V of zone \"%V\" refused: "
+                      "%*s", &it->id, &it->zone, len, buf);
+
+        ngx_chat_store_commit(st);
+        return;
+    }
+
+    if (st->nplan == 0) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat postgres: storing %ui messages failed: %*s; "
+                      "splitting the batch to find the message refused",
+                      st->ninflight, len, buf);
+
+    } else {
+        st->nplan--;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat store: a batch of %ui messages refused, halved",
+                   st->ninflight);
+
+    /* the second half, then the first one, which goes next */
+
+    if (st->nplan + 2 <= NGX_CHAT_STORE_PLAN_MAX) {
+        st->plan[st->nplan++] = st->ninflight / 2;
+        st->plan[st->nplan++] = st->ninflight - st->ninflight / 2;
+    }
+
+    ngx_chat_store_requeue(st);
+    ngx_chat_store_flush_handler(&st->flush);
+}
+
+
+/*
+ * Errors of a message rather than of the server: SQLSTATE classes 22
+ * (data exception: a value over a limit, a character the database's
+ * encoding has not), 23 (integrity constraint), 54 (program limit
+ * exceeded), P0 (raised by a trigger), and 57014 (the statement timeout)
+ */
+
+static ngx_uint_t
+ngx_chat_store_lasting(PGresult *res)
+{
+    char  *state;
+
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    if (state == NULL || ngx_strlen(state) != 5) {
+        return 0;
+    }
+
+    return ngx_strncmp(state, "22", 2) == 0
+           || ngx_strncmp(state, "23", 2) == 0
+           || ngx_strncmp(state, "54", 2) == 0
+           || ngx_strncmp(state, "P0", 2) == 0
+           || ngx_strcmp(state, "57014") == 0;
 }
 
 
@@ -1010,6 +1133,12 @@ ngx_chat_store_commit(ngx_chat_store_t *st)
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "chat store: %ui messages committed", st->ninflight);
+
+    if (st->nplan) {
+        st->nplan--;
+    }
+
+    st->limit = ngx_min(2 * st->limit, NGX_CHAT_STORE_BATCH);
 
     while (!ngx_queue_empty(&st->inflight)) {
         q = ngx_queue_head(&st->inflight);

@@ -9,15 +9,16 @@
 #   2. a batch with one message PostgreSQL refuses for a lasting reason (a
 #      CHECK constraint): only that one is refused ("unavailable" with its
 #      ref, an [error] line), the 9 others are acked and stored; later
-#      sends are acked
+#      sends are acked; the same with two such messages in 60
 #   3. the same with a statement cancelled (SQLSTATE 57014, what the
 #      statement timeout raises)
 #   4. an error that is not the message's (INSERT not allowed for a while):
 #      nothing is refused, the messages wait and are acked once allowed
 #   5. a database in LATIN1: the connection's client_encoding is UTF8, so
-#      "café" is stored as "café" (not "cafÃ©") and read back so; a
-#      character LATIN1 has not (an emoji) is refused for that message
-#      alone
+#      "café" is stored as "café" (not "cafÃ©") and read back so after a
+#      restart; a character LATIN1 has not (an emoji) is refused for that
+#      message alone (it was delivered live: it stays in the zone's ring,
+#      it is not stored)
 #
 # Everything waits by polling with deadlines; the file takes ~10 s.
 
@@ -40,7 +41,7 @@ use Test::Chat::Pg;
 plan skip_all => 'no PostgreSQL server binaries (Test::Chat::Pg->available)'
     unless Test::Chat::Pg->available;
 
-plan tests => 8;
+plan tests => 33;
 
 for my $h (qw(output failure_output todo_output)) {
     binmode(Test::More->builder->$h, ':encoding(UTF-8)');
@@ -129,19 +130,24 @@ sub burst {
     return \%got;
 }
 
-# checks a burst in which message $bad (1-based) is to be refused
+# checks a burst in which the messages at @$bad (1-based) are to be
+# refused
 sub refused_alone {
     my ($name, $t, $c, $tag, $bad, @contents) = @_;
     my $mark = $t->log_mark;
     my $got = burst($c, $tag, @contents);
     my $n = @contents;
+    my %bad = map { $_ => 1 } @$bad;
     my @acked = grep { ack_id($got->{"$tag$_"}) } 1 .. $n;
-    my $r = $got->{"$tag$bad"};
+    my @refused = grep { my $r = $got->{"$tag$_"};
+                         $r && $r->{type} eq 'error'
+                         && $r->{code} eq 'unavailable' } 1 .. $n;
 
-    is(join(',', @acked), join(',', grep { $_ != $bad } 1 .. $n),
+    is(join(',', @acked), join(',', grep { !$bad{$_} } 1 .. $n),
        "$name: the others are acked");
-    is($r && $r->{type} eq 'error' && $r->{code}, 'unavailable',
-       "$name: that one is refused, \"unavailable\"") or diag(explain $r);
+    is(join(',', @refused), join(',', @$bad),
+       "$name: those are refused, \"unavailable\"")
+        or diag(explain [ map { $got->{"$tag$_"} } @$bad ]);
 
     my $rows = rows();
     my @bad = grep { ($rows->{ ack_id($got->{"$tag$_"}) } // '')
@@ -202,3 +208,83 @@ is(join(',', @{ stored_history($t) }), 'new 1,new 2,new 3',
 $pg->psql(q{UPDATE messages SET zone = 'chat' WHERE zone = ''});
 is(join(',', @{ stored_history($t) }), 'old one,old two,new 1,new 2,new 3',
    'old rows given the zone are in its history');
+
+# --- 2. a message the table refuses: CHECK ----------------------------------
+
+$pg->psql(q{ALTER TABLE messages ADD CONSTRAINT no_poison
+            CHECK (content <> 'poison')});
+
+refused_alone('CHECK', $t, $ann, 'c', [4],
+              map { $_ == 4 ? 'poison' : "fine $_" } 1 .. 10);
+
+# two in a batch of 60: halves of halves
+refused_alone('CHECK, two of 60', $t, $ann, 'd', [23, 41],
+              map { $_ == 23 || $_ == 41 ? 'poison' : "fine $_" } 1 .. 60);
+
+# --- 3. a statement cancelled (57014) ----------------------------------------
+
+$pg->psql(<<'_SQL_');
+CREATE FUNCTION cancel_it() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.content = 'cancel me' THEN
+        RAISE EXCEPTION 'canceling statement due to statement timeout'
+            USING ERRCODE = 'query_canceled';
+    END IF;
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER cancel_it BEFORE INSERT ON messages
+    FOR EACH ROW EXECUTE FUNCTION cancel_it();
+_SQL_
+
+refused_alone('57014', $t, $ann, 's', [1],
+              map { $_ == 1 ? 'cancel me' : "fine $_" } 1 .. 6);
+
+# --- 4. an error that is not the message's -----------------------------------
+
+{
+    $pg->psql('REVOKE INSERT ON messages FROM chat');
+    my $ws = $ann->{ws};
+    send_json($ann, type => 'send', room => 'r', content => "wait $_",
+              ref => "w$_") for 1 .. 3;
+    my @early = collect($ann, sub { ($_[0]{ref} // '') =~ /^w/ }, 1, 1.5);
+    is(scalar @early, 0, 'INSERT not allowed: no ack, nothing refused')
+        or diag(explain \@early);
+    $pg->psql('GRANT INSERT ON messages TO chat');
+    my @late = collect($ann, sub { ($_[0]{ref} // '') =~ /^w/ }, 3, 5);
+    is(join(',', map { "$_->{type}:$_->{ref}" } @late), 'ack:w1,ack:w2,ack:w3',
+       'allowed again: all acked, in order');
+}
+
+# --- 5. a database in LATIN1 --------------------------------------------------
+
+{
+    $pg->psql(q{CREATE DATABASE latin OWNER chat ENCODING 'LATIN1'
+                LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0},
+              db => 'postgres');
+    my $l = server(dbname => 'latin');
+    ok(connected($l), 'LATIN1: connected');
+
+    my $cat = member($l, 'ann');
+    my $a = send_msg($cat, 'r', 'café', 'l1');
+    ok(ack_id($a), 'LATIN1: "café" acked');
+    is((rows('latin')->{ ack_id($a) // '' } // ''), 'chat|ann|café',
+       'LATIN1: stored as "café"');
+
+    my $mark = $l->log_mark;
+    my $r = send_msg($cat, 'r', "smile \x{1F642}", 'l2');
+    is($r && $r->{type} eq 'error' && $r->{code}, 'unavailable',
+       'LATIN1: an emoji is refused for that message') or diag(explain $r);
+    ok(poll(3, sub { $l->error_log(since => $mark)
+                     =~ /\[error\].*chat postgres: .*refused/ }),
+       'LATIN1: an [error] line');
+
+    $a = send_msg($cat, 'r', 'après', 'l3');
+    ok(ack_id($a), 'LATIN1: later sends are acked');
+
+    # restarted, the zone is empty: the history is what was stored
+    $l->stop;
+    ok($l->start && connected($l), 'LATIN1: restarted');
+    is(join(',', @{ stored_history($l) }), 'café,après',
+       'LATIN1: the stored history reads back in UTF-8, without the emoji');
+}

@@ -193,7 +193,8 @@ my $ci = $pg->conninfo(application_name => 'probe-q', sslmode => 'disable');
 my $ci_tls = $pg->conninfo(application_name => 'probe-tls',
                            sslmode => 'require', dbname => 'tls');
 my $ci_unix = $pg->conninfo(host => $pg->socket_dir,
-                            application_name => 'probe-unix');
+                            application_name => 'probe-unix',
+                            client_encoding => 'LATIN1');
 my $ci_badpw = $pg->conninfo(password => 'wrong');
 my $ci_nodb = $pg->conninfo(dbname => 'nosuch');
 my $ci_refused = $pg->conninfo(port => $refused_port);
@@ -258,6 +259,10 @@ is(log_count(qr/\[notice\].*chat postgres: "$label_unix" is up/), 1,
    'NOTICE "is up" once (unix socket)');
 is(get('/unix' . qry('SELECT current_user, inet_server_port() IS NULL')),
    "chat|t\n", 'the unix socket connection is one');
+is(get('/q' . qry('SHOW client_encoding')), "UTF8\n",
+   'client_encoding UTF8');
+is(get('/unix' . qry('SHOW client_encoding')), "UTF8\n",
+   'client_encoding UTF8, over the conninfo\'s LATIN1');
 
 
 ###############################################################################
