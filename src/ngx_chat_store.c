@@ -1096,6 +1096,10 @@ ngx_chat_store_checked(ngx_chat_pg_t *pg, PGresult *res, void *data)
     row = 0;
     i = 1;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat store: %d of %ui messages are stored as sent",
+                   nrows, st->ninflight);
+
     for (q = ngx_queue_head(&st->inflight);
          q != ngx_queue_sentinel(&st->inflight);
          q = ngx_queue_next(q), i++)

@@ -18,7 +18,8 @@
 #      "café" is stored as "café" (not "cafÃ©") and read back so after a
 #      restart; a character LATIN1 has not (an emoji) is refused for that
 #      message alone (it was delivered live: it stays in the zone's ring,
-#      it is not stored)
+#      it is not stored); this server logs at debug level (a worker with a
+#      debug log crashed at the first send)
 #
 # Everything waits by polling with deadlines; the file takes ~10 s.
 
@@ -50,9 +51,9 @@ for my $h (qw(output failure_output todo_output)) {
 my $pg = Test::Chat::Pg->start;
 
 sub server {
-    my (%o) = @_;
+    my ($level, %o) = @_;
     (my $q = $pg->conninfo(%o)) =~ s/(["\\])/\\$1/g;
-    return Test::Chat::Nginx->new(workers => 1,
+    return Test::Chat::Nginx->new(workers => 1, log_level => $level,
         http => "chat_zone chat 1m;\n    chat_postgres \"$q\";",
         server => <<'_EOC_');
         location = /chat {
@@ -179,7 +180,7 @@ VALUES ('1700000000000000', 'r', 'old', 'old one', now() - interval '1 day'),
        ('1700000000001000', 'r', 'old', 'old two', now() - interval '1 day');
 _SQL_
 
-my $t = server();
+my $t = server('info');
 ok(connected($t), 'the worker connected to PostgreSQL');
 
 is(scalar $pg->psql(q{SELECT is_nullable || ' ' || column_default
@@ -262,7 +263,7 @@ refused_alone('57014', $t, $ann, 's', [1],
     $pg->psql(q{CREATE DATABASE latin OWNER chat ENCODING 'LATIN1'
                 LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0},
               db => 'postgres');
-    my $l = server(dbname => 'latin');
+    my $l = server('debug', dbname => 'latin');
     ok(connected($l), 'LATIN1: connected');
 
     my $cat = member($l, 'ann');
