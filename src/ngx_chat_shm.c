@@ -38,6 +38,8 @@ static ngx_chat_buf_t *ngx_chat_shm_history_frame(ngx_chat_shm_room_t *room,
 static ngx_chat_shm_ring_t *ngx_chat_shm_ring_copy_locked(
     ngx_chat_shm_room_t *room);
 static uint64_t ngx_chat_shm_server_id(ngx_log_t *log);
+static uint64_t ngx_chat_shm_post_time(u_char *end, uint64_t now_ms,
+    uint64_t msg_id);
 
 
 static u_char  *ngx_chat_shm_scratch_buf;
@@ -907,6 +909,7 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ids.len = p - id_at;
     ngx_memmove(p, id_at + NGX_CHAT_ID_LEN, tail);
     len = (size_t) (p + tail - start);
+    now_ms = ngx_chat_shm_post_time(start + len, now_ms, msg_id);
 
     msg = NULL;
 
@@ -970,6 +973,41 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
                    "chat zone: \"%V\" posted %V in \"%V\"", user, id, name);
 
     return NGX_OK;
+}
+
+
+/*
+ * The message's time follows its id (its millisecond), so that stored
+ * rows, ordered by time, then id, are in the order of the ids, which is
+ * the order of the ring and of delivery: the time never goes back within
+ * the zone's life, even when the wall clock steps back or this worker's
+ * cached time lags another's (a "since" read from storage would miss the
+ * later messages otherwise).  Written over the digits before the closing
+ * brace, which have the same width until the year 2286.  Locked.
+ */
+
+static uint64_t
+ngx_chat_shm_post_time(u_char *end, uint64_t now_ms, uint64_t msg_id)
+{
+    u_char    buf[NGX_INT64_LEN], now[NGX_INT64_LEN];
+    size_t    n;
+    uint64_t  ms;
+
+    ms = msg_id / 1000;
+
+    if (ms == now_ms) {
+        return now_ms;
+    }
+
+    n = ngx_sprintf(buf, "%uL", ms) - buf;
+
+    if (n != (size_t) (ngx_sprintf(now, "%uL", now_ms) - now)) {
+        return now_ms;
+    }
+
+    ngx_memcpy(end - 1 - n, buf, n);
+
+    return ms;
 }
 
 
