@@ -378,7 +378,7 @@ ngx_chat_postconfiguration(ngx_conf_t *cf)
 
     for (i = 0; i < cmcf->zones.nelts; i++) {
         zones[i]->store = (cmcf->store != NULL);
-        zones[i]->tagged = (cmcf->redis != NULL);
+        zones[i]->relayed = (cmcf->redis != NULL);
     }
 
     ref = cmcf->refs.elts;

@@ -7,15 +7,20 @@
 --     psql -d chat -f schema.sql
 --
 -- then grant the chat role what it needs (see the end of this file).  When
--- the table and its index exist, nginx creates nothing and needs no other
--- privilege.  Safe to run again: everything is "IF NOT EXISTS".
+-- the table, its zone column and its indexes exist, nginx creates nothing
+-- and needs no other privilege.  Safe to run again: everything is "IF NOT
+-- EXISTS"; run it again to migrate a table of an earlier version (it adds
+-- the zone column and its index).
 
 -- One row per accepted message.  Inserts are parameterised (no user text
--- is ever spliced into SQL) and use ON CONFLICT (id) DO NOTHING, so a
--- batch retried after a lost connection adds no duplicates.
+-- is ever spliced into SQL) and use ON CONFLICT (id) DO NOTHING; a message
+-- whose id is taken is acked only when that row is this very message (a
+-- batch retried after a lost connection), refused otherwise.
 CREATE TABLE IF NOT EXISTS messages (
-    -- the message id as sent on the wire; unique
+    -- the message id as sent on the wire ("<number>-<12 hex>"); unique
     id          text PRIMARY KEY,
+    -- the chat_zone: rooms of different zones share no rows
+    zone        text NOT NULL DEFAULT '',
     -- the room name
     room_id     text NOT NULL,
     -- the sender, as authenticated by nginx (chat_user)
@@ -26,8 +31,17 @@ CREATE TABLE IF NOT EXISTS messages (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
--- History of a room, newest or oldest first.  nginx checks for this index
--- by name (messages_room_created) and creates it if it is missing.
+-- A table of an earlier version has no zone column: its rows get the zone
+-- '' (no zone's history shows them); to give them to a zone:
+--
+--     UPDATE messages SET zone = 'chat' WHERE zone = '';
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS zone text NOT NULL DEFAULT '';
+
+-- History of a zone's room, newest or oldest first (the queries' order),
+-- and of a room (SPEC 7).  nginx checks for these indexes by name and
+-- creates them if they are missing.
+CREATE INDEX IF NOT EXISTS messages_zone_room_created
+    ON messages (zone, room_id, created_at, id);
 CREATE INDEX IF NOT EXISTS messages_room_created
     ON messages (room_id, created_at);
 

@@ -3779,7 +3779,7 @@ zone_create(void)
         fworkers[w].ctx.shm_zone = &fworkers[w].shm_zone;
         ngx_str_set(&fworkers[w].ctx.name, "chat");
         fworkers[w].ctx.store = 0;
-        fworkers[w].ctx.tagged = 0;
+        fworkers[w].ctx.relayed = 0;
 
         /* as ngx_chat_module.c sets it: the largest chat_max_message_size */
         fworkers[w].ctx.max_message = 4096;

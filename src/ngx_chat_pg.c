@@ -137,13 +137,15 @@ static void ngx_chat_pg_notice(void *arg, const PGresult *res);
 
 
 /*
- * SPEC 7.  Nothing to do (and no privilege needed) when the table and its
- * index exist, e.g. created by an operator from conf-examples/schema.sql
- * for a role that may only read and write them.  Otherwise creates them
- * under an advisory lock, so that workers starting together do not race
- * on the catalogs (those that waited find them: no "already exists"
- * notices); a role that may not create the index of a table that exists
- * gets a warning.
+ * SPEC 7.  Nothing to do (and no privilege needed) when the table, its
+ * "zone" column and its indexes exist, e.g. created by an operator from
+ * conf-examples/schema.sql for a role that may only read and write them.
+ * Otherwise creates them under an advisory lock, so that workers starting
+ * together do not race on the catalogs (those that waited find them: no
+ * "already exists" notices).  A table of an earlier version, without the
+ * zone column, is migrated in place (its rows get the zone ''); a role
+ * that may not do that gets an error saying what to run; one that may not
+ * create an index of a table that has its columns gets a warning.
  */
 
 static const char  ngx_chat_pg_schema[] =
@@ -151,6 +153,10 @@ static const char  ngx_chat_pg_schema[] =
     "BEGIN\n"
     "    IF to_regclass('messages') IS NOT NULL\n"
     "       AND to_regclass('messages_room_created') IS NOT NULL\n"
+    "       AND to_regclass('messages_zone_room_created') IS NOT NULL\n"
+    "       AND EXISTS (SELECT 1 FROM pg_attribute\n"
+    "                   WHERE attrelid = to_regclass('messages')\n"
+    "                     AND attname = 'zone' AND NOT attisdropped)\n"
     "    THEN\n"
     "        RETURN;\n"
     "    END IF;\n"
@@ -160,24 +166,57 @@ static const char  ngx_chat_pg_schema[] =
     "\n"
     "    CREATE TABLE IF NOT EXISTS messages (\n"
     "        id          text PRIMARY KEY,\n"
+    "        zone        text NOT NULL DEFAULT '',\n"
     "        room_id     text NOT NULL,\n"
     "        user_id     text NOT NULL,\n"
     "        content     text NOT NULL,\n"
     "        created_at  timestamptz NOT NULL DEFAULT now()\n"
     "    );\n"
     "\n"
+    "    IF NOT EXISTS (SELECT 1 FROM pg_attribute\n"
+    "                   WHERE attrelid = to_regclass('messages')\n"
+    "                     AND attname = 'zone' AND NOT attisdropped)\n"
+    "    THEN\n"
+    "        ALTER TABLE messages\n"
+    "            ADD COLUMN IF NOT EXISTS zone text NOT NULL DEFAULT '';\n"
+    "    END IF;\n"
+    "\n"
     "    CREATE INDEX IF NOT EXISTS messages_room_created\n"
     "        ON messages (room_id, created_at);\n"
+    "\n"
+    "    CREATE INDEX IF NOT EXISTS messages_zone_room_created\n"
+    "        ON messages (zone, room_id, created_at, id);\n"
     "\n"
     "EXCEPTION WHEN insufficient_privilege THEN\n"
     "    IF to_regclass('messages') IS NULL THEN\n"
     "        RAISE;\n"
     "    END IF;\n"
     "\n"
-    "    RAISE WARNING 'index messages_room_created is missing: %',"
-    " SQLERRM;\n"
+    "    IF NOT EXISTS (SELECT 1 FROM pg_attribute\n"
+    "                   WHERE attrelid = to_regclass('messages')\n"
+    "                     AND attname = 'zone' AND NOT attisdropped)\n"
+    "    THEN\n"
+    "        RAISE EXCEPTION 'table messages has no column zone (%), its"
+    " owner must add it: ALTER TABLE messages ADD COLUMN zone text NOT NULL"
+    " DEFAULT ''''', SQLERRM USING ERRCODE = 'insufficient_privilege';\n"
+    "    END IF;\n"
+    "\n"
+    "    RAISE WARNING 'table messages lacks index %: %',\n"
+    "        concat_ws(', ',\n"
+    "            CASE WHEN to_regclass('messages_room_created') IS NULL\n"
+    "                 THEN 'messages_room_created' END,\n"
+    "            CASE WHEN to_regclass('messages_zone_room_created') IS NULL\n"
+    "                 THEN 'messages_zone_room_created' END),\n"
+    "        SQLERRM;\n"
     "END\n"
     "$ngx_chat$";
+
+
+/* PQconnectStartParams(): the conninfo, expanded from "dbname", then ours */
+
+static const char *const  ngx_chat_pg_keywords[] = {
+    "dbname", "client_encoding", NULL
+};
 
 
 ngx_chat_pg_t *
@@ -509,14 +548,26 @@ done:
 static void
 ngx_chat_pg_connect(ngx_chat_pg_t *pg)
 {
+    const char  *values[3];
+
     ngx_log_debug0(NGX_LOG_DEBUG_EVENT, pg->log, 0,
                    "chat postgres connect");
 
     pg->fatal_len = 0;
 
+    /*
+     * the conninfo (expanded from "dbname"), then client_encoding, which
+     * overrides the conninfo's and PGCLIENTENCODING: our text is UTF-8,
+     * and a database in another encoding converts it or refuses it
+     */
+
+    values[0] = (const char *) pg->conf->conninfo.data;
+    values[1] = "UTF8";
+    values[2] = NULL;
+
     /* with a host name this looks it up: see ngx_chat_pg_check_hosts() */
 
-    pg->conn = PQconnectStart((const char *) pg->conf->conninfo.data);
+    pg->conn = PQconnectStartParams(ngx_chat_pg_keywords, values, 1);
 
     if (pg->conn == NULL) {
         ngx_chat_pg_fail(pg, "connection failed", "out of memory");

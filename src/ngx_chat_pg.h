@@ -16,7 +16,7 @@
 
 /*
  * A PostgreSQL client on nginx's event loop: libpq in non-blocking mode
- * (PQconnectStart/PQconnectPoll, PQsendQueryParams, PQconsumeInput,
+ * (PQconnectStartParams/PQconnectPoll, PQsendQueryParams, PQconsumeInput,
  * PQisBusy, PQflush), its socket (PQsocket, re-read after every
  * PQconnectPoll) wrapped in an nginx connection whose read and write
  * events drive everything.  Never a blocking libpq call in a worker.
@@ -28,10 +28,13 @@
  * is closed and reopened with exponential backoff and jitter; state
  * changes are reported once each (the state handler may be called with
  * up == 0 before any up).  When a connection is up, the schema (SPEC §7:
- * table "messages" and its index) has been created if missing; operators
- * may create it themselves for a role that may only read and write
- * (conf-examples/schema.sql).  connect_timeout in the conninfo overrides
- * the default connect timeout.
+ * table "messages" with its "zone" column and its indexes) has been
+ * created if missing, a table without the zone column migrated in place;
+ * operators may create it themselves for a role that may only read and
+ * write (conf-examples/schema.sql).  connect_timeout in the conninfo
+ * overrides the default connect timeout.  Every connection's
+ * client_encoding is UTF8, whatever the conninfo or the environment say:
+ * parameters are UTF-8 text, results come back in UTF-8.
  */
 
 

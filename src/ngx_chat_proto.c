@@ -822,8 +822,8 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 
     /* with storage, the ack waits for the COMMIT */
 
-    it = ngx_chat_store_add(&id, &rq->room, &ws->user, &content, ts,
-                            rq->has_ref ? &rq->ref : NULL);
+    it = ngx_chat_store_add(&id, &s->ctx->name, &rq->room, &ws->user,
+                            &content, ts, rq->has_ref ? &rq->ref : NULL);
     if (it == NULL) {
         ngx_log_error(NGX_LOG_ALERT, ws->connection->log, 0,
                       "chat: message %V delivered but not queued for "
@@ -845,6 +845,21 @@ ngx_chat_proto_stored(ngx_chat_store_item_t *it)
     ws = it->data;
 
     ngx_queue_remove(&it->owner);
+
+    if (it->refused) {
+
+        /* delivered live already, but not stored: no ack, ever */
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                       "chat proto: %V refused by storage", &it->id);
+
+        ngx_chat_proto_send_frame(ws,
+            ngx_chat_wire_error("unavailable",
+                                "the message could not be stored",
+                                it->has_ref ? &it->ref : NULL, -1,
+                                ws->connection->log), 0);
+        return;
+    }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
                    "chat proto: %V stored, ack", &it->id);
@@ -1027,7 +1042,8 @@ ngx_chat_proto_read_next(ngx_chat_proto_session_t *s)
 
         rd->inflight = 1;
 
-        rc = ngx_chat_store_history(rd->mode, &rd->room, &rd->id, rd->limit,
+        rc = ngx_chat_store_history(rd->mode, &s->ctx->name, &rd->room,
+                                    &rd->id, rd->limit,
                                     ngx_chat_proto_read_done, rd);
         if (rc == NGX_OK) {
             return;

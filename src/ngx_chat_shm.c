@@ -39,6 +39,9 @@ static ngx_chat_buf_t *ngx_chat_shm_snap_frame(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *name, ngx_chat_shm_snap_t *snap, ngx_log_t *log);
 static ngx_chat_shm_ring_t *ngx_chat_shm_ring_copy_locked(
     ngx_chat_shm_room_t *room);
+static uint64_t ngx_chat_shm_server_id(ngx_log_t *log);
+static uint64_t ngx_chat_shm_post_time(u_char *end, uint64_t now_ms,
+    uint64_t msg_id);
 
 
 static u_char  *ngx_chat_shm_scratch_buf;
@@ -110,9 +113,11 @@ ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     sh->layout = NGX_CHAT_SHM_LAYOUT;
 
-    /* this server's identity for the relay: random, new on each start */
-    sh->server_id = ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
-                    ^ ((uint64_t) ngx_pid << 16) ^ (uint64_t) ngx_time();
+    /*
+     * this zone's identity on this server, new on each start: the tag of
+     * its message ids and its name for the relay
+     */
+    sh->server_id = ngx_chat_shm_server_id(shm_zone->shm.log);
 
     ngx_rbtree_init(&sh->rooms, &sh->rooms_sentinel,
                     ngx_str_rbtree_insert_value);
@@ -827,7 +832,7 @@ static void
 ngx_chat_shm_relay_event(ngx_chat_shm_ctx_t *ctx, ngx_uint_t kind,
     ngx_uint_t flags, ngx_str_t *room, ngx_str_t *user)
 {
-    if (!ctx->tagged) {
+    if (!ctx->relayed) {
         return;
     }
 
@@ -918,6 +923,7 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ids.len = p - id_at;
     ngx_memmove(p, id_at + NGX_CHAT_ID_LEN, tail);
     len = (size_t) (p + tail - start);
+    now_ms = ngx_chat_shm_post_time(start + len, now_ms, msg_id);
 
     msg = NULL;
 
@@ -981,6 +987,41 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
                    "chat zone: \"%V\" posted %V in \"%V\"", user, id, name);
 
     return NGX_OK;
+}
+
+
+/*
+ * The message's time follows its id (its millisecond), so that stored
+ * rows, ordered by time, then id, are in the order of the ids, which is
+ * the order of the ring and of delivery: the time never goes back within
+ * the zone's life, even when the wall clock steps back or this worker's
+ * cached time lags another's (a "since" read from storage would miss the
+ * later messages otherwise).  Written over the digits before the closing
+ * brace, which have the same width until the year 2286.  Locked.
+ */
+
+static uint64_t
+ngx_chat_shm_post_time(u_char *end, uint64_t now_ms, uint64_t msg_id)
+{
+    u_char    buf[NGX_INT64_LEN], now[NGX_INT64_LEN];
+    size_t    n;
+    uint64_t  ms;
+
+    ms = msg_id / 1000;
+
+    if (ms == now_ms) {
+        return now_ms;
+    }
+
+    n = ngx_sprintf(buf, "%uL", ms) - buf;
+
+    if (n != (size_t) (ngx_sprintf(now, "%uL", now_ms) - now)) {
+        return now_ms;
+    }
+
+    ngx_memcpy(end - 1 - n, buf, n);
+
+    return ms;
 }
 
 
@@ -1359,4 +1400,44 @@ ngx_chat_shm_set_pg_down(ngx_chat_shm_ctx_t *ctx, ngx_uint_t down)
     ngx_shmtx_lock(&ctx->shpool->mutex);
     ctx->sh->workers[ctx->wslot].pg_down = down;
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/*
+ * 64 random bits from the kernel (at configuration time, in the master:
+ * the read may block).  random() alone is seeded with the pid and the
+ * time, which two containers started together share.
+ */
+
+static uint64_t
+ngx_chat_shm_server_id(ngx_log_t *log)
+{
+    ssize_t    n;
+    uint64_t   id;
+    ngx_fd_t   fd;
+
+    id = 0;
+    n = -1;
+
+    fd = ngx_open_file("/dev/urandom", NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+
+    if (fd != NGX_INVALID_FILE) {
+        n = ngx_read_fd(fd, &id, sizeof(uint64_t));
+
+        if (ngx_close_file(fd) == NGX_FILE_ERROR) {
+            ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                          ngx_close_file_n " \"/dev/urandom\" failed");
+        }
+    }
+
+    if (n != (ssize_t) sizeof(uint64_t)) {
+        ngx_log_error(NGX_LOG_WARN, log, ngx_errno,
+                      "chat: cannot read /dev/urandom, the zone's id tag "
+                      "comes from random()");
+
+        id = 0;
+    }
+
+    return id ^ ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
+           ^ ((uint64_t) ngx_pid << 16) ^ (uint64_t) ngx_time();
 }

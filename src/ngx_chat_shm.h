@@ -45,13 +45,13 @@ struct ngx_chat_shm_ctx_s {
     unsigned                   store:1;   /* chat_postgres: messages are
                                              stored, the ring may not
                                              hold everything asked */
-    unsigned                   tagged:1;  /* chat_redis: ids carry this
-                                             server's tag, relay events
+    unsigned                   relayed:1; /* chat_redis: relay events
                                              go on the bus */
 
     /* this worker's, set once it is attached */
     ngx_int_t                  wslot;     /* -1: not attached */
-    ngx_str_t                  id_tag;    /* "-<server>" when tagged */
+    ngx_str_t                  id_tag;    /* "-<12 hex>": this zone's life
+                                             on this server */
     u_char                     id_tag_data[16];
     ngx_chat_bus_reader_t      bus;
 };

@@ -48,13 +48,15 @@ ngx_chat_shm_worker_attach(ngx_chat_shm_ctx_t *ctx,
     ctx->wslot = i;
     ngx_chat_bus_attach(&sh->bus, &ctx->bus, i, name);
 
-    if (ctx->tagged) {
-        /* ids get this server's tag, so that they are unique across them */
-        ctx->id_tag.data = ctx->id_tag_data;
-        ctx->id_tag.len = ngx_sprintf(ctx->id_tag_data, "-%012xL",
-                                      sh->server_id & 0xffffffffffffULL)
-                          - ctx->id_tag_data;
-    }
+    /*
+     * ids get the tag of this zone's life on this server: unique across
+     * the zones and servers that share a database, and across restarts,
+     * whatever the clock did meanwhile
+     */
+    ctx->id_tag.data = ctx->id_tag_data;
+    ctx->id_tag.len = ngx_sprintf(ctx->id_tag_data, "-%012xL",
+                                  sh->server_id & 0xffffffffffffULL)
+                      - ctx->id_tag_data;
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 

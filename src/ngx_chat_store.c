@@ -19,6 +19,13 @@
 #define NGX_CHAT_STORE_RETRY      1000
 #define NGX_CHAT_STORE_READS_MAX  100     /* in flight per worker */
 
+/* the arrays of an INSERT: id, zone, room, user, content, ts */
+#define NGX_CHAT_STORE_FIELDS     6
+#define NGX_CHAT_STORE_TS         5
+
+/* halves of halves of a batch: at most log2(NGX_CHAT_STORE_BATCH) + 1 */
+#define NGX_CHAT_STORE_PLAN_MAX   16
+
 
 struct ngx_chat_store_conf_s {
     ngx_chat_pg_conf_t         pg;
@@ -31,6 +38,14 @@ typedef struct {
     ngx_chat_store_read_pt     handler;
     void                      *data;
 } ngx_chat_store_read_t;
+
+
+/* a batch's parameters: text array literals */
+typedef struct {
+    u_char                    *buf;
+    const char                *values[NGX_CHAT_STORE_FIELDS];
+    int                        lens[NGX_CHAT_STORE_FIELDS];
+} ngx_chat_store_arrays_t;
 
 
 typedef struct {
@@ -46,6 +61,17 @@ typedef struct {
     ngx_uint_t                 up;
     ngx_uint_t                 connecting;    /* the first attempt */
     ngx_uint_t                 full_logged;
+
+    /*
+     * batches: at most limit messages (halved after a batch timed out,
+     * doubled back after each success); after a batch was refused for a
+     * reason one of its messages may be, the sizes of the halves still to
+     * try, the next one last (a recursive bisection)
+     */
+    ngx_uint_t                 limit;
+    ngx_uint_t                 plan[NGX_CHAT_STORE_PLAN_MAX];
+    ngx_uint_t                 nplan;
+    ngx_msec_t                 sent;      /* the batch in flight */
 
     /*
      * reads have a connection of their own: PostgreSQL answers the queries
@@ -78,46 +104,74 @@ static void ngx_chat_store_read_state(ngx_chat_pg_t *pg, ngx_uint_t up,
 static ngx_chat_store_conf_t *ngx_chat_store_conf(ngx_conf_t *cf,
     ngx_chat_store_conf_t **scfp);
 static void ngx_chat_store_requeue(ngx_chat_store_t *st);
+static void ngx_chat_store_again(ngx_chat_store_t *st);
+static void ngx_chat_store_check(ngx_chat_store_t *st);
+static void ngx_chat_store_checked(ngx_chat_pg_t *pg, PGresult *res,
+    void *data);
+static void ngx_chat_store_commit(ngx_chat_store_t *st);
+static void ngx_chat_store_failed(ngx_chat_store_t *st, PGresult *res);
+static ngx_uint_t ngx_chat_store_lasting(PGresult *res);
+static ngx_int_t ngx_chat_store_arrays(ngx_chat_store_t *st, ngx_uint_t nf,
+    ngx_chat_store_arrays_t *a, ngx_log_t *log);
+static ngx_str_t *ngx_chat_store_field(ngx_chat_store_item_t *it,
+    ngx_uint_t k);
 
 
 static ngx_chat_store_t  *ngx_chat_store;
 
 
+/* rows are scoped by zone: rooms of different zones share nothing */
+
 static const char  ngx_chat_store_insert[] =
-    "INSERT INTO messages (id, room_id, user_id, content, created_at) "
-    "SELECT i, r, u, c, to_timestamp(t / 1000.0) "
+    "INSERT INTO messages (id, zone, room_id, user_id, content, created_at) "
+    "SELECT i, z, r, u, c, to_timestamp(t / 1000.0) "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
-    "$5::bigint[]) AS x(i, r, u, c, t) "
+    "$5::text[], $6::bigint[]) AS x(i, z, r, u, c, t) "
     "ON CONFLICT (id) DO NOTHING";
+
+
+/*
+ * After an INSERT that did not insert everything: the positions of the
+ * messages whose row is this very message (committed by an earlier try
+ * of the batch whose reply was lost), in order; a separate statement, so
+ * that it sees rows committed while the INSERT waited for them
+ */
+
+static const char  ngx_chat_store_identical[] =
+    "SELECT x.n FROM unnest($1::text[], $2::text[], $3::text[], "
+    "$4::text[], $5::text[]) WITH ORDINALITY AS x(i, z, r, u, c, n) "
+    "JOIN messages m ON m.id = x.i AND m.zone = x.z AND m.room_id = x.r "
+    "AND m.user_id = x.u AND m.content = x.c "
+    "ORDER BY x.n";
 
 
 static const char  ngx_chat_store_last[] =
     "SELECT id, user_id, content, "
     "(extract(epoch FROM created_at) * 1000)::bigint "
-    "FROM messages WHERE room_id = $1 "
-    "ORDER BY created_at DESC, id DESC LIMIT $2";
+    "FROM messages WHERE zone = $1 AND room_id = $2 "
+    "ORDER BY created_at DESC, id DESC LIMIT $3";
 
 
 static const char  ngx_chat_store_since[] =
     "WITH s AS (SELECT created_at, id FROM messages "
-    "WHERE room_id = $1 AND id = $2) "
+    "WHERE zone = $1 AND room_id = $2 AND id = $3) "
     "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint FROM s "
     "UNION ALL (SELECT m.id, m.user_id, m.content, "
     "(extract(epoch FROM m.created_at) * 1000)::bigint "
-    "FROM messages m, s WHERE m.room_id = $1 "
+    "FROM messages m, s WHERE m.zone = $1 AND m.room_id = $2 "
     "AND (m.created_at, m.id) > (s.created_at, s.id) "
-    "ORDER BY m.created_at DESC, m.id DESC LIMIT $3)";
+    "ORDER BY m.created_at DESC, m.id DESC LIMIT $4)";
 
 
 static const char  ngx_chat_store_before[] =
     "WITH s AS (SELECT created_at, id FROM messages "
-    "WHERE room_id = $1 AND id = $2) "
+    "WHERE zone = $1 AND room_id = $2 AND id = $3) "
     "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint FROM s "
     "UNION ALL (SELECT m.id, m.user_id, m.content, "
     "(extract(epoch FROM m.created_at) * 1000)::bigint "
-    "FROM messages m, s WHERE m.room_id = $1 "
+    "FROM messages m, s WHERE m.zone = $1 AND m.room_id = $2 "
     "AND (m.created_at, m.id) < (s.created_at, s.id) "
-    "ORDER BY m.created_at DESC, m.id DESC LIMIT $3)";
+    "ORDER BY m.created_at DESC, m.id DESC LIMIT $4)";
 
 
 static ngx_chat_store_conf_t *
@@ -193,13 +247,14 @@ ngx_chat_store_conf_enabled(ngx_chat_store_conf_t *scf)
 
 
 ngx_int_t
-ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
-    ngx_uint_t limit, ngx_chat_store_read_pt handler, void *data)
+ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
+    ngx_str_t *id, ngx_uint_t limit, ngx_chat_store_read_pt handler,
+    void *data)
 {
-    int                     lens[3], n;
+    int                     lens[4], n;
     u_char                  buf[NGX_INT_T_LEN];
     ngx_int_t               rc;
-    const char             *sql, *values[3];
+    const char             *sql, *values[4];
     ngx_chat_store_read_t  *rd;
 
     /* during the first connect, queries wait for it */
@@ -214,24 +269,25 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
         return NGX_BUSY;
     }
 
-    values[0] = (const char *) room->data;
-    lens[0] = (int) room->len;
+    values[0] = (const char *) zone->data;
+    lens[0] = (int) zone->len;
+    values[1] = (const char *) room->data;
+    lens[1] = (int) room->len;
 
     if (mode == NGX_CHAT_STORE_LAST) {
         sql = ngx_chat_store_last;
-        n = 2;
-        values[1] = (const char *) buf;
-        lens[1] = (int) (ngx_sprintf(buf, "%ui", limit) - buf);
+        n = 3;
 
     } else {
         sql = (mode == NGX_CHAT_STORE_SINCE) ? ngx_chat_store_since
                                               : ngx_chat_store_before;
-        n = 3;
-        values[1] = (const char *) id->data;
-        lens[1] = (int) id->len;
-        values[2] = (const char *) buf;
-        lens[2] = (int) (ngx_sprintf(buf, "%ui", limit) - buf);
+        n = 4;
+        values[2] = (const char *) id->data;
+        lens[2] = (int) id->len;
     }
+
+    values[n - 1] = (const char *) buf;
+    lens[n - 1] = (int) (ngx_sprintf(buf, "%ui", limit) - buf);
 
     rd = ngx_alloc(sizeof(ngx_chat_store_read_t), ngx_cycle->log);
     if (rd == NULL) {
@@ -241,9 +297,9 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
     rd->handler = handler;
     rd->data = data;
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                   "chat store: read \"%V\", mode %ui, limit %ui",
-                   room, mode, limit);
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat store: read \"%V\" of zone \"%V\", mode %ui, "
+                   "limit %ui", room, zone, mode, limit);
 
     rc = ngx_chat_pg_query(ngx_chat_store->rpg, sql, n, values, lens,
                            ngx_chat_store_read_done, rd);
@@ -368,15 +424,23 @@ ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 
     st->conf = cmcf->store;
     st->cmcf = cmcf;
+    st->limit = NGX_CHAT_STORE_BATCH;
 
     ngx_queue_init(&st->pending);
     ngx_queue_init(&st->inflight);
 
+    /*
+     * data: with a debug log, the event timer code reads an fd from it
+     * (ngx_event_ident), and NULL crashed the worker at the first send
+     */
+
     st->flush.handler = ngx_chat_store_flush_handler;
+    st->flush.data = st;
     st->flush.log = cycle->log;
 
     /* not cancelable: a worker that exits waits for its queue */
     st->retry.handler = ngx_chat_store_retry_handler;
+    st->retry.data = st;
     st->retry.log = cycle->log;
 
     ngx_chat_store = st;
@@ -466,8 +530,8 @@ ngx_chat_store_full(void)
 
 
 ngx_chat_store_item_t *
-ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room, ngx_str_t *user,
-    ngx_str_t *content, uint64_t ts, ngx_str_t *ref)
+ngx_chat_store_add(ngx_str_t *id, ngx_str_t *zone, ngx_str_t *room,
+    ngx_str_t *user, ngx_str_t *content, uint64_t ts, ngx_str_t *ref)
 {
     u_char                 *p;
     size_t                  len;
@@ -476,8 +540,8 @@ ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room, ngx_str_t *user,
 
     st = ngx_chat_store;
 
-    len = sizeof(ngx_chat_store_item_t) + id->len + room->len + user->len
-          + content->len + (ref ? ref->len : 0);
+    len = sizeof(ngx_chat_store_item_t) + id->len + zone->len + room->len
+          + user->len + content->len + (ref ? ref->len : 0);
 
     it = ngx_alloc(len, ngx_cycle->log);
     if (it == NULL) {
@@ -491,6 +555,10 @@ ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room, ngx_str_t *user,
     it->id.data = p;
     it->id.len = id->len;
     p = ngx_cpymem(p, id->data, id->len);
+
+    it->zone.data = p;
+    it->zone.len = zone->len;
+    p = ngx_cpymem(p, zone->data, zone->len);
 
     it->room.data = p;
     it->room.len = room->len;
@@ -647,15 +715,11 @@ ngx_chat_store_array(u_char *p, ngx_str_t *s)
 static void
 ngx_chat_store_flush_handler(ngx_event_t *ev)
 {
-    int                     lens[5];
-    u_char                 *buf, *p[5];
-    size_t                  size[5];
-    ngx_int_t               rc;
-    ngx_uint_t              i, n;
-    const char             *values[5];
-    ngx_queue_t            *q;
-    ngx_chat_store_t       *st;
-    ngx_chat_store_item_t  *it;
+    ngx_int_t                 rc;
+    ngx_uint_t                n, max;
+    ngx_queue_t              *q;
+    ngx_chat_store_t         *st;
+    ngx_chat_store_arrays_t   a;
 
     st = ngx_chat_store;
 
@@ -663,77 +727,144 @@ ngx_chat_store_flush_handler(ngx_event_t *ev)
         return;
     }
 
-    ngx_memzero(size, sizeof(size));
-    n = 0;
+    max = st->nplan ? st->plan[st->nplan - 1] : st->limit;
 
-    for (q = ngx_queue_head(&st->pending);
-         q != ngx_queue_sentinel(&st->pending) && n < NGX_CHAT_STORE_BATCH;
-         q = ngx_queue_next(q), n++)
-    {
-        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
-
-        size[0] += ngx_chat_store_array_len(&it->id);
-        size[1] += ngx_chat_store_array_len(&it->room);
-        size[2] += ngx_chat_store_array_len(&it->user);
-        size[3] += ngx_chat_store_array_len(&it->content);
-        size[4] += NGX_INT64_LEN + 1;
-    }
-
-    buf = ngx_alloc(size[0] + size[1] + size[2] + size[3] + size[4] + 10,
-                    ev->log);
-    if (buf == NULL) {
-        return;
-    }
-
-    p[0] = buf;
-
-    for (i = 1; i < 5; i++) {
-        p[i] = p[i - 1] + size[i - 1] + 2;
-    }
-
-    for (i = 0; i < 5; i++) {
-        values[i] = (const char *) p[i];
-        *p[i]++ = '{';
-    }
-
-    for (i = 0; i < n; i++) {
+    for (n = 0; n < max && st->npending; n++) {
         q = ngx_queue_head(&st->pending);
         ngx_queue_remove(q);
         ngx_queue_insert_tail(&st->inflight, q);
-
-        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
-
-        if (i) {
-            *p[0]++ = ','; *p[1]++ = ','; *p[2]++ = ',';
-            *p[3]++ = ','; *p[4]++ = ',';
-        }
-
-        p[0] = ngx_chat_store_array(p[0], &it->id);
-        p[1] = ngx_chat_store_array(p[1], &it->room);
-        p[2] = ngx_chat_store_array(p[2], &it->user);
-        p[3] = ngx_chat_store_array(p[3], &it->content);
-        p[4] = ngx_sprintf(p[4], "%uL", it->ts);
+        st->npending--;
     }
 
-    for (i = 0; i < 5; i++) {
-        *p[i]++ = '}';
-        lens[i] = (int) (p[i] - (u_char *) values[i]);
-    }
-
-    st->npending -= n;
     st->ninflight = n;
+
+    if (ngx_chat_store_arrays(st, NGX_CHAT_STORE_FIELDS, &a, ev->log)
+        != NGX_OK)
+    {
+        ngx_chat_store_requeue(st);
+        return;
+    }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ev->log, 0,
                    "chat store: INSERT of %ui messages", n);
 
-    rc = ngx_chat_pg_query(st->pg, ngx_chat_store_insert, 5, values, lens,
+    st->sent = ngx_current_msec;
+
+    rc = ngx_chat_pg_query(st->pg, ngx_chat_store_insert,
+                           NGX_CHAT_STORE_FIELDS, a.values, a.lens,
                            ngx_chat_store_done, st);
 
-    ngx_free(buf);
+    ngx_free(a.buf);
 
     if (rc != NGX_OK) {
         /* down after all: back to the front of the queue, in order */
         ngx_chat_store_requeue(st);
+    }
+}
+
+
+/*
+ * The text array literals of the batch in flight, one per field (nf: the
+ * first nf of id, zone, room, user, content, ts), in a.buf (ngx_free)
+ */
+
+static ngx_int_t
+ngx_chat_store_arrays(ngx_chat_store_t *st, ngx_uint_t nf,
+    ngx_chat_store_arrays_t *a, ngx_log_t *log)
+{
+    u_char                 *p[NGX_CHAT_STORE_FIELDS];
+    size_t                  size[NGX_CHAT_STORE_FIELDS], total;
+    ngx_uint_t              k, first;
+    ngx_queue_t            *q;
+    ngx_chat_store_item_t  *it;
+
+    ngx_memzero(size, sizeof(size));
+
+    for (q = ngx_queue_head(&st->inflight);
+         q != ngx_queue_sentinel(&st->inflight);
+         q = ngx_queue_next(q))
+    {
+        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
+
+        for (k = 0; k < nf; k++) {
+            size[k] += (k == NGX_CHAT_STORE_TS)
+                       ? NGX_INT64_LEN + 1
+                       : ngx_chat_store_array_len(ngx_chat_store_field(it, k));
+        }
+    }
+
+    total = 0;
+
+    for (k = 0; k < nf; k++) {
+        total += size[k] + 2;       /* braces */
+    }
+
+    a->buf = ngx_alloc(total, log);
+    if (a->buf == NULL) {
+        return NGX_ERROR;
+    }
+
+    for (k = 0; k < nf; k++) {
+        p[k] = k ? (u_char *) a->values[k - 1] + size[k - 1] + 2 : a->buf;
+        a->values[k] = (const char *) p[k];
+        *p[k]++ = '{';
+    }
+
+    first = 1;
+
+    for (q = ngx_queue_head(&st->inflight);
+         q != ngx_queue_sentinel(&st->inflight);
+         q = ngx_queue_next(q))
+    {
+        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
+
+        for (k = 0; k < nf; k++) {
+            if (!first) {
+                *p[k]++ = ',';
+            }
+
+            if (k == NGX_CHAT_STORE_TS) {
+                p[k] = ngx_sprintf(p[k], "%uL", it->ts);
+
+            } else {
+                p[k] = ngx_chat_store_array(p[k],
+                                            ngx_chat_store_field(it, k));
+            }
+        }
+
+        first = 0;
+    }
+
+    for (k = 0; k < nf; k++) {
+        *p[k]++ = '}';
+        a->lens[k] = (int) (p[k] - (u_char *) a->values[k]);
+    }
+
+    return NGX_OK;
+}
+
+
+/* the fields in the order of the queries' arrays */
+
+static ngx_str_t *
+ngx_chat_store_field(ngx_chat_store_item_t *it, ngx_uint_t k)
+{
+    switch (k) {
+
+    case 0:
+        return &it->id;
+
+    case 1:
+        return &it->zone;
+
+    case 2:
+        return &it->room;
+
+    case 3:
+        return &it->user;
+
+    default: /* 4 */
+        return &it->content;
     }
 }
 
@@ -761,36 +892,264 @@ ngx_chat_store_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
 {
     ngx_chat_store_t *st = data;
 
+    ngx_int_t    n;
+    const char  *tuples;
+
+    if (res == NULL) {
+
+        /* no reply: lost connection, or a batch too slow (halved) */
+
+        if (ngx_current_msec - st->sent >= st->conf->pg.query_timeout
+            && st->ninflight > 1 && st->nplan == 0)
+        {
+            st->limit = st->ninflight / 2;
+        }
+
+        ngx_chat_store_again(st);
+        return;
+    }
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        ngx_chat_store_failed(st, res);
+        return;
+    }
+
+    /* committed: the rows inserted are ours; an id that was taken... */
+
+    tuples = PQcmdTuples(res);
+    n = ngx_atoi((u_char *) tuples, ngx_strlen(tuples));
+
+    if (n == (ngx_int_t) st->ninflight) {
+        ngx_chat_store_commit(st);
+        return;
+    }
+
+    /* ...is ours only if its row is this message: a batch retried */
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat store: %i of %ui messages inserted, checking "
+                   "the others", n, st->ninflight);
+
+    ngx_chat_store_check(st);
+}
+
+
+/*
+ * PostgreSQL refused the INSERT.  For a reason of the server's (not
+ * allowed, read only, out of resources...) the batch waits and is
+ * retried whole; for a reason one of its messages may be (a value it
+ * refuses, a constraint, the statement timeout) the batch is split in
+ * halves until that message is alone, and that one is refused: the
+ * others are stored, and nothing blocks the queue for good.
+ */
+
+static void
+ngx_chat_store_failed(ngx_chat_store_t *st, PGresult *res)
+{
     size_t                  len;
     u_char                  buf[NGX_CHAT_PG_MESSAGE_MAX];
+    ngx_chat_store_item_t  *it;
+
+    len = ngx_chat_pg_message(buf, sizeof(buf), PQresultErrorMessage(res));
+
+    if (!ngx_chat_store_lasting(res)) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat postgres: storing %ui messages failed: %*s",
+                      st->ninflight, len, buf);
+
+        ngx_chat_store_again(st);
+        return;
+    }
+
+    if (st->ninflight == 1) {
+        it = ngx_queue_data(ngx_queue_head(&st->inflight),
+                            ngx_chat_store_item_t, queue);
+        it->refused = 1;
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat postgres: message %V of zone \"%V\" refused: "
+                      "%*s", &it->id, &it->zone, len, buf);
+
+        ngx_chat_store_commit(st);
+        return;
+    }
+
+    if (st->nplan == 0) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat postgres: storing %ui messages failed: %*s; "
+                      "splitting the batch to find the message refused",
+                      st->ninflight, len, buf);
+
+    } else {
+        st->nplan--;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat store: a batch of %ui messages refused, halved",
+                   st->ninflight);
+
+    /* the second half, then the first one, which goes next */
+
+    if (st->nplan + 2 <= NGX_CHAT_STORE_PLAN_MAX) {
+        st->plan[st->nplan++] = st->ninflight / 2;
+        st->plan[st->nplan++] = st->ninflight - st->ninflight / 2;
+    }
+
+    ngx_chat_store_requeue(st);
+    ngx_chat_store_flush_handler(&st->flush);
+}
+
+
+/*
+ * Errors of a message rather than of the server: SQLSTATE classes 22
+ * (data exception: a value over a limit, a character the database's
+ * encoding has not), 23 (integrity constraint), 54 (program limit
+ * exceeded), P0 (raised by a trigger), and 57014 (the statement timeout)
+ */
+
+static ngx_uint_t
+ngx_chat_store_lasting(PGresult *res)
+{
+    char  *state;
+
+    state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    if (state == NULL || ngx_strlen(state) != 5) {
+        return 0;
+    }
+
+    return ngx_strncmp(state, "22", 2) == 0
+           || ngx_strncmp(state, "23", 2) == 0
+           || ngx_strncmp(state, "54", 2) == 0
+           || ngx_strncmp(state, "P0", 2) == 0
+           || ngx_strcmp(state, "57014") == 0;
+}
+
+
+/* retried later, in order, before anything newer */
+
+static void
+ngx_chat_store_again(ngx_chat_store_t *st)
+{
+    ngx_chat_store_requeue(st);
+
+    if (!st->retry.timer_set) {
+        ngx_add_timer(&st->retry, NGX_CHAT_STORE_RETRY);
+    }
+}
+
+
+/* which messages of the batch in flight have a row that is them */
+
+static void
+ngx_chat_store_check(ngx_chat_store_t *st)
+{
+    ngx_int_t                 rc;
+    ngx_chat_store_arrays_t   a;
+
+    if (ngx_chat_store_arrays(st, NGX_CHAT_STORE_TS, &a, ngx_cycle->log)
+        != NGX_OK)
+    {
+        ngx_chat_store_again(st);
+        return;
+    }
+
+    rc = ngx_chat_pg_query(st->pg, ngx_chat_store_identical,
+                           NGX_CHAT_STORE_TS, a.values, a.lens,
+                           ngx_chat_store_checked, st);
+
+    ngx_free(a.buf);
+
+    if (rc != NGX_OK) {
+        ngx_chat_store_again(st);
+    }
+}
+
+
+/*
+ * The positions (1-based, in order) of the messages whose row is them:
+ * the others clash with another row that has their id, and are refused
+ */
+
+static void
+ngx_chat_store_checked(ngx_chat_pg_t *pg, PGresult *res, void *data)
+{
+    ngx_chat_store_t *st = data;
+
+    int                     row, nrows;
+    size_t                  len;
+    u_char                  buf[NGX_CHAT_PG_MESSAGE_MAX];
+    ngx_int_t               pos, i;
     ngx_queue_t            *q;
     ngx_chat_store_item_t  *it;
 
-    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+    if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
 
         if (res) {
             len = ngx_chat_pg_message(buf, sizeof(buf),
                                       PQresultErrorMessage(res));
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                          "chat postgres: storing %ui messages failed: %*s",
-                          st->ninflight, len, buf);
+                          "chat postgres: checking %ui stored messages "
+                          "failed: %*s", st->ninflight, len, buf);
         }
 
-        /* retried later, in order, before anything newer */
+        /* the INSERT again: it inserts nothing more, then this again */
 
-        ngx_chat_store_requeue(st);
-
-        if (!st->retry.timer_set) {
-            ngx_add_timer(&st->retry, NGX_CHAT_STORE_RETRY);
-        }
-
+        ngx_chat_store_again(st);
         return;
     }
 
-    /* committed: now the acks */
+    nrows = PQntuples(res);
+    row = 0;
+    i = 1;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat store: %d of %ui messages are stored as sent",
+                   nrows, st->ninflight);
+
+    for (q = ngx_queue_head(&st->inflight);
+         q != ngx_queue_sentinel(&st->inflight);
+         q = ngx_queue_next(q), i++)
+    {
+        it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
+
+        pos = (row < nrows) ? ngx_atoi((u_char *) PQgetvalue(res, row, 0),
+                                       PQgetlength(res, row, 0))
+                            : -1;
+
+        if (pos == i) {
+            row++;
+            continue;
+        }
+
+        it->refused = 1;
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat postgres: message %V of zone \"%V\" refused: "
+                      "another row has its id (an id clash)",
+                      &it->id, &it->zone);
+    }
+
+    ngx_chat_store_commit(st);
+}
+
+
+/* the batch in flight is done: acks, or errors for those refused */
+
+static void
+ngx_chat_store_commit(ngx_chat_store_t *st)
+{
+    ngx_queue_t            *q;
+    ngx_chat_store_item_t  *it;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "chat store: %ui messages committed", st->ninflight);
+
+    if (st->nplan) {
+        st->nplan--;
+    }
+
+    st->limit = ngx_min(2 * st->limit, NGX_CHAT_STORE_BATCH);
 
     while (!ngx_queue_empty(&st->inflight)) {
         q = ngx_queue_head(&st->inflight);

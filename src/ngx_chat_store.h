@@ -15,13 +15,15 @@
 
 /*
  * Message storage (chat_postgres): each worker stores the messages it
- * accepted.  Messages wait in a bounded per-worker queue; everything queued
- * during one turn of the event loop goes to PostgreSQL in one INSERT (array
- * parameters, ON CONFLICT (id) DO NOTHING, so a batch retried after a lost
- * connection adds no duplicates).  Once the INSERT has committed, each
- * item's done handler runs (the sender's ack).  While PostgreSQL is down
- * the queue waits and is retried; when it is full, new sends are refused.
- * Nothing of libpq shows above this file: reads come back as decoded rows.
+ * accepted, with their zone.  Messages wait in a bounded per-worker queue;
+ * everything queued during one turn of the event loop goes to PostgreSQL
+ * in one INSERT (array parameters, ON CONFLICT (id) DO NOTHING, so a batch
+ * retried after a lost connection adds no duplicates).  Once the INSERT
+ * has committed, each item's done handler runs: the sender's ack, or, with
+ * it->refused set, its error, when the row with its id is another message
+ * (an id clash).  While PostgreSQL is down the queue waits and is retried;
+ * when it is full, new sends are refused.  Nothing of libpq shows above
+ * this file: reads come back as decoded rows.
  */
 
 typedef struct ngx_chat_store_item_s  ngx_chat_store_item_t;
@@ -35,12 +37,15 @@ struct ngx_chat_store_item_s {
     ngx_chat_store_done_pt     done;      /* NULL once the owner is gone */
     void                      *data;
     ngx_str_t                  id;
+    ngx_str_t                  zone;      /* its rows are this zone's */
     ngx_str_t                  room;
     ngx_str_t                  user;
     ngx_str_t                  content;
     ngx_str_t                  ref;
-    ngx_uint_t                 has_ref;
     uint64_t                   ts;
+    unsigned                   has_ref:1;
+    unsigned                   refused:1; /* for done: not stored, the
+                                             sender gets "unavailable" */
 };
 
 
@@ -84,23 +89,25 @@ void ngx_chat_store_exit_process(ngx_cycle_t *cycle);
 ngx_uint_t ngx_chat_store_enabled(void);
 ngx_uint_t ngx_chat_store_full(void);
 
-ngx_chat_store_item_t *ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room,
-    ngx_str_t *user, ngx_str_t *content, uint64_t ts, ngx_str_t *ref);
+ngx_chat_store_item_t *ngx_chat_store_add(ngx_str_t *id, ngx_str_t *zone,
+    ngx_str_t *room, ngx_str_t *user, ngx_str_t *content, uint64_t ts,
+    ngx_str_t *ref);
 
 #define NGX_CHAT_STORE_LAST     0    /* the newest limit messages */
 #define NGX_CHAT_STORE_SINCE    1    /* everything after id (at most 1000) */
 #define NGX_CHAT_STORE_BEFORE   2    /* limit messages before id */
 
 /*
- * Reads a room's stored messages, newest first; with SINCE and BEFORE,
+ * Reads the stored messages of a zone's room, newest first; with SINCE and
+ * BEFORE,
  * rows->found says whether the id is stored.  Reads have a PostgreSQL
  * connection of their own, so that stores never wait behind them.
  * Returns NGX_DECLINED when PostgreSQL is down, NGX_BUSY when the worker
  * has as many reads in flight as it takes (the handler is not called).
  */
-ngx_int_t ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room,
-    ngx_str_t *id, ngx_uint_t limit, ngx_chat_store_read_pt handler,
-    void *data);
+ngx_int_t ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone,
+    ngx_str_t *room, ngx_str_t *id, ngx_uint_t limit,
+    ngx_chat_store_read_pt handler, void *data);
 
 /* the worker has as many reads in flight as it takes */
 ngx_uint_t ngx_chat_store_reads_full(void);

@@ -84,12 +84,12 @@ sub wait_pg_status {
     return defined $got ? $got : '(no status)';
 }
 
-# the workers' connections for stores are established ("is up" once per
-# worker; each worker has one for reads too): status "up" is not proof of
-# that (see part 4b)
+# the workers' connections are established ("is up" once per connection,
+# two per worker: stores and reads): status "up" is not proof of that (see
+# part 4b)
 sub wait_connected {
     my ($t, $n, $timeout) = @_;
-    my $re = qr/chat postgres: .* \(stores\)" is up/;
+    my $re = qr/chat postgres: .* is up/;
     return poll($timeout, sub { scalar(my @l = $t->grep_error_log($re)) >= $n }, 0.05);
 }
 
@@ -184,7 +184,7 @@ sub db_count { scalar $pg->psql('SELECT count(*) FROM messages') }
 
 my $A = Test::Chat::Nginx->new(nginx_conf($pg->conninfo));
 
-ok(wait_connected($A, 2, 10), 'both workers connected to PostgreSQL');
+ok(wait_connected($A, 4, 10), 'both workers connected to PostgreSQL');
 is(status($A)->{postgres}, 'up', 'status: postgres "up"');
 ok(poll(10, sub { $pg->psql(q{SELECT to_regclass('public.messages') IS NOT NULL}) eq 't' }),
    'the workers created table messages');
@@ -403,7 +403,7 @@ my @h = map { $live{ sprintf 'h%02d', $_ } || { content => '?', id => 'missing' 
 $_->{ws}->disconnect for $ann, $bob, $carol;
 $A->stop;
 my $A2 = Test::Chat::Nginx->new(nginx_conf($pg->conninfo));
-ok(wait_connected($A2, 2, 10), 'nginx restarted: both workers connected to PostgreSQL');
+ok(wait_connected($A2, 4, 10), 'nginx restarted: both workers connected to PostgreSQL');
 is(status($A2)->{postgres}, 'up', '... status postgres "up"');
 
 sub ids { join ' ', map { $_ ? $_->{content} : '?' } @_ }

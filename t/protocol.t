@@ -227,7 +227,8 @@ my %ids;
     is($m && $m->{room}, 'lobby', 'message room');
     is($m && $m->{user}, 'ann', 'message user');
     is($m && $m->{content}, 'hello', 'message content');
-    like($raw, qr/"id":"[0-9]+"/, 'message id is a decimal string');
+    like($raw, qr/"id":"[0-9]+-[0-9a-f]{12}"/,
+         'message id is a string: a number and the server tag');
     like($raw, qr/"ts":[0-9]+[,}]/, 'ts is a JSON number');
     ok($m && $m->{ts} =~ /^\d+$/ && $m->{ts} >= $before - 2000 && $m->{ts} <= $after + 2000,
        'ts is milliseconds since the epoch, close to now')
@@ -236,7 +237,8 @@ my %ids;
     is($a && $a->{type}, 'ack', 'then the ack');
     is($a && $a->{ref}, 'r1', 'ack echoes the ref');
     is($a && $a->{id}, $m && $m->{id}, 'ack id is the message id');
-    like($ann->{last_raw} || '', qr/"id":"[0-9]+"/, 'ack id is a string');
+    like($ann->{last_raw} || '', qr/"id":"[0-9]+-[0-9a-f]{12}"/,
+         'ack id is a string');
 
     for my $pair ([ bob => $bob ], [ cat => $cat ]) {
         my $o = $pair->[1]->recv_json(3);
@@ -299,7 +301,8 @@ my %ids;
     $ids{$_}++ for @cat_ids;
     is(scalar(grep { $ids{$_} > 1 } keys %ids), 0, 'ids are unique');
     is(scalar keys %ids, 12, '12 distinct ids');
-    ok(!grep({ !/^[0-9]+$/ } keys %ids), 'all ids are decimal strings');
+    ok(!grep({ !/^[0-9]+-[0-9a-f]{12}$/ } keys %ids),
+       'all ids are strings: a number and the server tag');
 }
 
 # --- escaping round trip ----------------------------------------------------

@@ -193,7 +193,8 @@ my $ci = $pg->conninfo(application_name => 'probe-q', sslmode => 'disable');
 my $ci_tls = $pg->conninfo(application_name => 'probe-tls',
                            sslmode => 'require', dbname => 'tls');
 my $ci_unix = $pg->conninfo(host => $pg->socket_dir,
-                            application_name => 'probe-unix');
+                            application_name => 'probe-unix',
+                            client_encoding => 'LATIN1');
 my $ci_badpw = $pg->conninfo(password => 'wrong');
 my $ci_nodb = $pg->conninfo(dbname => 'nosuch');
 my $ci_refused = $pg->conninfo(port => $refused_port);
@@ -235,9 +236,9 @@ is(join(';', $pg->psql(
        "SELECT column_name, data_type, is_nullable, "
        . "column_default IS NOT NULL FROM information_schema.columns "
        . "WHERE table_name = 'messages' ORDER BY ordinal_position")),
-   'id|text|NO|f;room_id|text|NO|f;user_id|text|NO|f;content|text|NO|f;'
-   . 'created_at|timestamp with time zone|NO|t',
-   'columns as SPEC 7');
+   'id|text|NO|f;zone|text|NO|t;room_id|text|NO|f;user_id|text|NO|f;'
+   . 'content|text|NO|f;created_at|timestamp with time zone|NO|t',
+   'columns as SPEC 7, and zone');
 
 is(scalar $pg->psql(
        "SELECT indexdef FROM pg_indexes WHERE indexname = "
@@ -258,6 +259,10 @@ is(log_count(qr/\[notice\].*chat postgres: "$label_unix" is up/), 1,
    'NOTICE "is up" once (unix socket)');
 is(get('/unix' . qry('SELECT current_user, inet_server_port() IS NULL')),
    "chat|t\n", 'the unix socket connection is one');
+is(get('/q' . qry('SHOW client_encoding')), "UTF8\n",
+   'client_encoding UTF8');
+is(get('/unix' . qry('SHOW client_encoding')), "UTF8\n",
+   'client_encoding UTF8, over the conninfo\'s LATIN1');
 
 
 ###############################################################################
@@ -691,13 +696,24 @@ EOF
     $pg->psql($sql, db => 'ops');
     $pg->psql('GRANT SELECT, INSERT ON messages TO writer', db => 'ops');
 
-    # ... and one without the index
-    $pg->psql('CREATE TABLE messages (id text PRIMARY KEY, room_id text '
+    # ... one without the indexes
+    $pg->psql('CREATE TABLE messages (id text PRIMARY KEY, zone text NOT '
+              . "NULL DEFAULT '', room_id text "
               . 'NOT NULL, user_id text NOT NULL, content text NOT NULL, '
               . 'created_at timestamptz NOT NULL DEFAULT now()); '
               . 'GRANT SELECT, INSERT ON messages TO writer', db => 'ops2');
 
-    for my $db ('ops', 'ops2') {
+    # ... and one of an earlier version, without the zone column, which
+    # this role may not migrate
+    $pg->psql('CREATE DATABASE ops3', db => 'postgres');
+    $pg->psql('CREATE TABLE messages (id text PRIMARY KEY, room_id text '
+              . 'NOT NULL, user_id text NOT NULL, content text NOT NULL, '
+              . 'created_at timestamptz NOT NULL DEFAULT now()); '
+              . 'CREATE INDEX messages_room_created '
+              . 'ON messages (room_id, created_at); '
+              . 'GRANT SELECT, INSERT ON messages TO writer', db => 'ops3');
+
+    for my $db ('ops', 'ops2', 'ops3') {
         $pg->psql('REVOKE CREATE ON SCHEMA public FROM PUBLIC', db => $db);
     }
 
@@ -708,10 +724,13 @@ EOF
                                password => 'w');
     my $ci_ops2 = $pg->conninfo(dbname => 'ops2', user => 'writer',
                                 password => 'w');
+    my $ci_ops3 = $pg->conninfo(dbname => 'ops3', user => 'writer',
+                                password => 'w');
 
     nginx_conf("$dir/ops.conf", $port, 1, <<"EOF");
         location /ops { pg_probe "$ci_ops"; }
         location /ops2 { pg_probe "$ci_ops2"; }
+        location /ops3 { pg_probe "$ci_ops3"; }
 EOF
 
     my $pid = spawn('ops', $nginx, '-p', "$dir/", '-e',
@@ -731,14 +750,23 @@ EOF
 
     ok(state_is('/ops2', 'up', 10), 'no index, no privilege: up anyway');
 
+    ok(wait_for(sub { grep { /ops3/ } error_log() }, 10),
+       'no zone column, no privilege: logged');
+    is(state_is('/ops3', 'down', 1) ? 'down' : 'not down', 'down',
+       'no zone column, no privilege: down');
+
     my @lines = error_log();
     splice @lines, 0, $before;
-    my @errors = grep { /\[(error|alert|crit)\]/ } @lines;
+    my @errors = grep { /\[(error|alert|crit)\]/ && !m{/ops3[,)]} } @lines;
     is(scalar @errors, 0, 'no errors') or diag(@errors);
 
-    is(scalar(grep { /\[warn\].*chat postgres: WARNING:  index messages_room_created is missing: permission denied for schema public \(writer\@127\.0\.0\.1:$pgport\/ops2\)/ }
-              @lines), 1, 'a warning about the missing index')
+    is(scalar(grep { /\[warn\].*chat postgres: WARNING:  table messages lacks index messages_room_created, messages_zone_room_created: permission denied for schema public \(writer\@127\.0\.0\.1:$pgport\/ops2\)/ }
+              @lines), 1, 'a warning about the missing indexes')
         or diag(grep { /warn/ } @lines);
+
+    ok((grep { /\[error\].*chat postgres: schema creation failed: ERROR:  table messages has no column zone \(permission denied for schema public\), its owner must add it: ALTER TABLE messages ADD COLUMN zone text NOT NULL DEFAULT '' .*\/ops3[,)]/ }
+        @lines), 'no zone column, no privilege: an [error] naming the ALTER')
+        or diag(grep { /ops3/ } @lines);
 
     http_port($saved);
     stop($pid, 'QUIT');
