@@ -365,7 +365,10 @@ jtype_is(json_t *j, const char *type)
 }
 
 
-/* a decimal id as the server writes it: digits, no leading zero, 64 bits */
+/*
+ * an id as the server writes it: digits (no leading zero, 64 bits), then
+ * "-" and the zone's tag of 12 hex digits; the number is returned
+ */
 
 static uint64_t
 parse_id(json_t *s)
@@ -378,6 +381,14 @@ parse_id(json_t *s)
 
     p = json_string_value(s);
     len = json_string_length(s);
+
+    ASSERT(len > 13 && p[len - 13] == '-');
+
+    for (i = len - 12; i < len; i++) {
+        ASSERT((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f'));
+    }
+
+    len -= 13;
 
     ASSERT(len >= 1 && len <= 20 && (p[0] != '0' || len == 1));
 
@@ -782,12 +793,12 @@ message_check(json_t *m, const void *room, size_t room_len)
 static ngx_int_t
 zroom_pos(zroom_t *zr, json_t *s)
 {
-    u_char      buf[NGX_INT64_LEN];
+    u_char      buf[NGX_INT64_LEN + 13];
     size_t      len;
     ngx_uint_t  i;
 
     for (i = 0; zr && i < zr->n; i++) {
-        len = ngx_sprintf(buf, "%uL", zr->ids[i]) - buf;
+        len = ngx_sprintf(buf, "%uL-000000000000", zr->ids[i]) - buf;
 
         if (jstr_eq(s, buf, len)) {
             return i;
@@ -1908,13 +1919,16 @@ pump(void)
 
 /* the zone against the model */
 
-/* an id in the zone: the decimal number (there is no relay tag here) */
+/* an id in the zone: the decimal number (before "-" and the zone's tag) */
 
 static NO_COVERAGE uint64_t
 shm_id(u_char *p, size_t len)
 {
     size_t    i;
     uint64_t  v;
+
+    ASSERT(len > 13 && p[len - 13] == '-');
+    len -= 13;
 
     v = 0;
 
@@ -3788,6 +3802,12 @@ zone_create(void)
     /* the master creates the zone; the workers inherit the context */
 
     ASSERT(ngx_chat_shm_init_zone(&fworkers[0].shm_zone, NULL) == NGX_OK);
+
+    /*
+     * the zone's tag (random in nginx) fixed, so that inputs can name ids:
+     * "1700000000000000-000000000000"
+     */
+    fworkers[0].ctx.sh->server_id = 0;
 
     fworkers[1].ctx.sh = fworkers[0].ctx.sh;
     fworkers[1].ctx.shpool = fworkers[0].ctx.shpool;

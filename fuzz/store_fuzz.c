@@ -349,6 +349,11 @@ parse_id(const u_char *p, size_t len)
     size_t    i;
     uint64_t  v;
 
+    /* the zone's tag, fixed here: "-000000000000" */
+    if (len > 13 && ngx_strncmp(p + len - 13, "-000000000000", 13) == 0) {
+        len -= 13;
+    }
+
     if (len == 0 || len > 19 || p[0] == '0') {
         return 0;
     }
@@ -391,8 +396,8 @@ ngx_chat_store_reads_full(void)
 
 
 ngx_chat_store_item_t *
-ngx_chat_store_add(ngx_str_t *id, ngx_str_t *room, ngx_str_t *user,
-    ngx_str_t *content, uint64_t ts, ngx_str_t *ref)
+ngx_chat_store_add(ngx_str_t *id, ngx_str_t *zone, ngx_str_t *room,
+    ngx_str_t *user, ngx_str_t *content, uint64_t ts, ngx_str_t *ref)
 {
     u_char                 *p;
     uint64_t                v;
@@ -541,7 +546,7 @@ store_rows(fread_t *rd)
         p = malloc(64);
         ASSERT(p != NULL);
         row->id.data = p;
-        row->id.len = ngx_sprintf(p, "%uL", m->id) - p;
+        row->id.len = ngx_sprintf(p, "%uL-000000000000", m->id) - p;
         row->ts.data = p + 32;
         row->ts.len = ngx_sprintf(p + 32, "%uL", m->ts) - (p + 32);
         row->user.data = (u_char *) m->user;
@@ -631,8 +636,9 @@ store_answer(fread_t *rd)
 
 
 ngx_int_t
-ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *room, ngx_str_t *id,
-    ngx_uint_t limit, ngx_chat_store_read_pt handler, void *data)
+ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
+    ngx_str_t *id, ngx_uint_t limit, ngx_chat_store_read_pt handler,
+    void *data)
 {
     u_char                c;
     fconn_t              *fc;
@@ -1826,6 +1832,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fctx.max_message = 4096;
 
     ASSERT(ngx_chat_shm_init_zone(&fshm_zone, NULL) == NGX_OK);
+
+    /* the zone's tag (random in nginx) fixed: ids end in -000000000000 */
+    fctx.sh->server_id = 0;
 
     ngx_chat_ws_init_worker(&fcycle);
     ASSERT(ngx_chat_fanout_init_process(&fcycle, &fcmcf) == NGX_OK);
