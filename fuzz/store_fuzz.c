@@ -635,6 +635,36 @@ store_answer(fread_t *rd)
 }
 
 
+/* the accepted messages of a room not committed yet, as the store has */
+
+ngx_uint_t
+ngx_chat_store_unstored(ngx_str_t *zone, ngx_str_t *room,
+    ngx_chat_store_known_pt known, void *data)
+{
+    u_char       buf[64];
+    troom_t     *r;
+    ngx_str_t    id;
+    ngx_uint_t   i;
+
+    r = troom_get((char *) room->data, room->len, 0);
+
+    for (i = 0; r && i < r->n; i++) {
+        if (r->msgs[i].committed || r->msgs[i].id < OLD_BASE) {
+            continue;
+        }
+
+        id.data = buf;
+        id.len = ngx_sprintf(buf, "%uL-000000000000", r->msgs[i].id) - buf;
+
+        if (!known(&id, data)) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 ngx_int_t
 ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
     ngx_str_t *id, ngx_uint_t limit, ngx_chat_store_read_pt handler,

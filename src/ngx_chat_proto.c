@@ -51,6 +51,7 @@ typedef struct {
     ngx_uint_t                 limit;
     ngx_uint_t                 join;
     ngx_uint_t                 inflight;
+    ngx_uint_t                 unstored;  /* messages it cannot see */
     ngx_chat_shm_ring_t       *ring;
     ngx_str_t                  room;
     ngx_str_t                  id;
@@ -115,6 +116,7 @@ static ngx_chat_buf_t *ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
     ngx_chat_store_rows_t *rows, ngx_chat_member_t *m, ngx_pool_t *pool);
 static ngx_uint_t ngx_chat_proto_in_ring(ngx_chat_shm_ring_t *ring,
     ngx_str_t *id);
+static ngx_uint_t ngx_chat_proto_ring_has(ngx_str_t *id, void *data);
 static ngx_uint_t ngx_chat_proto_held(ngx_chat_member_t *m, ngx_str_t *id);
 static void ngx_chat_proto_send_frame(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
     ngx_uint_t reply);
@@ -1040,6 +1042,16 @@ ngx_chat_proto_read_next(ngx_chat_proto_session_t *s)
             rd->ring = ngx_chat_shm_ring_copy(s->ctx, &rd->room);
         }
 
+        /*
+         * messages accepted but not committed yet, and no longer in the
+         * ring: the read does not see them, the reply is not complete
+         * (repro/store-uncommitted)
+         */
+
+        rd->unstored = ngx_chat_store_unstored(&s->ctx->name, &rd->room,
+                                               ngx_chat_proto_ring_has,
+                                               rd->ring);
+
         rd->inflight = 1;
 
         rc = ngx_chat_store_history(rd->mode, &s->ctx->name, &rd->room,
@@ -1176,6 +1188,13 @@ ngx_chat_proto_held(ngx_chat_member_t *m, ngx_str_t *id)
 
 
 static ngx_uint_t
+ngx_chat_proto_ring_has(ngx_str_t *id, void *data)
+{
+    return ngx_chat_proto_in_ring(data, id);
+}
+
+
+static ngx_uint_t
 ngx_chat_proto_in_ring(ngx_chat_shm_ring_t *ring, ngx_str_t *id)
 {
     ngx_uint_t  i;
@@ -1283,6 +1302,10 @@ ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
         complete = rows && rows->found;
         max = rd->limit;
         break;
+    }
+
+    if (rd->unstored) {
+        complete = 0;
     }
 
     skip = (msgs.nelts > max) ? msgs.nelts - max : 0;

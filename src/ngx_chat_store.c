@@ -316,6 +316,43 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
 
 
 ngx_uint_t
+ngx_chat_store_unstored(ngx_str_t *zone, ngx_str_t *room,
+    ngx_chat_store_known_pt known, void *data)
+{
+    ngx_uint_t              i;
+    ngx_queue_t            *q, *queues[2];
+    ngx_chat_store_item_t  *it;
+
+    if (ngx_chat_store == NULL) {
+        return 0;
+    }
+
+    queues[0] = &ngx_chat_store->pending;
+    queues[1] = &ngx_chat_store->inflight;
+
+    for (i = 0; i < 2; i++) {
+        for (q = ngx_queue_head(queues[i]);
+             q != ngx_queue_sentinel(queues[i]);
+             q = ngx_queue_next(q))
+        {
+            it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
+
+            if (it->room.len == room->len
+                && it->zone.len == zone->len
+                && ngx_memcmp(it->room.data, room->data, room->len) == 0
+                && ngx_memcmp(it->zone.data, zone->data, zone->len) == 0
+                && !known(&it->id, data))
+            {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+ngx_uint_t
 ngx_chat_store_reads_full(void)
 {
     return ngx_chat_store && ngx_chat_store->nreads >= NGX_CHAT_STORE_READS_MAX;

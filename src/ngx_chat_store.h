@@ -109,6 +109,16 @@ ngx_int_t ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone,
     ngx_str_t *room, ngx_str_t *id, ngx_uint_t limit,
     ngx_chat_store_read_pt handler, void *data);
 
+/*
+ * Whether a message of this room, accepted and not committed yet, is
+ * unknown to known() (the ring a read merges): a read, on a connection of
+ * its own, does not see it, so its reply cannot be complete
+ */
+typedef ngx_uint_t (*ngx_chat_store_known_pt)(ngx_str_t *id, void *data);
+
+ngx_uint_t ngx_chat_store_unstored(ngx_str_t *zone, ngx_str_t *room,
+    ngx_chat_store_known_pt known, void *data);
+
 /* the worker has as many reads in flight as it takes */
 ngx_uint_t ngx_chat_store_reads_full(void);
 
