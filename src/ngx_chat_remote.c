@@ -261,8 +261,8 @@ ngx_int_t
 ngx_chat_remote_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_str_t *user, uint64_t server, ngx_uint_t join)
 {
-    ngx_int_t             i, rc;
-    ngx_uint_t            k, slot;
+    ngx_int_t             i, k, rc;
+    ngx_uint_t            slot;
     ngx_chat_shm_user_t  *u;
     ngx_chat_shm_room_t  *room;
 
@@ -289,14 +289,10 @@ ngx_chat_remote_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         goto done;
     }
 
-    for (k = 0; k < u->nslots; k++) {
-        if (u->slots[k].slot == slot) {
-            break;
-        }
-    }
+    k = ngx_chat_shm_user_slot(u, slot);
 
     if (join) {
-        if (k < u->nslots) {
+        if (k >= 0) {
             /* known already: a user is present or not, per server */
             rc = NGX_OK;
             goto done;
@@ -315,7 +311,7 @@ ngx_chat_remote_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
             (void) ngx_chat_shm_presence(ctx, name, user, 1);
         }
 
-    } else if (k < u->nslots) {
+    } else if (k >= 0) {
         ngx_chat_shm_remote_drop(ctx, room, u, slot, 1);
     }
 

@@ -800,15 +800,11 @@ void
 ngx_chat_shm_remote_drop(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
     ngx_chat_shm_user_t *u, ngx_uint_t slot, ngx_uint_t notify)
 {
-    ngx_uint_t  k, count;
+    ngx_int_t   k;
+    ngx_uint_t  count;
 
-    for (k = 0; k < u->nslots; k++) {
-        if (u->slots[k].slot == slot) {
-            break;
-        }
-    }
-
-    count = (k < u->nslots) ? u->slots[k].count : 0;
+    k = ngx_chat_shm_user_slot(u, slot);
+    count = (k >= 0) ? u->slots[k].count : 0;
 
     while (count--) {
         (void) ngx_chat_shm_user_add(ctx, u, slot, -1);
