@@ -29,6 +29,9 @@
 
 #define NGX_CHAT_ID_LEN           (NGX_INT64_LEN + 18)
 
+/* other servers a zone keeps track of (the Redis relay) */
+#define NGX_CHAT_MAX_SERVERS      64
+
 
 typedef struct ngx_chat_shm_s       ngx_chat_shm_t;
 typedef struct ngx_chat_shm_room_s  ngx_chat_shm_room_t;
