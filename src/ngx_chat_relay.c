@@ -126,15 +126,20 @@ typedef struct {
 } ngx_chat_relay_payload_t;
 
 
-/* a room's sync requests and answers, at most one a few seconds */
+/*
+ * A room's sync requests and answers: each kind at most once every
+ * NGX_CHAT_RELAY_SYNC_MIN; what comes meanwhile waits, merged
+ */
 typedef struct {
     ngx_str_node_t             sn;
-    ngx_msec_t                 last;      /* last done */
+    ngx_msec_t                 last[3];   /* done, by kind: */
     uint64_t                   from;      /* republish ours above it */
-    unsigned                   presence:1;    /* pending: */
-    unsigned                   republish:1;
-    unsigned                   sync:1;        /* our own request again */
+    unsigned                   pending:3;
 } ngx_chat_relay_room_t;
+
+#define NGX_CHAT_RELAY_PRESENCE    0x01   /* who is here */
+#define NGX_CHAT_RELAY_REPUBLISH   0x02   /* our messages again */
+#define NGX_CHAT_RELAY_RESYNC      0x04   /* our own request again */
 
 
 typedef struct {
@@ -208,7 +213,7 @@ static void ngx_chat_relay_sync_request(ngx_chat_relay_t *rl,
     ngx_chat_relay_payload_t *pl);
 static ngx_chat_relay_room_t *ngx_chat_relay_room(ngx_chat_relay_t *rl,
     ngx_str_t *name, ngx_uint_t create);
-static void ngx_chat_relay_room_due(ngx_chat_relay_t *rl,
+static ngx_uint_t ngx_chat_relay_room_due(ngx_chat_relay_t *rl,
     ngx_chat_relay_room_t *r);
 static void ngx_chat_relay_rooms_tick(ngx_chat_relay_t *rl);
 static void ngx_chat_relay_rooms_free(ngx_chat_relay_t *rl);
@@ -1687,7 +1692,7 @@ ngx_chat_relay_sync_request(ngx_chat_relay_t *rl,
         return;
     }
 
-    r->presence = 1;
+    r->pending |= NGX_CHAT_RELAY_PRESENCE;
 
     if (pl->sync.len && pl->sync.data[0] == '+') {
 
@@ -1695,18 +1700,18 @@ ngx_chat_relay_sync_request(ngx_chat_relay_t *rl,
             from = 0;
         }
 
-        r->from = r->republish ? ngx_min(r->from, from) : from;
-        r->republish = 1;
+        r->from = (r->pending & NGX_CHAT_RELAY_REPUBLISH)
+                  ? ngx_min(r->from, from) : from;
+        r->pending |= NGX_CHAT_RELAY_REPUBLISH;
     }
 
     if (ngx_chat_remote_gap_open(rl->ctx, &pl->room,
                                  pl->server & 0xffffffffffffULL))
     {
-        r->sync = 1;
+        r->pending |= NGX_CHAT_RELAY_RESYNC;
     }
 
-    if (ngx_current_msec - r->last >= NGX_CHAT_RELAY_SYNC_MIN) {
-        ngx_chat_relay_room_due(rl, r);
+    if (ngx_chat_relay_room_due(rl, r)) {
         ngx_chat_relay_flush(rl);
     }
 }
@@ -1738,7 +1743,9 @@ ngx_chat_relay_room(ngx_chat_relay_t *rl, ngx_str_t *name, ngx_uint_t create)
     ngx_memcpy(r->sn.str.data, name->data, name->len);
 
     r->sn.node.key = hash;
-    r->last = ngx_current_msec - NGX_CHAT_RELAY_SYNC_MIN;
+    r->last[0] = ngx_current_msec - NGX_CHAT_RELAY_SYNC_MIN;
+    r->last[1] = r->last[0];
+    r->last[2] = r->last[0];
 
     ngx_rbtree_insert(&rl->rooms, &r->sn.node);
 
@@ -1746,28 +1753,37 @@ ngx_chat_relay_room(ngx_chat_relay_t *rl, ngx_str_t *name, ngx_uint_t create)
 }
 
 
-/* what is pending for a room, done now */
+/* what is pending for a room and not done recently, done now: any? */
 
-static void
+static ngx_uint_t
 ngx_chat_relay_room_due(ngx_chat_relay_t *rl, ngx_chat_relay_room_t *r)
 {
     ngx_str_t    *users;
-    ngx_uint_t    i;
+    ngx_uint_t    i, k, done;
     ngx_pool_t   *pool;
     ngx_array_t  *a;
 
-    if (!(r->presence || r->republish || r->sync)) {
-        return;
-    }
+    done = 0;
 
-    r->last = ngx_current_msec;
+    for (k = 0; k < 3; k++) {
+        if (!(r->pending & (1 << k))
+            || ngx_current_msec - r->last[k] < NGX_CHAT_RELAY_SYNC_MIN)
+        {
+            continue;
+        }
 
-    if (r->presence) {
-        r->presence = 0;
+        r->pending &= ~(1 << k);
+        r->last[k] = ngx_current_msec;
+        done = 1;
 
-        pool = ngx_create_pool(4096, ngx_cycle->log);
+        switch (1 << k) {
 
-        if (pool) {
+        case NGX_CHAT_RELAY_PRESENCE:
+            pool = ngx_create_pool(4096, ngx_cycle->log);
+            if (pool == NULL) {
+                break;
+            }
+
             a = ngx_chat_shm_users(rl->ctx, &r->sn.str, 1, pool);
 
             if (a) {
@@ -1781,19 +1797,19 @@ ngx_chat_relay_room_due(ngx_chat_relay_t *rl, ngx_chat_relay_room_t *r)
             }
 
             ngx_destroy_pool(pool);
+            break;
+
+        case NGX_CHAT_RELAY_REPUBLISH:
+            ngx_chat_relay_republish(rl, &r->sn.str, r->from);
+            break;
+
+        default: /* NGX_CHAT_RELAY_RESYNC */
+            ngx_chat_relay_sync(rl, &r->sn.str, 2);
+            break;
         }
     }
 
-    if (r->republish) {
-        r->republish = 0;
-        ngx_chat_relay_republish(rl, &r->sn.str, r->from);
-    }
-
-    if (r->sync) {
-        r->sync = 0;
-
-        ngx_chat_relay_sync(rl, &r->sn.str, 2);
-    }
+    return done;
 }
 
 
@@ -1802,7 +1818,7 @@ ngx_chat_relay_room_due(ngx_chat_relay_t *rl, ngx_chat_relay_room_t *r)
 static void
 ngx_chat_relay_rooms_tick(ngx_chat_relay_t *rl)
 {
-    ngx_uint_t              done;
+    ngx_uint_t              done, k, quiet;
     ngx_rbtree_node_t      *node, *next;
     ngx_chat_relay_room_t  *r;
 
@@ -1819,17 +1835,20 @@ ngx_chat_relay_rooms_tick(ngx_chat_relay_t *rl)
         next = ngx_rbtree_next(&rl->rooms, node);
         r = (ngx_chat_relay_room_t *) node;
 
-        if (ngx_current_msec - r->last < NGX_CHAT_RELAY_SYNC_MIN) {
+        if (r->pending) {
+            done |= ngx_chat_relay_room_due(rl, r);
             continue;
         }
 
-        if (r->presence || r->republish || r->sync) {
-            ngx_chat_relay_room_due(rl, r);
-            done = 1;
-            continue;
+        quiet = 1;
+
+        for (k = 0; k < 3; k++) {
+            if (ngx_current_msec - r->last[k] < NGX_CHAT_RELAY_SYNC_KEEP) {
+                quiet = 0;
+            }
         }
 
-        if (ngx_current_msec - r->last >= NGX_CHAT_RELAY_SYNC_KEEP) {
+        if (quiet) {
             ngx_rbtree_delete(&rl->rooms, node);
             ngx_free(r);
         }

@@ -227,13 +227,6 @@ ngx_chat_remote_count_invalid(ngx_chat_shm_ctx_t *ctx)
 }
 
 
-ngx_uint_t
-ngx_chat_remote_duplicates(ngx_chat_shm_ctx_t *ctx)
-{
-    return ctx->sh->relay_duplicates;
-}
-
-
 void
 ngx_chat_remote_seen(ngx_chat_shm_ctx_t *ctx, uint64_t server)
 {

@@ -66,13 +66,12 @@ ngx_int_t ngx_chat_remote_id_parse(ngx_str_t *id, uint64_t *num,
  * NGX_DECLINED when a copy, older than what that server's live messages
  * brought (each server's ids are ordered), or the room has no member
  * here.  A republished one is taken only in a gap our resubscription
- * opened (ngx_chat_remote_resubscribed()), in order.  Counted as a
- * duplicate when refused as one.
+ * opened (ngx_chat_remote_resubscribed()), in order.  Counted
+ * (relay_duplicates in status) when refused as a copy.
  */
 ngx_int_t ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, ngx_str_t *id, u_char *json, size_t len,
     ngx_uint_t republished);
-ngx_uint_t ngx_chat_remote_duplicates(ngx_chat_shm_ctx_t *ctx);
 
 /* the room's sync request argument after our resubscription (see .c) */
 u_char *ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx,

@@ -1426,6 +1426,7 @@ ngx_chat_shm_stats(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_stats_t *st)
     st->zone_full = sh->zone_full;
     st->relay_dropped = sh->relay_dropped;
     st->relay_invalid = sh->relay_invalid;
+    st->relay_duplicates = sh->relay_duplicates;
 }
 
 

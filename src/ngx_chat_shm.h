@@ -100,6 +100,7 @@ typedef struct {
     uint64_t                   zone_full;
     uint64_t                   relay_dropped;
     uint64_t                   relay_invalid;
+    uint64_t                   relay_duplicates;  /* copies recognised */
 } ngx_chat_shm_stats_t;
 
 

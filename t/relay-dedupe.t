@@ -33,7 +33,7 @@ use Test::Chat::Redis;
 plan skip_all => 'no redis-server'
     unless Test::Chat::Redis->available;
 
-plan tests => 22;
+plan tests => 23;
 
 my $ZONE = 'chat';
 
@@ -127,6 +127,8 @@ my @again = twice($b1);
 is(scalar(@again), 0, 'b1 got none of the 20 messages a second time')
     or diag(scalar(@again) . " delivered twice: @again[0 .. ($#again > 4 ? 4 : $#again)]");
 is(scalar(twice($a1)), 0, 'a1 got nothing twice');
+cmp_ok(status($B)->{relay_duplicates} // -1, '>', 0,
+       'B counted the copies it recognised (relay_duplicates in status)');
 
 my $after = ack_id(send_msg($a1, 'r', 'after', 'after'));
 my @a = collect($b1, sub { $_[0]{type} eq 'message' && $_[0]{content} eq 'after' }, 1, 5);
