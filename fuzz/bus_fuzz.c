@@ -22,7 +22,8 @@
  *   4      scan from the start of an entry (1 more byte: which)
  *   5      the worker detaches, or attaches again (a new reader)
  *   6      the next ngx_alloc() fails (a read then walks under the lock)
- *   7      the worker relays, or no longer (it keeps relay_pos)
+ *   7      nothing (was: the worker relays; the relay keeps relay_pos
+ *          itself now)
  *
  * The model keeps every entry appended and where it starts (with the
  * padding where the ring wraps), and predicts: which appends are refused
@@ -446,10 +447,6 @@ bread(ngx_uint_t w)
     ASSERT(brd[w].read == bhead);
     ASSERT(bbus.wake[w].notified == 0);
 
-    if (brd[w].relay) {
-        ASSERT(bbus.relay_pos == bhead);
-    }
-
     bnotified[w] = 0;
 }
 
@@ -572,7 +569,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
 
         default: /* 7 */
-            brd[w].relay = !brd[w].relay;
             break;
         }
     }

@@ -196,10 +196,6 @@ ngx_chat_bus_read(ngx_chat_bus_t *bus, ngx_shmtx_t *mutex,
             rd->read = ngx_chat_bus_walk(bus, from, head, NULL, handler,
                                          data);
 
-            if (rd->relay) {
-                bus->relay_pos = rd->read;
-            }
-
             ngx_shmtx_unlock(mutex);
             return lost;
         }
@@ -225,10 +221,6 @@ ngx_chat_bus_read(ngx_chat_bus_t *bus, ngx_shmtx_t *mutex,
     }
 
     rd->read = head;
-
-    if (rd->relay) {
-        bus->relay_pos = head;
-    }
 
     ngx_shmtx_unlock(mutex);
 

@@ -84,7 +84,8 @@ typedef struct {
     size_t                     size;
     uint64_t                   head;      /* bytes ever written */
     uint64_t                   tail;      /* oldest entry still there */
-    uint64_t                   relay_pos; /* what the relaying worker read */
+    uint64_t                   relay_pos; /* the relay's oldest entry not
+                                             taken by Redis yet */
     ngx_chat_bus_wake_t        wake[NGX_CHAT_MAX_WORKERS];
 } ngx_chat_bus_t;
 
@@ -92,7 +93,6 @@ typedef struct {
 /* a worker's reading state */
 typedef struct {
     ngx_int_t                  slot;      /* its worker slot */
-    unsigned                   relay:1;   /* it relays: keep relay_pos */
     uint64_t                   read;      /* what it has read up to */
     u_char                    *copy;      /* what the last read copied */
     size_t                     copy_cap;

@@ -13,9 +13,15 @@
  * Payloads start with the sender's server id (16 hex digits) and a letter:
  *
  *   M <id> <json>   a message (the "message" JSON object as delivered)
+ *   R <id> <json>   one published again, for a server that may have
+ *                   missed it (below)
  *   J <user>        the user's first connection to the room on that server
  *   L <user>        the user's last connection to the room there is gone
- *   S               that server just subscribed: tell it who is here
+ *   S [-]           that server just subscribed: tell it who is here
+ *   S +[ <tag>:<n>]...  that server subscribed again after an outage: who
+ *                   is here, and our messages it has not had (the ids
+ *                   of our tag above <n>; all we have when we are not
+ *                   listed)
  *   H               heartbeat, every 2 s on the servers channel
  *
  * Everything that arrives is validated as client input is (SPEC §8) before
@@ -36,11 +42,26 @@
  * A server ignores its own payloads.  Other servers' users are kept in the
  * zone per server (present or not), so "members", "who" and presence
  * events include them; a server not heard from for 7 s is dropped, with
- * presence "leave" for its users.  While Redis is down, what this server
- * has to publish waits in a bounded queue (oldest dropped, counted) and
- * goes out in order when Redis is back; remote users are kept as they were
- * until then.  Publishing is at least once: a receiver drops a message
- * whose id its room already has.
+ * presence "leave" for its users.
+ *
+ * Nothing is lost on the way out: what this server has to publish waits
+ * in a bounded queue (oldest dropped, counted, when Redis stays down) and
+ * leaves it only when Redis has answered the PUBLISH; a connection lost
+ * before that sends it again.  The zone keeps the bus position of the
+ * oldest entry not taken yet, so a worker that takes the relay over after
+ * the owner died reads the bus again from there; an owner that exits
+ * (reload, shutdown) hands its queue over through the zone at once and
+ * lets another worker take the relay.  Publishing is thus at least once;
+ * receivers recognise copies by id without keeping them (each server's
+ * ids are ordered: ngx_chat_remote_message()).
+ *
+ * Redis keeps nothing for a subscriber that was away, so a server that
+ * subscribes again after an outage says what it has of each server
+ * ("S +"), and each answers with what it published since, once (R), at
+ * most once per room per NGX_CHAT_RELAY_SYNC_MIN ms (requests meanwhile
+ * are merged and answered then).  A server that subscribes to a room
+ * because its first member joined asks only for presence: its members
+ * are new, and its ring knows where it has a hole.
  */
 
 
@@ -63,6 +84,10 @@
 #define NGX_CHAT_RELAY_EXPIRE      7000
 #define NGX_CHAT_RELAY_QUEUE_MAX   10000
 #define NGX_CHAT_RELAY_TICK        1000
+#define NGX_CHAT_RELAY_SYNC_MIN    3000
+#define NGX_CHAT_RELAY_SYNC_KEEP   30000
+#define NGX_CHAT_RELAY_SYNC_ARG    (2 + NGX_CHAT_MAX_SERVERS               \
+                                        * (2 + 12 + NGX_INT64_LEN))
 
 /*
  * A "message" object without its strings and ts; each string may take 6
@@ -80,6 +105,7 @@
 typedef struct {
     ngx_queue_t                queue;
     ngx_uint_t                 cmd;
+    uint64_t                   pos;       /* its bus entry, or 0 */
     size_t                     channel_len;
     size_t                     payload_len;
     u_char                     data[1];
@@ -94,9 +120,26 @@ typedef struct {
     ngx_str_t                  room;      /* M, J, L, S */
     ngx_str_t                  id;        /* M */
     ngx_str_t                  user;      /* J, L */
-    ngx_str_t                  json;      /* M: written again, ours */
+    ngx_str_t                  json;      /* M, R: written again, ours */
+    ngx_str_t                  sync;      /* S: "", "-" or "+..." */
     char                      *error;     /* why it is invalid */
 } ngx_chat_relay_payload_t;
+
+
+/*
+ * A room's sync requests and answers: each kind at most once every
+ * NGX_CHAT_RELAY_SYNC_MIN; what comes meanwhile waits, merged
+ */
+typedef struct {
+    ngx_str_node_t             sn;
+    ngx_msec_t                 last[3];   /* done, by kind: */
+    uint64_t                   from;      /* republish ours above it */
+    unsigned                   pending:3;
+} ngx_chat_relay_room_t;
+
+#define NGX_CHAT_RELAY_PRESENCE    0x01   /* who is here */
+#define NGX_CHAT_RELAY_REPUBLISH   0x02   /* our messages again */
+#define NGX_CHAT_RELAY_RESYNC      0x04   /* our own request again */
 
 
 typedef struct {
@@ -112,9 +155,14 @@ typedef struct {
     ngx_str_t                  prefix;        /* "<p>:<db>:<zone>:r:" */
     ngx_str_t                  control;       /* "<p>:<db>:<zone>:servers" */
     u_char                     sid[16];
-    ngx_queue_t                queue;
+    ngx_queue_t                queue;     /* the first "inflight" were
+                                             sent, their reply not in */
     ngx_uint_t                 queued;
+    ngx_uint_t                 inflight;
     ngx_uint_t                 dropped;
+    uint64_t                   tag;       /* our ids' tag */
+    ngx_rbtree_t               rooms;     /* ngx_chat_relay_room_t */
+    ngx_rbtree_node_t          sentinel;
     ngx_event_t                heartbeat;
     ngx_msec_t                 sub_heard;     /* last payload, ours too */
     u_char                    *json;          /* messages written again */
@@ -128,13 +176,19 @@ typedef struct {
 
 
 static void ngx_chat_relay_tick(ngx_event_t *ev);
-static void ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from);
+static void ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from,
+    ngx_str_t *handover);
 static void ngx_chat_relay_stop(ngx_chat_relay_t *rl);
+static void ngx_chat_relay_handover(ngx_chat_relay_t *rl);
+static void ngx_chat_relay_hold(ngx_chat_relay_t *rl);
+static void ngx_chat_relay_published(ngx_chat_redis_t *rc,
+    redisReply *reply, void *data);
 static void ngx_chat_relay_entry(void *data, uint64_t pos,
     ngx_chat_bus_entry_t *e);
 static void ngx_chat_relay_flush(void *data);
 static ngx_int_t ngx_chat_relay_queue(ngx_chat_relay_t *rl, ngx_uint_t cmd,
-    ngx_str_t *room, u_char kind, ngx_str_t *arg1, ngx_str_t *arg2);
+    uint64_t pos, ngx_str_t *room, u_char kind, ngx_str_t *arg1,
+    ngx_str_t *arg2);
 static void ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up,
     void *data);
 static void ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
@@ -147,15 +201,27 @@ static ngx_int_t ngx_chat_relay_json_str(json_t *obj, const char *key,
     ngx_str_t *value);
 static ngx_uint_t ngx_chat_relay_text(ngx_str_t *s);
 static ngx_uint_t ngx_chat_relay_id(ngx_str_t *id);
+static ngx_int_t ngx_chat_relay_sync_arg(ngx_str_t *arg);
+static ngx_int_t ngx_chat_relay_sync_mark(ngx_chat_relay_t *rl,
+    ngx_str_t *arg, uint64_t *from);
 static void ngx_chat_relay_invalid(ngx_chat_relay_t *rl,
     ngx_chat_relay_payload_t *pl);
 static void ngx_chat_relay_invalid_report(ngx_chat_relay_t *rl);
-static void ngx_chat_relay_sync(ngx_chat_relay_t *rl, ngx_str_t *room);
-static void ngx_chat_relay_sync_reply(ngx_chat_relay_t *rl, ngx_str_t *room);
+static void ngx_chat_relay_sync(ngx_chat_relay_t *rl, ngx_str_t *room,
+    ngx_uint_t again);
+static void ngx_chat_relay_sync_request(ngx_chat_relay_t *rl,
+    ngx_chat_relay_payload_t *pl);
+static ngx_chat_relay_room_t *ngx_chat_relay_room(ngx_chat_relay_t *rl,
+    ngx_str_t *name, ngx_uint_t create);
+static ngx_uint_t ngx_chat_relay_room_due(ngx_chat_relay_t *rl,
+    ngx_chat_relay_room_t *r);
+static void ngx_chat_relay_rooms_tick(ngx_chat_relay_t *rl);
+static void ngx_chat_relay_rooms_free(ngx_chat_relay_t *rl);
 static void ngx_chat_relay_subscribe(ngx_chat_relay_t *rl,
     ngx_str_t *channel, ngx_uint_t on);
 static void ngx_chat_relay_heartbeat(ngx_event_t *ev);
-static void ngx_chat_relay_republish(ngx_chat_relay_t *rl, ngx_str_t *room);
+static void ngx_chat_relay_republish(ngx_chat_relay_t *rl, ngx_str_t *room,
+    uint64_t from);
 static void ngx_chat_relay_set_state(ngx_chat_relay_t *rl);
 
 
@@ -220,40 +286,6 @@ ngx_chat_relay_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 }
 
 
-/* another server subscribed to a room: tell it who is here, and what */
-
-static void
-ngx_chat_relay_sync_reply(ngx_chat_relay_t *rl, ngx_str_t *room)
-{
-    ngx_str_t    *users;
-    ngx_uint_t    i;
-    ngx_pool_t   *pool;
-    ngx_array_t  *a;
-
-    pool = ngx_create_pool(4096, ngx_cycle->log);
-    if (pool == NULL) {
-        return;
-    }
-
-    a = ngx_chat_shm_users(rl->ctx, room, 1, pool);
-
-    if (a) {
-        users = a->elts;
-
-        for (i = 0; i < a->nelts; i++) {
-            (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, room, 'J',
-                                        &users[i], NULL);
-        }
-    }
-
-    ngx_destroy_pool(pool);
-
-    ngx_chat_relay_republish(rl, room);
-
-    ngx_chat_relay_flush(rl);
-}
-
-
 void
 ngx_chat_relay_exit_process(ngx_cycle_t *cycle)
 {
@@ -267,7 +299,7 @@ ngx_chat_relay_exit_process(ngx_cycle_t *cycle)
             ngx_del_timer(&rlp[i]->tick);
         }
 
-        ngx_chat_relay_stop(rlp[i]);
+        ngx_chat_relay_handover(rlp[i]);
     }
 
     ngx_chat_relays.nelts = 0;
@@ -280,18 +312,33 @@ static void
 ngx_chat_relay_tick(ngx_event_t *ev)
 {
     uint64_t           from;
+    ngx_str_t          handover;
     ngx_chat_relay_t  *rl;
 
     rl = ev->data;
 
     if (ngx_exiting) {
+        /*
+         * a worker shutting down gets no Redis connection back
+         * (ngx_chat_redis.c): a live one takes the relay and the queue
+         */
+
+        ngx_chat_relay_handover(rl);
         return;
     }
 
     if (!rl->owner && rl->ctx->wslot >= 0
-        && ngx_chat_remote_claim(rl->ctx, &from) == NGX_OK)
+        && ngx_chat_remote_claim(rl->ctx, &from, &handover) == NGX_OK)
     {
-        ngx_chat_relay_start(rl, from);
+        ngx_chat_relay_start(rl, from, &handover);
+
+        if (handover.data) {
+            ngx_free(handover.data);
+        }
+    }
+
+    if (rl->owner) {
+        ngx_chat_relay_rooms_tick(rl);
     }
 
     ngx_add_timer(ev, NGX_CHAT_RELAY_TICK);
@@ -299,16 +346,24 @@ ngx_chat_relay_tick(ngx_event_t *ev)
 
 
 static void
-ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from)
+ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from,
+    ngx_str_t *handover)
 {
-    u_char              *p;
-    ngx_int_t            db;
-    ngx_chat_shm_ctx_t  *ctx;
+    u_char                 *p, *last;
+    size_t                  len[2];
+    ngx_int_t               db;
+    ngx_chat_shm_ctx_t     *ctx;
+    ngx_chat_relay_item_t  *it;
 
     ctx = rl->ctx;
 
     ngx_queue_init(&rl->queue);
+    rl->queued = 0;
+    rl->inflight = 0;
 
+    ngx_rbtree_init(&rl->rooms, &rl->sentinel, ngx_str_rbtree_insert_value);
+
+    rl->tag = ngx_chat_remote_server_id(ctx) & 0xffffffffffffULL;
     (void) ngx_sprintf(rl->sid, "%016xL", ngx_chat_remote_server_id(ctx));
 
     /* the channels' names: see the top of this file */
@@ -356,9 +411,50 @@ ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from)
         return;
     }
 
-    /* what the previous owner, if any, had not published yet */
+    /*
+     * what the previous owner, if any, had not got Redis to take: the
+     * queue it handed over (channel and payload lengths, then both, as
+     * ngx_chat_relay_handover() writes them), then the bus from where it
+     * was taken or read up to
+     */
+
+    p = handover->data;
+    last = p + handover->len;
+
+    while (last - p >= (ssize_t) sizeof(len)) {
+        ngx_memcpy(len, p, sizeof(len));
+        p += sizeof(len);
+
+        if ((size_t) (last - p) < len[0] + len[1]) {
+            break;
+        }
+
+        it = ngx_alloc(offsetof(ngx_chat_relay_item_t, data) + len[0]
+                       + len[1], ngx_cycle->log);
+        if (it == NULL) {
+            break;
+        }
+
+        it->cmd = NGX_CHAT_RELAY_PUBLISH;
+        it->pos = 0;
+        it->channel_len = len[0];
+        it->payload_len = len[1];
+        ngx_memcpy(it->data, p, len[0] + len[1]);
+        p += len[0] + len[1];
+
+        ngx_queue_insert_tail(&rl->queue, &it->queue);
+        rl->queued++;
+    }
+
+    if (handover->len) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "chat: took over %ui relay publishes of zone \"%V\" "
+                      "from an exiting worker", rl->queued, &ctx->name);
+    }
 
     (void) ngx_chat_shm_bus_scan(ctx, from, ngx_chat_relay_entry, rl);
+
+    ngx_chat_relay_hold(rl);
 
     ngx_add_timer(&rl->heartbeat, NGX_CHAT_RELAY_HEARTBEAT);
 }
@@ -367,7 +463,8 @@ ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from)
 static void
 ngx_chat_relay_stop(ngx_chat_relay_t *rl)
 {
-    ngx_queue_t  *q;
+    ngx_queue_t       *q;
+    ngx_chat_redis_t  *rc;
 
     if (!rl->owner) {
         return;
@@ -381,15 +478,21 @@ ngx_chat_relay_stop(ngx_chat_relay_t *rl)
         ngx_del_timer(&rl->heartbeat);
     }
 
+    /* replies to come are ignored: rl->pub no longer is their connection */
+
     if (rl->pub) {
-        ngx_chat_redis_destroy(rl->pub);
+        rc = rl->pub;
         rl->pub = NULL;
+        ngx_chat_redis_destroy(rc);
     }
 
     if (rl->sub) {
-        ngx_chat_redis_destroy(rl->sub);
+        rc = rl->sub;
         rl->sub = NULL;
+        ngx_chat_redis_destroy(rc);
     }
+
+    ngx_chat_relay_rooms_free(rl);
 
     while (!ngx_queue_empty(&rl->queue)) {
         q = ngx_queue_head(&rl->queue);
@@ -398,6 +501,7 @@ ngx_chat_relay_stop(ngx_chat_relay_t *rl)
     }
 
     rl->queued = 0;
+    rl->inflight = 0;
     rl->pub_up = 0;
     rl->sub_up = 0;
 
@@ -421,6 +525,170 @@ ngx_chat_relay_stop(ngx_chat_relay_t *rl)
 }
 
 
+/*
+ * The owner exits (reload, shutdown): its publishes not taken by Redis
+ * yet go to the zone for the next owner, which is any other worker from
+ * its next tick on
+ */
+
+static void
+ngx_chat_relay_handover(ngx_chat_relay_t *rl)
+{
+    u_char                 *buf, *p;
+    size_t                  size, len[2];
+    uint64_t                pos;
+    ngx_uint_t              n;
+    ngx_queue_t            *q;
+    ngx_chat_relay_item_t  *it;
+
+    if (!rl->owner) {
+        return;
+    }
+
+    size = 0;
+    pos = 0;
+    n = 0;
+
+    for (q = ngx_queue_head(&rl->queue);
+         q != ngx_queue_sentinel(&rl->queue);
+         q = ngx_queue_next(q))
+    {
+        it = ngx_queue_data(q, ngx_chat_relay_item_t, queue);
+
+        if (it->cmd == NGX_CHAT_RELAY_PUBLISH) {
+            size += sizeof(len) + it->channel_len + it->payload_len;
+
+            if (pos == 0) {
+                pos = it->pos;
+            }
+        }
+    }
+
+    buf = size ? ngx_alloc(size, ngx_cycle->log) : NULL;
+    p = buf;
+
+    if (buf) {
+        for (q = ngx_queue_head(&rl->queue);
+             q != ngx_queue_sentinel(&rl->queue);
+             q = ngx_queue_next(q))
+        {
+            it = ngx_queue_data(q, ngx_chat_relay_item_t, queue);
+
+            if (it->cmd != NGX_CHAT_RELAY_PUBLISH) {
+                continue;
+            }
+
+            len[0] = it->channel_len;
+            len[1] = it->payload_len;
+            p = ngx_cpymem(p, len, sizeof(len));
+            p = ngx_cpymem(p, it->data, len[0] + len[1]);
+            n++;
+        }
+    }
+
+    if (ngx_chat_remote_handover(rl->ctx, buf, p - buf, pos) == NGX_ERROR
+        || (size && buf == NULL))
+    {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat: no memory to hand the relay queue of zone "
+                      "\"%V\" over; the next relaying worker reads the bus "
+                      "again", &rl->ctx->name);
+
+    } else {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "chat: this worker exits and hands the relay of zone "
+                      "\"%V\" over with %ui publishes", &rl->ctx->name, n);
+    }
+
+    if (buf) {
+        ngx_free(buf);
+    }
+
+    ngx_chat_relay_stop(rl);
+}
+
+
+/* the zone learns the oldest bus entry Redis has not taken yet */
+
+static void
+ngx_chat_relay_hold(ngx_chat_relay_t *rl)
+{
+    uint64_t                pos;
+    ngx_queue_t            *q;
+    ngx_chat_relay_item_t  *it;
+
+    pos = 0;
+
+    for (q = ngx_queue_head(&rl->queue);
+         q != ngx_queue_sentinel(&rl->queue);
+         q = ngx_queue_next(q))
+    {
+        it = ngx_queue_data(q, ngx_chat_relay_item_t, queue);
+
+        if (it->pos) {
+            pos = it->pos;
+            break;
+        }
+    }
+
+    ngx_chat_remote_relay_pos(rl->ctx, pos);
+}
+
+
+/* Redis answered the oldest PUBLISH sent: it leaves the queue */
+
+static void
+ngx_chat_relay_published(ngx_chat_redis_t *rc, redisReply *reply, void *data)
+{
+    ngx_chat_relay_t *rl = data;
+
+    uint64_t                pos;
+    ngx_queue_t            *q;
+    ngx_chat_relay_item_t  *it;
+
+    if (rc != rl->pub || !rl->owner) {
+        /* the connection was closed for good (ngx_chat_relay_stop()) */
+        return;
+    }
+
+    if (reply == NULL) {
+        /* lost with the connection: all sent are sent again */
+        rl->inflight = 0;
+        return;
+    }
+
+    if (rl->inflight == 0 || ngx_queue_empty(&rl->queue)) {
+        return;
+    }
+
+    q = ngx_queue_head(&rl->queue);
+    it = ngx_queue_data(q, ngx_chat_relay_item_t, queue);
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* refused, not lost in transit: sending it again would not help */
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "chat: Redis refused a PUBLISH on \"%*s\": %*s",
+                      it->channel_len, it->data, (size_t) reply->len,
+                      reply->str);
+
+        rl->dropped++;
+        ngx_chat_remote_count_dropped(rl->ctx);
+    }
+
+    pos = it->pos;
+
+    ngx_queue_remove(q);
+    ngx_free(it);
+    rl->queued--;
+    rl->inflight--;
+
+    if (pos) {
+        ngx_chat_relay_hold(rl);
+    }
+}
+
+
 /* each bus entry this worker reads: what this server tells the others */
 
 static void
@@ -439,24 +707,25 @@ ngx_chat_relay_entry(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
     switch (e->kind) {
 
     case NGX_CHAT_BUS_MESSAGE:
-        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, &parts.room,
-                                    'M', &parts.id, &parts.json);
+        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, pos,
+                                    &parts.room, 'M', &parts.id, &parts.json);
         break;
 
     case NGX_CHAT_BUS_RPRESENCE:
-        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, &parts.room,
+        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, pos,
+                                    &parts.room,
                                     (e->flags & NGX_CHAT_BUS_LEAVE) ? 'L'
                                                                     : 'J',
                                     &parts.user, NULL);
         break;
 
     case NGX_CHAT_BUS_SUBSCRIBE:
-        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_SUBSCRIBE, &parts.room,
-                                    0, NULL, NULL);
+        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_SUBSCRIBE, 0,
+                                    &parts.room, 0, NULL, NULL);
         break;
 
     case NGX_CHAT_BUS_UNSUBSCRIBE:
-        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_UNSUBSCRIBE,
+        (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_UNSUBSCRIBE, 0,
                                     &parts.room, 0, NULL, NULL);
         break;
 
@@ -469,11 +738,12 @@ ngx_chat_relay_entry(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
 /* channel, and "<sid> <kind>[ <arg1>[ <arg2>]]" as the payload */
 
 static ngx_int_t
-ngx_chat_relay_queue(ngx_chat_relay_t *rl, ngx_uint_t cmd, ngx_str_t *room,
-    u_char kind, ngx_str_t *arg1, ngx_str_t *arg2)
+ngx_chat_relay_queue(ngx_chat_relay_t *rl, ngx_uint_t cmd, uint64_t pos,
+    ngx_str_t *room, u_char kind, ngx_str_t *arg1, ngx_str_t *arg2)
 {
     u_char                 *p;
     size_t                  clen, plen;
+    ngx_uint_t              i;
     ngx_queue_t            *q;
     ngx_chat_relay_item_t  *it, *old;
 
@@ -488,15 +758,18 @@ ngx_chat_relay_queue(ngx_chat_relay_t *rl, ngx_uint_t cmd, ngx_str_t *room,
     if (cmd == NGX_CHAT_RELAY_PUBLISH
         && rl->queued >= NGX_CHAT_RELAY_QUEUE_MAX)
     {
-        /* Redis has been down for long: the oldest publish goes */
+        /*
+         * Redis has been down for long: the oldest publish goes, of
+         * those not sent (a reply may still come for those sent)
+         */
 
-        for (q = ngx_queue_head(&rl->queue);
+        for (i = 0, q = ngx_queue_head(&rl->queue);
              q != ngx_queue_sentinel(&rl->queue);
-             q = ngx_queue_next(q))
+             i++, q = ngx_queue_next(q))
         {
             old = ngx_queue_data(q, ngx_chat_relay_item_t, queue);
 
-            if (old->cmd == NGX_CHAT_RELAY_PUBLISH) {
+            if (i >= rl->inflight && old->cmd == NGX_CHAT_RELAY_PUBLISH) {
                 ngx_queue_remove(q);
                 ngx_free(old);
                 rl->queued--;
@@ -514,6 +787,7 @@ ngx_chat_relay_queue(ngx_chat_relay_t *rl, ngx_uint_t cmd, ngx_str_t *room,
     }
 
     it->cmd = cmd;
+    it->pos = pos;
     it->channel_len = clen;
     it->payload_len = plen;
 
@@ -559,16 +833,24 @@ ngx_chat_relay_flush(void *data)
     size_t                  argvlen[3];
     ngx_int_t               rc;
     ngx_str_t               channel;
+    ngx_uint_t              i;
     const char             *argv[3];
-    ngx_queue_t            *q;
+    ngx_queue_t            *q, *next;
     ngx_chat_relay_item_t  *it;
 
     if (!rl->owner) {
         return;
     }
 
-    while (!ngx_queue_empty(&rl->queue)) {
-        q = ngx_queue_head(&rl->queue);
+    /* past those sent: they stay until Redis answers */
+
+    q = ngx_queue_head(&rl->queue);
+
+    for (i = 0; i < rl->inflight && q != ngx_queue_sentinel(&rl->queue); i++) {
+        q = ngx_queue_next(q);
+    }
+
+    while (q != ngx_queue_sentinel(&rl->queue)) {
         it = ngx_queue_data(q, ngx_chat_relay_item_t, queue);
 
         if (it->cmd == NGX_CHAT_RELAY_PUBLISH) {
@@ -589,11 +871,15 @@ ngx_chat_relay_flush(void *data)
                            "chat relay: PUBLISH %*s",
                            it->channel_len, it->data);
 
-            rc = ngx_chat_redis_command(rl->pub, NULL, NULL, argc, argv,
-                                        argvlen);
-            if (rc == NGX_DECLINED) {
+            rc = ngx_chat_redis_command(rl->pub, ngx_chat_relay_published,
+                                        rl, argc, argv, argvlen);
+            if (rc != NGX_OK) {
                 break;
             }
+
+            rl->inflight++;
+            q = ngx_queue_next(q);
+            continue;
 
         } else {
             /* (un)subscriptions are redone whole when "sub" reconnects */
@@ -608,15 +894,23 @@ ngx_chat_relay_flush(void *data)
                 if (it->cmd == NGX_CHAT_RELAY_SUBSCRIBE) {
                     channel.data = it->data + rl->prefix.len;
                     channel.len = it->channel_len - rl->prefix.len;
-                    ngx_chat_relay_sync(rl, &channel);
+                    ngx_chat_relay_sync(rl, &channel, 0);
                 }
             }
         }
 
+        /* after what the sync request may have queued at the tail */
+
+        next = ngx_queue_next(q);
+
         ngx_queue_remove(q);
         ngx_free(it);
         rl->queued--;
+
+        q = next;
     }
+
+    ngx_chat_relay_hold(rl);
 }
 
 
@@ -640,13 +934,33 @@ ngx_chat_relay_subscribe(ngx_chat_relay_t *rl, ngx_str_t *channel,
 }
 
 
-/* asks the others who is in a room we just subscribed to */
+/*
+ * Asks the others who is in a room we just subscribed to ("S -"), or,
+ * "again" (1: subscribed again after an outage; 2: the same request
+ * again), also for what we may have missed: "S +" and what we have of
+ * each server
+ */
 
 static void
-ngx_chat_relay_sync(ngx_chat_relay_t *rl, ngx_str_t *room)
+ngx_chat_relay_sync(ngx_chat_relay_t *rl, ngx_str_t *room, ngx_uint_t again)
 {
-    (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, room, 'S', NULL,
-                                NULL);
+    u_char     buf[NGX_CHAT_RELAY_SYNC_ARG];
+    ngx_str_t  arg;
+
+    arg.data = buf;
+
+    if (again) {
+        arg.len = ngx_chat_remote_resubscribed(rl->ctx, room, again == 1,
+                                               buf, buf + sizeof(buf))
+                  - buf;
+
+    } else {
+        arg.len = 1;
+        buf[0] = '-';
+    }
+
+    (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, 0, room, 'S',
+                                &arg, NULL);
 }
 
 
@@ -655,11 +969,13 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
 {
     ngx_chat_relay_t *rl = data;
 
-    ngx_str_t          channel, *rooms;
-    ngx_uint_t         i;
-    ngx_pool_t        *pool;
-    ngx_array_t       *a;
-    ngx_chat_shm_ctx_t  *ctx;
+    ngx_str_t               channel, *rooms;
+    ngx_uint_t              i;
+    ngx_pool_t             *pool;
+    ngx_queue_t            *q, *next;
+    ngx_array_t            *a;
+    ngx_chat_shm_ctx_t     *ctx;
+    ngx_chat_relay_item_t  *it;
 
     ctx = rl->ctx;
 
@@ -714,12 +1030,30 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
                        rooms[i].data, rooms[i].len);
 
             ngx_chat_relay_subscribe(rl, &channel, 1);
-            ngx_chat_relay_sync(rl, &rooms[i]);
-            ngx_chat_relay_republish(rl, &rooms[i]);
+            ngx_chat_relay_sync(rl, &rooms[i], 1);
         }
     }
 
     ngx_destroy_pool(pool);
+
+    /*
+     * (un)subscriptions queued while "sub" was down are done: every room
+     * with members here was just subscribed to
+     */
+
+    for (q = ngx_queue_head(&rl->queue);
+         q != ngx_queue_sentinel(&rl->queue);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        it = ngx_queue_data(q, ngx_chat_relay_item_t, queue);
+
+        if (it->cmd != NGX_CHAT_RELAY_PUBLISH) {
+            ngx_queue_remove(q);
+            ngx_free(it);
+            rl->queued--;
+        }
+    }
 
     ngx_chat_relay_flush(rl);
 }
@@ -769,13 +1103,15 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
         return;
 
     case 'M':
+    case 'R':
         ngx_chat_remote_seen(ctx, pl.server);
 
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "chat relay: message %V in \"%V\"", &pl.id, &pl.room);
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "chat relay: message %V in \"%V\"%s", &pl.id,
+                       &pl.room, pl.kind == 'R' ? " (again)" : "");
 
         if (ngx_chat_remote_message(ctx, &pl.room, &pl.id, pl.json.data,
-                                    pl.json.len)
+                                    pl.json.len, pl.kind == 'R')
             == NGX_OK)
         {
             ngx_chat_fanout_publish(rl->fo);
@@ -800,7 +1136,7 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
 
     default: /* 'S' */
         ngx_chat_remote_seen(ctx, pl.server);
-        ngx_chat_relay_sync_reply(rl, &pl.room);
+        ngx_chat_relay_sync_request(rl, &pl);
         return;
     }
 }
@@ -901,6 +1237,7 @@ ngx_chat_relay_parse(ngx_chat_relay_t *rl, ngx_str_t *channel,
     switch (pl->kind) {
 
     case 'M':
+    case 'R':
         return ngx_chat_relay_parse_message(rl, &arg, pl);
 
     case 'J':
@@ -916,11 +1253,12 @@ ngx_chat_relay_parse(ngx_chat_relay_t *rl, ngx_str_t *channel,
         return NGX_OK;
 
     case 'S':
-        if (arg.len) {
+        if (ngx_chat_relay_sync_arg(&arg) != NGX_OK) {
             pl->error = "bad sync request";
             return NGX_DECLINED;
         }
 
+        pl->sync = arg;
         return NGX_OK;
 
     default:
@@ -938,6 +1276,7 @@ ngx_chat_relay_parse_message(ngx_chat_relay_t *rl, ngx_str_t *arg,
 {
     u_char        *p, *last, ts_data[NGX_INT64_LEN];
     size_t         max, len;
+    uint64_t       num, tag;
     json_t        *json, *v;
     uint32_t       utf8;
     ngx_str_t      text, type, room, id, user, content, ts;
@@ -955,8 +1294,16 @@ ngx_chat_relay_parse_message(ngx_chat_relay_t *rl, ngx_str_t *arg,
     pl->id.data = arg->data;
     pl->id.len = p - arg->data;
 
-    if (!ngx_chat_relay_id(&pl->id)) {
+    if (!ngx_chat_relay_id(&pl->id)
+        || ngx_chat_remote_id_parse(&pl->id, &num, &tag) != NGX_OK)
+    {
         pl->error = "bad message id";
+        return NGX_DECLINED;
+    }
+
+    if (tag != (pl->server & 0xffffffffffffULL)) {
+        /* each server's ids carry its tag: the dedupe depends on it */
+        pl->error = "message id of another server";
         return NGX_DECLINED;
     }
 
@@ -1220,24 +1567,333 @@ ngx_chat_relay_invalid_report(ngx_chat_relay_t *rl)
 
 
 /*
- * Our recent messages of a room, published again: Redis keeps nothing for
- * a subscriber that comes late, so what we published while another server
- * was not subscribed (around an outage) would be lost.  Done when our
- * subscriber (re)connects and when another server asks (its sync request);
- * receivers drop the ids they have.
+ * "", "-", or "+" and up to NGX_CHAT_MAX_SERVERS " <12 hex>:<number>"
+ * (see the top of this file)
+ */
+
+static ngx_int_t
+ngx_chat_relay_sync_arg(ngx_str_t *arg)
+{
+    u_char      *p, *last, *start;
+    ngx_uint_t   n, i;
+
+    p = arg->data;
+    last = p + arg->len;
+
+    if (arg->len == 0 || (arg->len == 1 && *p == '-')) {
+        return NGX_OK;
+    }
+
+    if (*p++ != '+') {
+        return NGX_ERROR;
+    }
+
+    for (n = 0; p < last; n++) {
+        if (n == NGX_CHAT_MAX_SERVERS || last - p < 15 || *p++ != ' ') {
+            return NGX_ERROR;
+        }
+
+        for (i = 0; i < 12; i++, p++) {
+            if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) {
+                return NGX_ERROR;
+            }
+        }
+
+        if (*p++ != ':') {
+            return NGX_ERROR;
+        }
+
+        start = p;
+
+        while (p < last && *p >= '0' && *p <= '9') {
+            p++;
+        }
+
+        if (p == start || p - start > (ssize_t) NGX_INT64_LEN - 1
+            || (p < last && *p != ' '))
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * In a valid "S +..." argument, what the requester has of our messages:
+ * NGX_OK and *from (ours above it are wanted), NGX_DECLINED when we are
+ * not listed (all are)
+ */
+
+static ngx_int_t
+ngx_chat_relay_sync_mark(ngx_chat_relay_t *rl, ngx_str_t *arg,
+    uint64_t *from)
+{
+    u_char    *p, *last;
+    u_char     tag[12];
+    uint64_t   n;
+
+    (void) ngx_sprintf(tag, "%012xL", rl->tag);
+
+    p = arg->data + 1;
+    last = arg->data + arg->len;
+
+    while (last - p >= 15) {
+        p++;    /* ' ' */
+
+        if (ngx_memcmp(p, tag, 12) != 0) {
+            p = ngx_strlchr(p, last, ' ');
+            if (p == NULL) {
+                break;
+            }
+
+            continue;
+        }
+
+        p += 13;
+        n = 0;
+
+        while (p < last && *p >= '0' && *p <= '9') {
+            n = n * 10 + (*p++ - '0');
+        }
+
+        *from = n;
+        return NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * Another server subscribed to a room: tell it who is here, and, when it
+ * subscribed again after an outage, what of ours it may have missed.  At
+ * most once per room per NGX_CHAT_RELAY_SYNC_MIN: requests meanwhile are
+ * merged and answered by the tick then.  Should we ourselves still miss
+ * that server's messages (our own request may have come before it was
+ * subscribed), we ask again, as rarely.
  */
 
 static void
-ngx_chat_relay_republish(ngx_chat_relay_t *rl, ngx_str_t *room)
+ngx_chat_relay_sync_request(ngx_chat_relay_t *rl,
+    ngx_chat_relay_payload_t *pl)
 {
+    uint64_t                from;
+    ngx_chat_relay_room_t  *r;
+
+    if (ngx_chat_shm_members(rl->ctx, &pl->room) == 0) {
+        /* nobody here: nothing to tell */
+        return;
+    }
+
+    r = ngx_chat_relay_room(rl, &pl->room, 1);
+    if (r == NULL) {
+        return;
+    }
+
+    r->pending |= NGX_CHAT_RELAY_PRESENCE;
+
+    if (pl->sync.len && pl->sync.data[0] == '+') {
+
+        if (ngx_chat_relay_sync_mark(rl, &pl->sync, &from) != NGX_OK) {
+            from = 0;
+        }
+
+        r->from = (r->pending & NGX_CHAT_RELAY_REPUBLISH)
+                  ? ngx_min(r->from, from) : from;
+        r->pending |= NGX_CHAT_RELAY_REPUBLISH;
+    }
+
+    if (ngx_chat_remote_gap_open(rl->ctx, &pl->room,
+                                 pl->server & 0xffffffffffffULL))
+    {
+        r->pending |= NGX_CHAT_RELAY_RESYNC;
+    }
+
+    if (ngx_chat_relay_room_due(rl, r)) {
+        ngx_chat_relay_flush(rl);
+    }
+}
+
+
+static ngx_chat_relay_room_t *
+ngx_chat_relay_room(ngx_chat_relay_t *rl, ngx_str_t *name, ngx_uint_t create)
+{
+    uint32_t                hash;
+    ngx_chat_relay_room_t  *r;
+
+    hash = ngx_crc32_short(name->data, name->len);
+
+    r = (ngx_chat_relay_room_t *) ngx_str_rbtree_lookup(&rl->rooms, name,
+                                                        hash);
+    if (r || !create) {
+        return r;
+    }
+
+    r = ngx_alloc(sizeof(ngx_chat_relay_room_t) + name->len, ngx_cycle->log);
+    if (r == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(r, sizeof(ngx_chat_relay_room_t));
+
+    r->sn.str.data = (u_char *) r + sizeof(ngx_chat_relay_room_t);
+    r->sn.str.len = name->len;
+    ngx_memcpy(r->sn.str.data, name->data, name->len);
+
+    r->sn.node.key = hash;
+    r->last[0] = ngx_current_msec - NGX_CHAT_RELAY_SYNC_MIN;
+    r->last[1] = r->last[0];
+    r->last[2] = r->last[0];
+
+    ngx_rbtree_insert(&rl->rooms, &r->sn.node);
+
+    return r;
+}
+
+
+/* what is pending for a room and not done recently, done now: any? */
+
+static ngx_uint_t
+ngx_chat_relay_room_due(ngx_chat_relay_t *rl, ngx_chat_relay_room_t *r)
+{
+    ngx_str_t    *users;
+    ngx_uint_t    i, k, done;
+    ngx_pool_t   *pool;
+    ngx_array_t  *a;
+
+    done = 0;
+
+    for (k = 0; k < 3; k++) {
+        if (!(r->pending & (1 << k))
+            || ngx_current_msec - r->last[k] < NGX_CHAT_RELAY_SYNC_MIN)
+        {
+            continue;
+        }
+
+        r->pending &= ~(1 << k);
+        r->last[k] = ngx_current_msec;
+        done = 1;
+
+        switch (1 << k) {
+
+        case NGX_CHAT_RELAY_PRESENCE:
+            pool = ngx_create_pool(4096, ngx_cycle->log);
+            if (pool == NULL) {
+                break;
+            }
+
+            a = ngx_chat_shm_users(rl->ctx, &r->sn.str, 1, pool);
+
+            if (a) {
+                users = a->elts;
+
+                for (i = 0; i < a->nelts; i++) {
+                    (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, 0,
+                                                &r->sn.str, 'J', &users[i],
+                                                NULL);
+                }
+            }
+
+            ngx_destroy_pool(pool);
+            break;
+
+        case NGX_CHAT_RELAY_REPUBLISH:
+            ngx_chat_relay_republish(rl, &r->sn.str, r->from);
+            break;
+
+        default: /* NGX_CHAT_RELAY_RESYNC */
+            ngx_chat_relay_sync(rl, &r->sn.str, 2);
+            break;
+        }
+    }
+
+    return done;
+}
+
+
+/* every tick: what waited is done; rooms quiet for long forgotten */
+
+static void
+ngx_chat_relay_rooms_tick(ngx_chat_relay_t *rl)
+{
+    ngx_uint_t              done, k, quiet;
+    ngx_rbtree_node_t      *node, *next;
+    ngx_chat_relay_room_t  *r;
+
+    if (rl->rooms.root == rl->rooms.sentinel) {
+        return;
+    }
+
+    done = 0;
+
+    for (node = ngx_rbtree_min(rl->rooms.root, rl->rooms.sentinel);
+         node;
+         node = next)
+    {
+        next = ngx_rbtree_next(&rl->rooms, node);
+        r = (ngx_chat_relay_room_t *) node;
+
+        if (r->pending) {
+            done |= ngx_chat_relay_room_due(rl, r);
+            continue;
+        }
+
+        quiet = 1;
+
+        for (k = 0; k < 3; k++) {
+            if (ngx_current_msec - r->last[k] < NGX_CHAT_RELAY_SYNC_KEEP) {
+                quiet = 0;
+            }
+        }
+
+        if (quiet) {
+            ngx_rbtree_delete(&rl->rooms, node);
+            ngx_free(r);
+        }
+    }
+
+    if (done) {
+        ngx_chat_relay_flush(rl);
+    }
+}
+
+
+static void
+ngx_chat_relay_rooms_free(ngx_chat_relay_t *rl)
+{
+    ngx_rbtree_node_t  *node;
+
+    if (rl->rooms.root == NULL) {
+        return;
+    }
+
+    while (rl->rooms.root != rl->rooms.sentinel) {
+        node = ngx_rbtree_min(rl->rooms.root, rl->rooms.sentinel);
+        ngx_rbtree_delete(&rl->rooms, node);
+        ngx_free(node);
+    }
+}
+
+
+/*
+ * Our messages of a room above "from", published again (R) for a server
+ * that subscribed again after an outage: Redis keeps nothing for a
+ * subscriber that was away.  Only what the ring still holds; receivers
+ * take each at most once (ngx_chat_remote_message()).
+ */
+
+static void
+ngx_chat_relay_republish(ngx_chat_relay_t *rl, ngx_str_t *room,
+    uint64_t from)
+{
+    uint64_t              num, tag;
     ngx_str_t             id;
     ngx_uint_t            i;
-    ngx_chat_shm_ctx_t   *ctx;
     ngx_chat_shm_ring_t  *ring;
 
-    ctx = rl->ctx;
-
-    ring = ngx_chat_shm_ring_copy(ctx, room);
+    ring = ngx_chat_shm_ring_copy(rl->ctx, room);
     if (ring == NULL) {
         return;
     }
@@ -1245,12 +1901,11 @@ ngx_chat_relay_republish(ngx_chat_relay_t *rl, ngx_str_t *room)
     for (i = 0; i < ring->n; i++) {
         id = ring->msgs[i].id;
 
-        if (id.len > ctx->id_tag.len
-            && ngx_memcmp(id.data + id.len - ctx->id_tag.len,
-                          ctx->id_tag.data, ctx->id_tag.len) == 0)
+        if (ngx_chat_remote_id_parse(&id, &num, &tag) == NGX_OK
+            && tag == rl->tag && num > from)
         {
-            (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, room, 'M',
-                                        &id, &ring->msgs[i].json);
+            (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, 0, room,
+                                        'R', &id, &ring->msgs[i].json);
         }
     }
 
@@ -1267,7 +1922,7 @@ ngx_chat_relay_heartbeat(ngx_event_t *ev)
 
     ctx = rl->ctx;
 
-    (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, NULL, 'H', NULL,
+    (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, 0, NULL, 'H', NULL,
                                 NULL);
 
     if (rl->sub_up && rl->pub_up

@@ -17,6 +17,8 @@
 
 static ngx_int_t ngx_chat_remote_server_slot(ngx_chat_shm_ctx_t *ctx,
     uint64_t server, ngx_uint_t create);
+static ngx_chat_shm_mark_t *ngx_chat_remote_mark(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, uint64_t tag, ngx_uint_t create);
 
 
 
@@ -62,7 +64,8 @@ ngx_chat_remote_server_id(ngx_chat_shm_ctx_t *ctx)
 
 
 ngx_int_t
-ngx_chat_remote_claim(ngx_chat_shm_ctx_t *ctx, uint64_t *from)
+ngx_chat_remote_claim(ngx_chat_shm_ctx_t *ctx, uint64_t *from,
+    ngx_str_t *handover)
 {
     ngx_int_t        rc;
     ngx_pid_t        owner;
@@ -70,6 +73,8 @@ ngx_chat_remote_claim(ngx_chat_shm_ctx_t *ctx, uint64_t *from)
 
     sh = ctx->sh;
     rc = NGX_DECLINED;
+
+    ngx_str_null(handover);
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -86,7 +91,28 @@ ngx_chat_remote_claim(ngx_chat_shm_ctx_t *ctx, uint64_t *from)
             *from = sh->bus.head;
         }
 
-        ctx->bus.relay = 1;
+        /* what an exiting owner had not got Redis to take yet */
+
+        if (sh->relay_handover) {
+            handover->data = ngx_alloc(sh->relay_handover_len,
+                                       ngx_cycle->log);
+
+            if (handover->data) {
+                handover->len = sh->relay_handover_len;
+                ngx_memcpy(handover->data, sh->relay_handover,
+                           handover->len);
+
+            } else {
+                ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                              "chat: the relay queue handed over in zone "
+                              "\"%V\" is lost (no memory)", &ctx->name);
+            }
+
+            ngx_slab_free_locked(ctx->shpool, sh->relay_handover);
+            sh->relay_handover = NULL;
+            sh->relay_handover_len = 0;
+        }
+
         rc = NGX_OK;
     }
 
@@ -107,8 +133,74 @@ ngx_chat_remote_release(ngx_chat_shm_ctx_t *ctx)
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
 
-    ctx->bus.relay = 0;
+
+void
+ngx_chat_remote_relay_pos(ngx_chat_shm_ctx_t *ctx, uint64_t pos)
+{
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (ctx->sh->relay_owner == ngx_pid) {
+        ctx->sh->bus.relay_pos = pos ? pos : ctx->bus.read;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_int_t
+ngx_chat_remote_handover(ngx_chat_shm_ctx_t *ctx, u_char *data, size_t len,
+    uint64_t pos)
+{
+    u_char          *p;
+    ngx_int_t        rc;
+    ngx_chat_shm_t  *sh;
+
+    sh = ctx->sh;
+    rc = NGX_OK;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (sh->relay_owner != ngx_pid) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NGX_DECLINED;
+    }
+
+    if (len) {
+        /* after what an earlier owner handed over, if not taken yet */
+
+        p = ngx_slab_alloc_locked(ctx->shpool, sh->relay_handover_len + len);
+
+        if (p) {
+            if (sh->relay_handover) {
+                ngx_memcpy(p, sh->relay_handover, sh->relay_handover_len);
+                ngx_slab_free_locked(ctx->shpool, sh->relay_handover);
+            }
+
+            ngx_memcpy(p + sh->relay_handover_len, data, len);
+            sh->relay_handover = p;
+            sh->relay_handover_len += len;
+
+            /* what was read is in the queue handed over */
+            sh->bus.relay_pos = ctx->bus.read;
+
+        } else {
+            /* the next owner reads the bus again from the oldest */
+            sh->bus.relay_pos = pos ? pos : ctx->bus.read;
+            rc = NGX_ERROR;
+        }
+
+    } else {
+        sh->bus.relay_pos = ctx->bus.read;
+    }
+
+    sh->relay_owner = 0;
+    sh->redis_up = 0;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
 }
 
 
@@ -189,18 +281,276 @@ ngx_chat_remote_expire(ngx_chat_shm_ctx_t *ctx, ngx_msec_t timeout,
 }
 
 
-ngx_int_t
-ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
-    ngx_str_t *id, u_char *json, size_t len)
-{
-    ngx_int_t             rc;
-    ngx_chat_shm_msg_t   *msg;
-    ngx_chat_shm_room_t  *room;
+/*
+ * "<number>-<12 hex>", as ngx_chat_shm_post() makes them: the number and
+ * the tag (the low 48 bits of the sender's server id)
+ */
 
-    if (id->len == 0 || id->len > NGX_CHAT_ID_LEN) {
-        return NGX_DECLINED;
+ngx_int_t
+ngx_chat_remote_id_parse(ngx_str_t *id, uint64_t *num, uint64_t *tag)
+{
+    u_char    *p, *last;
+    uint64_t   n, t;
+
+    p = id->data;
+    last = p + id->len;
+    n = 0;
+
+    if (p == last || id->len > NGX_CHAT_ID_LEN) {
+        return NGX_ERROR;
     }
 
+    while (p < last && *p >= '0' && *p <= '9') {
+        if (n > ((uint64_t) -1 - 9) / 10) {
+            return NGX_ERROR;
+        }
+
+        n = n * 10 + (*p++ - '0');
+    }
+
+    if (p == id->data || last - p != 13 || *p++ != '-') {
+        return NGX_ERROR;
+    }
+
+    t = 0;
+
+    for ( /* void */ ; p < last; p++) {
+        if (*p >= '0' && *p <= '9') {
+            t = t * 16 + (*p - '0');
+
+        } else if (*p >= 'a' && *p <= 'f') {
+            t = t * 16 + (*p - 'a' + 10);
+
+        } else {
+            return NGX_ERROR;
+        }
+    }
+
+    *num = n;
+    *tag = t;
+
+    return NGX_OK;
+}
+
+
+/* a room's mark for a sender's tag; locked */
+
+static ngx_chat_shm_mark_t *
+ngx_chat_remote_mark(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
+    uint64_t tag, ngx_uint_t create)
+{
+    uint32_t              i, low, cap;
+    ngx_chat_shm_mark_t  *m, *marks;
+
+    marks = room->marks;
+
+    for (i = 0; i < room->nmarks; i++) {
+        if (marks[i].tag == tag) {
+            return &marks[i];
+        }
+    }
+
+    if (!create) {
+        return NULL;
+    }
+
+    if (room->nmarks == room->marks_cap) {
+
+        if (room->marks_cap >= NGX_CHAT_MAX_SERVERS) {
+            /*
+             * as many senders as servers can be: one of them (or someone
+             * publishing with made-up ids) takes the place of the one
+             * heard of least recently; that sender's republished copies
+             * are then refused, its live ones still taken
+             */
+
+            low = 0;
+
+            for (i = 1; i < room->nmarks; i++) {
+                if (marks[i].high < marks[low].high) {
+                    low = i;
+                }
+            }
+
+            m = &marks[low];
+            goto fill;
+        }
+
+        cap = room->marks_cap ? 2 * room->marks_cap : 2;
+
+        marks = ngx_slab_alloc_locked(ctx->shpool,
+                                      cap * sizeof(ngx_chat_shm_mark_t));
+        if (marks == NULL) {
+            return NULL;
+        }
+
+        if (room->marks) {
+            ngx_memcpy(marks, room->marks,
+                       room->nmarks * sizeof(ngx_chat_shm_mark_t));
+            ngx_slab_free_locked(ctx->shpool, room->marks);
+        }
+
+        room->marks = marks;
+        room->marks_cap = cap;
+    }
+
+    m = &marks[room->nmarks++];
+
+fill:
+
+    m->tag = tag;
+    m->high = 0;
+    m->gap_lo = 0;
+    m->gap_hi = room->gap_any ? NGX_CHAT_SHM_GAP_OPEN : 0;
+
+    return m;
+}
+
+
+/*
+ * A room has its first member here again (locked, from the join): what
+ * other servers sent meanwhile never came; it is not asked for again
+ * (the members are new) and the ring says where its hole is
+ */
+
+void
+ngx_chat_remote_room_follow(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room)
+{
+    uint32_t  i;
+
+    room->follow = room->total;
+    room->gap_any = 0;
+
+    for (i = 0; i < room->nmarks; i++) {
+        room->marks[i].gap_lo = 0;
+        room->marks[i].gap_hi = 0;
+    }
+}
+
+
+void
+ngx_chat_remote_room_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
+{
+    if (room->marks) {
+        ngx_slab_free_locked(ctx->shpool, room->marks);
+        room->marks = NULL;
+        room->nmarks = 0;
+        room->marks_cap = 0;
+    }
+}
+
+
+/*
+ * Our subscriber is subscribed to a room again after a time it was not
+ * (Redis down, or a new connection): every sender may have published
+ * what never reached us; a republish of it is taken, once, in order.
+ * Writes the sync request's argument, "+" and "<tag>:<number>" for each
+ * sender, the newest of it we have with nothing missing before.  Without
+ * "reopen", only writes it (our request again, the gaps as they are).
+ */
+
+u_char *
+ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t reopen, u_char *buf, u_char *last)
+{
+    u_char               *p;
+    uint32_t              i;
+    ngx_chat_shm_mark_t  *m;
+    ngx_chat_shm_room_t  *room;
+
+    p = buf;
+
+    if (last - p < 1) {
+        return p;
+    }
+
+    *p++ = '+';
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    if (room && room->nconns) {
+        room->gap_any |= reopen;
+
+        for (i = 0; i < room->nmarks; i++) {
+            m = &room->marks[i];
+
+            if (reopen) {
+                if (m->gap_hi != NGX_CHAT_SHM_GAP_OPEN) {
+                    /*
+                     * a gap closed by a live message: what was not
+                     * republished in it by now is given up (one gap per
+                     * sender: ids between were delivered live)
+                     */
+                    m->gap_lo = m->high;
+                }
+
+                m->gap_hi = NGX_CHAT_SHM_GAP_OPEN;
+            }
+
+            if (last - p < (ssize_t) (1 + 12 + 1 + NGX_INT64_LEN)) {
+                continue;
+            }
+
+            p = ngx_sprintf(p, " %012xL:%uL", m->tag,
+                            m->gap_hi == NGX_CHAT_SHM_GAP_OPEN ? m->gap_lo
+                                                               : m->high);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return p;
+}
+
+
+/*
+ * Whether a sender's messages may still be missing here (a gap opened by
+ * our resubscription that nothing live from it has closed yet): then our
+ * sync request, made before that sender was subscribed, is worth again
+ */
+
+ngx_uint_t
+ngx_chat_remote_gap_open(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    uint64_t tag)
+{
+    ngx_uint_t            open;
+    ngx_chat_shm_mark_t  *m;
+    ngx_chat_shm_room_t  *room;
+
+    open = 0;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    if (room && room->nconns) {
+        m = ngx_chat_remote_mark(ctx, room, tag, 0);
+
+        open = m ? (m->gap_hi == NGX_CHAT_SHM_GAP_OPEN) : room->gap_any;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return open;
+}
+
+
+ngx_int_t
+ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t *id, u_char *json, size_t len, ngx_uint_t republished)
+{
+    uint64_t              num, tag;
+    ngx_int_t             rc;
+    ngx_chat_shm_msg_t   *msg;
+    ngx_chat_shm_mark_t  *m;
+    ngx_chat_shm_room_t  *room;
+
+    if (ngx_chat_remote_id_parse(id, &num, &tag) != NGX_OK) {
+        return NGX_DECLINED;
+    }
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -211,10 +561,22 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         goto done;
     }
 
+    m = ngx_chat_remote_mark(ctx, room, tag, 1);
+
     if (ngx_chat_shm_hist_find(room, id) >= 0) {
-        /* a publish retried after a lost connection */
-        rc = NGX_DECLINED;
-        goto done;
+        goto duplicate;
+    }
+
+    if (republished) {
+        /* only what our resubscription may have missed, in order */
+
+        if (m == NULL || num <= m->gap_lo || num >= m->gap_hi) {
+            goto duplicate;
+        }
+
+    } else if (m && num <= m->high) {
+        /* live: each sender's come in order */
+        goto duplicate;
     }
 
     msg = NULL;
@@ -249,11 +611,33 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     room->total++;
     rc = NGX_OK;
 
+    if (m && republished) {
+        m->gap_lo = num;
+        m->high = ngx_max(m->high, num);
+
+    } else if (m) {
+        if (m->gap_hi == NGX_CHAT_SHM_GAP_OPEN) {
+            m->gap_hi = num;
+        }
+
+        m->high = num;
+    }
+
 done:
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return rc;
+
+duplicate:
+
+    /* a copy delivered already, or older than what was delivered */
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    (void) ngx_atomic_fetch_add(&ctx->sh->relay_duplicates, 1);
+
+    return NGX_DECLINED;
 }
 
 

@@ -28,16 +28,57 @@
 /* this server's identity, random, new on each start of the zone */
 uint64_t ngx_chat_remote_server_id(ngx_chat_shm_ctx_t *ctx);
 
-/* claims the relay for this worker when nobody (alive) has it */
-ngx_int_t ngx_chat_remote_claim(ngx_chat_shm_ctx_t *ctx, uint64_t *from);
+/*
+ * Claims the relay for this worker when nobody (alive) has it: *from is
+ * where to read the bus from, *handover (ngx_alloc()ed, or empty) the
+ * queue an exiting owner handed over, to publish first.
+ */
+ngx_int_t ngx_chat_remote_claim(ngx_chat_shm_ctx_t *ctx, uint64_t *from,
+    ngx_str_t *handover);
 void ngx_chat_remote_release(ngx_chat_shm_ctx_t *ctx);
+
+/*
+ * The owner's oldest bus entry Redis has not taken yet (0: none, all read
+ * is taken): where a next owner starts reading if this one dies.
+ */
+void ngx_chat_remote_relay_pos(ngx_chat_shm_ctx_t *ctx, uint64_t pos);
+
+/*
+ * An exiting owner hands its queue over (any bytes; the next owner gets
+ * them from ngx_chat_remote_claim()) and releases the relay; pos is its
+ * oldest entry not taken, kept as the bus position if the zone has no
+ * room for the queue (NGX_ERROR then).
+ */
+ngx_int_t ngx_chat_remote_handover(ngx_chat_shm_ctx_t *ctx, u_char *data,
+    size_t len, uint64_t pos);
+
 void ngx_chat_remote_set_up(ngx_chat_shm_ctx_t *ctx, ngx_uint_t up);
 void ngx_chat_remote_count_dropped(ngx_chat_shm_ctx_t *ctx);
 /* a payload from Redis that failed validation; no lock taken */
 void ngx_chat_remote_count_invalid(ngx_chat_shm_ctx_t *ctx);
 
+/* "<number>-<tag>": NGX_OK with both, or NGX_ERROR */
+ngx_int_t ngx_chat_remote_id_parse(ngx_str_t *id, uint64_t *num,
+    uint64_t *tag);
+
+/*
+ * Another server's message: NGX_OK when new here (the caller publishes),
+ * NGX_DECLINED when a copy, older than what that server's live messages
+ * brought (each server's ids are ordered), or the room has no member
+ * here.  A republished one is taken only in a gap our resubscription
+ * opened (ngx_chat_remote_resubscribed()), in order.  Counted
+ * (relay_duplicates in status) when refused as a copy.
+ */
 ngx_int_t ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx,
-    ngx_str_t *room, ngx_str_t *id, u_char *json, size_t len);
+    ngx_str_t *room, ngx_str_t *id, u_char *json, size_t len,
+    ngx_uint_t republished);
+
+/* the room's sync request argument after our resubscription (see .c) */
+u_char *ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *room, ngx_uint_t reopen, u_char *buf, u_char *last);
+ngx_uint_t ngx_chat_remote_gap_open(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *room, uint64_t tag);
+
 ngx_int_t ngx_chat_remote_presence(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, ngx_str_t *user, uint64_t server, ngx_uint_t join);
 void ngx_chat_remote_seen(ngx_chat_shm_ctx_t *ctx, uint64_t server);

@@ -506,6 +506,7 @@ ngx_chat_shm_room_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
     }
 
     ngx_chat_shm_hist_free(ctx, room);
+    ngx_chat_remote_room_free(ctx, room);
 
     ngx_rbtree_delete(&ctx->sh->rooms, &room->node);
     ngx_slab_free_locked(ctx->shpool, room);
@@ -588,6 +589,10 @@ ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
     if (created) {
         sh->rooms_active++;
         ngx_chat_shm_relay_event(ctx, NGX_CHAT_BUS_SUBSCRIBE, 0, name, NULL);
+
+        if (ctx->relayed) {
+            ngx_chat_remote_room_follow(ctx, room);
+        }
     }
 
     if (ngx_chat_shm_local_count(u) == 1) {
@@ -663,9 +668,43 @@ ngx_chat_shm_join_history(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
     ngx_chat_shm_snap_t *snap, ngx_log_t *log)
 {
     ngx_int_t   found;
-    ngx_uint_t  n, complete;
+    ngx_uint_t  n, complete, hole;
 
     found = since ? ngx_chat_shm_hist_find(room, since) : -1;
+
+    /*
+     * With the relay, the ring lacks what other servers sent while no
+     * member was here: only its messages from "follow" on are known to
+     * be all there were (the oldest ones, ring slots before "hole",
+     * may have a hole after them)
+     */
+
+    hole = 0;
+
+    if (room->follow > room->total - room->hist_n) {
+        hole = (ngx_uint_t) (room->follow - (room->total - room->hist_n));
+        hole = ngx_min(hole, room->hist_n);
+    }
+
+    if (since && found >= 0 && (ngx_uint_t) found < hole) {
+        /* known, but what came after it may not all be here */
+        found = -1;
+    }
+
+    if (!since && history > 0 && hole
+        && room->hist_n - hole < (ngx_uint_t) history)
+    {
+        /* the newest "history" reach back before the hole */
+
+        if (ctx->store) {
+            res->storage = 1;
+            return NGX_OK;
+        }
+
+        n = ngx_min((ngx_uint_t) history, room->hist_n);
+
+        return ngx_chat_shm_snap(room, room->hist_n - n, n, 0, snap, log);
+    }
 
     if (ctx->store
         && ((since && found < 0)
@@ -1157,7 +1196,7 @@ ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_uint_t limit, ngx_str_t *before, ngx_uint_t *storage, ngx_log_t *log)
 {
     ngx_int_t             end;
-    ngx_uint_t            n, complete;
+    ngx_uint_t            n, complete, hole, across;
     ngx_chat_shm_snap_t   snap;
     ngx_chat_shm_room_t  *room;
 
@@ -1176,7 +1215,19 @@ ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         end = room->hist_n;
     }
 
-    if (ctx->store && (end < 0 || (ngx_uint_t) end < limit)) {
+    /* the ring's hole, if any (see ngx_chat_shm_join_history()) */
+
+    hole = 0;
+
+    if (room->follow > room->total - room->hist_n) {
+        hole = (ngx_uint_t) (room->follow - (room->total - room->hist_n));
+        hole = ngx_min(hole, room->hist_n);
+    }
+
+    across = (end > 0 && (ngx_uint_t) end > hole
+              && (ngx_uint_t) end - ngx_min(limit, (ngx_uint_t) end) < hole);
+
+    if (ctx->store && (end < 0 || (ngx_uint_t) end < limit || across)) {
         *storage = 1;
         ngx_shmtx_unlock(&ctx->shpool->mutex);
         return NULL;
@@ -1189,8 +1240,7 @@ ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     } else {
         n = ngx_min(limit, (ngx_uint_t) end);
-        complete = (n == limit
-                    || room->total == room->hist_n);
+        complete = !across && (n == limit || room->total == room->hist_n);
     }
 
     if (ngx_chat_shm_snap(room, (end < 0) ? 0 : end - n, n, complete, &snap,
@@ -1376,6 +1426,7 @@ ngx_chat_shm_stats(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_stats_t *st)
     st->zone_full = sh->zone_full;
     st->relay_dropped = sh->relay_dropped;
     st->relay_invalid = sh->relay_invalid;
+    st->relay_duplicates = sh->relay_duplicates;
 }
 
 

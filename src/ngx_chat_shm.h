@@ -29,6 +29,9 @@
 
 #define NGX_CHAT_ID_LEN           (NGX_INT64_LEN + 18)
 
+/* other servers a zone keeps track of (the Redis relay) */
+#define NGX_CHAT_MAX_SERVERS      64
+
 
 typedef struct ngx_chat_shm_s       ngx_chat_shm_t;
 typedef struct ngx_chat_shm_room_s  ngx_chat_shm_room_t;
@@ -97,6 +100,7 @@ typedef struct {
     uint64_t                   zone_full;
     uint64_t                   relay_dropped;
     uint64_t                   relay_invalid;
+    uint64_t                   relay_duplicates;  /* copies recognised */
 } ngx_chat_shm_stats_t;
 
 

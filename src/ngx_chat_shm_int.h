@@ -25,13 +25,12 @@
 
 /* slots from here on are other servers (Redis relay), not workers */
 #define NGX_CHAT_REMOTE_SLOT      1000
-#define NGX_CHAT_MAX_SERVERS      64
 
 /*
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x63680006
+#define NGX_CHAT_SHM_LAYOUT       0x63680007
 
 
 typedef struct {
@@ -69,6 +68,27 @@ typedef struct {
 } ngx_chat_shm_msg_t;
 
 
+/*
+ * What this server has had of another server's messages in a room (the
+ * relay's dedupe, ngx_chat_remote.c).  Each server's ids are ordered (the
+ * number of "<number>-<tag>" grows within a zone, and one publisher
+ * connection keeps their order), so "high", the highest number delivered
+ * from that tag, recognises every live copy ever delivered without keeping
+ * the ids.  A republish (after an outage) may bring older ones: those are
+ * taken only inside the gap our resubscription opened, (gap_lo, gap_hi),
+ * in order, so each at most once.
+ */
+typedef struct {
+    uint64_t                   tag;       /* the sender's 48-bit tag */
+    uint64_t                   high;
+    uint64_t                   gap_lo;
+    uint64_t                   gap_hi;    /* NGX_CHAT_SHM_GAP_OPEN until
+                                             the first live message */
+} ngx_chat_shm_mark_t;
+
+#define NGX_CHAT_SHM_GAP_OPEN     ((uint64_t) -1)
+
+
 struct ngx_chat_shm_room_s {
     ngx_rbtree_node_t          node;
     ngx_str_t                  name;      /* as in ngx_str_node_t */
@@ -86,6 +106,17 @@ struct ngx_chat_shm_room_s {
     ngx_uint_t                 hist_head; /* oldest */
     ngx_uint_t                 hist_n;
     uint64_t                   total;     /* messages ever posted */
+
+    /* the relay: ngx_chat_remote.c */
+    ngx_chat_shm_mark_t       *marks;
+    uint32_t                   nmarks;
+    uint32_t                   marks_cap;
+    uint64_t                   follow;    /* "total" when this server
+                                             began to follow the room again
+                                             after not following it: the
+                                             ring may lack what other
+                                             servers sent before */
+    unsigned                   gap_any:1; /* new marks open a gap */
 };
 
 
@@ -126,6 +157,10 @@ struct ngx_chat_shm_s {
     ngx_uint_t                 redis_up;
     ngx_atomic_t               relay_dropped;
     ngx_atomic_t               relay_invalid;
+    ngx_atomic_t               relay_duplicates;
+    u_char                    *relay_handover;    /* a queue given by an
+                                                     exiting owner */
+    size_t                     relay_handover_len;
     ngx_chat_shm_server_t      servers[NGX_CHAT_MAX_SERVERS];
 
     ngx_uint_t                 rooms_active;
@@ -182,6 +217,12 @@ void ngx_chat_shm_msg_release(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_msg_t *msg);
 
 void ngx_chat_shm_reap_slot(ngx_chat_shm_ctx_t *ctx, ngx_uint_t slot);
+
+/* the relay's marks of a room: ngx_chat_remote.c */
+void ngx_chat_remote_room_follow(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room);
+void ngx_chat_remote_room_free(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room);
 
 /* a remote server's user leaves a room */
 void ngx_chat_shm_remote_drop(ngx_chat_shm_ctx_t *ctx,

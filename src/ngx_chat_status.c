@@ -63,7 +63,7 @@ ngx_chat_status_handler(ngx_http_request_t *r)
     redis = cmcf->redis == NULL ? "off" : (st.redis_up ? "up" : "down");
     postgres = cmcf->store == NULL ? "off" : (st.pg_down ? "down" : "up");
 
-    len = 1536 + 12 * ctx->name.len;
+    len = 1664 + 13 * ctx->name.len;
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
@@ -88,6 +88,8 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             "chat_zone_full_total{zone=\"%V\"} %uL\n"
             "# TYPE chat_relay_invalid_total counter\n"
             "chat_relay_invalid_total{zone=\"%V\"} %uL\n"
+            "# TYPE chat_relay_duplicates_total counter\n"
+            "chat_relay_duplicates_total{zone=\"%V\"} %uL\n"
             "# TYPE chat_workers gauge\n"
             "chat_workers{zone=\"%V\"} %ui\n"
             "# TYPE chat_redis_up gauge\n"
@@ -98,7 +100,7 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             &ctx->name, st.users, &ctx->name, st.messages_in,
             &ctx->name, st.messages_out, &ctx->name, st.rate_limited,
             &ctx->name, st.zone_full, &ctx->name, st.relay_invalid,
-            &ctx->name, st.workers,
+            &ctx->name, st.relay_duplicates, &ctx->name, st.workers,
             &ctx->name, st.redis_up, &ctx->name,
             (ngx_uint_t) (cmcf->store && !st.pg_down));
 
@@ -110,11 +112,12 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             "\"messages_in\":%uL,\"messages_out\":%uL,"
             "\"rate_limited\":%uL,\"redis\":\"%s\",\"postgres\":\"%s\","
             "\"zone_full\":%uL,\"workers\":%ui,\"relay_dropped\":%uL,"
-            "\"relay_invalid\":%uL}\n",
+            "\"relay_invalid\":%uL,\"relay_duplicates\":%uL}\n",
             st.connections, st.rooms, st.users, st.messages_in,
             st.messages_out, st.rate_limited, redis, postgres,
             st.zone_full,
-            st.workers, st.relay_dropped, st.relay_invalid);
+            st.workers, st.relay_dropped, st.relay_invalid,
+            st.relay_duplicates);
 
         ngx_str_set(&r->headers_out.content_type, "application/json");
     }
