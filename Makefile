@@ -124,7 +124,12 @@ bench:
 # land in build/deb/ and the checkout stays clean
 deb:
 	rm -rf $(BUILD)/deb && mkdir -p $(BUILD)/deb/src
-	git ls-files -z | xargs -0 cp --parents -t $(BUILD)/deb/src
+	if git rev-parse --git-dir >/dev/null 2>&1; then \
+	    git ls-files -z | xargs -0 cp --parents -t $(BUILD)/deb/src; \
+	else \
+	    tar -c --exclude=./build --exclude='./t/servroot*' . \
+	        | tar -x -C $(BUILD)/deb/src; \
+	fi
 	cd $(BUILD)/deb/src && dpkg-buildpackage -b -us -uc
 	@ls -1 $(BUILD)/deb/*.deb
 
