@@ -12,6 +12,9 @@ if [ "${1:-}" = "--test" ]; then
     pkgs+=(perl libtest-base-perl clang libclang-rt-14-dev chromium
            redis-server postgresql libio-socket-ssl-perl openssl)
 
+    # make deb / make deb-check (CI builds and installs the package)
+    pkgs+=(debhelper dpkg-dev)
+
     # what the real Test::Nginx (CPAN, or ../shared/test-nginx) needs on
     # top of libtest-base-perl: make test-real, and the second run of .ci/run
     pkgs+=(libipc-run-perl libwww-perl liburi-perl liblist-moreutils-perl
