@@ -26,14 +26,13 @@ plan tests => 15;
 sub now { Time::HiRes::time() }
 
 my $pg = Test::Chat::Pg->start;
-(my $q = $pg->conninfo) =~ s/(["\\])/\\$1/g;
 
 my $stopped;    # a backend we stopped: continued whatever happens
 END { kill 'CONT', $stopped if $stopped }
 
 sub server {
     my $t = Test::Chat::Nginx->new(workers => 1,
-        http => "chat_zone chat 4m;\n    chat_postgres \"$q\";",
+        http => "chat_zone chat 4m;\n    " . $pg->directive,
         server => <<'_EOC_');
         location = /chat {
             chat chat;
@@ -43,12 +42,7 @@ sub server {
         }
 _EOC_
 
-    my $deadline = now() + 15;
-    while (now() < $deadline) {
-        last if (my @l = $t->grep_error_log(
-                     qr/chat postgres: .* \((stores|reads)\)" is up/)) >= 2;
-        Time::HiRes::sleep(0.05);
-    }
+    $pg->wait_up($t, 2);
 
     return $t;
 }
