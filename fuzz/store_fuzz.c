@@ -17,7 +17,8 @@
  *     fake table, then it->done, the ack) when the input says (@a);
  *   - ngx_chat_store_history() answers from the fake table (LAST: the
  *     newest limit rows; SINCE: the rows after id, none when the id is not
- *     stored; BEFORE: the limit rows before id; newest first, "found"),
+ *     stored (ids are compared as storage does, exactly: with the tag);
+ *     BEFORE: the limit rows before id; newest first, "found"),
  *     at once, later (@d), with a failure (NULL rows), or returns
  *     NGX_DECLINED or NGX_BUSY, as the input says (@m);
  *   - the table may hold old rows of a room (@o), older than every message
@@ -372,6 +373,23 @@ parse_id(const u_char *p, size_t len)
 }
 
 
+/*
+ * An id a client names (since, before): the same message only with the
+ * tag, as storage and the ring compare ids (exactly); an untagged number
+ * is no id of the run (0)
+ */
+
+static uint64_t
+parse_tagged(const u_char *p, size_t len)
+{
+    if (len <= 13 || ngx_strncmp(p + len - 13, "-000000000000", 13) != 0) {
+        return 0;
+    }
+
+    return parse_id(p, len);
+}
+
+
 /* the fake store */
 
 ngx_uint_t
@@ -506,7 +524,7 @@ store_rows(fread_t *rd)
 
     /* the committed rows in [start, end) */
 
-    id = parse_id(rd->id.data, rd->id.len);
+    id = parse_tagged(rd->id.data, rd->id.len);
 
     start = 0;
     end = r ? (ngx_int_t) r->n : 0;
@@ -1541,8 +1559,8 @@ request_model(fconn_t *fc, u_char *line, size_t len)
             fstep.want = !fstep.member;
             fstep.ex.mode = NGX_CHAT_STORE_SINCE;
             fstep.ex.limit = NGX_CHAT_MAX_HISTORY + 1;
-            fstep.ex.id = parse_id((u_char *) json_string_value(s),
-                                   json_string_length(s));
+            fstep.ex.id = parse_tagged((u_char *) json_string_value(s),
+                                       json_string_length(s));
 
         } else if (h) {
             fstep.ex.mode = NGX_CHAT_STORE_LAST;
@@ -1574,8 +1592,8 @@ request_model(fconn_t *fc, u_char *line, size_t len)
         fstep.ex.mode = s ? NGX_CHAT_STORE_BEFORE : NGX_CHAT_STORE_LAST;
 
         if (s) {
-            fstep.ex.id = parse_id((u_char *) json_string_value(s),
-                                   json_string_length(s));
+            fstep.ex.id = parse_tagged((u_char *) json_string_value(s),
+                                       json_string_length(s));
         }
 
         goto done;
