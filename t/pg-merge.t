@@ -21,7 +21,7 @@ use Test::Chat::Pg;
 plan skip_all => 'no PostgreSQL server binaries (Test::Chat::Pg->available)'
     unless Test::Chat::Pg->available;
 
-plan tests => 15;
+plan tests => 17;
 
 sub now { Time::HiRes::time() }
 
@@ -112,13 +112,39 @@ my $reads = $pid[0];
 sub stop_reads { kill 'STOP', $reads; $stopped = $reads }
 sub cont_reads { kill 'CONT', $reads; $stopped = undef }
 
+# bytes waiting in the (stopped) backend's TCP socket: the query sent
+sub queued {
+    my %inode;
+    for my $fd (glob "/proc/$reads/fd/*") {
+        my $l = readlink($fd) // next;
+        $inode{$1} = 1 if $l =~ /^socket:\[(\d+)\]$/;
+    }
+    for my $f ('/proc/net/tcp', '/proc/net/tcp6') {
+        open my $fh, '<', $f or next;
+        while (<$fh>) {
+            my @c = split;
+            next unless @c > 9 && $inode{ $c[9] };
+            my (undef, $rx) = split /:/, $c[4];
+            return hex $rx;
+        }
+    }
+    return 0;
+}
+
+# until the read's query waits at the stopped backend (5 s at most)
+sub wait_queued {
+    my $deadline = now() + 5;
+    Time::HiRes::sleep(0.02) until queued() || now() > $deadline;
+    return queued() > 0;
+}
+
 # store-newer-rows: a history request whose read waits while m7, m8 are
 # committed; the ring was copied when it was made (m4 .. m6).  The old
 # code put the rows the ring copy lacked first: m7 m8 m4 m5 m6.
 
 stop_reads();
 $bob->send_json({ type => 'history', room => 'r', limit => 5 });
-Time::HiRes::sleep(0.3);
+ok(wait_queued(), 'the read waits at PostgreSQL');
 send_acked($alice, 'r', 'm7', 'm8');
 cont_reads();
 
@@ -137,7 +163,7 @@ my $carol = $t->ws(path => '/chat?user=carol');
 $carol->recv_json(3);
 $carol->send_json({ type => 'join', room => 'r', history => 4 });
 ok(next_of($carol, 'joined'), 'carol joined with history 4');
-Time::HiRes::sleep(0.3);
+ok(wait_queued(), 'her read waits at PostgreSQL');
 send_acked($alice, 'r', 'm9', 'm10');
 cont_reads();
 
