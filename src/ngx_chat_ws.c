@@ -49,6 +49,7 @@ static ngx_uint_t ngx_chat_ws_over(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
 static void ngx_chat_ws_offer(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_unqueued(ngx_chat_ws_t *ws, ngx_chat_buf_t *b);
 static void ngx_chat_ws_timer(ngx_chat_ws_t *ws);
+static void ngx_chat_ws_arm(ngx_chat_ws_t *ws, ngx_msec_t timer);
 static void ngx_chat_ws_schedule(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_flush_handler(ngx_event_t *ev);
 static void ngx_chat_ws_flush(ngx_chat_ws_t *ws);
@@ -200,7 +201,7 @@ ngx_chat_ws_start_handler(ngx_event_t *wev)
     c->write->handler = ngx_chat_ws_write_handler;
     ws->started = 1;
 
-    ngx_add_timer(c->read, ws->conf->ping_interval);
+    ngx_chat_ws_arm(ws, ws->conf->ping_interval);
 
     ngx_chat_ws_schedule(ws);
 
@@ -738,6 +739,15 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
         return;
     }
 
+    if (ws->expiring && (ngx_msec_int_t) (ws->expires - ngx_current_msec) <= 0)
+    {
+        /* SPEC 10: the token's exp passed, no refresh came */
+        ngx_log_error(NGX_LOG_INFO, c->log, 0, "chat: token expired");
+        ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_POLICY, "token expired");
+        ngx_chat_ws_notify_closed(ws);
+        return;
+    }
+
     idle = ngx_current_msec - ws->last_seen;
 
     if (ws->ping_sent) {
@@ -745,6 +755,11 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
         if (idle < ws->conf->ping_timeout) {
             /* the client said something: alive */
             ws->ping_sent = 0;
+
+        } else if (idle < 2 * ws->conf->ping_timeout) {
+            /* early, for a token's exp that a refresh moved since */
+            ngx_chat_ws_arm(ws, 2 * ws->conf->ping_timeout - idle);
+            return;
 
         } else {
             ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
@@ -759,7 +774,7 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
     }
 
     if (idle < ws->conf->ping_interval) {
-        ngx_add_timer(c->read, ws->conf->ping_interval - idle);
+        ngx_chat_ws_arm(ws, ws->conf->ping_interval - idle);
         return;
     }
 
@@ -767,7 +782,72 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
     ws->ping_sent = 1;
     ws->last_seen = ngx_current_msec - ws->conf->ping_timeout;
 
-    ngx_add_timer(c->read, ws->conf->ping_timeout);
+    ngx_chat_ws_arm(ws, ws->conf->ping_timeout);
+}
+
+
+/* the keepalive timer, or the token's exp when that comes first */
+
+static void
+ngx_chat_ws_arm(ngx_chat_ws_t *ws, ngx_msec_t timer)
+{
+    ngx_msec_int_t  left;
+
+    if (ws->expiring) {
+        left = ws->expires - ngx_current_msec;
+        timer = ngx_min(timer, (ngx_msec_t) ngx_max(left, 1));
+    }
+
+    ngx_add_timer(ws->connection->read, timer);
+}
+
+
+void
+ngx_chat_ws_set_jwt(ngx_chat_ws_t *ws, ngx_chat_jwt_t *jwt)
+{
+    int64_t          now, left;
+    ngx_event_t     *rev;
+    struct timeval   tv;
+
+    if (ws->jwt && ws->jwt != jwt) {
+        ngx_chat_jwt_free(ws->jwt);
+    }
+
+    ws->jwt = jwt;
+
+    /*
+     * exp is wall-clock time, the timer nginx's monotonic one: the time
+     * left now; a token taken within the leeway after its exp has the
+     * leeway's rest
+     */
+
+    ngx_gettimeofday(&tv);
+    now = (int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000;
+
+    left = jwt->exp - now;
+
+    if (left <= 0) {
+        left = jwt->exp + NGX_CHAT_JWT_LEEWAY * 1000 - now;
+    }
+
+    left = ngx_max(left, 1);
+    left = ngx_min(left, (int64_t) NGX_MAX_INT32_VALUE);
+
+    ws->expires = ngx_current_msec + (ngx_msec_t) left;
+    ws->expiring = 1;
+
+    if (!ws->started || ws->closing || ws->lingering) {
+        /* the start handler arms the timer */
+        return;
+    }
+
+    rev = ws->connection->read;
+
+    if (!rev->timer_set
+        || (ngx_msec_int_t) (rev->timer.key - ws->expires) > 0)
+    {
+        ngx_add_timer(rev, (ngx_msec_t) left);
+    }
 }
 
 
