@@ -21,6 +21,7 @@
 #include "ngx_chat_relay.h"
 #include "ngx_chat_status.h"
 #include "ngx_chat_proto.h"
+#include "ngx_chat_api.h"
 
 
 typedef struct {
@@ -39,6 +40,7 @@ static ngx_int_t ngx_chat_postconfiguration(ngx_conf_t *cf);
 static char *ngx_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_chat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_redis_prefix_check(ngx_conf_t *cf, void *post,
@@ -204,6 +206,13 @@ static ngx_command_t  ngx_chat_commands[] = {
       0,
       NULL },
 
+    { ngx_string("chat_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_chat_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -302,6 +311,7 @@ ngx_chat_create_loc_conf(ngx_conf_t *cf)
      *
      *     conf->zone = NULL;
      *     conf->status_zone = NULL;
+     *     conf->api_zone = NULL;
      *     conf->user = NULL;
      *     conf->jwt = NULL;
      *     conf->jwt_key = NULL;
@@ -372,6 +382,12 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->zone && conf->zone->data) {
         ctx = conf->zone->data;
+        ctx->max_message = ngx_max(ctx->max_message, conf->max_message_size);
+    }
+
+    if (conf->api_zone && conf->api_zone->data) {
+        /* the API publishes messages of this size too */
+        ctx = conf->api_zone->data;
         ctx->max_message = ngx_max(ctx->max_message, conf->max_message_size);
     }
 
@@ -734,6 +750,34 @@ ngx_chat_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_chat_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* chat_api NAME: the HTTP API for backends on zone NAME */
+
+static char *
+ngx_chat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_loc_conf_t *lcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->api_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    lcf->api_zone = ngx_chat_zone_ref(cf, &value[1]);
+    if (lcf->api_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_chat_api_handler;
 
     return NGX_CONF_OK;
 }

@@ -41,6 +41,7 @@ typedef struct {
 typedef struct {
     ngx_shm_zone_t            *zone;              /* chat NAME */
     ngx_shm_zone_t            *status_zone;       /* chat_status NAME */
+    ngx_shm_zone_t            *api_zone;          /* chat_api NAME */
     ngx_http_complex_value_t  *user;
     ngx_http_complex_value_t  *jwt;               /* chat_jwt */
     ngx_chat_jwt_key_t        *jwt_key;           /* chat_jwt_key */

@@ -1437,3 +1437,81 @@ ngx_chat_shm_server_id(ngx_log_t *log)
     return id ^ ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
            ^ ((uint64_t) ngx_pid << 16) ^ (uint64_t) ngx_time();
 }
+
+
+/*
+ * chat_api publish: a room the message goes to must exist in the zone,
+ * members or not; a new one is created as rooms kept for their history
+ * are (in the zone's LRU of rooms without members), with keep messages
+ */
+
+ngx_int_t
+ngx_chat_shm_room_ensure(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t keep)
+{
+    ngx_chat_shm_room_t  *room;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    if (room == NULL) {
+        room = ngx_chat_shm_room_get(ctx, name, keep + 1);
+
+        if (room == NULL) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            return NGX_DECLINED;
+        }
+
+        ngx_queue_insert_tail(&ctx->sh->empty, &room->lru);
+        room->in_lru = 1;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/* connections of a user on this server (every worker's) */
+
+ngx_uint_t
+ngx_chat_shm_user_connections(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user)
+{
+    ngx_uint_t            n;
+    ngx_chat_shm_user_t  *u;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    u = ngx_chat_shm_user_get(ctx, &ctx->sh->users, user, 0);
+    n = u ? ngx_chat_shm_local_count(u) : 0;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return n;
+}
+
+
+/* chat_api disconnect: every worker (and the relay) reads it on the bus */
+
+ngx_int_t
+ngx_chat_shm_kick(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user, ngx_log_t *log)
+{
+    ngx_int_t  rc;
+    ngx_str_t  none;
+
+    ngx_str_set(&none, "");
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    rc = ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_KICK, 0, &none, user,
+                                 NULL, (u_char *) "{}", 2);
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "chat zone: disconnect \"%V\" on zone \"%V\"", user,
+                   &ctx->name);
+
+    return rc;
+}

@@ -127,6 +127,18 @@ ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id, uint64_t *ts,
     ngx_msec_t *retry_ms, ngx_log_t *log);
 
+/* the room exists (created without members, keeping keep messages) */
+ngx_int_t ngx_chat_shm_room_ensure(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t keep);
+
+/* closes the user's connections in every worker (a bus entry) */
+ngx_int_t ngx_chat_shm_kick(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user,
+    ngx_log_t *log);
+
+/* connections of a user on this server */
+ngx_uint_t ngx_chat_shm_user_connections(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *user);
+
 /* NULL with *storage set: the ring cannot answer, ask storage */
 ngx_chat_buf_t *ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, ngx_uint_t limit, ngx_str_t *before,

@@ -1201,3 +1201,43 @@ ngx_chat_ws_finalize(ngx_chat_ws_t *ws)
 
     ngx_http_close_connection(c);
 }
+
+
+ngx_uint_t
+ngx_chat_ws_close_user(ngx_str_t *user, ngx_uint_t code, char *reason)
+{
+    ngx_uint_t         i, n;
+    ngx_chat_ws_t     *ws;
+    ngx_connection_t  *c;
+
+    n = 0;
+    c = ngx_cycle->connections;
+
+    for (i = 0; i < ngx_cycle->connection_n; i++) {
+
+        if (c[i].fd == (ngx_socket_t) -1
+            || c[i].read->handler != ngx_chat_ws_read_handler
+            || c[i].write->handler == ngx_chat_ws_start_handler
+            || c[i].data == NULL)
+        {
+            continue;
+        }
+
+        ws = c[i].data;
+
+        if (ws->closing || ws->destroyed
+            || ws->user.len != user->len
+            || ngx_memcmp(ws->user.data, user->data, user->len) != 0)
+        {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, c[i].log, 0,
+                      "chat: \"%V\" disconnected by the API", user);
+
+        ngx_chat_ws_close(ws, code, reason);
+        n++;
+    }
+
+    return n;
+}

@@ -109,6 +109,14 @@ void ngx_chat_ws_close(ngx_chat_ws_t *ws, ngx_uint_t code, char *reason);
  */
 void ngx_chat_ws_set_jwt(ngx_chat_ws_t *ws, ngx_chat_jwt_t *jwt);
 
+/*
+ * Closes every connection of this user in this worker with this code
+ * (chat_api disconnect); returns how many.  It looks at the worker's
+ * connections, which a rare request of a backend may.
+ */
+ngx_uint_t ngx_chat_ws_close_user(ngx_str_t *user, ngx_uint_t code,
+    char *reason);
+
 /* sets up the worker's write coalescing (init_process) */
 void ngx_chat_ws_init_worker(ngx_cycle_t *cycle);
 
