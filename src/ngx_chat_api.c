@@ -329,10 +329,13 @@ ngx_chat_api_string(ngx_chat_api_ctx_t *a, const char *key, ngx_str_t *value,
 static ngx_int_t
 ngx_chat_api_publish(ngx_chat_api_ctx_t *a)
 {
+    u_char       idbuf[NGX_CHAT_ID_LEN];
     json_t      *rooms, *v;
     ngx_int_t    rc;
-    ngx_str_t    room, user, content;
+    ngx_str_t    room, user, content, key, *keyp, id;
     ngx_uint_t   i, n;
+
+    keyp = NULL;
 
     if (ngx_chat_api_string(a, "user", &user, NGX_CHAT_MAX_USER, 1)
         != NGX_OK)
@@ -399,6 +402,21 @@ ngx_chat_api_publish(ngx_chat_api_ctx_t *a)
         }
     }
 
+    if (!a->broadcast) {
+        switch (ngx_chat_api_string(a, "key", &key, NGX_CHAT_API_MAX_KEY, 0)) {
+        case NGX_OK:
+            keyp = &key;
+            break;
+        case NGX_ERROR:
+            return ngx_chat_api_error(a->r, NGX_HTTP_BAD_REQUEST,
+                                      "bad_request",
+                                      "\"key\" must be a string of 1 to 128 "
+                                      "bytes");
+        default:
+            break;
+        }
+    }
+
     if (ngx_chat_store_enabled() && ngx_chat_store_full()) {
         /* nothing is delivered that could not be stored */
         return ngx_chat_api_error(a->r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -409,6 +427,38 @@ ngx_chat_api_publish(ngx_chat_api_ctx_t *a)
     a->ids = ngx_pcalloc(a->r->pool, n * sizeof(ngx_str_t));
     if (a->ids == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (keyp) {
+        id.data = idbuf;
+
+        switch (ngx_chat_shm_key_take(a->ctx, keyp, &id)) {
+
+        case NGX_DECLINED:
+            /* published within the last 10 minutes: that id, no more */
+            a->ids[0].data = ngx_pstrdup(a->r->pool, &id);
+            if (a->ids[0].data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            a->ids[0].len = id.len;
+            a->nids = 1;
+
+            return ngx_chat_api_published(a);
+
+        case NGX_BUSY:
+            return ngx_chat_api_error(a->r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "unavailable", "a publish with this "
+                                      "key is under way, try again");
+
+        case NGX_ERROR:
+            return ngx_chat_api_error(a->r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "unavailable", "the chat zone is "
+                                      "full, try again later");
+
+        default:
+            break;
+        }
     }
 
     for (i = 0; i < n; i++) {
@@ -423,6 +473,10 @@ ngx_chat_api_publish(ngx_chat_api_ctx_t *a)
         if (rc != NGX_OK) {
             break;
         }
+    }
+
+    if (keyp) {
+        ngx_chat_shm_key_set(a->ctx, keyp, a->nids ? &a->ids[0] : NULL);
     }
 
     /* the rooms' members get what was posted, whatever followed */

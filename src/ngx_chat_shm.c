@@ -125,6 +125,9 @@ ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_str_rbtree_insert_value);
     ngx_queue_init(&sh->empty);
     ngx_queue_init(&sh->idle);
+    ngx_rbtree_init(&sh->keys, &sh->keys_sentinel,
+                    ngx_str_rbtree_insert_value);
+    ngx_queue_init(&sh->keys_queue);
 
     if (bus == 0) {
         return NGX_ERROR;
@@ -1514,4 +1517,118 @@ ngx_chat_shm_kick(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user, ngx_log_t *log)
                    &ctx->name);
 
     return rc;
+}
+
+
+/*
+ * chat_api publish keys: a key is taken (NGX_OK: publish, then set its
+ * id or drop it), already known (NGX_DECLINED, *id is what it published)
+ * or being published right now by another worker (NGX_BUSY).  Keys are
+ * kept NGX_CHAT_SHM_KEY_TTL seconds, at most NGX_CHAT_SHM_MAX_KEYS of them
+ * (the oldest go first).
+ */
+
+ngx_int_t
+ngx_chat_shm_key_take(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t *id)
+{
+    time_t               now;
+    uint32_t             hash;
+    ngx_queue_t         *q;
+    ngx_chat_shm_t      *sh;
+    ngx_chat_shm_key_t  *k;
+
+    sh = ctx->sh;
+    now = ngx_time();
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    while (!ngx_queue_empty(&sh->keys_queue)) {
+        q = ngx_queue_head(&sh->keys_queue);
+        k = ngx_queue_data(q, ngx_chat_shm_key_t, queue);
+
+        if (k->expires > now && sh->nkeys < NGX_CHAT_SHM_MAX_KEYS) {
+            break;
+        }
+
+        if (k->id_len == 0 && k->expires > now) {
+            /* under way: not dropped for room */
+            break;
+        }
+
+        ngx_queue_remove(q);
+        ngx_rbtree_delete(&sh->keys, &k->node);
+        ngx_slab_free_locked(ctx->shpool, k);
+        sh->nkeys--;
+    }
+
+    k = (ngx_chat_shm_key_t *) ngx_str_rbtree_lookup(&sh->keys, name, hash);
+
+    if (k) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+        if (k->id_len == 0) {
+            return NGX_BUSY;
+        }
+
+        ngx_memcpy(id->data, k->id, k->id_len);
+        id->len = k->id_len;
+
+        return NGX_DECLINED;
+    }
+
+    k = ngx_chat_shm_alloc(ctx, sizeof(ngx_chat_shm_key_t) + name->len);
+    if (k == NULL) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NGX_ERROR;
+    }
+
+    k->name.data = (u_char *) k + sizeof(ngx_chat_shm_key_t);
+    k->name.len = name->len;
+    ngx_memcpy(k->name.data, name->data, name->len);
+    k->node.key = hash;
+    k->expires = now + NGX_CHAT_SHM_KEY_TTL;
+    k->id_len = 0;
+
+    ngx_rbtree_insert(&sh->keys, &k->node);
+    ngx_queue_insert_tail(&sh->keys_queue, &k->queue);
+    sh->nkeys++;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/* the taken key's publish: its id (id NULL: it failed, the key goes) */
+
+void
+ngx_chat_shm_key_set(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *id)
+{
+    uint32_t             hash;
+    ngx_chat_shm_t      *sh;
+    ngx_chat_shm_key_t  *k;
+
+    sh = ctx->sh;
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    k = (ngx_chat_shm_key_t *) ngx_str_rbtree_lookup(&sh->keys, name, hash);
+
+    if (k && k->id_len == 0) {
+        if (id) {
+            k->id_len = ngx_min(id->len, NGX_CHAT_ID_LEN);
+            ngx_memcpy(k->id, id->data, k->id_len);
+
+        } else {
+            ngx_queue_remove(&k->queue);
+            ngx_rbtree_delete(&sh->keys, &k->node);
+            ngx_slab_free_locked(ctx->shpool, k);
+            sh->nkeys--;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
 }

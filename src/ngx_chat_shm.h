@@ -131,6 +131,20 @@ ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
 ngx_int_t ngx_chat_shm_room_ensure(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_uint_t keep);
 
+/* chat_api publish keys: remembered 10 minutes, at most 100,000 */
+#define NGX_CHAT_SHM_KEY_TTL      600
+#define NGX_CHAT_SHM_MAX_KEYS     100000
+
+/*
+ * NGX_OK: taken, publish then ngx_chat_shm_key_set(); NGX_DECLINED: known,
+ * *id (room for NGX_CHAT_ID_LEN) is its message; NGX_BUSY: its publish is
+ * under way in another worker; NGX_ERROR: the zone is full
+ */
+ngx_int_t ngx_chat_shm_key_take(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t *id);
+void ngx_chat_shm_key_set(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t *id);
+
 /* closes the user's connections in every worker (a bus entry) */
 ngx_int_t ngx_chat_shm_kick(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user,
     ngx_log_t *log);

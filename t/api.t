@@ -137,6 +137,31 @@ is(status($t)->{messages_in}, $in0 + 1, 'publish: counted in messages_in');
     $c->{ws}->close;
 }
 
+# --- publish with an idempotency key: retries publish nothing new ---------------
+{
+    my ($k) = members('keyed', 'kim');
+    my @r = map { post('/api', { type => 'publish', room => 'keyed', user => 'bot',
+                                 content => 'once', key => 'order-42' }) } 1 .. 3;
+    ok((grep { $_->{status} == 200 } @r) == 3, 'key: every retry 200');
+    my %ids = map { ($_->{json} ? $_->{json}{id} : '') => 1 } @r;
+    is(scalar keys %ids, 1, 'key: the same id every time');
+    my @got;
+    while (my $msg = take($k, sub { $_[0]{type} eq 'message' }, 1)) {
+        push @got, $msg;
+    }
+    is(scalar @got, 1, 'key: one message delivered');
+    my $o = post('/api', { type => 'publish', room => 'keyed', user => 'bot',
+                           content => 'twice', key => 'order-43' });
+    ok($o->{json} && !$ids{ $o->{json}{id} }, 'key: another key, another message');
+    my $h = post('/api', { type => 'history', room => 'keyed' });
+    is_deeply([ map { $_->{content} } @{ $h->{json}{messages} || [] } ], [qw(once twice)],
+              'key: history holds each once');
+    my $bad = post('/api', { type => 'publish', room => 'keyed', user => 'bot',
+                             content => 'x', key => 42 });
+    is($bad->{status}, 400, 'key: not a string: 400');
+    $k->{ws}->close;
+}
+
 # --- broadcast ---------------------------------------------------------------
 {
     my ($x) = members('bx', 'xena');
