@@ -761,7 +761,9 @@ ngx_chat_api_history(ngx_chat_api_ctx_t *a)
     b = ngx_chat_shm_history(a->ctx, &room, limit, beforep, &storage,
                              a->r->connection->log);
 
-    if (b == NULL && storage && ngx_chat_store_enabled()) {
+    /* also a room the zone does not know (yet, or since a restart) */
+
+    if (b == NULL && ngx_chat_store_enabled()) {
         a->limit = limit;
         a->room.data = ngx_pstrdup(a->r->pool, &room);
         if (a->room.data == NULL) {
