@@ -925,7 +925,9 @@ ngx_chat_api_disconnect(ngx_chat_api_ctx_t *a)
 
     n = ngx_chat_shm_user_connections(a->ctx, &user);
 
-    if (ngx_chat_shm_kick(a->ctx, &user, a->r->connection->log) != NGX_OK) {
+    if (ngx_chat_shm_kick(a->ctx, &user, 0, a->r->connection->log)
+        != NGX_OK)
+    {
         return ngx_chat_api_error(a->r, NGX_HTTP_SERVICE_UNAVAILABLE,
                                   "unavailable",
                                   "the chat zone is full, try again later");

@@ -1498,7 +1498,8 @@ ngx_chat_shm_user_connections(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user)
 /* chat_api disconnect: every worker (and the relay) reads it on the bus */
 
 ngx_int_t
-ngx_chat_shm_kick(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user, ngx_log_t *log)
+ngx_chat_shm_kick(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user, ngx_uint_t flags,
+    ngx_log_t *log)
 {
     ngx_int_t  rc;
     ngx_str_t  none;
@@ -1507,7 +1508,7 @@ ngx_chat_shm_kick(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user, ngx_log_t *log)
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
-    rc = ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_KICK, 0, &none, user,
+    rc = ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_KICK, flags, &none, user,
                                  NULL, (u_char *) "{}", 2);
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);

@@ -145,9 +145,12 @@ ngx_int_t ngx_chat_shm_key_take(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 void ngx_chat_shm_key_set(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_str_t *id);
 
-/* closes the user's connections in every worker (a bus entry) */
+/*
+ * closes the user's connections in every worker (a bus entry the relay
+ * passes on to the other servers unless flags has NGX_CHAT_BUS_REMOTE)
+ */
 ngx_int_t ngx_chat_shm_kick(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user,
-    ngx_log_t *log);
+    ngx_uint_t flags, ngx_log_t *log);
 
 /* connections of a user on this server */
 ngx_uint_t ngx_chat_shm_user_connections(ngx_chat_shm_ctx_t *ctx,
