@@ -292,9 +292,9 @@ ngx_chat_api_read_body(ngx_http_request_t *r, ngx_str_t *body)
 
 
 /*
- * A string member: NGX_OK, NGX_DECLINED (absent, not required), or
- * NGX_ERROR (answered: not a string, empty, too long, or holding U+0000,
- * which jansson let through as "\u0000"... it does not: it refuses it)
+ * A string member of 1 to max bytes: NGX_OK, NGX_DECLINED (absent, not
+ * required), or NGX_ERROR (not a string, empty, too long).  jansson, with
+ * no JSON_ALLOW_NUL, refused a document with U+0000 in a string already.
  */
 
 static ngx_int_t
@@ -515,12 +515,6 @@ ngx_chat_api_post(ngx_chat_api_ctx_t *a, ngx_str_t *room, ngx_str_t *user,
     ngx_msec_t              retry;
     ngx_pool_cleanup_t     *cln;
     ngx_chat_store_item_t  *it;
-
-    if (ngx_strlchr(room->data, room->data + room->len, '\0')
-        || ngx_strlchr(user->data, user->data + user->len, '\0'))
-    {
-        return NGX_ERROR;
-    }
 
     if (ngx_chat_shm_room_ensure(a->ctx, room, a->lcf->history) != NGX_OK) {
         return NGX_ERROR;

@@ -31,6 +31,7 @@
 
 
 static const EVP_MD *ngx_chat_jwt_md(ngx_uint_t bits);
+static ngx_int_t ngx_chat_jwt_base64url(ngx_str_t *dst, ngx_str_t *src);
 static json_t *ngx_chat_jwt_part(u_char *p, size_t len, ngx_log_t *log);
 static ngx_int_t ngx_chat_jwt_signature(ngx_chat_jwt_key_t *key,
     u_char *input, size_t len, u_char *sig, size_t siglen);
@@ -162,7 +163,7 @@ ngx_chat_jwt_verify(ngx_chat_jwt_key_t *key, u_char *token, size_t len,
 
     dst.data = sig;
 
-    if (src.len == 0 || ngx_decode_base64url(&dst, &src) != NGX_OK) {
+    if (src.len == 0 || ngx_chat_jwt_base64url(&dst, &src) != NGX_OK) {
         ngx_free(sig);
         *why = "malformed signature";
         goto failed;
@@ -326,6 +327,63 @@ failed:
 }
 
 
+/*
+ * base64url without padding, in its one canonical spelling: nginx's
+ * decoder stops at a '=' (what follows would be ignored) and ignores the
+ * unused low bits of the last character, so that one token would have
+ * several spellings
+ */
+
+static ngx_int_t
+ngx_chat_jwt_base64url(ngx_str_t *dst, ngx_str_t *src)
+{
+    u_char      c, *p, *last;
+    ngx_uint_t  v, unused;
+
+    p = src->data;
+    last = p + src->len;
+
+    for ( /* void */ ; p < last; p++) {
+        c = *p;
+
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
+              || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    switch (src->len % 4) {
+    case 1:
+        return NGX_ERROR;
+    case 2:
+        unused = 0x0f;
+        break;
+    case 3:
+        unused = 0x03;
+        break;
+    default:
+        unused = 0;
+        break;
+    }
+
+    if (unused) {
+        c = src->data[src->len - 1];
+
+        v = (c >= 'A' && c <= 'Z') ? (ngx_uint_t) (c - 'A')
+            : (c >= 'a' && c <= 'z') ? (ngx_uint_t) (c - 'a' + 26)
+            : (c >= '0' && c <= '9') ? (ngx_uint_t) (c - '0' + 52)
+            : (c == '-') ? 62 : 63;
+
+        if (v & unused) {
+            return NGX_ERROR;
+        }
+    }
+
+    return ngx_decode_base64url(dst, src);
+}
+
+
 /* a base64url part, decoded and parsed: a JSON value or NULL */
 
 static json_t *
@@ -346,7 +404,7 @@ ngx_chat_jwt_part(u_char *p, size_t len, ngx_log_t *log)
         return NULL;
     }
 
-    if (ngx_decode_base64url(&dst, &src) != NGX_OK) {
+    if (ngx_chat_jwt_base64url(&dst, &src) != NGX_OK) {
         ngx_free(dst.data);
         return NULL;
     }

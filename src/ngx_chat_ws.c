@@ -1217,13 +1217,21 @@ ngx_chat_ws_close_user(ngx_str_t *user, ngx_uint_t code, char *reason)
 
         if (c[i].fd == (ngx_socket_t) -1
             || c[i].read->handler != ngx_chat_ws_read_handler
-            || c[i].write->handler == ngx_chat_ws_start_handler
             || c[i].data == NULL)
         {
             continue;
         }
 
-        ws = c[i].data;
+        /* a connection upgraded this turn still has its request */
+
+        ws = (c[i].write->handler == ngx_chat_ws_start_handler)
+             ? ngx_http_get_module_ctx((ngx_http_request_t *) c[i].data,
+                                       ngx_chat_module)
+             : c[i].data;
+
+        if (ws == NULL) {
+            continue;
+        }
 
         if (ws->closing || ws->destroyed
             || ws->user.len != user->len

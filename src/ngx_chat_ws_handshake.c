@@ -86,6 +86,15 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
             return NULL;
         }
 
+        /* chat_jwt $http_authorization: "Bearer TOKEN" */
+
+        if (token.len > 7
+            && ngx_strncasecmp(token.data, (u_char *) "Bearer ", 7) == 0)
+        {
+            token.data += 7;
+            token.len -= 7;
+        }
+
         jwt = ngx_chat_jwt_verify(lcf->jwt_key, token.data, token.len, &why,
                                   c->log);
 

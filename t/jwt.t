@@ -138,6 +138,9 @@ sub server_conf {
     # chat_user as well: the token wins
     $c .= "        location = /both { chat chat; chat_user \$arg_user; "
         . "chat_jwt \$http_x_token; chat_jwt_key $dir/hs.key; }\n";
+    # Authorization: Bearer
+    $c .= "        location = /bearer { chat chat; "
+        . "chat_jwt \$http_authorization; chat_jwt_key $dir/hs.key; }\n";
     return $c;
 }
 
@@ -198,12 +201,32 @@ for my $c ([ 'hs256', "$dir/hs.key", 'HS256' ], [ 'rs384', "$dir/rsa.pem", 'RS38
     $ws->close if $ws->ok;
 }
 
+# Authorization: Bearer TOKEN
+{
+    my ($ws, $w) = open_with('bearer', undef,
+                             headers => { 'Authorization' => 'Bearer ' . token(claims => { sub => 'carl' }) });
+    ok($ws->ok && $w && $w->{user} eq 'carl', 'chat_jwt $http_authorization: "Bearer TOKEN"')
+        or diag($ws->status || $ws->error);
+    $ws->close if $ws->ok;
+}
+
 # --- refusals: 401 and the reason at info level -----------------------------
 my $hs_input = encode_base64url($JSON->encode({ alg => 'HS256', typ => 'JWT' }))
     . '.' . encode_base64url($JSON->encode({ sub => 'ann', exp => time + 60 }));
 my $rs_pub = slurp("$dir/rsa.pub");
 my $good = token();
-(my $badsig = $good) =~ s/(.)$/$1 eq 'A' ? 'B' : 'A'/e;
+# one character of the signature changed (not the last, whose low bits
+# are padding: that spelling is refused as not canonical, below)
+my $badsig = $good;
+substr($badsig, -10, 1) = substr($badsig, -10, 1) eq 'A' ? 'B' : 'A';
+# the same signature spelled with its unused low bits set
+my $noncanon = $good;
+{
+    my $last = substr($noncanon, -1);
+    my $alpha = join '', 'A' .. 'Z', 'a' .. 'z', 0 .. 9, '-', '_';
+    my $v = index($alpha, $last);
+    substr($noncanon, -1) = substr($alpha, $v | 3, 1);   # 43 chars: 2 unused bits
+}
 
 my @refused = (
     [ 'hs256', token(claims => { exp => time - 60 }), qr/token expired/, 'expired' ],
@@ -212,6 +235,8 @@ my @refused = (
     [ 'hs256', token(claims => { exp => 'tomorrow' }), qr/"exp" is not a number/, 'exp a string' ],
     [ 'hs256', $badsig, qr/bad signature|malformed signature/, 'bad signature' ],
     [ 'hs256', token(key => 'another secret'), qr/bad signature/, 'signed with another secret' ],
+    [ 'hs256', $noncanon, qr/malformed signature/, 'a signature not in canonical base64url' ],
+    [ 'hs256', "$good=x", qr/malformed signature/, 'a signature with "=" and more after it' ],
     [ 'hs256', token(alg => 'HS384'), qr/algorithm is not the configured one/,
       'wrong algorithm (HS384 where HS256 is configured)' ],
     [ 'rs256', token(alg => 'RS512'), qr/algorithm is not the configured one/,
