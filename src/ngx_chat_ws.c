@@ -50,6 +50,7 @@ static void ngx_chat_ws_offer(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_unqueued(ngx_chat_ws_t *ws, ngx_chat_buf_t *b);
 static void ngx_chat_ws_timer(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_arm(ngx_chat_ws_t *ws, ngx_msec_t timer);
+static ngx_uint_t ngx_chat_ws_jwt_later(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_schedule(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_flush_handler(ngx_event_t *ev);
 static void ngx_chat_ws_flush(ngx_chat_ws_t *ws);
@@ -739,7 +740,8 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
         return;
     }
 
-    if (ws->expiring && (ngx_msec_int_t) (ws->expires - ngx_current_msec) <= 0)
+    if (ws->expiring && (ngx_msec_int_t) (ws->expires - ngx_current_msec) <= 0
+        && !ngx_chat_ws_jwt_later(ws))
     {
         /* SPEC 10: the token's exp passed, no refresh came */
         ngx_log_error(NGX_LOG_INFO, c->log, 0, "chat: token expired");
@@ -799,6 +801,37 @@ ngx_chat_ws_arm(ngx_chat_ws_t *ws, ngx_msec_t timer)
     }
 
     ngx_add_timer(ws->connection->read, timer);
+}
+
+
+/*
+ * The timer's deadline came, but by the wall clock the token's exp has
+ * not (an exp further than the timer reaches, or the clock was set back):
+ * the deadline moves on
+ */
+
+static ngx_uint_t
+ngx_chat_ws_jwt_later(ngx_chat_ws_t *ws)
+{
+    int64_t          left;
+    struct timeval   tv;
+
+    if (ws->jwt == NULL) {
+        return 0;
+    }
+
+    ngx_gettimeofday(&tv);
+
+    left = ws->jwt->exp - ((int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000);
+
+    if (left <= 0) {
+        return 0;
+    }
+
+    left = ngx_min(left, (int64_t) NGX_MAX_INT32_VALUE);
+    ws->expires = ngx_current_msec + (ngx_msec_t) left;
+
+    return 1;
 }
 
 
