@@ -46,9 +46,11 @@ typedef struct {
     ngx_uint_t                 pending;
     ngx_uint_t                 refused;
 
-    /* history read from storage */
+    /* history read from storage, merged with the ring copied first */
     ngx_uint_t                 limit;
     ngx_str_t                  room;
+    ngx_str_t                  before;    /* .data NULL: the newest */
+    ngx_chat_shm_ring_t       *ring;
 } ngx_chat_api_ctx_t;
 
 
@@ -67,7 +69,10 @@ static ngx_int_t ngx_chat_api_who(ngx_chat_api_ctx_t *a);
 static ngx_int_t ngx_chat_api_history(ngx_chat_api_ctx_t *a);
 static void ngx_chat_api_history_read(ngx_chat_store_rows_t *rows,
     void *data);
-static ngx_uint_t ngx_chat_api_unknown(ngx_str_t *id, void *data);
+static ngx_int_t ngx_chat_api_history_reply(ngx_chat_api_ctx_t *a,
+    ngx_chat_store_rows_t *rows);
+static ngx_uint_t ngx_chat_api_in_ring(ngx_str_t *id, void *data);
+static void ngx_chat_api_ring_free(void *data);
 static ngx_int_t ngx_chat_api_disconnect(ngx_chat_api_ctx_t *a);
 static void ngx_chat_api_cleanup(void *data);
 static ngx_int_t ngx_chat_api_error(ngx_http_request_t *r, ngx_uint_t status,
@@ -704,13 +709,14 @@ ngx_chat_api_who(ngx_chat_api_ctx_t *a)
 static ngx_int_t
 ngx_chat_api_history(ngx_chat_api_ctx_t *a)
 {
-    u_char          *p;
-    size_t           hdr, skip;
-    json_t          *l;
-    ngx_int_t        rc;
-    ngx_str_t        room, before, *beforep, body;
-    ngx_uint_t       limit, storage;
-    ngx_chat_buf_t  *b;
+    u_char              *p;
+    size_t               hdr, skip;
+    json_t              *l;
+    ngx_int_t            rc;
+    ngx_str_t            room, before, *beforep, body;
+    ngx_uint_t           limit, storage;
+    ngx_chat_buf_t      *b;
+    ngx_pool_cleanup_t  *cln;
 
     if (ngx_chat_api_string(a, "room", &room, NGX_CHAT_MAX_ROOM_NAME, 1)
         != NGX_OK)
@@ -766,6 +772,26 @@ ngx_chat_api_history(ngx_chat_api_ctx_t *a)
 
         a->room.len = room.len;
 
+        if (beforep) {
+            a->before.data = ngx_pstrdup(a->r->pool, beforep);
+            if (a->before.data == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            a->before.len = beforep->len;
+        }
+
+        /* the ring now: what is not committed yet is there */
+
+        cln = ngx_pool_cleanup_add(a->r->pool, 0);
+        if (cln == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        a->ring = ngx_chat_shm_ring_copy(a->ctx, &room);
+        cln->handler = ngx_chat_api_ring_free;
+        cln->data = a;
+
         rc = ngx_chat_store_history(beforep ? NGX_CHAT_STORE_BEFORE
                                             : NGX_CHAT_STORE_LAST,
                                     &a->ctx->name, &a->room, beforep, limit,
@@ -782,7 +808,7 @@ ngx_chat_api_history(ngx_chat_api_ctx_t *a)
         }
 
         /* PostgreSQL is down: what the ring has, not complete */
-        storage = 0;
+        return ngx_chat_api_history_reply(a, NULL);
     }
 
     if (b == NULL) {
@@ -826,18 +852,10 @@ ngx_chat_api_history(ngx_chat_api_ctx_t *a)
 }
 
 
-/* rows newest first: the reply oldest first */
-
 static void
 ngx_chat_api_history_read(ngx_chat_store_rows_t *rows, void *data)
 {
     ngx_chat_api_ctx_t *a = data;
-
-    u_char                *p, *start;
-    size_t                 len;
-    ngx_int_t              i;
-    ngx_uint_t             complete;
-    ngx_chat_store_row_t  *row;
 
     if (rows == NULL) {
         ngx_http_finalize_request(a->r,
@@ -846,53 +864,157 @@ ngx_chat_api_history_read(ngx_chat_store_rows_t *rows, void *data)
         return;
     }
 
+    ngx_http_finalize_request(a->r, ngx_chat_api_history_reply(a, rows));
+}
+
+
+/*
+ * Stored rows (newest first) and the ring copied when asked, as the
+ * WebSocket reply merges them: the stored messages the ring does not
+ * have, then the ring, the newest "limit" of them; before an id, the rows
+ * alone.  Without rows (PostgreSQL down), what the ring has, incomplete.
+ */
+
+static ngx_int_t
+ngx_chat_api_history_reply(ngx_chat_api_ctx_t *a, ngx_chat_store_rows_t *rows)
+{
+    u_char                *p, *start;
+    size_t                 len;
+    ngx_int_t              i, from, end;
+    ngx_str_t             *m;
+    ngx_uint_t             complete, first, k;
+    ngx_array_t            msgs;
+    ngx_chat_shm_ring_t   *ring;
+    ngx_chat_store_row_t  *row;
+
+    ring = a->ring;
+
+    if (ngx_array_init(&msgs, a->r->pool, 64, sizeof(ngx_str_t)) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = rows ? (ngx_int_t) rows->n - 1 : -1; i >= 0; i--) {
+        row = &rows->rows[i];
+
+        if (a->before.data == NULL && ngx_chat_api_in_ring(&row->id, ring)) {
+            continue;
+        }
+
+        m = ngx_array_push(&msgs);
+        if (m == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        m->data = ngx_pnalloc(a->r->pool,
+                              ngx_chat_wire_message_len(&a->room, &row->id,
+                                                        &row->user,
+                                                        &row->content,
+                                                        row->ts.len));
+        if (m->data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        m->len = ngx_chat_wire_message(m->data, &a->room, &row->id,
+                                       &row->user, &row->content, &row->ts)
+                 - m->data;
+    }
+
+    /* the ring: all of it, or (without rows) what is before the id */
+
+    end = ring ? (ngx_int_t) ring->n : 0;
+
+    if (a->before.data) {
+        end = 0;
+
+        for (k = 0; rows == NULL && ring && k < ring->n; k++) {
+            if (ring->msgs[k].id.len == a->before.len
+                && ngx_memcmp(ring->msgs[k].id.data, a->before.data,
+                              a->before.len) == 0)
+            {
+                end = (ngx_int_t) k;
+                break;
+            }
+        }
+    }
+
+    for (i = 0; i < end; i++) {
+        m = ngx_array_push(&msgs);
+        if (m == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        *m = ring->msgs[i].json;
+    }
+
+    /*
+     * complete unless storage was not read, or a message accepted and not
+     * committed yet is in neither the rows nor the ring
+     */
+
+    complete = rows
+               && !ngx_chat_store_unstored(&a->ctx->name, &a->room,
+                                           ngx_chat_api_in_ring, ring);
+
+    from = (msgs.nelts > a->limit) ? (ngx_int_t) (msgs.nelts - a->limit) : 0;
+    m = msgs.elts;
+
     len = sizeof("{\"messages\":[],\"complete\":false}");
 
-    for (i = 0; i < (ngx_int_t) rows->n; i++) {
-        row = &rows->rows[i];
-        len += ngx_chat_wire_message_len(&a->room, &row->id, &row->user,
-                                         &row->content, row->ts.len) + 1;
+    for (i = from; i < (ngx_int_t) msgs.nelts; i++) {
+        len += m[i].len + 1;
     }
 
     start = ngx_pnalloc(a->r->pool, len);
     if (start == NULL) {
-        ngx_http_finalize_request(a->r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     p = ngx_cpymem(start, "{\"messages\":[", sizeof("{\"messages\":[") - 1);
+    first = 1;
 
-    for (i = (ngx_int_t) rows->n - 1; i >= 0; i--) {
-        row = &rows->rows[i];
-
-        p = ngx_chat_wire_message(p, &a->room, &row->id, &row->user,
-                                  &row->content, &row->ts);
-
-        if (i) {
+    for (i = from; i < (ngx_int_t) msgs.nelts; i++) {
+        if (!first) {
             *p++ = ',';
         }
+
+        first = 0;
+        p = ngx_cpymem(p, m[i].data, m[i].len);
     }
-
-    /*
-     * complete when storage had all that was asked, or the room's whole
-     * history, unless a message accepted but not committed yet is not
-     * among the rows
-     */
-
-    complete = !ngx_chat_store_unstored(&a->ctx->name, &a->room,
-                                        ngx_chat_api_unknown, NULL);
 
     p = ngx_sprintf(p, "],\"complete\":%s}", complete ? "true" : "false");
 
-    ngx_http_finalize_request(a->r,
-        ngx_chat_api_send(a->r, NGX_HTTP_OK, start, p - start));
+    return ngx_chat_api_send(a->r, NGX_HTTP_OK, start, p - start);
 }
 
 
 static ngx_uint_t
-ngx_chat_api_unknown(ngx_str_t *id, void *data)
+ngx_chat_api_in_ring(ngx_str_t *id, void *data)
 {
+    ngx_chat_shm_ring_t *ring = data;
+
+    ngx_uint_t  i;
+
+    for (i = 0; ring && i < ring->n; i++) {
+        if (ring->msgs[i].id.len == id->len
+            && ngx_memcmp(ring->msgs[i].id.data, id->data, id->len) == 0)
+        {
+            return 1;
+        }
+    }
+
     return 0;
+}
+
+
+static void
+ngx_chat_api_ring_free(void *data)
+{
+    ngx_chat_api_ctx_t *a = data;
+
+    if (a->ring) {
+        ngx_free(a->ring);
+        a->ring = NULL;
+    }
 }
 
 

@@ -14,7 +14,7 @@ use Time::HiRes ();
 use JSON::PP ();
 use Test::Chat::Nginx;
 use Test::Chat::Pg;
-use Test::Chat::Util qw(now client take);
+use Test::Chat::Util qw(now poll client take);
 
 plan skip_all => 'no PostgreSQL server binaries (Test::Chat::Pg->available)'
     unless Test::Chat::Pg->available;
@@ -127,6 +127,35 @@ take($m, sub { $_[0]{type} eq 'joined' }, 3);
         or diag($h->{body});
 }
 
+# a message accepted and not committed yet comes from the ring
+{
+    my $locker = fork;
+    die "fork: $!" unless defined $locker;
+    if ($locker == 0) {
+        eval { $pg->psql('BEGIN; LOCK TABLE messages IN SHARE MODE; '
+                         . 'SELECT pg_sleep(3); COMMIT;') };
+        POSIX::_exit(0);
+    }
+    Time::HiRes::sleep(0.5);
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        post({ type => 'publish', room => 'deep', user => 'bot', content => 'd7' });
+        POSIX::_exit(0);
+    }
+    my $h;
+    poll(2, sub {
+        $h = post({ type => 'history', room => 'deep', limit => 5 });
+        grep { $_->{content} eq 'd7' } @{ $h->{json}{messages} || [] };
+    }, 0.1);
+    is_deeply([ map { $_->{content} } @{ $h->{json}{messages} || [] } ],
+              [qw(d3 d4 d5 d6 d7)],
+              'history merges the ring: an uncommitted message is there, in order')
+        or diag($h->{body});
+    waitpid($pid, 0);
+    waitpid($locker, 0);
+}
+
 # a room the zone has never seen (rows from before a restart)
 {
     $pg->psql(q{INSERT INTO messages (id, zone, room_id, user_id, content, created_at)
@@ -155,6 +184,19 @@ take($m, sub { $_[0]{type} eq 'joined' }, 3);
        'a row the table refuses: 503 unavailable') or diag("$r->{status} $r->{body}");
     $r = post({ type => 'publish', room => 'r', user => 'bot', content => 'fine' });
     is($r->{status}, 200, 'the next one is stored');
+}
+
+# PostgreSQL down: what the ring has, not complete
+{
+    $pg->stop;
+    my $h;
+    poll(5, sub {
+        $h = post({ type => 'history', room => 'deep', limit => 5 });
+        $h->{json} && $h->{status} == 200 && $h->{json}{complete} eq JSON::PP::false;
+    }, 0.2);
+    is_deeply([ map { $_->{content} } @{ $h->{json}{messages} || [] } ], [qw(d5 d6 d7)],
+              'PostgreSQL down: the ring\'s messages') or diag($h->{body});
+    is($h->{json} && $h->{json}{complete}, JSON::PP::false, 'and complete: false');
 }
 
 $m->{ws}->close;
