@@ -45,6 +45,7 @@ typedef struct {
     ngx_queue_t                items;     /* waiting for the COMMIT */
     ngx_uint_t                 pending;
     ngx_uint_t                 refused;
+    ngx_str_t                  key;       /* publish's, .data NULL: none */
 
     /* history read from storage, merged with the ring copied first */
     ngx_uint_t                 limit;
@@ -453,8 +454,8 @@ ngx_chat_api_publish(ngx_chat_api_ctx_t *a)
 
         case NGX_BUSY:
             return ngx_chat_api_error(a->r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                                      "unavailable", "a publish with this "
-                                      "key is under way, try again");
+                                      "unavailable", "the publish with this "
+                                      "key is not committed yet, try again");
 
         case NGX_ERROR:
             return ngx_chat_api_error(a->r, NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -481,7 +482,19 @@ ngx_chat_api_publish(ngx_chat_api_ctx_t *a)
     }
 
     if (keyp) {
-        ngx_chat_shm_key_set(a->ctx, keyp, a->nids ? &a->ids[0] : NULL);
+        ngx_chat_shm_key_set(a->ctx, keyp, a->nids ? &a->ids[0] : NULL,
+                             a->pending == 0);
+
+        if (a->pending) {
+            /* committed (or refused) in ngx_chat_api_stored() */
+            a->key.data = ngx_pstrdup(a->r->pool, keyp);
+            if (a->key.data == NULL) {
+                ngx_chat_shm_key_commit(a->ctx, keyp, 1);
+
+            } else {
+                a->key.len = keyp->len;
+            }
+        }
     }
 
     /* the rooms' members get what was posted, whatever followed */
@@ -598,6 +611,10 @@ ngx_chat_api_stored(ngx_chat_store_item_t *it)
 
     if (--a->pending) {
         return;
+    }
+
+    if (a->key.data) {
+        ngx_chat_shm_key_commit(a->ctx, &a->key, a->refused);
     }
 
     if (a->refused) {
@@ -1071,6 +1088,11 @@ ngx_chat_api_cleanup(void *data)
         ngx_queue_remove(q);
         ngx_chat_store_forget(ngx_queue_data(q, ngx_chat_store_item_t,
                                              owner));
+    }
+
+    if (a->pending && a->key.data) {
+        /* it is stored all the same: retries get its id from now on */
+        ngx_chat_shm_key_commit(a->ctx, &a->key, 0);
     }
 
     a->pending = 0;

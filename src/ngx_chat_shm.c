@@ -1569,7 +1569,7 @@ ngx_chat_shm_key_take(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     if (k) {
         ngx_shmtx_unlock(&ctx->shpool->mutex);
 
-        if (k->id_len == 0) {
+        if (k->id_len == 0 || !k->committed) {
             return NGX_BUSY;
         }
 
@@ -1591,6 +1591,7 @@ ngx_chat_shm_key_take(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     k->node.key = hash;
     k->expires = now + NGX_CHAT_SHM_KEY_TTL;
     k->id_len = 0;
+    k->committed = 0;
 
     ngx_rbtree_insert(&sh->keys, &k->node);
     ngx_queue_insert_tail(&sh->keys_queue, &k->queue);
@@ -1602,10 +1603,14 @@ ngx_chat_shm_key_take(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 }
 
 
-/* the taken key's publish: its id (id NULL: it failed, the key goes) */
+/*
+ * the taken key's publish: its id, committed or not yet (id NULL: it
+ * failed, the key goes); then, with storage, ngx_chat_shm_key_commit()
+ */
 
 void
-ngx_chat_shm_key_set(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *id)
+ngx_chat_shm_key_set(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *id,
+    ngx_uint_t committed)
 {
     uint32_t             hash;
     ngx_chat_shm_t      *sh;
@@ -1622,12 +1627,49 @@ ngx_chat_shm_key_set(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *id)
         if (id) {
             k->id_len = ngx_min(id->len, NGX_CHAT_ID_LEN);
             ngx_memcpy(k->id, id->data, k->id_len);
+            k->committed = committed;
 
         } else {
             ngx_queue_remove(&k->queue);
             ngx_rbtree_delete(&sh->keys, &k->node);
             ngx_slab_free_locked(ctx->shpool, k);
             sh->nkeys--;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/*
+ * the key's message is committed; or storage refused it (refused): the
+ * key goes, so that a retry publishes again
+ */
+
+void
+ngx_chat_shm_key_commit(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t refused)
+{
+    uint32_t             hash;
+    ngx_chat_shm_t      *sh;
+    ngx_chat_shm_key_t  *k;
+
+    sh = ctx->sh;
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    k = (ngx_chat_shm_key_t *) ngx_str_rbtree_lookup(&sh->keys, name, hash);
+
+    if (k && k->id_len) {
+        if (refused) {
+            ngx_queue_remove(&k->queue);
+            ngx_rbtree_delete(&sh->keys, &k->node);
+            ngx_slab_free_locked(ctx->shpool, k);
+            sh->nkeys--;
+
+        } else {
+            k->committed = 1;
         }
     }
 

@@ -137,13 +137,16 @@ ngx_int_t ngx_chat_shm_room_ensure(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
 /*
  * NGX_OK: taken, publish then ngx_chat_shm_key_set(); NGX_DECLINED: known,
- * *id (room for NGX_CHAT_ID_LEN) is its message; NGX_BUSY: its publish is
- * under way in another worker; NGX_ERROR: the zone is full
+ * *id (room for NGX_CHAT_ID_LEN) is its message, committed; NGX_BUSY: its
+ * publish is under way, or waits for its COMMIT; NGX_ERROR: the zone is
+ * full
  */
 ngx_int_t ngx_chat_shm_key_take(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_str_t *id);
 void ngx_chat_shm_key_set(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
-    ngx_str_t *id);
+    ngx_str_t *id, ngx_uint_t committed);
+void ngx_chat_shm_key_commit(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t refused);
 
 /*
  * closes the user's connections in every worker (a bus entry the relay

@@ -96,6 +96,7 @@ typedef struct {
     ngx_queue_t                queue;     /* oldest first */
     time_t                     expires;
     size_t                     id_len;    /* 0: its publish is under way */
+    ngx_uint_t                 committed; /* stored, or no storage */
     u_char                     id[NGX_CHAT_ID_LEN];
 } ngx_chat_shm_key_t;
 

@@ -108,6 +108,37 @@ take($m, sub { $_[0]{type} eq 'joined' }, 3);
     is(stored($live->{id}), 1, 'the row is there');
 }
 
+# --- a retry with the key while the first waits for its COMMIT --------------------
+{
+    my $locker = fork;
+    die "fork: $!" unless defined $locker;
+    if ($locker == 0) {
+        eval { $pg->psql('BEGIN; LOCK TABLE messages IN SHARE MODE; '
+                         . 'SELECT pg_sleep(3); COMMIT;') };
+        POSIX::_exit(0);
+    }
+    Time::HiRes::sleep(0.5);
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        my $r = post({ type => 'publish', room => 'r', user => 'bot', content => 'k1', key => 'K1' });
+        POSIX::_exit($r->{status} == 200 ? 0 : 1);
+    }
+    Time::HiRes::sleep(0.5);
+    my $retry = post({ type => 'publish', room => 'r', user => 'bot', content => 'k1', key => 'K1' });
+    ok($retry->{status} == 503 && $retry->{json}{error} eq 'unavailable',
+       'key: a retry before the first is committed: 503, try again')
+        or diag("$retry->{status} $retry->{body}");
+    waitpid($pid, 0);
+    is($? >> 8, 0, 'key: the first got 200 after its COMMIT');
+    waitpid($locker, 0);
+    my $again = post({ type => 'publish', room => 'r', user => 'bot', content => 'k1', key => 'K1' });
+    is($again->{status}, 200, 'key: a retry after the COMMIT: 200');
+    is($pg->psql("SELECT count(*) FROM messages WHERE content = 'k1'"), 1,
+       'key: one row');
+    is(stored($again->{json}{id}), 1, 'key: the retry answers with that row\'s id');
+}
+
 # --- history beyond the ring is read from storage ------------------------------
 {
     my @ids;
