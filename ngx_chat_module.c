@@ -11,6 +11,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include "ngx_chat.h"
+#include "ngx_chat_jwt.h"
 #include "ngx_chat_redis.h"
 #include "ngx_chat_bus.h"
 #include "ngx_chat_shm.h"
@@ -20,6 +21,7 @@
 #include "ngx_chat_relay.h"
 #include "ngx_chat_status.h"
 #include "ngx_chat_proto.h"
+#include "ngx_chat_api.h"
 
 
 typedef struct {
@@ -38,6 +40,7 @@ static ngx_int_t ngx_chat_postconfiguration(ngx_conf_t *cf);
 static char *ngx_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_chat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_redis_prefix_check(ngx_conf_t *cf, void *post,
@@ -47,6 +50,8 @@ static char *ngx_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_chat_postgres_queue(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_chat_origins(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_chat_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_shm_zone_t *ngx_chat_zone_ref(ngx_conf_t *cf, ngx_str_t *name);
 static ngx_int_t ngx_chat_init_process(ngx_cycle_t *cycle);
@@ -117,6 +122,20 @@ static ngx_command_t  ngx_chat_commands[] = {
       offsetof(ngx_chat_loc_conf_t, user),
       NULL },
 
+    { ngx_string("chat_jwt"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, jwt),
+      NULL },
+
+    { ngx_string("chat_jwt_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_chat_jwt_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("chat_rate"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE123,
       ngx_chat_rate,
@@ -183,6 +202,13 @@ static ngx_command_t  ngx_chat_commands[] = {
     { ngx_string("chat_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_chat_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_chat_api,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -285,7 +311,10 @@ ngx_chat_create_loc_conf(ngx_conf_t *cf)
      *
      *     conf->zone = NULL;
      *     conf->status_zone = NULL;
+     *     conf->api_zone = NULL;
      *     conf->user = NULL;
+     *     conf->jwt = NULL;
+     *     conf->jwt_key = NULL;
      *     conf->chat_file = { 0, NULL };
      */
 
@@ -315,6 +344,14 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->user == NULL) {
         conf->user = prev->user;
+    }
+
+    if (conf->jwt == NULL) {
+        conf->jwt = prev->jwt;
+    }
+
+    if (conf->jwt_key == NULL) {
+        conf->jwt_key = prev->jwt_key;
     }
 
     ngx_conf_merge_ptr_value(conf->origins, prev->origins, NULL);
@@ -348,10 +385,24 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ctx->max_message = ngx_max(ctx->max_message, conf->max_message_size);
     }
 
-    if (conf->zone && conf->user == NULL) {
+    if (conf->api_zone && conf->api_zone->data) {
+        /* the API publishes messages of this size too */
+        ctx = conf->api_zone->data;
+        ctx->max_message = ngx_max(ctx->max_message, conf->max_message_size);
+    }
+
+    if (conf->zone && conf->user == NULL && conf->jwt == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"chat_user\" is required in a \"chat\" location "
                       "in %V:%ui", &conf->chat_file, conf->chat_line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->zone && conf->jwt && conf->jwt_key == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"chat_jwt\" needs \"chat_jwt_key\" in the "
+                      "\"chat\" location in %V:%ui", &conf->chat_file,
+                      conf->chat_line);
         return NGX_CONF_ERROR;
     }
 
@@ -472,6 +523,37 @@ ngx_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     *p = ctx;
+
+    return NGX_CONF_OK;
+}
+
+
+/* chat_jwt_key FILE [ALG]: read now, so a reload rotates it */
+
+static char *
+ngx_chat_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_loc_conf_t *lcf = conf;
+
+    ngx_str_t  *value, alg;
+
+    if (lcf->jwt_key) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_str_null(&alg);
+
+    if (cf->args->nelts == 3) {
+        alg = value[2];
+    }
+
+    lcf->jwt_key = ngx_chat_jwt_key_read(cf, &value[1], &alg);
+
+    if (lcf->jwt_key == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -668,6 +750,34 @@ ngx_chat_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_chat_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* chat_api NAME: the HTTP API for backends on zone NAME */
+
+static char *
+ngx_chat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_loc_conf_t *lcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->api_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    lcf->api_zone = ngx_chat_zone_ref(cf, &value[1]);
+    if (lcf->api_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_chat_api_handler;
 
     return NGX_CONF_OK;
 }

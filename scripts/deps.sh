@@ -3,7 +3,9 @@
 # demo; with --test also what the test suite needs.  Idempotent.
 set -euo pipefail
 
-pkgs=(gcc make nginx nginx-dev libjansson-dev libhiredis-dev libpq-dev curl)
+# libssl-dev: OpenSSL's libcrypto verifies chat_jwt tokens
+pkgs=(gcc make nginx nginx-dev libjansson-dev libhiredis-dev libpq-dev
+      libssl-dev curl)
 
 if [ "${1:-}" = "--test" ]; then
     # JSON::PP, Digest::SHA and Test::More come with perl itself;

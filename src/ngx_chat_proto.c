@@ -100,6 +100,7 @@ static void ngx_chat_proto_leave(ngx_chat_proto_req_t *rq);
 static void ngx_chat_proto_send(ngx_chat_proto_req_t *rq);
 static void ngx_chat_proto_history(ngx_chat_proto_req_t *rq);
 static void ngx_chat_proto_who(ngx_chat_proto_req_t *rq);
+static void ngx_chat_proto_refresh(ngx_chat_proto_req_t *rq);
 typedef void (*ngx_chat_proto_request_pt)(ngx_chat_proto_req_t *rq);
 
 static ngx_chat_proto_request_pt ngx_chat_proto_request(ngx_str_t *type);
@@ -368,6 +369,12 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         goto done;
     }
 
+    if (handler == ngx_chat_proto_refresh) {
+        /* the one request without a room */
+        handler(&rq);
+        goto done;
+    }
+
     if (ngx_chat_proto_string(&rq, "room", &rq.room, 1) != NGX_OK) {
         ngx_chat_proto_error(&rq, "bad_request", "\"room\" must be a string",
                              -1);
@@ -423,6 +430,10 @@ ngx_chat_proto_request(ngx_str_t *type)
 
     if (ngx_chat_proto_is(*type, "who")) {
         return ngx_chat_proto_who;
+    }
+
+    if (ngx_chat_proto_is(*type, "refresh")) {
+        return ngx_chat_proto_refresh;
     }
 
     return NULL;
@@ -623,6 +634,13 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
 
     ws = rq->ws;
     s = rq->s;
+
+    if (!ngx_chat_jwt_room_allowed(ws->jwt, &rq->room)) {
+        /* SPEC 10: the token's rooms claim does not cover it */
+        ngx_chat_proto_error(rq, "forbidden",
+                             "the token does not allow this room", -1);
+        return;
+    }
 
     history = -1;
     h = json_object_get(rq->json, "history");
@@ -884,6 +902,67 @@ ngx_chat_proto_stored(ngx_chat_store_item_t *it)
     ngx_chat_proto_send_frame(ws,
         ngx_chat_wire_ack(it->has_ref ? &it->ref : NULL, &it->id,
                           ws->connection->log), 0);
+}
+
+
+/*
+ * {"type":"refresh","token":T} (SPEC 10): a valid token for the same sub
+ * replaces the connection's, and with it its exp and rooms claim
+ */
+
+static void
+ngx_chat_proto_refresh(ngx_chat_proto_req_t *rq)
+{
+    char            *why;
+    ngx_str_t        token;
+    ngx_chat_ws_t   *ws;
+    ngx_chat_jwt_t  *jwt;
+
+    ws = rq->ws;
+
+    if (ngx_chat_proto_string(rq, "token", &token, 1) != NGX_OK) {
+        ngx_chat_proto_error(rq, "bad_request", "\"token\" must be a string",
+                             -1);
+        return;
+    }
+
+    if (ws->jwt == NULL || ws->conf->jwt_key == NULL) {
+        ngx_chat_proto_error(rq, "bad_request",
+                             "this endpoint takes no tokens", -1);
+        return;
+    }
+
+    jwt = ngx_chat_jwt_verify(ws->conf->jwt_key, token.data, token.len, &why,
+                              ws->connection->log);
+
+    if (jwt == NULL) {
+        if (why == NULL) {
+            ngx_chat_proto_error(rq, "unavailable", "out of memory", -1);
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "chat: refresh token refused: %s", why);
+        ngx_chat_proto_error(rq, "forbidden", "token refused", -1);
+        return;
+    }
+
+    if (jwt->sub.len != ws->user.len
+        || ngx_memcmp(jwt->sub.data, ws->user.data, ws->user.len) != 0)
+    {
+        ngx_chat_jwt_free(jwt);
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "chat: refresh token refused: another \"sub\"");
+        ngx_chat_proto_error(rq, "forbidden", "the token is for another user",
+                             -1);
+        return;
+    }
+
+    ngx_chat_ws_set_jwt(ws, jwt);
+
+    ngx_chat_proto_send_frame(ws, ngx_chat_wire_refreshed(jwt->exp,
+                                                          ws->connection->log),
+                              0);
 }
 
 

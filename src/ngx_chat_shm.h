@@ -131,6 +131,38 @@ ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id, uint64_t *ts,
     ngx_msec_t *retry_ms, ngx_log_t *log);
 
+/* the room exists (created without members, keeping keep messages) */
+ngx_int_t ngx_chat_shm_room_ensure(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t keep);
+
+/* chat_api publish keys: remembered 10 minutes, at most 100,000 */
+#define NGX_CHAT_SHM_KEY_TTL      600
+#define NGX_CHAT_SHM_MAX_KEYS     100000
+
+/*
+ * NGX_OK: taken, publish then ngx_chat_shm_key_set(); NGX_DECLINED: known,
+ * *id (room for NGX_CHAT_ID_LEN) is its message, committed; NGX_BUSY: its
+ * publish is under way, or waits for its COMMIT; NGX_ERROR: the zone is
+ * full
+ */
+ngx_int_t ngx_chat_shm_key_take(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t *id);
+void ngx_chat_shm_key_set(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t *id, ngx_uint_t committed);
+void ngx_chat_shm_key_commit(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t refused);
+
+/*
+ * closes the user's connections in every worker (a bus entry the relay
+ * passes on to the other servers unless flags has NGX_CHAT_BUS_REMOTE)
+ */
+ngx_int_t ngx_chat_shm_kick(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user,
+    ngx_uint_t flags, ngx_log_t *log);
+
+/* connections of a user on this server */
+ngx_uint_t ngx_chat_shm_user_connections(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *user);
+
 /* NULL with *storage set: the ring cannot answer, ask storage */
 ngx_chat_buf_t *ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, ngx_uint_t limit, ngx_str_t *before,

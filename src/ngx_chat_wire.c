@@ -237,6 +237,26 @@ ngx_chat_wire_left(ngx_str_t *room, ngx_log_t *log)
 
 
 ngx_chat_buf_t *
+ngx_chat_wire_refreshed(int64_t exp, ngx_log_t *log)
+{
+    u_char          *p;
+    ngx_chat_buf_t  *b;
+
+    b = ngx_chat_wire_frame_start(sizeof("{\"type\":\"refreshed\",\"exp\":}")
+                                  - 1 + NGX_INT64_LEN, &p, log);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    p = ngx_sprintf(p, "{\"type\":\"refreshed\",\"exp\":%L}", exp);
+
+    ngx_chat_wire_frame_end(b, p);
+
+    return b;
+}
+
+
+ngx_chat_buf_t *
 ngx_chat_wire_ack(ngx_str_t *ref, ngx_str_t *id, ngx_log_t *log)
 {
     u_char          *p;

@@ -76,6 +76,9 @@ ngx_chat_buf_t *ngx_chat_wire_joined(ngx_str_t *room, ngx_uint_t members,
 /* {"type":"left","room":R} */
 ngx_chat_buf_t *ngx_chat_wire_left(ngx_str_t *room, ngx_log_t *log);
 
+/* {"type":"refreshed","exp":MS}: a token's exp in ms */
+ngx_chat_buf_t *ngx_chat_wire_refreshed(int64_t exp, ngx_log_t *log);
+
 /*
  * {"type":"ack"[,"ref":REF],"id":ID}; ref may be NULL; the id is this
  * server's own and is written as it is

@@ -49,6 +49,8 @@ static ngx_uint_t ngx_chat_ws_over(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
 static void ngx_chat_ws_offer(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_unqueued(ngx_chat_ws_t *ws, ngx_chat_buf_t *b);
 static void ngx_chat_ws_timer(ngx_chat_ws_t *ws);
+static void ngx_chat_ws_arm(ngx_chat_ws_t *ws, ngx_msec_t timer);
+static ngx_uint_t ngx_chat_ws_jwt_later(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_schedule(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_flush_handler(ngx_event_t *ev);
 static void ngx_chat_ws_flush(ngx_chat_ws_t *ws);
@@ -200,7 +202,7 @@ ngx_chat_ws_start_handler(ngx_event_t *wev)
     c->write->handler = ngx_chat_ws_write_handler;
     ws->started = 1;
 
-    ngx_add_timer(c->read, ws->conf->ping_interval);
+    ngx_chat_ws_arm(ws, ws->conf->ping_interval);
 
     ngx_chat_ws_schedule(ws);
 
@@ -738,6 +740,16 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
         return;
     }
 
+    if (ws->expiring && (ngx_msec_int_t) (ws->expires - ngx_current_msec) <= 0
+        && !ngx_chat_ws_jwt_later(ws))
+    {
+        /* SPEC 10: the token's exp passed, no refresh came */
+        ngx_log_error(NGX_LOG_INFO, c->log, 0, "chat: token expired");
+        ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_POLICY, "token expired");
+        ngx_chat_ws_notify_closed(ws);
+        return;
+    }
+
     idle = ngx_current_msec - ws->last_seen;
 
     if (ws->ping_sent) {
@@ -745,6 +757,11 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
         if (idle < ws->conf->ping_timeout) {
             /* the client said something: alive */
             ws->ping_sent = 0;
+
+        } else if (idle < 2 * ws->conf->ping_timeout) {
+            /* early, for a token's exp that a refresh moved since */
+            ngx_chat_ws_arm(ws, 2 * ws->conf->ping_timeout - idle);
+            return;
 
         } else {
             ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
@@ -759,7 +776,7 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
     }
 
     if (idle < ws->conf->ping_interval) {
-        ngx_add_timer(c->read, ws->conf->ping_interval - idle);
+        ngx_chat_ws_arm(ws, ws->conf->ping_interval - idle);
         return;
     }
 
@@ -767,7 +784,103 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
     ws->ping_sent = 1;
     ws->last_seen = ngx_current_msec - ws->conf->ping_timeout;
 
-    ngx_add_timer(c->read, ws->conf->ping_timeout);
+    ngx_chat_ws_arm(ws, ws->conf->ping_timeout);
+}
+
+
+/* the keepalive timer, or the token's exp when that comes first */
+
+static void
+ngx_chat_ws_arm(ngx_chat_ws_t *ws, ngx_msec_t timer)
+{
+    ngx_msec_int_t  left;
+
+    if (ws->expiring) {
+        left = ws->expires - ngx_current_msec;
+        timer = ngx_min(timer, (ngx_msec_t) ngx_max(left, 1));
+    }
+
+    ngx_add_timer(ws->connection->read, timer);
+}
+
+
+/*
+ * The timer's deadline came, but by the wall clock the token's exp has
+ * not (an exp further than the timer reaches, or the clock was set back):
+ * the deadline moves on
+ */
+
+static ngx_uint_t
+ngx_chat_ws_jwt_later(ngx_chat_ws_t *ws)
+{
+    int64_t          left;
+    struct timeval   tv;
+
+    if (ws->jwt == NULL) {
+        return 0;
+    }
+
+    ngx_gettimeofday(&tv);
+
+    left = ws->jwt->exp - ((int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000);
+
+    if (left <= 0) {
+        return 0;
+    }
+
+    left = ngx_min(left, (int64_t) NGX_MAX_INT32_VALUE);
+    ws->expires = ngx_current_msec + (ngx_msec_t) left;
+
+    return 1;
+}
+
+
+void
+ngx_chat_ws_set_jwt(ngx_chat_ws_t *ws, ngx_chat_jwt_t *jwt)
+{
+    int64_t          now, left;
+    ngx_event_t     *rev;
+    struct timeval   tv;
+
+    if (ws->jwt && ws->jwt != jwt) {
+        ngx_chat_jwt_free(ws->jwt);
+    }
+
+    ws->jwt = jwt;
+
+    /*
+     * exp is wall-clock time, the timer nginx's monotonic one: the time
+     * left now; a token taken within the leeway after its exp has the
+     * leeway's rest
+     */
+
+    ngx_gettimeofday(&tv);
+    now = (int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000;
+
+    left = jwt->exp - now;
+
+    if (left <= 0) {
+        left = jwt->exp + NGX_CHAT_JWT_LEEWAY * 1000 - now;
+    }
+
+    left = ngx_max(left, 1);
+    left = ngx_min(left, (int64_t) NGX_MAX_INT32_VALUE);
+
+    ws->expires = ngx_current_msec + (ngx_msec_t) left;
+    ws->expiring = 1;
+
+    if (!ws->started || ws->closing || ws->lingering) {
+        /* the start handler arms the timer */
+        return;
+    }
+
+    rev = ws->connection->read;
+
+    if (!rev->timer_set
+        || (ngx_msec_int_t) (rev->timer.key - ws->expires) > 0)
+    {
+        ngx_add_timer(rev, (ngx_msec_t) left);
+    }
 }
 
 
@@ -1120,4 +1233,52 @@ ngx_chat_ws_finalize(ngx_chat_ws_t *ws)
     }
 
     ngx_http_close_connection(c);
+}
+
+
+ngx_uint_t
+ngx_chat_ws_close_user(ngx_str_t *user, ngx_uint_t code, char *reason)
+{
+    ngx_uint_t         i, n;
+    ngx_chat_ws_t     *ws;
+    ngx_connection_t  *c;
+
+    n = 0;
+    c = ngx_cycle->connections;
+
+    for (i = 0; i < ngx_cycle->connection_n; i++) {
+
+        if (c[i].fd == (ngx_socket_t) -1
+            || c[i].read->handler != ngx_chat_ws_read_handler
+            || c[i].data == NULL)
+        {
+            continue;
+        }
+
+        /* a connection upgraded this turn still has its request */
+
+        ws = (c[i].write->handler == ngx_chat_ws_start_handler)
+             ? ngx_http_get_module_ctx((ngx_http_request_t *) c[i].data,
+                                       ngx_chat_module)
+             : c[i].data;
+
+        if (ws == NULL) {
+            continue;
+        }
+
+        if (ws->closing || ws->destroyed
+            || ws->user.len != user->len
+            || ngx_memcmp(ws->user.data, user->data, user->len) != 0)
+        {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, c[i].log, 0,
+                      "chat: \"%V\" disconnected by the API", user);
+
+        ngx_chat_ws_close(ws, code, reason);
+        n++;
+    }
+
+    return n;
 }

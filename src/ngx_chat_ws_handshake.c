@@ -35,6 +35,7 @@ static ngx_int_t ngx_chat_ws_origin_allowed(ngx_http_request_t *r,
 static ngx_int_t ngx_chat_ws_upgrade_required(ngx_http_request_t *r);
 static ngx_int_t ngx_chat_ws_accept(ngx_http_request_t *r,
     ngx_chat_ws_t *ws, ngx_str_t *key);
+static void ngx_chat_ws_jwt_cleanup(void *data);
 
 
 ngx_chat_ws_t *
@@ -42,12 +43,18 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
 {
     uint32_t              utf8;
     ngx_int_t             rc;
-    ngx_str_t             key, user;
+    char                 *why;
+    ngx_str_t             key, user, token;
     ngx_chat_ws_t        *ws;
+    ngx_chat_jwt_t       *jwt;
     ngx_connection_t     *c;
+    ngx_log_handler_pt    handler;
+    ngx_pool_cleanup_t   *cln;
     ngx_chat_loc_conf_t  *lcf;
 
     ngx_str_null(&key);
+    jwt = NULL;
+    ws = NULL;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_chat_module);
     c = r->connection;
@@ -71,14 +78,59 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
         return NULL;
     }
 
-    if (ngx_http_complex_value(r, lcf->user, &user) != NGX_OK) {
+    if (lcf->jwt) {
+
+        /* SPEC 10: the token's sub is the user, whatever chat_user says */
+
+        if (ngx_http_complex_value(r, lcf->jwt, &token) != NGX_OK) {
+            return NULL;
+        }
+
+        /* chat_jwt $http_authorization: "Bearer TOKEN" */
+
+        if (token.len > 7
+            && ngx_strncasecmp(token.data, (u_char *) "Bearer ", 7) == 0)
+        {
+            token.data += 7;
+            token.len -= 7;
+        }
+
+        jwt = ngx_chat_jwt_verify(lcf->jwt_key, token.data, token.len, &why,
+                                  c->log);
+
+        if (jwt == NULL) {
+            if (why == NULL) {
+                return NULL;
+            }
+
+            /*
+             * without the request line, which nginx's log handler adds and
+             * which holds the token when it comes in the query string
+             */
+
+            handler = c->log->handler;
+            c->log->handler = NULL;
+
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "chat: token refused: %s, client: %V", why,
+                          &c->addr_text);
+
+            c->log->handler = handler;
+
+            *rcp = NGX_HTTP_UNAUTHORIZED;
+            return NULL;
+        }
+
+        user = jwt->sub;
+
+    } else if (ngx_http_complex_value(r, lcf->user, &user) != NGX_OK) {
         return NULL;
     }
 
     if (user.len == 0) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0, "chat: empty user");
         *rcp = NGX_HTTP_UNAUTHORIZED;
-        return NULL;
+        goto failed;
     }
 
     if (user.len > NGX_CHAT_MAX_USER) {
@@ -87,7 +139,7 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
                       "chat: user id of %uz bytes, at most %d",
                       user.len, NGX_CHAT_MAX_USER);
         *rcp = NGX_HTTP_BAD_REQUEST;
-        return NULL;
+        goto failed;
     }
 
     utf8 = NGX_CHAT_UTF8_ACCEPT;
@@ -100,18 +152,18 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "chat: user id is not valid UTF-8 or holds U+0000");
         *rcp = NGX_HTTP_BAD_REQUEST;
-        return NULL;
+        goto failed;
     }
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
         *rcp = rc;
-        return NULL;
+        goto failed;
     }
 
     ws = ngx_pcalloc(c->pool, sizeof(ngx_chat_ws_t));
     if (ws == NULL) {
-        return NULL;
+        goto failed;
     }
 
     ws->connection = c;
@@ -120,6 +172,18 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
     ws->out_cap = NGX_CHAT_WS_INLINE_OUT;
     ws->parser.max_message = lcf->max_message_size;
     ws->last_seen = ngx_current_msec;
+
+    if (jwt) {
+        cln = ngx_pool_cleanup_add(c->pool, 0);
+        if (cln == NULL) {
+            goto failed;
+        }
+
+        cln->handler = ngx_chat_ws_jwt_cleanup;
+        cln->data = ws;
+
+        ngx_chat_ws_set_jwt(ws, jwt);
+    }
 
     ws->user.data = ngx_pnalloc(c->pool, user.len);
     if (ws->user.data == NULL) {
@@ -141,6 +205,26 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
                    "chat ws: upgrade for \"%V\"", &ws->user);
 
     return ws;
+
+failed:
+
+    if (jwt && (ws == NULL || ws->jwt == NULL)) {
+        ngx_chat_jwt_free(jwt);
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_chat_ws_jwt_cleanup(void *data)
+{
+    ngx_chat_ws_t  *ws = data;
+
+    if (ws->jwt) {
+        ngx_chat_jwt_free(ws->jwt);
+        ws->jwt = NULL;
+    }
 }
 
 

@@ -381,13 +381,20 @@
     }
 
     function connect() {
-        var ws, url;
+        var ws, url, token;
 
         clearTimeout(S.timer);
         S.timer = null;
 
         url = (location.protocol === 'https:' ? 'wss:' : 'ws:') + '//'
               + location.host + '/chat?user=' + encodeURIComponent(S.name);
+
+        /* a page opened with ?token=JWT passes it on (chat_jwt $arg_token) */
+        token = new URLSearchParams(location.search).get('token');
+
+        if (token) {
+            url += '&token=' + encodeURIComponent(token);
+        }
 
         setConn('connecting', S.outage ? 'Reconnecting\u2026' : 'Connecting\u2026');
 
