@@ -31,7 +31,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x63680006
+#define NGX_CHAT_SHM_LAYOUT       0x63680007
 
 
 typedef struct {
@@ -135,6 +135,12 @@ struct ngx_chat_shm_s {
     ngx_atomic_t               messages_out;
     ngx_atomic_t               rate_limited;
     ngx_atomic_t               zone_full;
+
+    /* on the wire, and as they would be without permessage-deflate */
+    ngx_atomic_t               bytes_in;
+    ngx_atomic_t               bytes_in_raw;
+    ngx_atomic_t               bytes_out;
+    ngx_atomic_t               bytes_out_raw;
 };
 
 

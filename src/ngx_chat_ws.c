@@ -16,7 +16,9 @@
 #include <ngx_http.h>
 #include "ngx_chat.h"
 #include "ngx_chat_frame.h"
+#include "ngx_chat_deflate.h"
 #include "ngx_chat_wire.h"
+#include "ngx_chat_shm.h"
 #include "ngx_chat_ws.h"
 
 
@@ -33,11 +35,16 @@
 
 static void ngx_chat_ws_start_handler(ngx_event_t *wev);
 static void ngx_chat_ws_read_handler(ngx_event_t *rev);
+static void ngx_chat_ws_read(ngx_event_t *rev);
 static void ngx_chat_ws_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos,
     u_char *last);
 static ngx_int_t ngx_chat_ws_append(ngx_chat_ws_t *ws, u_char *data,
     size_t len);
+static ngx_int_t ngx_chat_ws_inflate(ngx_chat_ws_t *ws, ngx_chat_frame_t *f);
+static void ngx_chat_ws_inflate_done(ngx_chat_inflate_t *inf);
+static void ngx_chat_ws_count(ngx_chat_ws_t *ws, ngx_uint_t i, size_t n);
+static void ngx_chat_ws_count_flush(void);
 static ngx_int_t ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
     ngx_uint_t control);
 static void ngx_chat_ws_send_control(ngx_chat_ws_t *ws, ngx_uint_t opcode,
@@ -62,6 +69,16 @@ static void ngx_chat_ws_finalize(ngx_chat_ws_t *ws);
 static ngx_queue_t   ngx_chat_ws_flush_queue;
 static ngx_event_t   ngx_chat_ws_flush_event;
 static u_char        ngx_chat_ws_rbuf[NGX_CHAT_WS_READ_SIZE];
+
+/* an inflater kept for the next compressed message (reset), or NULL */
+static ngx_chat_inflate_t  *ngx_chat_ws_inflater;
+
+/*
+ * byte counters (ngx_chat_shm_stats_t's order) gathered during a turn of
+ * the event loop and added to the zone once, after reading or flushing
+ */
+static ngx_chat_shm_ctx_t  *ngx_chat_ws_count_ctx;
+static uint64_t             ngx_chat_ws_counts[4];
 
 
 void
@@ -247,6 +264,14 @@ ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b, ngx_uint_t control)
 
     if (ws->closing || ws->destroyed) {
         return NGX_DECLINED;
+    }
+
+    if (ws->deflate && control != NGX_CHAT_WS_CONTROL) {
+        /* made once per message and worker, shared by every member */
+        b = ngx_chat_buf_deflated(b, ws->deflate_wbits,
+                                  ws->conf->deflate_level,
+                                  ws->conf->deflate_min_size,
+                                  ws->connection->log);
     }
 
     if (ngx_chat_ws_over(ws, b, control)) {
@@ -496,6 +521,14 @@ ngx_chat_ws_pong_again(ngx_chat_ws_t *ws, u_char *data, size_t len)
 static void
 ngx_chat_ws_read_handler(ngx_event_t *rev)
 {
+    ngx_chat_ws_read(rev);
+    ngx_chat_ws_count_flush();
+}
+
+
+static void
+ngx_chat_ws_read(ngx_event_t *rev)
+{
     ssize_t              n;
     ngx_uint_t           i;
     ngx_chat_ws_t       *ws;
@@ -556,6 +589,9 @@ ngx_chat_ws_read_handler(ngx_event_t *rev)
         }
 
         ws->last_seen = ngx_current_msec;
+
+        ngx_chat_ws_count(ws, 0, n);
+        ngx_chat_ws_count(ws, 1, n);
 
         if (ngx_chat_ws_process(ws, ngx_chat_ws_rbuf, ngx_chat_ws_rbuf + n)
             != NGX_OK)
@@ -620,6 +656,14 @@ ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos, u_char *last)
         switch (f.opcode) {
 
         case NGX_CHAT_FRAME_TEXT:
+
+            if (f.compressed) {
+                if (ngx_chat_ws_inflate(ws, &f) != NGX_OK) {
+                    return NGX_DONE;
+                }
+
+                break;
+            }
 
             if (f.first && f.last) {
                 ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
@@ -719,6 +763,127 @@ ngx_chat_ws_append(ngx_chat_ws_t *ws, u_char *data, size_t len)
 
 
 /*
+ * A compressed message (RFC 7692): inflated as its chunks come, the output
+ * bounded by chat_max_message_size and checked as UTF-8 across fragments.
+ * The inflater exists only while the message is read: it is the worker's
+ * spare one, or a new one when another connection is in the middle of a
+ * compressed message; after the message it is reset and kept as the
+ * spare, or freed.  An idle connection holds no compression state.
+ */
+
+static ngx_int_t
+ngx_chat_ws_inflate(ngx_chat_ws_t *ws, ngx_chat_frame_t *f)
+{
+    int                  rc;
+    ngx_chat_inflate_t  *inf;
+
+    inf = ws->inflate;
+
+    if (f->first) {
+
+        if (inf == NULL) {
+            inf = ngx_chat_ws_inflater;
+            ngx_chat_ws_inflater = NULL;
+
+            if (inf == NULL) {
+                inf = ngx_chat_inflate_create(ws->conf->max_message_size);
+
+                if (inf == NULL) {
+                    ngx_log_error(NGX_LOG_ALERT, ws->connection->log, 0,
+                                  "chat: inflateInit2() failed");
+                    ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INTERNAL, NULL);
+                    return NGX_ERROR;
+                }
+            }
+
+            ws->inflate = inf;
+        }
+
+        inf->max = ws->conf->max_message_size;
+    }
+
+    rc = ngx_chat_inflate_add(inf, f->data, f->len, f->last);
+
+    if (rc != NGX_CHAT_INFLATE_OK) {
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "chat: client sent %s, closing with %d",
+                      rc == NGX_CHAT_INFLATE_TOO_BIG
+                      ? "a compressed message too big"
+                      : rc == NGX_CHAT_INFLATE_CORRUPT
+                        ? "a corrupt compressed message or invalid UTF-8"
+                        : "a compressed message, no memory", rc);
+
+        ws->inflate = NULL;
+        ngx_chat_ws_inflate_done(inf);
+        ngx_chat_ws_close(ws, rc, NULL);
+        return NGX_ERROR;
+    }
+
+    if (!f->last) {
+        return NGX_OK;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat ws: text message of %uz bytes, inflated from %uz",
+                   inf->len, inf->in_len);
+
+    /* what it would have cost uncompressed */
+    ngx_chat_ws_count(ws, 1, inf->len - ngx_min(inf->len, inf->in_len));
+
+    ws->inflate = NULL;
+    ws->message(ws, inf->buf, inf->len);
+    ngx_chat_ws_inflate_done(inf);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_chat_ws_inflate_done(ngx_chat_inflate_t *inf)
+{
+    if (ngx_chat_ws_inflater == NULL) {
+        ngx_chat_inflate_reset(inf, NGX_CHAT_WS_MSG_KEEP);
+        ngx_chat_ws_inflater = inf;
+        return;
+    }
+
+    ngx_chat_inflate_destroy(inf);
+}
+
+
+static void
+ngx_chat_ws_count(ngx_chat_ws_t *ws, ngx_uint_t i, size_t n)
+{
+    ngx_chat_shm_ctx_t  *ctx;
+
+    ctx = ws->conf->zone->data;
+
+    if (ctx != ngx_chat_ws_count_ctx) {
+        ngx_chat_ws_count_flush();
+        ngx_chat_ws_count_ctx = ctx;
+    }
+
+    ngx_chat_ws_counts[i] += n;
+}
+
+
+static void
+ngx_chat_ws_count_flush(void)
+{
+    if (ngx_chat_ws_count_ctx == NULL) {
+        return;
+    }
+
+    if (ngx_chat_ws_counts[0] | ngx_chat_ws_counts[1]
+        | ngx_chat_ws_counts[2] | ngx_chat_ws_counts[3])
+    {
+        ngx_chat_shm_count_bytes(ngx_chat_ws_count_ctx, ngx_chat_ws_counts);
+        ngx_memzero(ngx_chat_ws_counts, sizeof(ngx_chat_ws_counts));
+    }
+}
+
+
+/*
  * One timer per connection (its read event's): it pings an idle client and
  * closes it when the ping stays unanswered.  Data received does not touch
  * the timer: the handler looks at ws->last_seen when it fires, so the hot
@@ -808,6 +973,8 @@ ngx_chat_ws_flush_handler(ngx_event_t *ev)
 
         ngx_chat_ws_flush(ws);
     }
+
+    ngx_chat_ws_count_flush();
 }
 
 
@@ -873,6 +1040,7 @@ ngx_chat_ws_write_handler(ngx_event_t *wev)
     }
 
     ngx_chat_ws_flush(ws);
+    ngx_chat_ws_count_flush();
 }
 
 
@@ -984,6 +1152,8 @@ ngx_chat_ws_write(ngx_chat_ws_t *ws)
             }
 
             sent -= len;
+            ngx_chat_ws_count(ws, 2, b->len);
+            ngx_chat_ws_count(ws, 3, b->plain_len ? b->plain_len : b->len);
             ws->out_bytes -= b->len;
             ws->out_sent = 0;
             ws->out_head = (ws->out_head + 1) % ws->out_cap;
@@ -1107,6 +1277,11 @@ ngx_chat_ws_finalize(ngx_chat_ws_t *ws)
     if (ws->msg) {
         ngx_free(ws->msg);
         ws->msg = NULL;
+    }
+
+    if (ws->inflate) {
+        ngx_chat_ws_inflate_done(ws->inflate);
+        ws->inflate = NULL;
     }
 
     c = ws->connection;

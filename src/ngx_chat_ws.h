@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 #include "ngx_chat.h"
 #include "ngx_chat_frame.h"
+#include "ngx_chat_deflate.h"
 #include "ngx_chat_wire.h"
 
 
@@ -50,6 +51,9 @@ struct ngx_chat_ws_s {
     size_t                     msg_len;
     size_t                     msg_cap;
 
+    ngx_chat_inflate_t        *inflate;        /* only while a compressed
+                                                  message is being read */
+
     /* output queue: a ring of frame references */
     ngx_chat_buf_t           **out;
     ngx_uint_t                 out_head;
@@ -73,6 +77,9 @@ struct ngx_chat_ws_s {
     unsigned                   write_blocked:1; /* last write: EAGAIN */
     unsigned                   ssl_pending:1;   /* out[out_head] is in
                                                    SSL_write() */
+    unsigned                   deflate:1;       /* permessage-deflate */
+    unsigned                   deflate_wbits:4; /* the client's window for
+                                                   what we send */
 };
 
 
