@@ -3,7 +3,8 @@
 # demo; with --test also what the test suite needs.  Idempotent.
 set -euo pipefail
 
-pkgs=(gcc make nginx nginx-dev libjansson-dev libhiredis-dev libpq-dev curl)
+pkgs=(gcc make nginx nginx-dev libjansson-dev libhiredis-dev libpq-dev curl
+      zlib1g-dev)
 
 if [ "${1:-}" = "--test" ]; then
     # JSON::PP, Digest::SHA and Test::More come with perl itself;
@@ -43,6 +44,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ "${1:-}" = "--test" ] && [ -f t/e2e/package.json ] \
-   && [ ! -d t/e2e/node_modules/playwright-core ]; then
+   && { [ ! -d t/e2e/node_modules/playwright-core ] \
+        || [ ! -d t/e2e/node_modules/ws ]; }; then
     (cd t/e2e && npm install --no-audit --no-fund --silent)
 fi

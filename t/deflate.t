@@ -253,6 +253,7 @@ sub zsend {
 # compressed send, compressed fan-out shared by the members that negotiated
 # it, the plain frame to the others, identical content
 
+my $PMD0 = 'permessage-deflate';
 my $long = 'the quick brown fox jumps over the lazy dog; ' x 12;    # 540
 
 {
@@ -321,6 +322,50 @@ my $long = 'the quick brown fox jumps over the lazy dog; ' x 12;    # 540
     ok($m15 && $m9 && $m15->{raw} ne $m9->{raw},
        'the 9-bit member has a compression of its own');
     $_->close for $w9, $w15;
+}
+
+# once per message and worker, whatever the number of members: the debug
+# log of a one-worker server has one "deflated" line per message
+
+{
+    my $d = Test::Chat::Nginx->new(
+        http   => 'chat_zone chat 4m;',
+        server => <<'_EOS_',
+            location = /chat {
+                chat chat;
+                chat_user $arg_user;
+                chat_deflate on;
+            }
+_EOS_
+        workers   => 1,
+        log_level => 'debug',
+    );
+    my @m = map {
+        my $ws = $d->ws(path => "/chat?user=m$_",
+                        headers => { 'Sec-WebSocket-Extensions' => $PMD0 });
+        zrecv($ws);
+        $ws->send_json({ type => 'join', room => 'once' });
+        zrecv_until($ws, sub { $_[0]{type} eq 'joined' });
+        $ws;
+    } 1 .. 8;
+    my $before = () = $d->error_log =~ /chat wire: deflated/g;
+    for my $i (1 .. 3) {
+        $m[0]->send_json({ type => 'send', room => 'once',
+                           content => "$i $long" });
+    }
+    my $all = 1;
+    for my $ws (@m) {
+        for my $i (1 .. 3) {
+            my $r = zrecv_until($ws, sub { $_[0]{type} eq 'message'
+                                           && $_[0]{content} eq "$i $long" });
+            $all &&= $r && $r->{compressed};
+        }
+    }
+    ok($all, '8 members got 3 compressed messages');
+    my $after = () = $d->error_log =~ /chat wire: deflated/g;
+    is($after - $before, 3, '3 messages to 8 members: deflated 3 times');
+    $_->close for @m;
+    $d->stop;
 }
 
 # ---------------------------------------------------------------------------
