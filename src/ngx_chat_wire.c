@@ -94,16 +94,15 @@ ngx_chat_buf_deflated(ngx_chat_buf_t *b, ngx_uint_t wbits, ngx_int_t level,
     }
 
     /*
-     * a twin made with a larger window serves a smaller one when the
-     * payload is no longer than the smaller window: no distance in it can
-     * be farther back
+     * a twin made with a window no larger serves this one; one made with
+     * a larger window, when the payload is no longer than this window: no
+     * distance in it can be farther back
      */
 
     last = &b->deflated;
 
     for (z = b->deflated; z; z = z->deflated) {
-        if (z->wbits == wbits || (z->wbits > wbits && len <= (1u << wbits)))
-        {
+        if (z->wbits <= wbits || len <= (1u << wbits)) {
             return z;
         }
 

@@ -319,8 +319,11 @@ my $long = 'the quick brown fox jumps over the lazy dog; ' x 12;    # 540
        && $m15->{json}{content} eq $content, 'window 15: compressed, intact');
     ok($m9 && $m9->{compressed} && $m9->{json}{content} eq $content,
        'window 9: inflates with a 512-byte window, intact');
-    ok($m15 && $m9 && $m15->{raw} ne $m9->{raw},
-       'the 9-bit member has a compression of its own');
+    # a twin made for 9 bits also serves 15 (the reverse only for short
+    # payloads): whichever member came first, both inflate
+    ok($m15 && $m9 && ($m15->{raw} eq $m9->{raw}
+                       || length $m9->{raw} != length $m15->{raw}),
+       'the 9-bit member shares a 9-bit twin or has one of its own');
     $_->close for $w9, $w15;
 }
 
