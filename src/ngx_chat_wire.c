@@ -45,7 +45,6 @@ ngx_chat_buf_alloc(size_t len, ngx_log_t *log)
     b->deflated = NULL;
     b->plain_len = 0;
     b->wbits = 0;
-    b->stored = 0;
 
     return b;
 }
@@ -73,7 +72,7 @@ ngx_chat_buf_deflated(ngx_chat_buf_t *b, ngx_uint_t wbits, ngx_int_t level,
     ngx_uint_t       n;
     ngx_chat_buf_t  *z, **last;
 
-    if (b->stored || b->len < 2) {
+    if (b->len < 2) {
         return b;
     }
 
@@ -112,11 +111,6 @@ ngx_chat_buf_deflated(ngx_chat_buf_t *b, ngx_uint_t wbits, ngx_int_t level,
     z = ngx_chat_buf_deflate(b, payload, len, wbits, level, log);
 
     if (z == NULL) {
-        return b;
-    }
-
-    if (z == b) {
-        b->stored = 1;
         return b;
     }
 
@@ -206,12 +200,6 @@ ngx_chat_buf_deflate(ngx_chat_buf_t *b, u_char *payload, size_t len,
     /* RFC 7692 7.2.1: the 00 00 ff ff of the sync flush is left out */
 
     out -= 4;
-
-    if (out >= len) {
-        /* does not shrink: sent as it is */
-        z = b;
-        goto done;
-    }
 
     hlen = ngx_chat_frame_header_size(out);
 

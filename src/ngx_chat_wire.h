@@ -38,7 +38,6 @@ struct ngx_chat_buf_s {
     size_t                     plain_len;  /* a twin: its plain frame's
                                               length (status) */
     unsigned                   wbits:4;    /* a twin: its window */
-    unsigned                   stored:1;   /* does not shrink: sent as is */
     u_char                     data[1];
 };
 
@@ -54,9 +53,10 @@ void ngx_chat_buf_release(ngx_chat_buf_t *b);
  * compression with window wbits needs it, and kept beside b until b is
  * freed, so that every such member shares its bytes; one deflate stream
  * per worker and window, reset for each message.  Returns b itself when
- * its payload is under min, when compression does not make it smaller,
- * or on an error (the plain frame is always valid).  b keeps the twin's
- * reference: the caller takes its own.
+ * its payload is under min or on an error (the plain frame is always
+ * valid).  A payload that does not shrink is sent compressed all the same
+ * (a few bytes more: SPEC 9 says every message of at least min is).  b
+ * keeps the twin's reference: the caller takes its own.
  */
 ngx_chat_buf_t *ngx_chat_buf_deflated(ngx_chat_buf_t *b, ngx_uint_t wbits,
     ngx_int_t level, size_t min, ngx_log_t *log);
