@@ -27,6 +27,7 @@
 #define NGX_CHAT_WS_IOV           64
 #define NGX_CHAT_WS_LINGER        2000
 #define NGX_CHAT_WS_MSG_KEEP      4096
+#define NGX_CHAT_WS_INFLATERS     32
 
 #define NGX_CHAT_WS_LIVE          0
 #define NGX_CHAT_WS_CONTROL       1
@@ -42,7 +43,8 @@ static ngx_int_t ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos,
 static ngx_int_t ngx_chat_ws_append(ngx_chat_ws_t *ws, u_char *data,
     size_t len);
 static ngx_int_t ngx_chat_ws_inflate(ngx_chat_ws_t *ws, ngx_chat_frame_t *f);
-static void ngx_chat_ws_inflate_done(ngx_chat_inflate_t *inf);
+static void ngx_chat_ws_inflate_done(ngx_chat_ws_t *ws,
+    ngx_chat_inflate_t *inf);
 static void ngx_chat_ws_count(ngx_chat_ws_t *ws, ngx_uint_t i, size_t n);
 static void ngx_chat_ws_count_flush(void);
 static ngx_int_t ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
@@ -72,6 +74,9 @@ static u_char        ngx_chat_ws_rbuf[NGX_CHAT_WS_READ_SIZE];
 
 /* an inflater kept for the next compressed message (reset), or NULL */
 static ngx_chat_inflate_t  *ngx_chat_ws_inflater;
+
+/* inflaters kept by connections in the middle of a compressed message */
+static ngx_uint_t           ngx_chat_ws_inflaters_busy;
 
 /*
  * byte counters (ngx_chat_shm_stats_t's order) gathered during a turn of
@@ -764,45 +769,86 @@ ngx_chat_ws_append(ngx_chat_ws_t *ws, u_char *data, size_t len)
 
 /*
  * A compressed message (RFC 7692): inflated as its chunks come, the output
- * bounded by chat_max_message_size and checked as UTF-8 across fragments.
- * The inflater exists only while the message is read: it is the worker's
- * spare one, or a new one when another connection is in the middle of a
- * compressed message; after the message it is reset and kept as the
- * spare, or freed.  An idle connection holds no compression state.
+ * bounded by chat_max_message_size (1009 as soon as it would pass) and
+ * checked as UTF-8 across fragments.  An inflater exists only while a
+ * message is read: a message in one read takes the worker's spare one and
+ * gives it back; one that spans reads keeps one (the spare, or a new one)
+ * until it ends.  Those are at most NGX_CHAT_WS_INFLATERS per worker:
+ * beyond, a message's compressed bytes are gathered like a plain
+ * message's (its wire size is bounded by the parser) and inflated when it
+ * is complete, so that clients stalling in the middle of compressed
+ * messages cannot make the worker hold an inflater (some 40 KB) each.
+ * An idle connection holds no compression state.
  */
 
 static ngx_int_t
 ngx_chat_ws_inflate(ngx_chat_ws_t *ws, ngx_chat_frame_t *f)
 {
     int                  rc;
+    u_char              *data;
+    size_t               len;
     ngx_chat_inflate_t  *inf;
 
     inf = ws->inflate;
 
     if (f->first) {
+        ws->inflate_later = 0;
+
+        if (!f->last && ngx_chat_ws_inflaters_busy >= NGX_CHAT_WS_INFLATERS) {
+            ws->inflate_later = 1;
+            ws->msg_len = 0;
+        }
+    }
+
+    if (ws->inflate_later) {
+
+        if (ngx_chat_ws_append(ws, f->data, f->len) != NGX_OK) {
+            ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INTERNAL, NULL);
+            return NGX_ERROR;
+        }
+
+        if (!f->last) {
+            return NGX_OK;
+        }
+
+        data = ws->msg;
+        len = ws->msg_len;
+
+    } else {
+        data = f->data;
+        len = f->len;
+    }
+
+    if (inf == NULL) {
+        inf = ngx_chat_ws_inflater;
+        ngx_chat_ws_inflater = NULL;
 
         if (inf == NULL) {
-            inf = ngx_chat_ws_inflater;
-            ngx_chat_ws_inflater = NULL;
+            inf = ngx_chat_inflate_create(ws->conf->max_message_size);
 
             if (inf == NULL) {
-                inf = ngx_chat_inflate_create(ws->conf->max_message_size);
-
-                if (inf == NULL) {
-                    ngx_log_error(NGX_LOG_ALERT, ws->connection->log, 0,
-                                  "chat: inflateInit2() failed");
-                    ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INTERNAL, NULL);
-                    return NGX_ERROR;
-                }
+                ngx_log_error(NGX_LOG_ALERT, ws->connection->log, 0,
+                              "chat: inflateInit2() failed");
+                ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INTERNAL, NULL);
+                return NGX_ERROR;
             }
-
-            ws->inflate = inf;
         }
 
         inf->max = ws->conf->max_message_size;
     }
 
-    rc = ngx_chat_inflate_add(inf, f->data, f->len, f->last);
+    rc = ngx_chat_inflate_add(inf, data, len, f->last || ws->inflate_later);
+
+    if (ws->inflate_later) {
+        ws->msg_len = 0;
+        ws->inflate_later = 0;
+
+        if (ws->msg_cap > NGX_CHAT_WS_MSG_KEEP) {
+            ngx_free(ws->msg);
+            ws->msg = NULL;
+            ws->msg_cap = 0;
+        }
+    }
 
     if (rc != NGX_CHAT_INFLATE_OK) {
         ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
@@ -813,13 +859,19 @@ ngx_chat_ws_inflate(ngx_chat_ws_t *ws, ngx_chat_frame_t *f)
                         ? "a corrupt compressed message or invalid UTF-8"
                         : "a compressed message, no memory", rc);
 
-        ws->inflate = NULL;
-        ngx_chat_ws_inflate_done(inf);
+        ngx_chat_ws_inflate_done(ws, inf);
         ngx_chat_ws_close(ws, rc, NULL);
         return NGX_ERROR;
     }
 
     if (!f->last) {
+        /* the message goes on in a later read: the inflater stays */
+
+        if (ws->inflate == NULL) {
+            ws->inflate = inf;
+            ngx_chat_ws_inflaters_busy++;
+        }
+
         return NGX_OK;
     }
 
@@ -830,17 +882,28 @@ ngx_chat_ws_inflate(ngx_chat_ws_t *ws, ngx_chat_frame_t *f)
     /* what it would have cost uncompressed */
     ngx_chat_ws_count(ws, 1, inf->len - ngx_min(inf->len, inf->in_len));
 
-    ws->inflate = NULL;
+    if (ws->inflate) {
+        ws->inflate = NULL;
+        ngx_chat_ws_inflaters_busy--;
+    }
+
     ws->message(ws, inf->buf, inf->len);
-    ngx_chat_ws_inflate_done(inf);
+    ngx_chat_ws_inflate_done(NULL, inf);
 
     return NGX_OK;
 }
 
 
+/* ws: the connection that kept inf across reads, or NULL */
+
 static void
-ngx_chat_ws_inflate_done(ngx_chat_inflate_t *inf)
+ngx_chat_ws_inflate_done(ngx_chat_ws_t *ws, ngx_chat_inflate_t *inf)
 {
+    if (ws && ws->inflate == inf) {
+        ws->inflate = NULL;
+        ngx_chat_ws_inflaters_busy--;
+    }
+
     if (ngx_chat_ws_inflater == NULL) {
         ngx_chat_inflate_reset(inf, NGX_CHAT_WS_MSG_KEEP);
         ngx_chat_ws_inflater = inf;
@@ -1280,8 +1343,7 @@ ngx_chat_ws_finalize(ngx_chat_ws_t *ws)
     }
 
     if (ws->inflate) {
-        ngx_chat_ws_inflate_done(ws->inflate);
-        ws->inflate = NULL;
+        ngx_chat_ws_inflate_done(ws, ws->inflate);
     }
 
     c = ws->connection;

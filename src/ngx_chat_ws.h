@@ -52,7 +52,7 @@ struct ngx_chat_ws_s {
     size_t                     msg_cap;
 
     ngx_chat_inflate_t        *inflate;        /* only while a compressed
-                                                  message is being read */
+                                                  message spans reads */
 
     /* output queue: a ring of frame references */
     ngx_chat_buf_t           **out;
@@ -80,6 +80,9 @@ struct ngx_chat_ws_s {
     unsigned                   deflate:1;       /* permessage-deflate */
     unsigned                   deflate_wbits:4; /* the client's window for
                                                    what we send */
+    unsigned                   inflate_later:1; /* a compressed message
+                                                   gathered in msg, inflated
+                                                   when complete */
 };
 
 

@@ -368,6 +368,52 @@ _EOS_
     my $after = () = $d->error_log =~ /chat wire: deflated/g;
     is($after - $before, 3, '3 messages to 8 members: deflated 3 times');
     $_->close for @m;
+
+    # 40 clients stop in the middle of a compressed message: the first 32
+    # keep an inflater, the others' bytes wait (inflated when complete);
+    # all of them are right in the end, and so is a bomb among them
+    my @s = map {
+        my $ws = $d->ws(path => "/chat?user=s$_",
+                        headers => { 'Sec-WebSocket-Extensions' => $PMD0 });
+        zrecv($ws);
+        $ws->send_json({ type => 'join', room => 'stall' });
+        zrecv_until($ws, sub { $_[0]{type} eq 'joined' });
+        $ws;
+    } 1 .. 40;
+    my @z = map {
+        deflate_raw($JSON->encode({ type => 'send', room => 'stall',
+                                    ref => "s$_", content => "stalled $_ "
+                                    . ('é' x 20) }))
+    } 1 .. 40;
+    for my $i (0 .. 39) {
+        $s[$i]->send_raw($s[$i]->build_frame(opcode => 1, rsv => 4, fin => 0,
+                         payload => substr($z[$i], 0, 7)));
+    }
+    my $bombz = deflate_raw("\0" x 100000);
+    my $bomb = $d->ws(path => '/chat?user=bomb',
+                      headers => { 'Sec-WebSocket-Extensions' => $PMD0 });
+    zrecv($bomb);
+    $bomb->send_raw($bomb->build_frame(opcode => 1, rsv => 4, fin => 0,
+                                       payload => substr($bombz, 0, 10)));
+    select undef, undef, undef, 0.2;
+    my $acked = 0;
+    for my $i (reverse 0 .. 39) {
+        $s[$i]->send_raw($s[$i]->build_frame(opcode => 0,
+                         payload => substr($z[$i], 7)));
+        my $r = zrecv_until($s[$i], sub { $_[0]{type} =~ /^(ack|error)$/ });
+        $acked++ if $r && $r->{json}{type} eq 'ack'
+                    && $r->{json}{ref} eq 's' . ($i + 1);
+    }
+    is($acked, 40, '40 compressed messages stalled halfway, then acked');
+    my $m = zrecv_until($s[0], sub { $_[0]{type} eq 'message'
+                                     && $_[0]{content} =~ /^stalled 40 / });
+    ok($m && $m->{json}{content} eq 'stalled 40 ' . ('é' x 20),
+       'a message inflated when complete is intact') or diag(explain($m));
+    $bomb->send_raw($bomb->build_frame(opcode => 0,
+                                       payload => substr($bombz, 10)));
+    is(scalar $bomb->expect_close(timeout => 3), 1009,
+       'a bomb whose bytes waited: 1009 when it is complete');
+    $_->close for @s;
     $d->stop;
 }
 
