@@ -1636,11 +1636,13 @@ client_frame(u_char *p, ngx_uint_t fin, ngx_uint_t opcode, u_char *data,
 
 /*
  * A text message as the client sends it: one frame, or fragments of
- * ffragment bytes with a ping after the first; malloc()ed, *n its size
+ * ffragment bytes with a ping after the first (*pinged); malloc()ed, *n
+ * its size
  */
 
 static u_char *
-client_message_frames(fconn_t *fc, u_char *data, size_t len, size_t *n)
+client_message_frames(fconn_t *fc, u_char *data, size_t len, size_t *n,
+    ngx_uint_t *pinged)
 {
     u_char    *buf, *p, *z;
     size_t     frag, off, k, nfrag, zlen;
@@ -1698,6 +1700,9 @@ client_message_frames(fconn_t *fc, u_char *data, size_t len, size_t *n)
     }
 
     *n = p - buf;
+
+    /* fragments of the compressed bytes when compressed */
+    *pinged = nfrag > 1;
 
     free(z);
 
@@ -3546,9 +3551,9 @@ deliver(fconn_t *fc, u_char *line, size_t len)
     u_char      *frames;
     size_t       n;
     uint32_t     utf8;
-    ngx_uint_t   closing, code, compressed;
+    ngx_uint_t   closing, code, compressed, pinged;
 
-    frames = client_message_frames(fc, line, len, &n);
+    frames = client_message_frames(fc, line, len, &n, &pinged);
     compressed = fcompress && fc->conf->deflate;
     closing = 0;
 
@@ -3564,7 +3569,7 @@ deliver(fconn_t *fc, u_char *line, size_t len)
 
     free(frames);
 
-    if (ffragment && ffragment < len && fc->open && !fc->ws->closing) {
+    if (pinged && fc->open && !fc->ws->closing) {
         /* the ping between the fragments, answered */
         fc->ping[0] = 'p';
         fc->ping_len = 1;
