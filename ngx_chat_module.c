@@ -66,6 +66,10 @@ static ngx_conf_num_bounds_t  ngx_chat_max_rooms_bounds = {
     ngx_conf_check_num_bounds, 1, 100000
 };
 
+static ngx_conf_num_bounds_t  ngx_chat_deflate_level_bounds = {
+    ngx_conf_check_num_bounds, 1, 9
+};
+
 static ngx_conf_post_t  ngx_chat_redis_prefix_post = {
     ngx_chat_redis_prefix_check
 };
@@ -199,6 +203,27 @@ static ngx_command_t  ngx_chat_commands[] = {
       offsetof(ngx_chat_loc_conf_t, ping_timeout),
       NULL },
 
+    { ngx_string("chat_deflate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, deflate),
+      NULL },
+
+    { ngx_string("chat_deflate_min_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, deflate_min_size),
+      NULL },
+
+    { ngx_string("chat_deflate_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, deflate_level),
+      &ngx_chat_deflate_level_bounds },
+
     { ngx_string("chat_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_chat_status,
@@ -329,6 +354,9 @@ ngx_chat_create_loc_conf(ngx_conf_t *cf)
     conf->send_buffer = NGX_CONF_UNSET_SIZE;
     conf->ping_interval = NGX_CONF_UNSET_MSEC;
     conf->ping_timeout = NGX_CONF_UNSET_MSEC;
+    conf->deflate = NGX_CONF_UNSET;
+    conf->deflate_min_size = NGX_CONF_UNSET_SIZE;
+    conf->deflate_level = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -373,6 +401,10 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               30000);
     ngx_conf_merge_msec_value(conf->ping_timeout, prev->ping_timeout,
                               10000);
+    ngx_conf_merge_value(conf->deflate, prev->deflate, 0);
+    ngx_conf_merge_size_value(conf->deflate_min_size, prev->deflate_min_size,
+                              256);
+    ngx_conf_merge_value(conf->deflate_level, prev->deflate_level, 1);
 
     if (conf->max_message_size == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -985,4 +1017,5 @@ ngx_chat_exit_process(ngx_cycle_t *cycle)
     ngx_chat_store_exit_process(cycle);
     ngx_chat_relay_exit_process(cycle);
     ngx_chat_fanout_exit_process(cycle);
+    ngx_chat_wire_deflate_done();
 }

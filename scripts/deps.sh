@@ -3,9 +3,10 @@
 # demo; with --test also what the test suite needs.  Idempotent.
 set -euo pipefail
 
-# libssl-dev: OpenSSL's libcrypto verifies chat_jwt tokens
+# libssl-dev: OpenSSL's libcrypto verifies chat_jwt tokens; zlib1g-dev:
+# permessage-deflate
 pkgs=(gcc make nginx nginx-dev libjansson-dev libhiredis-dev libpq-dev
-      libssl-dev curl)
+      libssl-dev zlib1g-dev curl)
 
 if [ "${1:-}" = "--test" ]; then
     # JSON::PP, Digest::SHA and Test::More come with perl itself;
@@ -48,6 +49,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ "${1:-}" = "--test" ] && [ -f t/e2e/package.json ] \
-   && [ ! -d t/e2e/node_modules/playwright-core ]; then
+   && { [ ! -d t/e2e/node_modules/playwright-core ] \
+        || [ ! -d t/e2e/node_modules/ws ]; }; then
     (cd t/e2e && npm install --no-audit --no-fund --silent)
 fi

@@ -54,6 +54,9 @@ typedef struct {
     size_t                     send_buffer;
     ngx_msec_t                 ping_interval;
     ngx_msec_t                 ping_timeout;
+    ngx_flag_t                 deflate;           /* chat_deflate */
+    size_t                     deflate_min_size;
+    ngx_int_t                  deflate_level;
     ngx_str_t                  chat_file;         /* where "chat" is */
     ngx_uint_t                 chat_line;
 } ngx_chat_loc_conf_t;

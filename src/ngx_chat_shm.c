@@ -1430,6 +1430,24 @@ ngx_chat_shm_stats(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_stats_t *st)
     st->relay_dropped = sh->relay_dropped;
     st->relay_invalid = sh->relay_invalid;
     st->relay_duplicates = sh->relay_duplicates;
+    st->bytes[0] = sh->bytes_in;
+    st->bytes[1] = sh->bytes_in_raw;
+    st->bytes[2] = sh->bytes_out;
+    st->bytes[3] = sh->bytes_out_raw;
+}
+
+
+void
+ngx_chat_shm_count_bytes(ngx_chat_shm_ctx_t *ctx, uint64_t *bytes)
+{
+    ngx_chat_shm_t  *sh;
+
+    sh = ctx->sh;
+
+    (void) ngx_atomic_fetch_add(&sh->bytes_in, bytes[0]);
+    (void) ngx_atomic_fetch_add(&sh->bytes_in_raw, bytes[1]);
+    (void) ngx_atomic_fetch_add(&sh->bytes_out, bytes[2]);
+    (void) ngx_atomic_fetch_add(&sh->bytes_out_raw, bytes[3]);
 }
 
 

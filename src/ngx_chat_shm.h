@@ -101,6 +101,7 @@ typedef struct {
     uint64_t                   relay_dropped;
     uint64_t                   relay_invalid;
     uint64_t                   relay_duplicates;  /* copies recognised */
+    uint64_t                   bytes[4];  /* in, in_raw, out, out_raw */
 } ngx_chat_shm_stats_t;
 
 
@@ -198,6 +199,8 @@ uint64_t ngx_chat_shm_bus_scan(ngx_chat_shm_ctx_t *ctx, uint64_t from,
 /* counters */
 void ngx_chat_shm_stats(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_stats_t *st);
 void ngx_chat_shm_count_out(ngx_chat_shm_ctx_t *ctx, ngx_uint_t n);
+/* bytes read and written: in, in_raw, out, out_raw (ngx_chat_shm_stats_t) */
+void ngx_chat_shm_count_bytes(ngx_chat_shm_ctx_t *ctx, uint64_t *bytes);
 void ngx_chat_shm_set_pg_down(ngx_chat_shm_ctx_t *ctx, ngx_uint_t down);
 
 

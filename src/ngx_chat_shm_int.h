@@ -30,7 +30,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x63680008
+#define NGX_CHAT_SHM_LAYOUT       0x63680009
 
 
 typedef struct {
@@ -188,6 +188,12 @@ struct ngx_chat_shm_s {
     ngx_rbtree_node_t          keys_sentinel;
     ngx_queue_t                keys_queue;
     ngx_uint_t                 nkeys;
+
+    /* on the wire, and as they would be without permessage-deflate */
+    ngx_atomic_t               bytes_in;
+    ngx_atomic_t               bytes_in_raw;
+    ngx_atomic_t               bytes_out;
+    ngx_atomic_t               bytes_out_raw;
 };
 
 

@@ -16,7 +16,9 @@
 #include <ngx_http.h>
 #include "ngx_chat.h"
 #include "ngx_chat_frame.h"
+#include "ngx_chat_deflate.h"
 #include "ngx_chat_wire.h"
+#include "ngx_chat_shm.h"
 #include "ngx_chat_ws.h"
 
 
@@ -25,6 +27,7 @@
 #define NGX_CHAT_WS_IOV           64
 #define NGX_CHAT_WS_LINGER        2000
 #define NGX_CHAT_WS_MSG_KEEP      4096
+#define NGX_CHAT_WS_INFLATERS     32
 
 #define NGX_CHAT_WS_LIVE          0
 #define NGX_CHAT_WS_CONTROL       1
@@ -33,11 +36,17 @@
 
 static void ngx_chat_ws_start_handler(ngx_event_t *wev);
 static void ngx_chat_ws_read_handler(ngx_event_t *rev);
+static void ngx_chat_ws_read(ngx_event_t *rev);
 static void ngx_chat_ws_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos,
     u_char *last);
 static ngx_int_t ngx_chat_ws_append(ngx_chat_ws_t *ws, u_char *data,
     size_t len);
+static ngx_int_t ngx_chat_ws_inflate(ngx_chat_ws_t *ws, ngx_chat_frame_t *f);
+static void ngx_chat_ws_inflate_done(ngx_chat_ws_t *ws,
+    ngx_chat_inflate_t *inf);
+static void ngx_chat_ws_count(ngx_chat_ws_t *ws, ngx_uint_t i, size_t n);
+static void ngx_chat_ws_count_flush(void);
 static ngx_int_t ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
     ngx_uint_t control);
 static void ngx_chat_ws_send_control(ngx_chat_ws_t *ws, ngx_uint_t opcode,
@@ -64,6 +73,19 @@ static void ngx_chat_ws_finalize(ngx_chat_ws_t *ws);
 static ngx_queue_t   ngx_chat_ws_flush_queue;
 static ngx_event_t   ngx_chat_ws_flush_event;
 static u_char        ngx_chat_ws_rbuf[NGX_CHAT_WS_READ_SIZE];
+
+/* an inflater kept for the next compressed message (reset), or NULL */
+static ngx_chat_inflate_t  *ngx_chat_ws_inflater;
+
+/* inflaters kept by connections in the middle of a compressed message */
+static ngx_uint_t           ngx_chat_ws_inflaters_busy;
+
+/*
+ * byte counters (ngx_chat_shm_stats_t's order) gathered during a turn of
+ * the event loop and added to the zone once, after reading or flushing
+ */
+static ngx_chat_shm_ctx_t  *ngx_chat_ws_count_ctx;
+static uint64_t             ngx_chat_ws_counts[4];
 
 
 void
@@ -249,6 +271,14 @@ ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b, ngx_uint_t control)
 
     if (ws->closing || ws->destroyed) {
         return NGX_DECLINED;
+    }
+
+    if (ws->deflate && control != NGX_CHAT_WS_CONTROL) {
+        /* made once per message and worker, shared by every member */
+        b = ngx_chat_buf_deflated(b, ws->deflate_wbits,
+                                  ws->conf->deflate_level,
+                                  ws->conf->deflate_min_size,
+                                  ws->connection->log);
     }
 
     if (ngx_chat_ws_over(ws, b, control)) {
@@ -498,6 +528,14 @@ ngx_chat_ws_pong_again(ngx_chat_ws_t *ws, u_char *data, size_t len)
 static void
 ngx_chat_ws_read_handler(ngx_event_t *rev)
 {
+    ngx_chat_ws_read(rev);
+    ngx_chat_ws_count_flush();
+}
+
+
+static void
+ngx_chat_ws_read(ngx_event_t *rev)
+{
     ssize_t              n;
     ngx_uint_t           i;
     ngx_chat_ws_t       *ws;
@@ -558,6 +596,9 @@ ngx_chat_ws_read_handler(ngx_event_t *rev)
         }
 
         ws->last_seen = ngx_current_msec;
+
+        ngx_chat_ws_count(ws, 0, n);
+        ngx_chat_ws_count(ws, 1, n);
 
         if (ngx_chat_ws_process(ws, ngx_chat_ws_rbuf, ngx_chat_ws_rbuf + n)
             != NGX_OK)
@@ -622,6 +663,14 @@ ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos, u_char *last)
         switch (f.opcode) {
 
         case NGX_CHAT_FRAME_TEXT:
+
+            if (f.compressed) {
+                if (ngx_chat_ws_inflate(ws, &f) != NGX_OK) {
+                    return NGX_DONE;
+                }
+
+                break;
+            }
 
             if (f.first && f.last) {
                 ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
@@ -717,6 +766,185 @@ ngx_chat_ws_append(ngx_chat_ws_t *ws, u_char *data, size_t len)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * A compressed message (RFC 7692): inflated as its chunks come, the output
+ * bounded by chat_max_message_size (1009 as soon as it would pass) and
+ * checked as UTF-8 across fragments.  An inflater exists only while a
+ * message is read: a message in one read takes the worker's spare one and
+ * gives it back; one that spans reads keeps one (the spare, or a new one)
+ * until it ends.  Those are at most NGX_CHAT_WS_INFLATERS per worker:
+ * beyond, a message's compressed bytes are gathered like a plain
+ * message's (its wire size is bounded by the parser) and inflated when it
+ * is complete, so that clients stalling in the middle of compressed
+ * messages cannot make the worker hold an inflater (some 40 KB) each.
+ * An idle connection holds no compression state.
+ */
+
+static ngx_int_t
+ngx_chat_ws_inflate(ngx_chat_ws_t *ws, ngx_chat_frame_t *f)
+{
+    int                  rc;
+    u_char              *data;
+    size_t               len;
+    ngx_chat_inflate_t  *inf;
+
+    inf = ws->inflate;
+
+    if (f->first) {
+        ws->inflate_later = 0;
+
+        if (!f->last && ngx_chat_ws_inflaters_busy >= NGX_CHAT_WS_INFLATERS) {
+            ws->inflate_later = 1;
+            ws->msg_len = 0;
+        }
+    }
+
+    if (ws->inflate_later) {
+
+        if (ngx_chat_ws_append(ws, f->data, f->len) != NGX_OK) {
+            ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INTERNAL, NULL);
+            return NGX_ERROR;
+        }
+
+        if (!f->last) {
+            return NGX_OK;
+        }
+
+        data = ws->msg;
+        len = ws->msg_len;
+
+    } else {
+        data = f->data;
+        len = f->len;
+    }
+
+    if (inf == NULL) {
+        inf = ngx_chat_ws_inflater;
+        ngx_chat_ws_inflater = NULL;
+
+        if (inf == NULL) {
+            inf = ngx_chat_inflate_create(ws->conf->max_message_size);
+
+            if (inf == NULL) {
+                ngx_log_error(NGX_LOG_ALERT, ws->connection->log, 0,
+                              "chat: inflateInit2() failed");
+                ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INTERNAL, NULL);
+                return NGX_ERROR;
+            }
+        }
+
+        inf->max = ws->conf->max_message_size;
+    }
+
+    rc = ngx_chat_inflate_add(inf, data, len, f->last || ws->inflate_later);
+
+    if (ws->inflate_later) {
+        ws->msg_len = 0;
+        ws->inflate_later = 0;
+
+        if (ws->msg_cap > NGX_CHAT_WS_MSG_KEEP) {
+            ngx_free(ws->msg);
+            ws->msg = NULL;
+            ws->msg_cap = 0;
+        }
+    }
+
+    if (rc != NGX_CHAT_INFLATE_OK) {
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "chat: client sent %s, closing with %d",
+                      rc == NGX_CHAT_INFLATE_TOO_BIG
+                      ? "a compressed message too big"
+                      : rc == NGX_CHAT_INFLATE_CORRUPT
+                        ? "a corrupt compressed message or invalid UTF-8"
+                        : "a compressed message, no memory", rc);
+
+        ngx_chat_ws_inflate_done(ws, inf);
+        ngx_chat_ws_close(ws, rc, NULL);
+        return NGX_ERROR;
+    }
+
+    if (!f->last) {
+        /* the message goes on in a later read: the inflater stays */
+
+        if (ws->inflate == NULL) {
+            ws->inflate = inf;
+            ngx_chat_ws_inflaters_busy++;
+        }
+
+        return NGX_OK;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat ws: text message of %uz bytes, inflated from %uz",
+                   inf->len, inf->in_len);
+
+    /* what it would have cost uncompressed */
+    ngx_chat_ws_count(ws, 1, inf->len - ngx_min(inf->len, inf->in_len));
+
+    if (ws->inflate) {
+        ws->inflate = NULL;
+        ngx_chat_ws_inflaters_busy--;
+    }
+
+    ws->message(ws, inf->buf, inf->len);
+    ngx_chat_ws_inflate_done(NULL, inf);
+
+    return NGX_OK;
+}
+
+
+/* ws: the connection that kept inf across reads, or NULL */
+
+static void
+ngx_chat_ws_inflate_done(ngx_chat_ws_t *ws, ngx_chat_inflate_t *inf)
+{
+    if (ws && ws->inflate == inf) {
+        ws->inflate = NULL;
+        ngx_chat_ws_inflaters_busy--;
+    }
+
+    if (ngx_chat_ws_inflater == NULL) {
+        ngx_chat_inflate_reset(inf, NGX_CHAT_WS_MSG_KEEP);
+        ngx_chat_ws_inflater = inf;
+        return;
+    }
+
+    ngx_chat_inflate_destroy(inf);
+}
+
+
+static void
+ngx_chat_ws_count(ngx_chat_ws_t *ws, ngx_uint_t i, size_t n)
+{
+    ngx_chat_shm_ctx_t  *ctx;
+
+    ctx = ws->conf->zone->data;
+
+    if (ctx != ngx_chat_ws_count_ctx) {
+        ngx_chat_ws_count_flush();
+        ngx_chat_ws_count_ctx = ctx;
+    }
+
+    ngx_chat_ws_counts[i] += n;
+}
+
+
+static void
+ngx_chat_ws_count_flush(void)
+{
+    if (ngx_chat_ws_count_ctx == NULL) {
+        return;
+    }
+
+    if (ngx_chat_ws_counts[0] | ngx_chat_ws_counts[1]
+        | ngx_chat_ws_counts[2] | ngx_chat_ws_counts[3])
+    {
+        ngx_chat_shm_count_bytes(ngx_chat_ws_count_ctx, ngx_chat_ws_counts);
+        ngx_memzero(ngx_chat_ws_counts, sizeof(ngx_chat_ws_counts));
+    }
 }
 
 
@@ -921,6 +1149,8 @@ ngx_chat_ws_flush_handler(ngx_event_t *ev)
 
         ngx_chat_ws_flush(ws);
     }
+
+    ngx_chat_ws_count_flush();
 }
 
 
@@ -986,6 +1216,7 @@ ngx_chat_ws_write_handler(ngx_event_t *wev)
     }
 
     ngx_chat_ws_flush(ws);
+    ngx_chat_ws_count_flush();
 }
 
 
@@ -1097,6 +1328,8 @@ ngx_chat_ws_write(ngx_chat_ws_t *ws)
             }
 
             sent -= len;
+            ngx_chat_ws_count(ws, 2, b->len);
+            ngx_chat_ws_count(ws, 3, b->plain_len ? b->plain_len : b->len);
             ws->out_bytes -= b->len;
             ws->out_sent = 0;
             ws->out_head = (ws->out_head + 1) % ws->out_cap;
@@ -1220,6 +1453,10 @@ ngx_chat_ws_finalize(ngx_chat_ws_t *ws)
     if (ws->msg) {
         ngx_free(ws->msg);
         ws->msg = NULL;
+    }
+
+    if (ws->inflate) {
+        ngx_chat_ws_inflate_done(ws, ws->inflate);
     }
 
     c = ws->connection;

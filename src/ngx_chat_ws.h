@@ -14,6 +14,7 @@
 #include "ngx_chat.h"
 #include "ngx_chat_frame.h"
 #include "ngx_chat_jwt.h"
+#include "ngx_chat_deflate.h"
 #include "ngx_chat_wire.h"
 
 
@@ -52,6 +53,9 @@ struct ngx_chat_ws_s {
     size_t                     msg_len;
     size_t                     msg_cap;
 
+    ngx_chat_inflate_t        *inflate;        /* only while a compressed
+                                                  message spans reads */
+
     /* output queue: a ring of frame references */
     ngx_chat_buf_t           **out;
     ngx_uint_t                 out_head;
@@ -77,6 +81,12 @@ struct ngx_chat_ws_s {
     unsigned                   expiring:1;     /* a token's exp */
     unsigned                   ssl_pending:1;   /* out[out_head] is in
                                                    SSL_write() */
+    unsigned                   deflate:1;       /* permessage-deflate */
+    unsigned                   deflate_wbits:4; /* the client's window for
+                                                   what we send */
+    unsigned                   inflate_later:1; /* a compressed message
+                                                   gathered in msg, inflated
+                                                   when complete */
 };
 
 
