@@ -10,6 +10,8 @@
 #   make check           unit tests, the suite, then the suite under ASan
 #   make fuzz            run the libFuzzer targets
 #   make deps            install every Debian package needed (idempotent)
+#   make chaos           the chaos soak (bench/chaos; CHAOS_SECONDS=300,
+#                        CHAOS_SEED, CHAOS_CLIENTS, CHAOS_ROOMS, CHAOS_RATE)
 
 NGINX_SRC    ?= /usr/share/nginx/src
 NGINX_BIN    ?= /usr/sbin/nginx
@@ -35,7 +37,8 @@ ASAN_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
              -fno-sanitize-recover=undefined -fPIC
 ASAN_LD    = -fsanitize=address,undefined -fPIC
 
-.PHONY: all deps test test-real test-asan asan fuzz unit bench clean run check
+.PHONY: all deps test test-real test-asan asan fuzz unit bench clean run check \
+        chaos
 
 all: $(MODULE)
 
@@ -113,6 +116,10 @@ run: $(MODULE)
 
 bench:
 	$(MAKE) -C bench
+
+chaos: $(MODULE)
+	$(MAKE) -C bench chaosgen
+	NGINX_BIN=$(NGINX_BIN) MODULE=$(MODULE) ./bench/chaos
 
 clean:
 	rm -rf $(BUILD)

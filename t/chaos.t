@@ -5,7 +5,8 @@
 #      message one member on server B never got (the loss across servers of
 #      issue 12), the same id twice on one connection (the duplicates after
 #      a relay reconnect), a forged delivery, a resume with complete:false,
-#      an acked message with no row: each fails, counted where it belongs
+#      an acked message with no row, two members of a room on one server
+#      in different orders: each fails, counted where it belongs
 #   2. the soak itself: two nginx servers of 2 workers on one Redis and one
 #      PostgreSQL, 200 clients in 20 rooms (members on both servers), 100
 #      msg/s, a fault every 2-5 s for 30 s (kill -9 of a worker, reload,
@@ -59,7 +60,7 @@ sub slurp {
 # a synthetic run: two clients of room cr0, client 0 on 21000 (A), client 1
 # on 21001 (B); $frames: the log after the client lines; $rows: the table
 sub check_synthetic {
-    my ($name, $frames, $rows) = @_;
+    my ($name, $frames, $rows, $more) = @_;
 
     my $dir = "$TMP/$name";
     File::Path::make_path($dir);
@@ -69,7 +70,7 @@ sub check_synthetic {
         generator => { not_ready_at_end => 0 },
     }));
     spew("$dir/frames.log", "N\t0\tcr0\t21000\tcu0\nN\t1\tcr0\t21001\tcu1\n"
-                            . $frames);
+                            . ($more // '') . $frames);
     spew("$dir/rows.txt", $rows);
     my $out = `CHAOS_JSON=$dir/r.json $^X $CHAOS --check $dir 2>&1`;
     my $rc = $? >> 8;
@@ -133,6 +134,16 @@ is($rc, 1, 'checker: complete:false and a lost row fail');
 is($c->{incomplete_resumes}, 1, 'checker: 1 resume complete:false')
     or diag $out;
 is($c->{acked_without_row}, 1, 'checker: 1 acked message without a row');
+
+# two members of one room on one server saw two messages in different
+# orders
+($rc, $c, $out) = check_synthetic('order', $sent
+    . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
+    . "C\t1\t2\t3\t21001\nJ\t1\t2\t3\t-\nj\t2\t2\t3\n"
+    . "m\t21\t2\t3\t200-bb\tcu1\tk1.1\nm\t22\t2\t3\t100-aa\tcu0\tk0.1\n",
+    $rows, "N\t2\tcr0\t21001\tcu2\n");
+is($rc, 1, 'checker: two orders on one server fail');
+is($c->{out_of_order}, 1, 'checker: 1 member out of order') or diag $out;
 
 # --- the soak ---------------------------------------------------------------
 
