@@ -497,9 +497,15 @@ static const ws_rx_handler_t  handler = {
 static void
 closing_lose(client_t *c)
 {
-    char  why[32];
+    u_char  code[2];
+    char    why[32];
 
     if (c->closing >= 1000000) {
+        /* answer the close frame as RFC 6455 wants, then go */
+        code[0] = (u_char) ((c->closing - 1000000) >> 8);
+        code[1] = (u_char) (c->closing - 1000000);
+        (void) ws_tx_frame(&c->tx, c->fd, 8, (char *) code,
+                           c->closing == 1000000 + 1005 ? 0 : 2);
         snprintf(why, sizeof(why), "close-%d", c->closing - 1000000);
     } else {
         snprintf(why, sizeof(why), c->closing == 2 ? "binary"
