@@ -12,7 +12,8 @@
  * every 250 ms while the server is down, and joins again with "since" = the
  * last id it saw in its room (with "history": 1000 if it saw none yet).
  *
- * Every frame is logged, one line each, tab-separated, t in ms since start:
+ * Every frame but presence, ping and pong is logged, one line each,
+ * tab-separated, t in ms since start:
  *   N  cl room port user            a client (at start)
  *   C  t cl conn                    upgraded (connection number conn)
  *   J  t cl conn since              join sent (since: "-" first join,
