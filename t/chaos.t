@@ -170,7 +170,10 @@ SKIP: {
     delete local $ENV{CHAOS_GAP};
 
     my $t0 = time;
-    my $out = `$^X $CHAOS 2>&1`;
+    # bounded even if something hangs: TERM makes bench/chaos stop what
+    # it started (Test::Chat::* clean up at exit)
+    my $timeout = -x '/usr/bin/timeout' ? '/usr/bin/timeout 180' : '';
+    my $out = `$timeout $^X $CHAOS 2>&1`;
     my $rc = $? >> 8;
     my $r = eval { $JSON->decode(slurp("$TMP/soak.json")) } || {};
 
