@@ -6,7 +6,8 @@
 #      issue 12), the same id twice on one connection (the duplicates after
 #      a relay reconnect), a forged delivery, a resume with complete:false,
 #      an acked message with no row, two members of a room on one server
-#      in different orders: each fails, counted where it belongs
+#      in different orders, an [alert] no fault explains: each fails,
+#      counted where it belongs (a killed worker's [alert] passes)
 #   2. the soak itself: two nginx servers of 2 workers on one Redis and one
 #      PostgreSQL, 200 clients in 20 rooms (members on both servers), 100
 #      msg/s, a fault every 2-5 s for 30 s (kill -9 of a worker, reload,
@@ -60,15 +61,16 @@ sub slurp {
 # a synthetic run: two clients of room cr0, client 0 on 21000 (A), client 1
 # on 21001 (B); $frames: the log after the client lines; $rows: the table
 sub check_synthetic {
-    my ($name, $frames, $rows, $more) = @_;
+    my ($name, $frames, $rows, $more, %meta) = @_;
 
     my $dir = "$TMP/$name";
     File::Path::make_path($dir);
     spew("$dir/meta.json", $JSON->encode({
         seed => 0, seconds => 1, clients => 2, rooms => 1, rate => 1,
         faults => [], killed => [], errlogs => [], rss => [],
-        generator => { not_ready_at_end => 0 },
+        generator => { not_ready_at_end => 0 }, %meta,
     }));
+    spew("$dir/error.log", $meta{errlog_text}) if $meta{errlog_text};
     spew("$dir/frames.log", "N\t0\tcr0\t21000\tcu0\nN\t1\tcr0\t21001\tcu1\n"
                             . ($more // '') . $frames);
     spew("$dir/rows.txt", $rows);
@@ -144,6 +146,20 @@ is($c->{acked_without_row}, 1, 'checker: 1 acked message without a row');
     $rows, "N\t2\tcr0\t21001\tcu2\n");
 is($rc, 1, 'checker: two orders on one server fail');
 is($c->{out_of_order}, 1, 'checker: 1 member out of order') or diag $out;
+
+# an [alert] the faults do not explain (a killed worker's is expected)
+my $clean = $sent . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n";
+my $log = "2026/12/04 21:00:00 [alert] 7#7: worker process 123 exited on"
+          . " signal 9\n";
+($rc, $c, $out) = check_synthetic('alert-killed', $clean, $rows, undef,
+    errlogs => ['error.log'], killed => [123], errlog_text => $log);
+is($rc, 0, 'checker: the alert of a killed worker passes') or diag $out;
+($rc, $c, $out) = check_synthetic('alert', $clean, $rows, undef,
+    errlogs => ['error.log'], killed => [123], errlog_text => $log
+    . "2026/12/04 21:00:01 [alert] 8#8: *5 open socket #9 left in"
+    . " connection 3\n");
+is($rc, 1, 'checker: another alert fails');
+is($c->{alerts}, 1, 'checker: 1 alert') or diag $out;
 
 # --- the soak ---------------------------------------------------------------
 
