@@ -21,6 +21,9 @@
  *   j  t cl conn                    joined
  *   H  t cl conn complete n         history reply, then its n messages:
  *   h  t cl conn id user content
+ *   R, r                            the same for the reply to a history
+ *                                    request (limit 1000) that a resume
+ *                                    answered complete:false makes
  *   m  t cl conn id user content    live message
  *   S  t cl conn ref                send (content "k<cl>.<ref>")
  *   A  t cl conn ref id             ack
@@ -70,6 +73,7 @@ typedef struct {
     int        state;
     int        closing;
     int        joined_once;
+    int        recovering;      /* a history request after complete:false */
     uint32_t   conn;            /* connection number, global */
     uint32_t   seq;             /* sends of this client */
     uint32_t   unacked;         /* sends on this connection without reply */
@@ -175,6 +179,7 @@ lose(client_t *c, const char *why, int rst)
     c->state = ST_WAIT;
     c->closing = 0;
     c->unacked = 0;
+    c->recovering = 0;
     /* first attempt soon, then every 250 ms while the server is down */
     c->wake_ns = now_ns() + (c->conn ? 50 + rng64() % 100 : 250) * 1000000ULL;
 }
@@ -320,12 +325,12 @@ log_message(client_t *c, char kind, const char *p, const char *end)
 
 
 /* the objects of the "messages" array of a history reply */
-static void
+static int
 log_history(client_t *c, const char *p, const char *end)
 {
     const char  *v, *o, *s;
     size_t       vl;
-    int          depth, str, n;
+    int          depth, str, n, complete;
 
     v = json_find(p, (size_t) (end - p), "\"complete\"", 10);
     if (json_scalar(v, end, &s, &vl) != 0) {
@@ -346,10 +351,11 @@ log_history(client_t *c, const char *p, const char *end)
             else if (*o == ']' && depth == 0) { break; }
         }
     }
-    fprintf(lg, "H\t%.3f\t%d\t%u\t%.*s\t%d\n", tms(), c->idx, c->conn,
-            (int) vl, s, n);
+    complete = (vl == 4 && memcmp(s, "true", 4) == 0);
+    fprintf(lg, "%c\t%.3f\t%d\t%u\t%.*s\t%d\n", c->recovering ? 'R' : 'H',
+            tms(), c->idx, c->conn, (int) vl, s, n);
     if (n == 0) {
-        return;
+        return complete;
     }
     for (o = v + 1, depth = 0, str = 0, s = NULL; o < end; o++) {
         if (str) {
@@ -360,11 +366,12 @@ log_history(client_t *c, const char *p, const char *end)
         else if (*o == '{') { if (depth++ == 0) { s = o; } }
         else if (*o == '}') {
             if (--depth == 0 && s != NULL) {
-                log_message(c, 'h', s, o + 1);
+                log_message(c, c->recovering ? 'r' : 'h', s, o + 1);
             }
         }
         else if (*o == ']' && depth == 0) { break; }
     }
+    return complete;
 }
 
 
@@ -374,6 +381,7 @@ rx_text(void *data, char *p, size_t n)
     client_t    *c = data;
     const char  *end = p + n, *t, *a, *b;
     size_t       tl, al, bl;
+    char         buf[128];
 
     n_frames++;
     last_input_ns = now_ns();
@@ -415,7 +423,22 @@ rx_text(void *data, char *p, size_t n)
         }
 
     } else if (IS("history")) {
-        log_history(c, p, end);
+        if (!log_history(c, p, end) && c->state == ST_RESUMING
+            && !c->recovering)
+        {
+            /*
+             * the server could not say what came after our since (an id
+             * it never stored): what a client does then, fetch the latest
+             * and keep what it has not seen (logged as R and r lines)
+             */
+            bl = (size_t) snprintf(buf, sizeof(buf), "{\"type\":\"history\","
+                                   "\"room\":\"cr%d\",\"limit\":1000}",
+                                   c->idx % cfg.rooms);
+            c->recovering = 1;
+            xmit(c, buf, bl);
+            return c->closing;
+        }
+        c->recovering = 0;
         if (c->state == ST_RESUMING) {
             c->state = ST_READY;
         }

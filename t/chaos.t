@@ -137,6 +137,18 @@ is($c->{incomplete_resumes}, 1, 'checker: 1 resume complete:false')
     or diag $out;
 is($c->{acked_without_row}, 1, 'checker: 1 acked message without a row');
 
+# complete:false is allowed for a since id the server never stored (an
+# unacked message, delivered, then its server stopped): the client's
+# fill-in (R, r) then counts
+($rc, $c, $out) = check_synthetic('unstored', $sent
+    . "S\t25\t0\t1\t2\nm\t26\t1\t2\t300-cc\tcu0\tk0.2\n"
+    . "X\t30\t1\t2\treset\nC\t31\t1\t3\t21001\nJ\t31\t1\t3\t300-cc\n"
+    . "j\t32\t1\t3\nH\t33\t1\t3\tfalse\t0\nR\t34\t1\t3\ttrue\t1\n"
+    . "r\t34\t1\t3\t200-bb\tcu1\tk1.1\nA\t40\t1\t2\t1\t200-bb\n", $rows);
+is($rc, 0, 'checker: complete:false after an id never stored passes')
+    or diag $out;
+is($c->{incomplete_resumes_unstored}, 1, 'checker: counted apart');
+
 # two members of one room on one server saw two messages in different
 # orders
 ($rc, $c, $out) = check_synthetic('order', $sent
