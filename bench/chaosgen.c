@@ -74,6 +74,7 @@ typedef struct {
     int        closing;
     int        joined_once;
     int        recovering;      /* a history request after complete:false */
+    uint64_t   retry_ns;        /* when to ask again after an error */
     uint32_t   conn;            /* connection number, global */
     uint32_t   seq;             /* sends of this client */
     uint32_t   unacked;         /* sends on this connection without reply */
@@ -180,6 +181,7 @@ lose(client_t *c, const char *why, int rst)
     c->closing = 0;
     c->unacked = 0;
     c->recovering = 0;
+    c->retry_ns = 0;
     /* first attempt soon, then every 250 ms while the server is down */
     c->wake_ns = now_ns() + (c->conn ? 50 + rng64() % 100 : 250) * 1000000ULL;
 }
@@ -253,6 +255,21 @@ on_connected(client_t *c)
         return;
     }
     update_events(c);
+}
+
+
+static void
+send_recover(client_t *c)
+{
+    char    buf[128];
+    size_t  n;
+
+    n = (size_t) snprintf(buf, sizeof(buf), "{\"type\":\"history\","
+                          "\"room\":\"cr%d\",\"limit\":1000}",
+                          c->idx % cfg.rooms);
+    c->recovering = 1;
+    c->retry_ns = 0;
+    xmit(c, buf, n);
 }
 
 
@@ -381,7 +398,6 @@ rx_text(void *data, char *p, size_t n)
     client_t    *c = data;
     const char  *end = p + n, *t, *a, *b;
     size_t       tl, al, bl;
-    char         buf[128];
 
     n_frames++;
     last_input_ns = now_ns();
@@ -420,6 +436,13 @@ rx_text(void *data, char *p, size_t n)
             if (c->unacked) {
                 c->unacked--;
             }
+
+        } else if (c->recovering && c->state == ST_RESUMING) {
+            /* our fill-in request was refused: ask again later */
+            if (field(p, end, "\"retry_after_ms\"", &a, &al) != 0) {
+                a = "1000";
+            }
+            c->retry_ns = now_ns() + (uint64_t) (atoi(a) + 100) * 1000000ULL;
         }
 
     } else if (IS("history")) {
@@ -431,11 +454,7 @@ rx_text(void *data, char *p, size_t n)
              * it never stored): what a client does then, fetch the latest
              * and keep what it has not seen (logged as R and r lines)
              */
-            bl = (size_t) snprintf(buf, sizeof(buf), "{\"type\":\"history\","
-                                   "\"room\":\"cr%d\",\"limit\":1000}",
-                                   c->idx % cfg.rooms);
-            c->recovering = 1;
-            xmit(c, buf, bl);
+            send_recover(c);
             return c->closing;
         }
         c->recovering = 0;
@@ -734,6 +753,15 @@ main(int argc, char **argv)
                 && !(ending && now > end_ns + (uint64_t) (cfg.drain * 1e9)))
             {
                 start(c);
+            }
+        }
+
+        for (i = 0; i < cfg.clients; i++) {
+            c = &cl[i];
+            if (c->retry_ns != 0 && c->retry_ns <= now && c->fd >= 0
+                && c->recovering)
+            {
+                send_recover(c);
             }
         }
 
