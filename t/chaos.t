@@ -7,7 +7,8 @@
 #      a relay reconnect), a forged delivery, a resume with complete:false,
 #      an acked message with no row, two members of a room on one server
 #      in different orders, an [alert] no fault explains: each fails,
-#      counted where it belongs (a killed worker's [alert] passes)
+#      counted where it belongs (a killed worker's [alert] passes, and so
+#      does complete:false after a since id never stored, with the fill-in)
 #   2. the soak itself: two nginx servers of 2 workers on one Redis and one
 #      PostgreSQL, 200 clients in 20 rooms (members on both servers), 100
 #      msg/s, a fault every 2-5 s for 30 s (kill -9 of a worker, reload,
