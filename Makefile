@@ -15,6 +15,8 @@
 #   make deb-check       builds it, installs it with dpkg -i, runs nginx -t
 #                        and one chat message through it, purges it (root;
 #                        changes the system: for CI and throw-away machines)
+#   make chaos           the chaos soak (bench/chaos; CHAOS_SECONDS=300,
+#                        CHAOS_SEED, CHAOS_CLIENTS, CHAOS_ROOMS, CHAOS_RATE)
 
 NGINX_SRC    ?= /usr/share/nginx/src
 NGINX_BIN    ?= /usr/sbin/nginx
@@ -40,7 +42,8 @@ ASAN_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
              -fno-sanitize-recover=undefined -fPIC
 ASAN_LD    = -fsanitize=address,undefined -fPIC
 
-.PHONY: deb deb-check all deps test test-real test-asan asan fuzz unit bench clean run check
+.PHONY: deb deb-check all deps test test-real test-asan asan fuzz unit bench \
+        clean run check chaos
 
 all: $(MODULE)
 
@@ -135,6 +138,10 @@ deb:
 
 deb-check: deb
 	./scripts/deb-check.sh $(BUILD)/deb/libnginx-mod-http-chat_*.deb
+
+chaos: $(MODULE)
+	$(MAKE) -C bench chaosgen
+	NGINX_BIN=$(NGINX_BIN) MODULE=$(MODULE) ./bench/chaos
 
 clean:
 	rm -rf $(BUILD)
