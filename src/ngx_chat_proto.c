@@ -1593,6 +1593,17 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
 
     after = (rd->mode == NGX_CHAT_STORE_SINCE && rd->found) ? &rd->id : NULL;
 
+    if (rd->mode == NGX_CHAT_STORE_SINCE && !rd->found
+        && ngx_chat_proto_ring_has(&rd->id, ring))
+    {
+        /*
+         * storage could not say (down, or the id not committed yet) but
+         * the ring copy knows the id: what is at or before it the client
+         * has; the reply is not complete (rd->found is not set)
+         */
+        after = &rd->id;
+    }
+
     cut = NULL;
 
     for (j = nring; j > 0; j--) {

@@ -88,6 +88,7 @@
 #define NGX_CHAT_RELAY_TICK        1000
 #define NGX_CHAT_RELAY_SYNC_MIN    3000
 #define NGX_CHAT_RELAY_SYNC_KEEP   30000
+#define NGX_CHAT_RELAY_UNFOLLOW    5000
 #define NGX_CHAT_RELAY_SYNC_ARG    (2 + NGX_CHAT_MAX_SERVERS               \
                                         * (2 + 12 + NGX_INT64_LEN))
 
@@ -128,6 +129,15 @@ typedef struct {
 } ngx_chat_relay_payload_t;
 
 
+/* a room's subscription waiting for Redis to confirm it */
+typedef struct {
+    void                      *rl;        /* ngx_chat_relay_t */
+    ngx_uint_t                 again;
+    size_t                     len;
+    u_char                     room[1];
+} ngx_chat_relay_subscribed_t;
+
+
 /*
  * A room's sync requests and answers: each kind at most once every
  * NGX_CHAT_RELAY_SYNC_MIN; what comes meanwhile waits, merged
@@ -136,7 +146,10 @@ typedef struct {
     ngx_str_node_t             sn;
     ngx_msec_t                 last[3];   /* done, by kind: */
     uint64_t                   from;      /* republish ours above it */
+    ngx_msec_t                 unsub_at;  /* unsubscribe then, if still
+                                             without members */
     unsigned                   pending:3;
+    unsigned                   unsub:1;
 } ngx_chat_relay_room_t;
 
 #define NGX_CHAT_RELAY_PRESENCE    0x01   /* who is here */
@@ -219,8 +232,11 @@ static ngx_uint_t ngx_chat_relay_room_due(ngx_chat_relay_t *rl,
     ngx_chat_relay_room_t *r);
 static void ngx_chat_relay_rooms_tick(ngx_chat_relay_t *rl);
 static void ngx_chat_relay_rooms_free(ngx_chat_relay_t *rl);
+static void ngx_chat_relay_rooms_unsub_clear(ngx_chat_relay_t *rl);
 static void ngx_chat_relay_subscribe(ngx_chat_relay_t *rl,
-    ngx_str_t *channel, ngx_uint_t on);
+    ngx_str_t *channel, ngx_uint_t on, ngx_uint_t again);
+static void ngx_chat_relay_subscribed(ngx_chat_redis_t *rc,
+    redisReply *reply, void *data);
 static void ngx_chat_relay_heartbeat(ngx_event_t *ev);
 static void ngx_chat_relay_kick_out(ngx_chat_relay_t *rl, uint64_t pos,
     ngx_str_t *user);
@@ -703,7 +719,8 @@ ngx_chat_relay_entry(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
 {
     ngx_chat_relay_t *rl = data;
 
-    ngx_chat_bus_parts_t  parts;
+    ngx_chat_bus_parts_t    parts;
+    ngx_chat_relay_room_t  *r;
 
     if (!rl->owner || (e->flags & NGX_CHAT_BUS_REMOTE)) {
         return;
@@ -727,11 +744,32 @@ ngx_chat_relay_entry(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
         break;
 
     case NGX_CHAT_BUS_SUBSCRIBE:
+        r = ngx_chat_relay_room(rl, &parts.room, 0);
+
+        if (r) {
+            /* back within NGX_CHAT_RELAY_UNFOLLOW: still subscribed */
+            r->unsub = 0;
+        }
+
         (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_SUBSCRIBE, 0,
                                     &parts.room, 0, NULL, NULL);
         break;
 
     case NGX_CHAT_BUS_UNSUBSCRIBE:
+        /*
+         * the room's last member here left: still followed for a few
+         * seconds, so that members coming straight back (a reload's
+         * shutdown, a dropped connection) find no hole in the ring
+         */
+
+        r = ngx_chat_relay_room(rl, &parts.room, 1);
+
+        if (r) {
+            r->unsub = 1;
+            r->unsub_at = ngx_current_msec + NGX_CHAT_RELAY_UNFOLLOW;
+            break;
+        }
+
         (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_UNSUBSCRIBE, 0,
                                     &parts.room, 0, NULL, NULL);
         break;
@@ -900,17 +938,10 @@ ngx_chat_relay_flush(void *data)
                 channel.len = it->channel_len;
 
                 ngx_chat_relay_subscribe(rl, &channel,
-                                 it->cmd == NGX_CHAT_RELAY_SUBSCRIBE);
-
-                if (it->cmd == NGX_CHAT_RELAY_SUBSCRIBE) {
-                    channel.data = it->data + rl->prefix.len;
-                    channel.len = it->channel_len - rl->prefix.len;
-                    ngx_chat_relay_sync(rl, &channel, 0);
-                }
+                                 it->cmd == NGX_CHAT_RELAY_SUBSCRIBE, 0);
             }
         }
 
-        /* after what the sync request may have queued at the tail */
 
         next = ngx_queue_next(q);
 
@@ -927,10 +958,12 @@ ngx_chat_relay_flush(void *data)
 
 static void
 ngx_chat_relay_subscribe(ngx_chat_relay_t *rl, ngx_str_t *channel,
-    ngx_uint_t on)
+    ngx_uint_t on, ngx_uint_t again)
 {
-    size_t       argvlen[2];
-    const char  *argv[2];
+    size_t                        argvlen[2];
+    ngx_str_t                     room;
+    const char                   *argv[2];
+    ngx_chat_relay_subscribed_t  *sd;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "chat relay: %s %V", on ? "SUBSCRIBE" : "UNSUBSCRIBE",
@@ -941,7 +974,77 @@ ngx_chat_relay_subscribe(ngx_chat_relay_t *rl, ngx_str_t *channel,
     argv[1] = (const char *) channel->data;
     argvlen[1] = channel->len;
 
-    (void) ngx_chat_redis_command(rl->sub, NULL, NULL, 2, argv, argvlen);
+    sd = NULL;
+
+    if (on && channel->len > rl->prefix.len
+        && ngx_memcmp(channel->data, rl->prefix.data, rl->prefix.len) == 0)
+    {
+        /*
+         * a room: its sync request goes once Redis confirms the
+         * subscription, so that an answer cannot come before it (another
+         * server subscribing again at the same moment then always hears
+         * one of the two requests; see ngx_chat_relay_sync_request())
+         */
+
+        sd = ngx_alloc(sizeof(ngx_chat_relay_subscribed_t) + channel->len
+                       - rl->prefix.len, ngx_cycle->log);
+
+        if (sd) {
+            sd->rl = rl;
+            sd->again = again;
+            sd->len = channel->len - rl->prefix.len;
+            ngx_memcpy(sd->room, channel->data + rl->prefix.len, sd->len);
+
+            if (again == 1) {
+                /*
+                 * subscribed again: the gaps open now, before any message
+                 * of the new subscription can come (it would close them
+                 * above what was missed); the request, once confirmed,
+                 * says them as they are then
+                 */
+
+                room.data = sd->room;
+                room.len = sd->len;
+                (void) ngx_chat_remote_resubscribed(rl->ctx, &room, 1,
+                                                    sd->room, sd->room);
+                sd->again = 2;
+            }
+        }
+    }
+
+    if (ngx_chat_redis_command(rl->sub,
+                               sd ? ngx_chat_relay_subscribed : NULL, sd,
+                               2, argv, argvlen)
+        != NGX_OK
+        && sd)
+    {
+        ngx_free(sd);
+    }
+}
+
+
+static void
+ngx_chat_relay_subscribed(ngx_chat_redis_t *rc, redisReply *reply,
+    void *data)
+{
+    ngx_chat_relay_subscribed_t *sd = data;
+
+    ngx_str_t          room;
+    ngx_chat_relay_t  *rl;
+
+    rl = sd->rl;
+
+    if (reply && reply->type != REDIS_REPLY_ERROR && rl->owner
+        && rc == rl->sub)
+    {
+        room.data = sd->room;
+        room.len = sd->len;
+
+        ngx_chat_relay_sync(rl, &room, sd->again);
+        ngx_chat_relay_flush(rl);
+    }
+
+    ngx_free(sd);
 }
 
 
@@ -1013,11 +1116,18 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
         return;
     }
 
-    /* a new subscriber connection: subscribe to everything again */
+    /*
+     * a new subscriber connection: subscribe to every room with members
+     * again; those without are followed no more (what was published
+     * while nobody here subscribed is a hole their rings know of)
+     */
 
     (void) ngx_chat_remote_expire(ctx, 0, 1);
 
-    ngx_chat_relay_subscribe(rl, &rl->control, 1);
+    ngx_chat_remote_unfollow_empty(ctx);
+    ngx_chat_relay_rooms_unsub_clear(rl);
+
+    ngx_chat_relay_subscribe(rl, &rl->control, 1, 0);
 
     pool = ngx_create_pool(4096, ngx_cycle->log);
     if (pool == NULL) {
@@ -1040,8 +1150,7 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
                                   rl->prefix.len),
                        rooms[i].data, rooms[i].len);
 
-            ngx_chat_relay_subscribe(rl, &channel, 1);
-            ngx_chat_relay_sync(rl, &rooms[i], 1);
+            ngx_chat_relay_subscribe(rl, &channel, 1, 1);
         }
     }
 
@@ -1702,6 +1811,10 @@ ngx_chat_relay_sync_request(ngx_chat_relay_t *rl,
     uint64_t                from;
     ngx_chat_relay_room_t  *r;
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat relay: sync request for \"%V\" from %V: \"%V\"",
+                   &pl->room, &pl->sid, &pl->sync);
+
     if (ngx_chat_shm_members(rl->ctx, &pl->room) == 0) {
         /* nobody here: nothing to tell */
         return;
@@ -1725,9 +1838,11 @@ ngx_chat_relay_sync_request(ngx_chat_relay_t *rl,
         r->pending |= NGX_CHAT_RELAY_REPUBLISH;
     }
 
-    if (ngx_chat_remote_gap_open(rl->ctx, &pl->room,
-                                 pl->server & 0xffffffffffffULL))
+    if (pl->sync.len && pl->sync.data[0] == '+'
+        && ngx_chat_remote_gap_open(rl->ctx, &pl->room,
+                                    pl->server & 0xffffffffffffULL))
     {
+        /* it was away too: it may not have heard our own request */
         r->pending |= NGX_CHAT_RELAY_RESYNC;
     }
 
@@ -1796,6 +1911,12 @@ ngx_chat_relay_room_due(ngx_chat_relay_t *rl, ngx_chat_relay_room_t *r)
         r->last[k] = ngx_current_msec;
         done = 1;
 
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "chat relay: sync of \"%V\": %s, from %uL",
+                       &r->sn.str,
+                       k == 0 ? "presence" : (k == 1 ? "republish" : "ask again"),
+                       r->from);
+
         switch (1 << k) {
 
         case NGX_CHAT_RELAY_PRESENCE:
@@ -1855,8 +1976,24 @@ ngx_chat_relay_rooms_tick(ngx_chat_relay_t *rl)
         next = ngx_rbtree_next(&rl->rooms, node);
         r = (ngx_chat_relay_room_t *) node;
 
+        if (r->unsub
+            && (ngx_msec_int_t) (ngx_current_msec - r->unsub_at) >= 0)
+        {
+            r->unsub = 0;
+
+            if (ngx_chat_remote_unfollow(rl->ctx, &r->sn.str) == NGX_OK) {
+                (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_UNSUBSCRIBE, 0,
+                                            &r->sn.str, 0, NULL, NULL);
+                done = 1;
+            }
+        }
+
         if (r->pending) {
             done |= ngx_chat_relay_room_due(rl, r);
+            continue;
+        }
+
+        if (r->unsub) {
             continue;
         }
 
@@ -1876,6 +2013,24 @@ ngx_chat_relay_rooms_tick(ngx_chat_relay_t *rl)
 
     if (done) {
         ngx_chat_relay_flush(rl);
+    }
+}
+
+
+static void
+ngx_chat_relay_rooms_unsub_clear(ngx_chat_relay_t *rl)
+{
+    ngx_rbtree_node_t  *node;
+
+    if (rl->rooms.root == NULL || rl->rooms.root == rl->rooms.sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(rl->rooms.root, rl->rooms.sentinel);
+         node;
+         node = ngx_rbtree_next(&rl->rooms, node))
+    {
+        ((ngx_chat_relay_room_t *) node)->unsub = 0;
     }
 }
 

@@ -402,6 +402,7 @@ fill:
     m->high = 0;
     m->gap_lo = 0;
     m->gap_hi = room->gap_any ? NGX_CHAT_SHM_GAP_OPEN : 0;
+    m->unanswered = room->gap_any;
 
     return m;
 }
@@ -419,12 +420,14 @@ ngx_chat_remote_room_follow(ngx_chat_shm_ctx_t *ctx,
 {
     uint32_t  i;
 
+    room->followed = 1;
     room->follow = room->total;
     room->gap_any = 0;
 
     for (i = 0; i < room->nmarks; i++) {
         room->marks[i].gap_lo = 0;
         room->marks[i].gap_hi = 0;
+        room->marks[i].unanswered = 0;
     }
 }
 
@@ -461,11 +464,9 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     p = buf;
 
-    if (last - p < 1) {
-        return p;
+    if (last - p >= 1) {
+        *p++ = '+';
     }
-
-    *p++ = '+';
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -488,6 +489,7 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
                 }
 
                 m->gap_hi = NGX_CHAT_SHM_GAP_OPEN;
+                m->unanswered = 1;
             }
 
             if (last - p < (ssize_t) (1 + 12 + 1 + NGX_INT64_LEN)) {
@@ -507,9 +509,72 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
 
 /*
- * Whether a sender's messages may still be missing here (a gap opened by
- * our resubscription that nothing live from it has closed yet): then our
- * sync request, made before that sender was subscribed, is worth again
+ * The relay unsubscribes from a room a few seconds after its last member
+ * left (so that members who come straight back, after a reload's
+ * shutdown or a dropped connection, find a ring with no hole): NGX_OK when
+ * the room still has nobody, and is not followed any more
+ */
+
+ngx_int_t
+ngx_chat_remote_unfollow(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name)
+{
+    ngx_int_t             rc;
+    ngx_chat_shm_room_t  *room;
+
+    rc = NGX_OK;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    if (room && room->nconns) {
+        rc = NGX_DECLINED;
+
+    } else if (room) {
+        room->followed = 0;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
+}
+
+
+/* a new subscriber connection: rooms without members are not followed */
+
+void
+ngx_chat_remote_unfollow_empty(ngx_chat_shm_ctx_t *ctx)
+{
+    ngx_chat_shm_t       *sh;
+    ngx_rbtree_node_t    *node;
+    ngx_chat_shm_room_t  *room;
+
+    sh = ctx->sh;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    if (sh->rooms.root != sh->rooms.sentinel) {
+        for (node = ngx_rbtree_min(sh->rooms.root, sh->rooms.sentinel);
+             node;
+             node = ngx_rbtree_next(&sh->rooms, node))
+        {
+            room = (ngx_chat_shm_room_t *) node;
+
+            if (room->nconns == 0) {
+                room->followed = 0;
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/*
+ * Whether a sender's messages may still be missing here: no republish has
+ * come from it since our resubscription (a live message closing the gap
+ * says nothing of what was before it); then our sync request, maybe made
+ * before that sender was subscribed again itself, is worth making again
  */
 
 ngx_uint_t
@@ -529,7 +594,7 @@ ngx_chat_remote_gap_open(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     if (room && room->nconns) {
         m = ngx_chat_remote_mark(ctx, room, tag, 0);
 
-        open = m ? (m->gap_hi == NGX_CHAT_SHM_GAP_OPEN) : room->gap_any;
+        open = m ? m->unanswered : room->gap_any;
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -556,12 +621,18 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     room = ngx_chat_shm_room_lookup(ctx, name);
 
-    if (room == NULL || room->nconns == 0) {
+    if (room == NULL || (room->nconns == 0 && !room->followed)) {
+        /* nobody here, and not followed any more */
         rc = NGX_DECLINED;
         goto done;
     }
 
     m = ngx_chat_remote_mark(ctx, room, tag, 1);
+
+    if (m && republished) {
+        /* it answered our sync request (or another server's) */
+        m->unanswered = 0;
+    }
 
     if (ngx_chat_shm_hist_find(room, id) >= 0) {
         goto duplicate;

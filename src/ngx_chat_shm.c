@@ -593,7 +593,7 @@ ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
         sh->rooms_active++;
         ngx_chat_shm_relay_event(ctx, NGX_CHAT_BUS_SUBSCRIBE, 0, name, NULL);
 
-        if (ctx->relayed) {
+        if (ctx->relayed && !room->followed) {
             ngx_chat_remote_room_follow(ctx, room);
         }
     }
@@ -670,10 +670,11 @@ ngx_chat_shm_join_history(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
     ngx_int_t history, ngx_str_t *since, ngx_chat_shm_join_t *res,
     ngx_chat_shm_snap_t *snap, ngx_log_t *log)
 {
-    ngx_int_t   found;
+    ngx_int_t   found, before_hole;
     ngx_uint_t  n, complete, hole;
 
     found = since ? ngx_chat_shm_hist_find(room, since) : -1;
+    before_hole = -1;
 
     /*
      * With the relay, the ring lacks what other servers sent while no
@@ -690,7 +691,11 @@ ngx_chat_shm_join_history(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
     }
 
     if (since && found >= 0 && (ngx_uint_t) found < hole) {
-        /* known, but what came after it may not all be here */
+        /*
+         * known, but what came after it may not all be here: storage
+         * answers, or the ring says what it has after it, not complete
+         */
+        before_hole = found;
         found = -1;
     }
 
@@ -729,6 +734,10 @@ ngx_chat_shm_join_history(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
         if (found >= 0) {
             n = room->hist_n - found - 1;
             complete = 1;
+
+        } else if (before_hole >= 0) {
+            n = room->hist_n - before_hole - 1;
+            complete = 0;
 
         } else {
             n = room->hist_n;

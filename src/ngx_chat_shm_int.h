@@ -30,7 +30,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x63680009
+#define NGX_CHAT_SHM_LAYOUT       0x6368000a
 
 
 typedef struct {
@@ -84,6 +84,8 @@ typedef struct {
     uint64_t                   gap_lo;
     uint64_t                   gap_hi;    /* NGX_CHAT_SHM_GAP_OPEN until
                                              the first live message */
+    ngx_uint_t                 unanswered;    /* no republish from it since
+                                                 our resubscription */
 } ngx_chat_shm_mark_t;
 
 #define NGX_CHAT_SHM_GAP_OPEN     ((uint64_t) -1)
@@ -117,6 +119,9 @@ struct ngx_chat_shm_room_s {
                                              ring may lack what other
                                              servers sent before */
     unsigned                   gap_any:1; /* new marks open a gap */
+    unsigned                   followed:1;    /* the relay is subscribed
+                                                 (also a few seconds after
+                                                 the last member left) */
 };
 
 

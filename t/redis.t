@@ -32,7 +32,7 @@ use Test::Chat::Redis;
 plan skip_all => 'no /usr/bin/redis-server'
     unless -x '/usr/bin/redis-server' && Test::Chat::Redis->available;
 
-plan tests => 86;
+plan tests => 88;
 
 my $T0 = Time::HiRes::time();
 my $JSON = JSON::PP->new->utf8->canonical;
@@ -312,13 +312,21 @@ is(wait_who($b3, 'r1', 2, qw(a1 a2 b1 b3)), 'a1,a2,b1,b3', 'who on B after the l
     my $expect = join ' ', sort $SERVERS_CHANNEL, room_channel('r1'), $ch;
     is(sorted_channels($redis), $expect, 'PUBSUB CHANNELS: exactly the rooms with members + servers');
 
+    # a server keeps following a room 5 s after its last member left (so
+    # that members coming straight back find no hole in its ring), then
+    # unsubscribes at its next 1 s tick
     send_json($a1, type => 'leave', room => 'sub');
     ok(take($a1, sub { $_[0]{type} eq 'left' && $_[0]{room} eq 'sub' }, 3), 'a1 left sub');
-    is(poll(2, sub { numsub($redis, $ch) == 1 }) ? 1 : numsub($redis, $ch), 1,
+    my $left = now();
+    Time::HiRes::sleep(3);
+    is(numsub($redis, $ch), 2, "$ch: A still subscribed 3 s after its last member left");
+    is(poll(5, sub { numsub($redis, $ch) == 1 }) ? 1 : numsub($redis, $ch), 1,
        "$ch: A unsubscribed after its last member left");
+    my $took = now() - $left;
+    ok($took >= 4.5 && $took < 8, sprintf("... %.1f s after (5 s, then the next tick)", $took));
     send_json($b1, type => 'leave', room => 'sub');
     ok(take($b1, sub { $_[0]{type} eq 'left' && $_[0]{room} eq 'sub' }, 3), 'b1 left sub');
-    ok(poll(2, sub { !grep { $_ eq $ch } $redis->cli('PUBSUB', 'CHANNELS') }),
+    ok(poll(8, sub { !grep { $_ eq $ch } $redis->cli('PUBSUB', 'CHANNELS') }),
        "$ch no longer in PUBSUB CHANNELS after the last member left");
     is(sorted_channels($redis), join(' ', sort $SERVERS_CHANNEL, room_channel('r1')),
        'PUBSUB CHANNELS back to r1 + servers');

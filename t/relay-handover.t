@@ -32,7 +32,7 @@ use Test::Chat::Redis;
 plan skip_all => 'no redis-server'
     unless Test::Chat::Redis->available;
 
-plan tests => 24;
+plan tests => 33;
 
 my $ZONE = 'chat';
 
@@ -149,3 +149,50 @@ ok($owner2 && kill('KILL', $owner2), 'the relaying worker killed with SIGKILL');
 ok($redis->start_again, 'redis-server started again');
 is(contents($b1, qr/^k\d$/, 5, 15), 'k0 k1 k2 k3 k4',
    'b1 got the 5 messages the killed worker had not published, once each');
+
+# --- 3. the relaying worker killed with all of a room's members here -------
+#
+# b1 sends while A has no relaying worker (killed, respawned, taking the
+# relay over, subscribing again); c1, A's only member of the room, was on
+# the killed worker and comes back with "since": what B sent meanwhile
+# reaches it once, or (no PostgreSQL here, and A did not follow a room
+# without members) its history reply says complete:false, never true with
+# something missing.
+
+my $owner3 = relay_owner($A, 0);
+my $c1 = { user => 'c1', name => 'c1', inbox => [], all => [] };
+$c1->{ws} = eval { conn($A, 'c1', pid => $owner3) };
+ok($c1->{ws} && join_room($c1, 'k'), "c1 on the relaying worker $owner3, in k");
+ok(join_room($b1, 'k'), 'b1 joined k');
+ok(poll(5, sub { my @r = $redis->cli('PUBSUB', 'NUMSUB', "chat:0:$ZONE:r:k"); ($r[1] // 0) == 2 }),
+   'both servers subscribed to k');
+ok(ack_id(send_msg($b1, 'k', 'k-pre', 'k-pre')), 'b1 sent "k-pre"');
+my @pre = collect($c1, sub { $_[0]{type} eq 'message' && $_[0]{content} eq 'k-pre' }, 1, 5);
+ok(@pre, 'c1 got it');
+my $since = $pre[0] ? $pre[0]{id} : '';
+
+ok(kill('KILL', $owner3), 'the relaying worker killed');
+my @k;
+for my $i (0 .. 2) {
+    push @k, ack_id(send_msg($b1, 'k', "kg$i", "kg$i"));
+}
+is(scalar(grep { defined } @k), 3, 'b1 sent 3 messages meanwhile');
+
+my $c2 = client($A, 'c1', name => 'c1 again');
+ok(join_room($c2, 'k', since => $since), 'c1 back, joined k with since');
+my $h = take($c2, sub { $_[0]{type} eq 'history' }, 5);
+my @got = map { $_->{content} } @{ $h ? $h->{messages} : [] };
+push @got, map { $_->{content} } collect($c2, sub { $_[0]{type} eq 'message' && $_[0]{content} =~ /^kg/ }, 3 - @got, 8);
+settle(1, $c2);
+push @got, map { $_->{content} } extract($c2, sub { $_[0]{type} eq 'message' && $_[0]{content} =~ /^kg/ });
+# the room had no member on A while its relay was gone: A did not follow
+# it, so without PostgreSQL its ring cannot know what B sent then; the
+# reply must say so (complete:false), or have it all
+my $ok = join(' ', @got) eq 'kg0 kg1 kg2'
+         || ($h && !$h->{complete} && !grep { $_ !~ /^kg\d$/ } @got);
+my %n;
+$n{$_}++ for @got;
+ok($ok && !grep { $_ > 1 } values %n,
+   'c1 got what b1 sent while A had no relay, or a reply that says it may not have')
+    or diag('got [' . join(' ', @got) . '], complete: '
+            . ($h ? ($h->{complete} ? 'true' : 'false') : 'none'));
