@@ -33,6 +33,8 @@
  *   j ROOM              "local" joins ROOM (chat_history 5)
  *   l ROOM              "local" leaves ROOM
  *   d / u               the subscriber connection goes down / comes up
+ *   t [N]               time passes: (N % 16) seconds (8 without N), the
+ *                       timers due run (heartbeats, servers expired)
  *
  * In PAYLOAD, "\n" stands for a newline and "\\" for a backslash.
  *
@@ -226,6 +228,49 @@ run_events(void)
 }
 
 
+/* time passes, in steps of a second: the timers due run */
+
+static void
+time_passes(ngx_msec_t ms)
+{
+    ngx_msec_t          end;
+    ngx_event_t        *ev;
+    ngx_rbtree_node_t  *node, *root, *sentinel;
+
+    end = ngx_current_msec + ms;
+
+    while (ngx_current_msec < end) {
+        ngx_current_msec += ngx_min(1000, end - ngx_current_msec);
+        ((ngx_time_t *) ngx_cached_time)->sec =
+                               1700000000 + (ngx_current_msec - 1000000) / 1000;
+
+        for ( ;; ) {
+            root = ngx_event_timer_rbtree.root;
+            sentinel = ngx_event_timer_rbtree.sentinel;
+
+            if (root == sentinel) {
+                break;
+            }
+
+            node = ngx_rbtree_min(root, sentinel);
+
+            if ((ngx_msec_int_t) (node->key - ngx_current_msec) > 0) {
+                break;
+            }
+
+            ev = ngx_rbtree_data(node, ngx_event_t, timer);
+
+            ngx_rbtree_delete(&ngx_event_timer_rbtree, &ev->timer);
+            ev->timer_set = 0;
+            ev->timedout = 1;
+            ev->handler(ev);
+        }
+
+        run_events();
+    }
+}
+
+
 /* checks */
 
 static ngx_uint_t
@@ -288,9 +333,19 @@ check_message(ngx_str_t *room, ngx_str_t *id, ngx_str_t *json)
 
 
 typedef struct {
-    ngx_uint_t   rooms;
-    ngx_uint_t   messages;   /* in all rings */
-    uint64_t     invalid;
+    u_char       name[NGX_CHAT_MAX_ROOM_NAME];
+    size_t       len;
+    ngx_uint_t   messages;
+    ngx_uint_t   users;
+} fsnap_room_t;
+
+
+typedef struct {
+    ngx_uint_t     rooms;
+    ngx_uint_t     messages;   /* in all rings */
+    uint64_t       invalid;
+    fsnap_room_t   room[MAX_ROOMS];
+    ngx_uint_t     nroom;
 } fsnap_t;
 
 
@@ -353,6 +408,16 @@ check_zone(fsnap_t *snap)
         }
 
         snap->messages += ring->n;
+
+        if (snap->nroom < MAX_ROOMS && names[i].len <= NGX_CHAT_MAX_ROOM_NAME)
+        {
+            ngx_memcpy(snap->room[snap->nroom].name, names[i].data,
+                       names[i].len);
+            snap->room[snap->nroom].len = names[i].len;
+            snap->room[snap->nroom].messages = ring->n;
+            snap->room[snap->nroom].users = 0;
+        }
+
         ngx_free(ring);
 
         a = ngx_chat_shm_users(&fctx, &names[i], 0, pool);
@@ -364,6 +429,11 @@ check_zone(fsnap_t *snap)
             ASSERT(text_ok((char *) users[k].data, users[k].len,
                            NGX_CHAT_MAX_USER));
         }
+
+        if (snap->nroom < MAX_ROOMS && names[i].len <= NGX_CHAT_MAX_ROOM_NAME)
+        {
+            snap->room[snap->nroom++].users = a->nelts;
+        }
     }
 
     ngx_destroy_pool(pool);
@@ -374,6 +444,23 @@ check_zone(fsnap_t *snap)
 
 
 /* a line */
+
+static fsnap_room_t *
+snap_room(fsnap_t *snap, u_char *name, size_t len)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < snap->nroom; i++) {
+        if (snap->room[i].len == len
+            && ngx_memcmp(snap->room[i].name, name, len) == 0)
+        {
+            return &snap->room[i];
+        }
+    }
+
+    return NULL;
+}
+
 
 static size_t
 unescape(u_char *dst, u_char *src, size_t len)
@@ -442,17 +529,32 @@ join(ngx_str_t *room, ngx_uint_t keep)
 }
 
 
+/* a payload of this server's own: "0000000000000000 " (its id is 0) */
+
+static ngx_uint_t
+own(u_char *payload, size_t len)
+{
+    static u_char  sid[] = "0000000000000000 ";
+
+    return len >= sizeof(sid) - 1
+           && ngx_memcmp(payload, sid, sizeof(sid) - 1) == 0;
+}
+
+
 static void
 line(u_char *p, size_t len)
 {
-    u_char      *tab, prefix[300];
-    size_t       plen;
-    fsnap_t      before, after;
-    ngx_str_t    room;
-    ngx_uint_t   room_line;
+    u_char        *tab, *payload, prefix[300];
+    size_t         plen;
+    fsnap_t        before, after;
+    ngx_str_t      room;
+    ngx_uint_t     i, room_line;
+    fsnap_room_t  *b, *a;
 
     check_zone(&before);
     room_line = 0;
+    payload = NULL;
+    ngx_str_null(&room);
 
     switch (p[0]) {
 
@@ -475,13 +577,16 @@ line(u_char *p, size_t len)
         }
 
         ngx_memcpy(prefix + plen, p + 1, room.len);
+        room.data = p + 1;
         room_line = 1;
+        payload = tab + 1;
 
         deliver(prefix, plen + room.len, tab + 1, len - (tab + 1 - p));
         break;
 
     case 'c':
         if (fcontrol_len) {
+            payload = p + 1;
             deliver(fcontrol, fcontrol_len, p + 1, len - 1);
         }
 
@@ -490,6 +595,21 @@ line(u_char *p, size_t len)
     case 'x':
         tab = memchr(p + 1, '\t', len - 1);
         if (tab) {
+            payload = tab + 1;
+
+            /* a channel of a room: the room's messages may change */
+
+            plen = fcontrol_len - 7;
+
+            if (fcontrol_len && (size_t) (tab - (p + 1)) > plen + 2
+                && ngx_memcmp(p + 1, fcontrol, plen) == 0
+                && p[1 + plen] == 'r' && p[2 + plen] == ':')
+            {
+                room.data = p + 1 + plen + 2;
+                room.len = tab - room.data;
+                room_line = 1;
+            }
+
             deliver(p + 1, tab - (p + 1), tab + 1, len - (tab + 1 - p));
         }
 
@@ -513,6 +633,10 @@ line(u_char *p, size_t len)
             ngx_chat_shm_leave(&fctx, &room, &fuser);
         }
 
+        break;
+
+    case 't':
+        time_passes(len > 1 ? (ngx_msec_t) (p[1] % 16) * 1000 : 8000);
         break;
 
     case 'd':
@@ -550,7 +674,31 @@ line(u_char *p, size_t len)
         ASSERT(after.messages == before.messages
                || after.invalid == before.invalid);
 
-        (void) room_line;
+        for (i = 0; i < before.nroom; i++) {
+            b = &before.room[i];
+            a = snap_room(&after, b->name, b->len);
+
+            if (a == NULL) {
+                continue;
+            }
+
+            /* a message only to the room of the channel */
+
+            if (a->messages > b->messages) {
+                ASSERT(room_line && room.len == b->len
+                       && ngx_memcmp(room.data, b->name, b->len) == 0);
+            }
+
+            /* our own payloads change nothing */
+
+            if (payload && own(payload, len - (payload - p))) {
+                ASSERT(a->messages == b->messages && a->users == b->users);
+            }
+        }
+
+        if (payload && own(payload, len - (payload - p))) {
+            ASSERT(after.invalid == before.invalid);
+        }
     }
 }
 
