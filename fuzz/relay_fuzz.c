@@ -530,14 +530,17 @@ join(ngx_str_t *room, ngx_uint_t keep)
 }
 
 
-/* a payload of this server's own: "0000000000000000 " (its id is 0) */
+/*
+ * a payload of this server's own: "0000000000000000 K..." (its id is 0;
+ * without a kind letter it is not a payload at all, and may be counted)
+ */
 
 static ngx_uint_t
 own(u_char *payload, size_t len)
 {
     static u_char  sid[] = "0000000000000000 ";
 
-    return len >= sizeof(sid) - 1
+    return len >= sizeof(sid)
            && ngx_memcmp(payload, sid, sizeof(sid) - 1) == 0;
 }
 
