@@ -30,6 +30,7 @@
  *                       servers channel, then ROOM)
  *   c PAYLOAD           a payload on the servers channel
  *   x CHANNEL \t PAYLOAD  a payload on any channel
+ *   p ROOM \t CONTENT    "local" posts CONTENT in ROOM (relayed out)
  *   j ROOM              "local" joins ROOM (chat_history 5)
  *   l ROOM              "local" leaves ROOM
  *   d / u               the subscriber connection goes down / comes up
@@ -615,6 +616,42 @@ line(u_char *p, size_t len)
             }
 
             deliver(p + 1, tab - (p + 1), tab + 1, len - (tab + 1 - p));
+        }
+
+        break;
+
+    case 'p':
+        tab = memchr(p + 1, '\t', len - 1);
+        if (tab == NULL) {
+            break;
+        }
+
+        room.data = p + 1;
+        room.len = tab - (p + 1);
+
+        {
+            u_char      idbuf[NGX_CHAT_ID_LEN];
+            uint64_t    ts;
+            ngx_str_t   content, id;
+            ngx_msec_t  retry;
+
+            id.data = idbuf;
+            id.len = 0;
+
+            content.data = tab + 1;
+            content.len = len - (tab + 1 - p);
+
+            /* what the protocol layer lets through */
+
+            if (!text_ok((char *) room.data, room.len, NGX_CHAT_MAX_ROOM_NAME)
+                || !text_ok((char *) content.data, content.len,
+                            fctx.max_message))
+            {
+                break;
+            }
+
+            (void) ngx_chat_shm_post(&fctx, &room, NULL, &fuser, &content,
+                                     0, 0, &id, &ts, &retry, &flog);
         }
 
         break;
