@@ -15,7 +15,9 @@
  * ngx_chat_relay_init_process() claims the zone, and the harness plays
  * ngx_chat_redis.c (create, command, is_up, destroy): it keeps the
  * handlers the relay gives, says both connections are up, records the
- * channels the relay subscribes to and takes every PUBLISH.  So the
+ * channels the relay subscribes to and takes every PUBLISH, which comes
+ * back to the subscriber (as Redis sends a server its own payloads); a
+ * connection the relay makes again comes up when time passes.  So the
  * harness does not depend on the relay's internals nor on the payload
  * kinds it knows (new ones are just more input).
  *
@@ -34,6 +36,8 @@
  *   j ROOM              "local" joins ROOM (chat_history 5)
  *   l ROOM              "local" leaves ROOM
  *   d / u               the subscriber connection goes down / comes up
+ *   s                   what is published stops / starts coming back (a
+ *                       subscriber connection dead without being closed)
  *   t [N]               time passes: (N % 16) seconds (8 without N), the
  *                       timers due run (heartbeats, servers expired)
  *
@@ -79,13 +83,27 @@ sig_atomic_t  ngx_terminate;
 ngx_uint_t    ngx_exiting;
 
 
+#define MAX_REDIS     16
+#define MAX_ECHO      64
+
+
 /* the harness's Redis connections */
 struct ngx_chat_redis_s {
     ngx_chat_redis_state_pt     state;
     ngx_chat_redis_message_pt   message;
     void                       *data;
     ngx_uint_t                  up;
+    ngx_uint_t                  destroyed;
 };
+
+
+/* what was published, to come back to the subscriber as Redis would */
+typedef struct {
+    u_char                     *channel;
+    size_t                      channel_len;
+    u_char                     *payload;
+    size_t                      payload_len;
+} fecho_t;
 
 
 static ngx_log_t               flog;
@@ -98,9 +116,12 @@ static ngx_chat_main_conf_t    fcmcf;
 static ngx_chat_redis_conf_t   fconf;
 static ngx_connection_t       *fnotify;
 
-static ngx_chat_redis_t        fredis[2];
+static ngx_chat_redis_t        fredis[MAX_REDIS];
 static ngx_uint_t              nfredis;
 static ngx_chat_redis_t       *fsub;
+static fecho_t                 fecho[MAX_ECHO];
+static ngx_uint_t              nfecho;
+static ngx_uint_t              fmute;    /* echoes are lost */
 
 static u_char                  fcontrol[256];
 static size_t                  fcontrol_len;
@@ -119,15 +140,19 @@ ngx_chat_redis_create(ngx_chat_redis_conf_t *conf, ngx_log_t *log,
 {
     ngx_chat_redis_t  *rc;
 
-    ASSERT(nfredis < 2);
+    if (nfredis == MAX_REDIS) {
+        return NULL;
+    }
 
     rc = &fredis[nfredis++];
     rc->state = state;
     rc->message = message;
     rc->data = data;
     rc->up = 0;
+    rc->destroyed = 0;
 
     if (message) {
+        ASSERT(fsub == NULL);
         fsub = rc;
     }
 
@@ -141,7 +166,7 @@ ngx_chat_redis_command(ngx_chat_redis_t *rc, ngx_chat_redis_reply_pt handler,
 {
     size_t  len;
 
-    ASSERT(rc >= fredis && rc < fredis + nfredis);
+    ASSERT(rc >= fredis && rc < fredis + nfredis && !rc->destroyed);
     ASSERT(argc >= 1);
 
     if (!rc->up) {
@@ -170,6 +195,18 @@ ngx_chat_redis_command(ngx_chat_redis_t *rc, ngx_chat_redis_reply_pt handler,
                                     (u_char *) "PUBLISH", 7) == 0)
     {
         fpublished++;
+
+        if (argc == 3 && nfecho < MAX_ECHO) {
+            fecho_t  *e = &fecho[nfecho++];
+
+            e->channel_len = argvlen ? argvlen[1] : ngx_strlen(argv[1]);
+            e->payload_len = argvlen ? argvlen[2] : ngx_strlen(argv[2]);
+            e->channel = malloc(e->channel_len + 1);
+            e->payload = malloc(e->payload_len + 1);
+            ASSERT(e->channel != NULL && e->payload != NULL);
+            ngx_memcpy(e->channel, argv[1], e->channel_len);
+            ngx_memcpy(e->payload, argv[2], e->payload_len);
+        }
     }
 
     /* handlers are never called from inside: none is ever called here */
@@ -188,8 +225,13 @@ ngx_chat_redis_is_up(ngx_chat_redis_t *rc)
 void
 ngx_chat_redis_destroy(ngx_chat_redis_t *rc)
 {
-    ASSERT(rc >= fredis && rc < fredis + nfredis);
+    ASSERT(rc >= fredis && rc < fredis + nfredis && !rc->destroyed);
     rc->up = 0;
+    rc->destroyed = 1;
+
+    if (rc == fsub) {
+        fsub = NULL;
+    }
 }
 
 
@@ -213,8 +255,27 @@ redis_state(ngx_chat_redis_t *rc, ngx_uint_t up)
 static void
 run_events(void)
 {
+    ngx_uint_t    i;
     ngx_event_t  *ev;
     ngx_queue_t  *q;
+    ngx_str_t     ch, pl;
+
+    /* what this server published comes back to it, once */
+
+    for (i = 0; i < nfecho; i++) {
+        if (fsub && fsub->up && fsub->message && !fmute) {
+            ch.data = fecho[i].channel;
+            ch.len = fecho[i].channel_len;
+            pl.data = fecho[i].payload;
+            pl.len = fecho[i].payload_len;
+            fsub->message(fsub, &ch, &pl, fsub->data);
+        }
+
+        free(fecho[i].channel);
+        free(fecho[i].payload);
+    }
+
+    nfecho = 0;
 
     if (fnotify && fnotify->read->handler) {
         fnotify->read->ready = 1;
@@ -235,6 +296,7 @@ run_events(void)
 static void
 time_passes(ngx_msec_t ms)
 {
+    ngx_uint_t          i;
     ngx_msec_t          end;
     ngx_event_t        *ev;
     ngx_rbtree_node_t  *node, *root, *sentinel;
@@ -266,6 +328,14 @@ time_passes(ngx_msec_t ms)
             ev->timer_set = 0;
             ev->timedout = 1;
             ev->handler(ev);
+        }
+
+        /* connections made since come up */
+
+        for (i = 0; i < nfredis; i++) {
+            if (!fredis[i].destroyed) {
+                redis_state(&fredis[i], 1);
+            }
         }
 
         run_events();
@@ -680,6 +750,10 @@ line(u_char *p, size_t len)
         time_passes(len > 1 ? (ngx_msec_t) (p[1] % 16) * 1000 : 8000);
         break;
 
+    case 's':
+        fmute = !fmute;
+        break;
+
     case 'd':
         if (fsub) {
             redis_state(fsub, 0);
@@ -816,6 +890,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_fuzz_fail_alloc(0);
 
     nfredis = 0;
+    nfecho = 0;
+    fmute = 0;
     fsub = NULL;
     fcontrol_len = 0;
     fpublished = 0;
@@ -876,6 +952,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* the worker exits */
 
     ngx_chat_relay_exit_process(&fcycle);
+
+    for (i = 0; i < nfecho; i++) {
+        free(fecho[i].channel);
+        free(fecho[i].payload);
+    }
+
+    nfecho = 0;
 
     if (ngx_chat_fanout_get(&fctx)) {
         ngx_fuzz_fail_alloc(0);
