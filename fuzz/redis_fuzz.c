@@ -20,15 +20,19 @@
  * (the handshake), then the rest is operations, each an op byte and a
  * length byte N followed by N bytes of data:
  *
- *   op % 5 == 0   the server sends the N bytes (in recv() chunks of
- *                 (op / 5) % 7 * 3 + 1 bytes)
- *   op % 5 == 1   a command is queued, by the first data byte: SUBSCRIBE,
+ *   op % 7 == 0   the server sends the N bytes (in recv() chunks of
+ *                 (op / 7) % 7 * 3 + 1 bytes)
+ *   op % 7 == 1   a command is queued, by the first data byte: SUBSCRIBE,
  *                 PSUBSCRIBE, UNSUBSCRIBE, PUNSUBSCRIBE (each with the
  *                 other bytes as channels, split at ','; none: all),
  *                 PUBLISH, PING, GET
- *   op % 5 == 2   the command timeout passes
- *   op % 5 == 3   the reconnect timer fires (when set)
- *   op % 5 == 4   the connection is destroyed (then the input ends)
+ *   op % 7 == 2   the command timeout passes
+ *   op % 7 == 3   the reconnect timer fires (when set)
+ *   op % 7 == 4   the connection is destroyed (then the input ends)
+ *   op % 7 == 5   the server closes the connection (recv() returns 0)
+ *   op % 7 == 6   the server stops reading (send() says EAGAIN: what is
+ *                 queued piles up in the output buffer) or, stopped,
+ *                 reads again (the write event runs)
  *
  * Every reply a handler gets is read whole, every channel and payload the
  * message handler gets too (ASan sees any overread); libFuzzer's
@@ -88,6 +92,8 @@ static size_t              fchunks_len;
 static ngx_uint_t          fconnects;
 static ngx_uint_t          fstate_up;
 static ngx_uint_t          fsum;
+static ngx_uint_t          fclosed;        /* recv() returns 0 */
+static ngx_uint_t          fstalled;    /* send() returns NGX_AGAIN */
 
 /* model */
 static fitem_t             fexpect[MAX_ITEMS];
@@ -102,6 +108,11 @@ static ssize_t
 fuzz_recv(ngx_connection_t *c, u_char *buf, size_t size)
 {
     size_t  n;
+
+    if (fclosed) {
+        fclosed = 0;
+        return 0;
+    }
 
     if (fin_len == 0) {
         c->read->ready = 0;
@@ -127,6 +138,19 @@ fuzz_recv(ngx_connection_t *c, u_char *buf, size_t size)
 static ssize_t
 fuzz_send(ngx_connection_t *c, u_char *buf, size_t size)
 {
+    size_t  i;
+
+    if (fstalled) {
+        c->write->ready = 0;
+        return NGX_AGAIN;
+    }
+
+    /* what is sent is read whole */
+
+    for (i = 0; i < size; i++) {
+        fsum += buf[i];
+    }
+
     return size;
 }
 
@@ -480,6 +504,9 @@ raw(const u_char *data, size_t size)
     u_char      op, *copy;
     size_t      n;
 
+    fclosed = 0;
+    fstalled = 0;
+
     start(data[0] & 1, data[0] & 2);
     data++;
     size--;
@@ -498,10 +525,10 @@ raw(const u_char *data, size_t size)
         data += n;
         size -= n;
 
-        switch (op % 5) {
+        switch (op % 7) {
 
         case 0:
-            server_sends(copy, n, (op / 5) % 7 * 3 + 1);
+            server_sends(copy, n, (op / 7) % 7 * 3 + 1);
             break;
 
         case 1:
@@ -516,10 +543,31 @@ raw(const u_char *data, size_t size)
             fire_reconnect();
             break;
 
-        default:
+        case 4:
             ngx_chat_redis_destroy(frc);
             frc = NULL;
             fc = NULL;
+            break;
+
+        case 5:
+            if (fc) {
+                fclosed = 1;
+                fc->read->ready = 1;
+                fc->read->handler(fc->read);
+                run_posted();
+                fclosed = 0;
+            }
+
+            break;
+
+        default:
+            fstalled = !fstalled;
+
+            if (!fstalled && fc) {
+                fc->write->ready = 1;
+                fc->write->handler(fc->write);
+                run_posted();
+            }
         }
 
         free(copy);
@@ -838,6 +886,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     ngx_current_msec = 1000000;
     ngx_fuzz_fail_alloc(0);
+    fclosed = 0;
+    fstalled = 0;
 
     if (data[0] & 0x80) {
         model(data, size);
