@@ -7,8 +7,10 @@
 #                        default ../shared/test-nginx/lib; empty: the
 #                        installed one, e.g. from CPAN)
 #   make test-asan       the same suite with an ASan+UBSan build
-#   make check           unit tests, the suite, then the suite under ASan
+#   make check           unit tests, the suite, the suite under ASan, then
+#                        every fuzz target once on its seeds
 #   make fuzz            run the libFuzzer targets
+#   make fuzz-replay     every fuzz target once on its seeds (regressions)
 #   make deps            install every Debian package needed (idempotent)
 #   make deb             the Debian package libnginx-mod-http-chat, in
 #                        build/deb/ (dpkg-buildpackage on a copy of the tree)
@@ -42,8 +44,8 @@ ASAN_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
              -fno-sanitize-recover=undefined -fPIC
 ASAN_LD    = -fsanitize=address,undefined -fPIC
 
-.PHONY: deb deb-check all deps test test-real test-asan asan fuzz unit bench \
-        clean run check chaos
+.PHONY: deb deb-check all deps test test-real test-asan asan fuzz fuzz-replay \
+        unit bench clean run check chaos
 
 all: $(MODULE)
 
@@ -111,10 +113,13 @@ test-asan: $(ASAN_MODULE)
 	    prove -I t/runner -I t/lib -r t/
 	./scripts/asan-check.sh $(BUILD)/asan-logs
 
-check: unit test test-asan
+check: unit test test-asan fuzz-replay
 
 fuzz:
 	$(MAKE) -C fuzz run
+
+fuzz-replay:
+	$(MAKE) -C fuzz replay
 
 run: $(MODULE)
 	./scripts/run-demo.sh

@@ -170,7 +170,20 @@ ngx_create_pool(size_t size, ngx_log_t *log)
 void
 ngx_destroy_pool(ngx_pool_t *pool)
 {
-    ngx_pool_large_t  *l, *next;
+    ngx_pool_large_t    *l, *next;
+    ngx_pool_cleanup_t  *c, *cnext;
+
+    /* cleanups first, newest first, as nginx runs them */
+
+    for (c = pool->cleanup; c; c = cnext) {
+        cnext = c->next;
+
+        if (c->handler) {
+            c->handler(c->data);
+        }
+
+        free(c);
+    }
 
     for (l = pool->large; l; l = next) {
         next = l->next;
@@ -179,6 +192,26 @@ ngx_destroy_pool(ngx_pool_t *pool)
     }
 
     free(pool);
+}
+
+
+/* size bytes of data follow the cleanup, freed with it */
+
+ngx_pool_cleanup_t *
+ngx_pool_cleanup_add(ngx_pool_t *p, size_t size)
+{
+    ngx_pool_cleanup_t  *c;
+
+    c = calloc(1, sizeof(ngx_pool_cleanup_t) + size);
+    if (c == NULL) {
+        return NULL;
+    }
+
+    c->data = size ? (void *) (c + 1) : NULL;
+    c->next = p->cleanup;
+    p->cleanup = c;
+
+    return c;
 }
 
 

@@ -440,6 +440,8 @@ ngx_chat_fanout_exit_process(ngx_cycle_t *cycle)
 
     ngx_chat_fanout_zones.nelts = 0;
 
+    ngx_chat_shm_exit_process();
+
     if (ngx_chat_fanout_rest.timer_set) {
         ngx_del_timer(&ngx_chat_fanout_rest);
     }

@@ -42,6 +42,15 @@
 #define NGX_CHAT_REDIS_FREE_MAX          64
 #define NGX_CHAT_REDIS_DETAIL_MAX        200
 
+/*
+ * The most elements an array reply may have.  hiredis 0.14 (Debian 12)
+ * allocates an array for as many elements as the reply's header claims,
+ * before any of them arrived: "*2147483647\r\n" from whatever answers on
+ * the socket was a 16 GB calloc() in the worker.  Pub/sub pushes and
+ * confirmations have 3 or 4; no command of ours gets more than this.
+ */
+#define NGX_CHAT_REDIS_ELEMENTS_MAX      65536
+
 #define NGX_CHAT_REDIS_CONNECTING        0
 #define NGX_CHAT_REDIS_UP                1
 #define NGX_CHAT_REDIS_DOWN              2
@@ -144,6 +153,18 @@ static void ngx_chat_redis_fail_pending(ngx_chat_redis_t *rc);
 static void ngx_chat_redis_leave(ngx_chat_redis_t *rc);
 static void ngx_chat_redis_free(ngx_chat_redis_t *rc);
 static void ngx_chat_redis_reader_cleanup(void *data);
+static redisReader *ngx_chat_redis_reader_create(void);
+#if (HIREDIS_MAJOR >= 1)
+static void *ngx_chat_redis_create_array(const redisReadTask *task,
+    size_t elements);
+#else
+static void *ngx_chat_redis_create_array(const redisReadTask *task,
+    int elements);
+#endif
+
+
+static redisReplyObjectFunctions   ngx_chat_redis_functions;
+static redisReplyObjectFunctions  *ngx_chat_redis_default;
 
 
 ngx_chat_redis_t *
@@ -503,7 +524,7 @@ ngx_chat_redis_connect(ngx_chat_redis_t *rc)
         goto failed;
     }
 
-    rc->reader = redisReaderCreate();
+    rc->reader = ngx_chat_redis_reader_create();
     if (rc->reader == NULL) {
         goto failed;
     }
@@ -1344,3 +1365,58 @@ ngx_chat_redis_reader_cleanup(void *data)
 
     redisReaderFree(reader);
 }
+
+
+/* hiredis's reader, with arrays bounded (NGX_CHAT_REDIS_ELEMENTS_MAX) */
+
+static redisReader *
+ngx_chat_redis_reader_create(void)
+{
+    redisReader  *reader;
+
+    reader = redisReaderCreate();
+    if (reader == NULL) {
+        return NULL;
+    }
+
+    if (ngx_chat_redis_default == NULL) {
+        ngx_chat_redis_default = reader->fn;
+        ngx_chat_redis_functions = *reader->fn;
+        ngx_chat_redis_functions.createArray = ngx_chat_redis_create_array;
+    }
+
+    reader->fn = &ngx_chat_redis_functions;
+
+    return reader;
+}
+
+
+/* NULL: the reader fails with "Out of memory", the connection with it */
+
+#if (HIREDIS_MAJOR >= 1)
+
+static void *
+ngx_chat_redis_create_array(const redisReadTask *task, size_t elements)
+{
+    if (elements > NGX_CHAT_REDIS_ELEMENTS_MAX) {
+        return NULL;
+    }
+
+    return ngx_chat_redis_default->createArray(task, elements);
+}
+
+#else
+
+static void *
+ngx_chat_redis_create_array(const redisReadTask *task, int elements)
+{
+    /* -1, a nil array, is createNil's; hiredis 0.14 lets any other pass */
+
+    if (elements < 0 || elements > NGX_CHAT_REDIS_ELEMENTS_MAX) {
+        return NULL;
+    }
+
+    return ngx_chat_redis_default->createArray(task, elements);
+}
+
+#endif

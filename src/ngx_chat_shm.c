@@ -183,6 +183,17 @@ ngx_chat_shm_scratch(size_t size)
 }
 
 
+void
+ngx_chat_shm_exit_process(void)
+{
+    if (ngx_chat_shm_scratch_buf) {
+        ngx_free(ngx_chat_shm_scratch_buf);
+        ngx_chat_shm_scratch_buf = NULL;
+        ngx_chat_shm_scratch_size = 0;
+    }
+}
+
+
 /*
  * Allocation with eviction: rooms kept only for their history go first,
  * then users kept only for their rate buckets (so that a user who

@@ -187,6 +187,10 @@ ngx_int_t ngx_chat_shm_worker_attach(ngx_chat_shm_ctx_t *ctx,
 /* pid is or was a worker of the zone's slots; read without the lock */
 ngx_uint_t ngx_chat_shm_worker_known(ngx_chat_shm_ctx_t *ctx, ngx_pid_t pid);
 void ngx_chat_shm_worker_detach(ngx_chat_shm_ctx_t *ctx);
+
+/* frees the process's own buffers (after every zone is detached) */
+void ngx_chat_shm_exit_process(void);
+
 /* removes what dead workers left; returns how many were reaped */
 ngx_uint_t ngx_chat_shm_reap(ngx_chat_shm_ctx_t *ctx, ngx_log_t *log);
 

@@ -248,6 +248,24 @@ my @fill = map {
     IO::Socket::INET->new(PeerAddr => "127.0.0.1:$fport", Blocking => 0)
 } 1 .. 4;
 
+# answers every command with an array header claiming 100,000,000
+# elements (hiredis 0.14 would allocate 800 MB for it before any arrived)
+my $lport = free_port();
+my $liar = spawn('liar', $^X, '-MIO::Socket::INET', '-e', <<'PERL', $lport);
+my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1',
+    LocalPort => $ARGV[0], Listen => 16, ReuseAddr => 1) or die "$!";
+my @keep;
+while (my $c = $l->accept) {
+    my $buf;
+    $c->sysread($buf, 4096);
+    $c->syswrite("*100000000\r\n");
+    push @keep, $c;
+}
+PERL
+wait_for(sub {
+    IO::Socket::INET->new(PeerAddr => "127.0.0.1:$lport", Timeout => 1)
+}, 10) or BAIL_OUT('the fake Redis did not start');
+
 mkdir "$dir/logs";
 
 open my $cf, '>', "$dir/nginx.conf" or die;
@@ -295,6 +313,10 @@ http {
 
         location /hang {
             redis_probe redis://127.0.0.1:$hport command_timeout=500ms;
+        }
+
+        location /liar {
+            redis_probe redis://127.0.0.1:$lport command_timeout=3s;
         }
 
         location /ctimeout {
@@ -505,6 +527,25 @@ like(get('/psub?info=1'), qr/^ups=1 downs=0 subscribed=1 /, 'psubscribed');
 
 
 ###############################################################################
+# a reply claiming more elements than any reply of ours has fails the
+# connection at once, allocating nothing for them (the old code allocated
+# 800 MB and waited for the elements until the command timeout)
+
+{
+    wait_for(sub { get('/liar?state=1') eq "up\n" }, 5);
+
+    my $t = time;
+    my ($status, $body) = http('/liar' . rq('PING'));
+    my $took = time - $t;
+
+    is("$status $body", "502 failed\n", 'array of 100,000,000: failed');
+    ok($took < 1.5, "at once, not by the command timeout (${took}s)");
+    is(log_count(qr/"redis:\/\/127\.0\.0\.1:$lport" is down, reconnecting in \d+ms: protocol error: Out of memory/),
+       1, 'protocol error logged');
+}
+
+
+###############################################################################
 # Redis goes away: "down" at once, one line per connection, quiet retries
 
 {
@@ -591,5 +632,6 @@ like(get('/psub?info=1'), qr/^ups=1 downs=0 subscribed=1 /, 'psubscribed');
 
 stop($redis, 'TERM');
 stop($redis_auth, 'TERM');
+stop($liar, 'TERM');
 
 done_testing();
