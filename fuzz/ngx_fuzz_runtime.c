@@ -1604,16 +1604,6 @@ ngx_decode_base64url(ngx_str_t *dst, ngx_str_t *src)
 }
 
 
-/* only a chat_jwt handshake hooks a cleanup, and no harness has one */
-
-ngx_pool_cleanup_t *
-ngx_pool_cleanup_add(ngx_pool_t *p, size_t size)
-{
-    ngx_fuzz_unreachable("ngx_pool_cleanup_add");
-    return NULL;
-}
-
-
 /*
  * HTTP: a request whose user is a constant (no variables), without a body,
  * freed as nginx frees it (the request lives in its own pool, the

@@ -442,7 +442,7 @@ ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from,
      */
 
     p = handover->data;
-    last = p + handover->len;
+    last = handover->len ? p + handover->len : p;
 
     while (last - p >= (ssize_t) sizeof(len)) {
         ngx_memcpy(len, p, sizeof(len));
