@@ -88,13 +88,27 @@ ngx_uint_t    ngx_exiting;
 
 
 /* the harness's Redis connections */
+#define MAX_PENDING  16384
+
+/* a command's reply handler, called at the next turn (or NULL on failure) */
+typedef struct {
+    ngx_chat_redis_reply_pt     handler;
+    void                       *data;
+} fpending_t;
+
+
 struct ngx_chat_redis_s {
     ngx_chat_redis_state_pt     state;
     ngx_chat_redis_message_pt   message;
     void                       *data;
     ngx_uint_t                  up;
     ngx_uint_t                  destroyed;
+    fpending_t                 *pending;
+    ngx_uint_t                  npending;
 };
+
+
+static void redis_replies(ngx_chat_redis_t *rc, redisReply *reply);
 
 
 /* what was published, to come back to the subscriber as Redis would */
@@ -145,6 +159,9 @@ ngx_chat_redis_create(ngx_chat_redis_conf_t *conf, ngx_log_t *log,
     }
 
     rc = &fredis[nfredis++];
+    rc->pending = malloc(MAX_PENDING * sizeof(fpending_t));
+    ASSERT(rc->pending != NULL);
+    rc->npending = 0;
     rc->state = state;
     rc->message = message;
     rc->data = data;
@@ -209,7 +226,14 @@ ngx_chat_redis_command(ngx_chat_redis_t *rc, ngx_chat_redis_reply_pt handler,
         }
     }
 
-    /* handlers are never called from inside: none is ever called here */
+    /* handlers are never called from inside: at the next turn */
+
+    if (handler) {
+        ASSERT(rc->npending < MAX_PENDING);
+        rc->pending[rc->npending].handler = handler;
+        rc->pending[rc->npending].data = data;
+        rc->npending++;
+    }
 
     return NGX_OK;
 }
@@ -232,6 +256,38 @@ ngx_chat_redis_destroy(ngx_chat_redis_t *rc)
     if (rc == fsub) {
         fsub = NULL;
     }
+
+    /* as the client does: pending handlers with NULL, not the state one */
+    redis_replies(rc, NULL);
+    free(rc->pending);
+    rc->pending = NULL;
+}
+
+
+/* what was sent on a connection is answered (OK), or fails (NULL) */
+
+static void
+redis_replies(ngx_chat_redis_t *rc, redisReply *reply)
+{
+    ngx_uint_t   i, n;
+    fpending_t  *p;
+
+    n = rc->npending;
+
+    if (n == 0) {
+        return;
+    }
+
+    p = malloc(n * sizeof(fpending_t));
+    ASSERT(p != NULL);
+    ngx_memcpy(p, rc->pending, n * sizeof(fpending_t));
+    rc->npending = 0;
+
+    for (i = 0; i < n; i++) {
+        p[i].handler(rc, reply, p[i].data);
+    }
+
+    free(p);
 }
 
 
@@ -243,6 +299,11 @@ redis_state(ngx_chat_redis_t *rc, ngx_uint_t up)
     }
 
     rc->up = up;
+
+    if (!up) {
+        /* the connection failed: what was sent is lost */
+        redis_replies(rc, NULL);
+    }
 
     if (rc->state) {
         rc->state(rc, up, rc->data);
@@ -259,6 +320,16 @@ run_events(void)
     ngx_event_t  *ev;
     ngx_queue_t  *q;
     ngx_str_t     ch, pl;
+
+    static redisReply  ok = { .type = REDIS_REPLY_INTEGER, .integer = 1 };
+
+    /* Redis answers what was sent on the connections that are up */
+
+    for (i = 0; i < nfredis; i++) {
+        if (!fredis[i].destroyed && fredis[i].up) {
+            redis_replies(&fredis[i], &ok);
+        }
+    }
 
     /* what this server published comes back to it, once */
 
