@@ -50,14 +50,14 @@ my $t = Test::Chat::Nginx->new(workers => 2, conf => <<'_EOC_');
 worker_shutdown_timeout 1s;
 events { worker_connections 1024; }
 http {
-    chat_zone chat 4m;
+    chat_zone chat 64m;
     server {
         listen 127.0.0.1:%%PORT%% reuseport;
         server_name localhost;
         location = /chat {
             chat chat;
             chat_user $arg_user;
-            chat_history 1000;
+            chat_history 5000;
             chat_request_rate off;
         }
         location = /chat-slow {

@@ -6,9 +6,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { ChatError } from '../index.js';
 import { SKIP, client, opened, until, sleep, uniq, ids, contents,
-         killWorkers, reload } from './helpers.js';
+         killWorkers, reload, workers } from './helpers.js';
 
 test('send resolves with the id of its ack; every member gets the message once', { skip: SKIP }, async () => {
     const room = uniq('acks');
@@ -281,4 +282,64 @@ test('close() ends it: no reconnection, sends refused', { skip: SKIP }, async ()
     await sleep(600);
     assert.equal(a.log.in.length, n, 'no new connection');
     assert.deepEqual(a.log.states.map((x) => x.s), ['connecting', 'open', 'closed']);
+});
+
+test('a burst cut by a worker kill while the sender is busy: unacked sends recognised in the replay or sent again, each message once', { skip: SKIP }, async () => {
+    const room = uniq('burst');
+    const a = client('alice-burst');
+    const b = client('bob-burst');
+    const N = 4000;
+    const pad = ' ' + 'x'.repeat(3000);
+
+    try {
+        await a.join(room);
+        await b.join(room);
+
+        const want = [];
+        const sends = [];
+
+        for (let i = 0; i < N; i++) {
+            want.push('b' + i + pad);
+            sends.push(b.send(room, 'b' + i + pad));
+        }
+
+        /*
+         * bob reads nothing for a second, the workers are killed in the
+         * middle of it (by a child: this process is busy): the worker has
+         * accepted some of the burst, with acks bob will never read, and
+         * not read the rest
+         */
+        spawn('sh', ['-c', 'sleep 0.4; kill -9 ' + workers().join(' ')],
+              { stdio: 'ignore' });
+        const end = Date.now() + 1000;
+        while (Date.now() < end) {
+            /* busy */
+        }
+
+        const acked = await Promise.all(sends);
+
+        assert.equal(new Set(acked).size, N, 'every send resolved with its own id');
+        await until(() => b.log.states.some((x) => x.s === 'reconnecting'),
+                    'bob to see the kill');
+
+        for (const c of [a, b]) {
+            await until(() => ids(c, room).length >= N, `${c.user}: ${N} messages`
+                        + ` (has ${ids(c, room).length}, gaps ${c.log.gaps.length})`,
+                        20000).catch((e) => e);
+            await sleep(300);
+            assert.equal(contents(c, room).length, N, `${c.user}: ${N} messages`);
+            assert.ok(contents(c, room).every((x, i) => x === want[i]),
+                      `${c.user}: each once, in order`);
+            assert.deepEqual(ids(c, room), acked, `${c.user}: the acked ids`);
+        }
+
+        assert.deepEqual(a.log.gaps, [], 'no gap: the room kept them all');
+        const got = b.log.in.filter((f) => f.type === 'ack').length;
+        const resent = b.log.out.filter((f) => f.type === 'send').length - N;
+        console.log(`# ${got} acks received, ${N - got} sends resolved from`
+                    + ` what was seen, ${resent} sent again`);
+    } finally {
+        a.close();
+        b.close();
+    }
 });
