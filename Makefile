@@ -10,6 +10,11 @@
 #   make check           unit tests, the suite, then the suite under ASan
 #   make fuzz            run the libFuzzer targets
 #   make deps            install every Debian package needed (idempotent)
+#   make deb             the Debian package libnginx-mod-http-chat, in
+#                        build/deb/ (dpkg-buildpackage on a copy of the tree)
+#   make deb-check       builds it, installs it with dpkg -i, runs nginx -t
+#                        and one chat message through it, purges it (root;
+#                        changes the system: for CI and throw-away machines)
 
 NGINX_SRC    ?= /usr/share/nginx/src
 NGINX_BIN    ?= /usr/sbin/nginx
@@ -35,7 +40,7 @@ ASAN_FLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
              -fno-sanitize-recover=undefined -fPIC
 ASAN_LD    = -fsanitize=address,undefined -fPIC
 
-.PHONY: all deps test test-real test-asan asan fuzz unit bench clean run check
+.PHONY: deb deb-check all deps test test-real test-asan asan fuzz unit bench clean run check
 
 all: $(MODULE)
 
@@ -113,6 +118,23 @@ run: $(MODULE)
 
 bench:
 	$(MAKE) -C bench
+
+# dpkg-buildpackage writes the .deb beside the source tree: the tree is
+# copied to build/deb/src (what git tracks, plus debian/), so the files
+# land in build/deb/ and the checkout stays clean
+deb:
+	rm -rf $(BUILD)/deb && mkdir -p $(BUILD)/deb/src
+	if git rev-parse --git-dir >/dev/null 2>&1; then \
+	    git ls-files -z | xargs -0 cp --parents -t $(BUILD)/deb/src; \
+	else \
+	    tar -c --exclude=./build --exclude='./t/servroot*' . \
+	        | tar -x -C $(BUILD)/deb/src; \
+	fi
+	cd $(BUILD)/deb/src && dpkg-buildpackage -b -us -uc
+	@ls -1 $(BUILD)/deb/*.deb
+
+deb-check: deb
+	./scripts/deb-check.sh $(BUILD)/deb/libnginx-mod-http-chat_*.deb
 
 clean:
 	rm -rf $(BUILD)

@@ -11,6 +11,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include "ngx_chat.h"
+#include "ngx_chat_jwt.h"
 #include "ngx_chat_redis.h"
 #include "ngx_chat_bus.h"
 #include "ngx_chat_shm.h"
@@ -20,6 +21,7 @@
 #include "ngx_chat_relay.h"
 #include "ngx_chat_status.h"
 #include "ngx_chat_proto.h"
+#include "ngx_chat_api.h"
 
 
 typedef struct {
@@ -38,6 +40,7 @@ static ngx_int_t ngx_chat_postconfiguration(ngx_conf_t *cf);
 static char *ngx_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_chat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_rate(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_chat_redis_prefix_check(ngx_conf_t *cf, void *post,
@@ -47,6 +50,8 @@ static char *ngx_chat_postgres(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_chat_postgres_queue(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_chat_origins(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_chat_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_shm_zone_t *ngx_chat_zone_ref(ngx_conf_t *cf, ngx_str_t *name);
 static ngx_int_t ngx_chat_init_process(ngx_cycle_t *cycle);
@@ -59,6 +64,10 @@ static ngx_conf_num_bounds_t  ngx_chat_history_bounds = {
 
 static ngx_conf_num_bounds_t  ngx_chat_max_rooms_bounds = {
     ngx_conf_check_num_bounds, 1, 100000
+};
+
+static ngx_conf_num_bounds_t  ngx_chat_deflate_level_bounds = {
+    ngx_conf_check_num_bounds, 1, 9
 };
 
 static ngx_conf_post_t  ngx_chat_redis_prefix_post = {
@@ -115,6 +124,20 @@ static ngx_command_t  ngx_chat_commands[] = {
       ngx_http_set_complex_value_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_chat_loc_conf_t, user),
+      NULL },
+
+    { ngx_string("chat_jwt"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, jwt),
+      NULL },
+
+    { ngx_string("chat_jwt_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_chat_jwt_key,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("chat_rate"),
@@ -180,9 +203,37 @@ static ngx_command_t  ngx_chat_commands[] = {
       offsetof(ngx_chat_loc_conf_t, ping_timeout),
       NULL },
 
+    { ngx_string("chat_deflate"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, deflate),
+      NULL },
+
+    { ngx_string("chat_deflate_min_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, deflate_min_size),
+      NULL },
+
+    { ngx_string("chat_deflate_level"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_chat_loc_conf_t, deflate_level),
+      &ngx_chat_deflate_level_bounds },
+
     { ngx_string("chat_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_chat_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("chat_api"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_chat_api,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -285,7 +336,10 @@ ngx_chat_create_loc_conf(ngx_conf_t *cf)
      *
      *     conf->zone = NULL;
      *     conf->status_zone = NULL;
+     *     conf->api_zone = NULL;
      *     conf->user = NULL;
+     *     conf->jwt = NULL;
+     *     conf->jwt_key = NULL;
      *     conf->chat_file = { 0, NULL };
      */
 
@@ -300,6 +354,9 @@ ngx_chat_create_loc_conf(ngx_conf_t *cf)
     conf->send_buffer = NGX_CONF_UNSET_SIZE;
     conf->ping_interval = NGX_CONF_UNSET_MSEC;
     conf->ping_timeout = NGX_CONF_UNSET_MSEC;
+    conf->deflate = NGX_CONF_UNSET;
+    conf->deflate_min_size = NGX_CONF_UNSET_SIZE;
+    conf->deflate_level = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -315,6 +372,14 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     if (conf->user == NULL) {
         conf->user = prev->user;
+    }
+
+    if (conf->jwt == NULL) {
+        conf->jwt = prev->jwt;
+    }
+
+    if (conf->jwt_key == NULL) {
+        conf->jwt_key = prev->jwt_key;
     }
 
     ngx_conf_merge_ptr_value(conf->origins, prev->origins, NULL);
@@ -336,6 +401,10 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               30000);
     ngx_conf_merge_msec_value(conf->ping_timeout, prev->ping_timeout,
                               10000);
+    ngx_conf_merge_value(conf->deflate, prev->deflate, 0);
+    ngx_conf_merge_size_value(conf->deflate_min_size, prev->deflate_min_size,
+                              256);
+    ngx_conf_merge_value(conf->deflate_level, prev->deflate_level, 1);
 
     if (conf->max_message_size == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -348,10 +417,24 @@ ngx_chat_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ctx->max_message = ngx_max(ctx->max_message, conf->max_message_size);
     }
 
-    if (conf->zone && conf->user == NULL) {
+    if (conf->api_zone && conf->api_zone->data) {
+        /* the API publishes messages of this size too */
+        ctx = conf->api_zone->data;
+        ctx->max_message = ngx_max(ctx->max_message, conf->max_message_size);
+    }
+
+    if (conf->zone && conf->user == NULL && conf->jwt == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"chat_user\" is required in a \"chat\" location "
                       "in %V:%ui", &conf->chat_file, conf->chat_line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->zone && conf->jwt && conf->jwt_key == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"chat_jwt\" needs \"chat_jwt_key\" in the "
+                      "\"chat\" location in %V:%ui", &conf->chat_file,
+                      conf->chat_line);
         return NGX_CONF_ERROR;
     }
 
@@ -472,6 +555,37 @@ ngx_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     *p = ctx;
+
+    return NGX_CONF_OK;
+}
+
+
+/* chat_jwt_key FILE [ALG]: read now, so a reload rotates it */
+
+static char *
+ngx_chat_jwt_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_loc_conf_t *lcf = conf;
+
+    ngx_str_t  *value, alg;
+
+    if (lcf->jwt_key) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_str_null(&alg);
+
+    if (cf->args->nelts == 3) {
+        alg = value[2];
+    }
+
+    lcf->jwt_key = ngx_chat_jwt_key_read(cf, &value[1], &alg);
+
+    if (lcf->jwt_key == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }
@@ -668,6 +782,34 @@ ngx_chat_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_chat_status_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* chat_api NAME: the HTTP API for backends on zone NAME */
+
+static char *
+ngx_chat_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_chat_loc_conf_t *lcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (lcf->api_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    lcf->api_zone = ngx_chat_zone_ref(cf, &value[1]);
+    if (lcf->api_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_chat_api_handler;
 
     return NGX_CONF_OK;
 }
@@ -875,4 +1017,5 @@ ngx_chat_exit_process(ngx_cycle_t *cycle)
     ngx_chat_store_exit_process(cycle);
     ngx_chat_relay_exit_process(cycle);
     ngx_chat_fanout_exit_process(cycle);
+    ngx_chat_wire_deflate_done();
 }

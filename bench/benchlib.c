@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "benchlib.h"
 
 
@@ -550,6 +552,71 @@ ws_rx_error(ws_rx_t *rx, const char *what)
 }
 
 
+int  ws_deflate;
+
+
+/* a compressed message: inflated into a buffer of the process (reused) */
+static int
+ws_rx_inflated(ws_rx_t *rx, int op, char *p, size_t n)
+{
+    int              rc;
+    static z_stream  z;
+    static int       init;
+    static char     *out;
+    static size_t    cap;
+    static char      tail[4] = { 0x00, 0x00, (char) 0xff, (char) 0xff };
+    size_t           len;
+    int              piece;
+
+    if (!init) {
+        if (inflateInit2(&z, -15) != Z_OK) {
+            ws_rx_error(rx, "inflateInit2");
+            return 1;
+        }
+        init = 1;
+    } else {
+        inflateReset(&z);
+    }
+
+    if (cap < 65536) {
+        cap = 65536;
+        out = xrealloc(out, cap);
+    }
+
+    len = 0;
+
+    for (piece = 0; piece < 2; piece++) {
+        z.next_in = (Bytef *) (piece ? tail : p);
+        z.avail_in = (uInt) (piece ? 4 : n);
+
+        for ( ;; ) {
+            if (len == cap) {
+                cap *= 2;
+                out = xrealloc(out, cap);
+            }
+            z.next_out = (Bytef *) out + len;
+            z.avail_out = (uInt) (cap - len);
+            rc = inflate(&z, Z_SYNC_FLUSH);
+            len = cap - z.avail_out;
+            if (rc == Z_STREAM_END) {
+                piece = 2;
+                break;
+            }
+            if (rc != Z_OK && rc != Z_BUF_ERROR) {
+                ws_rx_error(rx, "corrupt compressed message");
+                return 1;
+            }
+            if (z.avail_out != 0) {
+                break;
+            }
+        }
+    }
+
+    return op == 0x1 ? rx->h->text(rx->data, out, len)
+                     : rx->h->binary(rx->data, out, len);
+}
+
+
 /* parse complete frames from buf; returns the bytes consumed */
 static size_t
 ws_rx_parse(ws_rx_t *rx, char *buf, size_t len)
@@ -573,7 +640,9 @@ ws_rx_parse(ws_rx_t *rx, char *buf, size_t len)
         plen = b[1] & 0x7f;
         hdr = 2;
 
-        if (b[0] & 0x70) {
+        if ((b[0] & 0x70) && !(ws_deflate && (b[0] & 0x70) == 0x40
+                                && (b[0] & 0x0f) != 0 && (b[0] & 0x08) == 0))
+        {
             ws_rx_error(rx, "rsv bits");
             break;
         }
@@ -647,7 +716,14 @@ ws_rx_parse(ws_rx_t *rx, char *buf, size_t len)
             }
             ws_rx_append(&rx->msg, &rx->mlen, &rx->mcap, (char *) pl, plen,
                          1024);
-            if (fin) {
+            if (fin && rx->msg_z) {
+                rx->in_msg = 0;
+                stop = ws_rx_inflated(rx, rx->msg_op, rx->msg, rx->mlen);
+                rx->mlen = 0;
+                if (stop) {
+                    rx->stopped = 1;
+                }
+            } else if (fin) {
                 rx->in_msg = 0;
                 if (rx->msg_op == 0x1) {
                     stop = rx->h->text(rx->data, rx->msg, rx->mlen);
@@ -675,7 +751,13 @@ ws_rx_parse(ws_rx_t *rx, char *buf, size_t len)
             ws_rx_error(rx, "data frame inside fragmented message");
             break;
         }
-        if (fin) {
+        rx->msg_z = (b[0] & 0x40) ? 1 : 0;
+        if (fin && rx->msg_z) {
+            stop = ws_rx_inflated(rx, op, (char *) pl, plen);
+            if (stop) {
+                rx->stopped = 1;
+            }
+        } else if (fin) {
             if (op == 0x1) {
                 stop = rx->h->text(rx->data, (char *) pl, plen);
             } else {
@@ -912,7 +994,10 @@ ws_request(char *out, size_t cap, const char *target, const char *host,
                  "Connection: Upgrade\r\n"
                  "Sec-WebSocket-Key: %s\r\n"
                  "Sec-WebSocket-Version: 13\r\n"
-                 "\r\n", target, host, key);
+                 "%s"
+                 "\r\n", target, host, key,
+                 ws_deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                              "client_max_window_bits\r\n" : "");
     return n > 0 && (size_t) n < cap ? (size_t) n : 0;
 }
 

@@ -162,7 +162,15 @@ typedef struct {
     uint8_t                 in_msg;
     uint8_t                 msg_op;
     uint8_t                 stopped;
+    uint8_t                 msg_z;      /* the message has RSV1 */
 } ws_rx_t;
+
+/*
+ * permessage-deflate (RFC 7692): when set, ws_request() offers it and the
+ * parser inflates messages with RSV1 (no context takeover: the server's
+ * answer always says so)
+ */
+extern int  ws_deflate;
 
 /* parse newly received bytes (n may be 0 to parse what is buffered) */
 void ws_rx_feed(ws_rx_t *rx, const char *data, size_t n);

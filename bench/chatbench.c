@@ -2017,6 +2017,7 @@ usage(FILE *f)
 "    --drain S              wait for late deliveries after sending (2)\n"
 "    --idle                 open + join, then hold for --duration; no sends\n"
 "    --no-dup               skip duplicate/reorder detection\n"
+"    --deflate              offer permessage-deflate, inflate what comes\n"
 "  measurement and output\n"
 "    --server-pids P,P,...  server processes for CPU/memory\n"
 "    --server-pidfile F,... pidfiles: each process + its children (nginx\n"
@@ -2057,6 +2058,7 @@ parse_args(int argc, char **argv)
         { "size", 1, 0, 'z' },
         { "duration", 1, 0, 'd' }, { "drain", 1, 0, 'D' },
         { "idle", 0, 0, 'I' }, { "no-dup", 0, 0, 'N' },
+        { "deflate", 0, 0, 'E' },
         { "server-pids", 1, 0, 'S' }, { "server-pidfile", 1, 0, 'F' },
         { "json", 0, 0, 'j' }, { "quiet", 0, 0, 'q' },
         { "selftest", 0, 0, 'Z' }, { "help", 0, 0, '?' },
@@ -2140,6 +2142,7 @@ parse_args(int argc, char **argv)
         case 'D': cfg.drain = arg_double("drain", optarg, 0, 1e5); break;
         case 'I': cfg.idle = 1; break;
         case 'N': cfg.no_dup = 1; break;
+        case 'E': ws_deflate = 1; break;
         case 'S': cfg.server_pids = optarg; break;
         case 'F': cfg.server_pidfile = optarg; break;
         case 'j': cfg.json = 1; break;

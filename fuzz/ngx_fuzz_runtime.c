@@ -1511,8 +1511,8 @@ ngx_encode_base64(ngx_str_t *dst, ngx_str_t *src)
 
 /* as nginx's: it stops at the first '=', and fails outside the alphabet */
 
-ngx_int_t
-ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
+static ngx_int_t
+ngx_fuzz_decode_base64(ngx_str_t *dst, ngx_str_t *src, const char *alphabet)
 {
     u_char      *d;
     size_t       len;
@@ -1533,13 +1533,13 @@ ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
     bits = 0;
 
     for (i = 0; i < len; i++) {
-        c = src->data[i] ? strchr(ngx_fuzz_b64, src->data[i]) : NULL;
+        c = src->data[i] ? strchr(alphabet, src->data[i]) : NULL;
 
         if (c == NULL) {
             return NGX_ERROR;
         }
 
-        v = (v << 6) | (uint32_t) (c - ngx_fuzz_b64);
+        v = (v << 6) | (uint32_t) (c - alphabet);
         bits += 6;
 
         if (bits >= 8) {
@@ -1551,6 +1551,33 @@ ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
     dst->len = d - dst->data;
 
     return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_decode_base64(ngx_str_t *dst, ngx_str_t *src)
+{
+    return ngx_fuzz_decode_base64(dst, src, ngx_fuzz_b64);
+}
+
+
+/* tokens (ngx_chat_jwt.c): the URL-safe alphabet, as nginx's */
+
+ngx_int_t
+ngx_decode_base64url(ngx_str_t *dst, ngx_str_t *src)
+{
+    return ngx_fuzz_decode_base64(dst, src,
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
+}
+
+
+/* only a chat_jwt handshake hooks a cleanup, and no harness has one */
+
+ngx_pool_cleanup_t *
+ngx_pool_cleanup_add(ngx_pool_t *p, size_t size)
+{
+    ngx_fuzz_unreachable("ngx_pool_cleanup_add");
+    return NULL;
 }
 
 

@@ -59,6 +59,11 @@
  *              the first (0, the default: one frame)
  *   @fN        the N-th allocation from now fails
  *   @iDATA     the client sends a ping with DATA (over 125 bytes: 1002)
+ *   @z         the client compresses (permessage-deflate) what it sends
+ *              from now on, or stops; only connections 1 and 2 negotiate
+ *              it (2 with the defaults, 1 with a 10-bit server window,
+ *              chat_deflate_min_size 0 and level 6): the others send as
+ *              they did
  *   @uNAME     the current connection reconnects as user NAME (any bytes:
  *              the handshake refuses an empty one with 401, one that is
  *              not UTF-8, holds U+0000 or is over 256 bytes with 400)
@@ -66,7 +71,10 @@
  * After each line the workers' event loops are run until idle (wake-ups
  * read, closing connections finalised), then every frame queued to a
  * client is checked: a FIN server frame, unmasked, minimal length; a text
- * frame's payload must parse with json_loadb(flags 0) (and also without
+ * frame's payload (inflated with the connection's window when it has
+ * RSV1: only on text frames of connections that negotiated compression,
+ * of at least their chat_deflate_min_size) must parse with
+ * json_loadb(flags 0) (and also without
  * duplicate keys) as an object with a "type" string, and a close frame
  * must carry a valid code.  A message the connection layer must refuse
  * (larger than chat_max_message_size, or not UTF-8) must close the
@@ -110,6 +118,7 @@
 #include <ngx_http.h>
 #include <sys/un.h>
 #include <jansson.h>
+#include <zlib.h>
 #include "ngx_chat.h"
 #include "ngx_chat_frame.h"
 #include "ngx_chat_utf8.h"
@@ -299,6 +308,7 @@ static fbucket_t               fbuckets[NCONN];
 static ngx_uint_t              nfbuckets;
 static ngx_uint_t              frepeat;
 static size_t                  ffragment;
+static ngx_uint_t              fcompress;
 
 /* the zone's rooms, in its tree's order; its idle users, in LRU order */
 static zroom_t                *fzrooms;
@@ -309,7 +319,7 @@ static uint64_t                flast_id;     /* sh->last_id, last step */
 static ngx_uint_t              fslab_seen;   /* ngx_fuzz_slab_failed */
 
 /* the upgrade request's headers (Upgrade first) */
-static ngx_table_elt_t         fheaders[4];
+static ngx_table_elt_t         fheaders[5];
 
 /* what the client has sent and the server not read yet */
 static struct {
@@ -664,10 +674,14 @@ records_free(void)
 
 /* frames */
 
+static u_char *frame_inflate(u_char *p, size_t plen, ngx_uint_t wbits,
+    size_t *len);
+
+
 static json_t *
-frame_check(ngx_chat_buf_t *b, ngx_uint_t *opcode)
+frame_check(fconn_t *fc, ngx_chat_buf_t *b, ngx_uint_t *opcode)
 {
-    u_char        *p;
+    u_char        *p, *inflated;
     size_t         hlen;
     uint32_t       utf8;
     uint64_t       plen;
@@ -680,8 +694,13 @@ frame_check(ngx_chat_buf_t *b, ngx_uint_t *opcode)
 
     p = b->data;
 
-    /* FIN, no RSV bits, no mask from a server */
-    ASSERT((p[0] & 0xf0) == 0x80);
+    /*
+     * FIN, no RSV bits but RSV1 on the text frames of a connection that
+     * negotiated compression, no mask from a server
+     */
+    ASSERT((p[0] & 0xb0) == 0x80);
+    ASSERT((p[0] & 0x40) == 0
+           || (fc->ws->deflate && (p[0] & 0x0f) == NGX_CHAT_FRAME_TEXT));
     ASSERT((p[1] & 0x80) == 0);
 
     *opcode = p[0] & 0x0f;
@@ -736,6 +755,14 @@ frame_check(ngx_chat_buf_t *b, ngx_uint_t *opcode)
         ASSERT(0 && "not a server frame opcode");
     }
 
+    inflated = NULL;
+
+    if (b->data[0] & 0x40) {
+        inflated = frame_inflate(p, plen, fc->ws->deflate_wbits, &plen);
+        ASSERT(plen >= fc->conf->deflate_min_size);
+        p = inflated;
+    }
+
     j = json_loadb((const char *) p, plen, 0, &err);
 
     if (j == NULL) {
@@ -759,7 +786,68 @@ frame_check(ngx_chat_buf_t *b, ngx_uint_t *opcode)
         ASSERT(0 && "not an object with a \"type\" string");
     }
 
+    free(inflated);
+
     return j;
+}
+
+
+/*
+ * A compressed payload (RFC 7692) inflated as a client with this window
+ * would: malloc()ed, *len its size
+ */
+
+static u_char *
+frame_inflate(u_char *p, size_t plen, ngx_uint_t wbits, size_t *len)
+{
+    int        rc, piece;
+    u_char    *out;
+    size_t     cap;
+    z_stream   z;
+
+    static u_char  tail[4] = { 0x00, 0x00, 0xff, 0xff };
+
+    ngx_memzero(&z, sizeof(z_stream));
+    ASSERT(inflateInit2(&z, - (int) wbits) == Z_OK);
+
+    cap = 1024;
+    out = malloc(cap);
+    ASSERT(out != NULL);
+    *len = 0;
+
+    for (piece = 0; piece < 2; piece++) {
+        z.next_in = piece ? tail : p;
+        z.avail_in = piece ? 4 : plen;
+
+        for ( ;; ) {
+            if (*len == cap) {
+                cap *= 2;
+                out = realloc(out, cap);
+                ASSERT(out != NULL);
+            }
+
+            z.next_out = out + *len;
+            z.avail_out = cap - *len;
+
+            rc = inflate(&z, Z_SYNC_FLUSH);
+            *len = cap - z.avail_out;
+
+            if (rc != Z_OK && rc != Z_BUF_ERROR) {
+                dump("compressed payload", p, plen);
+                ASSERT(0 && "a compressed frame that does not inflate");
+            }
+
+            if (z.avail_out) {
+                break;
+            }
+        }
+    }
+
+    /* no final block: the next message starts afresh */
+    ASSERT(z.avail_in == 0);
+    inflateEnd(&z);
+
+    return out;
 }
 
 
@@ -1350,7 +1438,7 @@ queue_check(fconn_t *fc, ngx_uint_t semantics)
     for (k = fc->validated; k < ws->out_n; k++) {
         b = ws->out[(ws->out_head + k) % ws->out_cap];
 
-        j = frame_check(b, &opcode);
+        j = frame_check(fc, b, &opcode);
 
         if (opcode == NGX_CHAT_FRAME_CLOSE) {
             /* the close frame is the last thing sent */
@@ -1517,6 +1605,7 @@ client_frame(u_char *p, ngx_uint_t fin, ngx_uint_t opcode, u_char *data,
     ngx_uint_t         k;
     static const u_char  mask[4] = { 0x37, 0xfa, 0x21, 0x3d };
 
+    /* opcode | 0x40: RSV1, the message is compressed */
     *p++ = (u_char) ((fin ? 0x80 : 0) | opcode);
 
     if (len < 126) {
@@ -1547,14 +1636,46 @@ client_frame(u_char *p, ngx_uint_t fin, ngx_uint_t opcode, u_char *data,
 
 /*
  * A text message as the client sends it: one frame, or fragments of
- * ffragment bytes with a ping after the first; malloc()ed, *n its size
+ * ffragment bytes with a ping after the first (*pinged); malloc()ed, *n
+ * its size
  */
 
 static u_char *
-client_message_frames(u_char *data, size_t len, size_t *n)
+client_message_frames(fconn_t *fc, u_char *data, size_t len, size_t *n,
+    ngx_uint_t *pinged)
 {
-    u_char  *buf, *p;
-    size_t   frag, off, k, nfrag;
+    u_char    *buf, *p, *z;
+    size_t     frag, off, k, nfrag, zlen;
+    z_stream   zs;
+
+    z = NULL;
+
+    if (fcompress && fc->conf->deflate) {
+        /* permessage-deflate: raw, sync flush, without its 00 00 ff ff */
+
+        ngx_memzero(&zs, sizeof(z_stream));
+        ASSERT(deflateInit2(&zs, 1, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY)
+               == Z_OK);
+
+        zlen = deflateBound(&zs, len) + 16;
+        z = malloc(zlen);
+        ASSERT(z != NULL);
+
+        zs.next_in = data;
+        zs.avail_in = len;
+        zs.next_out = z;
+        zs.avail_out = zlen;
+
+        ASSERT(deflate(&zs, Z_SYNC_FLUSH) == Z_OK && zs.avail_in == 0);
+
+        zlen -= zs.avail_out;
+        deflateEnd(&zs);
+
+        ASSERT(zlen >= 4 && ngx_memcmp(z + zlen - 4, "\0\0\377\377", 4) == 0);
+
+        data = z;
+        len = zlen - 4;
+    }
 
     frag = (ffragment && ffragment < len) ? ffragment : len;
     nfrag = frag ? (len + frag - 1) / frag : 1;
@@ -1572,12 +1693,18 @@ client_message_frames(u_char *data, size_t len, size_t *n)
         }
 
         p = client_frame(p, k == nfrag - 1,
-                         k ? NGX_CHAT_FRAME_CONT : NGX_CHAT_FRAME_TEXT,
+                         k ? NGX_CHAT_FRAME_CONT
+                           : NGX_CHAT_FRAME_TEXT | (z ? 0x40 : 0),
                          data + off, ngx_min(frag, len - off));
         off += frag;
     }
 
     *n = p - buf;
+
+    /* fragments of the compressed bytes when compressed */
+    *pinged = nfrag > 1;
+
+    free(z);
 
     return buf;
 }
@@ -1682,10 +1809,53 @@ conn_open(fconn_t *fc, u_char *data, size_t len)
     ngx_connection_t    *c;
     ngx_http_request_t  *r;
 
-    static u_char  response[] = "HTTP/1.1 101 Switching Protocols" CRLF
-                                "Upgrade: websocket" CRLF
-                                "Connection: Upgrade" CRLF
-                                "Sec-WebSocket-Accept: " WS_ACCEPT CRLF CRLF;
+    u_char          *response;
+    size_t           response_len;
+
+    static u_char  plain[] = "HTTP/1.1 101 Switching Protocols" CRLF
+                             "Upgrade: websocket" CRLF
+                             "Connection: Upgrade" CRLF
+                             "Sec-WebSocket-Accept: " WS_ACCEPT CRLF CRLF;
+    static u_char  pmd15[] = "HTTP/1.1 101 Switching Protocols" CRLF
+                             "Upgrade: websocket" CRLF
+                             "Connection: Upgrade" CRLF
+                             "Sec-WebSocket-Accept: " WS_ACCEPT CRLF
+                             "Sec-WebSocket-Extensions: permessage-deflate; "
+                             "server_no_context_takeover; "
+                             "client_no_context_takeover; "
+                             "client_max_window_bits=15" CRLF CRLF;
+    static u_char  pmd10[] = "HTTP/1.1 101 Switching Protocols" CRLF
+                             "Upgrade: websocket" CRLF
+                             "Connection: Upgrade" CRLF
+                             "Sec-WebSocket-Accept: " WS_ACCEPT CRLF
+                             "Sec-WebSocket-Extensions: permessage-deflate; "
+                             "server_no_context_takeover; "
+                             "client_no_context_takeover; "
+                             "server_max_window_bits=10" CRLF CRLF;
+
+    /*
+     * every client offers compression (connection 1 with a window of 10
+     * bits, after an offer it may not honour); 1 and 2 take it
+     */
+
+    if (fc->index == 1) {
+        ngx_str_set(&fheaders[4].value,
+                    "permessage-deflate; server_max_window_bits=8, "
+                    "permessage-deflate; server_max_window_bits=10");
+        response = pmd10;
+        response_len = sizeof(pmd10) - 1;
+
+    } else {
+        ngx_str_set(&fheaders[4].value,
+                    "permessage-deflate; client_max_window_bits");
+        response = pmd15;
+        response_len = sizeof(pmd15) - 1;
+    }
+
+    if (!fc->conf->deflate) {
+        response = plain;
+        response_len = sizeof(plain) - 1;
+    }
 
     ASSERT(!fc->open);
 
@@ -1775,7 +1945,7 @@ conn_open(fconn_t *fc, u_char *data, size_t len)
     ASSERT(ws->out_n >= 1 && ws->out_sent == 0);
     b = ws->out[ws->out_head];
 
-    if (b->len != sizeof(response) - 1
+    if (b->len != response_len
         || ngx_memcmp(b->data, response, b->len) != 0)
     {
         dump("101 response", b->data, b->len);
@@ -3381,9 +3551,10 @@ deliver(fconn_t *fc, u_char *line, size_t len)
     u_char      *frames;
     size_t       n;
     uint32_t     utf8;
-    ngx_uint_t   closing, code;
+    ngx_uint_t   closing, code, compressed, pinged;
 
-    frames = client_message_frames(line, len, &n);
+    frames = client_message_frames(fc, line, len, &n, &pinged);
+    compressed = fcompress && fc->conf->deflate;
     closing = 0;
 
     if (!fc->open) {
@@ -3398,7 +3569,7 @@ deliver(fconn_t *fc, u_char *line, size_t len)
 
     free(frames);
 
-    if (ffragment && ffragment < len && fc->open && !fc->ws->closing) {
+    if (pinged && fc->open && !fc->ws->closing) {
         /* the ping between the fragments, answered */
         fc->ping[0] = 'p';
         fc->ping_len = 1;
@@ -3424,8 +3595,14 @@ deliver(fconn_t *fc, u_char *line, size_t len)
         if (code) {
             ASSERT(fstep.sender == NULL && fc->ws->closing);
 
-            /* the close frame, unless its allocation failed */
+            /*
+             * the close frame, unless its allocation failed; a compressed
+             * message too big may have been found invalid first: its
+             * UTF-8 is checked as it is inflated
+             */
             ASSERT(close_code(fc) == code
+                   || (compressed && code == NGX_CHAT_CLOSE_TOO_BIG
+                       && close_code(fc) == NGX_CHAT_CLOSE_INVALID_DATA)
                    || ngx_fuzz_allocs_failed != fallocs_seen);
 
         } else {
@@ -3737,6 +3914,10 @@ control(fconn_t **cur, u_char *p, size_t len)
         ffragment = number(p + 1, len - 1, 0, MAX_FRAGMENT);
         break;
 
+    case 'z':
+        fcompress = !fcompress;
+        break;
+
     case 'f':
         ngx_fuzz_fail_alloc(number(p + 1, len - 1, 1, 1000));
         break;
@@ -3876,6 +4057,21 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     fconfs[3].request_rate.rate = 0;
     fconfs[3].request_rate.burst = 0;
 
+    /*
+     * permessage-deflate: connection 2 (fconfs[1]) with the defaults,
+     * connection 1 (fconfs[3]) everything, at level 6
+     */
+    fconfs[1].deflate = 1;
+    fconfs[1].deflate_min_size = 256;
+    fconfs[1].deflate_level = 1;
+    fconfs[3].deflate = 1;
+    fconfs[3].deflate_min_size = 0;
+    fconfs[3].deflate_level = 6;
+    fconfs[0].deflate_min_size = 256;
+    fconfs[0].deflate_level = 1;
+    fconfs[2].deflate_min_size = 256;
+    fconfs[2].deflate_level = 1;
+
     fzones[0] = &fworkers[0].ctx;
     fzones[1] = &fworkers[1].ctx;
 
@@ -3894,6 +4090,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
     ngx_str_set(&fheaders[2].value, "13");
     ngx_str_set(&fheaders[3].key, "Sec-WebSocket-Key");
     ngx_str_set(&fheaders[3].value, WS_KEY);
+    /* its value is the connection's (conn_open) */
+    ngx_str_set(&fheaders[4].key, "Sec-WebSocket-Extensions");
 
     return 0;
 }
@@ -3918,6 +4116,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fpaused = 0;
     frepeat = 0;
     ffragment = 0;
+    fcompress = 0;
     nfbuckets = 0;
 
     nfzrooms = 0;

@@ -3,7 +3,10 @@
 # demo; with --test also what the test suite needs.  Idempotent.
 set -euo pipefail
 
-pkgs=(gcc make nginx nginx-dev libjansson-dev libhiredis-dev libpq-dev curl)
+# libssl-dev: OpenSSL's libcrypto verifies chat_jwt tokens; zlib1g-dev:
+# permessage-deflate
+pkgs=(gcc make nginx nginx-dev libjansson-dev libhiredis-dev libpq-dev
+      libssl-dev zlib1g-dev curl)
 
 if [ "${1:-}" = "--test" ]; then
     # JSON::PP, Digest::SHA and Test::More come with perl itself;
@@ -11,6 +14,9 @@ if [ "${1:-}" = "--test" ]; then
     # curl with HTTP/2 (already in the list above)
     pkgs+=(perl libtest-base-perl clang libclang-rt-14-dev chromium
            redis-server postgresql libio-socket-ssl-perl openssl)
+
+    # make deb / make deb-check (CI builds and installs the package)
+    pkgs+=(debhelper dpkg-dev)
 
     # what the real Test::Nginx (CPAN, or ../shared/test-nginx) needs on
     # top of libtest-base-perl: make test-real, and the second run of .ci/run
@@ -43,7 +49,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if [ "${1:-}" = "--test" ] && [ -f t/e2e/package.json ] \
-   && [ ! -d t/e2e/node_modules/playwright-core ]; then
+   && { [ ! -d t/e2e/node_modules/playwright-core ] \
+        || [ ! -d t/e2e/node_modules/ws ]; }; then
     (cd t/e2e && npm install --no-audit --no-fund --silent)
 fi
 

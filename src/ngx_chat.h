@@ -28,6 +28,7 @@
 
 typedef struct ngx_chat_ws_s       ngx_chat_ws_t;
 typedef struct ngx_chat_shm_ctx_s  ngx_chat_shm_ctx_t;
+typedef struct ngx_chat_jwt_key_s  ngx_chat_jwt_key_t;
 
 
 /* chat_rate, chat_request_rate: in thousandths, as limit_req keeps them */
@@ -40,7 +41,10 @@ typedef struct {
 typedef struct {
     ngx_shm_zone_t            *zone;              /* chat NAME */
     ngx_shm_zone_t            *status_zone;       /* chat_status NAME */
+    ngx_shm_zone_t            *api_zone;          /* chat_api NAME */
     ngx_http_complex_value_t  *user;
+    ngx_http_complex_value_t  *jwt;               /* chat_jwt */
+    ngx_chat_jwt_key_t        *jwt_key;           /* chat_jwt_key */
     ngx_array_t               *origins;           /* of ngx_str_t */
     ngx_chat_rate_conf_t       rate;              /* chat_rate, per user */
     ngx_chat_rate_conf_t       request_rate;      /* per connection */
@@ -50,6 +54,9 @@ typedef struct {
     size_t                     send_buffer;
     ngx_msec_t                 ping_interval;
     ngx_msec_t                 ping_timeout;
+    ngx_flag_t                 deflate;           /* chat_deflate */
+    size_t                     deflate_min_size;
+    ngx_int_t                  deflate_level;
     ngx_str_t                  chat_file;         /* where "chat" is */
     ngx_uint_t                 chat_line;
 } ngx_chat_loc_conf_t;

@@ -36,6 +36,8 @@
                                              connection on this server */
 #define NGX_CHAT_BUS_SUBSCRIBE    4       /* relay: first member here */
 #define NGX_CHAT_BUS_UNSUBSCRIBE  5       /* relay: last member gone */
+#define NGX_CHAT_BUS_KICK         6       /* chat_api disconnect: close
+                                             the user's connections */
 
 #define NGX_CHAT_BUS_REMOTE       0x01    /* came from another server */
 #define NGX_CHAT_BUS_LEAVE        0x02    /* PRESENCE: a leave */

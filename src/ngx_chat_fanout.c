@@ -910,6 +910,17 @@ ngx_chat_fanout_collect(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
         fo->tap_entry(fo->tap_data, pos, e);
     }
 
+    if (e->kind == NGX_CHAT_BUS_KICK) {
+        /* chat_api disconnect: close frames only, the rest comes later */
+        name.data = (u_char *) e + sizeof(ngx_chat_bus_entry_t)
+                    + e->room_len;
+        name.len = e->user_len;
+
+        (void) ngx_chat_ws_close_user(&name, NGX_CHAT_CLOSE_POLICY,
+                                      "disconnected");
+        return;
+    }
+
     if (e->kind != NGX_CHAT_BUS_MESSAGE && e->kind != NGX_CHAT_BUS_PRESENCE) {
         return;
     }

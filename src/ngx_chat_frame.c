@@ -23,6 +23,7 @@
 
 #define NGX_CHAT_FRAME_FIN      0x80
 #define NGX_CHAT_FRAME_RSV      0x70
+#define NGX_CHAT_FRAME_RSV1     0x40
 #define NGX_CHAT_FRAME_OPCODE   0x0f
 #define NGX_CHAT_FRAME_MASKED   0x80
 #define NGX_CHAT_FRAME_LEN7     0x7f
@@ -125,12 +126,24 @@ ngx_chat_frame_opcode(ngx_chat_frame_parser_t *p, unsigned char c)
 {
     unsigned  opcode;
 
-    if (c & NGX_CHAT_FRAME_RSV) {
-        return ngx_chat_frame_fail(p, NGX_CHAT_CLOSE_PROTOCOL,
-                                   "reserved bits set");
-    }
-
     opcode = c & NGX_CHAT_FRAME_OPCODE;
+
+    if (c & NGX_CHAT_FRAME_RSV) {
+
+        if ((c & NGX_CHAT_FRAME_RSV) != NGX_CHAT_FRAME_RSV1 || !p->rsv1_ok) {
+            return ngx_chat_frame_fail(p, NGX_CHAT_CLOSE_PROTOCOL,
+                                       "reserved bits set");
+        }
+
+        /* RFC 7692 6.1: RSV1 only on the first frame of a data message */
+
+        if (opcode != NGX_CHAT_FRAME_TEXT && opcode != NGX_CHAT_FRAME_BINARY)
+        {
+            return ngx_chat_frame_fail(p, NGX_CHAT_CLOSE_PROTOCOL,
+                                       "RSV1 set on a control or "
+                                       "continuation frame");
+        }
+    }
 
     p->fin = (c & NGX_CHAT_FRAME_FIN) ? 1 : 0;
     p->opcode = opcode;
@@ -155,6 +168,7 @@ ngx_chat_frame_opcode(ngx_chat_frame_parser_t *p, unsigned char c)
 
         p->in_message = 1;
         p->first_chunk = 1;
+        p->compressed = (c & NGX_CHAT_FRAME_RSV1) ? 1 : 0;
         p->message_len = 0;
         p->utf8_state = NGX_CHAT_UTF8_ACCEPT;
         break;
@@ -239,6 +253,8 @@ ngx_chat_frame_length(ngx_chat_frame_parser_t *p, unsigned char c)
 static int
 ngx_chat_frame_ext_length(ngx_chat_frame_parser_t *p, unsigned char c)
 {
+    uint64_t  max;
+
     if (p->len_bytes) {
 
         if (p->len_bytes == 8 && (c & 0x80)) {
@@ -253,9 +269,19 @@ ngx_chat_frame_ext_length(ngx_chat_frame_parser_t *p, unsigned char c)
         }
     }
 
-    /* message_len never exceeds max_message, so this cannot wrap */
+    /*
+     * message_len never exceeds the bound, so this cannot wrap; compressed
+     * bytes may exceed the inflated size by deflate's stored-block
+     * overhead (5 bytes per block, plus the final flush)
+     */
 
-    if (p->frame_left > p->max_message - p->message_len) {
+    max = p->max_message;
+
+    if (p->compressed) {
+        max += (max >> 3) + 64;
+    }
+
+    if (p->frame_left > max - p->message_len) {
         return ngx_chat_frame_fail(p, NGX_CHAT_CLOSE_TOO_BIG,
                                    "message too big");
     }
@@ -330,8 +356,9 @@ ngx_chat_frame_data(ngx_chat_frame_parser_t *p, unsigned char **pos,
 
     ngx_chat_frame_unmask(p, data, n);
 
-    if (ngx_chat_utf8_validate(&p->utf8_state, data, n)
-        == NGX_CHAT_UTF8_REJECT)
+    if (!p->compressed
+        && ngx_chat_utf8_validate(&p->utf8_state, data, n)
+           == NGX_CHAT_UTF8_REJECT)
     {
         return ngx_chat_frame_fail(p, NGX_CHAT_CLOSE_INVALID_DATA,
                                    "invalid UTF-8 in a text message");
@@ -343,6 +370,7 @@ ngx_chat_frame_data(ngx_chat_frame_parser_t *p, unsigned char **pos,
     f->opcode = NGX_CHAT_FRAME_TEXT;
     f->first = p->first_chunk;
     f->last = 0;
+    f->compressed = p->compressed;
     f->data = data;
     f->len = n;
     f->close_code = 0;
@@ -411,6 +439,7 @@ ngx_chat_frame_control_done(ngx_chat_frame_parser_t *p, ngx_chat_frame_t *f)
     f->opcode = p->opcode;
     f->first = 0;
     f->last = 0;
+    f->compressed = 0;
     f->data = p->ctl;
     f->len = p->ctl_len;
     f->close_code = 0;

@@ -49,12 +49,14 @@
 typedef struct {
     /* configuration, set before the first call */
     uint64_t        max_message;    /* largest text message payload */
+    unsigned        rsv1_ok:1;      /* permessage-deflate negotiated */
 
     /* state; zero-filled memory is the initial state */
     unsigned        state:4;
     unsigned        fin:1;
     unsigned        in_message:1;   /* a fragmented text message is open */
     unsigned        first_chunk:1;  /* next data chunk starts a message */
+    unsigned        compressed:1;   /* the open message has RSV1 */
     unsigned        opcode:4;       /* opcode of the frame being read */
     unsigned        len_bytes:4;    /* extended length bytes still to read */
     unsigned        mask_pos:2;
@@ -76,6 +78,9 @@ typedef struct {
     unsigned        opcode;         /* TEXT, CLOSE, PING or PONG */
     unsigned        first:1;        /* TEXT: this chunk starts a message */
     unsigned        last:1;         /* TEXT: this chunk ends a message */
+    unsigned        compressed:1;   /* TEXT: the message is deflated (RSV1):
+                                       chunks are compressed bytes, not
+                                       checked as UTF-8 */
     unsigned char  *data;           /* unmasked payload (chunk) */
     size_t          len;
     unsigned        close_code;     /* CLOSE: code sent, or 1005 if none */
@@ -93,6 +98,12 @@ typedef struct {
  *     Control frames come whole (f->data points into parser->ctl), also
  *     between the fragments of a message.  For CLOSE, f->close_code is the
  *     code the peer sent (1005 when none) and f->data/len its reason.
+ *     With rsv1_ok (permessage-deflate, RFC 7692), a text message whose
+ *     first frame has RSV1 comes with f->compressed: its payload is the
+ *     compressed bytes, not checked as UTF-8, and bounded by max_message
+ *     plus deflate's worst-case growth (the inflated size is the caller's
+ *     to bound).  RSV1 on a control or continuation frame, or without
+ *     rsv1_ok, and RSV2/RSV3 always, are 1002.
  *   NGX_CHAT_FRAME_AGAIN: all input consumed, need more.
  *   NGX_CHAT_FRAME_ERROR: protocol violation; p->close_code is the code to
  *     close with (1002, 1003, 1007 or 1009) and p->error a short text.

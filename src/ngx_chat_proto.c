@@ -52,7 +52,18 @@ typedef struct {
     ngx_uint_t                 join;
     ngx_uint_t                 inflight;
     ngx_uint_t                 unstored;  /* messages it cannot see */
-    ngx_chat_shm_ring_t       *ring;
+    ngx_uint_t                 asked;     /* rows the last read asked */
+    ngx_uint_t                 more;      /* storage may have rows older
+                                             than those read */
+    ngx_uint_t                 found;     /* SINCE, BEFORE: the id is
+                                             stored */
+    ngx_uint_t                 failed;    /* a read failed or was not
+                                             made: not complete */
+    ngx_uint_t                 rounds;    /* reads made */
+    ngx_chat_shm_ring_t       *ring;      /* copied, sorted by id */
+    ngx_pool_t                *pool;      /* the rows read, the reply */
+    ngx_array_t                rows;      /* of ngx_chat_shm_copy_msg_t:
+                                             the rows read, newest first */
     ngx_str_t                  room;
     ngx_str_t                  id;
 } ngx_chat_proto_read_t;
@@ -60,6 +71,7 @@ typedef struct {
 
 #define NGX_CHAT_PROTO_FLAT        8
 #define NGX_CHAT_PROTO_READ_RETRY  100    /* ms, when reads are queued */
+#define NGX_CHAT_PROTO_READ_ROUNDS 4      /* reads for one reply, at most */
 
 /* an ngx_str_t is this literal */
 #define ngx_chat_proto_is(t, s)                                              \
@@ -88,6 +100,7 @@ static void ngx_chat_proto_leave(ngx_chat_proto_req_t *rq);
 static void ngx_chat_proto_send(ngx_chat_proto_req_t *rq);
 static void ngx_chat_proto_history(ngx_chat_proto_req_t *rq);
 static void ngx_chat_proto_who(ngx_chat_proto_req_t *rq);
+static void ngx_chat_proto_refresh(ngx_chat_proto_req_t *rq);
 typedef void (*ngx_chat_proto_request_pt)(ngx_chat_proto_req_t *rq);
 
 static ngx_chat_proto_request_pt ngx_chat_proto_request(ngx_str_t *type);
@@ -108,16 +121,23 @@ static void ngx_chat_proto_read(ngx_chat_ws_t *ws, ngx_str_t *room,
 static void ngx_chat_proto_read_next(ngx_chat_proto_session_t *s);
 static void ngx_chat_proto_forget_member(ngx_chat_proto_session_t *s,
     ngx_chat_member_t *m);
-static void ngx_chat_proto_read_reply(ngx_chat_proto_read_t *rd,
-    ngx_chat_store_rows_t *rows);
+static void ngx_chat_proto_read_free(ngx_chat_proto_read_t *rd);
+static void ngx_chat_proto_read_reply(ngx_chat_proto_read_t *rd);
 static void ngx_chat_proto_read_done(ngx_chat_store_rows_t *rows,
     void *data);
+static ngx_int_t ngx_chat_proto_read_rows(ngx_chat_proto_read_t *rd,
+    ngx_chat_store_rows_t *rows);
 static ngx_chat_buf_t *ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
-    ngx_chat_store_rows_t *rows, ngx_chat_member_t *m, ngx_pool_t *pool);
-static ngx_uint_t ngx_chat_proto_in_ring(ngx_chat_shm_ring_t *ring,
+    ngx_chat_member_t *m);
+static ngx_int_t ngx_chat_proto_merge(ngx_chat_proto_read_t *rd,
+    ngx_chat_member_t *m, ngx_array_t *msgs, ngx_uint_t *window);
+static ngx_int_t ngx_chat_proto_id_cmp(ngx_str_t *a, ngx_str_t *b);
+static int ngx_chat_proto_msg_cmp(const void *a, const void *b);
+static int ngx_chat_proto_idp_cmp(const void *a, const void *b);
+static ngx_uint_t ngx_chat_proto_own(ngx_chat_proto_read_t *rd,
     ngx_str_t *id);
+static void ngx_chat_proto_ring_sort(ngx_chat_shm_ring_t *ring);
 static ngx_uint_t ngx_chat_proto_ring_has(ngx_str_t *id, void *data);
-static ngx_uint_t ngx_chat_proto_held(ngx_chat_member_t *m, ngx_str_t *id);
 static void ngx_chat_proto_send_frame(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
     ngx_uint_t reply);
 
@@ -222,11 +242,7 @@ ngx_chat_proto_closed(ngx_chat_ws_t *ws)
             continue;
         }
 
-        if (rd->ring) {
-            ngx_free(rd->ring);
-        }
-
-        ngx_free(rd);
+        ngx_chat_proto_read_free(rd);
     }
 
     s->nreads = 0;
@@ -353,6 +369,12 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         goto done;
     }
 
+    if (handler == ngx_chat_proto_refresh) {
+        /* the one request without a room */
+        handler(&rq);
+        goto done;
+    }
+
     if (ngx_chat_proto_string(&rq, "room", &rq.room, 1) != NGX_OK) {
         ngx_chat_proto_error(&rq, "bad_request", "\"room\" must be a string",
                              -1);
@@ -408,6 +430,10 @@ ngx_chat_proto_request(ngx_str_t *type)
 
     if (ngx_chat_proto_is(*type, "who")) {
         return ngx_chat_proto_who;
+    }
+
+    if (ngx_chat_proto_is(*type, "refresh")) {
+        return ngx_chat_proto_refresh;
     }
 
     return NULL;
@@ -608,6 +634,13 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
 
     ws = rq->ws;
     s = rq->s;
+
+    if (!ngx_chat_jwt_room_allowed(ws->jwt, &rq->room)) {
+        /* SPEC 10: the token's rooms claim does not cover it */
+        ngx_chat_proto_error(rq, "forbidden",
+                             "the token does not allow this room", -1);
+        return;
+    }
 
     history = -1;
     h = json_object_get(rq->json, "history");
@@ -872,6 +905,67 @@ ngx_chat_proto_stored(ngx_chat_store_item_t *it)
 }
 
 
+/*
+ * {"type":"refresh","token":T} (SPEC 10): a valid token for the same sub
+ * replaces the connection's, and with it its exp and rooms claim
+ */
+
+static void
+ngx_chat_proto_refresh(ngx_chat_proto_req_t *rq)
+{
+    char            *why;
+    ngx_str_t        token;
+    ngx_chat_ws_t   *ws;
+    ngx_chat_jwt_t  *jwt;
+
+    ws = rq->ws;
+
+    if (ngx_chat_proto_string(rq, "token", &token, 1) != NGX_OK) {
+        ngx_chat_proto_error(rq, "bad_request", "\"token\" must be a string",
+                             -1);
+        return;
+    }
+
+    if (ws->jwt == NULL || ws->conf->jwt_key == NULL) {
+        ngx_chat_proto_error(rq, "bad_request",
+                             "this endpoint takes no tokens", -1);
+        return;
+    }
+
+    jwt = ngx_chat_jwt_verify(ws->conf->jwt_key, token.data, token.len, &why,
+                              ws->connection->log);
+
+    if (jwt == NULL) {
+        if (why == NULL) {
+            ngx_chat_proto_error(rq, "unavailable", "out of memory", -1);
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "chat: refresh token refused: %s", why);
+        ngx_chat_proto_error(rq, "forbidden", "token refused", -1);
+        return;
+    }
+
+    if (jwt->sub.len != ws->user.len
+        || ngx_memcmp(jwt->sub.data, ws->user.data, ws->user.len) != 0)
+    {
+        ngx_chat_jwt_free(jwt);
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "chat: refresh token refused: another \"sub\"");
+        ngx_chat_proto_error(rq, "forbidden", "the token is for another user",
+                             -1);
+        return;
+    }
+
+    ngx_chat_ws_set_jwt(ws, jwt);
+
+    ngx_chat_proto_send_frame(ws, ngx_chat_wire_refreshed(jwt->exp,
+                                                          ws->connection->log),
+                              0);
+}
+
+
 /* {"type":"ack","ref":REF,"id":"ID"} */
 
 
@@ -1040,6 +1134,7 @@ ngx_chat_proto_read_next(ngx_chat_proto_session_t *s)
 
         if (rd->mode != NGX_CHAT_STORE_BEFORE) {
             rd->ring = ngx_chat_shm_ring_copy(s->ctx, &rd->room);
+            ngx_chat_proto_ring_sort(rd->ring);
         }
 
         /*
@@ -1053,6 +1148,8 @@ ngx_chat_proto_read_next(ngx_chat_proto_session_t *s)
                                                rd->ring);
 
         rd->inflight = 1;
+        rd->asked = rd->limit;
+        rd->rounds = 1;
 
         rc = ngx_chat_store_history(rd->mode, &s->ctx->name, &rd->room,
                                     &rd->id, rd->limit,
@@ -1061,7 +1158,8 @@ ngx_chat_proto_read_next(ngx_chat_proto_session_t *s)
             return;
         }
 
-        ngx_chat_proto_read_reply(rd, NULL);
+        rd->failed = 1;
+        ngx_chat_proto_read_reply(rd);
     }
 }
 
@@ -1077,28 +1175,147 @@ ngx_chat_proto_read_done(ngx_chat_store_rows_t *rows, void *data)
 
     if (s == NULL) {
         /* the connection is gone */
-
-        if (rd->ring) {
-            ngx_free(rd->ring);
-        }
-
-        ngx_free(rd);
+        ngx_chat_proto_read_free(rd);
         return;
     }
 
-    ngx_chat_proto_read_reply(rd, rows);
+    if (ngx_chat_proto_read_rows(rd, rows) == NGX_AGAIN) {
+        /* a further read of older rows is made (or even answered) */
+        return;
+    }
+
+    ngx_chat_proto_read_reply(rd);
 
     ngx_chat_proto_read_next(s);
+}
+
+
+/*
+ * Keeps the rows storage answered, as messages; NGX_AGAIN: a "history" N
+ * (LAST) whose newest N are not proven yet reads the rows before the
+ * oldest it has.  Rows are dropped from the reply (the member got them
+ * live after joining, or they were stored after the read was made), so
+ * storage's newest N may hold fewer than N of the reply's.
+ */
+
+static ngx_int_t
+ngx_chat_proto_read_rows(ngx_chat_proto_read_t *rd,
+    ngx_chat_store_rows_t *rows)
+{
+    u_char                   *p;
+    size_t                    len;
+    ngx_int_t                 rc;
+    ngx_str_t                 oldest;
+    ngx_uint_t                i, window;
+    ngx_array_t               msgs;
+    ngx_chat_store_row_t     *r;
+    ngx_chat_shm_copy_msg_t  *c;
+
+    if (rows == NULL || (rd->rounds > 1 && !rows->found)) {
+        /* failed, or the oldest row read is gone */
+        rd->failed = 1;
+        return NGX_OK;
+    }
+
+    if (rd->join && rd->m == NULL) {
+        /* the member left: the reply goes nowhere */
+        return NGX_OK;
+    }
+
+    if (rd->pool == NULL) {
+        rd->pool = ngx_create_pool(4096, rd->ws->connection->log);
+
+        if (rd->pool == NULL
+            || ngx_array_init(&rd->rows, rd->pool, ngx_max(rows->n, 1),
+                              sizeof(ngx_chat_shm_copy_msg_t))
+               != NGX_OK)
+        {
+            rd->failed = 1;
+            return NGX_OK;
+        }
+
+        rd->found = rows->found;
+    }
+
+    rd->more = (rows->n >= rd->asked);
+
+    /* newest first, each read older than the one before */
+
+    for (i = 0; i < rows->n; i++) {
+        r = &rows->rows[i];
+
+        c = ngx_array_push(&rd->rows);
+        if (c == NULL) {
+            rd->failed = 1;
+            return NGX_OK;
+        }
+
+        len = ngx_chat_wire_message_len(&rd->room, &r->id, &r->user,
+                                        &r->content, r->ts.len);
+
+        p = ngx_pnalloc(rd->pool, r->id.len + len);
+        if (p == NULL) {
+            rd->failed = 1;
+            return NGX_OK;
+        }
+
+        c->id.data = p;
+        c->id.len = r->id.len;
+        p = ngx_cpymem(p, r->id.data, r->id.len);
+
+        c->json.data = p;
+        c->json.len = ngx_chat_wire_message(p, &rd->room, &r->id, &r->user,
+                                            &r->content, &r->ts)
+                      - p;
+    }
+
+    if (rd->mode != NGX_CHAT_STORE_LAST
+        || !rd->more
+        || rd->rows.nelts == 0
+        || rd->rounds >= NGX_CHAT_PROTO_READ_ROUNDS)
+    {
+        return NGX_OK;
+    }
+
+    if (ngx_chat_proto_merge(rd, rd->m, &msgs, &window) != NGX_OK) {
+        rd->failed = 1;
+        return NGX_OK;
+    }
+
+    if (window >= rd->limit) {
+        return NGX_OK;
+    }
+
+    /* the rows before the oldest read, as many as are missing */
+
+    c = rd->rows.elts;
+    oldest = c[rd->rows.nelts - 1].id;
+
+    rd->asked = rd->limit - window;
+    rd->rounds++;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, rd->ws->connection->log, 0,
+                   "chat proto: history of \"%V\": %ui of %ui proven, "
+                   "reading older rows", &rd->room, window, rd->limit);
+
+    rc = ngx_chat_store_history(NGX_CHAT_STORE_BEFORE, &rd->s->ctx->name,
+                                &rd->room, &oldest, rd->asked,
+                                ngx_chat_proto_read_done, rd);
+    if (rc == NGX_OK) {
+        return NGX_AGAIN;
+    }
+
+    rd->failed = 1;
+
+    return NGX_OK;
 }
 
 
 /* the reply of the first read of the connection, which is done */
 
 static void
-ngx_chat_proto_read_reply(ngx_chat_proto_read_t *rd,
-    ngx_chat_store_rows_t *rows)
+ngx_chat_proto_read_reply(ngx_chat_proto_read_t *rd)
 {
-    ngx_pool_t                *pool;
     ngx_chat_buf_t            *b;
     ngx_chat_proto_session_t  *s;
 
@@ -1108,16 +1325,10 @@ ngx_chat_proto_read_reply(ngx_chat_proto_read_t *rd,
     s->nreads--;
 
     if (!rd->join || rd->m) {
-        pool = ngx_create_pool(4096, rd->ws->connection->log);
-
-        b = pool ? ngx_chat_proto_read_frame(rd, rows, rd->m, pool) : NULL;
+        b = ngx_chat_proto_read_frame(rd, rd->m);
 
         if (b) {
             ngx_chat_proto_send_frame(rd->ws, b, 1);
-        }
-
-        if (pool) {
-            ngx_destroy_pool(pool);
         }
 
         if (rd->m) {
@@ -1125,8 +1336,19 @@ ngx_chat_proto_read_reply(ngx_chat_proto_read_t *rd,
         }
     }
 
+    ngx_chat_proto_read_free(rd);
+}
+
+
+static void
+ngx_chat_proto_read_free(ngx_chat_proto_read_t *rd)
+{
     if (rd->ring) {
         ngx_free(rd->ring);
+    }
+
+    if (rd->pool) {
+        ngx_destroy_pool(rd->pool);
     }
 
     ngx_free(rd);
@@ -1165,146 +1387,335 @@ ngx_chat_proto_forget_member(ngx_chat_proto_session_t *s,
 
         ngx_queue_remove(q);
         s->nreads--;
-        ngx_free(rd);
+        ngx_chat_proto_read_free(rd);
     }
-}
-
-
-static ngx_uint_t
-ngx_chat_proto_held(ngx_chat_member_t *m, ngx_str_t *id)
-{
-    ngx_uint_t  i;
-
-    for (i = 0; m && i < m->nheld; i++) {
-        if (m->held[i].id.len == id->len
-            && ngx_memcmp(m->held[i].id.data, id->data, id->len) == 0)
-        {
-            return 1;
-        }
-    }
-
-    return 0;
-}
-
-
-static ngx_uint_t
-ngx_chat_proto_ring_has(ngx_str_t *id, void *data)
-{
-    return ngx_chat_proto_in_ring(data, id);
-}
-
-
-static ngx_uint_t
-ngx_chat_proto_in_ring(ngx_chat_shm_ring_t *ring, ngx_str_t *id)
-{
-    ngx_uint_t  i;
-
-    for (i = 0; ring && i < ring->n; i++) {
-        if (ring->msgs[i].id.len == id->len
-            && ngx_memcmp(ring->msgs[i].id.data, id->data, id->len) == 0)
-        {
-            return 1;
-        }
-    }
-
-    return 0;
 }
 
 
 /*
- * The reply from stored rows (newest first) and the ring copied when
- * asked: stored messages the ring no longer has, then the ring, without
- * what the member got live meanwhile, the newest "limit" of them.
+ * Ids are ordered: "<number>-<tag>", the number increasing within a zone
+ * (the millisecond, times 1000, ngx_chat_shm_post()), and storage orders
+ * its rows by time (the id's millisecond), then by id.  Compared here by
+ * the length of the leading digits, then the digits, then the rest: for
+ * ids of one length of number, that is storage's order.  0: the same id.
  */
 
-static ngx_chat_buf_t *
-ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
-    ngx_chat_store_rows_t *rows, ngx_chat_member_t *m, ngx_pool_t *pool)
+static ngx_int_t
+ngx_chat_proto_id_cmp(ngx_str_t *a, ngx_str_t *b)
 {
-    u_char                *p;
-    ngx_int_t              row;
-    ngx_str_t             *msg;
-    ngx_uint_t             i, complete, skip, max;
-    ngx_array_t            msgs;
-    ngx_chat_store_row_t  *r;
+    int     rc;
+    size_t  na, nb, n;
 
-    if (ngx_array_init(&msgs, pool, 64, sizeof(ngx_str_t)) != NGX_OK) {
-        return NULL;
+    for (na = 0; na < a->len && a->data[na] >= '0' && a->data[na] <= '9';
+         na++)
+    {
+        /* void */
     }
 
-    /* stored rows, oldest first */
+    for (nb = 0; nb < b->len && b->data[nb] >= '0' && b->data[nb] <= '9';
+         nb++)
+    {
+        /* void */
+    }
 
-    for (row = rows ? (ngx_int_t) rows->n - 1 : -1; row >= 0; row--) {
+    if (na != nb) {
+        return (na < nb) ? -1 : 1;
+    }
 
-        r = &rows->rows[row];
+    n = ngx_min(a->len, b->len);
 
-        if (rd->mode != NGX_CHAT_STORE_BEFORE
-            && ngx_chat_proto_in_ring(rd->ring, &r->id))
+    rc = n ? ngx_memcmp(a->data, b->data, n) : 0;
+
+    if (rc != 0) {
+        return (rc < 0) ? -1 : 1;
+    }
+
+    if (a->len == b->len) {
+        return 0;
+    }
+
+    return (a->len < b->len) ? -1 : 1;
+}
+
+
+static int
+ngx_chat_proto_msg_cmp(const void *a, const void *b)
+{
+    return (int) ngx_chat_proto_id_cmp(
+                     &((ngx_chat_shm_copy_msg_t *) a)->id,
+                     &((ngx_chat_shm_copy_msg_t *) b)->id);
+}
+
+
+static int
+ngx_chat_proto_idp_cmp(const void *a, const void *b)
+{
+    return (int) ngx_chat_proto_id_cmp(*(ngx_str_t **) a, *(ngx_str_t **) b);
+}
+
+
+/*
+ * The ring copy, sorted by id: it is in the order messages came, which is
+ * the ids' order but for messages of other servers (chat_redis), whose
+ * numbers come from their clocks
+ */
+
+static void
+ngx_chat_proto_ring_sort(ngx_chat_shm_ring_t *ring)
+{
+    ngx_uint_t  i;
+
+    if (ring == NULL) {
+        return;
+    }
+
+    for (i = 1; i < ring->n; i++) {
+        if (ngx_chat_proto_id_cmp(&ring->msgs[i - 1].id, &ring->msgs[i].id)
+            > 0)
         {
-            continue;
+            ngx_qsort(ring->msgs, ring->n, sizeof(ngx_chat_shm_copy_msg_t),
+                      ngx_chat_proto_msg_cmp);
+            return;
+        }
+    }
+}
+
+
+/* the id is in the (sorted) ring copy: a binary search */
+
+static ngx_uint_t
+ngx_chat_proto_ring_has(ngx_str_t *id, void *data)
+{
+    ngx_chat_shm_ring_t *ring = data;
+
+    ngx_int_t   rc;
+    ngx_uint_t  lo, hi, mid;
+
+    lo = 0;
+    hi = ring ? ring->n : 0;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        rc = ngx_chat_proto_id_cmp(&ring->msgs[mid].id, id);
+
+        if (rc == 0) {
+            return 1;
         }
 
-        if (ngx_chat_proto_held(m, &r->id)) {
-            /* stored after the join: it comes live */
-            continue;
-        }
+        if (rc < 0) {
+            lo = mid + 1;
 
-        p = ngx_pnalloc(pool, ngx_chat_wire_message_len(&rd->room, &r->id,
-                                                        &r->user, &r->content,
-                                                        r->ts.len));
-        if (p == NULL) {
-            return NULL;
+        } else {
+            hi = mid;
         }
-
-        msg = ngx_array_push(&msgs);
-        if (msg == NULL) {
-            return NULL;
-        }
-
-        msg->data = p;
-        msg->len = ngx_chat_wire_message(p, &rd->room, &r->id, &r->user,
-                                         &r->content, &r->ts)
-                   - p;
     }
 
-    /* then the ring, but for what the member got live after joining */
+    return 0;
+}
 
-    if (rd->mode != NGX_CHAT_STORE_BEFORE && rd->ring) {
 
-        for (i = 0; i < rd->ring->n; i++) {
+/* an id of this zone on this server (its tag) */
 
-            if (ngx_chat_proto_held(m, &rd->ring->msgs[i].id)) {
+static ngx_uint_t
+ngx_chat_proto_own(ngx_chat_proto_read_t *rd, ngx_str_t *id)
+{
+    ngx_str_t  *tag;
+
+    tag = &rd->s->ctx->id_tag;
+
+    return id->len > tag->len
+           && ngx_memcmp(id->data + id->len - tag->len, tag->data, tag->len)
+              == 0;
+}
+
+
+/*
+ * The messages of the reply, oldest first, from pool: the rows read
+ * (newest first) and the ring copied when the read was made, both sorted
+ * by id, merged by id, each message once, whichever has it.  A merge of
+ * two sorted lists is linear: no row is looked up in the ring (and the
+ * messages held for a joining member, sorted too, are walked along).
+ * Dropped:
+ *
+ *   - what the member got live after joining (held): it comes after the
+ *     reply;
+ *   - rows of this zone newer than its newest message in the ring copy:
+ *     stored after the read was made, after the request (the ring holds
+ *     the room's newest messages; repro/store-newer-rows);
+ *   - with "since", whatever is not after the id, when storage knows it
+ *     (repro/store-since-newer).
+ *
+ * *window: how many of them are not older than the oldest row read: the
+ * newest N of the reply are proven when N of them are
+ * (repro/store-join-held-rows).
+ */
+
+static ngx_int_t
+ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
+    ngx_array_t *msgs, ngx_uint_t *window)
+{
+    ngx_int_t                 i, c;
+    ngx_str_t                *msg, **held, *after, *cut, *oldest;
+    ngx_uint_t                j, h, nheld, nring;
+    ngx_chat_shm_ring_t      *ring;
+    ngx_chat_shm_copy_msg_t  *rows, *e;
+
+    rows = rd->rows.elts;
+    ring = (rd->mode != NGX_CHAT_STORE_BEFORE) ? rd->ring : NULL;
+    nring = ring ? ring->n : 0;
+
+    *window = 0;
+
+    if (ngx_array_init(msgs, rd->pool, rd->rows.nelts + nring + 1,
+                       sizeof(ngx_str_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    held = NULL;
+    nheld = 0;
+
+    if (m && m->nheld) {
+        held = ngx_palloc(rd->pool, m->nheld * sizeof(ngx_str_t *));
+        if (held == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (j = 0; j < m->nheld; j++) {
+            if (m->held[j].id.len) {
+                held[nheld++] = &m->held[j].id;
+            }
+        }
+
+        ngx_qsort(held, nheld, sizeof(ngx_str_t *), ngx_chat_proto_idp_cmp);
+    }
+
+    after = (rd->mode == NGX_CHAT_STORE_SINCE && rd->found) ? &rd->id : NULL;
+
+    cut = NULL;
+
+    for (j = nring; j > 0; j--) {
+        if (ngx_chat_proto_own(rd, &ring->msgs[j - 1].id)) {
+            cut = &ring->msgs[j - 1].id;
+            break;
+        }
+    }
+
+    oldest = rd->rows.nelts ? &rows[rd->rows.nelts - 1].id : NULL;
+
+    i = (ngx_int_t) rd->rows.nelts - 1;
+    j = 0;
+    h = 0;
+
+    for ( ;; ) {
+
+        if (i >= 0 && j < nring) {
+            c = ngx_chat_proto_id_cmp(&rows[i].id, &ring->msgs[j].id);
+
+        } else if (i >= 0) {
+            c = -1;
+
+        } else if (j < nring) {
+            c = 1;
+
+        } else {
+            break;
+        }
+
+        if (c < 0) {
+            e = &rows[i--];
+
+            if (cut && ngx_chat_proto_id_cmp(&e->id, cut) > 0
+                && ngx_chat_proto_own(rd, &e->id))
+            {
                 continue;
             }
 
-            msg = ngx_array_push(&msgs);
-            if (msg == NULL) {
-                return NULL;
-            }
+        } else {
+            e = &ring->msgs[j++];
 
-            *msg = rd->ring->msgs[i].json;
+            if (c == 0) {
+                i--;
+            }
         }
+
+        if (after && ngx_chat_proto_id_cmp(&e->id, after) <= 0) {
+            continue;
+        }
+
+        while (h < nheld && ngx_chat_proto_id_cmp(held[h], &e->id) < 0) {
+            h++;
+        }
+
+        if (h < nheld && ngx_chat_proto_id_cmp(held[h], &e->id) == 0) {
+            /* it comes live */
+            continue;
+        }
+
+        if (oldest && ngx_chat_proto_id_cmp(&e->id, oldest) >= 0) {
+            (*window)++;
+        }
+
+        msg = ngx_array_push(msgs);
+        if (msg == NULL) {
+            return NGX_ERROR;
+        }
+
+        *msg = e->json;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The reply: the newest "limit" messages of the merge (LAST, BEFORE), or
+ * those after the id (SINCE, at most 1000); "complete" only when storage
+ * answered all it was asked and nothing it cannot see is missing: LAST
+ * when storage had no more rows than those read, or the reply's newest N
+ * are all at or after the oldest row read; SINCE when the id is stored
+ * and storage had no more than 1000 after it; BEFORE when the id is
+ * stored.
+ */
+
+static ngx_chat_buf_t *
+ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m)
+{
+    ngx_str_t    *msg;
+    ngx_uint_t    complete, skip, max, window;
+    ngx_array_t   msgs;
+
+    if (rd->pool == NULL) {
+        rd->pool = ngx_create_pool(4096, rd->ws->connection->log);
+        if (rd->pool == NULL) {
+            return NULL;
+        }
+    }
+
+    if (ngx_chat_proto_merge(rd, m, &msgs, &window) != NGX_OK) {
+        return NULL;
     }
 
     switch (rd->mode) {
 
     case NGX_CHAT_STORE_LAST:
-        complete = (rows != NULL);
+        complete = !rd->more || window >= rd->limit;
         max = rd->limit;
         break;
 
     case NGX_CHAT_STORE_SINCE:
-        complete = rows && rows->found && rows->n <= NGX_CHAT_MAX_HISTORY;
+        complete = rd->found && !rd->more;
         max = NGX_CHAT_MAX_HISTORY;
         break;
 
     default: /* NGX_CHAT_STORE_BEFORE */
-        complete = rows && rows->found;
+        complete = rd->found;
         max = rd->limit;
         break;
     }
 
-    if (rd->unstored) {
+    if (rd->failed || rd->unstored) {
         complete = 0;
     }
 
@@ -1313,6 +1724,11 @@ ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
     if (skip && rd->mode == NGX_CHAT_STORE_SINCE) {
         complete = 0;
     }
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, rd->ws->connection->log, 0,
+                   "chat proto: history of \"%V\" from storage: %ui "
+                   "messages, %ui reads, complete %ui", &rd->room,
+                   msgs.nelts - skip, rd->rounds, complete);
 
     msg = msgs.elts;
 

@@ -23,6 +23,8 @@
  *                   of our tag above <n>; all we have when we are not
  *                   listed)
  *   H               heartbeat, every 2 s on the servers channel
+ *   K <user>        chat_api disconnect: close the user's connections
+ *                   (on the servers channel too)
  *
  * Everything that arrives is validated as client input is (SPEC §8) before
  * any of it reaches the zone, since anyone who can PUBLISH on this Redis
@@ -220,6 +222,11 @@ static void ngx_chat_relay_rooms_free(ngx_chat_relay_t *rl);
 static void ngx_chat_relay_subscribe(ngx_chat_relay_t *rl,
     ngx_str_t *channel, ngx_uint_t on);
 static void ngx_chat_relay_heartbeat(ngx_event_t *ev);
+static void ngx_chat_relay_kick_out(ngx_chat_relay_t *rl, uint64_t pos,
+    ngx_str_t *user);
+static ngx_int_t ngx_chat_relay_kick_parse(ngx_str_t *arg,
+    ngx_chat_relay_payload_t *pl);
+static void ngx_chat_relay_kick_in(ngx_chat_relay_t *rl, ngx_str_t *user);
 static void ngx_chat_relay_republish(ngx_chat_relay_t *rl, ngx_str_t *room,
     uint64_t from);
 static void ngx_chat_relay_set_state(ngx_chat_relay_t *rl);
@@ -729,6 +736,10 @@ ngx_chat_relay_entry(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
                                     &parts.room, 0, NULL, NULL);
         break;
 
+    case NGX_CHAT_BUS_KICK:
+        ngx_chat_relay_kick_out(rl, pos, &parts.user);
+        break;
+
     default:
         break;
     }
@@ -1102,6 +1113,11 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
         ngx_chat_remote_seen(ctx, pl.server);
         return;
 
+    case 'K':
+        ngx_chat_remote_seen(ctx, pl.server);
+        ngx_chat_relay_kick_in(rl, &pl.user);
+        return;
+
     case 'M':
     case 'R':
         ngx_chat_remote_seen(ctx, pl.server);
@@ -1209,6 +1225,10 @@ ngx_chat_relay_parse(ngx_chat_relay_t *rl, ngx_str_t *channel,
     if (channel->len == rl->control.len
         && ngx_memcmp(channel->data, rl->control.data, channel->len) == 0)
     {
+        if (pl->kind == 'K') {
+            return ngx_chat_relay_kick_parse(&arg, pl);
+        }
+
         if (pl->kind != 'H' || arg.len) {
             pl->error = "not a heartbeat";
             return NGX_DECLINED;
@@ -1962,4 +1982,48 @@ ngx_chat_relay_heartbeat(ngx_event_t *ev)
     ngx_chat_relay_flush(rl);
 
     ngx_add_timer(ev, NGX_CHAT_RELAY_HEARTBEAT);
+}
+
+
+/*
+ * chat_api disconnect across servers: "<sid> K <user>" on the servers
+ * channel, which every server is subscribed to; a receiver puts it on its
+ * bus (marked remote, so it is not sent on again) for its workers
+ */
+
+static void
+ngx_chat_relay_kick_out(ngx_chat_relay_t *rl, uint64_t pos, ngx_str_t *user)
+{
+    (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, pos, NULL, 'K',
+                                user, NULL);
+}
+
+
+static ngx_int_t
+ngx_chat_relay_kick_parse(ngx_str_t *arg, ngx_chat_relay_payload_t *pl)
+{
+    if (arg->len == 0 || arg->len > NGX_CHAT_MAX_USER
+        || !ngx_chat_relay_text(arg))
+    {
+        pl->error = "bad disconnect user";
+        return NGX_DECLINED;
+    }
+
+    pl->user = *arg;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_chat_relay_kick_in(ngx_chat_relay_t *rl, ngx_str_t *user)
+{
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "chat relay: disconnect \"%V\"", user);
+
+    if (ngx_chat_shm_kick(rl->ctx, user, NGX_CHAT_BUS_REMOTE, ngx_cycle->log)
+        == NGX_OK)
+    {
+        ngx_chat_fanout_publish(rl->fo);
+    }
 }

@@ -125,6 +125,9 @@ ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_str_rbtree_insert_value);
     ngx_queue_init(&sh->empty);
     ngx_queue_init(&sh->idle);
+    ngx_rbtree_init(&sh->keys, &sh->keys_sentinel,
+                    ngx_str_rbtree_insert_value);
+    ngx_queue_init(&sh->keys_queue);
 
     if (bus == 0) {
         return NGX_ERROR;
@@ -1427,6 +1430,24 @@ ngx_chat_shm_stats(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_stats_t *st)
     st->relay_dropped = sh->relay_dropped;
     st->relay_invalid = sh->relay_invalid;
     st->relay_duplicates = sh->relay_duplicates;
+    st->bytes[0] = sh->bytes_in;
+    st->bytes[1] = sh->bytes_in_raw;
+    st->bytes[2] = sh->bytes_out;
+    st->bytes[3] = sh->bytes_out_raw;
+}
+
+
+void
+ngx_chat_shm_count_bytes(ngx_chat_shm_ctx_t *ctx, uint64_t *bytes)
+{
+    ngx_chat_shm_t  *sh;
+
+    sh = ctx->sh;
+
+    (void) ngx_atomic_fetch_add(&sh->bytes_in, bytes[0]);
+    (void) ngx_atomic_fetch_add(&sh->bytes_in_raw, bytes[1]);
+    (void) ngx_atomic_fetch_add(&sh->bytes_out, bytes[2]);
+    (void) ngx_atomic_fetch_add(&sh->bytes_out_raw, bytes[3]);
 }
 
 
@@ -1487,4 +1508,239 @@ ngx_chat_shm_server_id(ngx_log_t *log)
 
     return id ^ ((uint64_t) ngx_random() << 32) ^ (uint64_t) ngx_random()
            ^ ((uint64_t) ngx_pid << 16) ^ (uint64_t) ngx_time();
+}
+
+
+/*
+ * chat_api publish: a room the message goes to must exist in the zone,
+ * members or not; a new one is created as rooms kept for their history
+ * are (in the zone's LRU of rooms without members), with keep messages
+ */
+
+ngx_int_t
+ngx_chat_shm_room_ensure(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t keep)
+{
+    ngx_chat_shm_room_t  *room;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    if (room == NULL) {
+        room = ngx_chat_shm_room_get(ctx, name, keep + 1);
+
+        if (room == NULL) {
+            ngx_shmtx_unlock(&ctx->shpool->mutex);
+            return NGX_DECLINED;
+        }
+
+        ngx_queue_insert_tail(&ctx->sh->empty, &room->lru);
+        room->in_lru = 1;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/* connections of a user on this server (every worker's) */
+
+ngx_uint_t
+ngx_chat_shm_user_connections(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user)
+{
+    ngx_uint_t            n;
+    ngx_chat_shm_user_t  *u;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    u = ngx_chat_shm_user_get(ctx, &ctx->sh->users, user, 0);
+    n = u ? ngx_chat_shm_local_count(u) : 0;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return n;
+}
+
+
+/* chat_api disconnect: every worker (and the relay) reads it on the bus */
+
+ngx_int_t
+ngx_chat_shm_kick(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user, ngx_uint_t flags,
+    ngx_log_t *log)
+{
+    ngx_int_t  rc;
+    ngx_str_t  none;
+
+    ngx_str_set(&none, "");
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    rc = ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_KICK, flags, &none, user,
+                                 NULL, (u_char *) "{}", 2);
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "chat zone: disconnect \"%V\" on zone \"%V\"", user,
+                   &ctx->name);
+
+    return rc;
+}
+
+
+/*
+ * chat_api publish keys: a key is taken (NGX_OK: publish, then set its
+ * id or drop it), already known (NGX_DECLINED, *id is what it published)
+ * or being published right now by another worker (NGX_BUSY).  Keys are
+ * kept NGX_CHAT_SHM_KEY_TTL seconds, at most NGX_CHAT_SHM_MAX_KEYS of them
+ * (the oldest go first).
+ */
+
+ngx_int_t
+ngx_chat_shm_key_take(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t *id)
+{
+    time_t               now;
+    uint32_t             hash;
+    ngx_queue_t         *q;
+    ngx_chat_shm_t      *sh;
+    ngx_chat_shm_key_t  *k;
+
+    sh = ctx->sh;
+    now = ngx_time();
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    while (!ngx_queue_empty(&sh->keys_queue)) {
+        q = ngx_queue_head(&sh->keys_queue);
+        k = ngx_queue_data(q, ngx_chat_shm_key_t, queue);
+
+        if (k->expires > now && sh->nkeys < NGX_CHAT_SHM_MAX_KEYS) {
+            break;
+        }
+
+        if (k->id_len == 0 && k->expires > now) {
+            /* under way: not dropped for room */
+            break;
+        }
+
+        ngx_queue_remove(q);
+        ngx_rbtree_delete(&sh->keys, &k->node);
+        ngx_slab_free_locked(ctx->shpool, k);
+        sh->nkeys--;
+    }
+
+    k = (ngx_chat_shm_key_t *) ngx_str_rbtree_lookup(&sh->keys, name, hash);
+
+    if (k) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+        if (k->id_len == 0 || !k->committed) {
+            return NGX_BUSY;
+        }
+
+        ngx_memcpy(id->data, k->id, k->id_len);
+        id->len = k->id_len;
+
+        return NGX_DECLINED;
+    }
+
+    k = ngx_chat_shm_alloc(ctx, sizeof(ngx_chat_shm_key_t) + name->len);
+    if (k == NULL) {
+        ngx_shmtx_unlock(&ctx->shpool->mutex);
+        return NGX_ERROR;
+    }
+
+    k->name.data = (u_char *) k + sizeof(ngx_chat_shm_key_t);
+    k->name.len = name->len;
+    ngx_memcpy(k->name.data, name->data, name->len);
+    k->node.key = hash;
+    k->expires = now + NGX_CHAT_SHM_KEY_TTL;
+    k->id_len = 0;
+    k->committed = 0;
+
+    ngx_rbtree_insert(&sh->keys, &k->node);
+    ngx_queue_insert_tail(&sh->keys_queue, &k->queue);
+    sh->nkeys++;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/*
+ * the taken key's publish: its id, committed or not yet (id NULL: it
+ * failed, the key goes); then, with storage, ngx_chat_shm_key_commit()
+ */
+
+void
+ngx_chat_shm_key_set(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *id,
+    ngx_uint_t committed)
+{
+    uint32_t             hash;
+    ngx_chat_shm_t      *sh;
+    ngx_chat_shm_key_t  *k;
+
+    sh = ctx->sh;
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    k = (ngx_chat_shm_key_t *) ngx_str_rbtree_lookup(&sh->keys, name, hash);
+
+    if (k && k->id_len == 0) {
+        if (id) {
+            k->id_len = ngx_min(id->len, NGX_CHAT_ID_LEN);
+            ngx_memcpy(k->id, id->data, k->id_len);
+            k->committed = committed;
+
+        } else {
+            ngx_queue_remove(&k->queue);
+            ngx_rbtree_delete(&sh->keys, &k->node);
+            ngx_slab_free_locked(ctx->shpool, k);
+            sh->nkeys--;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/*
+ * the key's message is committed; or storage refused it (refused): the
+ * key goes, so that a retry publishes again
+ */
+
+void
+ngx_chat_shm_key_commit(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t refused)
+{
+    uint32_t             hash;
+    ngx_chat_shm_t      *sh;
+    ngx_chat_shm_key_t  *k;
+
+    sh = ctx->sh;
+    hash = ngx_crc32_short(name->data, name->len);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    k = (ngx_chat_shm_key_t *) ngx_str_rbtree_lookup(&sh->keys, name, hash);
+
+    if (k && k->id_len) {
+        if (refused) {
+            ngx_queue_remove(&k->queue);
+            ngx_rbtree_delete(&sh->keys, &k->node);
+            ngx_slab_free_locked(ctx->shpool, k);
+            sh->nkeys--;
+
+        } else {
+            k->committed = 1;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
 }

@@ -101,6 +101,7 @@ typedef struct {
     uint64_t                   relay_dropped;
     uint64_t                   relay_invalid;
     uint64_t                   relay_duplicates;  /* copies recognised */
+    uint64_t                   bytes[4];  /* in, in_raw, out, out_raw */
 } ngx_chat_shm_stats_t;
 
 
@@ -130,6 +131,38 @@ ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_chat_shm_room_t *hint, ngx_str_t *user, ngx_str_t *content,
     ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id, uint64_t *ts,
     ngx_msec_t *retry_ms, ngx_log_t *log);
+
+/* the room exists (created without members, keeping keep messages) */
+ngx_int_t ngx_chat_shm_room_ensure(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t keep);
+
+/* chat_api publish keys: remembered 10 minutes, at most 100,000 */
+#define NGX_CHAT_SHM_KEY_TTL      600
+#define NGX_CHAT_SHM_MAX_KEYS     100000
+
+/*
+ * NGX_OK: taken, publish then ngx_chat_shm_key_set(); NGX_DECLINED: known,
+ * *id (room for NGX_CHAT_ID_LEN) is its message, committed; NGX_BUSY: its
+ * publish is under way, or waits for its COMMIT; NGX_ERROR: the zone is
+ * full
+ */
+ngx_int_t ngx_chat_shm_key_take(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t *id);
+void ngx_chat_shm_key_set(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t *id, ngx_uint_t committed);
+void ngx_chat_shm_key_commit(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t refused);
+
+/*
+ * closes the user's connections in every worker (a bus entry the relay
+ * passes on to the other servers unless flags has NGX_CHAT_BUS_REMOTE)
+ */
+ngx_int_t ngx_chat_shm_kick(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user,
+    ngx_uint_t flags, ngx_log_t *log);
+
+/* connections of a user on this server */
+ngx_uint_t ngx_chat_shm_user_connections(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *user);
 
 /* NULL with *storage set: the ring cannot answer, ask storage */
 ngx_chat_buf_t *ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx,
@@ -166,6 +199,8 @@ uint64_t ngx_chat_shm_bus_scan(ngx_chat_shm_ctx_t *ctx, uint64_t from,
 /* counters */
 void ngx_chat_shm_stats(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_stats_t *st);
 void ngx_chat_shm_count_out(ngx_chat_shm_ctx_t *ctx, ngx_uint_t n);
+/* bytes read and written: in, in_raw, out, out_raw (ngx_chat_shm_stats_t) */
+void ngx_chat_shm_count_bytes(ngx_chat_shm_ctx_t *ctx, uint64_t *bytes);
 void ngx_chat_shm_set_pg_down(ngx_chat_shm_ctx_t *ctx, ngx_uint_t down);
 
 

@@ -30,7 +30,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x63680007
+#define NGX_CHAT_SHM_LAYOUT       0x63680009
 
 
 typedef struct {
@@ -120,6 +120,18 @@ struct ngx_chat_shm_room_s {
 };
 
 
+/* a chat_api publish's idempotency key, remembered for a while */
+typedef struct {
+    ngx_rbtree_node_t          node;      /* key: crc32 of the name */
+    ngx_str_t                  name;      /* as in ngx_str_node_t */
+    ngx_queue_t                queue;     /* oldest first */
+    time_t                     expires;
+    size_t                     id_len;    /* 0: its publish is under way */
+    ngx_uint_t                 committed; /* stored, or no storage */
+    u_char                     id[NGX_CHAT_ID_LEN];
+} ngx_chat_shm_key_t;
+
+
 typedef struct {
     ngx_pid_t                  pid;
     ngx_uint_t                 active;
@@ -170,6 +182,18 @@ struct ngx_chat_shm_s {
     ngx_atomic_t               messages_out;
     ngx_atomic_t               rate_limited;
     ngx_atomic_t               zone_full;
+
+    /* chat_api publish keys */
+    ngx_rbtree_t               keys;
+    ngx_rbtree_node_t          keys_sentinel;
+    ngx_queue_t                keys_queue;
+    ngx_uint_t                 nkeys;
+
+    /* on the wire, and as they would be without permessage-deflate */
+    ngx_atomic_t               bytes_in;
+    ngx_atomic_t               bytes_in_raw;
+    ngx_atomic_t               bytes_out;
+    ngx_atomic_t               bytes_out_raw;
 };
 
 

@@ -63,7 +63,7 @@ ngx_chat_status_handler(ngx_http_request_t *r)
     redis = cmcf->redis == NULL ? "off" : (st.redis_up ? "up" : "down");
     postgres = cmcf->store == NULL ? "off" : (st.pg_down ? "down" : "up");
 
-    len = 1664 + 13 * ctx->name.len;
+    len = 2176 + 17 * ctx->name.len;
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
@@ -95,14 +95,24 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             "# TYPE chat_redis_up gauge\n"
             "chat_redis_up{zone=\"%V\"} %ui\n"
             "# TYPE chat_postgres_up gauge\n"
-            "chat_postgres_up{zone=\"%V\"} %ui\n",
+            "chat_postgres_up{zone=\"%V\"} %ui\n"
+            "# TYPE chat_bytes_in_total counter\n"
+            "chat_bytes_in_total{zone=\"%V\"} %uL\n"
+            "# TYPE chat_bytes_in_raw_total counter\n"
+            "chat_bytes_in_raw_total{zone=\"%V\"} %uL\n"
+            "# TYPE chat_bytes_out_total counter\n"
+            "chat_bytes_out_total{zone=\"%V\"} %uL\n"
+            "# TYPE chat_bytes_out_raw_total counter\n"
+            "chat_bytes_out_raw_total{zone=\"%V\"} %uL\n",
             &ctx->name, st.connections, &ctx->name, st.rooms,
             &ctx->name, st.users, &ctx->name, st.messages_in,
             &ctx->name, st.messages_out, &ctx->name, st.rate_limited,
             &ctx->name, st.zone_full, &ctx->name, st.relay_invalid,
             &ctx->name, st.relay_duplicates, &ctx->name, st.workers,
             &ctx->name, st.redis_up, &ctx->name,
-            (ngx_uint_t) (cmcf->store && !st.pg_down));
+            (ngx_uint_t) (cmcf->store && !st.pg_down),
+            &ctx->name, st.bytes[0], &ctx->name, st.bytes[1],
+            &ctx->name, st.bytes[2], &ctx->name, st.bytes[3]);
 
         ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
 
@@ -112,12 +122,15 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             "\"messages_in\":%uL,\"messages_out\":%uL,"
             "\"rate_limited\":%uL,\"redis\":\"%s\",\"postgres\":\"%s\","
             "\"zone_full\":%uL,\"workers\":%ui,\"relay_dropped\":%uL,"
-            "\"relay_invalid\":%uL,\"relay_duplicates\":%uL}\n",
+            "\"relay_invalid\":%uL,\"relay_duplicates\":%uL,"
+            "\"bytes_in\":%uL,\"bytes_in_raw\":%uL,"
+            "\"bytes_out\":%uL,\"bytes_out_raw\":%uL}\n",
             st.connections, st.rooms, st.users, st.messages_in,
             st.messages_out, st.rate_limited, redis, postgres,
             st.zone_full,
             st.workers, st.relay_dropped, st.relay_invalid,
-            st.relay_duplicates);
+            st.relay_duplicates,
+            st.bytes[0], st.bytes[1], st.bytes[2], st.bytes[3]);
 
         ngx_str_set(&r->headers_out.content_type, "application/json");
     }

@@ -8,11 +8,26 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+#include <zlib.h>
 #include "ngx_chat_frame.h"
 #include "ngx_chat_wire.h"
 
 
 #define ngx_chat_wire_lit(p, s)  ngx_cpymem(p, s, sizeof(s) - 1)
+
+/* a scratch buffer larger than this is freed after use */
+#define NGX_CHAT_WIRE_SCRATCH_KEEP  65536
+
+
+static ngx_chat_buf_t *ngx_chat_buf_deflate(ngx_chat_buf_t *b, u_char *payload,
+    size_t len, ngx_uint_t wbits, ngx_int_t level, ngx_log_t *log);
+
+
+/* the worker's deflate streams, by window bits, made on first need */
+static z_stream  *ngx_chat_wire_zs[16];
+static ngx_int_t  ngx_chat_wire_zlevel[16];
+static u_char    *ngx_chat_wire_scratch;
+static size_t     ngx_chat_wire_scratch_size;
 
 
 ngx_chat_buf_t *
@@ -27,6 +42,9 @@ ngx_chat_buf_alloc(size_t len, ngx_log_t *log)
 
     b->refs = 1;
     b->len = len;
+    b->deflated = NULL;
+    b->plain_len = 0;
+    b->wbits = 0;
 
     return b;
 }
@@ -36,7 +54,199 @@ void
 ngx_chat_buf_release(ngx_chat_buf_t *b)
 {
     if (--b->refs == 0) {
+        if (b->deflated) {
+            ngx_chat_buf_release(b->deflated);
+        }
+
         ngx_free(b);
+    }
+}
+
+
+ngx_chat_buf_t *
+ngx_chat_buf_deflated(ngx_chat_buf_t *b, ngx_uint_t wbits, ngx_int_t level,
+    size_t min, ngx_log_t *log)
+{
+    size_t           hlen, len;
+    u_char          *payload;
+    ngx_uint_t       n;
+    ngx_chat_buf_t  *z, **last;
+
+    if (b->len < 2) {
+        return b;
+    }
+
+    /* the payload: our own frames are FIN, unmasked, text */
+
+    n = b->data[1] & 0x7f;
+    hlen = (n == 127) ? 10 : (n == 126) ? 4 : 2;
+
+    if (b->len < hlen) {
+        return b;
+    }
+
+    payload = b->data + hlen;
+    len = b->len - hlen;
+
+    if (len < min || len == 0) {
+        return b;
+    }
+
+    /*
+     * a twin made with a window no larger serves this one; one made with
+     * a larger window, when the payload is no longer than this window: no
+     * distance in it can be farther back
+     */
+
+    last = &b->deflated;
+
+    for (z = b->deflated; z; z = z->deflated) {
+        if (z->wbits <= wbits || len <= (1u << wbits)) {
+            return z;
+        }
+
+        last = &z->deflated;
+    }
+
+    z = ngx_chat_buf_deflate(b, payload, len, wbits, level, log);
+
+    if (z == NULL) {
+        return b;
+    }
+
+    *last = z;
+
+    return z;
+}
+
+
+static ngx_chat_buf_t *
+ngx_chat_buf_deflate(ngx_chat_buf_t *b, u_char *payload, size_t len,
+    ngx_uint_t wbits, ngx_int_t level, ngx_log_t *log)
+{
+    int              rc;
+    size_t           bound, out, hlen;
+    z_stream        *zs;
+    ngx_chat_buf_t  *z;
+
+    zs = ngx_chat_wire_zs[wbits];
+
+    if (zs == NULL) {
+        zs = ngx_calloc(sizeof(z_stream), log);
+        if (zs == NULL) {
+            return NULL;
+        }
+
+        /* raw deflate; memLevel 8 is zlib's default (about 256 KB at 15) */
+
+        rc = deflateInit2(zs, (int) level, Z_DEFLATED, - (int) wbits, 8,
+                          Z_DEFAULT_STRATEGY);
+        if (rc != Z_OK) {
+            ngx_log_error(NGX_LOG_ALERT, log, 0,
+                          "chat: deflateInit2() failed: %d", rc);
+            ngx_free(zs);
+            return NULL;
+        }
+
+        ngx_chat_wire_zs[wbits] = zs;
+        ngx_chat_wire_zlevel[wbits] = level;
+
+    } else {
+        (void) deflateReset(zs);
+
+        if (ngx_chat_wire_zlevel[wbits] != level) {
+            /* a fresh stream: nothing to flush at the old level */
+            if (deflateParams(zs, (int) level, Z_DEFAULT_STRATEGY) == Z_OK) {
+                ngx_chat_wire_zlevel[wbits] = level;
+            }
+        }
+    }
+
+    /* a sync flush adds at most a few bytes to deflate's bound */
+
+    bound = deflateBound(zs, len) + 16;
+
+    if (ngx_chat_wire_scratch_size < bound) {
+        if (ngx_chat_wire_scratch) {
+            ngx_free(ngx_chat_wire_scratch);
+        }
+
+        ngx_chat_wire_scratch_size = 0;
+
+        ngx_chat_wire_scratch = ngx_alloc(bound, log);
+        if (ngx_chat_wire_scratch == NULL) {
+            return NULL;
+        }
+
+        ngx_chat_wire_scratch_size = bound;
+    }
+
+    zs->next_in = payload;
+    zs->avail_in = len;
+    zs->next_out = ngx_chat_wire_scratch;
+    zs->avail_out = bound;
+
+    rc = deflate(zs, Z_SYNC_FLUSH);
+
+    out = bound - zs->avail_out;
+    z = NULL;
+
+    if (rc != Z_OK || zs->avail_in != 0 || out < 4) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "chat: deflate() failed: %d", rc);
+        goto done;
+    }
+
+    /* RFC 7692 7.2.1: the 00 00 ff ff of the sync flush is left out */
+
+    out -= 4;
+
+    hlen = ngx_chat_frame_header_size(out);
+
+    z = ngx_chat_buf_alloc(hlen + out, log);
+    if (z == NULL) {
+        goto done;
+    }
+
+    (void) ngx_chat_frame_header(z->data, NGX_CHAT_FRAME_TEXT, out);
+    z->data[0] |= 0x40;     /* RSV1: compressed */
+    ngx_memcpy(z->data + hlen, ngx_chat_wire_scratch, out);
+    z->wbits = wbits;
+    z->plain_len = b->len;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "chat wire: deflated %uz bytes to %uz, window %ui",
+                   len, out, wbits);
+
+done:
+
+    if (ngx_chat_wire_scratch_size > NGX_CHAT_WIRE_SCRATCH_KEEP) {
+        ngx_free(ngx_chat_wire_scratch);
+        ngx_chat_wire_scratch = NULL;
+        ngx_chat_wire_scratch_size = 0;
+    }
+
+    return z;
+}
+
+
+void
+ngx_chat_wire_deflate_done(void)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < 16; i++) {
+        if (ngx_chat_wire_zs[i]) {
+            (void) deflateEnd(ngx_chat_wire_zs[i]);
+            ngx_free(ngx_chat_wire_zs[i]);
+            ngx_chat_wire_zs[i] = NULL;
+        }
+    }
+
+    if (ngx_chat_wire_scratch) {
+        ngx_free(ngx_chat_wire_scratch);
+        ngx_chat_wire_scratch = NULL;
+        ngx_chat_wire_scratch_size = 0;
     }
 }
 
@@ -229,6 +439,26 @@ ngx_chat_wire_left(ngx_str_t *room, ngx_log_t *log)
     p = ngx_chat_wire_lit(p, "{\"type\":\"left\",\"room\":");
     p = ngx_chat_wire_str(p, room);
     *p++ = '}';
+
+    ngx_chat_wire_frame_end(b, p);
+
+    return b;
+}
+
+
+ngx_chat_buf_t *
+ngx_chat_wire_refreshed(int64_t exp, ngx_log_t *log)
+{
+    u_char          *p;
+    ngx_chat_buf_t  *b;
+
+    b = ngx_chat_wire_frame_start(sizeof("{\"type\":\"refreshed\",\"exp\":}")
+                                  - 1 + NGX_INT64_LEN, &p, log);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    p = ngx_sprintf(p, "{\"type\":\"refreshed\",\"exp\":%L}", exp);
 
     ngx_chat_wire_frame_end(b, p);
 

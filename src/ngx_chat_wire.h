@@ -28,15 +28,41 @@
  * to many local members is one ngx_chat_buf_t referenced by every member's
  * output queue; the last reference frees it.
  */
-typedef struct {
+typedef struct ngx_chat_buf_s  ngx_chat_buf_t;
+
+struct ngx_chat_buf_s {
     ngx_uint_t                 refs;
     size_t                     len;
+    ngx_chat_buf_t            *deflated;   /* compressed twin(s), made on
+                                              first need, or NULL */
+    size_t                     plain_len;  /* a twin: its plain frame's
+                                              length (status) */
+    unsigned                   wbits:4;    /* a twin: its window */
     u_char                     data[1];
-} ngx_chat_buf_t;
+};
 
 
 ngx_chat_buf_t *ngx_chat_buf_alloc(size_t len, ngx_log_t *log);
 void ngx_chat_buf_release(ngx_chat_buf_t *b);
+
+
+/*
+ * permessage-deflate (RFC 7692) of a whole text frame b: its compressed
+ * twin (RSV1 set, the payload deflated without context, the 00 00 ff ff
+ * tail removed), made once, the first time a member that negotiated
+ * compression with window wbits needs it, and kept beside b until b is
+ * freed, so that every such member shares its bytes; one deflate stream
+ * per worker and window, reset for each message.  Returns b itself when
+ * its payload is under min or on an error (the plain frame is always
+ * valid).  A payload that does not shrink is sent compressed all the same
+ * (a few bytes more: SPEC 9 says every message of at least min is).  b
+ * keeps the twin's reference: the caller takes its own.
+ */
+ngx_chat_buf_t *ngx_chat_buf_deflated(ngx_chat_buf_t *b, ngx_uint_t wbits,
+    ngx_int_t level, size_t min, ngx_log_t *log);
+
+/* frees the worker's deflate streams (exit_process) */
+void ngx_chat_wire_deflate_done(void);
 
 
 /*
@@ -75,6 +101,9 @@ ngx_chat_buf_t *ngx_chat_wire_joined(ngx_str_t *room, ngx_uint_t members,
 
 /* {"type":"left","room":R} */
 ngx_chat_buf_t *ngx_chat_wire_left(ngx_str_t *room, ngx_log_t *log);
+
+/* {"type":"refreshed","exp":MS}: a token's exp in ms */
+ngx_chat_buf_t *ngx_chat_wire_refreshed(int64_t exp, ngx_log_t *log);
 
 /*
  * {"type":"ack"[,"ref":REF],"id":ID}; ref may be NULL; the id is this

@@ -16,7 +16,9 @@
 #include <ngx_http.h>
 #include "ngx_chat.h"
 #include "ngx_chat_frame.h"
+#include "ngx_chat_deflate.h"
 #include "ngx_chat_wire.h"
+#include "ngx_chat_shm.h"
 #include "ngx_chat_ws.h"
 
 
@@ -25,6 +27,7 @@
 #define NGX_CHAT_WS_IOV           64
 #define NGX_CHAT_WS_LINGER        2000
 #define NGX_CHAT_WS_MSG_KEEP      4096
+#define NGX_CHAT_WS_INFLATERS     32
 
 #define NGX_CHAT_WS_LIVE          0
 #define NGX_CHAT_WS_CONTROL       1
@@ -33,11 +36,17 @@
 
 static void ngx_chat_ws_start_handler(ngx_event_t *wev);
 static void ngx_chat_ws_read_handler(ngx_event_t *rev);
+static void ngx_chat_ws_read(ngx_event_t *rev);
 static void ngx_chat_ws_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos,
     u_char *last);
 static ngx_int_t ngx_chat_ws_append(ngx_chat_ws_t *ws, u_char *data,
     size_t len);
+static ngx_int_t ngx_chat_ws_inflate(ngx_chat_ws_t *ws, ngx_chat_frame_t *f);
+static void ngx_chat_ws_inflate_done(ngx_chat_ws_t *ws,
+    ngx_chat_inflate_t *inf);
+static void ngx_chat_ws_count(ngx_chat_ws_t *ws, ngx_uint_t i, size_t n);
+static void ngx_chat_ws_count_flush(void);
 static ngx_int_t ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
     ngx_uint_t control);
 static void ngx_chat_ws_send_control(ngx_chat_ws_t *ws, ngx_uint_t opcode,
@@ -49,6 +58,8 @@ static ngx_uint_t ngx_chat_ws_over(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
 static void ngx_chat_ws_offer(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_unqueued(ngx_chat_ws_t *ws, ngx_chat_buf_t *b);
 static void ngx_chat_ws_timer(ngx_chat_ws_t *ws);
+static void ngx_chat_ws_arm(ngx_chat_ws_t *ws, ngx_msec_t timer);
+static ngx_uint_t ngx_chat_ws_jwt_later(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_schedule(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_flush_handler(ngx_event_t *ev);
 static void ngx_chat_ws_flush(ngx_chat_ws_t *ws);
@@ -62,6 +73,19 @@ static void ngx_chat_ws_finalize(ngx_chat_ws_t *ws);
 static ngx_queue_t   ngx_chat_ws_flush_queue;
 static ngx_event_t   ngx_chat_ws_flush_event;
 static u_char        ngx_chat_ws_rbuf[NGX_CHAT_WS_READ_SIZE];
+
+/* an inflater kept for the next compressed message (reset), or NULL */
+static ngx_chat_inflate_t  *ngx_chat_ws_inflater;
+
+/* inflaters kept by connections in the middle of a compressed message */
+static ngx_uint_t           ngx_chat_ws_inflaters_busy;
+
+/*
+ * byte counters (ngx_chat_shm_stats_t's order) gathered during a turn of
+ * the event loop and added to the zone once, after reading or flushing
+ */
+static ngx_chat_shm_ctx_t  *ngx_chat_ws_count_ctx;
+static uint64_t             ngx_chat_ws_counts[4];
 
 
 void
@@ -200,7 +224,7 @@ ngx_chat_ws_start_handler(ngx_event_t *wev)
     c->write->handler = ngx_chat_ws_write_handler;
     ws->started = 1;
 
-    ngx_add_timer(c->read, ws->conf->ping_interval);
+    ngx_chat_ws_arm(ws, ws->conf->ping_interval);
 
     ngx_chat_ws_schedule(ws);
 
@@ -247,6 +271,14 @@ ngx_chat_ws_queue(ngx_chat_ws_t *ws, ngx_chat_buf_t *b, ngx_uint_t control)
 
     if (ws->closing || ws->destroyed) {
         return NGX_DECLINED;
+    }
+
+    if (ws->deflate && control != NGX_CHAT_WS_CONTROL) {
+        /* made once per message and worker, shared by every member */
+        b = ngx_chat_buf_deflated(b, ws->deflate_wbits,
+                                  ws->conf->deflate_level,
+                                  ws->conf->deflate_min_size,
+                                  ws->connection->log);
     }
 
     if (ngx_chat_ws_over(ws, b, control)) {
@@ -496,6 +528,14 @@ ngx_chat_ws_pong_again(ngx_chat_ws_t *ws, u_char *data, size_t len)
 static void
 ngx_chat_ws_read_handler(ngx_event_t *rev)
 {
+    ngx_chat_ws_read(rev);
+    ngx_chat_ws_count_flush();
+}
+
+
+static void
+ngx_chat_ws_read(ngx_event_t *rev)
+{
     ssize_t              n;
     ngx_uint_t           i;
     ngx_chat_ws_t       *ws;
@@ -556,6 +596,9 @@ ngx_chat_ws_read_handler(ngx_event_t *rev)
         }
 
         ws->last_seen = ngx_current_msec;
+
+        ngx_chat_ws_count(ws, 0, n);
+        ngx_chat_ws_count(ws, 1, n);
 
         if (ngx_chat_ws_process(ws, ngx_chat_ws_rbuf, ngx_chat_ws_rbuf + n)
             != NGX_OK)
@@ -620,6 +663,14 @@ ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos, u_char *last)
         switch (f.opcode) {
 
         case NGX_CHAT_FRAME_TEXT:
+
+            if (f.compressed) {
+                if (ngx_chat_ws_inflate(ws, &f) != NGX_OK) {
+                    return NGX_DONE;
+                }
+
+                break;
+            }
 
             if (f.first && f.last) {
                 ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
@@ -719,6 +770,185 @@ ngx_chat_ws_append(ngx_chat_ws_t *ws, u_char *data, size_t len)
 
 
 /*
+ * A compressed message (RFC 7692): inflated as its chunks come, the output
+ * bounded by chat_max_message_size (1009 as soon as it would pass) and
+ * checked as UTF-8 across fragments.  An inflater exists only while a
+ * message is read: a message in one read takes the worker's spare one and
+ * gives it back; one that spans reads keeps one (the spare, or a new one)
+ * until it ends.  Those are at most NGX_CHAT_WS_INFLATERS per worker:
+ * beyond, a message's compressed bytes are gathered like a plain
+ * message's (its wire size is bounded by the parser) and inflated when it
+ * is complete, so that clients stalling in the middle of compressed
+ * messages cannot make the worker hold an inflater (some 40 KB) each.
+ * An idle connection holds no compression state.
+ */
+
+static ngx_int_t
+ngx_chat_ws_inflate(ngx_chat_ws_t *ws, ngx_chat_frame_t *f)
+{
+    int                  rc;
+    u_char              *data;
+    size_t               len;
+    ngx_chat_inflate_t  *inf;
+
+    inf = ws->inflate;
+
+    if (f->first) {
+        ws->inflate_later = 0;
+
+        if (!f->last && ngx_chat_ws_inflaters_busy >= NGX_CHAT_WS_INFLATERS) {
+            ws->inflate_later = 1;
+            ws->msg_len = 0;
+        }
+    }
+
+    if (ws->inflate_later) {
+
+        if (ngx_chat_ws_append(ws, f->data, f->len) != NGX_OK) {
+            ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INTERNAL, NULL);
+            return NGX_ERROR;
+        }
+
+        if (!f->last) {
+            return NGX_OK;
+        }
+
+        data = ws->msg;
+        len = ws->msg_len;
+
+    } else {
+        data = f->data;
+        len = f->len;
+    }
+
+    if (inf == NULL) {
+        inf = ngx_chat_ws_inflater;
+        ngx_chat_ws_inflater = NULL;
+
+        if (inf == NULL) {
+            inf = ngx_chat_inflate_create(ws->conf->max_message_size);
+
+            if (inf == NULL) {
+                ngx_log_error(NGX_LOG_ALERT, ws->connection->log, 0,
+                              "chat: inflateInit2() failed");
+                ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_INTERNAL, NULL);
+                return NGX_ERROR;
+            }
+        }
+
+        inf->max = ws->conf->max_message_size;
+    }
+
+    rc = ngx_chat_inflate_add(inf, data, len, f->last || ws->inflate_later);
+
+    if (ws->inflate_later) {
+        ws->msg_len = 0;
+        ws->inflate_later = 0;
+
+        if (ws->msg_cap > NGX_CHAT_WS_MSG_KEEP) {
+            ngx_free(ws->msg);
+            ws->msg = NULL;
+            ws->msg_cap = 0;
+        }
+    }
+
+    if (rc != NGX_CHAT_INFLATE_OK) {
+        ngx_log_error(NGX_LOG_INFO, ws->connection->log, 0,
+                      "chat: client sent %s, closing with %d",
+                      rc == NGX_CHAT_INFLATE_TOO_BIG
+                      ? "a compressed message too big"
+                      : rc == NGX_CHAT_INFLATE_CORRUPT
+                        ? "a corrupt compressed message or invalid UTF-8"
+                        : "a compressed message, no memory", rc);
+
+        ngx_chat_ws_inflate_done(ws, inf);
+        ngx_chat_ws_close(ws, rc, NULL);
+        return NGX_ERROR;
+    }
+
+    if (!f->last) {
+        /* the message goes on in a later read: the inflater stays */
+
+        if (ws->inflate == NULL) {
+            ws->inflate = inf;
+            ngx_chat_ws_inflaters_busy++;
+        }
+
+        return NGX_OK;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat ws: text message of %uz bytes, inflated from %uz",
+                   inf->len, inf->in_len);
+
+    /* what it would have cost uncompressed */
+    ngx_chat_ws_count(ws, 1, inf->len - ngx_min(inf->len, inf->in_len));
+
+    if (ws->inflate) {
+        ws->inflate = NULL;
+        ngx_chat_ws_inflaters_busy--;
+    }
+
+    ws->message(ws, inf->buf, inf->len);
+    ngx_chat_ws_inflate_done(NULL, inf);
+
+    return NGX_OK;
+}
+
+
+/* ws: the connection that kept inf across reads, or NULL */
+
+static void
+ngx_chat_ws_inflate_done(ngx_chat_ws_t *ws, ngx_chat_inflate_t *inf)
+{
+    if (ws && ws->inflate == inf) {
+        ws->inflate = NULL;
+        ngx_chat_ws_inflaters_busy--;
+    }
+
+    if (ngx_chat_ws_inflater == NULL) {
+        ngx_chat_inflate_reset(inf, NGX_CHAT_WS_MSG_KEEP);
+        ngx_chat_ws_inflater = inf;
+        return;
+    }
+
+    ngx_chat_inflate_destroy(inf);
+}
+
+
+static void
+ngx_chat_ws_count(ngx_chat_ws_t *ws, ngx_uint_t i, size_t n)
+{
+    ngx_chat_shm_ctx_t  *ctx;
+
+    ctx = ws->conf->zone->data;
+
+    if (ctx != ngx_chat_ws_count_ctx) {
+        ngx_chat_ws_count_flush();
+        ngx_chat_ws_count_ctx = ctx;
+    }
+
+    ngx_chat_ws_counts[i] += n;
+}
+
+
+static void
+ngx_chat_ws_count_flush(void)
+{
+    if (ngx_chat_ws_count_ctx == NULL) {
+        return;
+    }
+
+    if (ngx_chat_ws_counts[0] | ngx_chat_ws_counts[1]
+        | ngx_chat_ws_counts[2] | ngx_chat_ws_counts[3])
+    {
+        ngx_chat_shm_count_bytes(ngx_chat_ws_count_ctx, ngx_chat_ws_counts);
+        ngx_memzero(ngx_chat_ws_counts, sizeof(ngx_chat_ws_counts));
+    }
+}
+
+
+/*
  * One timer per connection (its read event's): it pings an idle client and
  * closes it when the ping stays unanswered.  Data received does not touch
  * the timer: the handler looks at ws->last_seen when it fires, so the hot
@@ -738,6 +968,16 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
         return;
     }
 
+    if (ws->expiring && (ngx_msec_int_t) (ws->expires - ngx_current_msec) <= 0
+        && !ngx_chat_ws_jwt_later(ws))
+    {
+        /* SPEC 10: the token's exp passed, no refresh came */
+        ngx_log_error(NGX_LOG_INFO, c->log, 0, "chat: token expired");
+        ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_POLICY, "token expired");
+        ngx_chat_ws_notify_closed(ws);
+        return;
+    }
+
     idle = ngx_current_msec - ws->last_seen;
 
     if (ws->ping_sent) {
@@ -745,6 +985,11 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
         if (idle < ws->conf->ping_timeout) {
             /* the client said something: alive */
             ws->ping_sent = 0;
+
+        } else if (idle < 2 * ws->conf->ping_timeout) {
+            /* early, for a token's exp that a refresh moved since */
+            ngx_chat_ws_arm(ws, 2 * ws->conf->ping_timeout - idle);
+            return;
 
         } else {
             ngx_log_error(NGX_LOG_INFO, c->log, NGX_ETIMEDOUT,
@@ -759,7 +1004,7 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
     }
 
     if (idle < ws->conf->ping_interval) {
-        ngx_add_timer(c->read, ws->conf->ping_interval - idle);
+        ngx_chat_ws_arm(ws, ws->conf->ping_interval - idle);
         return;
     }
 
@@ -767,7 +1012,103 @@ ngx_chat_ws_timer(ngx_chat_ws_t *ws)
     ws->ping_sent = 1;
     ws->last_seen = ngx_current_msec - ws->conf->ping_timeout;
 
-    ngx_add_timer(c->read, ws->conf->ping_timeout);
+    ngx_chat_ws_arm(ws, ws->conf->ping_timeout);
+}
+
+
+/* the keepalive timer, or the token's exp when that comes first */
+
+static void
+ngx_chat_ws_arm(ngx_chat_ws_t *ws, ngx_msec_t timer)
+{
+    ngx_msec_int_t  left;
+
+    if (ws->expiring) {
+        left = ws->expires - ngx_current_msec;
+        timer = ngx_min(timer, (ngx_msec_t) ngx_max(left, 1));
+    }
+
+    ngx_add_timer(ws->connection->read, timer);
+}
+
+
+/*
+ * The timer's deadline came, but by the wall clock the token's exp has
+ * not (an exp further than the timer reaches, or the clock was set back):
+ * the deadline moves on
+ */
+
+static ngx_uint_t
+ngx_chat_ws_jwt_later(ngx_chat_ws_t *ws)
+{
+    int64_t          left;
+    struct timeval   tv;
+
+    if (ws->jwt == NULL) {
+        return 0;
+    }
+
+    ngx_gettimeofday(&tv);
+
+    left = ws->jwt->exp - ((int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000);
+
+    if (left <= 0) {
+        return 0;
+    }
+
+    left = ngx_min(left, (int64_t) NGX_MAX_INT32_VALUE);
+    ws->expires = ngx_current_msec + (ngx_msec_t) left;
+
+    return 1;
+}
+
+
+void
+ngx_chat_ws_set_jwt(ngx_chat_ws_t *ws, ngx_chat_jwt_t *jwt)
+{
+    int64_t          now, left;
+    ngx_event_t     *rev;
+    struct timeval   tv;
+
+    if (ws->jwt && ws->jwt != jwt) {
+        ngx_chat_jwt_free(ws->jwt);
+    }
+
+    ws->jwt = jwt;
+
+    /*
+     * exp is wall-clock time, the timer nginx's monotonic one: the time
+     * left now; a token taken within the leeway after its exp has the
+     * leeway's rest
+     */
+
+    ngx_gettimeofday(&tv);
+    now = (int64_t) tv.tv_sec * 1000 + tv.tv_usec / 1000;
+
+    left = jwt->exp - now;
+
+    if (left <= 0) {
+        left = jwt->exp + NGX_CHAT_JWT_LEEWAY * 1000 - now;
+    }
+
+    left = ngx_max(left, 1);
+    left = ngx_min(left, (int64_t) NGX_MAX_INT32_VALUE);
+
+    ws->expires = ngx_current_msec + (ngx_msec_t) left;
+    ws->expiring = 1;
+
+    if (!ws->started || ws->closing || ws->lingering) {
+        /* the start handler arms the timer */
+        return;
+    }
+
+    rev = ws->connection->read;
+
+    if (!rev->timer_set
+        || (ngx_msec_int_t) (rev->timer.key - ws->expires) > 0)
+    {
+        ngx_add_timer(rev, (ngx_msec_t) left);
+    }
 }
 
 
@@ -808,6 +1149,8 @@ ngx_chat_ws_flush_handler(ngx_event_t *ev)
 
         ngx_chat_ws_flush(ws);
     }
+
+    ngx_chat_ws_count_flush();
 }
 
 
@@ -873,6 +1216,7 @@ ngx_chat_ws_write_handler(ngx_event_t *wev)
     }
 
     ngx_chat_ws_flush(ws);
+    ngx_chat_ws_count_flush();
 }
 
 
@@ -984,6 +1328,8 @@ ngx_chat_ws_write(ngx_chat_ws_t *ws)
             }
 
             sent -= len;
+            ngx_chat_ws_count(ws, 2, b->len);
+            ngx_chat_ws_count(ws, 3, b->plain_len ? b->plain_len : b->len);
             ws->out_bytes -= b->len;
             ws->out_sent = 0;
             ws->out_head = (ws->out_head + 1) % ws->out_cap;
@@ -1109,6 +1455,10 @@ ngx_chat_ws_finalize(ngx_chat_ws_t *ws)
         ws->msg = NULL;
     }
 
+    if (ws->inflate) {
+        ngx_chat_ws_inflate_done(ws, ws->inflate);
+    }
+
     c = ws->connection;
     r = ws->request;
 
@@ -1120,4 +1470,52 @@ ngx_chat_ws_finalize(ngx_chat_ws_t *ws)
     }
 
     ngx_http_close_connection(c);
+}
+
+
+ngx_uint_t
+ngx_chat_ws_close_user(ngx_str_t *user, ngx_uint_t code, char *reason)
+{
+    ngx_uint_t         i, n;
+    ngx_chat_ws_t     *ws;
+    ngx_connection_t  *c;
+
+    n = 0;
+    c = ngx_cycle->connections;
+
+    for (i = 0; i < ngx_cycle->connection_n; i++) {
+
+        if (c[i].fd == (ngx_socket_t) -1
+            || c[i].read->handler != ngx_chat_ws_read_handler
+            || c[i].data == NULL)
+        {
+            continue;
+        }
+
+        /* a connection upgraded this turn still has its request */
+
+        ws = (c[i].write->handler == ngx_chat_ws_start_handler)
+             ? ngx_http_get_module_ctx((ngx_http_request_t *) c[i].data,
+                                       ngx_chat_module)
+             : c[i].data;
+
+        if (ws == NULL) {
+            continue;
+        }
+
+        if (ws->closing || ws->destroyed
+            || ws->user.len != user->len
+            || ngx_memcmp(ws->user.data, user->data, user->len) != 0)
+        {
+            continue;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, c[i].log, 0,
+                      "chat: \"%V\" disconnected by the API", user);
+
+        ngx_chat_ws_close(ws, code, reason);
+        n++;
+    }
+
+    return n;
 }

@@ -13,6 +13,8 @@
 #include <ngx_http.h>
 #include "ngx_chat.h"
 #include "ngx_chat_frame.h"
+#include "ngx_chat_jwt.h"
+#include "ngx_chat_deflate.h"
 #include "ngx_chat_wire.h"
 
 
@@ -39,6 +41,7 @@ struct ngx_chat_ws_s {
     ngx_http_request_t        *request;        /* while kept */
     ngx_chat_loc_conf_t       *conf;
     ngx_str_t                  user;
+    ngx_chat_jwt_t            *jwt;            /* chat_jwt: its token */
 
     ngx_chat_ws_message_pt     message;
     ngx_chat_ws_closed_pt      closed;
@@ -49,6 +52,9 @@ struct ngx_chat_ws_s {
     u_char                    *msg;            /* message being assembled */
     size_t                     msg_len;
     size_t                     msg_cap;
+
+    ngx_chat_inflate_t        *inflate;        /* only while a compressed
+                                                  message spans reads */
 
     /* output queue: a ring of frame references */
     ngx_chat_buf_t           **out;
@@ -62,6 +68,7 @@ struct ngx_chat_ws_s {
 
     ngx_queue_t                flush;          /* in the worker's list */
     ngx_msec_t                 last_seen;
+    ngx_msec_t                 expires;        /* the token's, if expiring */
 
     unsigned                   started:1;
     unsigned                   flush_posted:1;
@@ -71,8 +78,15 @@ struct ngx_chat_ws_s {
     unsigned                   lingering:1;
     unsigned                   destroyed:1;
     unsigned                   write_blocked:1; /* last write: EAGAIN */
+    unsigned                   expiring:1;     /* a token's exp */
     unsigned                   ssl_pending:1;   /* out[out_head] is in
                                                    SSL_write() */
+    unsigned                   deflate:1;       /* permessage-deflate */
+    unsigned                   deflate_wbits:4; /* the client's window for
+                                                   what we send */
+    unsigned                   inflate_later:1; /* a compressed message
+                                                   gathered in msg, inflated
+                                                   when complete */
 };
 
 
@@ -97,6 +111,21 @@ ngx_int_t ngx_chat_ws_send_reply(ngx_chat_ws_t *ws, ngx_chat_buf_t *b);
 
 /* queue a close frame with this code, then close the connection */
 void ngx_chat_ws_close(ngx_chat_ws_t *ws, ngx_uint_t code, char *reason);
+
+/*
+ * The connection's token: it replaces the one before (freed with the
+ * connection), and the connection is closed with 1008 "token expired"
+ * when the token's exp passes, by the keepalive timer
+ */
+void ngx_chat_ws_set_jwt(ngx_chat_ws_t *ws, ngx_chat_jwt_t *jwt);
+
+/*
+ * Closes every connection of this user in this worker with this code
+ * (chat_api disconnect); returns how many.  It looks at the worker's
+ * connections, which a rare request of a backend may.
+ */
+ngx_uint_t ngx_chat_ws_close_user(ngx_str_t *user, ngx_uint_t code,
+    char *reason);
 
 /* sets up the worker's write coalescing (init_process) */
 void ngx_chat_ws_init_worker(ngx_cycle_t *cycle);

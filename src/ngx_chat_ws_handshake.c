@@ -16,6 +16,7 @@
 #include "ngx_chat.h"
 #include "ngx_chat_frame.h"
 #include "ngx_chat_utf8.h"
+#include "ngx_chat_deflate.h"
 #include "ngx_chat_wire.h"
 #include "ngx_chat_ws.h"
 
@@ -33,8 +34,11 @@ static ngx_uint_t ngx_chat_ws_has_token(ngx_table_elt_t *h, char *token,
 static ngx_int_t ngx_chat_ws_origin_allowed(ngx_http_request_t *r,
     ngx_chat_loc_conf_t *lcf);
 static ngx_int_t ngx_chat_ws_upgrade_required(ngx_http_request_t *r);
+static void ngx_chat_ws_extensions(ngx_http_request_t *r,
+    ngx_chat_deflate_params_t *pmd);
 static ngx_int_t ngx_chat_ws_accept(ngx_http_request_t *r,
-    ngx_chat_ws_t *ws, ngx_str_t *key);
+    ngx_chat_ws_t *ws, ngx_str_t *key, ngx_chat_deflate_params_t *pmd);
+static void ngx_chat_ws_jwt_cleanup(void *data);
 
 
 ngx_chat_ws_t *
@@ -42,12 +46,20 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
 {
     uint32_t              utf8;
     ngx_int_t             rc;
-    ngx_str_t             key, user;
+    char                 *why;
+    ngx_str_t             key, user, token;
     ngx_chat_ws_t        *ws;
+    ngx_chat_jwt_t       *jwt;
     ngx_connection_t     *c;
+    ngx_log_handler_pt    handler;
+    ngx_pool_cleanup_t   *cln;
     ngx_chat_loc_conf_t  *lcf;
 
+    ngx_chat_deflate_params_t  pmd;
+
     ngx_str_null(&key);
+    jwt = NULL;
+    ws = NULL;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_chat_module);
     c = r->connection;
@@ -71,14 +83,59 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
         return NULL;
     }
 
-    if (ngx_http_complex_value(r, lcf->user, &user) != NGX_OK) {
+    if (lcf->jwt) {
+
+        /* SPEC 10: the token's sub is the user, whatever chat_user says */
+
+        if (ngx_http_complex_value(r, lcf->jwt, &token) != NGX_OK) {
+            return NULL;
+        }
+
+        /* chat_jwt $http_authorization: "Bearer TOKEN" */
+
+        if (token.len > 7
+            && ngx_strncasecmp(token.data, (u_char *) "Bearer ", 7) == 0)
+        {
+            token.data += 7;
+            token.len -= 7;
+        }
+
+        jwt = ngx_chat_jwt_verify(lcf->jwt_key, token.data, token.len, &why,
+                                  c->log);
+
+        if (jwt == NULL) {
+            if (why == NULL) {
+                return NULL;
+            }
+
+            /*
+             * without the request line, which nginx's log handler adds and
+             * which holds the token when it comes in the query string
+             */
+
+            handler = c->log->handler;
+            c->log->handler = NULL;
+
+            ngx_log_error(NGX_LOG_INFO, c->log, 0,
+                          "chat: token refused: %s, client: %V", why,
+                          &c->addr_text);
+
+            c->log->handler = handler;
+
+            *rcp = NGX_HTTP_UNAUTHORIZED;
+            return NULL;
+        }
+
+        user = jwt->sub;
+
+    } else if (ngx_http_complex_value(r, lcf->user, &user) != NGX_OK) {
         return NULL;
     }
 
     if (user.len == 0) {
         ngx_log_error(NGX_LOG_INFO, c->log, 0, "chat: empty user");
         *rcp = NGX_HTTP_UNAUTHORIZED;
-        return NULL;
+        goto failed;
     }
 
     if (user.len > NGX_CHAT_MAX_USER) {
@@ -87,7 +144,7 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
                       "chat: user id of %uz bytes, at most %d",
                       user.len, NGX_CHAT_MAX_USER);
         *rcp = NGX_HTTP_BAD_REQUEST;
-        return NULL;
+        goto failed;
     }
 
     utf8 = NGX_CHAT_UTF8_ACCEPT;
@@ -100,18 +157,18 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
         ngx_log_error(NGX_LOG_INFO, c->log, 0,
                       "chat: user id is not valid UTF-8 or holds U+0000");
         *rcp = NGX_HTTP_BAD_REQUEST;
-        return NULL;
+        goto failed;
     }
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {
         *rcp = rc;
-        return NULL;
+        goto failed;
     }
 
     ws = ngx_pcalloc(c->pool, sizeof(ngx_chat_ws_t));
     if (ws == NULL) {
-        return NULL;
+        goto failed;
     }
 
     ws->connection = c;
@@ -120,6 +177,18 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
     ws->out_cap = NGX_CHAT_WS_INLINE_OUT;
     ws->parser.max_message = lcf->max_message_size;
     ws->last_seen = ngx_current_msec;
+
+    if (jwt) {
+        cln = ngx_pool_cleanup_add(c->pool, 0);
+        if (cln == NULL) {
+            goto failed;
+        }
+
+        cln->handler = ngx_chat_ws_jwt_cleanup;
+        cln->data = ws;
+
+        ngx_chat_ws_set_jwt(ws, jwt);
+    }
 
     ws->user.data = ngx_pnalloc(c->pool, user.len);
     if (ws->user.data == NULL) {
@@ -131,8 +200,21 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
 
     ngx_http_set_ctx(r, ws, ngx_chat_module);
 
-    if (ngx_chat_ws_accept(r, ws, &key) != NGX_OK) {
+    ngx_memzero(&pmd, sizeof(ngx_chat_deflate_params_t));
+
+    if (lcf->deflate) {
+        ngx_chat_ws_extensions(r, &pmd);
+    }
+
+    if (ngx_chat_ws_accept(r, ws, &key, &pmd) != NGX_OK) {
         return NULL;
+    }
+
+    if (pmd.accepted) {
+        /* from the first frame after the 101 on */
+        ws->deflate = 1;
+        ws->deflate_wbits = pmd.server_wbits;
+        ws->parser.rsv1_ok = 1;
     }
 
     ws->request = r;
@@ -141,6 +223,26 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
                    "chat ws: upgrade for \"%V\"", &ws->user);
 
     return ws;
+
+failed:
+
+    if (jwt && (ws == NULL || ws->jwt == NULL)) {
+        ngx_chat_jwt_free(jwt);
+    }
+
+    return NULL;
+}
+
+
+static void
+ngx_chat_ws_jwt_cleanup(void *data)
+{
+    ngx_chat_ws_t  *ws = data;
+
+    if (ws->jwt) {
+        ngx_chat_jwt_free(ws->jwt);
+        ws->jwt = NULL;
+    }
 }
 
 
@@ -393,15 +495,62 @@ ngx_chat_ws_upgrade_required(ngx_http_request_t *r)
 }
 
 
+/*
+ * permessage-deflate (RFC 7692): every offer of every
+ * Sec-WebSocket-Extensions header, in order; the first we can honour wins
+ */
+
+static void
+ngx_chat_ws_extensions(ngx_http_request_t *r, ngx_chat_deflate_params_t *pmd)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    static char  name[] = "Sec-WebSocket-Extensions";
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof(name) - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name,
+                               sizeof(name) - 1) == 0)
+        {
+            ngx_chat_deflate_negotiate(pmd, h[i].value.data, h[i].value.len);
+        }
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "chat ws: permessage-deflate %s, window %ui",
+                   pmd->accepted ? "accepted" : "not offered or declined",
+                   (ngx_uint_t) pmd->server_wbits);
+}
+
+
 /* queue the 101 response: we write it ourselves, as frames follow it */
 
 static ngx_int_t
-ngx_chat_ws_accept(ngx_http_request_t *r, ngx_chat_ws_t *ws, ngx_str_t *key)
+ngx_chat_ws_accept(ngx_http_request_t *r, ngx_chat_ws_t *ws, ngx_str_t *key,
+    ngx_chat_deflate_params_t *pmd)
 {
     u_char          *p, hash[20];
     ngx_str_t        src, dst;
     ngx_sha1_t       sha1;
     ngx_chat_buf_t  *b;
+
+    static u_char  ext[] = CRLF "Sec-WebSocket-Extensions: ";
 
     static u_char  head[] = "HTTP/1.1 101 Switching Protocols" CRLF
                             "Upgrade: websocket" CRLF
@@ -414,6 +563,7 @@ ngx_chat_ws_accept(ngx_http_request_t *r, ngx_chat_ws_t *ws, ngx_str_t *key)
     ngx_sha1_final(hash, &sha1);
 
     b = ngx_chat_buf_alloc(sizeof(head) - 1 + ngx_base64_encoded_length(20)
+                           + sizeof(ext) - 1 + NGX_CHAT_DEFLATE_RESPONSE_MAX
                            + sizeof(CRLF CRLF) - 1, r->connection->log);
     if (b == NULL) {
         return NGX_ERROR;
@@ -427,7 +577,14 @@ ngx_chat_ws_accept(ngx_http_request_t *r, ngx_chat_ws_t *ws, ngx_str_t *key)
 
     ngx_encode_base64(&dst, &src);
 
-    p = ngx_cpymem(p + dst.len, CRLF CRLF, sizeof(CRLF CRLF) - 1);
+    p += dst.len;
+
+    if (pmd->accepted) {
+        p = ngx_cpymem(p, ext, sizeof(ext) - 1);
+        p += ngx_chat_deflate_response(pmd, p);
+    }
+
+    p = ngx_cpymem(p, CRLF CRLF, sizeof(CRLF CRLF) - 1);
     b->len = p - b->data;
 
     if (ngx_chat_ws_send_buf(ws, b) != NGX_OK) {

@@ -52,9 +52,8 @@ my $pg = Test::Chat::Pg->start;
 
 sub server {
     my ($level, %o) = @_;
-    (my $q = $pg->conninfo(%o)) =~ s/(["\\])/\\$1/g;
     return Test::Chat::Nginx->new(workers => 1, log_level => $level,
-        http => "chat_zone chat 1m;\n    chat_postgres \"$q\";",
+        http => "chat_zone chat 1m;\n    " . $pg->directive(%o),
         server => <<'_EOC_');
         location = /chat {
             chat chat;
@@ -66,9 +65,7 @@ _EOC_
 
 sub connected {
     my ($t) = @_;
-    return poll(10, sub {
-        scalar(my @l = $t->grep_error_log(qr/chat postgres: .* is up/)) >= 2
-    });
+    return $pg->wait_up($t, 2, 10);
 }
 
 sub member {

@@ -124,7 +124,6 @@ sub set_shift {
 set_shift(0);
 
 my $pg = Test::Chat::Pg->start;
-(my $q = $pg->conninfo) =~ s/(["\\])/\\$1/g;
 
 # nginx (and nothing else: Test::Chat::Pg drops LD_PRELOAD) gets the shift;
 # under make test-asan, scripts/nginx-asan puts it after the sanitizers
@@ -133,7 +132,7 @@ $ENV{LD_PRELOAD} = join ' ', grep { defined && length } $ENV{LD_PRELOAD},
 $ENV{CHAT_CLOCK_SHIFT} = $shift;
 
 my $t = Test::Chat::Nginx->new(workers => 1,
-    http => "chat_zone chat 1m;\n    chat_postgres \"$q\";",
+    http => "chat_zone chat 1m;\n    " . $pg->directive,
     server => <<'_EOC_');
         location = /chat {
             chat chat;
@@ -143,9 +142,7 @@ my $t = Test::Chat::Nginx->new(workers => 1,
 _EOC_
 
 sub connected {
-    return poll(10, sub {
-        scalar(my @l = $t->grep_error_log(qr/chat postgres: .* is up/)) >= 2
-    });
+    return $pg->wait_up($t, 2, 10);
 }
 
 sub member {

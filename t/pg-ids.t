@@ -40,14 +40,13 @@ plan skip_all => 'no PostgreSQL server binaries (Test::Chat::Pg->available)'
 plan tests => 24;
 
 my $pg = Test::Chat::Pg->start;
-(my $q = $pg->conninfo) =~ s/(["\\])/\\$1/g;
 
 my $ID = qr/^\d+-[0-9a-f]{12}$/;
 
 sub server {
     return Test::Chat::Nginx->new(workers => 1,
         http => "chat_zone a 1m;\n    chat_zone b 1m;\n"
-                . "    chat_postgres \"$q\";",
+                . "    " . $pg->directive,
         server => <<'_EOC_');
         location = /a {
             chat a;
@@ -64,9 +63,7 @@ _EOC_
 
 sub connected {
     my ($t) = @_;
-    return poll(10, sub {
-        scalar(my @l = $t->grep_error_log(qr/chat postgres: .* is up/)) >= 2
-    });
+    return $pg->wait_up($t, 2, 10);
 }
 
 # a client of zone $zone, joined to room "r"

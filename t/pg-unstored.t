@@ -22,10 +22,9 @@ plan tests => 6;
 sub now { Time::HiRes::time() }
 
 my $pg = Test::Chat::Pg->start;
-(my $q = $pg->conninfo) =~ s/(["\\])/\\$1/g;
 
 my $t = Test::Chat::Nginx->new(workers => 1,
-    http => "chat_zone chat 4m;\n    chat_postgres \"$q\";",
+    http => "chat_zone chat 4m;\n    " . $pg->directive,
     server => <<'_EOC_');
         location = /chat {
             chat chat;
@@ -34,11 +33,7 @@ my $t = Test::Chat::Nginx->new(workers => 1,
         }
 _EOC_
 
-my $deadline = now() + 15;
-while (now() < $deadline) {
-    last if (my @l = $t->grep_error_log(qr/chat postgres: .* is up/)) >= 2;
-    Time::HiRes::sleep(0.05);
-}
+$pg->wait_up($t, 2);
 
 sub client {
     my ($user, $room, %o) = @_;

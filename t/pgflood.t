@@ -22,11 +22,10 @@ plan tests => 10;
 sub now { Time::HiRes::time() }
 
 my $pg = Test::Chat::Pg->start;
-(my $q = $pg->conninfo) =~ s/(["\\])/\\$1/g;
 
 # chat_request_rate off: the storage read queue is what is under test
 my $t = Test::Chat::Nginx->new(workers => 1,
-    http => "chat_zone chat 4m;\n    chat_postgres \"$q\";",
+    http => "chat_zone chat 4m;\n    " . $pg->directive,
     server => <<'_EOC_');
         location = /chat {
             chat chat;
@@ -37,11 +36,7 @@ my $t = Test::Chat::Nginx->new(workers => 1,
 _EOC_
 
 # both connections of the worker (stores, reads) are up
-my $deadline = now() + 15;
-while (now() < $deadline) {
-    last if (my @l = $t->grep_error_log(qr/chat postgres: .* \((stores|reads)\)" is up/)) >= 2;
-    Time::HiRes::sleep(0.05);
-}
+$pg->wait_up($t, 2);
 ok(scalar(my @up = $t->grep_error_log(qr/chat postgres: .* \((stores|reads)\)" is up/)) >= 2,
    'the worker has two PostgreSQL connections up');
 
@@ -72,7 +67,7 @@ $mallory->send_raw(join '', map {
         . '"}')
 } 1 .. 500);
 my $acked = 0;
-$deadline = now() + 20;
+my $deadline = now() + 20;
 while ($acked < 500 && now() < $deadline) {
     my $m = $mallory->recv_json(5) or last;
     $acked++ if $m->{type} eq 'ack';

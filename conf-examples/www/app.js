@@ -454,8 +454,11 @@ function start(name, room) {
     el.leave.hidden = false;
     document.title = '#' + room + ' \u2014 nginx chat';
 
+    /* a page opened with ?token=JWT passes it on (chat_jwt $arg_token) */
+    const token = new URLSearchParams(location.search).get('token');
     const c = connect('/chat', { user: name, retryRateLimited: true,
-                                 maxMessageSize: MAX_FRAME_BYTES });
+                                 maxMessageSize: MAX_FRAME_BYTES,
+                                 token: token || undefined });
 
     S.client = c;
     c.on('frame', record);

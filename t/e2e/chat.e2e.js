@@ -661,6 +661,20 @@ async function main() {
         await waitForMembers(alice, ['alice (you)', 'bob', 'carol']);
     });
 
+    await check('Chromium negotiates permessage-deflate (chat_deflate on): the history went compressed', async () => {
+        const ext = await carol.evaluate((url) => new Promise((resolve) => {
+            const ws = new WebSocket(url);
+            ws.onopen = () => { resolve(ws.extensions); ws.close(); };
+            ws.onerror = () => resolve('error');
+        }), `ws://127.0.0.1:${PORT}/chat?user=probe`);
+        assert.match(ext, /^permessage-deflate; server_no_context_takeover; client_no_context_takeover/);
+
+        const st = JSON.parse((await httpGet(`http://127.0.0.1:${PORT}/chat/status`)).body);
+        assert.ok(st.bytes_out > 0 && st.bytes_out < st.bytes_out_raw,
+                  `bytes_out ${st.bytes_out}, bytes_out_raw ${st.bytes_out_raw}`);
+        log(`# status: bytes_out ${st.bytes_out}, bytes_out_raw ${st.bytes_out_raw}`);
+    });
+
     await check('leaving is not a disconnection: no reconnect, presence leave for the others', async () => {
         await carol.click('#leave');
         await waitForNotice(alice, 'carol left');

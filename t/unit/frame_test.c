@@ -733,6 +733,150 @@ test_rsv_and_opcodes(void)
 }
 
 
+/*
+ * permessage-deflate: with rsv1_ok, RSV1 on the first frame of a text
+ * message marks it compressed (its bytes are not UTF-8 checked, its wire
+ * size may pass max_message by deflate's overhead); RSV1 elsewhere, or
+ * RSV2/RSV3, is still 1002
+ */
+
+/* the input of the last parse_rsv1(): the frames point into it */
+static unsigned char  *rsv1_input;
+
+
+static int
+parse_rsv1(const buf_t *in, uint64_t max, ngx_chat_frame_t *fs, int nfs,
+    int *n, unsigned *code)
+{
+    int                      rc;
+    unsigned char           *pos, *last, *copy;
+    ngx_chat_frame_parser_t  p;
+
+    free(rsv1_input);
+
+    memset(&p, 0, sizeof(p));
+    p.max_message = max;
+    p.rsv1_ok = 1;
+
+    copy = malloc(in->len ? in->len : 1);
+    if (copy == NULL) {
+        abort();
+    }
+
+    memcpy(copy, in->data, in->len);
+    pos = copy;
+    last = copy + in->len;
+    *n = 0;
+
+    for ( ;; ) {
+        rc = ngx_chat_frame_parse(&p, &pos, last, &fs[*n < nfs ? *n : 0]);
+
+        if (rc != NGX_CHAT_FRAME_OK) {
+            break;
+        }
+
+        if (*n < nfs) {
+            (*n)++;
+        }
+    }
+
+    *code = p.close_code;
+    rsv1_input = copy;
+
+    return rc;
+}
+
+
+static void
+test_rsv1_deflate(void)
+{
+    int               rc, n;
+    buf_t             in;
+    unsigned          code;
+    unsigned char     big[700];
+    ngx_chat_frame_t  fs[8];
+
+    /* compressed bytes (not UTF-8) in two fragments, a ping between */
+
+    memset(&in, 0, sizeof(buf_t));
+    frame(&in, 0x40 | TEXT, "\xff\xfe", 2, LEN_MIN, 1);
+    mframe(&in, FIN | PING, "p");
+    frame(&in, FIN | CONT, "\xc3", 1, LEN_MIN, 1);
+    rc = parse_rsv1(&in, 16, fs, 8, &n, &code);
+    CHECK(rc == NGX_CHAT_FRAME_AGAIN && n == 3);
+    CHECK(fs[0].opcode == TEXT && fs[0].compressed && fs[0].first
+          && !fs[0].last && fs[0].len == 2 && fs[0].data[0] == 0xff);
+    CHECK(fs[1].opcode == PING && !fs[1].compressed);
+    CHECK(fs[2].opcode == TEXT && fs[2].compressed && fs[2].last
+          && fs[2].len == 1);
+    buf_free(&in);
+
+    /* a plain message after it is checked as UTF-8 again */
+
+    memset(&in, 0, sizeof(buf_t));
+    frame(&in, FIN | 0x40 | TEXT, "\xff", 1, LEN_MIN, 1);
+    frame(&in, FIN | TEXT, "\xff", 1, LEN_MIN, 1);
+    rc = parse_rsv1(&in, 16, fs, 8, &n, &code);
+    CHECK(rc == NGX_CHAT_FRAME_ERROR && n == 1 && fs[0].compressed
+          && code == NGX_CHAT_CLOSE_INVALID_DATA);
+    buf_free(&in);
+
+    /* RSV1 on a continuation, a ping, a close; RSV2 and RSV3 */
+
+    memset(&in, 0, sizeof(buf_t));
+    frame(&in, 0x40 | TEXT, "a", 1, LEN_MIN, 1);
+    frame(&in, FIN | 0x40 | CONT, "b", 1, LEN_MIN, 1);
+    rc = parse_rsv1(&in, 16, fs, 8, &n, &code);
+    CHECK(rc == NGX_CHAT_FRAME_ERROR && code == NGX_CHAT_CLOSE_PROTOCOL);
+    buf_free(&in);
+
+    memset(&in, 0, sizeof(buf_t));
+    mframe(&in, FIN | 0x40 | PING, "p");
+    rc = parse_rsv1(&in, 16, fs, 8, &n, &code);
+    CHECK(rc == NGX_CHAT_FRAME_ERROR && code == NGX_CHAT_CLOSE_PROTOCOL);
+    buf_free(&in);
+
+    memset(&in, 0, sizeof(buf_t));
+    frame(&in, FIN | 0x40 | CLOSE, "\x03\xe8", 2, LEN_MIN, 1);
+    rc = parse_rsv1(&in, 16, fs, 8, &n, &code);
+    CHECK(rc == NGX_CHAT_FRAME_ERROR && code == NGX_CHAT_CLOSE_PROTOCOL);
+    buf_free(&in);
+
+    memset(&in, 0, sizeof(buf_t));
+    mframe(&in, FIN | 0x60 | TEXT, "a");
+    rc = parse_rsv1(&in, 16, fs, 8, &n, &code);
+    CHECK(rc == NGX_CHAT_FRAME_ERROR && code == NGX_CHAT_CLOSE_PROTOCOL);
+    buf_free(&in);
+
+    /* the wire bound of a compressed message: max + max / 8 + 64 */
+
+    memset(big, 'z', sizeof(big));
+
+    memset(&in, 0, sizeof(buf_t));
+    frame(&in, FIN | 0x40 | TEXT, big, 512 + 64 + 64, LEN_MIN, 1);
+    rc = parse_rsv1(&in, 512, fs, 8, &n, &code);
+    CHECK(rc == NGX_CHAT_FRAME_AGAIN && n == 1 && fs[0].len == 640);
+    buf_free(&in);
+
+    memset(&in, 0, sizeof(buf_t));
+    frame(&in, FIN | 0x40 | TEXT, big, 512 + 64 + 65, LEN_MIN, 1);
+    rc = parse_rsv1(&in, 512, fs, 8, &n, &code);
+    CHECK(rc == NGX_CHAT_FRAME_ERROR && code == NGX_CHAT_CLOSE_TOO_BIG);
+    buf_free(&in);
+
+    /* uncompressed, the bound is max itself */
+
+    memset(&in, 0, sizeof(buf_t));
+    frame(&in, FIN | TEXT, big, 513, LEN_MIN, 1);
+    rc = parse_rsv1(&in, 512, fs, 8, &n, &code);
+    CHECK(rc == NGX_CHAT_FRAME_ERROR && code == NGX_CHAT_CLOSE_TOO_BIG);
+    buf_free(&in);
+
+    free(rsv1_input);
+    rsv1_input = NULL;
+}
+
+
 static void
 test_control_rules(void)
 {
@@ -1644,6 +1788,7 @@ main(void)
     RUN(test_masking);
     RUN(test_unmasked);
     RUN(test_rsv_and_opcodes);
+    RUN(test_rsv1_deflate);
     RUN(test_control_rules);
     RUN(test_ping_whole);
     RUN(test_close_codes);

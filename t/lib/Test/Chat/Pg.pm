@@ -20,6 +20,11 @@ package Test::Chat::Pg;
 #   $pg->conninfo;           # "host=127.0.0.1 port=P dbname=chat user=chat
 #                            #  password=secret"
 #   $pg->conninfo(password => 'wrong', dbname => 'x');   # with changes
+#   $pg->directive;          # 'chat_postgres "CONNINFO";' for nginx.conf
+#   $pg->directive(%changes);    # of conninfo(%changes)
+#   $pg->wait_up($t, 2);     # true once nginx $t (Test::Chat::Nginx) has
+#                            # logged 2 connections "is up" (two per
+#                            # worker: stores, reads), within 15 s
 #   my @rows = $pg->psql('SELECT 1, 2');   # ("1|2"), psql -At output lines
 #   my $out = $pg->psql($sql);             # scalar: the output, chomped
 #   $pg->psql($sql, db => 'postgres');     # another database
@@ -365,6 +370,30 @@ sub conninfo {
                       keys %c);
 
     return join ' ', map { "$_=" . _conninfo_value($c{$_}) } @order;
+}
+
+# the chat_postgres directive of conninfo(%o), quoted for nginx.conf
+sub directive {
+    my ($self, %o) = @_;
+
+    (my $q = $self->conninfo(%o)) =~ s/(["\\])/\\$1/g;
+
+    return qq{chat_postgres "$q";};
+}
+
+# waits until nginx $t has logged $n PostgreSQL connections up, $timeout
+# seconds at most (15); returns whether it has
+sub wait_up {
+    my ($self, $t, $n, $timeout) = @_;
+
+    my $deadline = Time::HiRes::time() + ($timeout || 15);
+
+    while (1) {
+        my @l = $t->grep_error_log(qr/chat postgres: .* is up/);
+        return 1 if @l >= $n;
+        return 0 if Time::HiRes::time() > $deadline;
+        Time::HiRes::sleep(0.05);
+    }
 }
 
 # psql -At as the superuser through the socket; list context: the output
