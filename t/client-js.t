@@ -17,6 +17,7 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Cwd qw(abs_path);
 use File::Spec;
+use File::Temp ();
 use Test::Chat::Nginx;
 
 my $root = abs_path("$FindBin::Bin/..");
@@ -46,7 +47,15 @@ unless (-d "$dir/node_modules/ws") {
 BAIL_OUT("clients/js/node_modules/ws missing: run scripts/deps.sh --test")
     unless -d "$dir/node_modules/ws";
 
-my $t = Test::Chat::Nginx->new(workers => 2, conf => <<'_EOC_');
+# the HS256 secret of /chat-jwt (SPEC section 10), for the tests to sign
+# their tokens with
+my $keydir = File::Temp::tempdir('client-js-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+my $key = "$keydir/hs256.key";
+open(my $kf, '>', $key) or die "$key: $!";
+print $kf join('', map { chr(97 + int(rand(26))) } 1 .. 40), "\n";
+close($kf);
+
+my $t = Test::Chat::Nginx->new(workers => 2, conf => <<"_EOC_");
 worker_shutdown_timeout 1s;
 events { worker_connections 1024; }
 http {
@@ -56,14 +65,20 @@ http {
         server_name localhost;
         location = /chat {
             chat chat;
-            chat_user $arg_user;
+            chat_user \$arg_user;
             chat_history 5000;
             chat_request_rate off;
         }
         location = /chat-slow {
             chat chat;
-            chat_user $arg_user;
+            chat_user \$arg_user;
             chat_rate 2r/s burst=2;
+        }
+        location = /chat-jwt {
+            chat chat;
+            chat_jwt \$arg_token;
+            chat_jwt_key $key HS256;
+            chat_history 1000;
         }
         location = /chat/status { chat_status chat; }
     }
@@ -72,6 +87,7 @@ _EOC_
 
 $ENV{CHAT_TEST_PORT} = $t->port;
 $ENV{CHAT_TEST_MASTER_PID} = $t->master_pid;
+$ENV{CHAT_TEST_JWT_KEY} = $key;
 
 my @cmd = ('node', '--test', '--test-concurrency=1', '--test-reporter=tap');
 my @files = sort glob("$dir/test/*.test.js");

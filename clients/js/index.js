@@ -300,15 +300,18 @@ export class ChatClient {
 
     /* a new token: refresh on the open connection, or reconnect with it */
     setToken(token) {
+        if (this._isOpen()) {
+            /* the token changes when the server says "refreshed" */
+            this._sendRefresh(token);
+            return;
+        }
+
         this.token = token;
 
         if (this._waitingToken) {
             this._waitingToken = false;
             this._attempt = 0;
             this._open();
-
-        } else if (this._isOpen()) {
-            this._sendRefresh(token);
         }
     }
 

@@ -4,6 +4,7 @@
  * everything they see.
  */
 
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import WebSocket from 'ws';
 import { connect } from '../index.js';
@@ -137,3 +138,21 @@ export function contents(c, room) {
     return c.log.messages.filter((x) => x.m.room === room)
         .map((x) => x.m.content);
 }
+
+/* an HS256 token signed with the secret of /chat-jwt (CHAT_TEST_JWT_KEY) */
+export function mint(sub, expInSeconds, claims) {
+    const secret = fs.readFileSync(process.env.CHAT_TEST_JWT_KEY, 'utf8')
+        .replace(/\n$/, '');
+    const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const head = b64({ alg: 'HS256', typ: 'JWT' });
+    const body = b64(Object.assign({
+        sub, exp: Math.floor(Date.now() / 1000) + expInSeconds
+    }, claims || {}));
+    const sig = crypto.createHmac('sha256', secret).update(head + '.' + body)
+        .digest('base64url');
+
+    return `${head}.${body}.${sig}`;
+}
+
+export const SKIP_JWT = SKIP || (process.env.CHAT_TEST_JWT_KEY ? false
+    : 'no CHAT_TEST_JWT_KEY (t/client-js.t sets it)');
