@@ -567,6 +567,15 @@ export class ChatClient {
         }
 
         Promise.resolve().then(() => cb(this.token)).then((t) => {
+            const exp = t ? tokenExpiry(t) : null;
+
+            if (exp !== null && exp <= Date.now()) {
+                /* not again and again: wait for setToken() */
+                this._emit('error', new ChatError('refresh_failed',
+                    'refreshToken returned an expired token'));
+                return;
+            }
+
             if (t && this._waitingToken && !this._closedByUser) {
                 this.setToken(t);
             }
@@ -814,8 +823,14 @@ export class ChatClient {
         }
 
         if (!r || !r.wanted) {
-            /* left meanwhile */
-            this._requests.delete(q.frame.ref);
+            /* left meanwhile: its replay, if any, is swallowed */
+            if (q.expectHistory) {
+                this._queueReply('history', f.room, q);
+
+            } else {
+                this._requests.delete(q.frame.ref);
+            }
+
             return;
         }
 

@@ -343,3 +343,36 @@ test('a burst cut by a worker kill while the sender is busy: unacked sends recog
         b.close();
     }
 });
+
+test('back-off: exponential, capped, half to all of each step (jitter), 1006 retried', async () => {
+    const net = await import('node:net');
+    const srv = net.createServer();
+    await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+    const port = srv.address().port;
+    await new Promise((r) => srv.close(r));     /* nothing listens there now */
+
+    const WebSocket = (await import('ws')).default;
+    const { connect } = await import('../index.js');
+    const c = connect(`ws://127.0.0.1:${port}/chat`, {
+        user: 'nobody', WebSocket, backoffMin: 100, backoffMax: 400
+    });
+    const seen = [];
+
+    c.on('reconnecting', (d) => seen.push(d));
+
+    try {
+        await until(() => seen.length >= 6, 'six attempts', 10000);
+    } finally {
+        c.close();
+    }
+
+    const caps = [100, 200, 400, 400, 400, 400];
+    seen.slice(0, 6).forEach((d, i) => {
+        assert.equal(d.code, 1006);
+        assert.equal(d.attempt, i + 1);
+        assert.ok(d.delay >= caps[i] / 2 && d.delay <= caps[i],
+                  `attempt ${i + 1}: ${d.delay} ms within [${caps[i] / 2}, ${caps[i]}]`);
+    });
+    assert.ok(new Set(seen.map((d) => d.delay)).size > 1, 'jittered');
+    assert.equal(c.state, 'closed');
+});
