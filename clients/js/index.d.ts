@@ -69,7 +69,10 @@ export interface ConnectOptions {
 export interface JoinOptions {
     /** replay the last N messages (at most 1000) */
     history?: number;
-    /** replay everything after this id */
+    /**
+     * replay everything after this id (the next resume starts there too);
+     * messages seen already are not emitted again
+     */
     since?: string;
 }
 

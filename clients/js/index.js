@@ -199,11 +199,10 @@ export class ChatClient {
         r.joinOpts = {};
 
         if (o.since !== undefined && o.since !== null) {
+            /* the next (re)join replays from there; dedupe drops what
+             * was seen already */
             r.joinOpts.since = String(o.since);
-
-            if (r.lastId === null) {
-                r.lastId = String(o.since);
-            }
+            r.lastId = String(o.since);
 
         } else if (o.history) {
             r.joinOpts.history = o.history;

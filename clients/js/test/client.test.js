@@ -140,6 +140,39 @@ test('joining a joined room again replays nothing; since an unknown id is a gap'
     }
 });
 
+test('dedupe by id: a resume from an older id replays what was seen, nothing comes twice', { skip: SKIP }, async () => {
+    const room = uniq('dedupe');
+    const a = client('olga');
+    const b = client('pete');
+
+    try {
+        await a.join(room);
+        await b.join(room);
+        const sent = [];
+        for (let i = 0; i < 5; i++) {
+            sent.push(await b.send(room, 'x' + i));
+        }
+        await until(() => ids(a, room).length === 5, 'five messages');
+
+        /* offline, the app asks to resume from the first id it has */
+        await killWorkers();
+        await until(() => a.state === 'reconnecting', 'reconnecting');
+        const j = await a.join(room, { since: sent[0] });
+
+        const replay = a.log.in.filter((f) => f.type === 'history').pop();
+        assert.deepEqual(replay.messages.map((m) => m.content),
+                         ['x1', 'x2', 'x3', 'x4'], 'the server replayed four seen ones');
+        assert.deepEqual(j.messages, [], 'none of them is new');
+        await b.send(room, 'x5');
+        await until(() => ids(a, room).length === 6, 'x5');
+        await sleep(200);
+        assert.deepEqual(contents(a, room), ['x0', 'x1', 'x2', 'x3', 'x4', 'x5']);
+    } finally {
+        a.close();
+        b.close();
+    }
+});
+
 test('rate_limited: retried after retry_after_ms when asked to, else rejected with it', { skip: SKIP }, async () => {
     const room = uniq('rate');
     const a = client('frank', { path: '/chat-slow', retryRateLimited: true,
