@@ -5,9 +5,9 @@
 # reloads nginx (SIGHUP, worker_shutdown_timeout 1s: old workers close
 # with 1001) while clients chat.
 #
-# Skipped only when node is not installed; the `ws` package comes from
-# clients/js/package-lock.json (npm ci, done by scripts/deps.sh --test or
-# here when npm is there).
+# Skipped only when node is not installed; `ws` and typescript (which
+# checks index.d.ts) come from clients/js/package-lock.json (npm ci, done
+# by scripts/deps.sh --test or here when npm is there).
 
 use strict;
 use warnings;
@@ -36,7 +36,7 @@ sub in_path {
 plan skip_all => 'no node in PATH (scripts/deps.sh --test installs it)'
     unless in_path('node');
 
-unless (-d "$dir/node_modules/ws") {
+unless (-d "$dir/node_modules/ws" && -d "$dir/node_modules/typescript") {
     if (in_path('npm')) {
         # a sanitizer runtime preloaded for nginx is not for npm
         local $ENV{LD_PRELOAD};
