@@ -82,6 +82,7 @@ http {
             chat_history 1000;
         }
         location = /chat/status { chat_status chat; }
+        location = /chat/api { chat_api chat; }
     }
 }
 _EOC_

@@ -118,7 +118,7 @@ export declare class ChatError extends Error {
     /**
      * bad_request, not_member, rate_limited, too_many_rooms, forbidden,
      * unavailable (server); too_big, closed, left, token_expired,
-     * refresh_failed, connect_failed (this library)
+     * refresh_failed, connect_failed, disconnected (this library)
      */
     code: string;
     /** with rate_limited */

@@ -343,13 +343,17 @@ export class ChatClient {
             }
         }
 
+        this._shutdown(err, { code: 1000, reason: 'closed by client' });
+    }
+
+    _shutdown(err, detail) {
         for (const r of this._rooms.values()) {
             this._rejectJoin(r, err);
         }
 
         this._rooms.clear();
         this._failAll(err);
-        this._setState('closed', { code: 1000, reason: 'closed by client' });
+        this._setState('closed', detail);
     }
 
     get rooms() {
@@ -488,6 +492,16 @@ export class ChatClient {
 
         if (code === 1008 && /token expired/i.test(reason)) {
             this._needToken({ code, reason });
+            return;
+        }
+
+        if (code === 1008 && /^disconnected$/i.test(reason)) {
+            /* a backend's chat_api "disconnect": coming back is not ours */
+            this._closedByUser = true;
+            this._emit('error', new ChatError('disconnected',
+                'disconnected by the server (chat_api)'));
+            this._shutdown(new ChatError('disconnected', 'disconnected'),
+                           { code, reason });
             return;
         }
 

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { ChatError } from '../index.js';
-import { SKIP, client, opened, until, sleep, uniq, ids, contents,
+import { SKIP, PORT, client, opened, until, sleep, uniq, ids, contents,
          killWorkers, reload, workers } from './helpers.js';
 
 test('send resolves with the id of its ack; every member gets the message once', { skip: SKIP }, async () => {
@@ -301,6 +301,34 @@ test('resume across nginx -s reload (old workers close with 1001)', { skip: SKIP
     for (const c of [a, b]) {
         const r = c.log.states.find((x) => x.s === 'reconnecting');
         assert.equal(r.d.code, 1001, 'worker_shutdown_timeout: 1001');
+    }
+});
+
+test('a backend\'s chat_api disconnect (1008 "disconnected") is not undone by a reconnection', { skip: SKIP }, async () => {
+    const room = uniq('kick');
+    const a = client('quinn');
+
+    try {
+        await a.join(room);
+        const pending = a.join(uniq('never'));
+        pending.catch(() => {});
+        const r = await fetch(`http://127.0.0.1:${PORT}/chat/api`, {
+            method: 'POST', headers: { 'Content-Type': 'application/json' },
+            body: JSON.stringify({ type: 'disconnect', user: 'quinn' })
+        });
+        assert.equal(r.status, 200);
+        assert.deepEqual(await r.json(), { closed: 1 });
+
+        await until(() => a.state === 'closed', 'closed');
+        const last = a.log.states[a.log.states.length - 1];
+        assert.deepEqual(last.d, { code: 1008, reason: 'disconnected' });
+        assert.ok(a.log.errors.some((e) => e.code === 'disconnected'));
+        await assert.rejects(a.send(room, 'x'), { code: 'closed' });
+        const n = a.log.in.length;
+        await sleep(700);
+        assert.equal(a.log.in.length, n, 'no new connection');
+    } finally {
+        a.close();
     }
 });
 
