@@ -53,3 +53,11 @@ if [ "${1:-}" = "--test" ] && [ -f t/e2e/package.json ] \
         || [ ! -d t/e2e/node_modules/ws ]; }; then
     (cd t/e2e && npm install --no-audit --no-fund --silent)
 fi
+
+# the client library's tests (t/client-js.t): the ws and typescript
+# packages, from clients/js/package-lock.json
+if [ "${1:-}" = "--test" ] && [ -f clients/js/package-lock.json ] \
+   && { [ ! -d clients/js/node_modules/ws ] \
+        || [ ! -d clients/js/node_modules/typescript ]; }; then
+    (cd clients/js && npm ci --no-audit --no-fund --silent)
+fi

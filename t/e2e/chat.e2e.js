@@ -398,7 +398,7 @@ async function main() {
     const sent = [];            /* texts in the order the server got them */
 
     await check('the page and its assets are served, no external resources', async () => {
-        for (const f of ['/', '/app.js', '/style.css']) {
+        for (const f of ['/', '/app.js', '/style.css', '/ngx-chat-client.js']) {
             const r = await httpGet(ORIGIN + f);
             assert.equal(r.status, 200, `GET ${f}`);
             assert.doesNotMatch(r.body, /(?:src|href)\s*=\s*["']?(?:https?:)?\/\//i,
@@ -430,7 +430,10 @@ async function main() {
         assert.deepEqual(welcome, { type: 'welcome', user: 'alice' });
 
         const joins = await frames(alice, 'out', 'join');
-        assert.deepEqual(joins, [{ type: 'join', room: ROOM, ref: 'join', history: 50 }]);
+        assert.equal(joins.length, 1);
+        assert.equal(typeof joins[0].ref, 'string', 'the join has a ref');
+        assert.deepEqual({ ...joins[0], ref: 'r' },
+                         { type: 'join', room: ROOM, ref: 'r', history: 50 });
 
         const joined = (await frames(alice, 'in', 'joined'))[0];
         assert.deepEqual(joined, { type: 'joined', room: ROOM, members: 1 });
@@ -558,8 +561,8 @@ async function main() {
 
         const joins = await frames(alice, 'out', 'join');
         assert.equal(joins.length, joinsBefore + 1, 'one new join');
-        assert.deepEqual(joins[joins.length - 1],
-                         { type: 'join', room: ROOM, ref: 'join', since: lastBefore });
+        assert.deepEqual({ ...joins[joins.length - 1], ref: 'r' },
+                         { type: 'join', room: ROOM, ref: 'r', since: lastBefore });
 
         const hist = await frames(alice, 'in', 'history');
         assert.equal(hist.length, histBefore + 1);
@@ -601,6 +604,34 @@ async function main() {
         await say(alice, t);
         sent.push(t);
         await waitForMessage(bob, t);
+        assert.deepEqual(await msgTexts(alice), sent);
+        assert.deepEqual(await msgTexts(bob), sent);
+    });
+
+    await check('a message typed while reconnecting is queued by the library and sent once', async () => {
+        const t = 'typed while offline';
+        const sendsBefore = (await frames(alice, 'out', 'send')).length;
+
+        assert.equal(await alice.evaluate(() => window.__chat.dropConnection()), true);
+        await alice.waitForSelector('#conn[data-state="reconnecting"]');
+
+        await alice.fill('#text', t);
+        await alice.press('#text', 'Enter');
+        assert.equal(await alice.inputValue('#text'), '', 'the box is cleared');
+        assert.equal((await frames(alice, 'out', 'send')).length, sendsBefore,
+                     'nothing sent while offline');
+
+        await alice.waitForSelector('#conn[data-state="connected"]', { timeout: 15000 });
+        await waitForMessage(bob, t);
+        await waitForMessage(alice, t);
+        sent.push(t);
+        await sleep(300);
+
+        const out = (await frames(alice, 'out', 'send')).slice(sendsBefore);
+        assert.equal(out.length, 1, 'sent once');
+        assert.equal(out[0].content, t);
+        const ack = (await frames(alice, 'in', 'ack')).pop();
+        assert.equal(ack.ref, out[0].ref, 'acked with its ref');
         assert.deepEqual(await msgTexts(alice), sent);
         assert.deepEqual(await msgTexts(bob), sent);
     });
@@ -653,7 +684,8 @@ async function main() {
         assert.equal(await carol.getAttribute('#conn', 'data-state'), 'offline');
 
         const leaves = await frames(carol, 'out', 'leave');
-        assert.deepEqual(leaves, [{ type: 'leave', room: ROOM }]);
+        assert.deepEqual(leaves.map((f) => ({ type: f.type, room: f.room })),
+                         [{ type: 'leave', room: ROOM }]);
 
         const nframes = (await frames(carol, 'in')).length;
         await sleep(2500);
