@@ -66,6 +66,18 @@ const char  *bench_prog = "chaosgen";
 enum { ST_WAIT, ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_JOINING,
        ST_RESUMING, ST_READY };
 
+/*
+ * A resume asks for what came after an id seen RESUME_MARGIN_MS before the
+ * last one, not after the last: ids of different servers are ordered by
+ * their number, not by when they arrive here (another server's message,
+ * numbered lower, can come later through Redis, later still after an
+ * outage), so the last id seen is no cut of what was received.  The
+ * overlap comes again in the history reply; a client dedupes it by id
+ * (the checker counts it apart).
+ */
+#define RECENT           64
+#define RESUME_MARGIN_MS 3000
+
 typedef struct {
     int        fd;
     int        idx;
@@ -82,6 +94,9 @@ typedef struct {
     uint64_t   wake_ns;         /* ST_WAIT: when to reconnect */
     char       key[32];
     char       last[64];        /* last id seen in the room */
+    char       recent[RECENT][64];  /* ids seen lately, and when */
+    uint64_t   recent_ns[RECENT];
+    uint32_t   nrecent;             /* ever seen; ring index % RECENT */
     ws_rx_t    rx;
     ws_tx_t    tx;
 } client_t;
@@ -273,6 +288,9 @@ send_recover(client_t *c)
 }
 
 
+static const char *resume_since(client_t *c);
+
+
 static void
 send_join(client_t *c)
 {
@@ -294,10 +312,10 @@ send_join(client_t *c)
         c->state = ST_RESUMING;
 
     } else {
+        since = resume_since(c);
         n = snprintf(buf, sizeof(buf),
                      "{\"type\":\"join\",\"room\":\"cr%d\",\"since\":\"%s\"}",
-                     c->idx % cfg.rooms, c->last);
-        since = c->last;
+                     c->idx % cfg.rooms, since);
         c->state = ST_RESUMING;
     }
     fprintf(lg, "J\t%.3f\t%d\t%u\t%s\n", tms(), c->idx, c->conn, since);
@@ -337,7 +355,33 @@ log_message(client_t *c, char kind, const char *p, const char *end)
     if (il < sizeof(c->last) && id[0] != '?') {
         memcpy(c->last, id, il);
         c->last[il] = '\0';
+        memcpy(c->recent[c->nrecent % RECENT], id, il);
+        c->recent[c->nrecent % RECENT][il] = '\0';
+        c->recent_ns[c->nrecent % RECENT] = now_ns();
+        c->nrecent++;
     }
+}
+
+
+/* the id to resume after: see RESUME_MARGIN_MS */
+static const char *
+resume_since(client_t *c)
+{
+    uint32_t  i, n, k;
+    uint64_t  newest;
+
+    n = c->nrecent < RECENT ? c->nrecent : RECENT;
+    newest = c->recent_ns[(c->nrecent - 1) % RECENT];
+
+    for (i = 1; i <= n; i++) {
+        k = (c->nrecent - i) % RECENT;
+        if (newest - c->recent_ns[k] >= (uint64_t) RESUME_MARGIN_MS * 1000000) {
+            return c->recent[k];
+        }
+    }
+
+    /* all seen lately: the oldest kept */
+    return c->recent[(c->nrecent - n) % RECENT];
 }
 
 

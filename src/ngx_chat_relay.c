@@ -995,7 +995,16 @@ ngx_chat_relay_subscribe(ngx_chat_relay_t *rl, ngx_str_t *channel,
             sd->len = channel->len - rl->prefix.len;
             ngx_memcpy(sd->room, channel->data + rl->prefix.len, sd->len);
 
-            if (again == 1) {
+            room.data = sd->room;
+            room.len = sd->len;
+
+            if (again == 1
+                && ngx_chat_remote_subscribed(rl->ctx, &room, 0) != NGX_OK)
+            {
+                /* never subscribed to yet: new to the relay, no gap */
+                sd->again = 0;
+
+            } else if (again == 1) {
                 /*
                  * subscribed again: the gaps open now, before any message
                  * of the new subscription can come (it would close them
@@ -1003,8 +1012,6 @@ ngx_chat_relay_subscribe(ngx_chat_relay_t *rl, ngx_str_t *channel,
                  * says them as they are then
                  */
 
-                room.data = sd->room;
-                room.len = sd->len;
                 (void) ngx_chat_remote_resubscribed(rl->ctx, &room, 1,
                                                     sd->room, sd->room);
                 sd->again = 2;
@@ -1041,6 +1048,7 @@ ngx_chat_relay_subscribed(ngx_chat_redis_t *rc, redisReply *reply,
         room.len = sd->len;
 
         ngx_chat_relay_sync(rl, &room, sd->again);
+        (void) ngx_chat_remote_subscribed(rl->ctx, &room, 1);
         ngx_chat_relay_flush(rl);
     }
 

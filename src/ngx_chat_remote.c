@@ -496,9 +496,16 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
                 continue;
             }
 
+            /*
+             * what we have with nothing missing before: the gap's low end
+             * while no republish filled it (a live message may have closed
+             * it from above already: what is below is still missing)
+             */
+
             p = ngx_sprintf(p, " %012xL:%uL", m->tag,
-                            m->gap_hi == NGX_CHAT_SHM_GAP_OPEN ? m->gap_lo
-                                                               : m->high);
+                            (m->unanswered
+                             || m->gap_hi == NGX_CHAT_SHM_GAP_OPEN)
+                            ? m->gap_lo : m->high);
         }
     }
 
@@ -532,6 +539,7 @@ ngx_chat_remote_unfollow(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name)
 
     } else if (room) {
         room->followed = 0;
+        room->subscribed = 0;
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
@@ -562,11 +570,46 @@ ngx_chat_remote_unfollow_empty(ngx_chat_shm_ctx_t *ctx)
 
             if (room->nconns == 0) {
                 room->followed = 0;
+                room->subscribed = 0;
             }
         }
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+/*
+ * Redis confirmed a subscription to the room (set), or whether it had
+ * (NGX_OK): a room the relay has never been subscribed to is new to it,
+ * so its first subscription opens no gap, even when the relay's own
+ * connection comes up after the room's members joined
+ */
+
+ngx_int_t
+ngx_chat_remote_subscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_uint_t set)
+{
+    ngx_int_t             rc;
+    ngx_chat_shm_room_t  *room;
+
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    if (room) {
+        if (set) {
+            room->subscribed = 1;
+        }
+
+        rc = room->subscribed ? NGX_OK : NGX_DECLINED;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
 }
 
 

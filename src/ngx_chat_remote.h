@@ -82,6 +82,8 @@ ngx_uint_t ngx_chat_remote_gap_open(ngx_chat_shm_ctx_t *ctx,
 /* following a room without members here, for a few seconds (see .c) */
 ngx_int_t ngx_chat_remote_unfollow(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room);
 void ngx_chat_remote_unfollow_empty(ngx_chat_shm_ctx_t *ctx);
+ngx_int_t ngx_chat_remote_subscribed(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *room, ngx_uint_t set);
 
 ngx_int_t ngx_chat_remote_presence(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, ngx_str_t *user, uint64_t server, ngx_uint_t join);

@@ -30,7 +30,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x6368000a
+#define NGX_CHAT_SHM_LAYOUT       0x6368000b
 
 
 typedef struct {
@@ -119,6 +119,8 @@ struct ngx_chat_shm_room_s {
                                              ring may lack what other
                                              servers sent before */
     unsigned                   gap_any:1; /* new marks open a gap */
+    unsigned                   subscribed:1;  /* Redis confirmed a
+                                                 subscription once */
     unsigned                   followed:1;    /* the relay is subscribed
                                                  (also a few seconds after
                                                  the last member left) */

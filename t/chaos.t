@@ -120,6 +120,26 @@ is($rc, 1, 'checker: a duplicate delivery fails');
 is($c->{duplicates}, 1, 'checker: 1 duplicate') or diag $out;
 is($c->{duplicates_same_connection}, 1, 'checker: on the same connection');
 
+# a resume's history holds a message the client had on an earlier
+# connection (the overlap chaosgen asks for, or ids of two servers crossed
+# in delivery): counted apart, allowed (a client dedupes by id; SPEC: at
+# most once per connection); the same message live again is a duplicate
+my $crossed = $sent
+    . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
+    . "S\t23\t0\t1\t2\nm\t24\t0\t1\t150-cc\tcu0\tk0.2\n"
+    . "m\t25\t1\t2\t150-cc\tcu0\tk0.2\nA\t26\t0\t1\t2\t150-cc\n"
+    . "X\t30\t1\t2\treset\nC\t31\t1\t3\t21001\nJ\t31\t1\t3\t150-cc\n"
+    . "j\t32\t1\t3\nH\t33\t1\t3\ttrue\t1\n";
+my $crossed_rows = $rows . "150-cc|chat|cr0|cu0|k0.2\n";
+($rc, $c, $out) = check_synthetic('crossed', $crossed
+    . "h\t33\t1\t3\t200-bb\tcu1\tk1.1\n", $crossed_rows);
+is($rc, 0, 'checker: a message had before, again in a resume history, passes') or diag $out;
+is($c->{duplicates_crossed_since}, 1, 'checker: counted apart (deduped by id)');
+($rc, $c, $out) = check_synthetic('not-crossed', $crossed
+    . "m\t34\t1\t3\t100-aa\tcu0\tk0.1\n", $crossed_rows);
+is($rc, 1, 'checker: the same message live again after a resume fails');
+is($c->{duplicates}, 1, 'checker: 1 duplicate') or diag $out;
+
 # a message no client sent
 ($rc, $c, $out) = check_synthetic('forged', $sent
     . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
