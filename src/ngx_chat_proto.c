@@ -844,6 +844,10 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
         return;
     }
 
+    /* accepted: the ack latency (with storage) counts from here */
+
+    accepted = ngx_chat_store_enabled() ? ngx_chat_bus_clock() : 0;
+
     /* the room gets the message first, the sender included, then the ack */
 
     ngx_chat_fanout_publish(s->fo);
@@ -856,8 +860,6 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
     }
 
     /* with storage, the ack waits for the COMMIT */
-
-    accepted = ngx_chat_bus_clock();
 
     it = ngx_chat_store_add(&id, &s->ctx->name, &rq->room, &ws->user,
                             &content, ts, rq->has_ref ? &rq->ref : NULL);
