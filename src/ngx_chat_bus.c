@@ -109,6 +109,8 @@ ngx_chat_bus_append(ngx_chat_bus_t *bus, ngx_chat_bus_reader_t *rd,
     e->user_len = user ? (uint32_t) user->len : 0;
     e->id_len = id ? (uint32_t) id->len : 0;
     e->frame_len = (uint32_t) (hlen + jlen);
+    e->reserved = 0;
+    e->accepted = (kind == NGX_CHAT_BUS_MESSAGE) ? ngx_chat_bus_clock() : 0;
 
     p = (u_char *) e + sizeof(ngx_chat_bus_entry_t);
     p = ngx_cpymem(p, room->data, room->len);

@@ -51,8 +51,25 @@ typedef struct {
     uint32_t                   user_len;  /* PRESENCE: user not to notify */
     uint32_t                   frame_len;
     uint32_t                   id_len;    /* MESSAGE: its id */
+    uint32_t                   reserved;
+    uint64_t                   accepted;  /* MESSAGE: ngx_chat_bus_clock()
+                                             when it entered the bus */
     /* room, user, id, frame (WebSocket header and JSON) follow */
 } ngx_chat_bus_entry_t;
+
+
+/* microseconds of CLOCK_MONOTONIC: the same in every worker of a host */
+static ngx_inline uint64_t
+ngx_chat_bus_clock(void)
+{
+    struct timespec  ts;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0) {
+        return 0;
+    }
+
+    return (uint64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 
 /* an entry's parts, pointing into it */

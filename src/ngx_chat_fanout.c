@@ -55,6 +55,7 @@ typedef struct {
     ngx_chat_buf_t            *buf;
     ngx_chat_local_room_t     *room;
     uint64_t                   pos;
+    uint64_t                   accepted;  /* MESSAGE: entered the bus */
     ngx_uint_t                 kind;
     ngx_str_t                  user;
     ngx_str_t                  id;
@@ -962,6 +963,7 @@ ngx_chat_fanout_collect(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
     pd->buf = b;
     pd->room = room;
     pd->pos = pos;
+    pd->accepted = e->accepted;
     pd->kind = e->kind;
     pd->user.data = b->data + e->frame_len;
     pd->user.len = e->user_len;
@@ -973,8 +975,8 @@ ngx_chat_fanout_collect(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
 static void
 ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
 {
-    uint64_t                    lost;
-    ngx_uint_t                  i, out;
+    uint64_t                    lost, now;
+    ngx_uint_t                  i, out, sent;
     ngx_queue_t                *q;
     ngx_chat_ws_t              *ws;
     ngx_chat_member_t          *m;
@@ -1005,6 +1007,7 @@ ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
     for (i = 0; i < fo->pending.nelts; i++) {
 
         room = pd[i].room;
+        sent = out;
 
         for (q = ngx_queue_head(&room->members);
              q != ngx_queue_sentinel(&room->members);
@@ -1042,6 +1045,16 @@ ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
         }
 
         ngx_chat_buf_release(pd[i].buf);
+
+        /* delivery lag: once per message and worker, after its last member */
+
+        if (out != sent && pd[i].accepted) {
+            now = ngx_chat_bus_clock();
+
+            ngx_chat_shm_observe(fo->zone, NGX_CHAT_SHM_LAG,
+                                 now > pd[i].accepted
+                                 ? now - pd[i].accepted : 0);
+        }
     }
 
     fo->pending.nelts = 0;

@@ -792,7 +792,7 @@ static void
 ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 {
     u_char                     idbuf[NGX_CHAT_ID_LEN];
-    uint64_t                   ts;
+    uint64_t                   ts, accepted;
     ngx_int_t                  rc, i;
     ngx_str_t                  content, id;
     ngx_msec_t                 retry;
@@ -844,6 +844,10 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
         return;
     }
 
+    /* accepted: the ack latency (with storage) counts from here */
+
+    accepted = ngx_chat_store_enabled() ? ngx_chat_bus_clock() : 0;
+
     /* the room gets the message first, the sender included, then the ack */
 
     ngx_chat_fanout_publish(s->fo);
@@ -868,6 +872,7 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 
     it->done = ngx_chat_proto_stored;
     it->data = ws;
+    it->accepted = accepted;
     ngx_queue_insert_tail(&s->stored, &it->owner);
 }
 
@@ -875,6 +880,7 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 static void
 ngx_chat_proto_stored(ngx_chat_store_item_t *it)
 {
+    uint64_t        now;
     ngx_chat_ws_t  *ws;
 
     ws = it->data;
@@ -887,6 +893,8 @@ ngx_chat_proto_stored(ngx_chat_store_item_t *it)
 
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
                        "chat proto: %V refused by storage", &it->id);
+
+        ngx_chat_shm_count_error(ws->conf->zone->data, "unavailable");
 
         ngx_chat_proto_send_frame(ws,
             ngx_chat_wire_error("unavailable",
@@ -902,6 +910,11 @@ ngx_chat_proto_stored(ngx_chat_store_item_t *it)
     ngx_chat_proto_send_frame(ws,
         ngx_chat_wire_ack(it->has_ref ? &it->ref : NULL, &it->id,
                           ws->connection->log), 0);
+
+    now = ngx_chat_bus_clock();
+
+    ngx_chat_shm_observe(ws->conf->zone->data, NGX_CHAT_SHM_ACK,
+                         now > it->accepted ? now - it->accepted : 0);
 }
 
 
@@ -1821,6 +1834,8 @@ ngx_chat_proto_error(ngx_chat_proto_req_t *rq, char *code, char *message,
 {
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, rq->ws->connection->log, 0,
                    "chat proto: refused: %s, %s", code, message);
+
+    ngx_chat_shm_count_error(rq->ws->conf->zone->data, code);
 
     ngx_chat_proto_send_frame(rq->ws,
         ngx_chat_wire_error(code, message, rq->has_ref ? &rq->ref : NULL,

@@ -1417,7 +1417,7 @@ ngx_chat_shm_bus_scan(ngx_chat_shm_ctx_t *ctx, uint64_t from,
 void
 ngx_chat_shm_stats(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_stats_t *st)
 {
-    ngx_uint_t       i;
+    ngx_uint_t       i, j;
     ngx_chat_shm_t  *sh;
 
     sh = ctx->sh;
@@ -1454,6 +1454,87 @@ ngx_chat_shm_stats(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_stats_t *st)
     st->bytes[1] = sh->bytes_in_raw;
     st->bytes[2] = sh->bytes_out;
     st->bytes[3] = sh->bytes_out_raw;
+
+    for (i = 0; i < NGX_CHAT_SHM_ERRORS; i++) {
+        st->errors[i] = sh->errors[i];
+    }
+
+    for (i = 0; i < NGX_CHAT_SHM_CLOSES; i++) {
+        st->closes[i] = sh->closes[i];
+    }
+
+    for (i = 0; i < NGX_CHAT_SHM_HISTOGRAMS; i++) {
+        for (j = 0; j < NGX_CHAT_SHM_BUCKETS; j++) {
+            st->hist[i].bucket[j] = sh->hist[i].bucket[j];
+        }
+
+        st->hist[i].sum = sh->hist[i].sum;
+    }
+}
+
+
+uint64_t  ngx_chat_shm_bucket_us[NGX_CHAT_SHM_BUCKETS - 1] = {
+    500, 1000, 2000, 5000, 10000, 25000, 50000, 100000, 250000, 500000,
+    1000000, 2500000
+};
+
+char  *ngx_chat_shm_error_codes[NGX_CHAT_SHM_ERRORS] = {
+    "bad_request", "not_member", "rate_limited", "too_many_rooms",
+    "forbidden", "unavailable"
+};
+
+ngx_uint_t  ngx_chat_shm_close_codes[NGX_CHAT_SHM_CLOSES - 1] = {
+    1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011
+};
+
+
+void
+ngx_chat_shm_count_error(ngx_chat_shm_ctx_t *ctx, char *code)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_CHAT_SHM_ERRORS; i++) {
+        if (ngx_strcmp(code, ngx_chat_shm_error_codes[i]) == 0) {
+            (void) ngx_atomic_fetch_add(&ctx->sh->errors[i], 1);
+            return;
+        }
+    }
+}
+
+
+void
+ngx_chat_shm_count_close(ngx_chat_shm_ctx_t *ctx, ngx_uint_t code)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < NGX_CHAT_SHM_CLOSES - 1; i++) {
+        if (code == ngx_chat_shm_close_codes[i]) {
+            break;
+        }
+    }
+
+    /* i == NGX_CHAT_SHM_CLOSES - 1: another code (a client's, echoed) */
+
+    (void) ngx_atomic_fetch_add(&ctx->sh->closes[i], 1);
+}
+
+
+void
+ngx_chat_shm_observe(ngx_chat_shm_ctx_t *ctx, ngx_uint_t which, uint64_t us)
+{
+    ngx_uint_t                   i;
+    ngx_chat_shm_atomic_hist_t  *h;
+
+    h = &ctx->sh->hist[which];
+
+    for (i = 0; i < NGX_CHAT_SHM_BUCKETS - 1; i++) {
+        if (us <= ngx_chat_shm_bucket_us[i]) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&h->bucket[i], 1);
+    (void) ngx_atomic_fetch_add(&h->sum, (ngx_atomic_int_t) us);
 }
 
 

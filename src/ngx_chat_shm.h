@@ -86,6 +86,31 @@ typedef struct {
 } ngx_chat_shm_join_t;
 
 
+/*
+ * chat_status histograms: NGX_CHAT_SHM_BUCKETS - 1 upper bounds in
+ * microseconds (ngx_chat_shm_bucket_us), then +Inf
+ */
+#define NGX_CHAT_SHM_BUCKETS      13
+
+#define NGX_CHAT_SHM_LAG          0       /* bus entry -> last local member */
+#define NGX_CHAT_SHM_ACK          1       /* send accepted -> ack (storage) */
+#define NGX_CHAT_SHM_HISTOGRAMS   2
+
+/* the error codes of error frames, and the close codes sent, then others */
+#define NGX_CHAT_SHM_ERRORS       6
+#define NGX_CHAT_SHM_CLOSES       9
+
+typedef struct {
+    uint64_t                   bucket[NGX_CHAT_SHM_BUCKETS]; /* not
+                                                                cumulative */
+    uint64_t                   sum;       /* microseconds */
+} ngx_chat_shm_histogram_t;
+
+extern uint64_t    ngx_chat_shm_bucket_us[NGX_CHAT_SHM_BUCKETS - 1];
+extern char       *ngx_chat_shm_error_codes[NGX_CHAT_SHM_ERRORS];
+extern ngx_uint_t  ngx_chat_shm_close_codes[NGX_CHAT_SHM_CLOSES - 1];
+
+
 /* what chat_status shows */
 typedef struct {
     ngx_uint_t                 connections;
@@ -102,6 +127,9 @@ typedef struct {
     uint64_t                   relay_invalid;
     uint64_t                   relay_duplicates;  /* copies recognised */
     uint64_t                   bytes[4];  /* in, in_raw, out, out_raw */
+    uint64_t                   errors[NGX_CHAT_SHM_ERRORS];
+    uint64_t                   closes[NGX_CHAT_SHM_CLOSES];
+    ngx_chat_shm_histogram_t   hist[NGX_CHAT_SHM_HISTOGRAMS];
 } ngx_chat_shm_stats_t;
 
 
@@ -205,6 +233,13 @@ void ngx_chat_shm_stats(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_stats_t *st);
 void ngx_chat_shm_count_out(ngx_chat_shm_ctx_t *ctx, ngx_uint_t n);
 /* bytes read and written: in, in_raw, out, out_raw (ngx_chat_shm_stats_t) */
 void ngx_chat_shm_count_bytes(ngx_chat_shm_ctx_t *ctx, uint64_t *bytes);
+/* an error frame sent (code: one of ngx_chat_shm_error_codes) */
+void ngx_chat_shm_count_error(ngx_chat_shm_ctx_t *ctx, char *code);
+/* a close frame sent */
+void ngx_chat_shm_count_close(ngx_chat_shm_ctx_t *ctx, ngx_uint_t code);
+/* which: NGX_CHAT_SHM_LAG or NGX_CHAT_SHM_ACK; us: microseconds */
+void ngx_chat_shm_observe(ngx_chat_shm_ctx_t *ctx, ngx_uint_t which,
+    uint64_t us);
 void ngx_chat_shm_set_pg_down(ngx_chat_shm_ctx_t *ctx, ngx_uint_t down);
 
 

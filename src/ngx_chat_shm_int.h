@@ -154,6 +154,12 @@ typedef struct {
 } ngx_chat_shm_server_t;
 
 
+typedef struct {
+    ngx_atomic_t               bucket[NGX_CHAT_SHM_BUCKETS];
+    ngx_atomic_t               sum;
+} ngx_chat_shm_atomic_hist_t;
+
+
 struct ngx_chat_shm_s {
     ngx_uint_t                 layout;    /* NGX_CHAT_SHM_LAYOUT */
 
@@ -201,6 +207,11 @@ struct ngx_chat_shm_s {
     ngx_atomic_t               bytes_in_raw;
     ngx_atomic_t               bytes_out;
     ngx_atomic_t               bytes_out_raw;
+
+    /* chat_status: per code, and the histograms (ngx_chat_shm.h) */
+    ngx_atomic_t               errors[NGX_CHAT_SHM_ERRORS];
+    ngx_atomic_t               closes[NGX_CHAT_SHM_CLOSES];
+    ngx_chat_shm_atomic_hist_t hist[NGX_CHAT_SHM_HISTOGRAMS];
 };
 
 

@@ -14,6 +14,27 @@
 #include "ngx_chat_status.h"
 
 
+static u_char *ngx_chat_status_prometheus(u_char *p, ngx_str_t *zone,
+    ngx_chat_shm_stats_t *st);
+static u_char *ngx_chat_status_json(u_char *p, ngx_chat_shm_stats_t *st);
+static u_char *ngx_chat_status_seconds(u_char *p, uint64_t us);
+
+
+static char  *ngx_chat_status_hist_names[NGX_CHAT_SHM_HISTOGRAMS] = {
+    "chat_delivery_lag_seconds", "chat_ack_latency_seconds"
+};
+
+static char  *ngx_chat_status_hist_help[NGX_CHAT_SHM_HISTOGRAMS] = {
+    "a message entering the zone's bus to its write to the last local "
+    "member, per worker",
+    "a send accepted to its ack, written after the PostgreSQL COMMIT"
+};
+
+static char  *ngx_chat_status_hist_json[NGX_CHAT_SHM_HISTOGRAMS] = {
+    "delivery_lag", "ack_latency"
+};
+
+
 ngx_int_t
 ngx_chat_status_handler(ngx_http_request_t *r)
 {
@@ -63,7 +84,10 @@ ngx_chat_status_handler(ngx_http_request_t *r)
     redis = cmcf->redis == NULL ? "off" : (st.redis_up ? "up" : "down");
     postgres = cmcf->store == NULL ? "off" : (st.pg_down ? "down" : "up");
 
-    len = 2176 + 17 * ctx->name.len;
+    len = 2176 + 17 * ctx->name.len
+          + 8192 + (NGX_CHAT_SHM_ERRORS + NGX_CHAT_SHM_CLOSES
+                    + NGX_CHAT_SHM_HISTOGRAMS * (NGX_CHAT_SHM_BUCKETS + 2))
+                   * (ctx->name.len + 16);
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
@@ -114,6 +138,8 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             &ctx->name, st.bytes[0], &ctx->name, st.bytes[1],
             &ctx->name, st.bytes[2], &ctx->name, st.bytes[3]);
 
+        b->last = ngx_chat_status_prometheus(b->last, &ctx->name, &st);
+
         ngx_str_set(&r->headers_out.content_type, "text/plain; version=0.0.4");
 
     } else {
@@ -124,13 +150,15 @@ ngx_chat_status_handler(ngx_http_request_t *r)
             "\"zone_full\":%uL,\"workers\":%ui,\"relay_dropped\":%uL,"
             "\"relay_invalid\":%uL,\"relay_duplicates\":%uL,"
             "\"bytes_in\":%uL,\"bytes_in_raw\":%uL,"
-            "\"bytes_out\":%uL,\"bytes_out_raw\":%uL}\n",
+            "\"bytes_out\":%uL,\"bytes_out_raw\":%uL",
             st.connections, st.rooms, st.users, st.messages_in,
             st.messages_out, st.rate_limited, redis, postgres,
             st.zone_full,
             st.workers, st.relay_dropped, st.relay_invalid,
             st.relay_duplicates,
             st.bytes[0], st.bytes[1], st.bytes[2], st.bytes[3]);
+
+        b->last = ngx_chat_status_json(b->last, &st);
 
         ngx_str_set(&r->headers_out.content_type, "application/json");
     }
@@ -152,4 +180,156 @@ ngx_chat_status_handler(ngx_http_request_t *r)
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+static u_char *
+ngx_chat_status_prometheus(u_char *p, ngx_str_t *zone,
+    ngx_chat_shm_stats_t *st)
+{
+    uint64_t                   n;
+    ngx_uint_t                 i, j;
+    ngx_chat_shm_histogram_t  *h;
+
+    p = ngx_cpymem(p, "# TYPE chat_errors_total counter\n",
+                   sizeof("# TYPE chat_errors_total counter\n") - 1);
+
+    for (i = 0; i < NGX_CHAT_SHM_ERRORS; i++) {
+        p = ngx_sprintf(p, "chat_errors_total{zone=\"%V\",code=\"%s\"} %uL\n",
+                        zone, ngx_chat_shm_error_codes[i], st->errors[i]);
+    }
+
+    p = ngx_cpymem(p, "# TYPE chat_closes_total counter\n",
+                   sizeof("# TYPE chat_closes_total counter\n") - 1);
+
+    for (i = 0; i < NGX_CHAT_SHM_CLOSES; i++) {
+        if (i < NGX_CHAT_SHM_CLOSES - 1) {
+            p = ngx_sprintf(p, "chat_closes_total{zone=\"%V\",code=\"%ui\"} ",
+                            zone, ngx_chat_shm_close_codes[i]);
+
+        } else {
+            p = ngx_sprintf(p, "chat_closes_total{zone=\"%V\",code=\"other\"} ",
+                            zone);
+        }
+
+        p = ngx_sprintf(p, "%uL\n", st->closes[i]);
+    }
+
+    for (i = 0; i < NGX_CHAT_SHM_HISTOGRAMS; i++) {
+        h = &st->hist[i];
+
+        p = ngx_sprintf(p, "# HELP %s %s\n# TYPE %s histogram\n",
+                        ngx_chat_status_hist_names[i],
+                        ngx_chat_status_hist_help[i],
+                        ngx_chat_status_hist_names[i]);
+
+        n = 0;
+
+        for (j = 0; j < NGX_CHAT_SHM_BUCKETS; j++) {
+            n += h->bucket[j];
+
+            p = ngx_sprintf(p, "%s_bucket{zone=\"%V\",le=\"",
+                            ngx_chat_status_hist_names[i], zone);
+
+            if (j < NGX_CHAT_SHM_BUCKETS - 1) {
+                p = ngx_chat_status_seconds(p, ngx_chat_shm_bucket_us[j]);
+
+            } else {
+                p = ngx_cpymem(p, "+Inf", 4);
+            }
+
+            p = ngx_sprintf(p, "\"} %uL\n", n);
+        }
+
+        p = ngx_sprintf(p, "%s_sum{zone=\"%V\"} ",
+                        ngx_chat_status_hist_names[i], zone);
+        p = ngx_chat_status_seconds(p, h->sum);
+
+        p = ngx_sprintf(p, "\n%s_count{zone=\"%V\"} %uL\n",
+                        ngx_chat_status_hist_names[i], zone, n);
+    }
+
+    return p;
+}
+
+
+static u_char *
+ngx_chat_status_json(u_char *p, ngx_chat_shm_stats_t *st)
+{
+    uint64_t                   n;
+    ngx_uint_t                 i, j;
+    ngx_chat_shm_histogram_t  *h;
+
+    p = ngx_cpymem(p, ",\"errors\":{", sizeof(",\"errors\":{") - 1);
+
+    for (i = 0; i < NGX_CHAT_SHM_ERRORS; i++) {
+        p = ngx_sprintf(p, "%s\"%s\":%uL", i ? "," : "",
+                        ngx_chat_shm_error_codes[i], st->errors[i]);
+    }
+
+    p = ngx_cpymem(p, "},\"closes\":{", sizeof("},\"closes\":{") - 1);
+
+    for (i = 0; i < NGX_CHAT_SHM_CLOSES - 1; i++) {
+        p = ngx_sprintf(p, "\"%ui\":%uL,", ngx_chat_shm_close_codes[i],
+                        st->closes[i]);
+    }
+
+    p = ngx_sprintf(p, "\"other\":%uL}", st->closes[i]);
+
+    /* {"le_ms":[...],"buckets":[cumulative...],"count":N,"sum_ms":S} */
+
+    for (i = 0; i < NGX_CHAT_SHM_HISTOGRAMS; i++) {
+        h = &st->hist[i];
+
+        p = ngx_sprintf(p, ",\"%s\":{\"le_ms\":[",
+                        ngx_chat_status_hist_json[i]);
+
+        for (j = 0; j < NGX_CHAT_SHM_BUCKETS - 1; j++) {
+            p = ngx_sprintf(p, "%s%uL.%uL", j ? "," : "",
+                            ngx_chat_shm_bucket_us[j] / 1000,
+                            ngx_chat_shm_bucket_us[j] % 1000 / 100);
+        }
+
+        p = ngx_cpymem(p, "],\"buckets\":[", sizeof("],\"buckets\":[") - 1);
+
+        n = 0;
+
+        for (j = 0; j < NGX_CHAT_SHM_BUCKETS; j++) {
+            n += h->bucket[j];
+            p = ngx_sprintf(p, "%s%uL", j ? "," : "", n);
+        }
+
+        p = ngx_sprintf(p, "],\"count\":%uL,\"sum_ms\":%uL.%03uL}", n,
+                        h->sum / 1000, h->sum % 1000);
+    }
+
+    *p++ = '}';
+    *p++ = LF;
+
+    return p;
+}
+
+
+/* microseconds as seconds, without trailing zeros: 500 -> 0.0005 */
+
+static u_char *
+ngx_chat_status_seconds(u_char *p, uint64_t us)
+{
+    uint64_t  frac;
+
+    p = ngx_sprintf(p, "%uL", us / 1000000);
+
+    frac = us % 1000000;
+
+    if (frac == 0) {
+        return p;
+    }
+
+    p = ngx_sprintf(p, ".%06uL", frac);
+
+    while (p[-1] == '0') {
+        p--;
+    }
+
+    return p;
 }

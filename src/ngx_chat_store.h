@@ -43,6 +43,8 @@ struct ngx_chat_store_item_s {
     ngx_str_t                  content;
     ngx_str_t                  ref;
     uint64_t                   ts;
+    uint64_t                   accepted;  /* the owner's: ngx_chat_bus_clock()
+                                             when the send was accepted */
     unsigned                   has_ref:1;
     unsigned                   refused:1; /* for done: not stored, the
                                              sender gets "unavailable" */

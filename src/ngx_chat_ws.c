@@ -411,6 +411,8 @@ ngx_chat_ws_close(ngx_chat_ws_t *ws, ngx_uint_t code, char *reason)
                    "chat ws: closing with %ui \"%s\"", code,
                    reason ? reason : "");
 
+    ngx_chat_shm_count_close(ws->conf->zone->data, code);
+
     if (code == NGX_CHAT_CLOSE_POLICY) {
         /* a slow reader: what it has not started to read is dropped */
         ngx_chat_ws_drop_queue(ws, 1);
