@@ -30,7 +30,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x6368000b
+#define NGX_CHAT_SHM_LAYOUT       0x6368000c
 
 
 typedef struct {
