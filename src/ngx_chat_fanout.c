@@ -617,6 +617,18 @@ ngx_chat_fanout_hold(ngx_chat_member_t *m, ngx_chat_fanout_pending_t *pd)
 }
 
 
+/* entries before pos are not delivered to the member (they reach it
+ * otherwise: a history reply) */
+
+void
+ngx_chat_fanout_start(ngx_chat_member_t *m, uint64_t pos)
+{
+    if (pos > m->start) {
+        m->start = pos;
+    }
+}
+
+
 void
 ngx_chat_fanout_release(ngx_chat_fanout_t *fo, ngx_chat_member_t *m)
 {

@@ -99,6 +99,7 @@ ngx_chat_member_t *ngx_chat_fanout_add(ngx_chat_fanout_t *fo,
 void ngx_chat_fanout_remove(ngx_chat_fanout_t *fo, ngx_chat_member_t *m);
 
 /* sends what was held for the member, and delivers live from now on */
+void ngx_chat_fanout_start(ngx_chat_member_t *m, uint64_t pos);
 void ngx_chat_fanout_release(ngx_chat_fanout_t *fo, ngx_chat_member_t *m);
 
 /* wakes the workers the last zone operations flagged, and reads the bus */

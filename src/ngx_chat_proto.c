@@ -1148,6 +1148,16 @@ ngx_chat_proto_read_next(ngx_chat_proto_session_t *s)
         if (rd->mode != NGX_CHAT_STORE_BEFORE) {
             rd->ring = ngx_chat_shm_ring_copy(s->ctx, &rd->room);
             ngx_chat_proto_ring_sort(rd->ring);
+
+            if (rd->m && rd->ring) {
+                /*
+                 * a joining member: what the ring copy holds goes in the
+                 * reply; the bus entries before it that this worker has
+                 * not read yet must not come live too (those read already
+                 * are held, and left out of the reply)
+                 */
+                ngx_chat_fanout_start(rd->m, rd->ring->head);
+            }
         }
 
         /*

@@ -1293,6 +1293,10 @@ ngx_chat_shm_ring_copy(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name)
 
     ring = ngx_chat_shm_ring_copy_locked(room);
 
+    if (ring) {
+        ring->head = ctx->sh->bus.head;
+    }
+
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return ring;

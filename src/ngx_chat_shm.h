@@ -70,6 +70,9 @@ typedef struct {
 typedef struct {
     ngx_uint_t                 n;
     ngx_chat_shm_copy_msg_t   *msgs;
+    uint64_t                   head;      /* the bus when it was copied:
+                                             what it holds was appended
+                                             before */
 } ngx_chat_shm_ring_t;
 
 
