@@ -192,7 +192,7 @@ my $ok = join(' ', @got) eq 'kg0 kg1 kg2'
          || ($h && !$h->{complete} && !grep { $_ !~ /^kg\d$/ } @got);
 my %n;
 $n{$_}++ for @got;
-ok($ok && !grep { $_ > 1 } values %n,
+ok($ok && !(grep { $_ > 1 } values %n),
    'c1 got what b1 sent while A had no relay, or a reply that says it may not have')
     or diag('got [' . join(' ', @got) . '], complete: '
             . ($h ? ($h->{complete} ? 'true' : 'false') : 'none'));
