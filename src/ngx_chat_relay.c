@@ -215,7 +215,6 @@ static ngx_int_t ngx_chat_relay_parse_message(ngx_chat_relay_t *rl,
 static ngx_int_t ngx_chat_relay_json_str(json_t *obj, const char *key,
     ngx_str_t *value);
 static ngx_uint_t ngx_chat_relay_text(ngx_str_t *s);
-static ngx_uint_t ngx_chat_relay_id(ngx_str_t *id);
 static ngx_int_t ngx_chat_relay_sync_arg(ngx_str_t *arg);
 static ngx_int_t ngx_chat_relay_sync_mark(ngx_chat_relay_t *rl,
     ngx_str_t *arg, uint64_t *from);
@@ -1431,9 +1430,7 @@ ngx_chat_relay_parse_message(ngx_chat_relay_t *rl, ngx_str_t *arg,
     pl->id.data = arg->data;
     pl->id.len = p - arg->data;
 
-    if (!ngx_chat_relay_id(&pl->id)
-        || ngx_chat_remote_id_parse(&pl->id, &num, &tag) != NGX_OK)
-    {
+    if (ngx_chat_remote_id_parse(&pl->id, &num, &tag) != NGX_OK) {
         pl->error = "bad message id";
         return NGX_DECLINED;
     }
@@ -1602,49 +1599,6 @@ ngx_chat_relay_text(ngx_str_t *s)
            && ngx_chat_utf8_validate(&utf8, s->data, s->len)
               == NGX_CHAT_UTF8_ACCEPT
            && ngx_strlchr(s->data, s->data + s->len, '\0') == NULL;
-}
-
-
-/*
- * The ids the zone makes (ngx_chat_shm_post()): a decimal number,
- * optionally followed by "-" and a server tag of 12 hex digits
- */
-
-static ngx_uint_t
-ngx_chat_relay_id(ngx_str_t *id)
-{
-    u_char  *p, *last;
-
-    if (id->len == 0 || id->len > NGX_CHAT_ID_LEN) {
-        return 0;
-    }
-
-    p = id->data;
-    last = p + id->len;
-
-    while (p < last && *p >= '0' && *p <= '9') {
-        p++;
-    }
-
-    if (p == id->data || (size_t) (p - id->data) > NGX_INT64_LEN) {
-        return 0;
-    }
-
-    if (p == last) {
-        return 1;
-    }
-
-    if (*p++ != '-' || last - p != 12) {
-        return 0;
-    }
-
-    for ( /* void */ ; p < last; p++) {
-        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) {
-            return 0;
-        }
-    }
-
-    return 1;
 }
 
 

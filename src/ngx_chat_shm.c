@@ -687,19 +687,7 @@ ngx_chat_shm_join_history(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
     found = since ? ngx_chat_shm_hist_find(room, since) : -1;
     before_hole = -1;
 
-    /*
-     * With the relay, the ring lacks what other servers sent while no
-     * member was here: only its messages from "follow" on are known to
-     * be all there were (the oldest ones, ring slots before "hole",
-     * may have a hole after them)
-     */
-
-    hole = 0;
-
-    if (room->follow > room->total - room->hist_n) {
-        hole = (ngx_uint_t) (room->follow - (room->total - room->hist_n));
-        hole = ngx_min(hole, room->hist_n);
-    }
+    hole = ngx_chat_shm_hist_hole(room);
 
     if (since && found >= 0 && (ngx_uint_t) found < hole) {
         /*
@@ -1238,14 +1226,7 @@ ngx_chat_shm_history(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         end = room->hist_n;
     }
 
-    /* the ring's hole, if any (see ngx_chat_shm_join_history()) */
-
-    hole = 0;
-
-    if (room->follow > room->total - room->hist_n) {
-        hole = (ngx_uint_t) (room->follow - (room->total - room->hist_n));
-        hole = ngx_min(hole, room->hist_n);
-    }
+    hole = ngx_chat_shm_hist_hole(room);
 
     across = (end > 0 && (ngx_uint_t) end > hole
               && (ngx_uint_t) end - ngx_min(limit, (ngx_uint_t) end) < hole);

@@ -249,3 +249,25 @@ ngx_chat_shm_hist_unindex(ngx_chat_shm_room_t *room, ngx_uint_t phys)
 
     room->index[i] = 0;
 }
+
+
+/*
+ * With the relay, the ring lacks what other servers sent while no member
+ * was here: only its messages from "follow" on are known to be all there
+ * were.  The ring slots before the one returned may have a hole after
+ * them (0: none).
+ */
+
+ngx_uint_t
+ngx_chat_shm_hist_hole(ngx_chat_shm_room_t *room)
+{
+    ngx_uint_t  hole;
+
+    if (room->follow <= room->total - room->hist_n) {
+        return 0;
+    }
+
+    hole = (ngx_uint_t) (room->follow - (room->total - room->hist_n));
+
+    return ngx_min(hole, room->hist_n);
+}

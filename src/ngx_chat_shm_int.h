@@ -249,6 +249,7 @@ ngx_int_t ngx_chat_shm_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
 
 /* the ring: ngx_chat_shm_hist.c */
 ngx_int_t ngx_chat_shm_hist_find(ngx_chat_shm_room_t *room, ngx_str_t *id);
+ngx_uint_t ngx_chat_shm_hist_hole(ngx_chat_shm_room_t *room);
 void ngx_chat_shm_hist_push(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, ngx_chat_shm_msg_t *msg);
 void ngx_chat_shm_hist_drop(ngx_chat_shm_ctx_t *ctx,
