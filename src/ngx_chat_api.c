@@ -874,12 +874,7 @@ ngx_chat_api_history_read(ngx_chat_store_rows_t *rows, void *data)
 {
     ngx_chat_api_ctx_t *a = data;
 
-    if (rows == NULL) {
-        ngx_http_finalize_request(a->r,
-            ngx_chat_api_error(a->r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                               "unavailable", "storage could not be read"));
-        return;
-    }
+    /* rows NULL: storage could not be read in time, what the ring has */
 
     ngx_http_finalize_request(a->r, ngx_chat_api_history_reply(a, rows));
 }

@@ -19,6 +19,13 @@
 #define NGX_CHAT_STORE_RETRY      1000
 #define NGX_CHAT_STORE_READS_MAX  100     /* in flight per worker */
 
+/*
+ * how long a read waits for its turn or for PostgreSQL to come back (a
+ * reconnect after a short outage takes up to ~6 s of backoff) before it
+ * is answered as failed: a resume then says complete:false
+ */
+#define NGX_CHAT_STORE_READ_WAIT  10000
+
 /* the arrays of an INSERT: id, zone, room, user, content, ts */
 #define NGX_CHAT_STORE_FIELDS     6
 #define NGX_CHAT_STORE_TS         5
@@ -33,10 +40,19 @@ struct ngx_chat_store_conf_s {
 };
 
 
-/* a read in flight */
+/*
+ * a read, waiting (in the FIFO "reads") or in flight; its parameters are
+ * copied after it, so that it can be sent again after a lost connection
+ */
 typedef struct {
+    ngx_queue_t                queue;
     ngx_chat_store_read_pt     handler;
     void                      *data;
+    ngx_msec_t                 deadline;
+    const char                *sql;
+    int                        n;
+    const char                *values[4];
+    int                        lens[4];
 } ngx_chat_store_read_t;
 
 
@@ -83,7 +99,11 @@ typedef struct {
     ngx_chat_pg_conf_t         rconf;
     ngx_uint_t                 rup;
     ngx_uint_t                 rconnecting;
-    ngx_uint_t                 nreads;
+    ngx_uint_t                 nreads;        /* in flight */
+    ngx_queue_t                reads;         /* waiting, oldest first */
+    ngx_uint_t                 exiting;
+    ngx_uint_t                 nwaiting;
+    ngx_event_t                rwait;         /* the oldest one's deadline */
 } ngx_chat_store_t;
 
 
@@ -101,6 +121,9 @@ static void ngx_chat_store_read_done(ngx_chat_pg_t *pg, PGresult *res,
     void *data);
 static void ngx_chat_store_read_state(ngx_chat_pg_t *pg, ngx_uint_t up,
     void *data);
+static void ngx_chat_store_reads_run(ngx_chat_store_t *st);
+static void ngx_chat_store_read_fail(ngx_chat_store_read_t *rd);
+static void ngx_chat_store_rwait_handler(ngx_event_t *ev);
 static ngx_chat_store_conf_t *ngx_chat_store_conf(ngx_conf_t *cf,
     ngx_chat_store_conf_t **scfp);
 static void ngx_chat_store_requeue(ngx_chat_store_t *st);
@@ -251,67 +274,191 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
     ngx_str_t *id, ngx_uint_t limit, ngx_chat_store_read_pt handler,
     void *data)
 {
-    int                     lens[4], n;
-    u_char                  buf[NGX_INT_T_LEN];
-    ngx_int_t               rc;
-    const char             *sql, *values[4];
+    u_char                 *p;
+    size_t                  size;
+    ngx_int_t               i;
+    ngx_str_t               v[4];
+    ngx_chat_store_t       *st;
     ngx_chat_store_read_t  *rd;
+    u_char                  buf[NGX_INT_T_LEN];
 
-    /* during the first connect, queries wait for it */
+    st = ngx_chat_store;
 
-    if (ngx_chat_store == NULL
-        || !(ngx_chat_store->rup || ngx_chat_store->rconnecting))
-    {
+    if (st == NULL) {
         return NGX_DECLINED;
     }
 
-    if (ngx_chat_store->nreads >= NGX_CHAT_STORE_READS_MAX) {
+    /*
+     * one read per connection at a time (the protocol and the API make
+     * them in turn): a worker never has more waiting than connections
+     */
+
+    if (st->nwaiting >= (ngx_uint_t) ngx_cycle->connection_n) {
         return NGX_BUSY;
     }
 
-    values[0] = (const char *) zone->data;
-    lens[0] = (int) zone->len;
-    values[1] = (const char *) room->data;
-    lens[1] = (int) room->len;
+    v[0] = *zone;
+    v[1] = *room;
 
     if (mode == NGX_CHAT_STORE_LAST) {
-        sql = ngx_chat_store_last;
-        n = 3;
+        i = 3;
 
     } else {
-        sql = (mode == NGX_CHAT_STORE_SINCE) ? ngx_chat_store_since
-                                              : ngx_chat_store_before;
-        n = 4;
-        values[2] = (const char *) id->data;
-        lens[2] = (int) id->len;
+        i = 4;
+        v[2] = *id;
     }
 
-    values[n - 1] = (const char *) buf;
-    lens[n - 1] = (int) (ngx_sprintf(buf, "%ui", limit) - buf);
+    v[i - 1].data = buf;
+    v[i - 1].len = ngx_sprintf(buf, "%ui", limit) - buf;
 
-    rd = ngx_alloc(sizeof(ngx_chat_store_read_t), ngx_cycle->log);
+    size = sizeof(ngx_chat_store_read_t);
+
+    for (i = 0; i < (mode == NGX_CHAT_STORE_LAST ? 3 : 4); i++) {
+        size += v[i].len + 1;
+    }
+
+    rd = ngx_alloc(size, ngx_cycle->log);
     if (rd == NULL) {
         return NGX_DECLINED;
     }
 
     rd->handler = handler;
     rd->data = data;
+    rd->deadline = ngx_current_msec + NGX_CHAT_STORE_READ_WAIT;
+    rd->n = (mode == NGX_CHAT_STORE_LAST) ? 3 : 4;
+    rd->sql = (mode == NGX_CHAT_STORE_LAST) ? ngx_chat_store_last
+              : (mode == NGX_CHAT_STORE_SINCE) ? ngx_chat_store_since
+                                              : ngx_chat_store_before;
+
+    /* text parameters, NUL-terminated copies */
+
+    p = (u_char *) (rd + 1);
+
+    for (i = 0; i < rd->n; i++) {
+        rd->values[i] = (const char *) p;
+        rd->lens[i] = (int) v[i].len;
+        p = ngx_cpymem(p, v[i].data, v[i].len);
+        *p++ = '\0';
+    }
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "chat store: read \"%V\" of zone \"%V\", mode %ui, "
                    "limit %ui", room, zone, mode, limit);
 
-    rc = ngx_chat_pg_query(ngx_chat_store->rpg, sql, n, values, lens,
-                           ngx_chat_store_read_done, rd);
+    ngx_queue_insert_tail(&st->reads, &rd->queue);
+    st->nwaiting++;
 
-    if (rc != NGX_OK) {
-        ngx_free(rd);
-        return NGX_DECLINED;
-    }
-
-    ngx_chat_store->nreads++;
+    ngx_chat_store_reads_run(st);
 
     return NGX_OK;
+}
+
+
+/*
+ * Sends the waiting reads, oldest first, while the read connection is up
+ * (or being made the first time: libpq's queue holds them) and fewer
+ * than NGX_CHAT_STORE_READS_MAX are in flight; the others wait, at most
+ * until their deadline
+ */
+
+static void
+ngx_chat_store_reads_run(ngx_chat_store_t *st)
+{
+    ngx_int_t               rc;
+    ngx_queue_t            *q;
+    ngx_chat_store_read_t  *rd;
+
+    while (!ngx_queue_empty(&st->reads)
+           && st->nreads < NGX_CHAT_STORE_READS_MAX
+           && (st->rup || st->rconnecting))
+    {
+        q = ngx_queue_head(&st->reads);
+        rd = ngx_queue_data(q, ngx_chat_store_read_t, queue);
+
+        ngx_queue_remove(q);
+        st->nwaiting--;
+
+        st->nreads++;
+
+        rc = ngx_chat_pg_query(st->rpg, rd->sql, rd->n, rd->values,
+                               rd->lens, ngx_chat_store_read_done, rd);
+        if (rc == NGX_OK) {
+            continue;
+        }
+
+        st->nreads--;
+
+        if (rc == NGX_DECLINED) {
+            /* down after all: it waits for the connection */
+            ngx_queue_insert_head(&st->reads, q);
+            st->nwaiting++;
+            break;
+        }
+
+        ngx_chat_store_read_fail(rd);
+    }
+
+    if (ngx_queue_empty(&st->reads)) {
+        if (st->rwait.timer_set) {
+            ngx_del_timer(&st->rwait);
+        }
+
+        return;
+    }
+
+    rd = ngx_queue_data(ngx_queue_head(&st->reads), ngx_chat_store_read_t,
+                        queue);
+
+    ngx_add_timer(&st->rwait,
+                  (ngx_msec_int_t) (rd->deadline - ngx_current_msec) > 0
+                  ? rd->deadline - ngx_current_msec : 1);
+}
+
+
+static void
+ngx_chat_store_read_fail(ngx_chat_store_read_t *rd)
+{
+    rd->handler(NULL, rd->data);
+    ngx_free(rd);
+}
+
+
+/* the reads that waited too long are answered as failed */
+
+static void
+ngx_chat_store_rwait_handler(ngx_event_t *ev)
+{
+    ngx_chat_store_t *st = ev->data;
+
+    ngx_uint_t              n;
+    ngx_queue_t            *q;
+    ngx_chat_store_read_t  *rd;
+
+    n = 0;
+
+    while (!ngx_queue_empty(&st->reads)) {
+        q = ngx_queue_head(&st->reads);
+        rd = ngx_queue_data(q, ngx_chat_store_read_t, queue);
+
+        if ((ngx_msec_int_t) (rd->deadline - ngx_current_msec) > 0) {
+            break;
+        }
+
+        ngx_queue_remove(q);
+        st->nwaiting--;
+        n++;
+
+        ngx_chat_store_read_fail(rd);
+    }
+
+    if (n) {
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat postgres: %ui history reads waited %M ms and "
+                      "are answered from memory alone", n,
+                      (ngx_msec_t) NGX_CHAT_STORE_READ_WAIT);
+    }
+
+    ngx_chat_store_reads_run(st);
 }
 
 
@@ -355,7 +502,8 @@ ngx_chat_store_unstored(ngx_str_t *zone, ngx_str_t *room,
 ngx_uint_t
 ngx_chat_store_reads_full(void)
 {
-    return ngx_chat_store && ngx_chat_store->nreads >= NGX_CHAT_STORE_READS_MAX;
+    return ngx_chat_store
+           && ngx_chat_store->nwaiting >= (ngx_uint_t) ngx_cycle->connection_n;
 }
 
 
@@ -366,6 +514,8 @@ ngx_chat_store_read_state(ngx_chat_pg_t *pg, ngx_uint_t up, void *data)
 
     st->rup = up;
     st->rconnecting = 0;
+
+    ngx_chat_store_reads_run(st);
 }
 
 
@@ -383,11 +533,32 @@ ngx_chat_store_read_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
     size_t                  len;
     u_char                  buf[NGX_CHAT_PG_MESSAGE_MAX];
     ngx_uint_t              n;
+    ngx_chat_store_t       *st;
     ngx_chat_store_row_t   *r;
     ngx_chat_store_rows_t   rows;
 
-    if (ngx_chat_store) {
-        ngx_chat_store->nreads--;
+    st = ngx_chat_store;
+
+    if (st) {
+        st->nreads--;
+    }
+
+    if (res == NULL && st && !st->exiting
+        && (ngx_msec_int_t) (rd->deadline - ngx_current_msec) > 0)
+    {
+        /*
+         * the connection was lost (or the query timed out): a read is
+         * harmless to make again, first in line, once it is back
+         */
+
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "chat store: read lost with the connection, waits");
+
+        ngx_queue_insert_head(&st->reads, &rd->queue);
+        st->nwaiting++;
+
+        ngx_chat_store_reads_run(st);
+        return;
     }
 
     if (res && PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -406,8 +577,12 @@ ngx_chat_store_read_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
                     : NULL;
 
     if (rows.rows == NULL) {
-        rd->handler(NULL, rd->data);
-        ngx_free(rd);
+        ngx_chat_store_read_fail(rd);
+
+        if (ngx_chat_store && !ngx_chat_store->exiting) {
+            ngx_chat_store_reads_run(ngx_chat_store);
+        }
+
         return;
     }
 
@@ -442,6 +617,11 @@ ngx_chat_store_read_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
 
     ngx_free(rows.rows);
     ngx_free(rd);
+
+    if (ngx_chat_store && !ngx_chat_store->exiting) {
+        /* its place in flight is free */
+        ngx_chat_store_reads_run(ngx_chat_store);
+    }
 }
 
 
@@ -465,6 +645,12 @@ ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 
     ngx_queue_init(&st->pending);
     ngx_queue_init(&st->inflight);
+    ngx_queue_init(&st->reads);
+
+    st->rwait.handler = ngx_chat_store_rwait_handler;
+    st->rwait.data = st;
+    st->rwait.log = cycle->log;
+    st->rwait.cancelable = 1;
 
     /*
      * data: with a debug log, the event timer code reads an fd from it
@@ -515,6 +701,7 @@ ngx_chat_store_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
 void
 ngx_chat_store_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_queue_t       *q;
     ngx_chat_store_t  *st;
 
     st = ngx_chat_store;
@@ -530,7 +717,24 @@ ngx_chat_store_exit_process(ngx_cycle_t *cycle)
                       st->npending + st->ninflight);
     }
 
+    /* reads in flight are answered as failed, and those waiting too */
+
+    st->exiting = 1;
     ngx_chat_pg_destroy(st->rpg);
+
+    if (st->rwait.timer_set) {
+        ngx_del_timer(&st->rwait);
+    }
+
+    while (!ngx_queue_empty(&st->reads)) {
+        q = ngx_queue_head(&st->reads);
+        ngx_queue_remove(q);
+        st->nwaiting--;
+
+        ngx_chat_store_read_fail(ngx_queue_data(q, ngx_chat_store_read_t,
+                                                queue));
+    }
+
     ngx_chat_pg_destroy(st->pg);
     ngx_chat_store = NULL;
 }

@@ -104,8 +104,11 @@ ngx_chat_store_item_t *ngx_chat_store_add(ngx_str_t *id, ngx_str_t *zone,
  * BEFORE,
  * rows->found says whether the id is stored.  Reads have a PostgreSQL
  * connection of their own, so that stores never wait behind them.
- * Returns NGX_DECLINED when PostgreSQL is down, NGX_BUSY when the worker
- * has as many reads in flight as it takes (the handler is not called).
+ * A read waits for its turn (at most 100 in flight per worker) and, when
+ * PostgreSQL is down or the connection is lost under it, for PostgreSQL
+ * to be back, up to 10 s in all; then the handler gets NULL.  Returns
+ * NGX_DECLINED without storage, NGX_BUSY when as many reads wait as the
+ * worker has connections (the handler is not called then).
  */
 ngx_int_t ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone,
     ngx_str_t *room, ngx_str_t *id, ngx_uint_t limit,
@@ -121,7 +124,7 @@ typedef ngx_uint_t (*ngx_chat_store_known_pt)(ngx_str_t *id, void *data);
 ngx_uint_t ngx_chat_store_unstored(ngx_str_t *zone, ngx_str_t *room,
     ngx_chat_store_known_pt known, void *data);
 
-/* the worker has as many reads in flight as it takes */
+/* as many reads wait as the worker takes */
 ngx_uint_t ngx_chat_store_reads_full(void);
 
 /* the owner is gone: the item is still stored, nobody is told */

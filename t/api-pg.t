@@ -45,11 +45,11 @@ while (now() < $deadline) {
 }
 
 sub post {
-    my ($body) = @_;
+    my ($body, $timeout) = @_;
     $body = $JSON->encode($body) if ref $body;
     my $r = $t->http("POST /api HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
                      . "Content-Type: application/json\r\nContent-Length: "
-                     . length($body) . "\r\n\r\n$body", timeout => 10);
+                     . length($body) . "\r\n\r\n$body", timeout => $timeout || 10);
     $r->{json} = eval { $JSON->decode($r->{body}) };
     return $r;
 }
@@ -217,14 +217,15 @@ take($m, sub { $_[0]{type} eq 'joined' }, 3);
     is($r->{status}, 200, 'the next one is stored');
 }
 
-# PostgreSQL down: what the ring has, not complete
+# PostgreSQL down: the read waits for it (10 s at most), then what the
+# ring has, not complete
 {
     $pg->stop;
-    my $h;
-    poll(5, sub {
-        $h = post({ type => 'history', room => 'deep', limit => 5 });
-        $h->{json} && $h->{status} == 200 && $h->{json}{complete} eq JSON::PP::false;
-    }, 0.2);
+    my $t0 = now();
+    my $h = post({ type => 'history', room => 'deep', limit => 5 }, 20);
+    my $waited = now() - $t0;
+    ok($waited >= 9 && $waited < 15,
+       sprintf('PostgreSQL down: the read waited for it (%.1f s)', $waited));
     is_deeply([ map { $_->{content} } @{ $h->{json}{messages} || [] } ], [qw(d5 d6 d7)],
               'PostgreSQL down: the ring\'s messages') or diag($h->{body});
     is($h->{json} && $h->{json}{complete}, JSON::PP::false, 'and complete: false');
