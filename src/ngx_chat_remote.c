@@ -19,6 +19,15 @@ static ngx_int_t ngx_chat_remote_server_slot(ngx_chat_shm_ctx_t *ctx,
     uint64_t server, ngx_uint_t create);
 static ngx_chat_shm_mark_t *ngx_chat_remote_mark(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, uint64_t tag, ngx_uint_t create);
+static uint64_t ngx_chat_remote_key(uint64_t num, uint64_t tag);
+static ngx_uint_t ngx_chat_remote_seen_has(ngx_chat_shm_seen_t *seen,
+    uint64_t key);
+static void ngx_chat_remote_seen_add(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, uint64_t num, uint64_t tag);
+static void ngx_chat_remote_seen_put(ngx_chat_shm_seen_t *seen,
+    uint64_t key);
+static void ngx_chat_remote_seen_del(ngx_chat_shm_seen_t *seen,
+    uint64_t key);
 
 
 
@@ -403,8 +412,197 @@ fill:
     m->gap_lo = 0;
     m->gap_hi = room->gap_any ? NGX_CHAT_SHM_GAP_OPEN : 0;
     m->unanswered = room->gap_any;
+    m->floor = 0;
+
+    /*
+     * a sender first heard of after our resubscription: what it
+     * republishes may all have been missed; otherwise its first live
+     * message says where ours begin
+     */
+    m->base = room->gap_any ? 0 : NGX_CHAT_SHM_GAP_OPEN;
 
     return m;
+}
+
+
+/* the seen window's key of an id: never 0 (a free slot) */
+
+static uint64_t
+ngx_chat_remote_key(uint64_t num, uint64_t tag)
+{
+    uint64_t  k;
+
+    k = num * 0x9e3779b97f4a7c15ULL ^ (tag + 1) * 0xc2b2ae3d27d4eb4fULL;
+    k ^= k >> 31;
+
+    return k ? k : 1;
+}
+
+
+static ngx_uint_t
+ngx_chat_remote_seen_has(ngx_chat_shm_seen_t *seen, uint64_t key)
+{
+    uint32_t  i, mask;
+
+    if (seen == NULL) {
+        return 0;
+    }
+
+    mask = 2 * seen->cap - 1;
+
+    for (i = (uint32_t) key & mask; seen->keys[i]; i = (i + 1) & mask) {
+        if (seen->keys[i] == key) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_chat_remote_seen_put(ngx_chat_shm_seen_t *seen, uint64_t key)
+{
+    uint32_t  i, mask;
+
+    mask = 2 * seen->cap - 1;
+
+    for (i = (uint32_t) key & mask; seen->keys[i]; i = (i + 1) & mask) {
+        if (seen->keys[i] == key) {
+            return;
+        }
+    }
+
+    seen->keys[i] = key;
+}
+
+
+/* removes a key, moving back those its slot had pushed further */
+
+static void
+ngx_chat_remote_seen_del(ngx_chat_shm_seen_t *seen, uint64_t key)
+{
+    uint32_t  i, j, h, mask;
+
+    mask = 2 * seen->cap - 1;
+
+    for (i = (uint32_t) key & mask; seen->keys[i] != key; i = (i + 1) & mask)
+    {
+        if (seen->keys[i] == 0) {
+            return;
+        }
+    }
+
+    seen->keys[i] = 0;
+
+    for (j = (i + 1) & mask; seen->keys[j]; j = (j + 1) & mask) {
+        h = (uint32_t) seen->keys[j] & mask;
+
+        /* may it move to the free slot i: is i on its way from h to j? */
+
+        if (((j - h) & mask) >= ((j - i) & mask)) {
+            seen->keys[i] = seen->keys[j];
+            seen->keys[j] = 0;
+            i = j;
+        }
+    }
+}
+
+
+/*
+ * A delivered id goes into the room's window; when full, the oldest one
+ * leaves it and raises its sender's floor.  Without memory for a window,
+ * the marks alone dedupe (as before there was one).  Locked.
+ */
+
+static void
+ngx_chat_remote_seen_add(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
+    uint64_t num, uint64_t tag)
+{
+    size_t                   size;
+    uint32_t                 cap, max, i;
+    ngx_chat_shm_mark_t     *m;
+    ngx_chat_shm_seen_t     *seen, *old;
+    ngx_chat_shm_seen_id_t  *e;
+
+    seen = room->seen;
+
+    if (seen == NULL || (seen->n == seen->cap && seen->cap < seen->max)) {
+
+        if (seen) {
+            max = seen->max;
+            cap = 2 * seen->cap;
+
+        } else {
+            for (max = 64; max < 4 * room->hist_max && max < 65536; max *= 2)
+            {
+                /* void */
+            }
+
+            cap = 16;
+        }
+
+        size = sizeof(ngx_chat_shm_seen_t)
+               + cap * sizeof(ngx_chat_shm_seen_id_t)
+               + 2 * cap * sizeof(uint64_t);
+
+        old = seen;
+        seen = ngx_slab_calloc_locked(ctx->shpool, size);
+
+        if (seen == NULL) {
+            if (old == NULL) {
+                return;
+            }
+
+            /* it stays as large as it is */
+            seen = old;
+            goto add;
+        }
+
+        seen->cap = cap;
+        seen->max = max;
+        seen->fifo = (ngx_chat_shm_seen_id_t *) (seen + 1);
+        seen->keys = (uint64_t *) (seen->fifo + cap);
+
+        if (old) {
+            for (i = 0; i < old->n; i++) {
+                e = &old->fifo[(old->head + i) % old->cap];
+                seen->fifo[i] = *e;
+                ngx_chat_remote_seen_put(seen,
+                                         ngx_chat_remote_key(e->num, e->tag));
+            }
+
+            seen->n = old->n;
+            ngx_slab_free_locked(ctx->shpool, old);
+        }
+
+        room->seen = seen;
+    }
+
+add:
+
+    if (seen->n == seen->cap) {
+        /* the oldest leaves the window: its sender's floor rises */
+
+        e = &seen->fifo[seen->head];
+
+        ngx_chat_remote_seen_del(seen, ngx_chat_remote_key(e->num, e->tag));
+
+        m = ngx_chat_remote_mark(ctx, room, e->tag, 0);
+        if (m && m->floor < e->num) {
+            m->floor = e->num;
+        }
+
+        seen->head = (seen->head + 1) % seen->cap;
+        seen->n--;
+    }
+
+    e = &seen->fifo[(seen->head + seen->n) % seen->cap];
+    e->num = num;
+    e->tag = tag;
+    seen->n++;
+
+    ngx_chat_remote_seen_put(seen, ngx_chat_remote_key(num, tag));
 }
 
 
@@ -428,6 +626,7 @@ ngx_chat_remote_room_follow(ngx_chat_shm_ctx_t *ctx,
         room->marks[i].gap_lo = 0;
         room->marks[i].gap_hi = 0;
         room->marks[i].unanswered = 0;
+        room->marks[i].base = NGX_CHAT_SHM_GAP_OPEN;
     }
 }
 
@@ -440,6 +639,11 @@ ngx_chat_remote_room_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
         room->marks = NULL;
         room->nmarks = 0;
         room->marks_cap = 0;
+    }
+
+    if (room->seen) {
+        ngx_slab_free_locked(ctx->shpool, room->seen);
+        room->seen = NULL;
     }
 }
 
@@ -490,6 +694,11 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
                 m->gap_hi = NGX_CHAT_SHM_GAP_OPEN;
                 m->unanswered = 1;
+
+                if (m->base == NGX_CHAT_SHM_GAP_OPEN) {
+                    /* nothing live from it since the follow: after high */
+                    m->base = m->high;
+                }
             }
 
             if (last - p < (ssize_t) (1 + 12 + 1 + NGX_INT64_LEN)) {
@@ -681,14 +890,38 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         goto duplicate;
     }
 
-    if (republished) {
-        /* only what our resubscription may have missed, in order */
+    if (m == NULL) {
+        /* no memory for a mark: live ones are taken, republished not */
 
-        if (m == NULL || num <= m->gap_lo || num >= m->gap_hi) {
+        if (republished) {
             goto duplicate;
         }
 
-    } else if (m && num <= m->high) {
+    } else if (room->seen) {
+        /*
+         * the window knows what was delivered, whichever way it came;
+         * a republish brings only what is ours (after the first live
+         * message since the follow), a copy older than the window
+         * nothing
+         */
+
+        if (num <= m->floor
+            || ngx_chat_remote_seen_has(room->seen,
+                                        ngx_chat_remote_key(num, tag))
+            || (republished && (m->base == NGX_CHAT_SHM_GAP_OPEN
+                                || num <= m->base)))
+        {
+            goto duplicate;
+        }
+
+    } else if (republished) {
+        /* no window (no memory): only what our resubscription missed */
+
+        if (num <= m->gap_lo || num >= m->gap_hi) {
+            goto duplicate;
+        }
+
+    } else if (num <= m->high) {
         /* live: each sender's come in order */
         goto duplicate;
     }
@@ -725,8 +958,13 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     room->total++;
     rc = NGX_OK;
 
+    ngx_chat_remote_seen_add(ctx, room, num, tag);
+
     if (m && republished) {
-        m->gap_lo = num;
+        if (num > m->gap_lo && num < m->gap_hi) {
+            m->gap_lo = num;
+        }
+
         m->high = ngx_max(m->high, num);
 
     } else if (m) {
@@ -734,7 +972,11 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
             m->gap_hi = num;
         }
 
-        m->high = num;
+        if (m->base == NGX_CHAT_SHM_GAP_OPEN) {
+            m->base = num;
+        }
+
+        m->high = ngx_max(m->high, num);
     }
 
 done:

@@ -30,7 +30,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x6368000c
+#define NGX_CHAT_SHM_LAYOUT       0x6368000d
 
 
 typedef struct {
@@ -86,7 +86,41 @@ typedef struct {
                                              the first live message */
     ngx_uint_t                 unanswered;    /* no republish from it since
                                                  our resubscription */
+    uint64_t                   floor;     /* the newest number the seen
+                                             window forgot: at or below
+                                             it, nothing is taken */
+    uint64_t                   base;      /* the first live number since
+                                             the room was followed (a
+                                             republish of older ones is
+                                             history, not ours to deliver);
+                                             NGX_CHAT_SHM_GAP_OPEN: none
+                                             yet */
 } ngx_chat_shm_mark_t;
+
+
+/*
+ * The ids of other servers' messages this server delivered in a room,
+ * the newest "cap" of them (4 x chat_history, at least 64): whatever path
+ * a copy takes (live, a queue sent again, a republish), it is delivered
+ * at most once while its id is in the window, and a number at or below a
+ * sender's "floor" (what the window forgot) not at all.  A FIFO of the
+ * ids and an index (open addressing, linear probing, twice the slots):
+ * O(1) per message under the zone's lock.  Grows with the room's remote
+ * messages up to cap; one slab block.
+ */
+typedef struct {
+    uint64_t                   num;
+    uint64_t                   tag;
+} ngx_chat_shm_seen_id_t;
+
+typedef struct {
+    uint32_t                   cap;       /* ids now (a power of 2) */
+    uint32_t                   max;       /* ids at most */
+    uint32_t                   n;
+    uint32_t                   head;      /* the oldest */
+    ngx_chat_shm_seen_id_t    *fifo;      /* cap */
+    uint64_t                  *keys;      /* 2 x cap, 0: free */
+} ngx_chat_shm_seen_t;
 
 #define NGX_CHAT_SHM_GAP_OPEN     ((uint64_t) -1)
 
@@ -113,6 +147,7 @@ struct ngx_chat_shm_room_s {
     ngx_chat_shm_mark_t       *marks;
     uint32_t                   nmarks;
     uint32_t                   marks_cap;
+    ngx_chat_shm_seen_t       *seen;      /* NULL until the first */
     uint64_t                   follow;    /* "total" when this server
                                              began to follow the room again
                                              after not following it: the
