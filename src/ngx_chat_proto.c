@@ -20,6 +20,7 @@
 #include "ngx_chat_wire.h"
 #include "ngx_chat_rate.h"
 #include "ngx_chat_shm.h"
+#include "ngx_chat_remote.h"
 #include "ngx_chat_ws.h"
 #include "ngx_chat_fanout.h"
 #include "ngx_chat_store.h"
@@ -1566,7 +1567,11 @@ ngx_chat_proto_own(ngx_chat_proto_read_t *rd, ngx_str_t *id)
  *     stored after the read was made, after the request (the ring holds
  *     the room's newest messages; repro/store-newer-rows);
  *   - with "since", whatever is not after the id, when storage knows it
- *     (repro/store-since-newer).
+ *     (repro/store-since-newer);
+ *   - rows of other servers' messages this server will deliver live and
+ *     has not yet (ngx_chat_remote_pending(): stored there before their
+ *     copy, or a republish of it, came): they come live to every member
+ *     here alike, in this server's order, not twice to this one.
  *
  * *window: how many of them are not older than the oldest row read: the
  * newest N of the reply are proven when N of them are
@@ -1577,13 +1582,33 @@ static ngx_int_t
 ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     ngx_array_t *msgs, ngx_uint_t *window)
 {
+    u_char                   *pending;
     ngx_int_t                 i, c;
-    ngx_str_t                *msg, **held, *after, *cut, *oldest;
+    ngx_str_t                *msg, **held, *after, *cut, *oldest, **ids;
     ngx_uint_t                j, h, nheld, nring;
     ngx_chat_shm_ring_t      *ring;
     ngx_chat_shm_copy_msg_t  *rows, *e;
 
     rows = rd->rows.elts;
+
+    pending = NULL;
+
+    if (rd->mode != NGX_CHAT_STORE_BEFORE && rd->rows.nelts) {
+        pending = ngx_pnalloc(rd->pool, rd->rows.nelts);
+        ids = ngx_palloc(rd->pool, rd->rows.nelts * sizeof(ngx_str_t *));
+
+        if (pending == NULL || ids == NULL) {
+            return NGX_ERROR;
+        }
+
+        for (j = 0; j < rd->rows.nelts; j++) {
+            ids[j] = &rows[j].id;
+        }
+
+        ngx_chat_remote_pending(rd->s->ctx, &rd->room, ids, rd->rows.nelts,
+                                pending);
+    }
+
     ring = (rd->mode != NGX_CHAT_STORE_BEFORE) ? rd->ring : NULL;
     nring = ring ? ring->n : 0;
 
@@ -1658,6 +1683,11 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
         }
 
         if (c < 0) {
+            if (pending && pending[i]) {
+                i--;
+                continue;
+            }
+
             e = &rows[i--];
 
             if (cut && ngx_chat_proto_id_cmp(&e->id, cut) > 0

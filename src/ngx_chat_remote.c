@@ -997,6 +997,58 @@ duplicate:
 }
 
 
+void
+ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t **ids, ngx_uint_t n, u_char *pending)
+{
+    uint64_t              num, tag, own;
+    ngx_uint_t            i;
+    ngx_chat_shm_mark_t  *m;
+    ngx_chat_shm_room_t  *room;
+
+    ngx_memzero(pending, n);
+
+    own = ctx->sh->server_id & 0xffffffffffffULL;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    if (room == NULL || room->nmarks == 0) {
+        goto done;
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ngx_chat_remote_id_parse(ids[i], &num, &tag) != NGX_OK
+            || tag == own)
+        {
+            continue;
+        }
+
+        m = ngx_chat_remote_mark(ctx, room, tag, 0);
+
+        if (m == NULL || m->base == NGX_CHAT_SHM_GAP_OPEN || num <= m->base
+            || num <= m->floor)
+        {
+            /* history: from before the follow, or long delivered */
+            continue;
+        }
+
+        if (room->seen) {
+            pending[i] = !ngx_chat_remote_seen_has(room->seen,
+                                          ngx_chat_remote_key(num, tag));
+
+        } else {
+            pending[i] = (num > m->high);
+        }
+    }
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
 ngx_int_t
 ngx_chat_remote_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_str_t *user, uint64_t server, ngx_uint_t join)

@@ -1,0 +1,151 @@
+# A history reply from PostgreSQL leaves out another server's messages
+# that this server will deliver live and has not yet (issue 12): the
+# sender stores its message and publishes it; when the row is read before
+# the copy (or the republish after an outage) arrives here, the member
+# that joined got it in its history and then live again (the same id
+# twice on one connection), and its place in the member's stream was not
+# where the members already here got it (SPEC §3: the same order for all
+# members of one server).  Now such rows come live only, to everyone here
+# alike.
+#
+# A made-up server on Redis (as relay-input.t does) and rows written into
+# the table for it, as that server's storage would.
+
+use strict;
+use warnings;
+
+use Test::More;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Time::HiRes ();
+
+use Test::Chat::Nginx;
+use Test::Chat::Util qw(now poll status);
+use Test::Chat::Redis;
+use Test::Chat::Pg;
+
+plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
+plan skip_all => 'no PostgreSQL server binaries'
+    unless Test::Chat::Pg->available;
+
+plan tests => 9;
+
+my $SID = '00000000deadbeef';
+my $TAG = '0000deadbeef';
+my $ROOM = 'room';
+
+my $redis = Test::Chat::Redis->start;
+my $pg = Test::Chat::Pg->start;
+
+my $t = Test::Chat::Nginx->new(
+    http => "chat_zone chat 1m;\n    chat_redis " . $redis->url . ";\n    "
+            . $pg->directive,
+    server => <<'_EOC_',
+        location = /chat {
+            chat chat;
+            chat_user $arg_user;
+            chat_history 2;
+        }
+        location = /chat/status {
+            chat_status chat;
+        }
+_EOC_
+    workers => 1,
+);
+
+$pg->wait_up($t, 2);
+ok(poll(5, sub { (status($t)->{redis} // '') eq 'up' }), 'relay up');
+
+sub member {
+    my ($user, %join) = @_;
+    my $ws = $t->ws(path => "/chat?user=$user");
+    $ws->recv_json(3);
+    $ws->send_json({ type => 'join', room => $ROOM, %join });
+    return $ws;
+}
+
+my $m1 = member('m1');
+ok($m1->recv_until(sub { $_[0]{type} eq 'joined' }, 3), 'm1 joined');
+
+my $channel;
+poll(5, sub {
+    ($channel) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', "*:r:$ROOM");
+    defined $channel;
+});
+$channel //= "chat:0:chat:r:$ROOM";
+
+sub json_of {
+    my ($n) = @_;
+    my $id = "$n-$TAG";
+    return qq({"type":"message","room":"$ROOM","id":"$id","user":"eve",)
+           . qq("content":"n$n","ts":1700000000001});
+}
+
+sub publish {
+    my ($kind, $n) = @_;
+    $redis->cli('PUBLISH', $channel, "$SID $kind $n-$TAG " . json_of($n));
+}
+
+sub store {
+    my ($n) = @_;
+    $pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
+              . "created_at) VALUES ('$n-$TAG', 'chat', '$ROOM', 'eve', "
+              . "'n$n', to_timestamp(1700000000.001))");
+}
+
+# what a member gets within a quiet second: history contents as "h:",
+# live as "m:"
+sub got {
+    my ($ws) = @_;
+    my @c;
+    while (my $m = $ws->recv_json(1)) {
+        push @c, map { "h:$_->{content}" } @{ $m->{messages} }
+            if $m->{type} eq 'history';
+        push @c, "m:$m->{content}" if $m->{type} eq 'message';
+    }
+    return join ' ', @c;
+}
+
+# the made-up server's first message: stored there, then live here
+store(1700000001000);
+publish(M => 1700000001000);
+is(got($m1), 'm:n1700000001000', 'm1: the first message, live');
+
+# its second: stored, and its copy not here yet
+store(1700000002000);
+
+# m2 joins, asking for more than the ring (2) holds: storage answers
+my $m2 = member('m2', history => 10);
+my $s2 = got($m2);
+is($s2, 'h:n1700000001000',
+   'm2\'s history: the first; not the second, which is not here yet '
+   . '(old: in the history, then live again)');
+
+# the copy arrives (a republish after an outage, or late)
+publish(R => 1700000002000);
+is(got($m1), 'm:n1700000002000', 'm1 gets the second live');
+$s2 .= ' ' . got($m2);
+is($s2, 'h:n1700000001000 m:n1700000002000',
+   'm2 too, once, in the same place as m1');
+
+# a later join: now it is history
+my $m3 = member('m3', history => 10);
+is(got($m3), 'h:n1700000001000 h:n1700000002000',
+   'm3 joining later has both in its history');
+
+# rows from before the room was followed here, and of servers never
+# heard of: history as ever
+$pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
+          . "created_at) VALUES ('1700000000500-0000cafecafe', 'chat', "
+          . "'$ROOM', 'zed', 'old', to_timestamp(1699999999.0))");
+my $m4 = member('m4', history => 10);
+is(got($m4), 'h:old h:n1700000001000 h:n1700000002000',
+   'a row of a server never heard of here is history');
+
+my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
+ok(!@bad, 'no alert') or diag(join "\n", @bad);
+
+$_->disconnect for $m1, $m2, $m3, $m4;
+$t->stop;
+$redis->stop;
+$pg->stop;
