@@ -221,7 +221,12 @@ for (const mode of modes) {
   p(`| ${head.join(' | ')} |`);
   p(`|${head.map((_, i) => (i ? '---:' : '---')).join('|')}|`);
   for (const [name, kind, get, show] of rows) {
-    const cells = sys.map((s) => (show ? show(S[s], s) : fmt(get(S[s]))));
+    // a figure from a run whose busiest load process was above GEN_WARN
+    const from = (x) => (name.startsWith('W1 max') ? x.best && x.best.f
+      : name.startsWith('W1 unlimited') ? x.unl && x.unl.f
+        : name.startsWith('W2') ? x.w2 : name.startsWith('W3') ? x.w3 : null);
+    const flag = (x) => (!/generator/.test(name) && from(x) && from(x).genMax > GEN_WARN ? ' ⚠' : '');
+    const cells = sys.map((s) => `${show ? show(S[s], s) : fmt(get(S[s]))}${flag(S[s])}`);
     const rs = pairs.map(([a, b]) => ratio(kind, get(S[a]), get(S[b])));
     p(`| ${name}${kind === 'info' ? ' (info)' : ''} | ${cells.join(' | ')} | ${rs.join(' | ')} |`);
   }
