@@ -290,7 +290,8 @@ if (runs.some((r) => r.workload === 'W3')) {
   p('(with Redis and PostgreSQL where used) from before the ramp to after all joined, per joined connection;');
   p('connect rate = all opened ÷ the slowest process\'s time to its last 101; CPU over the ramp (connect + join');
   p('+ presence). ngx_chat and the Socket.io server tell the room about each join (presence: with rooms of 20,');
-  p('190 presence frames a room); nchan has no presence at all, so its joins are cheaper by that much.');
+  p('190 presence frames a room); nchan and uws have no presence at all, so their joins are cheaper by that much.');
+  p('One Node process (uws, Socket.io) holds at most W3_SIO_CONNS (19,800) under the 20,000 open files limit.');
   p();
   p('| system | joined / target | failed | conn/s | ramp s | kB per conn | server MB before → after | server µs CPU per conn | server CPU | load gen CPU | failures |');
   p('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
