@@ -450,6 +450,10 @@ typedef struct {
     const char  *user_prefix;
     int          no_dup;
     int          selftest;
+    uint32_t     run_id;        /* --run-id: shared by split processes */
+    int          recv_only;     /* --recv-only: the senders are elsewhere */
+    const char  *barrier;       /* --barrier FILE: ready, wait for SIGUSR1 */
+    int          json_buckets;  /* --json-buckets: raw histogram buckets */
 } cfg_t;
 
 enum {
@@ -527,11 +531,12 @@ enum {
     PH_SEND,
     PH_DRAIN,
     PH_HOLD,
-    PH_DONE
+    PH_DONE,
+    PH_WAIT             /* --barrier: joined, waiting for SIGUSR1 */
 };
 
 static const char  *phase_names[] = { "ramp", "settle", "send", "drain", "hold",
-                                      "done" };
+                                      "done", "wait" };
 
 static cfg_t           cfg;
 static const proto_t  *proto;
@@ -552,6 +557,7 @@ static uint64_t        t_last_delivery;
 static double          per_sender_rate;
 static uint64_t        send_interval_ns;
 static volatile sig_atomic_t  g_interrupted;
+static volatile sig_atomic_t  g_go;     /* SIGUSR1: leave the barrier */
 static struct sockaddr_storage  dst_addr;
 static socklen_t       dst_len;
 static int             dst_family;
@@ -1610,8 +1616,75 @@ raise_nofile(void)
 static void
 on_signal(int sig)
 {
-    (void) sig;
+    if (sig == SIGUSR1) {
+        g_go = 1;
+        return;
+    }
     g_interrupted++;
+}
+
+
+/*
+ * Which connections send: 0..S-1, unless --recv-only (a process of a split
+ * generator whose rooms' senders are in another process: --senders S still
+ * says how many there are, so their messages are recognised and checked for
+ * duplicates and order, but nothing is sent from here).
+ */
+static void
+assign_senders(void)
+{
+    int  i;
+
+    for (i = 0; i < cfg.conns; i++) {
+        conns[i].sender = !cfg.recv_only && i < cfg.senders ? i : -1;
+    }
+    for (i = 0; i < cfg.senders; i++) {
+        senders[i].c = cfg.recv_only ? NULL : &conns[i];
+    }
+}
+
+
+/* --barrier FILE: say "joined" (the file appears, atomically) */
+static void
+barrier_ready(void)
+{
+    char   tmp[1024];
+    FILE  *f;
+
+    snprintf(tmp, sizeof(tmp), "%s.tmp", cfg.barrier);
+    f = fopen(tmp, "w");
+    if (f == NULL) {
+        die("--barrier %s: %s", cfg.barrier, strerror(errno));
+    }
+    fprintf(f, "%d %llu\n", (int) getpid(), U64(st.joined));
+    if (fclose(f) != 0 || rename(tmp, cfg.barrier) != 0) {
+        die("--barrier %s: %s", cfg.barrier, strerror(errno));
+    }
+}
+
+
+/*
+ * --json-buckets: the histogram's non-empty buckets as [value_ns, count]
+ * pairs (value = the bucket's representative, what h_quantile returns), so
+ * the histograms of several processes can be merged exactly: percentiles of
+ * a merged run come from the summed counts, never from averaged percentiles.
+ */
+static void
+json_hist_buckets(FILE *f, const char *name, const hist_t *h)
+{
+    int          i;
+    const char  *sep = "";
+
+    fprintf(f, ",\"%s\":{\"n\":%llu,\"min_ns\":%llu,\"max_ns\":%llu,"
+            "\"sum_ns\":%.0f,\"b\":[", name, U64(h->n), U64(h->min),
+            U64(h->max), h->sum);
+    for (i = 0; i < H_BUCKETS; i++) {
+        if (h->b[i] != 0) {
+            fprintf(f, "%s[%llu,%llu]", sep, U64(h_value(i)), U64(h->b[i]));
+            sep = ",";
+        }
+    }
+    fprintf(f, "]}");
 }
 
 
@@ -1845,6 +1918,107 @@ selftest(void)
         run_id = 0;
     }
 
+    /* split generator: who sends, what a receive-only process accepts */
+    {
+        conn_t    cs[3];
+        sender_t  ss[3];
+        char      m[64];
+
+        memset(cs, 0, sizeof(cs));
+        memset(ss, 0, sizeof(ss));
+        conns = cs;
+        senders = ss;
+        cfg.conns = 3;
+        cfg.senders = 2;
+        cfg.recv_only = 0;
+        assign_senders();
+        CHECK(cs[0].sender == 0 && cs[1].sender == 1 && cs[2].sender == -1
+              && ss[1].c == &cs[1], "senders 0 and 1");
+        cfg.recv_only = 1;
+        assign_senders();
+        CHECK(cs[0].sender == -1 && cs[1].sender == -1 && ss[0].c == NULL
+              && ss[1].c == NULL, "--recv-only: no sender here");
+
+        /* sender 0 of run 42 sends from another process */
+        senders = NULL;
+        cfg.rooms = 1;
+        cfg.senders = 1;
+        run_id = 42;
+        g_now = 1000;
+        for (i = 1; i <= 3; i++) {
+            snprintf(m, sizeof(m), "t=%zu;s=0;n=%zu;r=42", 900 + i, i);
+            on_delivery(&cs[2], m, strlen(m));
+        }
+        on_delivery(&cs[2], "t=1;s=0;n=4;r=43", 16);     /* other run */
+        on_delivery(&cs[2], "t=1;s=1;n=5;r=42", 16);     /* no such sender */
+        CHECK(st.received == 3 && st.foreign == 2 && st.dup == 0
+              && st.reorder == 0 && h_lat.n == 3 && h_lat.max == 99,
+              "--recv-only deliveries: received %llu foreign %llu",
+              U64(st.received), U64(st.foreign));
+        free(cs[2].lastseq);
+        memset(&st, 0, sizeof(st));
+        memset(&h_lat, 0, sizeof(h_lat));
+        cfg.rooms = cfg.senders = cfg.conns = cfg.recv_only = 0;
+        run_id = 0;
+        conns = NULL;
+    }
+
+    /* --json-buckets: the dump gives back every count and percentile */
+    {
+        static const double  qs[] = { 0.5, 0.9, 0.99, 0.999, 1.0 };
+        char                *dump = NULL, *p;
+        size_t               dl = 0, k;
+        uint64_t             v, cnt, tot = 0, acc, rank, got;
+        FILE                *f;
+        int                  nb = 0, used;
+        static uint64_t      bv[H_BUCKETS], bc[H_BUCKETS];
+
+        h = calloc(1, sizeof(hist_t));
+        for (i = 0; i < 20000; i++) {
+            h_record(h, 1000 + rng64() % (i % 10 ? 3000000 : 90000000));
+        }
+        f = open_memstream(&dump, &dl);
+        json_hist_buckets(f, "latency_hist", h);
+        fclose(f);
+        p = strstr(dump, "\"b\":[");
+        CHECK(p != NULL && strstr(dump, "\"n\":20000,") != NULL,
+              "bucket dump %.80s", dump);
+        p += 5;
+        while (sscanf(p, "[%" SCNu64 ",%" SCNu64 "]%n", &v, &cnt, &used) == 2)
+        {
+            CHECK(nb == 0 || v > bv[nb - 1], "bucket order");
+            bv[nb] = v;
+            bc[nb++] = cnt;
+            tot += cnt;
+            p += used;
+            if (*p == ',') {
+                p++;
+            }
+        }
+        CHECK(tot == 20000 && strcmp(p, "]}") == 0, "bucket total %llu",
+              U64(tot));
+        /* the walk bench/cbmerge.js does over merged buckets */
+        for (k = 0; k < sizeof(qs) / sizeof(qs[0]); k++) {
+            rank = (uint64_t) (qs[k] * 20000);
+            if ((double) rank < qs[k] * 20000) {
+                rank++;
+            }
+            got = 0;
+            for (acc = 0, i = 0; i < (size_t) nb; i++) {
+                acc += bc[i];
+                if (acc >= rank) {
+                    got = bv[i] > h->max ? h->max
+                          : bv[i] < h->min ? h->min : bv[i];
+                    break;
+                }
+            }
+            CHECK(got == h_quantile(h, qs[k]), "q %.3f: %llu vs %llu", qs[k],
+                  U64(got), U64(h_quantile(h, qs[k])));
+        }
+        free(dump);
+        free(h);
+    }
+
     /* histogram */
     h = calloc(1, sizeof(hist_t));
     for (i = 1; i <= 100000; i++) {
@@ -2024,7 +2198,17 @@ usage(FILE *f)
 "                           master + workers, postmaster + backends, ...)\n"
 "    --json                 one JSON line on stdout (instead of the summary)\n"
 "    --quiet                no progress lines on stderr\n"
-"    --selftest             run the built-in parser/hash/histogram tests\n");
+"    --selftest             run the built-in parser/hash/histogram tests\n"
+"  split generator (several processes, one run; see bench/compare GEN_PROCS)\n"
+"    --run-id N             the run id in every content (default: random);\n"
+"                           the same in every process of one split run\n"
+"    --recv-only            these connections only receive: --senders S says\n"
+"                           how many senders the rooms have elsewhere; the\n"
+"                           drain ends 250 ms after the last delivery\n"
+"    --barrier FILE         when all joined (and settled) write FILE, then\n"
+"                           wait for SIGUSR1 before sending (or holding)\n"
+"    --json-buckets         add the raw latency/ack histogram buckets\n"
+"                           (latency_hist, ack_hist) to --json: merge those\n");
 }
 
 
@@ -2062,6 +2246,8 @@ parse_args(int argc, char **argv)
         { "server-pids", 1, 0, 'S' }, { "server-pidfile", 1, 0, 'F' },
         { "json", 0, 0, 'j' }, { "quiet", 0, 0, 'q' },
         { "selftest", 0, 0, 'Z' }, { "help", 0, 0, '?' },
+        { "run-id", 1, 0, 'G' }, { "recv-only", 0, 0, 'O' },
+        { "barrier", 1, 0, 'B' }, { "json-buckets", 0, 0, 'H' },
         { NULL, 0, 0, 0 }
     };
     static char  user_prefix[32];
@@ -2148,6 +2334,13 @@ parse_args(int argc, char **argv)
         case 'j': cfg.json = 1; break;
         case 'q': cfg.quiet = 1; break;
         case 'Z': cfg.selftest = 1; break;
+        case 'G':
+            cfg.run_id = (uint32_t) arg_double("run-id", optarg, 1,
+                                               999999999);
+            break;
+        case 'O': cfg.recv_only = 1; break;
+        case 'B': cfg.barrier = optarg; break;
+        case 'H': cfg.json_buckets = 1; break;
         case '?':
         default:
             usage(o == '?' && optopt == 0 ? stdout : stderr);
@@ -2173,15 +2366,17 @@ parse_args(int argc, char **argv)
     if (cfg.senders < 0) {
         cfg.senders = cfg.rooms;
     }
-    if (cfg.senders > cfg.conns) {
+    if (cfg.senders > cfg.conns && !cfg.recv_only) {
         cfg.senders = cfg.conns;
     }
     if (cfg.idle) {
         cfg.senders = 0;
     }
 
-    run_id = (uint32_t) (splitmix64((uint64_t) getpid() ^ now_ns())
-                         % 1000000000u);
+    run_id = cfg.run_id != 0
+             ? cfg.run_id
+             : (uint32_t) (splitmix64((uint64_t) getpid() ^ now_ns())
+                           % 1000000000u);
     if (cfg.user_prefix == NULL) {
         snprintf(user_prefix, sizeof(user_prefix), "b%u-", run_id);
         cfg.user_prefix = user_prefix;
@@ -2228,6 +2423,7 @@ main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     conns = calloc((size_t) cfg.conns, sizeof(conn_t));
@@ -2245,11 +2441,8 @@ main(int argc, char **argv)
     for (i = 0; i < cfg.conns; i++) {
         conn_init(&conns[i], (uint32_t) i);
         conns[i].room = (uint32_t) (i % cfg.rooms);
-        conns[i].sender = i < cfg.senders ? i : -1;
     }
-    for (i = 0; i < cfg.senders; i++) {
-        senders[i].c = &conns[i];
-    }
+    assign_senders();
 
     per_sender_rate = cfg.total_rate >= 0 && cfg.senders > 0
                       ? cfg.total_rate / cfg.senders : cfg.rate;
@@ -2259,7 +2452,8 @@ main(int argc, char **argv)
         send_interval_ns = 1;
     }
 
-    if (cfg.window_on == WIN_ALL && send_interval_ns == 0) {
+    if (cfg.window_on == WIN_ALL && send_interval_ns == 0 && !cfg.recv_only)
+    {
         if (cfg.window > WIN_RING) {
             die("--window-on all: --window %d is over %d", cfg.window,
                 WIN_RING);
@@ -2315,7 +2509,7 @@ main(int argc, char **argv)
             }
         }
 
-        if (phase == PH_SEND && send_interval_ns > 0) {
+        if (phase == PH_SEND && send_interval_ns > 0 && !cfg.recv_only) {
             /* sleep until the earliest sender is due (ms granularity) */
             timeout = next_due <= g_now ? 0
                       : (int) ((next_due - g_now + 999999) / 1000000);
@@ -2406,6 +2600,21 @@ main(int argc, char **argv)
             {
                 break;
             }
+            if (cfg.barrier != NULL && !g_interrupted) {
+                barrier_ready();
+                if (!cfg.quiet) {
+                    fprintf(stderr, "chatbench: at the barrier (%s), waiting "
+                            "for SIGUSR1\n", cfg.barrier);
+                }
+                phase = PH_WAIT;
+                break;
+            }
+            /* fall through */
+
+        case PH_WAIT:
+            if (phase == PH_WAIT && !g_go && !g_interrupted) {
+                break;
+            }
             {
                 if (g_interrupted) {
                     phase = PH_DONE;
@@ -2428,7 +2637,10 @@ main(int argc, char **argv)
             break;
 
         case PH_SEND:
-            if (send_interval_ns == 0) {            /* closed loop */
+            if (cfg.recv_only) {
+                /* nothing to send: the senders are in another process */
+
+            } else if (send_interval_ns == 0) {     /* closed loop */
                 for (i = 0; i < cfg.senders; i++) {
                     sender_pump(&senders[i]);
                 }
@@ -2457,7 +2669,7 @@ main(int argc, char **argv)
                 }
                 next_due = senders[send_cursor].next_ns;
             }
-            if (g_now >= t_bscan) {
+            if (g_now >= t_bscan && !cfg.recv_only) {
                 t_bscan = g_now + 100000000ULL;
                 for (i = 0; i < cfg.senders; i++) {
                     conn_t  *c = senders[i].c;
@@ -2477,10 +2689,20 @@ main(int argc, char **argv)
             break;
 
         case PH_DRAIN:
+            /*
+             * done when everything expected is in; a --recv-only process
+             * expects nothing it knows of, so it is done when deliveries
+             * have stopped (250 ms without one)
+             */
             if (g_now - t_send_end >= (uint64_t) (cfg.drain * 1e9)
                 || g_interrupted
-                || (st.received >= st.expected - st.expected_refused
-                    && (!proto->has_acks || st.acks + st.refused >= st.sent)))
+                || (!cfg.recv_only
+                    && st.received >= st.expected - st.expected_refused
+                    && (!proto->has_acks || st.acks + st.refused >= st.sent))
+                || (cfg.recv_only
+                    && g_now - (t_last_delivery > t_send_end
+                                ? t_last_delivery : t_send_end)
+                       >= 250000000ULL))
             {
                 phase = PH_DONE;
             }
@@ -2603,6 +2825,12 @@ main(int argc, char **argv)
                    U64(mem0), U64(mem1), U64(mem2), per_conn_kb);
             json_hist(stdout, "latency_ms", &h_lat);
             json_hist(stdout, "ack_ms", &h_ack);
+            printf(",\"recv_only\":%d,\"pid\":%d", cfg.recv_only,
+                   (int) getpid());
+            if (cfg.json_buckets) {
+                json_hist_buckets(stdout, "latency_hist", &h_lat);
+                json_hist_buckets(stdout, "ack_hist", &h_ack);
+            }
             json_kv(stdout, "failures", &st.fail);
             json_kv(stdout, "errors", &st.errors);
             json_kv(stdout, "closes", &st.closes);

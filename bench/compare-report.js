@@ -9,15 +9,21 @@ const fs = require('node:fs');
 
 const lines = fs.readFileSync(process.argv[2], 'utf8').split('\n').filter(Boolean);
 const recs = lines.map((l) => JSON.parse(l));
+// PIN=both (bench/compare): every system measured twice; the pinned runs
+// (server on one core, load generator on the other) are "<system> (pinned)"
+const PINNED = ' (pinned)';
+for (const r of recs) if (r.system && r.pin === 'pinned') r.system += PINNED;
+const modeOf = (sys) => (sys.endsWith(PINNED) ? 'pinned' : 'shared');
+const baseOf = (sys) => (sys.endsWith(PINNED) ? sys.slice(0, -PINNED.length) : sys);
 const meta = recs.find((r) => r.kind === 'meta') || {};
 const runs = recs.filter((r) => r.kind === 'run');
 const skips = recs.filter((r) => r.kind === 'skip');
 const died = recs.filter((r) => r.kind === 'died');
 const errs = recs.filter((r) => r.kind === 'errors');
 
-const order = ['ngx_chat', 'ngx_chat+pg', 'nchan', 'socketio', 'socketio+redis+pg'];
-const systems = [...new Set(runs.map((r) => r.system))]
-  .sort((a, b) => (order.indexOf(a) + 99) % 99 - (order.indexOf(b) + 99) % 99);
+const order = ['ngx_chat', 'ngx_chat+pg', 'uws', 'nchan', 'socketio', 'socketio+redis+pg'];
+const rank = (sys) => (order.indexOf(baseOf(sys)) + 99) % 99 + (modeOf(sys) === 'pinned' ? 100 : 0);
+const systems = [...new Set(runs.map((r) => r.system))].sort((a, b) => rank(a) - rank(b));
 const OURS = 'ngx_chat';
 
 const out = [];
@@ -53,19 +59,37 @@ function fig(r) {
     closes: r.closes, errors: r.errors, failures: r.failures,
     skipped: r.skipped_backpressure,
     dup: r.dup != null ? r.dup : r.dup_or_reorder, reord: r.reordered || 0,
+    // load generator processes (bench/cbmerge.js): the busiest one's share
+    genN: r.gen_procs || 1,
+    genMax: r.gen_max_core_pct != null ? r.gen_max_core_pct : core(r.client_cpu_s, s),
   };
 }
 
-const singleProcess = (sys) => sys.startsWith('socketio') && Number(meta.sio_workers || 1) === 1;
+// a load generator process above this share of a core may have been the
+// limit: such rows get a ⚠ and a footnote
+const GEN_WARN = 70;
+const warned = [];
+function genCell(f, where) {
+  if (!f || f.cli == null) return '–';
+  const warn = f.genMax != null && f.genMax > GEN_WARN;
+  if (warn) warned.push(`${where}: ${fmt(f.genMax, 0)} %`);
+  const busiest = f.genN > 1 ? ` (${f.genN} proc., max ${fmt(f.genMax, 0)} %)` : '';
+  return `${corePct(f.cli)}${busiest}${warn ? ' ⚠' : ''}`;
+}
+
+const singleProcess = (sys) => baseOf(sys).startsWith('socketio') && Number(meta.sio_workers || 1) === 1;
 
 // which resource ran out first, from the CPU shares (a heuristic)
 function limit(sys, f) {
   if (!f) return '–';
   const why = [];
-  if (f.cli != null && f.cli > 85) why.push('load generator (1 core)');
-  if (singleProcess(sys) && f.srv != null && f.srv > 85) why.push('server (1 process = 1 core)');
+  const pinned = modeOf(sys) === 'pinned';
+  if (f.genMax != null && f.genMax > 85) why.push(`load generator (a process at ${fmt(f.genMax, 0)} % of a core)`);
+  else if (pinned && f.cli != null && f.cli > 85) why.push(`load generator's core (${fmt(f.cli, 0)} %)`);
+  if ((singleProcess(sys) || baseOf(sys) === 'uws') && f.srv != null && f.srv > 85) why.push('server (1 process = 1 core)');
+  else if (pinned && f.srv != null && f.srv > 85) why.push(`server's core (pinned, ${fmt(f.srv, 0)} %)`);
   const ours = (f.srv || 0) + (f.cli || 0) + (f.irq || 0);
-  if (!why.length && ours > 170) why.push(`the 2 cores (server + load generator + softirq ${fmt(ours, 0)} %)`);
+  if (!why.length && !pinned && ours > 170) why.push(`the 2 cores (server + load generator + softirq ${fmt(ours, 0)} %)`);
   if (!why.length) why.push('neither (not saturated)');
   if (f.other != null && f.other > 10) why.push(`disturbed: other processes used ${fmt(f.other, 0)} % of a core`);
   return why.join('; ');
@@ -94,6 +118,7 @@ for (const sys of systems) {
     // the processes start together: aggregate rate = all opened / slowest
     const hs = Math.max(...rs.map((x) => (x.connect_rate > 0 ? x.opened / x.connect_rate : 0)), 0);
     const cliRamp = rs.reduce((a, x) => a + x.ramp_client_cpu_s, 0);
+    const genMax = Math.max(...rs.map((x) => (x.ramp_s > 0 ? 100 * x.ramp_client_cpu_s / x.ramp_s : 0)), 0);
     const failures = {};
     for (const x of rs) for (const [k, v] of Object.entries(x.failures || {})) failures[k] = (failures[k] || 0) + v;
     w3 = {
@@ -105,6 +130,7 @@ for (const sys of systems) {
       usPerConn: opened > 0 ? 1e6 * w3r.ramp_server_cpu_s / opened : null,
       srv: core(w3r.ramp_server_cpu_s, w3r.ramp_wall_s),
       cli: core(cliRamp, w3r.ramp_wall_s),
+      genN: rs.length, genMax,
       cmd: w3r.cmd,
     };
   }
@@ -112,19 +138,29 @@ for (const sys of systems) {
 }
 
 // ---- header ----
-p(`# chatbench compare: ngx_chat_module vs nchan vs Socket.io (${meta.stamp || ''})`);
+p(`# chatbench compare: ngx_chat_module vs ${systems.some((s) => baseOf(s) === 'uws') ? 'uWebSockets.js vs ' : ''}nchan vs Socket.io (${meta.stamp || ''})`);
 p();
+const gp = Number(meta.gen_procs || 1);
 p('Produced by `bench/compare` (see bench/README.md). Everything on loopback on one');
-p('2-core machine: the load generator (one chatbench process; two for W3) shares the');
-p('cores with the server, so every figure comes with both CPU shares.');
+p(`2-core machine. The load generator is ${gp > 1 ? `${gp} chatbench processes per W1/W2 run, started together and`
+  : 'one chatbench process per W1/W2 run'}`);
+if (gp > 1) p('merged (bench/cbmerge.js: counts and histogram buckets summed, never percentiles averaged)');
+p(`(W3: ${meta.w3_procs || 'W3_PROCS'} processes); its CPU is the sum over its processes and, per process, the busiest one:`);
+p(`⚠ where one was above ${GEN_WARN} % of a core.`);
+if (systems.some((s) => modeOf(s) === 'pinned')) {
+  p(`"(pinned)": the server's processes on CPU ${meta.pin_server_cpus || 0} and the load generator on CPU ${meta.pin_gen_cpus || 1} (taskset), so a server's`);
+  p('figures are per core and free of the generator; otherwise everything shares both cores, with both CPU shares shown.');
+} else {
+  p('Server and load generator share the cores, so every figure comes with both CPU shares.');
+}
 p();
 p(`- command: \`${meta.command || ''}\``);
 p(`- machine: ${meta.cpu || '?'}, Linux ${meta.kernel || '?'}, ${meta.nofile || '?'} open files per process, load average at start ${meta.loadavg || '?'}`);
 p(`- versions: nginx ${meta.nginx}; ngx_chat_module ${meta.module}; nchan ${meta.nchan} (Debian libnginx-mod-nchan);`
-  + ` Node ${meta.node}, socket.io ${meta.socketio}, @socket.io/redis-adapter ${meta.redis_adapter}, redis (npm) ${meta.redis_js}, pg (npm) ${meta.pg_js};`
+  + ` Node ${meta.node}, uWebSockets.js ${meta.uws || '–'} (npm @trufflesuite/uws-js-unofficial, native binary), socket.io ${meta.socketio}, @socket.io/redis-adapter ${meta.redis_adapter}, redis (npm) ${meta.redis_js}, pg (npm) ${meta.pg_js};`
   + ` redis-server ${meta.redis}; PostgreSQL ${meta.postgres}`);
 p(`- systems: ngx_chat = nginx + module, 2 workers, embedded (bench/conf/ngx_chat.conf); nchan = nginx + nchan, 2 workers,`
-  + ` in-memory (bench/conf/nchan.conf); socketio = bench/socketio/server.js --mode memory; socketio+redis+pg = the same with`
+  + ` in-memory (bench/conf/nchan.conf); uws = bench/uws/server.js, one process, rooms as uWS topics (app.publish), no presence and no history (its best case); socketio = bench/socketio/server.js --mode memory; socketio+redis+pg = the same with`
   + ` @socket.io/redis-adapter and an awaited PostgreSQL INSERT per message; Socket.io runs as ${Number(meta.sio_workers || 1) === 1 ? 'one Node process, as users run it' : `${meta.sio_workers} Node processes (node:cluster)`}`);
 for (const s of skips) p(`- **${s.system} skipped**: ${s.reason}`);
 for (const d of died) p(`- **${d.system} died** during the run: ${String(d.log).split('\n').slice(-2).join(' / ')}`);
@@ -144,19 +180,19 @@ const rows = [
   ['W1 unlimited: delivered', 'hi', (s) => s.unl && s.unl.f && s.unl.f.delivered, (s) => pct(s.unl && s.unl.f && s.unl.f.delivered)],
   ['W1 unlimited: p99 latency ms', 'lo', (s) => s.unl && s.unl.f && s.unl.f.p99, (s) => ms(s.unl && s.unl.f && s.unl.f.p99)],
   ['W1 unlimited: server CPU (% of a core)', 'info', (s) => s.unl && s.unl.f && s.unl.f.srv, (s) => corePct(s.unl && s.unl.f && s.unl.f.srv)],
-  ['W1 unlimited: load generator CPU', 'info', (s) => s.unl && s.unl.f && s.unl.f.cli, (s) => corePct(s.unl && s.unl.f && s.unl.f.cli)],
+  ['W1 unlimited: load generator CPU', 'info', (s) => s.unl && s.unl.f && s.unl.f.cli, (s, sys) => genCell(s.unl && s.unl.f, `${sys} W1 unlimited`)],
   ['W2 delivered', 'hi', (s) => s.w2 && s.w2.delivered, (s) => pct(s.w2 && s.w2.delivered)],
   ['W2 latency p50 ms', 'lo', (s) => s.w2 && s.w2.p50, (s) => ms(s.w2 && s.w2.p50)],
   ['W2 latency p99 ms', 'lo', (s) => s.w2 && s.w2.p99, (s) => ms(s.w2 && s.w2.p99)],
   ['W2 latency p99.9 ms', 'lo', (s) => s.w2 && s.w2.p999, (s) => ms(s.w2 && s.w2.p999)],
   ['W2 deliveries per server CPU-second', 'hi', (s) => s.w2 && s.w2.perCpu, null],
   ['W2 server CPU (% of a core)', 'lo', (s) => s.w2 && s.w2.srv, (s) => corePct(s.w2 && s.w2.srv)],
-  ['W2 load generator CPU', 'info', (s) => s.w2 && s.w2.cli, (s) => corePct(s.w2 && s.w2.cli)],
+  ['W2 load generator CPU', 'info', (s) => s.w2 && s.w2.cli, (s, sys) => genCell(s.w2, `${sys} W2`)],
   ['W3 joined / target', 'info', (s) => s.w3 && s.w3.joined, (s) => (s.w3 ? `${fmt(s.w3.joined)} / ${fmt(s.w3.target)}` : '–')],
   ['W3 server memory per connection kB', 'lo', (s) => s.w3 && s.w3.kb, (s) => (s.w3 ? fmt(s.w3.kb, 1) : '–')],
   ['W3 connect rate conn/s (open + join)', 'hi', (s) => s.w3 && s.w3.rate, null],
   ['W3 server CPU per connection µs', 'lo', (s) => s.w3 && s.w3.usPerConn, null],
-  ['W3 load generator CPU (ramp)', 'info', (s) => s.w3 && s.w3.cli, (s) => corePct(s.w3 && s.w3.cli)],
+  ['W3 load generator CPU (ramp)', 'info', (s) => s.w3 && s.w3.cli, (s, sys) => genCell(s.w3, `${sys} W3 ramp`)],
 ];
 
 function ratio(kind, ours, theirs) {
@@ -165,26 +201,37 @@ function ratio(kind, ours, theirs) {
   return `×${r >= 10 ? fmt(r, 0) : fmt(r, r >= 1.95 ? 1 : 2)}`;
 }
 
-const others = systems.filter((s) => s !== OURS);
-const pairs = [];
-if (S[OURS]) for (const o of others) if (o !== 'ngx_chat+pg') pairs.push([OURS, o]);
-if (S['ngx_chat+pg'] && S['socketio+redis+pg']) pairs.push(['ngx_chat+pg', 'socketio+redis+pg']);
+const modes = [...new Set(systems.map(modeOf))];
+for (const mode of modes) {
+  const sys = systems.filter((s) => modeOf(s) === mode);
+  const sfx = mode === 'pinned' ? PINNED : '';
+  const ours = OURS + sfx;
+  const pairs = [];
+  if (S[ours]) for (const o of sys) if (o !== ours && baseOf(o) !== 'ngx_chat+pg') pairs.push([ours, o]);
+  if (S[`ngx_chat+pg${sfx}`] && S[`socketio+redis+pg${sfx}`]) pairs.push([`ngx_chat+pg${sfx}`, `socketio+redis+pg${sfx}`]);
 
-p('## Summary');
-p();
-p('×N = how many times better ngx_chat is than that system on that figure (ours ÷ theirs for');
-p('throughput, theirs ÷ ours for latency, memory and CPU); below ×1 it is worse. Rows marked');
-p('(info) get no ratio. Single runs: treat differences under ~20 % as noise.');
-p();
-const head = ['figure', ...systems.map((s) => `**${s}**`), ...pairs.map(([a, b]) => `${a} vs ${b}`)];
-p(`| ${head.join(' | ')} |`);
-p(`|${head.map((_, i) => (i ? '---:' : '---')).join('|')}|`);
-for (const [name, kind, get, show] of rows) {
-  const cells = systems.map((s) => (show ? show(S[s]) : fmt(get(S[s]))));
-  const rs = pairs.map(([a, b]) => ratio(kind, get(S[a]), get(S[b])));
-  p(`| ${name}${kind === 'info' ? ' (info)' : ''} | ${cells.join(' | ')} | ${rs.join(' | ')} |`);
+  p(modes.length > 1 ? `## Summary: ${mode === 'pinned' ? `pinned (server on CPU ${meta.pin_server_cpus || 0}, load generator on CPU ${meta.pin_gen_cpus || 1})` : 'shared cores'}`
+    : `## Summary${mode === 'pinned' ? ` (pinned: server on CPU ${meta.pin_server_cpus || 0}, load generator on CPU ${meta.pin_gen_cpus || 1})` : ''}`);
+  p();
+  p('×N = how many times better ngx_chat is than that system on that figure (ours ÷ theirs for');
+  p('throughput, theirs ÷ ours for latency, memory and CPU); below ×1 it is worse. Rows marked');
+  p('(info) get no ratio. Single runs: treat differences under ~20 % as noise.');
+  p();
+  const head = ['figure', ...sys.map((s) => `**${s}**`), ...pairs.map(([a, b]) => `${baseOf(a)} vs ${baseOf(b)}`)];
+  p(`| ${head.join(' | ')} |`);
+  p(`|${head.map((_, i) => (i ? '---:' : '---')).join('|')}|`);
+  for (const [name, kind, get, show] of rows) {
+    // a figure from a run whose busiest load process was above GEN_WARN
+    const from = (x) => (name.startsWith('W1 max') ? x.best && x.best.f
+      : name.startsWith('W1 unlimited') ? x.unl && x.unl.f
+        : name.startsWith('W2') ? x.w2 : name.startsWith('W3') ? x.w3 : null);
+    const flag = (x) => (!/generator/.test(name) && from(x) && from(x).genMax > GEN_WARN ? ' ⚠' : '');
+    const cells = sys.map((s) => `${show ? show(S[s], s) : fmt(get(S[s]))}${flag(S[s])}`);
+    const rs = pairs.map(([a, b]) => ratio(kind, get(S[a]), get(S[b])));
+    p(`| ${name}${kind === 'info' ? ' (info)' : ''} | ${cells.join(' | ')} | ${rs.join(' | ')} |`);
+  }
+  p();
 }
-p();
 
 // ---- W1 ----
 if (runs.some((r) => r.workload === 'W1')) {
@@ -194,7 +241,11 @@ if (runs.some((r) => r.workload === 'W1')) {
   p('Each step is a fresh chatbench run (connect, join, settle, send, drain). "unlimited" = closed loop');
   const unlr = runs.find((r) => r.workload === 'W1' && r.result && Number(r.rate) === 0) || first;
   const wo = unlr ? unlr.result.window_on : undefined;
-  if (wo === 'all') {
+  if (wo === 'all' && (unlr.result.gen_procs || 1) > 1) {
+    p(`with ${unlr.result.window} sends in flight, each until it has reached every member held by the sending load process`);
+    p(`(chatbench --window-on all in process 0 of ${unlr.result.gen_procs}, which holds ${fmt(unlr.result.gen[0].conns)} of the members: the same flow control for`);
+    p('every system; the others only receive). ok = ≥ 99.9 % delivered and p99 < 50 ms.');
+  } else if (wo === 'all') {
     p(`with ${unlr.result.window} sends in flight, each until it has reached every member (chatbench --window-on all: the same`);
     p('flow control for every system). ok = ≥ 99.9 % delivered and p99 < 50 ms.');
   } else {
@@ -208,7 +259,7 @@ if (runs.some((r) => r.workload === 'W1')) {
     for (const x of S[sys].w1) {
       const f = x.f;
       if (!f) { p(`| ${sys} | ${x.rate} | no result | | | | | | | | | | | |`); continue; }
-      p(`| ${sys} | ${Number(x.rate) === 0 ? 'unlimited' : `${x.rate}/s`} | ${fmt(f.sent)} | ${pct(f.delivered)} | ${fmt(f.reord)} | ${fmt(f.dps)} | ${ms(f.p50)} | ${ms(f.p99)} | ${ms(f.p999)} | ${corePct(f.srv)} | ${corePct(f.cli)} | ${corePct(f.other)} | ${passes(f) ? 'yes' : 'no'} | ${limit(sys, f)} |`);
+      p(`| ${sys} | ${Number(x.rate) === 0 ? 'unlimited' : `${x.rate}/s`} | ${fmt(f.sent)} | ${pct(f.delivered)} | ${fmt(f.reord)} | ${fmt(f.dps)} | ${ms(f.p50)} | ${ms(f.p99)} | ${ms(f.p999)} | ${corePct(f.srv)} | ${genCell(f, `${sys} W1 ${Number(x.rate) === 0 ? 'unlimited' : `${x.rate}/s`}`)} | ${corePct(f.other)} | ${passes(f) ? 'yes' : 'no'} | ${limit(sys, f)} |`);
     }
   }
   p();
@@ -225,7 +276,7 @@ if (runs.some((r) => r.workload === 'W2')) {
   for (const sys of systems) {
     const f = S[sys].w2;
     if (!f) continue;
-    p(`| ${sys} | ${fmt(f.joined)} | ${pct(f.delivered)} | ${fmt(f.reord)} | ${fmt(f.dps)} | ${ms(f.p50)} | ${ms(f.p90)} | ${ms(f.p99)} | ${ms(f.p999)} | ${ms(f.max)} | ${ms(f.ack99)} | ${fmt(f.perCpu)} | ${corePct(f.srv)} | ${corePct(f.cli)} | ${corePct(f.other)} | ${limit(sys, f)} |`);
+    p(`| ${sys} | ${fmt(f.joined)} | ${pct(f.delivered)} | ${fmt(f.reord)} | ${fmt(f.dps)} | ${ms(f.p50)} | ${ms(f.p90)} | ${ms(f.p99)} | ${ms(f.p999)} | ${ms(f.max)} | ${ms(f.ack99)} | ${fmt(f.perCpu)} | ${corePct(f.srv)} | ${genCell(f, `${sys} W2`)} | ${corePct(f.other)} | ${limit(sys, f)} |`);
   }
   p();
 }
@@ -239,7 +290,8 @@ if (runs.some((r) => r.workload === 'W3')) {
   p('(with Redis and PostgreSQL where used) from before the ramp to after all joined, per joined connection;');
   p('connect rate = all opened ÷ the slowest process\'s time to its last 101; CPU over the ramp (connect + join');
   p('+ presence). ngx_chat and the Socket.io server tell the room about each join (presence: with rooms of 20,');
-  p('190 presence frames a room); nchan has no presence at all, so its joins are cheaper by that much.');
+  p('190 presence frames a room); nchan and uws have no presence at all, so their joins are cheaper by that much.');
+  p('One Node process (uws, Socket.io) holds at most W3_SIO_CONNS (19,800) under the 20,000 open files limit.');
   p();
   p('| system | joined / target | failed | conn/s | ramp s | kB per conn | server MB before → after | server µs CPU per conn | server CPU | load gen CPU | failures |');
   p('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|');
@@ -247,8 +299,18 @@ if (runs.some((r) => r.workload === 'W3')) {
     const w = S[sys].w3;
     if (!w) continue;
     const fl = Object.entries(w.failures).map(([k, v]) => `${k}: ${v}`).join(', ') || '–';
-    p(`| ${sys} | ${fmt(w.joined)} / ${fmt(w.target)} | ${fmt(w.failed)} | ${fmt(w.rate)} | ${fmt(w.ramp, 1)} | ${fmt(w.kb, 1)} | ${fmt(w.mem0, 0)} → ${fmt(w.mem1, 0)} | ${fmt(w.usPerConn)} | ${corePct(w.srv)} | ${corePct(w.cli)} | ${fl} |`);
+    p(`| ${sys} | ${fmt(w.joined)} / ${fmt(w.target)} | ${fmt(w.failed)} | ${fmt(w.rate)} | ${fmt(w.ramp, 1)} | ${fmt(w.kb, 1)} | ${fmt(w.mem0, 0)} → ${fmt(w.mem1, 0)} | ${fmt(w.usPerConn)} | ${corePct(w.srv)} | ${genCell(w, `${sys} W3 ramp`)} | ${fl} |`);
   }
+  p();
+}
+
+// ---- generator warnings ----
+if (warned.length) {
+  p(`⚠ A load generator process used more than ${GEN_WARN} % of a core in these runs, so it may have`);
+  p('been (part of) the limit: read their latency and throughput as a floor for the server, and raise');
+  p('GEN_PROCS (or use PIN=1) to check:');
+  p();
+  for (const w of [...new Set(warned)]) p(`- ${w}`);
   p();
 }
 

@@ -107,6 +107,43 @@ check "idle: 1000 joined over 3 source addresses" "$TMP/c.json" \
     'r.mode == "idle" && r.joined == 1000 && r.sent == 0 &&
      r.connect_rate > 0 && r.server_kb_per_conn > 0'
 
+echo "== split generator: one sender process, two --recv-only, one room"
+SP=()
+for k in 0 1 2; do
+    extra=(--recv-only)
+    [ "$k" = 0 ] && extra=(--rate 50)
+    $CB --json-buckets --port $PORT_BASE --conns $((60 + k)) --rooms 1 \
+        --senders 1 --run-id 777 --user-prefix "v$k-" --room-prefix split- \
+        --duration 2 --drain 2 --barrier "$TMP/barrier.$k" "${extra[@]}" \
+        --server-pids "$SRV_PID" >"$TMP/split.$k.json" &
+    SP+=($!)
+done
+for _ in $(seq 100); do
+    [ -e "$TMP/barrier.0" ] && [ -e "$TMP/barrier.1" ] && [ -e "$TMP/barrier.2" ] && break
+    sleep 0.1
+done
+[ -e "$TMP/barrier.2" ] || echo "validate: the split processes never reached the barrier"
+kill -USR1 "${SP[@]}"
+wait "${SP[@]}"
+node cbmerge.js "$TMP"/split.{0,1,2}.json >"$TMP/split.json"
+check "split: all 183 joined, every message to every member of the 3 processes" \
+    "$TMP/split.json" \
+    'r.gen_procs == 3 && r.joined == 183 && r.sent > 80 && r.acks == r.sent &&
+     r.expected == r.sent * 183 && r.received == r.expected &&
+     r.foreign == 0 && r.dup_or_reorder == 0 && r.gen[1].recv_only == 1 &&
+     r.gen[1].received == r.sent * 61 && r.gen[2].received == r.sent * 62'
+check "split: merged histogram = the parts' buckets summed" "$TMP/split.json" \
+    'const ps = [0, 1, 2].map((k) => JSON.parse(require("fs").readFileSync(
+         process.argv[1].replace(/split\.json$/, `split.${k}.json`), "utf8")));
+     const m = require("./cbmerge.js");
+     r.latency_ms.n == r.received &&
+     r.latency_hist.b.reduce((a, x) => a + x[1], 0) == r.received &&
+     r.latency_ms.max == Math.max(...ps.map((p) => p.latency_ms.max)) &&
+     r.latency_ms.p99 >= Math.min(...ps.map((p) => p.latency_ms.p99)) &&
+     r.latency_ms.p99 <= Math.max(...ps.map((p) => p.latency_ms.p99)) &&
+     ps.every((p) => m.mergeHist([p.latency_hist]).ms.p99 == p.latency_ms.p99) &&
+     r.gen_max_core_pct > 0'
+
 echo "== handshake failure"
 $CB --port $PORT_BASE --path /nope --conns 20 --duration 1 >"$TMP/d.json"
 rc=$?
