@@ -1056,10 +1056,11 @@ ngx_chat_relay_subscribed(ngx_chat_redis_t *rc, redisReply *reply,
 
 
 /*
- * Asks the others who is in a room we just subscribed to ("S -"), or,
- * "again" (1: subscribed again after an outage; 2: the same request
- * again), also for what we may have missed: "S +" and what we have of
- * each server
+ * Asks the others who is in a room we just subscribed to and what they
+ * published since we followed it ("S +" and "<tag>:<follow number>" for
+ * each server we know of), or, "again" (1: subscribed again after an
+ * outage; 2: the same request again), what we may have missed: "S +" and
+ * what we have of each server
  */
 
 static void
@@ -1076,8 +1077,12 @@ ngx_chat_relay_sync(ngx_chat_relay_t *rl, ngx_str_t *room, ngx_uint_t again)
                   - buf;
 
     } else {
-        arg.len = 1;
-        buf[0] = '-';
+        /*
+         * new to the relay: what the others published since the room was
+         * followed, before the subscription took, never came
+         */
+        arg.len = ngx_chat_remote_fresh(rl->ctx, room, buf, buf + sizeof(buf))
+                  - buf;
     }
 
     (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, 0, room, 'S',

@@ -15,6 +15,13 @@
 #include "ngx_chat_remote.h"
 
 
+/*
+ * a stored row of another server's not delivered here yet is left out of
+ * history replies (it comes live) for at most this long after it was sent
+ */
+#define NGX_CHAT_REMOTE_PENDING_MAX  30000
+
+
 static ngx_int_t ngx_chat_remote_server_slot(ngx_chat_shm_ctx_t *ctx,
     uint64_t server, ngx_uint_t create);
 static ngx_chat_shm_mark_t *ngx_chat_remote_mark(ngx_chat_shm_ctx_t *ctx,
@@ -414,13 +421,6 @@ fill:
     m->unanswered = room->gap_any;
     m->floor = 0;
 
-    /*
-     * a sender first heard of after our resubscription: what it
-     * republishes may all have been missed; otherwise its first live
-     * message says where ours begin
-     */
-    m->base = room->gap_any ? 0 : NGX_CHAT_SHM_GAP_OPEN;
-
     return m;
 }
 
@@ -616,17 +616,23 @@ void
 ngx_chat_remote_room_follow(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room)
 {
-    uint32_t  i;
+    uint32_t     i;
+
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
 
     room->followed = 1;
     room->follow = room->total;
     room->gap_any = 0;
 
+    /* ids are "<ms * 1000 + n>-<tag>": what was sent before now is history */
+    room->follow_num = ((uint64_t) tp->sec * 1000 + tp->msec) * 1000;
+
     for (i = 0; i < room->nmarks; i++) {
         room->marks[i].gap_lo = 0;
         room->marks[i].gap_hi = 0;
         room->marks[i].unanswered = 0;
-        room->marks[i].base = NGX_CHAT_SHM_GAP_OPEN;
     }
 }
 
@@ -694,11 +700,6 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
                 m->gap_hi = NGX_CHAT_SHM_GAP_OPEN;
                 m->unanswered = 1;
-
-                if (m->base == NGX_CHAT_SHM_GAP_OPEN) {
-                    /* nothing live from it since the follow: after high */
-                    m->base = m->high;
-                }
             }
 
             if (last - p < (ssize_t) (1 + 12 + 1 + NGX_INT64_LEN)) {
@@ -719,6 +720,68 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return p;
+}
+
+
+/*
+ * Our subscriber is subscribed to a room for the first time since it was
+ * followed: what other servers published since the follow and before the
+ * subscription took may never have come.  Writes the sync request's
+ * argument, "+" and "<tag>:<our follow number>" for each server we know
+ * of (one not listed answers with all it has; what is at or below the
+ * follow number, or seen, is not taken), or "-" when we know of none.
+ */
+
+u_char *
+ngx_chat_remote_fresh(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, u_char *buf,
+    u_char *last)
+{
+    u_char               *p;
+    uint64_t              own;
+    ngx_uint_t            i;
+    ngx_chat_shm_t       *sh;
+    ngx_chat_shm_room_t  *room;
+
+    sh = ctx->sh;
+    p = buf;
+
+    if (last - p >= 1) {
+        *p++ = '+';
+    }
+
+    own = sh->server_id & 0xffffffffffffULL;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    if (room) {
+        for (i = 0; i < NGX_CHAT_MAX_SERVERS; i++) {
+            if (!sh->servers[i].active
+                || (sh->servers[i].id & 0xffffffffffffULL) == own
+                || last - p < (ssize_t) (1 + 12 + 1 + NGX_INT64_LEN))
+            {
+                continue;
+            }
+
+            p = ngx_sprintf(p, " %012xL:%uL",
+                            sh->servers[i].id & 0xffffffffffffULL,
+                            room->follow_num);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    if (p - buf <= 1) {
+        /*
+         * nobody known (heartbeats come every 2 s): only who is there;
+         * "all you have" would make every server republish its ring
+         */
+        buf[0] = '-';
+        return buf + 1;
+    }
 
     return p;
 }
@@ -897,32 +960,19 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
             goto duplicate;
         }
 
-    } else if (room->seen) {
+    } else if (num <= m->floor
+               || (room->seen
+                   && ngx_chat_remote_seen_has(room->seen,
+                                               ngx_chat_remote_key(num, tag)))
+               || (republished && num <= room->follow_num)
+               || (room->seen == NULL && !republished && num <= m->high))
+    {
         /*
-         * the window knows what was delivered, whichever way it came;
-         * a republish brings only what is ours (after the first live
-         * message since the follow), a copy older than the window
-         * nothing
+         * the window knows what was delivered, whichever way it came (a
+         * copy older than the window: nothing); a republish brings only
+         * what is ours, sent since the room was followed; without a
+         * window (no memory for one), live ones come in order
          */
-
-        if (num <= m->floor
-            || ngx_chat_remote_seen_has(room->seen,
-                                        ngx_chat_remote_key(num, tag))
-            || (republished && (m->base == NGX_CHAT_SHM_GAP_OPEN
-                                || num <= m->base)))
-        {
-            goto duplicate;
-        }
-
-    } else if (republished) {
-        /* no window (no memory): only what our resubscription missed */
-
-        if (num <= m->gap_lo || num >= m->gap_hi) {
-            goto duplicate;
-        }
-
-    } else if (num <= m->high) {
-        /* live: each sender's come in order */
         goto duplicate;
     }
 
@@ -972,10 +1022,6 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
             m->gap_hi = num;
         }
 
-        if (m->base == NGX_CHAT_SHM_GAP_OPEN) {
-            m->base = num;
-        }
-
         m->high = ngx_max(m->high, num);
     }
 
@@ -1001,7 +1047,8 @@ void
 ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_str_t **ids, ngx_uint_t n, u_char *pending)
 {
-    uint64_t              num, tag, own;
+    uint64_t              num, tag, own, recent;
+    ngx_time_t           *tp;
     ngx_uint_t            i;
     ngx_chat_shm_mark_t  *m;
     ngx_chat_shm_room_t  *room;
@@ -1009,6 +1056,10 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_memzero(pending, n);
 
     own = ctx->sh->server_id & 0xffffffffffffULL;
+
+    tp = ngx_timeofday();
+    recent = ((uint64_t) tp->sec * 1000 + tp->msec
+              - NGX_CHAT_REMOTE_PENDING_MAX) * 1000;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -1027,10 +1078,13 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
         m = ngx_chat_remote_mark(ctx, room, tag, 0);
 
-        if (m == NULL || m->base == NGX_CHAT_SHM_GAP_OPEN || num <= m->base
-            || num <= m->floor)
+        if (m == NULL || num <= room->follow_num || num <= m->floor
+            || num < recent)
         {
-            /* history: from before the follow, or long delivered */
+            /*
+             * history: from before the follow, long delivered, or older
+             * than a copy can still come (a sender gone for good)
+             */
             continue;
         }
 

@@ -64,9 +64,8 @@ ngx_int_t ngx_chat_remote_id_parse(ngx_str_t *id, uint64_t *num,
 /*
  * Another server's message: NGX_OK when new here (the caller publishes),
  * NGX_DECLINED when a copy (its id is in the room's seen window, or at or
- * below its sender's floor), a republished one older than the sender's
- * first live message since the room was followed, or the room has no
- * member here.  Counted (relay_duplicates in status) when refused as a
+ * below its sender's floor), a republished one sent before the room was
+ * followed here, or the room has no member here.  Counted (relay_duplicates in status) when refused as a
  * copy.
  */
 ngx_int_t ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx,
@@ -75,13 +74,17 @@ ngx_int_t ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx,
 
 /*
  * Of the ids of stored rows (n of them), which are other servers'
- * messages this server has not delivered yet though it will (newer than
- * the sender's first live message since the follow, not in the seen
+ * messages this server has not delivered yet though it will (sent since
+ * the room was followed and within the last 30 s, not in the seen
  * window): pending[i] set.  A history reply leaves them out; they come
  * live, in this server's order, to every member alike.
  */
 void ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_str_t **ids, ngx_uint_t n, u_char *pending);
+
+/* the room's sync request argument after our first subscription (.c) */
+u_char *ngx_chat_remote_fresh(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
+    u_char *buf, u_char *last);
 
 /* the room's sync request argument after our resubscription (see .c) */
 u_char *ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx,

@@ -89,12 +89,6 @@ typedef struct {
     uint64_t                   floor;     /* the newest number the seen
                                              window forgot: at or below
                                              it, nothing is taken */
-    uint64_t                   base;      /* the first live number since
-                                             the room was followed (a
-                                             republish of older ones is
-                                             history, not ours to deliver);
-                                             NGX_CHAT_SHM_GAP_OPEN: none
-                                             yet */
 } ngx_chat_shm_mark_t;
 
 
@@ -148,6 +142,11 @@ struct ngx_chat_shm_room_s {
     uint32_t                   nmarks;
     uint32_t                   marks_cap;
     ngx_chat_shm_seen_t       *seen;      /* NULL until the first */
+    uint64_t                   follow_num;    /* our id number when the
+                                             room was followed (again):
+                                             a republished message at or
+                                             below it is history, not ours
+                                             to deliver */
     uint64_t                   follow;    /* "total" when this server
                                              began to follow the room again
                                              after not following it: the

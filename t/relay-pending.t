@@ -74,6 +74,10 @@ poll(5, sub {
 });
 $channel //= "chat:0:chat:r:$ROOM";
 
+# numbers after the follow (m1's join), as the made-up server's clock says
+my $T = int(now() * 1000) * 1000;
+sub c { 'n' . ($T + $_[0]) }
+
 sub json_of {
     my ($n) = @_;
     my $id = "$n-$TAG";
@@ -107,30 +111,30 @@ sub got {
 }
 
 # the made-up server's first message: stored there, then live here
-store(1700000001000);
-publish(M => 1700000001000);
-is(got($m1), 'm:n1700000001000', 'm1: the first message, live');
+store($T + 1000);
+publish(M => $T + 1000);
+is(got($m1), 'm:' . c(1000), 'm1: the first message, live');
 
 # its second: stored, and its copy not here yet
-store(1700000002000);
+store($T + 2000);
 
 # m2 joins, asking for more than the ring (2) holds: storage answers
 my $m2 = member('m2', history => 10);
 my $s2 = got($m2);
-is($s2, 'h:n1700000001000',
+is($s2, 'h:' . c(1000),
    'm2\'s history: the first; not the second, which is not here yet '
    . '(old: in the history, then live again)');
 
 # the copy arrives (a republish after an outage, or late)
-publish(R => 1700000002000);
-is(got($m1), 'm:n1700000002000', 'm1 gets the second live');
+publish(R => $T + 2000);
+is(got($m1), 'm:' . c(2000), 'm1 gets the second live');
 $s2 .= ' ' . got($m2);
-is($s2, 'h:n1700000001000 m:n1700000002000',
+is($s2, 'h:' . c(1000) . ' m:' . c(2000),
    'm2 too, once, in the same place as m1');
 
 # a later join: now it is history
 my $m3 = member('m3', history => 10);
-is(got($m3), 'h:n1700000001000 h:n1700000002000',
+is(got($m3), 'h:' . c(1000) . ' h:' . c(2000),
    'm3 joining later has both in its history');
 
 # rows from before the room was followed here, and of servers never
@@ -139,7 +143,7 @@ $pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
           . "created_at) VALUES ('1700000000500-0000cafecafe', 'chat', "
           . "'$ROOM', 'zed', 'old', to_timestamp(1699999999.0))");
 my $m4 = member('m4', history => 10);
-is(got($m4), 'h:old h:n1700000001000 h:n1700000002000',
+is(got($m4), 'h:old h:' . c(1000) . ' h:' . c(2000),
    'a row of a server never heard of here is history');
 
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);

@@ -2,8 +2,8 @@
 # another server's messages it delivered in a room, whichever way the copy
 # came (live, a queue sent again, a republish), within a window of the
 # room's newest 4 x chat_history (at least 64) remote ids, and takes a
-# republished message it never had when it is newer than the sender's
-# first live message since the room was followed.
+# republished message it never had when it was sent since the room was
+# followed here (ids are "<ms * 1000 + n>-<tag>").
 #
 # The old marks kept one number and one gap per sender: a republished
 # message between two live ones, which this server never had (published
@@ -20,6 +20,8 @@ use warnings;
 use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
+use IO::Select ();
+use IO::Socket::INET ();
 use JSON::PP ();
 use Time::HiRes ();
 
@@ -30,7 +32,7 @@ use Test::Chat::Redis;
 plan skip_all => 'no redis-server'
     unless Test::Chat::Redis->available;
 
-plan tests => 10;
+plan tests => 15;
 
 my $JSON = JSON::PP->new->utf8;
 my $SID = '00000000deadbeef';
@@ -69,6 +71,9 @@ poll(5, sub {
 ok(defined $channel, 'subscribed to the room');
 $channel //= "chat:0:chat:r:$ROOM";
 
+# numbers after the follow (m1's join), as the made-up server's clock says
+my $T = int(now() * 1000) * 1000;
+
 sub payload {
     my ($kind, $n) = @_;
     my $id = "$n-$TAG";
@@ -76,6 +81,8 @@ sub payload {
            . qq({"type":"message","room":"$ROOM","id":"$id","user":"eve",)
            . qq("content":"n$n","ts":1700000000001});
 }
+
+sub c { 'n' . ($T + $_[0]) }
 
 sub publish {
     $redis->cli('PUBLISH', $channel, payload(@$_)) for @_;
@@ -91,40 +98,108 @@ sub got {
 }
 
 # live 1000, 3000: both delivered
-publish([ M => 1700000001000 ], [ M => 1700000003000 ]);
-is(got(), 'n1700000001000 n1700000003000', 'two live messages');
+publish([ M => $T + 1000 ], [ M => $T + 3000 ]);
+is(got(), c(1000) . ' ' . c(3000), 'two live messages');
 
 # a republish of one this server never had, between them: delivered once
 # (old: refused, no gap was open)
-publish([ R => 1700000002000 ]);
-is(got(), 'n1700000002000',
-   'a republished message never had, after the first live one: delivered');
+publish([ R => $T + 2000 ]);
+is(got(), c(2000),
+   'a republished message never had, sent since the follow: delivered');
 
-publish([ R => 1700000002000 ], [ R => 1700000001000 ],
-        [ M => 1700000003000 ]);
+publish([ R => $T + 2000 ], [ R => $T + 1000 ],
+        [ M => $T + 3000 ]);
 is(got(), '', 'copies of the three again (republished, live): nothing');
 
-# older than the first live message since the room was followed: history,
-# not delivered live
-publish([ R => 1700000000500 ]);
-is(got(), '', 'a republished message older than the first live one: not delivered');
+# sent before the room was followed here: history, not delivered live
+publish([ R => $T - 10_000_000 ]);
+is(got(), '', 'a republished message sent before the room was followed: '
+              . 'history, not delivered');
 
 # 100 more live ones (the ring keeps 5): the window still knows the first
 # ones of them, beyond the ring
-publish(map { [ M => 1700000010000 + $_ ] } 1 .. 100);
+publish(map { [ M => $T + 10000 + $_ ] } 1 .. 100);
 my @n = split ' ', got();
 is(scalar @n, 100, '100 more live ones');
 
-publish(map { [ R => 1700000010000 + $_ ] } 1 .. 100);
-publish(map { [ M => 1700000010000 + $_ ] } 1 .. 60);
+publish(map { [ R => $T + 10000 + $_ ] } 1 .. 100);
+publish(map { [ M => $T + 10000 + $_ ] } 1 .. 60);
 is(got(), '', 'all 100 again, republished and live, beyond the ring of 5: '
               . 'nothing (the window holds 64)');
 
 # the oldest ones left the window (64 ids): a copy of those is refused by
 # the floor, never delivered again
-publish([ R => 1700000010001 ], [ M => 1700000001000 ]);
+publish([ R => $T + 10001 ], [ M => $T + 1000 ]);
 is(got(), '', 'a copy older than the window: refused by the floor');
 
+# --- a room followed for the first time asks what was published since -------
+#
+# what another server publishes between the follow (the first member's
+# join) and the moment the subscription takes never comes; the new
+# subscriber's sync request says so ("S +" and "<tag>:<follow number>" of
+# each server it knows), and the answer is taken once
+
+my ($servers) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:servers');
+$servers //= 'chat:0:chat:servers';
+$redis->cli('PUBLISH', $servers, "$SID H");    # the made-up server, known
+Time::HiRes::sleep(0.3);
+
+# a subscriber of our own sees the request
+my $sub = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                                PeerPort => $redis->port, Proto => 'tcp',
+                                Timeout => 3) or die "redis: $!";
+my $pat = '*:r:fresh';
+print $sub "*2\r\n\$10\r\nPSUBSCRIBE\r\n\$" . length($pat) . "\r\n$pat\r\n";
+Time::HiRes::sleep(0.3);
+
+my $f0 = int(now() * 1000) * 1000;
+my $m2 = $t->ws(path => '/chat?user=m2');
+$m2->recv_json(3);
+$m2->send_json({ type => 'join', room => 'fresh' });
+ok($m2->recv_until(sub { $_[0]{type} eq 'joined' }, 3), 'm2 joined "fresh"');
+my $f1 = int(now() * 1000) * 1000;
+
+my ($buf, $req, $fchannel) = ('');
+my $sel = IO::Select->new($sub);
+my $end = now() + 5;
+while (!defined $req && now() < $end && $sel->can_read($end - now())) {
+    sysread($sub, $buf, 65536, length $buf) or last;
+    while ($buf =~ /\$\d+\r\n([^\r]*:r:fresh)\r\n\$\d+\r\n(\S+ S [^\r]*)\r\n/g) {
+        ($fchannel, $req) = ($1, $2);
+    }
+}
+close $sub;
+
+my ($num) = ($req // '') =~ / \+ $TAG:(\d+)$/;
+ok(defined $num, 'the first subscription asks the known server what it '
+                 . 'published since the follow (old: "S -")')
+    or diag("request: " . ($req // 'none'));
+ok(defined $num && $num >= $f0 - 1_000_000 && $num <= $f1 + 1_000_000,
+   'at the follow: ' . ($num // '-'));
+$fchannel //= "chat:0:chat:r:fresh";
+
+# the answer: one sent since the follow (never came), one before it
+sub fresh_payload {
+    my ($n) = @_;
+    my $id = "$n-$TAG";
+    return "$SID R $id "
+           . qq({"type":"message","room":"fresh","id":"$id","user":"eve",)
+           . qq("content":"f$n","ts":1700000000001});
+}
+my $since = int(now() * 1000) * 1000;
+$redis->cli('PUBLISH', $fchannel, fresh_payload($f0 - 5_000_000));
+$redis->cli('PUBLISH', $fchannel, fresh_payload($f1 + 1));
+$redis->cli('PUBLISH', $fchannel, fresh_payload($f1 + 1));
+my @fc;
+while (my $m = $m2->recv_json(1)) {
+    push @fc, $m->{content} if $m->{type} eq 'message';
+}
+is("@fc", 'f' . ($f1 + 1), 'the one sent since the follow: delivered, once; '
+                           . 'the older one is history');
+my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
+ok(!@bad, 'no alert') or diag(join "\n", @bad);
+
+$m2->disconnect;
 $m1->disconnect;
 $t->stop;
 $redis->stop;
