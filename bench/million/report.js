@@ -79,6 +79,7 @@ const kkeys = ['meminfo.Slab', 'meminfo.SUnreclaim', 'meminfo.SReclaimable', 'me
     'sockstat.tcp_alloc', 'sockstat.tcp_mem', 'sockstat.tcp_orphan', 'sockstat.tcp_tw', 'files.allocated', 'conntrack.count'];
 const slabNames = new Set();
 for (const s of [S.base, at]) if (s) for (const k of Object.keys(s)) if (k.startsWith('slab.') && k.endsWith('.kb')) slabNames.add(k.slice(5, -3));
+for (const s of [S.base, at]) if (s) for (const k of Object.keys(s)) if (k.startsWith('nstat.') && !kkeys.includes(k)) kkeys.push(k);
 for (const k of kkeys) kern[k] = { base: S.base && S.base[k], held: at && at[k], after: S.after && S.after[k] };
 for (const n of slabNames) {
     kern[`slab.${n}.kb`] = { base: S.base && S.base[`slab.${n}.kb`], held: at && at[`slab.${n}.kb`], after: S.after && S.after[`slab.${n}.kb`] };
@@ -131,7 +132,7 @@ const L = [];
 L.push(`# bench/million: ${f0(N)} idle joined connections (${P.WORKERS} workers, ${P.PROCS} chatbench processes)`);
 L.push('');
 L.push(`Module ${P.module}, nginx ${P.nginx}, kernel ${P.kernel}. Rooms of ${P.ROOM_SIZE} (${f0(N / num(P.ROOM_SIZE))} rooms), zone ${P.ZONE_MB} MB, worker_connections ${P.WCONN}, ${f0(num(P.PER))} connections per chatbench process from ${P.SRC_IPS} source addresses each, ${P.INFLIGHT} handshakes in flight each.`);
-L.push(`Command: \`N=${N} bench/million/run\`${abort ? `  \n**ABORTED by the memory guard**: ${abort.trim()}` : ''}`);
+L.push(`Keepalive: chat_ping_interval ${P.PING_INTERVAL} (${f0(N / (parseFloat(P.PING_INTERVAL) || 30))} pings/s once all are connected). Command: \`N=${N} PING_INTERVAL=${P.PING_INTERVAL} RAMP_TIMEOUT_S=${P.RAMP_TIMEOUT_S} HOLD_S=${P.HOLD_S} bench/million/run\`${abort ? `  \n**ABORTED by the memory guard**: ${abort.trim()}` : ''}`);
 L.push('');
 L.push('## Goals');
 L.push('');
@@ -158,6 +159,7 @@ L.push(`| client CPU over the ramp | ${f1(cliCpu)} s = ${f0(cliCpu * 1e6 / Math.
 L.push(`| lowest MemAvailable during the run | ${f0(minAvail)} MB (guard ${P.GUARD_MB} MB) |`);
 L.push(`| connections per worker (open fds, min / mean / max) | ${wf.length ? `${f0(Math.min(...wf))} / ${f0(report.worker_fds.mean)} / ${f0(Math.max(...wf))}` : 'n/a'} |`);
 L.push(`| zone status while held | ${stE ? `connections ${stE.connections}, rooms ${stE.rooms}, users ${stE.users}, zone_full ${stE.zone_full}` : 'n/a'} |`);
+if (stE && stE.closes) L.push(`| closes by the server so far (zone, by code; 1001 = ping timeout or shutdown) | ${Object.entries(stE.closes).filter(([, v]) => v).map(([k, v]) => `${k}: ${v}`).join(', ') || 'none'} |`);
 L.push(`| closing all (INT to the clients until they exit) | ${f1(report.close_s)} s |`);
 L.push('');
 if (tl.length) {
@@ -211,6 +213,7 @@ krow('sockstat TCP mem (pages, against tcp_mem)', 'sockstat.tcp_mem', 'pages');
 krow('sockstat sockets used', 'sockstat.sockets_used');
 krow('file handles allocated', 'files.allocated');
 krow('nf_conntrack entries', 'conntrack.count');
+for (const k of kkeys.filter((x) => x.startsWith('nstat.'))) krow(`${k.slice(6)} (nstat, whole machine)`, k);
 const big = [...slabNames].map((n) => [n, kern[`slab.${n}.kb`].delta]).filter(([n, x]) => Math.abs(x) > 1024 || ['TCP', 'TCPv6', 'sock_inode_cache', 'dentry', 'filp'].includes(n))
     .sort((a, b) => b[1] - a[1]);
 for (const [n] of big) krow(`slab ${n}`, `slab.${n}.kb`, 'kB');
