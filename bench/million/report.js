@@ -119,7 +119,7 @@ const report = {
     client: cli, client_bytes_per_conn: cli ? perConnB(cli.pss_kb) : null,
     kernel: kern, status_joined: stJ, status_end: stE,
     worker_fds: wf.length ? { min: Math.min(...wf), max: Math.max(...wf), mean: wf.reduce((a, b) => a + b, 0) / wf.length, n: wf.length } : null,
-    close_s: num(P.tc1) - num(P.tc0), probes, error_log: errKinds, goals,
+    close_s: num(P.tc1) - num(P.tc0), drain_s: num(P.td1) - num(P.tc1), probes, error_log: errKinds, goals,
 };
 fs.writeFileSync(`${out}.json`, JSON.stringify(report, null, 1) + '\n');
 
@@ -161,6 +161,7 @@ L.push(`| connections per worker (open fds, min / mean / max) | ${wf.length ? `$
 L.push(`| zone status while held | ${stE ? `connections ${stE.connections}, rooms ${stE.rooms}, users ${stE.users}, zone_full ${stE.zone_full}` : 'n/a'} |`);
 if (stE && stE.closes) L.push(`| closes by the server so far (zone, by code; 1001 = ping timeout or shutdown) | ${Object.entries(stE.closes).filter(([, v]) => v).map(([k, v]) => `${k}: ${v}`).join(', ') || 'none'} |`);
 L.push(`| closing all (INT to the clients until they exit) | ${f1(report.close_s)} s |`);
+if (Number.isFinite(report.drain_s)) L.push(`| until the server had closed its ends too (zone count 0) | ${f1(report.drain_s)} s after the clients (${f0(joined / Math.max(report.close_s + report.drain_s, 0.001))} closes/s overall) |`);
 L.push('');
 if (tl.length) {
     const step = Math.max(1, Math.ceil(tl.length / 16));
