@@ -119,6 +119,7 @@ const report = {
     client: cli, client_bytes_per_conn: cli ? perConnB(cli.pss_kb) : null,
     kernel: kern, status_joined: stJ, status_end: stE,
     worker_fds: wf.length ? { min: Math.min(...wf), max: Math.max(...wf), mean: wf.reduce((a, b) => a + b, 0) / wf.length, n: wf.length } : null,
+    hold: { s: num(P.th1) - num(P.th0), server_cpu_s: (num(P.tickh1) - num(P.tickh0)) / num(P.hz), pings_to_clients: sum((r) => r.pings || 0) },
     close_s: num(P.tc1) - num(P.tc0), drain_s: num(P.td1) - num(P.tc1), probes, error_log: errKinds, goals,
 };
 fs.writeFileSync(`${out}.json`, JSON.stringify(report, null, 1) + '\n');
@@ -160,6 +161,7 @@ L.push(`| lowest MemAvailable during the run | ${f0(minAvail)} MB (guard ${P.GUA
 L.push(`| connections per worker (open fds, min / mean / max) | ${wf.length ? `${f0(Math.min(...wf))} / ${f0(report.worker_fds.mean)} / ${f0(Math.max(...wf))}` : 'n/a'} |`);
 L.push(`| zone status while held | ${stE ? `connections ${stE.connections}, rooms ${stE.rooms}, users ${stE.users}, zone_full ${stE.zone_full}` : 'n/a'} |`);
 if (stE && stE.closes) L.push(`| closes by the server so far (zone, by code; 1001 = ping timeout or shutdown) | ${Object.entries(stE.closes).filter(([, v]) => v).map(([k, v]) => `${k}: ${v}`).join(', ') || 'none'} |`);
+if (report.hold.s > 0) L.push(`| server CPU while held (probe included) | ${f1(report.hold.server_cpu_s)} s in ${f1(report.hold.s)} s = ${f0(100 * report.hold.server_cpu_s / report.hold.s)} % of a core; pings the clients answered: ${f0(report.hold.pings_to_clients)} |`);
 L.push(`| closing all (INT to the clients until they exit) | ${f1(report.close_s)} s |`);
 if (Number.isFinite(report.drain_s)) L.push(`| until the server had closed its ends too (zone count 0) | ${f1(report.drain_s)} s after the clients (${f0(joined / Math.max(report.close_s + report.drain_s, 0.001))} closes/s overall) |`);
 L.push('');
@@ -214,10 +216,18 @@ krow('sockstat TCP mem (pages, against tcp_mem)', 'sockstat.tcp_mem', 'pages');
 krow('sockstat sockets used', 'sockstat.sockets_used');
 krow('file handles allocated', 'files.allocated');
 krow('nf_conntrack entries', 'conntrack.count');
-for (const k of kkeys.filter((x) => x.startsWith('nstat.'))) krow(`${k.slice(6)} (nstat, whole machine)`, k);
 const big = [...slabNames].map((n) => [n, kern[`slab.${n}.kb`].delta]).filter(([n, x]) => Math.abs(x) > 1024 || ['TCP', 'TCPv6', 'sock_inode_cache', 'dentry', 'filp'].includes(n))
     .sort((a, b) => b[1] - a[1]);
 for (const [n] of big) krow(`slab ${n}`, `slab.${n}.kb`, 'kB');
+L.push('');
+L.push('TCP counters of the whole machine (`nstat`; other users count too), growth from before nginx to while held, and to the end:');
+L.push('');
+L.push('| counter | to held | to the end |');
+L.push('|---|---:|---:|');
+for (const k of kkeys.filter((x) => x.startsWith('nstat.'))) {
+    const v = kern[k];
+    if (Number.isFinite(v.delta)) L.push(`| ${k.slice(6)} | ${f0(v.delta)} | ${f0(v.after - v.base)} |`);
+}
 L.push('');
 L.push(`\`slabtop -o -s c\` while held and before: in the run directory (\`slabtop.held\`, \`slabtop.base\`). tcp_mem = ${P.tcp_mem} pages; somaxconn, tcp_max_syn_backlog, ip_local_port_range, file-max = ${P.sysctls}.`);
 L.push('');
