@@ -229,6 +229,7 @@ for (const k of kkeys.filter((x) => x.startsWith('nstat.'))) {
     if (Number.isFinite(v.delta)) L.push(`| ${k.slice(6)} | ${f0(v.delta)} | ${f0(v.after - v.base)} |`);
 }
 L.push('');
+if (kern['slab.proc_inode_cache.kb'] && kern['slab.proc_inode_cache.kb'].delta > 10240) L.push(`\nproc_inode_cache grew by ${mb(kern['slab.proc_inode_cache.kb'].delta)} (${f0(kern['slab.proc_inode_cache.objs'].delta)} objects, each with a dentry): a process read /proc/PID/fd of the processes holding the sockets (\`ss -p\`, \`lsof\`; run lists the workers' fds only after the last snapshot). That memory is reclaimable and not the sockets' own.\n`);
 L.push(`\`slabtop -o -s c\` while held and before: in the run directory (\`slabtop.held\`, \`slabtop.base\`). tcp_mem = ${P.tcp_mem} pages; somaxconn, tcp_max_syn_backlog, ip_local_port_range, file-max = ${P.sysctls}.`);
 L.push('');
 L.push('## Delivery while held (the probe)');
