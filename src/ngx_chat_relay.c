@@ -18,10 +18,12 @@
  *   J <user>        the user's first connection to the room on that server
  *   L <user>        the user's last connection to the room there is gone
  *   S [-]           that server just subscribed: tell it who is here
- *   S +[ <tag>:<n>]...  that server subscribed again after an outage: who
- *                   is here, and our messages it has not had (the ids
- *                   of our tag above <n>; all we have when we are not
- *                   listed)
+ *   S +[ <tag>:<n>]...  that server subscribed (again, after an outage;
+ *                   or for the first time since it followed the room,
+ *                   with <n> its follow number for every server it
+ *                   knows): who is here, and our messages it has not
+ *                   had (the ids of our tag above <n>; all we have when
+ *                   we are not listed)
  *   H               heartbeat, every 2 s on the servers channel
  *   K <user>        chat_api disconnect: close the user's connections
  *                   (on the servers channel too)
