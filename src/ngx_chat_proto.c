@@ -29,7 +29,9 @@
 typedef struct {
     ngx_chat_shm_ctx_t        *ctx;
     ngx_chat_fanout_t         *fo;
-    ngx_chat_member_t        **rooms;
+    ngx_chat_member_t        **rooms;     /* &room1, or malloc()ed beyond
+                                             one room */
+    ngx_chat_member_t         *room1;
     ngx_uint_t                 nrooms;
     ngx_uint_t                 cap;
     ngx_queue_t                stored;    /* messages waiting for COMMIT */
@@ -148,7 +150,7 @@ ngx_chat_proto_handler(ngx_http_request_t *r)
     ngx_int_t       rc;
     ngx_chat_ws_t  *ws;
 
-    ws = ngx_chat_ws_upgrade(r, &rc);
+    ws = ngx_chat_ws_upgrade(r, sizeof(ngx_chat_proto_session_t), &rc);
     if (ws == NULL) {
         return rc;
     }
@@ -182,13 +184,12 @@ ngx_chat_proto_open(ngx_chat_ws_t *ws)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    s = ngx_pcalloc(ws->connection->pool, sizeof(ngx_chat_proto_session_t));
-    if (s == NULL) {
-        return NGX_ERROR;
-    }
+    s = ws->data;            /* zeroed, with the connection's state */
 
     s->ctx = ctx;
     s->fo = fo;
+    s->rooms = &s->room1;
+    s->cap = 1;
     ngx_queue_init(&s->stored);
     ngx_queue_init(&s->reads);
 
@@ -268,9 +269,10 @@ ngx_chat_proto_closed(ngx_chat_ws_t *ws)
 
     s->nrooms = 0;
 
-    if (s->rooms) {
+    if (s->rooms != &s->room1) {
         ngx_free(s->rooms);
-        s->rooms = NULL;
+        s->rooms = &s->room1;
+        s->cap = 1;
     }
 
     ngx_chat_shm_disconnect(s->ctx, &ws->user);
@@ -687,7 +689,7 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
     }
 
     if (s->nrooms == s->cap) {
-        n = s->cap ? s->cap * 2 : 4;
+        n = (s->cap == 1) ? 4 : s->cap * 2;
 
         rooms = ngx_alloc(n * sizeof(ngx_chat_member_t *),
                           ws->connection->log);
@@ -696,9 +698,9 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
             return;
         }
 
-        if (s->rooms) {
-            ngx_memcpy(rooms, s->rooms,
-                       s->nrooms * sizeof(ngx_chat_member_t *));
+        ngx_memcpy(rooms, s->rooms, s->nrooms * sizeof(ngx_chat_member_t *));
+
+        if (s->rooms != &s->room1) {
             ngx_free(s->rooms);
         }
 
@@ -775,6 +777,14 @@ ngx_chat_proto_leave(ngx_chat_proto_req_t *rq)
 
     m = s->rooms[i];
     s->rooms[i] = s->rooms[--s->nrooms];
+
+    if (s->nrooms <= 1 && s->rooms != &s->room1) {
+        /* back to one room: the array goes */
+        s->room1 = s->nrooms ? s->rooms[0] : NULL;
+        ngx_free(s->rooms);
+        s->rooms = &s->room1;
+        s->cap = 1;
+    }
 
     ngx_chat_proto_forget_member(s, m);
     ngx_chat_fanout_remove(s->fo, m);
