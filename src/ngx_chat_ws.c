@@ -289,9 +289,16 @@ ngx_chat_ws_start_handler(ngx_event_t *wev)
 size_t
 ngx_chat_ws_compact_size(ngx_connection_t *c)
 {
-    return ngx_align(sizeof(ngx_pool_cleanup_t), NGX_ALIGNMENT)
+    size_t  local;
+
+    /* a wildcard listen's local address: nginx looked it up into the pool */
+
+    local = (c->local_sockaddr && ngx_chat_ws_in_pool(c->pool,
+                                                      c->local_sockaddr))
+            ? ngx_align(c->local_socklen, NGX_ALIGNMENT) : 0;
+
+    return ngx_align(sizeof(ngx_pool_cleanup_t), NGX_ALIGNMENT) + local
            + ngx_align(c->socklen, NGX_ALIGNMENT)
-           + ngx_align(c->local_socklen, NGX_ALIGNMENT)
            + ngx_align(sizeof(ngx_log_t), NGX_ALIGNMENT)
            + ngx_align(sizeof(ngx_http_log_ctx_t), NGX_ALIGNMENT)
            + ngx_align(c->addr_text.len, NGX_ALIGNMENT);

@@ -12,12 +12,31 @@ use Test::More;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::Chat::Nginx;
+use Test::Chat::WS;
 use Time::HiRes ();
 
-plan tests => 14;
+plan tests => 17;
+
+my $wild = Test::Chat::Nginx::free_port();
+
+# a second server on a wildcard address shared with a specific one: nginx
+# looks the local address up into the connection's pool (getsockname()),
+# which is then moved too
 
 my $t = Test::Chat::Nginx->new(
-    http => 'chat_zone chat 1m;',
+    http => <<"_EOC_",
+    chat_zone chat 1m;
+
+    server {
+        listen $wild;
+        listen 127.0.0.2:$wild;
+
+        location = /chat {
+            chat chat;
+            chat_user \$arg_user;
+        }
+    }
+_EOC_
     log_level => 'debug',
     workers => 1,
     server => <<'_EOC_',
@@ -109,6 +128,30 @@ is($pong && $pong->{payload}, 'abcdefghij', 'with the ping\'s payload');
 $alice->send_ping('whole');
 $pong = $alice->recv_frame(3);
 is($pong && $pong->{payload}, 'whole', 'a whole ping: its pong');
+
+# on the wildcard address
+
+$mark = $t->log_mark;
+
+my $carol = Test::Chat::WS->connect(port => $wild, path => '/chat?user=carol',
+                                    timeout => 3);
+my $w = $carol->ok ? $carol->recv_json(3) : undef;
+ok($w && $w->{type} eq 'welcome', 'a connection on the wildcard address');
+
+my ($wsize) = ($t->wait_for_log(qr/chat ws: connection pool replaced/,
+                                since => $mark) || '') =~ /(\d+) bytes/;
+ok(defined $wsize && $wsize == $size + 16,
+   'its pool also holds the local address (16 bytes more)'
+   . (defined $wsize ? " ($wsize)" : ''));
+
+$carol->send_json({ type => 'join', room => 'lobby' });
+my $j;
+for (1 .. 5) {
+    $j = $carol->recv_json(3) or last;
+    last if $j->{type} eq 'joined';
+}
+ok($j && $j->{type} eq 'joined', 'it joins');
+$carol->disconnect;
 
 # the log, from the moved log and context, still names the client
 
