@@ -15,7 +15,7 @@ use Test::Chat::Nginx;
 use Test::Chat::WS;
 use Time::HiRes ();
 
-plan tests => 17;
+plan tests => 20;
 
 my $wild = Test::Chat::Nginx::free_port();
 
@@ -26,6 +26,7 @@ my $wild = Test::Chat::Nginx::free_port();
 my $t = Test::Chat::Nginx->new(
     http => <<"_EOC_",
     chat_zone chat 1m;
+    limit_conn_zone \$binary_remote_addr zone=perip:1m;
 
     server {
         listen $wild;
@@ -41,6 +42,14 @@ _EOC_
     workers => 1,
     server => <<'_EOC_',
         location = /chat {
+            chat chat;
+            chat_user $arg_user;
+        }
+
+        # limit_conn counts the connection until it closes, with a
+        # cleanup on the request: the request and the pool are kept
+        location = /limited {
+            limit_conn perip 10;
             chat chat;
             chat_user $arg_user;
         }
@@ -152,6 +161,27 @@ for (1 .. 5) {
 }
 ok($j && $j->{type} eq 'joined', 'it joins');
 $carol->disconnect;
+
+# limit_conn: the request is kept, and so is nginx's pool
+
+$mark = $t->log_mark;
+
+my $dan = $t->ws(path => '/limited?user=dan');
+$w = $dan->ok ? $dan->recv_json(3) : undef;
+ok($w && $w->{type} eq 'welcome', 'a connection under limit_conn');
+
+like($t->wait_for_log(qr/chat ws: started/, since => $mark) || '',
+     qr/request kept, connection pool of \d+ bytes/,
+     'its request is kept');
+
+$dan->send_json({ type => 'join', room => 'lobby' });
+$j = undef;
+for (1 .. 5) {
+    $j = $dan->recv_json(3) or last;
+    last if $j->{type} eq 'joined';
+}
+ok($j && $j->{type} eq 'joined', 'it joins');
+$dan->disconnect;
 
 # the log, from the moved log and context, still names the client
 
