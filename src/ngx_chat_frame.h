@@ -102,8 +102,9 @@ typedef struct {
  *     f->last (a one-chunk message has both; chunks may be empty).
  *     Control frames come whole, also between the fragments of a
  *     message: f->data points into the caller's buffer, unmasked in place,
- *     or, for one that spanned calls, into parser->ctl.  For CLOSE, f->close_code is the
- *     code the peer sent (1005 when none) and f->data/len its reason.
+ *     or, for one that spanned calls, into parser->ctl.  For CLOSE,
+ *     f->close_code is the code the peer sent (1005 when none) and
+ *     f->data/len its reason.
  *     With rsv1_ok (permessage-deflate, RFC 7692), a text message whose
  *     first frame has RSV1 comes with f->compressed: its payload is the
  *     compressed bytes, not checked as UTF-8, and bounded by max_message

@@ -320,13 +320,13 @@ ngx_chat_ws_compact_size(ngx_connection_t *c)
 static void
 ngx_chat_ws_compact(ngx_connection_t *c)
 {
+    u_char              *text;
     ngx_log_t           *log;
     ngx_pool_t          *old, *np;
     ngx_sockaddr_t      *sa, *local;
     ngx_pool_large_t    *l;
     ngx_pool_cleanup_t  *cln, *ours;
     ngx_http_log_ctx_t  *ctx;
-    u_char              *text;
 
     old = c->pool;
 

@@ -47,9 +47,9 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, size_t data_size, ngx_int_t *rcp)
     size_t                size;
     uint32_t              utf8;
     ngx_int_t             rc;
-    ngx_pool_t           *np;
     char                 *why;
     ngx_str_t             key, user, token;
+    ngx_pool_t           *np;
     ngx_chat_ws_t        *ws;
     ngx_chat_jwt_t       *jwt;
     ngx_connection_t     *c;
