@@ -263,7 +263,9 @@ parse(const unsigned char *stream, size_t len, uint64_t max_message,
             case NGX_CHAT_FRAME_PING:
             case NGX_CHAT_FRAME_PONG:
                 ASSERT(f.len <= 125);
-                ASSERT(f.data >= p.ctl && f.data + f.len <= p.ctl + 125);
+                ASSERT((f.data >= before && f.data + f.len <= pos)
+                       || (p.ctl && f.data >= p.ctl
+                           && f.data + f.len <= p.ctl + 125));
 
                 buf_num(log, f.opcode, 1);
                 buf_num(log, f.opcode == NGX_CHAT_FRAME_CLOSE
@@ -286,12 +288,16 @@ parse(const unsigned char *stream, size_t len, uint64_t max_message,
         ASSERT(pos == last);
     }
 
+    ngx_chat_frame_parser_free(&p);
+    ASSERT(p.ctl == NULL);
+
     if (rc == NGX_CHAT_FRAME_ERROR) {
         ASSERT(p.error != NULL);
         ASSERT(p.close_code == NGX_CHAT_CLOSE_PROTOCOL
                || p.close_code == NGX_CHAT_CLOSE_UNSUPPORTED
                || p.close_code == NGX_CHAT_CLOSE_INVALID_DATA
-               || p.close_code == NGX_CHAT_CLOSE_TOO_BIG);
+               || p.close_code == NGX_CHAT_CLOSE_TOO_BIG
+               || p.close_code == NGX_CHAT_CLOSE_INTERNAL);
 
         buf_add(log, "E", 1);
         buf_num(log, p.close_code, 2);

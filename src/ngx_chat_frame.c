@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ngx_chat_frame.h"
@@ -42,7 +43,7 @@ static int ngx_chat_frame_data(ngx_chat_frame_parser_t *p,
 static int ngx_chat_frame_control(ngx_chat_frame_parser_t *p,
     unsigned char **pos, unsigned char *last, ngx_chat_frame_t *f);
 static int ngx_chat_frame_control_done(ngx_chat_frame_parser_t *p,
-    ngx_chat_frame_t *f);
+    ngx_chat_frame_t *f, unsigned char *data);
 static int ngx_chat_frame_close_code_valid(unsigned code);
 static void ngx_chat_frame_unmask(ngx_chat_frame_parser_t *p,
     unsigned char *data, size_t len);
@@ -56,6 +57,12 @@ ngx_chat_frame_parse(ngx_chat_frame_parser_t *p, unsigned char **pos,
 {
     int            rc;
     unsigned char  c;
+
+    if (p->ctl && p->state != NGX_CHAT_ST_CONTROL) {
+        /* a control frame that spanned calls was reported */
+        free(p->ctl);
+        p->ctl = NULL;
+    }
 
     for ( ;; ) {
 
@@ -311,7 +318,7 @@ ngx_chat_frame_started(ngx_chat_frame_parser_t *p, ngx_chat_frame_t *f,
         p->state = NGX_CHAT_ST_CONTROL;
 
         if (p->frame_left == 0) {
-            return ngx_chat_frame_control_done(p, f);
+            return ngx_chat_frame_control_done(p, f, pos);
         }
 
         return NGX_CHAT_FRAME_AGAIN;
@@ -401,7 +408,8 @@ static int
 ngx_chat_frame_control(ngx_chat_frame_parser_t *p, unsigned char **pos,
     unsigned char *last, ngx_chat_frame_t *f)
 {
-    size_t  n;
+    size_t          n;
+    unsigned char  *data;
 
     n = (size_t) (last - *pos);
 
@@ -411,6 +419,28 @@ ngx_chat_frame_control(ngx_chat_frame_parser_t *p, unsigned char **pos,
 
     if (n == 0) {
         return NGX_CHAT_FRAME_AGAIN;
+    }
+
+    if (p->ctl == NULL && n == p->frame_left) {
+        /* whole in this buffer: unmasked where it is */
+
+        data = *pos;
+        ngx_chat_frame_unmask(p, data, n);
+
+        *pos += n;
+        p->ctl_len = n;
+        p->frame_left = 0;
+
+        return ngx_chat_frame_control_done(p, f, data);
+    }
+
+    if (p->ctl == NULL) {
+        p->ctl = malloc(NGX_CHAT_FRAME_MAX_CONTROL);
+
+        if (p->ctl == NULL) {
+            return ngx_chat_frame_fail(p, NGX_CHAT_CLOSE_INTERNAL,
+                                       "no memory for a control frame");
+        }
     }
 
     memcpy(p->ctl + p->ctl_len, *pos, n);
@@ -424,12 +454,23 @@ ngx_chat_frame_control(ngx_chat_frame_parser_t *p, unsigned char **pos,
         return NGX_CHAT_FRAME_AGAIN;
     }
 
-    return ngx_chat_frame_control_done(p, f);
+    return ngx_chat_frame_control_done(p, f, p->ctl);
+}
+
+
+void
+ngx_chat_frame_parser_free(ngx_chat_frame_parser_t *p)
+{
+    if (p->ctl) {
+        free(p->ctl);
+        p->ctl = NULL;
+    }
 }
 
 
 static int
-ngx_chat_frame_control_done(ngx_chat_frame_parser_t *p, ngx_chat_frame_t *f)
+ngx_chat_frame_control_done(ngx_chat_frame_parser_t *p, ngx_chat_frame_t *f,
+    unsigned char *data)
 {
     unsigned  code;
     uint32_t  utf8;
@@ -440,7 +481,7 @@ ngx_chat_frame_control_done(ngx_chat_frame_parser_t *p, ngx_chat_frame_t *f)
     f->first = 0;
     f->last = 0;
     f->compressed = 0;
-    f->data = p->ctl;
+    f->data = data;
     f->len = p->ctl_len;
     f->close_code = 0;
 
@@ -458,7 +499,7 @@ ngx_chat_frame_control_done(ngx_chat_frame_parser_t *p, ngx_chat_frame_t *f)
                                    "one-byte close payload");
     }
 
-    code = ((unsigned) p->ctl[0] << 8) | p->ctl[1];
+    code = ((unsigned) data[0] << 8) | data[1];
 
     if (!ngx_chat_frame_close_code_valid(code)) {
         return ngx_chat_frame_fail(p, NGX_CHAT_CLOSE_PROTOCOL,
@@ -467,7 +508,7 @@ ngx_chat_frame_control_done(ngx_chat_frame_parser_t *p, ngx_chat_frame_t *f)
 
     utf8 = NGX_CHAT_UTF8_ACCEPT;
 
-    if (ngx_chat_utf8_validate(&utf8, p->ctl + 2, p->ctl_len - 2)
+    if (ngx_chat_utf8_validate(&utf8, data + 2, p->ctl_len - 2)
         != NGX_CHAT_UTF8_ACCEPT)
     {
         return ngx_chat_frame_fail(p, NGX_CHAT_CLOSE_INVALID_DATA,
@@ -475,7 +516,7 @@ ngx_chat_frame_control_done(ngx_chat_frame_parser_t *p, ngx_chat_frame_t *f)
     }
 
     f->close_code = code;
-    f->data = p->ctl + 2;
+    f->data = data + 2;
     f->len = p->ctl_len - 2;
 
     return NGX_CHAT_FRAME_OK;

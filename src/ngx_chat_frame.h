@@ -60,14 +60,19 @@ typedef struct {
     unsigned        opcode:4;       /* opcode of the frame being read */
     unsigned        len_bytes:4;    /* extended length bytes still to read */
     unsigned        mask_pos:2;
+    unsigned        ctl_len:7;      /* control payload bytes so far */
 
     uint64_t        frame_left;     /* payload bytes of the frame left */
     uint64_t        message_len;    /* text payload bytes so far */
     uint32_t        utf8_state;
     unsigned char   mask[4];
 
-    unsigned char   ctl[125];       /* control frame payload being read */
-    size_t          ctl_len;
+    /*
+     * a control frame's payload while it spans reads (malloc()ed then,
+     * freed by the next call once the frame is reported), or NULL: a
+     * control frame that comes whole is unmasked in the caller's buffer
+     */
+    unsigned char  *ctl;
 
     unsigned        close_code;     /* set when NGX_CHAT_FRAME_ERROR */
     const char     *error;          /* static text for the log */
@@ -95,9 +100,11 @@ typedef struct {
  *     into [*pos, last) as it was), validated as UTF-8 so far; a message
  *     comes as one or more chunks, the first with f->first, the last with
  *     f->last (a one-chunk message has both; chunks may be empty).
- *     Control frames come whole (f->data points into parser->ctl), also
- *     between the fragments of a message.  For CLOSE, f->close_code is the
- *     code the peer sent (1005 when none) and f->data/len its reason.
+ *     Control frames come whole, also between the fragments of a
+ *     message: f->data points into the caller's buffer, unmasked in place,
+ *     or, for one that spanned calls, into parser->ctl.  For CLOSE,
+ *     f->close_code is the code the peer sent (1005 when none) and
+ *     f->data/len its reason.
  *     With rsv1_ok (permessage-deflate, RFC 7692), a text message whose
  *     first frame has RSV1 comes with f->compressed: its payload is the
  *     compressed bytes, not checked as UTF-8, and bounded by max_message
@@ -106,11 +113,15 @@ typedef struct {
  *     rsv1_ok, and RSV2/RSV3 always, are 1002.
  *   NGX_CHAT_FRAME_AGAIN: all input consumed, need more.
  *   NGX_CHAT_FRAME_ERROR: protocol violation; p->close_code is the code to
- *     close with (1002, 1003, 1007 or 1009) and p->error a short text.
+ *     close with (1002, 1003, 1007 or 1009; 1011 when no memory was left
+ *     for a control frame spanning calls) and p->error a short text.
  *     The parser must not be called again.
  */
 int ngx_chat_frame_parse(ngx_chat_frame_parser_t *p, unsigned char **pos,
     unsigned char *last, ngx_chat_frame_t *f);
+
+/* frees what the parser holds (a partial control frame), if anything */
+void ngx_chat_frame_parser_free(ngx_chat_frame_parser_t *p);
 
 /*
  * Writes an unmasked, FIN server frame header for a payload of len bytes

@@ -30,7 +30,9 @@
 typedef struct {
     ngx_chat_shm_ctx_t        *ctx;
     ngx_chat_fanout_t         *fo;
-    ngx_chat_member_t        **rooms;
+    ngx_chat_member_t        **rooms;     /* &room1, or malloc()ed beyond
+                                             one room */
+    ngx_chat_member_t         *room1;
     ngx_uint_t                 nrooms;
     ngx_uint_t                 cap;
     ngx_queue_t                stored;    /* messages waiting for COMMIT */
@@ -149,7 +151,7 @@ ngx_chat_proto_handler(ngx_http_request_t *r)
     ngx_int_t       rc;
     ngx_chat_ws_t  *ws;
 
-    ws = ngx_chat_ws_upgrade(r, &rc);
+    ws = ngx_chat_ws_upgrade(r, sizeof(ngx_chat_proto_session_t), &rc);
     if (ws == NULL) {
         return rc;
     }
@@ -183,13 +185,12 @@ ngx_chat_proto_open(ngx_chat_ws_t *ws)
         return NGX_HTTP_SERVICE_UNAVAILABLE;
     }
 
-    s = ngx_pcalloc(ws->connection->pool, sizeof(ngx_chat_proto_session_t));
-    if (s == NULL) {
-        return NGX_ERROR;
-    }
+    s = ws->data;            /* zeroed, with the connection's state */
 
     s->ctx = ctx;
     s->fo = fo;
+    s->rooms = &s->room1;
+    s->cap = 1;
     ngx_queue_init(&s->stored);
     ngx_queue_init(&s->reads);
 
@@ -269,9 +270,10 @@ ngx_chat_proto_closed(ngx_chat_ws_t *ws)
 
     s->nrooms = 0;
 
-    if (s->rooms) {
+    if (s->rooms != &s->room1) {
         ngx_free(s->rooms);
-        s->rooms = NULL;
+        s->rooms = &s->room1;
+        s->cap = 1;
     }
 
     ngx_chat_shm_disconnect(s->ctx, &ws->user);
@@ -295,8 +297,11 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
     rq.s = ws->data;
 
     /*
-     * a "send" of plain strings is read in place (see ngx_chat_jflat.h);
-     * everything else, and anything the scanner declines, goes to jansson
+     * a "send", "join" or "leave" of plain strings is read in place (see
+     * ngx_chat_jflat.h): a join was parsed by jansson at some 6,900
+     * instructions, more than the join itself costs (callgrind, LOAD=idle
+     * bench/callgrind); everything else, and anything the scanner
+     * declines, goes to jansson
      */
 
     n = ngx_chat_jflat_parse(data, len, flat, NGX_CHAT_PROTO_FLAT);
@@ -307,7 +312,9 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
         t.data = (u_char *) (v ? v->value : NULL);
         t.len = v ? v->value_len : 0;
 
-        if (ngx_chat_proto_is(t, "send")) {
+        if (ngx_chat_proto_is(t, "send") || ngx_chat_proto_is(t, "join")
+            || ngx_chat_proto_is(t, "leave"))
+        {
             rq.flat = flat;
             rq.nflat = n;
         }
@@ -342,7 +349,7 @@ ngx_chat_proto_message(ngx_chat_ws_t *ws, u_char *data, size_t len)
     }
 
     if (rq.flat) {
-        ngx_str_set(&t, "send");
+        /* "send", "join" or "leave", from the input */
 
     } else {
         type = json_object_get(rq.json, "type");
@@ -644,7 +651,23 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
     }
 
     history = -1;
-    h = json_object_get(rq->json, "history");
+
+    if (rq->flat) {
+        /* a plain string: jansson's path would refuse it the same way */
+        h = NULL;
+
+        if (ngx_chat_jflat_get(rq->flat, rq->nflat, "history",
+                               sizeof("history") - 1))
+        {
+            ngx_chat_proto_error(rq, "bad_request",
+                                 "\"history\" must be a non-negative integer",
+                                 -1);
+            return;
+        }
+
+    } else {
+        h = json_object_get(rq->json, "history");
+    }
 
     if (h) {
         if (!json_is_integer(h) || json_integer_value(h) < 0) {
@@ -688,7 +711,7 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
     }
 
     if (s->nrooms == s->cap) {
-        n = s->cap ? s->cap * 2 : 4;
+        n = (s->cap == 1) ? 4 : s->cap * 2;
 
         rooms = ngx_alloc(n * sizeof(ngx_chat_member_t *),
                           ws->connection->log);
@@ -697,9 +720,9 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
             return;
         }
 
-        if (s->rooms) {
-            ngx_memcpy(rooms, s->rooms,
-                       s->nrooms * sizeof(ngx_chat_member_t *));
+        ngx_memcpy(rooms, s->rooms, s->nrooms * sizeof(ngx_chat_member_t *));
+
+        if (s->rooms != &s->room1) {
             ngx_free(s->rooms);
         }
 
@@ -776,6 +799,14 @@ ngx_chat_proto_leave(ngx_chat_proto_req_t *rq)
 
     m = s->rooms[i];
     s->rooms[i] = s->rooms[--s->nrooms];
+
+    if (s->nrooms <= 1 && s->rooms != &s->room1) {
+        /* back to one room: the array goes */
+        s->room1 = s->nrooms ? s->rooms[0] : NULL;
+        ngx_free(s->rooms);
+        s->rooms = &s->room1;
+        s->cap = 1;
+    }
 
     ngx_chat_proto_forget_member(s, m);
     ngx_chat_fanout_remove(s->fo, m);

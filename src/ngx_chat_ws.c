@@ -35,8 +35,11 @@
 
 
 static void ngx_chat_ws_start_handler(ngx_event_t *wev);
+static void ngx_chat_ws_compact(ngx_connection_t *c);
+static ngx_uint_t ngx_chat_ws_in_pool(ngx_pool_t *pool, void *p);
 static void ngx_chat_ws_read_handler(ngx_event_t *rev);
 static void ngx_chat_ws_read(ngx_event_t *rev);
+static void ngx_chat_ws_idle(ngx_chat_ws_t *ws);
 static void ngx_chat_ws_write_handler(ngx_event_t *wev);
 static ngx_int_t ngx_chat_ws_process(ngx_chat_ws_t *ws, u_char *pos,
     u_char *last);
@@ -219,7 +222,36 @@ ngx_chat_ws_start_handler(ngx_event_t *wev)
         hc->busy = NULL;
         hc->free = NULL;
         hc->nbusy = 0;
+
+        ngx_chat_ws_compact(c);
     }
+
+#if (NGX_DEBUG)
+    {
+    size_t             size;
+    ngx_uint_t         blocks, large;
+    ngx_pool_t        *p;
+    ngx_pool_large_t  *l;
+
+    size = 0;
+    blocks = 0;
+    large = 0;
+
+    for (p = c->pool; p; p = p->d.next) {
+        size += p->d.end - (u_char *) p;
+        blocks++;
+    }
+
+    for (l = c->pool->large; l; l = l->next) {
+        large += (l->alloc != NULL);
+    }
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "chat ws: started, request %s, connection pool of %uz "
+                   "bytes in %ui blocks, %ui large allocations",
+                   ws->request ? "kept" : "freed", size, blocks, large);
+    }
+#endif
 
     c->write->handler = ngx_chat_ws_write_handler;
     ws->started = 1;
@@ -246,6 +278,144 @@ ngx_chat_ws_start_handler(ngx_event_t *wev)
         c->error = 1;
         ngx_chat_ws_finalize(ws);
     }
+}
+
+
+/*
+ * What ngx_chat_ws_compact() moves into the connection's new pool, each
+ * allocation aligned as ngx_palloc() does
+ */
+
+size_t
+ngx_chat_ws_compact_size(ngx_connection_t *c)
+{
+    size_t  local;
+
+    /* a wildcard listen's local address: nginx looked it up into the pool */
+
+    local = (c->local_sockaddr && ngx_chat_ws_in_pool(c->pool,
+                                                      c->local_sockaddr))
+            ? ngx_align(c->local_socklen, NGX_ALIGNMENT) : 0;
+
+    return ngx_align(sizeof(ngx_pool_cleanup_t), NGX_ALIGNMENT) + local
+           + ngx_align(c->socklen, NGX_ALIGNMENT)
+           + ngx_align(sizeof(ngx_log_t), NGX_ALIGNMENT)
+           + ngx_align(sizeof(ngx_http_log_ctx_t), NGX_ALIGNMENT)
+           + ngx_align(c->addr_text.len, NGX_ALIGNMENT);
+}
+
+
+/*
+ * The request is freed: the connection's pool (512 bytes by default, its
+ * first block mostly nginx's parsing state now unused: the connection's
+ * ngx_http_connection_t, the header buffer's descriptor) is replaced by
+ * the right-sized one that holds the WebSocket's state, into which what
+ * nginx still uses of the old one is copied: the client's address, its
+ * text, the local address, the log and its context.  Only for a plain
+ * HTTP/1.1 connection whose pool holds nothing else (one block, no large
+ * allocation, no cleanup but ours): TLS and PROXY protocol connections,
+ * or a pool another module used, keep theirs.
+ */
+
+static void
+ngx_chat_ws_compact(ngx_connection_t *c)
+{
+    u_char              *text;
+    ngx_log_t           *log;
+    ngx_pool_t          *old, *np;
+    ngx_sockaddr_t      *sa, *local;
+    ngx_pool_large_t    *l;
+    ngx_pool_cleanup_t  *cln, *ours;
+    ngx_http_log_ctx_t  *ctx;
+
+    old = c->pool;
+
+#if (NGX_SSL || NGX_COMPAT)
+    if (c->ssl) {
+        return;
+    }
+#endif
+
+    if (c->proxy_protocol || old->d.next) {
+        return;
+    }
+
+    for (l = old->large; l; l = l->next) {
+        if (l->alloc) {
+            return;
+        }
+    }
+
+    ours = NULL;
+
+    for (cln = old->cleanup; cln; cln = cln->next) {
+        if (cln->handler != ngx_chat_ws_pool_cleanup || ours) {
+            return;
+        }
+
+        ours = cln;
+    }
+
+    if (ours == NULL || !ngx_chat_ws_in_pool(old, c->log)
+        || !ngx_chat_ws_in_pool(old, c->log->data))
+    {
+        return;
+    }
+
+    np = ours->data;
+
+    sa = ngx_palloc(np, c->socklen);
+    log = ngx_palloc(np, sizeof(ngx_log_t));
+    ctx = ngx_palloc(np, sizeof(ngx_http_log_ctx_t));
+    text = ngx_pnalloc(np, c->addr_text.len);
+
+    if (sa == NULL || log == NULL || ctx == NULL || text == NULL) {
+        return;
+    }
+
+    local = NULL;
+
+    if (c->local_sockaddr && ngx_chat_ws_in_pool(old, c->local_sockaddr)) {
+        local = ngx_palloc(np, c->local_socklen);
+        if (local == NULL) {
+            return;
+        }
+
+        ngx_memcpy(local, c->local_sockaddr, c->local_socklen);
+        c->local_sockaddr = &local->sockaddr;
+    }
+
+    ngx_memcpy(sa, c->sockaddr, c->socklen);
+    ngx_memcpy(text, c->addr_text.data, c->addr_text.len);
+    ngx_memcpy(ctx, c->log->data, sizeof(ngx_http_log_ctx_t));
+    ngx_memcpy(log, c->log, sizeof(ngx_log_t));
+
+    ctx->request = NULL;
+    ctx->current_request = NULL;
+    log->data = ctx;
+
+    c->sockaddr = &sa->sockaddr;
+    c->addr_text.data = text;
+    c->log = log;
+    c->read->log = log;
+    c->write->log = log;
+    c->buffer = NULL;
+    c->pool = np;
+    np->log = log;
+
+    ours->handler = NULL;
+    ngx_destroy_pool(old);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "chat ws: connection pool replaced, %uz bytes",
+                   (size_t) (np->d.end - (u_char *) np));
+}
+
+
+static ngx_uint_t
+ngx_chat_ws_in_pool(ngx_pool_t *pool, void *p)
+{
+    return (u_char *) p >= (u_char *) pool && (u_char *) p < pool->d.end;
 }
 
 
@@ -617,10 +787,36 @@ ngx_chat_ws_read(ngx_event_t *rev)
         return;
     }
 
+    ngx_chat_ws_idle(ws);
+
     if (ngx_handle_read_event(rev, 0) != NGX_OK) {
         c->error = 1;
         ngx_chat_ws_finalize(ws);
     }
+}
+
+
+/*
+ * The client has nothing more to say for now: what was kept for a message
+ * spanning reads goes, as nginx frees an idle keepalive connection's
+ * buffer.  A message that ends in a later read takes a buffer again (one
+ * malloc() per such message at most, not per frame read in one piece).
+ */
+
+static void
+ngx_chat_ws_idle(ngx_chat_ws_t *ws)
+{
+    if (ws->msg == NULL || ws->parser.in_message) {
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ws->connection->log, 0,
+                   "chat ws: idle, message buffer of %uz bytes freed",
+                   ws->msg_cap);
+
+    ngx_free(ws->msg);
+    ws->msg = NULL;
+    ws->msg_cap = 0;
 }
 
 
@@ -1456,6 +1652,8 @@ ngx_chat_ws_finalize(ngx_chat_ws_t *ws)
         ngx_free(ws->msg);
         ws->msg = NULL;
     }
+
+    ngx_chat_frame_parser_free(&ws->parser);
 
     if (ws->inflate) {
         ngx_chat_ws_inflate_done(ws, ws->inflate);

@@ -93,9 +93,12 @@ struct ngx_chat_ws_s {
 /*
  * Checks the handshake (SPEC §3) and queues the 101 response: the
  * connection, or NULL with *rc the content handler's answer (an HTTP
- * status, or what sending the 426 response returned)
+ * status, or what sending the 426 response returned).  ws->data points to
+ * data_size zeroed bytes for the layer above, which live as long as the
+ * connection (no allocation from the connection's pool: it is replaced).
  */
-ngx_chat_ws_t *ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rc);
+ngx_chat_ws_t *ngx_chat_ws_upgrade(ngx_http_request_t *r, size_t data_size,
+    ngx_int_t *rc);
 
 /* the layer above refused the upgrade: forget the 101 */
 void ngx_chat_ws_abort(ngx_chat_ws_t *ws);
@@ -126,6 +129,10 @@ void ngx_chat_ws_set_jwt(ngx_chat_ws_t *ws, ngx_chat_jwt_t *jwt);
  */
 ngx_uint_t ngx_chat_ws_close_user(ngx_str_t *user, ngx_uint_t code,
     char *reason);
+
+/* the connection layer's own (ngx_chat_ws.c, ngx_chat_ws_handshake.c) */
+size_t ngx_chat_ws_compact_size(ngx_connection_t *c);
+void ngx_chat_ws_pool_cleanup(void *data);
 
 /* sets up the worker's write coalescing (init_process) */
 void ngx_chat_ws_init_worker(ngx_cycle_t *cycle);

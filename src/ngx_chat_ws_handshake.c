@@ -38,16 +38,18 @@ static void ngx_chat_ws_extensions(ngx_http_request_t *r,
     ngx_chat_deflate_params_t *pmd);
 static ngx_int_t ngx_chat_ws_accept(ngx_http_request_t *r,
     ngx_chat_ws_t *ws, ngx_str_t *key, ngx_chat_deflate_params_t *pmd);
-static void ngx_chat_ws_jwt_cleanup(void *data);
+static void ngx_chat_ws_cleanup(void *data);
 
 
 ngx_chat_ws_t *
-ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
+ngx_chat_ws_upgrade(ngx_http_request_t *r, size_t data_size, ngx_int_t *rcp)
 {
+    size_t                size;
     uint32_t              utf8;
     ngx_int_t             rc;
     char                 *why;
     ngx_str_t             key, user, token;
+    ngx_pool_t           *np;
     ngx_chat_ws_t        *ws;
     ngx_chat_jwt_t       *jwt;
     ngx_connection_t     *c;
@@ -166,10 +168,45 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
         goto failed;
     }
 
-    ws = ngx_pcalloc(c->pool, sizeof(ngx_chat_ws_t));
+    /*
+     * The connection's state, the layer above's (data_size) and the user
+     * id in a pool of their own, sized to also take what nginx keeps of
+     * the connection: once the request is freed, the start handler moves
+     * that here and this pool becomes the connection's (see
+     * ngx_chat_ws_compact).  Until then the connection's pool destroys it.
+     */
+
+    data_size = ngx_align(data_size, NGX_ALIGNMENT);
+    size = sizeof(ngx_chat_ws_t) + data_size + user.len;
+
+    np = ngx_create_pool(sizeof(ngx_pool_t) + ngx_align(size, NGX_ALIGNMENT)
+                         + ngx_chat_ws_compact_size(c), c->log);
+    if (np == NULL) {
+        goto failed;
+    }
+
+    cln = ngx_pool_cleanup_add(c->pool, 0);
+    if (cln == NULL) {
+        ngx_destroy_pool(np);
+        goto failed;
+    }
+
+    cln->handler = ngx_chat_ws_pool_cleanup;
+    cln->data = np;
+
+    ws = ngx_pcalloc(np, size);
     if (ws == NULL) {
         goto failed;
     }
+
+    cln = ngx_pool_cleanup_add(np, 0);
+    if (cln == NULL) {
+        ws = NULL;
+        goto failed;
+    }
+
+    cln->handler = ngx_chat_ws_cleanup;
+    cln->data = ws;
 
     ws->connection = c;
     ws->conf = lcf;
@@ -179,22 +216,12 @@ ngx_chat_ws_upgrade(ngx_http_request_t *r, ngx_int_t *rcp)
     ws->last_seen = ngx_current_msec;
 
     if (jwt) {
-        cln = ngx_pool_cleanup_add(c->pool, 0);
-        if (cln == NULL) {
-            goto failed;
-        }
-
-        cln->handler = ngx_chat_ws_jwt_cleanup;
-        cln->data = ws;
-
         ngx_chat_ws_set_jwt(ws, jwt);
     }
 
-    ws->user.data = ngx_pnalloc(c->pool, user.len);
-    if (ws->user.data == NULL) {
-        return NULL;
-    }
+    ws->data = data_size ? (u_char *) ws + sizeof(ngx_chat_ws_t) : NULL;
 
+    ws->user.data = (u_char *) ws + sizeof(ngx_chat_ws_t) + data_size;
     ngx_memcpy(ws->user.data, user.data, user.len);
     ws->user.len = user.len;
 
@@ -234,8 +261,10 @@ failed:
 }
 
 
+/* the connection's state goes: its token, a partial control frame */
+
 static void
-ngx_chat_ws_jwt_cleanup(void *data)
+ngx_chat_ws_cleanup(void *data)
 {
     ngx_chat_ws_t  *ws = data;
 
@@ -243,6 +272,15 @@ ngx_chat_ws_jwt_cleanup(void *data)
         ngx_chat_jwt_free(ws->jwt);
         ws->jwt = NULL;
     }
+
+    ngx_chat_frame_parser_free(&ws->parser);
+}
+
+
+void
+ngx_chat_ws_pool_cleanup(void *data)
+{
+    ngx_destroy_pool(data);
 }
 
 

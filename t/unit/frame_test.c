@@ -311,6 +311,7 @@ run(const buf_t *in, size_t step, uint64_t max_message, buf_t *log,
         CHECK(pos == last);
     }
 
+    ngx_chat_frame_parser_free(&p);
     buf_free(&msg);
     log_end(log, rc, *code);
 
@@ -958,10 +959,79 @@ test_ping_whole(void)
     CHECK(rc == NGX_CHAT_FRAME_OK);
     CHECK(f.opcode == PING);
     CHECK(f.len == 3);
-    CHECK(f.data == p.ctl);
+    CHECK(f.data == in.data + 6);             /* unmasked in place */
+    CHECK(p.ctl == NULL);                     /* nothing held */
     CHECK(memcmp(f.data, "abc", 3) == 0);
     CHECK(pos == in.data + in.len);
 
+    buf_free(&in);
+}
+
+
+/*
+ * A control frame split between calls: its payload is held (p.ctl) only
+ * until it is reported; the next call frees it
+ */
+
+static void
+test_ping_span(void)
+{
+    int                      rc;
+    buf_t                    in;
+    unsigned char           *pos, *last, *one, *two;
+    ngx_chat_frame_t         f;
+    ngx_chat_frame_parser_t  p;
+
+    memset(&in, 0, sizeof(buf_t));
+    mframe(&in, FIN | PING, "abcdef");
+    mframe(&in, FIN | TEXT, "hi");
+
+    memset(&p, 0, sizeof(ngx_chat_frame_parser_t));
+    p.max_message = NO_LIMIT;
+
+    /* the header and 2 bytes of the payload, then the rest */
+
+    one = malloc(8);
+    two = malloc(in.len - 8);
+    CHECK(one != NULL && two != NULL);
+    memcpy(one, in.data, 8);
+    memcpy(two, in.data + 8, in.len - 8);
+
+    pos = one;
+    rc = ngx_chat_frame_parse(&p, &pos, one + 8, &f);
+
+    CHECK(rc == NGX_CHAT_FRAME_AGAIN);
+    CHECK(p.ctl != NULL);
+    free(one);
+
+    pos = two;
+    last = two + in.len - 8;
+    rc = ngx_chat_frame_parse(&p, &pos, last, &f);
+
+    CHECK(rc == NGX_CHAT_FRAME_OK);
+    CHECK(f.opcode == PING);
+    CHECK(f.len == 6 && f.data == p.ctl);
+    CHECK(memcmp(f.data, "abcdef", 6) == 0);
+
+    rc = ngx_chat_frame_parse(&p, &pos, last, &f);
+
+    CHECK(p.ctl == NULL);
+    CHECK(rc == NGX_CHAT_FRAME_OK);
+    CHECK(f.opcode == TEXT && f.len == 2);
+    CHECK(memcmp(f.data, "hi", 2) == 0);
+
+    /* held when the connection goes: the caller frees it */
+
+    memset(&p, 0, sizeof(ngx_chat_frame_parser_t));
+    p.max_message = NO_LIMIT;
+    pos = in.data;
+    rc = ngx_chat_frame_parse(&p, &pos, in.data + 8, &f);
+
+    CHECK(rc == NGX_CHAT_FRAME_AGAIN && p.ctl != NULL);
+    ngx_chat_frame_parser_free(&p);
+    CHECK(p.ctl == NULL);
+
+    free(two);
     buf_free(&in);
 }
 
@@ -1791,6 +1861,7 @@ main(void)
     RUN(test_rsv1_deflate);
     RUN(test_control_rules);
     RUN(test_ping_whole);
+    RUN(test_ping_span);
     RUN(test_close_codes);
     RUN(test_close_fields);
     RUN(test_binary);
