@@ -21,12 +21,17 @@
  */
 #define NGX_CHAT_REMOTE_PENDING_MAX  30000
 
+/* a room followed again this soon after it was not keeps its follow number */
+#define NGX_CHAT_REMOTE_REFOLLOW     10000
+
 
 static ngx_int_t ngx_chat_remote_server_slot(ngx_chat_shm_ctx_t *ctx,
     uint64_t server, ngx_uint_t create);
 static ngx_chat_shm_mark_t *ngx_chat_remote_mark(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, uint64_t tag, ngx_uint_t create);
 static uint64_t ngx_chat_remote_key(uint64_t num, uint64_t tag);
+static ngx_uint_t ngx_chat_remote_ours(ngx_chat_shm_room_t *room,
+    ngx_chat_shm_mark_t *m, uint64_t num);
 static ngx_uint_t ngx_chat_remote_seen_has(ngx_chat_shm_seen_t *seen,
     uint64_t key);
 static void ngx_chat_remote_seen_add(ngx_chat_shm_ctx_t *ctx,
@@ -439,6 +444,21 @@ ngx_chat_remote_key(uint64_t num, uint64_t tag)
 }
 
 
+/*
+ * Whether a sender's message is this server's to deliver live: sent since
+ * the room was followed here (a room unfollowed for a moment, its members
+ * gone with a killed worker, keeps its follow number: see
+ * ngx_chat_remote_room_follow())
+ */
+
+static ngx_uint_t
+ngx_chat_remote_ours(ngx_chat_shm_room_t *room, ngx_chat_shm_mark_t *m,
+    uint64_t num)
+{
+    return num > room->follow_num;
+}
+
+
 static ngx_uint_t
 ngx_chat_remote_seen_has(ngx_chat_shm_seen_t *seen, uint64_t key)
 {
@@ -624,7 +644,22 @@ ngx_chat_remote_room_follow(ngx_chat_shm_ctx_t *ctx,
 
     room->followed = 1;
     room->follow = room->total;
+
+    if (room->follow_num && room->unfollow_at
+        && ngx_current_msec - room->unfollow_at < NGX_CHAT_REMOTE_REFOLLOW)
+    {
+        /*
+         * unfollowed a moment ago (the relay taken over while its members
+         * reconnected): what was sent since the old follow is still ours
+         * (the first subscription asks for it), the members' history
+         * having been cut there
+         */
+        room->unfollow_at = 0;
+        return;
+    }
+
     room->gap_any = 0;
+    room->unfollow_at = 0;
 
     /* ids are "<ms * 1000 + n>-<tag>": what was sent before now is history */
     room->follow_num = ((uint64_t) tp->sec * 1000 + tp->msec) * 1000;
@@ -810,6 +845,10 @@ ngx_chat_remote_unfollow(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name)
         rc = NGX_DECLINED;
 
     } else if (room) {
+        if (room->followed) {
+            room->unfollow_at = ngx_current_msec;
+        }
+
         room->followed = 0;
         room->subscribed = 0;
     }
@@ -841,6 +880,10 @@ ngx_chat_remote_unfollow_empty(ngx_chat_shm_ctx_t *ctx)
             room = (ngx_chat_shm_room_t *) node;
 
             if (room->nconns == 0) {
+                if (room->followed) {
+                    room->unfollow_at = ngx_current_msec;
+                }
+
                 room->followed = 0;
                 room->subscribed = 0;
             }
@@ -964,7 +1007,7 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
                || (room->seen
                    && ngx_chat_remote_seen_has(room->seen,
                                                ngx_chat_remote_key(num, tag)))
-               || (republished && num <= room->follow_num)
+               || (republished && !ngx_chat_remote_ours(room, m, num))
                || (room->seen == NULL && !republished && num <= m->high))
     {
         /*
@@ -1078,8 +1121,8 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
         m = ngx_chat_remote_mark(ctx, room, tag, 0);
 
-        if (m == NULL || num <= room->follow_num || num <= m->floor
-            || num < recent)
+        if (m == NULL || !ngx_chat_remote_ours(room, m, num)
+            || num <= m->floor || num < recent)
         {
             /*
              * history: from before the follow, long delivered, or older

@@ -147,6 +147,8 @@ struct ngx_chat_shm_room_s {
                                              a republished message at or
                                              below it is history, not ours
                                              to deliver */
+    ngx_msec_t                 unfollow_at;   /* when it was unfollowed
+                                             (0: followed, or long ago) */
     uint64_t                   follow;    /* "total" when this server
                                              began to follow the room again
                                              after not following it: the
