@@ -32,7 +32,7 @@ use Test::Chat::Redis;
 plan skip_all => 'no redis-server'
     unless Test::Chat::Redis->available;
 
-plan tests => 15;
+plan tests => 18;
 
 my $JSON = JSON::PP->new->utf8;
 my $SID = '00000000deadbeef';
@@ -198,6 +198,31 @@ is("@fc", 'f' . ($f1 + 1), 'the one sent since the follow: delivered, once; '
                            . 'the older one is history');
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);
+
+# --- followed again soon after: the follow number is kept -----------------
+#
+# the room's members leave (its relaying worker killed, say); 5 s later
+# the relay unsubscribes; one comes back within 10 s: what the other
+# server sent meanwhile is still this server's to deliver (its first
+# subscription asks for it), not history cut at the new follow
+
+$m2->send_json({ type => 'leave', room => 'fresh' });
+ok($m2->recv_until(sub { $_[0]{type} eq 'left' }, 3), 'm2 left "fresh"');
+ok(poll(10, sub {
+       !grep { /:r:fresh$/ } $redis->cli('PUBSUB', 'CHANNELS', '*:r:fresh')
+   }), 'unsubscribed after the follow grace');
+my $gone = int(now() * 1000) * 1000;     # sent while nobody here followed
+$m2->send_json({ type => 'join', room => 'fresh' });
+$m2->recv_until(sub { $_[0]{type} eq 'joined' }, 3);
+poll(5, sub { grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:r:fresh') });
+Time::HiRes::sleep(0.3);
+$redis->cli('PUBLISH', $fchannel, fresh_payload($gone));
+@fc = ();
+while (my $m = $m2->recv_json(1)) {
+    push @fc, $m->{content} if $m->{type} eq 'message';
+}
+is("@fc", "f$gone", 'a message sent while the room was not followed for a '
+                    . 'moment comes when it is asked for (old: refused)');
 
 $m2->disconnect;
 $m1->disconnect;
