@@ -30,6 +30,8 @@ static ngx_int_t ngx_chat_remote_server_slot(ngx_chat_shm_ctx_t *ctx,
 static ngx_chat_shm_mark_t *ngx_chat_remote_mark(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, uint64_t tag, ngx_uint_t create);
 static uint64_t ngx_chat_remote_key(uint64_t num, uint64_t tag);
+static ngx_uint_t ngx_chat_remote_alive(ngx_chat_shm_ctx_t *ctx,
+    uint64_t tag);
 static ngx_uint_t ngx_chat_remote_ours(ngx_chat_shm_room_t *room,
     ngx_chat_shm_mark_t *m, uint64_t num);
 static ngx_uint_t ngx_chat_remote_seen_has(ngx_chat_shm_seen_t *seen,
@@ -441,6 +443,28 @@ ngx_chat_remote_key(uint64_t num, uint64_t tag)
     k ^= k >> 31;
 
     return k ? k : 1;
+}
+
+
+/* a sender's tag is of a server heard of lately; locked */
+
+static ngx_uint_t
+ngx_chat_remote_alive(ngx_chat_shm_ctx_t *ctx, uint64_t tag)
+{
+    ngx_uint_t       i;
+    ngx_chat_shm_t  *sh;
+
+    sh = ctx->sh;
+
+    for (i = 0; i < NGX_CHAT_MAX_SERVERS; i++) {
+        if (sh->servers[i].active
+            && (sh->servers[i].id & 0xffffffffffffULL) == tag)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -1108,26 +1132,34 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     room = ngx_chat_shm_room_lookup(ctx, name);
 
-    if (room == NULL || room->nmarks == 0) {
+    if (room == NULL || !room->followed) {
         goto done;
     }
 
     for (i = 0; i < n; i++) {
         if (ngx_chat_remote_id_parse(ids[i], &num, &tag) != NGX_OK
-            || tag == own)
+            || tag == own
+            || num <= room->follow_num
+            || num < recent
+            || !ngx_chat_remote_alive(ctx, tag))
         {
+            /*
+             * history: from before the follow, older than a copy can
+             * still come, or of a sender not heard of now (gone for good:
+             * its copy will never come)
+             */
             continue;
         }
 
         m = ngx_chat_remote_mark(ctx, room, tag, 0);
 
-        if (m == NULL || !ngx_chat_remote_ours(room, m, num)
-            || num <= m->floor || num < recent)
-        {
-            /*
-             * history: from before the follow, long delivered, or older
-             * than a copy can still come (a sender gone for good)
-             */
+        if (m == NULL) {
+            /* nothing of it here yet: it comes */
+            pending[i] = 1;
+            continue;
+        }
+
+        if (num <= m->floor) {
             continue;
         }
 

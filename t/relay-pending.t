@@ -28,7 +28,7 @@ plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
     unless Test::Chat::Pg->available;
 
-plan tests => 9;
+plan tests => 11;
 
 my $SID = '00000000deadbeef';
 my $TAG = '0000deadbeef';
@@ -146,10 +146,31 @@ my $m4 = member('m4', history => 10);
 is(got($m4), 'h:old h:' . c(1000) . ' h:' . c(2000),
    'a row of a server never heard of here is history');
 
+# a server known (its heartbeat) but with nothing delivered here yet in
+# the room: its stored row comes live too (old: in the history, then again)
+my $SID2 = '00000000beefbeef';
+my $TAG2 = '0000beefbeef';
+my ($servers) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:servers');
+$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID2 H");
+Time::HiRes::sleep(0.3);
+my $n2 = $T + 3000;
+$pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
+          . "created_at) VALUES ('$n2-$TAG2', 'chat', '$ROOM', 'bee', "
+          . "'b$n2', to_timestamp(1700000000.002))");
+my $m5 = member('m5', history => 10);
+my $s5 = got($m5);
+$redis->cli('PUBLISH', $channel, "$SID2 R $n2-$TAG2 "
+    . qq({"type":"message","room":"$ROOM","id":"$n2-$TAG2","user":"bee",)
+    . qq("content":"b$n2","ts":1700000000002}));
+$s5 .= ' ' . got($m5);
+is(scalar(() = $s5 =~ /b$n2/g), 1, "m5 has the known server's message once")
+    or diag($s5);
+like($s5, qr/ m:b$n2$/, '... live');
+
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);
 
-$_->disconnect for $m1, $m2, $m3, $m4;
+$_->disconnect for $m1, $m2, $m3, $m4, $m5;
 $t->stop;
 $redis->stop;
 $pg->stop;
