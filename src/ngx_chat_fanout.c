@@ -50,6 +50,17 @@
 #define NGX_CHAT_FANOUT_CREDS     1      /* who sent a datagram */
 #endif
 
+#if (NGX_LINUX && defined MSG_WAITFORONE)
+#define NGX_CHAT_FANOUT_MMSG      1      /* recvmmsg() */
+#define NGX_CHAT_FANOUT_BATCH     NGX_CHAT_FANOUT_READS
+typedef struct mmsghdr            ngx_chat_fanout_mmsg_t;
+#else
+#define NGX_CHAT_FANOUT_BATCH     1
+typedef struct {
+    struct msghdr                 msg_hdr;
+} ngx_chat_fanout_mmsg_t;
+#endif
+
 
 typedef struct {
     ngx_chat_buf_t            *buf;
@@ -63,6 +74,8 @@ typedef struct {
 
 
 static void ngx_chat_fanout_notify_handler(ngx_event_t *ev);
+static void ngx_chat_fanout_wake_handler(ngx_event_t *ev);
+static void ngx_chat_fanout_wake(ngx_chat_fanout_t *fo);
 static ngx_int_t ngx_chat_fanout_read(ngx_connection_t *c);
 #if (NGX_CHAT_FANOUT_CREDS)
 static ngx_uint_t ngx_chat_fanout_from_worker(struct msghdr *msg,
@@ -89,6 +102,7 @@ static void ngx_chat_fanout_address(struct sockaddr_un *sun,
 static ngx_connection_t     *ngx_chat_fanout_conn;
 static ngx_chat_bus_name_t   ngx_chat_fanout_name;   /* its name */
 static ngx_event_t           ngx_chat_fanout_rest;   /* flooded: a timer */
+static ngx_event_t           ngx_chat_fanout_waker;  /* posted: wake-ups */
 static time_t                ngx_chat_fanout_logged;
 static ngx_array_t           ngx_chat_fanout_zones;  /* of ngx_chat_fanout_t */
 
@@ -259,6 +273,10 @@ ngx_chat_fanout_socket(ngx_cycle_t *cycle)
     ngx_chat_fanout_rest.data = c;
     ngx_chat_fanout_rest.log = cycle->log;
     ngx_chat_fanout_rest.cancelable = 1;
+
+    ngx_memzero(&ngx_chat_fanout_waker, sizeof(ngx_event_t));
+    ngx_chat_fanout_waker.handler = ngx_chat_fanout_wake_handler;
+    ngx_chat_fanout_waker.log = cycle->log;
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_close_connection(c);
@@ -436,7 +454,11 @@ ngx_chat_fanout_exit_process(ngx_cycle_t *cycle)
         /* members still here leave: presence goes to the other workers */
 
         ngx_chat_shm_worker_detach(fo[i].zone);
-        ngx_chat_fanout_publish(&fo[i]);
+        ngx_chat_fanout_wake(&fo[i]);
+    }
+
+    if (ngx_chat_fanout_waker.posted) {
+        ngx_delete_posted_event(&ngx_chat_fanout_waker);
     }
 
     ngx_chat_fanout_zones.nelts = 0;
@@ -687,19 +709,75 @@ ngx_chat_fanout_remove(ngx_chat_fanout_t *fo, ngx_chat_member_t *m)
 }
 
 
+/*
+ * The other workers are woken once per turn of the event loop, not once
+ * per bus entry, and before this worker's own writes: the wake-up event
+ * goes to the head of the posted events, ahead of the flush that writes
+ * the local members (ngx_chat_ws.c), so that the other workers fan out in
+ * parallel with it, and with every entry of the turn at once (W1 closed
+ * loop: a worker woken at the first of several entries wrote every member
+ * twice).  The local members get the entries now: the sender's own copy
+ * must precede its ack in its queue.
+ */
+
 void
 ngx_chat_fanout_publish(ngx_chat_fanout_t *fo)
 {
+    if (fo->zone->bus.nnotify && !ngx_chat_fanout_waker.posted) {
+        ngx_chat_fanout_waker.posted = 1;
+        ngx_queue_insert_head(&ngx_posted_events,
+                              &ngx_chat_fanout_waker.queue);
+    }
+
+    ngx_chat_fanout_drain(fo);
+}
+
+
+static void
+ngx_chat_fanout_wake_handler(ngx_event_t *ev)
+{
+    ngx_uint_t          i;
+    ngx_chat_fanout_t  *fo;
+
+    fo = ngx_chat_fanout_zones.elts;
+
+    for (i = 0; i < ngx_chat_fanout_zones.nelts; i++) {
+        ngx_chat_fanout_wake(&fo[i]);
+    }
+}
+
+
+static void
+ngx_chat_fanout_wake(ngx_chat_fanout_t *fo)
+{
     ssize_t                 n;
-    ngx_uint_t              i;
+    ngx_uint_t              i, j;
     socklen_t               len;
     struct sockaddr_un      sun;
+    ngx_chat_bus_name_t    *name;
     ngx_chat_bus_reader_t  *bus;
 
     bus = &fo->zone->bus;
 
     for (i = 0; ngx_chat_fanout_conn && i < bus->nnotify; i++) {
-        ngx_chat_fanout_address(&sun, &len, &bus->notify[i]);
+        name = &bus->notify[i];
+
+        /* flagged again after it read the bus: one wake-up is enough */
+
+        for (j = 0; j < i; j++) {
+            if (bus->notify[j].len == name->len
+                && ngx_memcmp(bus->notify[j].data, name->data, name->len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        if (j < i) {
+            continue;
+        }
+
+        ngx_chat_fanout_address(&sun, &len, name);
 
         n = sendto(ngx_chat_fanout_conn->fd, "", 1, 0,
                    (struct sockaddr *) &sun, len);
@@ -715,13 +793,11 @@ ngx_chat_fanout_publish(ngx_chat_fanout_t *fo)
             ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log,
                            ngx_socket_errno,
                            "chat fanout: sendto \"@%*s\" failed",
-                           bus->notify[i].len, bus->notify[i].data);
+                           name->len, name->data);
         }
     }
 
     bus->nnotify = 0;
-
-    ngx_chat_fanout_drain(fo);
 }
 
 
@@ -782,39 +858,53 @@ ngx_chat_fanout_notify_handler(ngx_event_t *ev)
 static ngx_int_t
 ngx_chat_fanout_read(ngx_connection_t *c)
 {
-    u_char          buf[64];
-    ssize_t         n;
-    ngx_err_t       err;
-    ngx_pid_t       pid, who;
-    ngx_uint_t      i, stranger;
-    struct iovec    iov;
-    struct msghdr   msg;
+    u_char                   buf[NGX_CHAT_FANOUT_BATCH][8];
+    ssize_t                  n;
+    ngx_err_t                err;
+    ngx_pid_t                pid, who;
+    ngx_uint_t               i, k, stranger;
+    struct iovec             iov[NGX_CHAT_FANOUT_BATCH];
+    ngx_chat_fanout_mmsg_t   mm[NGX_CHAT_FANOUT_BATCH];
 #if (NGX_CHAT_FANOUT_CREDS)
     union {
-        struct cmsghdr  cm;
-        u_char          data[CMSG_SPACE(sizeof(struct ucred))];
-    }               control;
+        struct cmsghdr       cm;
+        u_char               data[CMSG_SPACE(sizeof(struct ucred))];
+    }                        control[NGX_CHAT_FANOUT_BATCH];
 #endif
 
     stranger = 0;
     pid = 0;
     who = 0;
 
-    for (i = 0; i < NGX_CHAT_FANOUT_READS; i++) {
+    for (i = 0; i < NGX_CHAT_FANOUT_READS; /* void */) {
 
-        ngx_memzero(&msg, sizeof(struct msghdr));
+        k = ngx_min(NGX_CHAT_FANOUT_BATCH, NGX_CHAT_FANOUT_READS - i);
 
-        iov.iov_base = buf;
-        iov.iov_len = sizeof(buf);
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
+        ngx_memzero(mm, k * sizeof(ngx_chat_fanout_mmsg_t));
+
+        for (n = 0; n < (ssize_t) k; n++) {
+            iov[n].iov_base = buf[n];
+            iov[n].iov_len = sizeof(buf[n]);
+            mm[n].msg_hdr.msg_iov = &iov[n];
+            mm[n].msg_hdr.msg_iovlen = 1;
 
 #if (NGX_CHAT_FANOUT_CREDS)
-        msg.msg_control = &control;
-        msg.msg_controllen = sizeof(control);
+            mm[n].msg_hdr.msg_control = &control[n];
+            mm[n].msg_hdr.msg_controllen = sizeof(control[n]);
 #endif
+        }
 
-        n = recvmsg(c->fd, &msg, 0);
+        /*
+         * one recvmmsg() takes every wake-up waiting: it stops at the
+         * first EAGAIN, so fewer than asked means the socket is empty
+         */
+
+#if (NGX_CHAT_FANOUT_MMSG)
+        n = recvmmsg(c->fd, mm, k, MSG_DONTWAIT, NULL);
+#else
+        n = recvmsg(c->fd, &mm[0].msg_hdr, 0);
+        n = (n == -1) ? -1 : 1;
+#endif
 
         if (n == -1) {
             err = ngx_socket_errno;
@@ -835,9 +925,20 @@ ngx_chat_fanout_read(ngx_connection_t *c)
         }
 
 #if (NGX_CHAT_FANOUT_CREDS)
-        if (!ngx_chat_fanout_from_worker(&msg, &pid)) {
-            stranger = 1;
-            who = pid;
+        for (k = 0; k < (ngx_uint_t) n; k++) {
+            if (!ngx_chat_fanout_from_worker(&mm[k].msg_hdr, &pid)) {
+                stranger = 1;
+                who = pid;
+            }
+        }
+#endif
+
+        i += n;
+
+#if (NGX_CHAT_FANOUT_MMSG)
+        if (i < NGX_CHAT_FANOUT_READS) {
+            c->read->ready = 0;
+            break;
         }
 #endif
     }
