@@ -195,6 +195,16 @@ ngx_chat_fanout_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
         ngx_add_timer(&fo[i].reap, NGX_CHAT_FANOUT_REAP);
     }
 
+    /*
+     * not a turn of the event loop yet: a posted wake-up would wait for
+     * the first event or timer
+     */
+
+    if (ngx_chat_fanout_waker.posted) {
+        ngx_delete_posted_event(&ngx_chat_fanout_waker);
+        ngx_chat_fanout_wake_handler(&ngx_chat_fanout_waker);
+    }
+
     return NGX_OK;
 }
 
