@@ -50,6 +50,17 @@
 #define NGX_CHAT_FANOUT_CREDS     1      /* who sent a datagram */
 #endif
 
+#if (NGX_LINUX && defined MSG_WAITFORONE)
+#define NGX_CHAT_FANOUT_MMSG      1      /* recvmmsg() */
+#define NGX_CHAT_FANOUT_BATCH     NGX_CHAT_FANOUT_READS
+typedef struct mmsghdr            ngx_chat_fanout_mmsg_t;
+#else
+#define NGX_CHAT_FANOUT_BATCH     1
+typedef struct {
+    struct msghdr                 msg_hdr;
+} ngx_chat_fanout_mmsg_t;
+#endif
+
 
 typedef struct {
     ngx_chat_buf_t            *buf;
@@ -63,6 +74,8 @@ typedef struct {
 
 
 static void ngx_chat_fanout_notify_handler(ngx_event_t *ev);
+static void ngx_chat_fanout_wake_handler(ngx_event_t *ev);
+static void ngx_chat_fanout_wake(ngx_chat_fanout_t *fo);
 static ngx_int_t ngx_chat_fanout_read(ngx_connection_t *c);
 #if (NGX_CHAT_FANOUT_CREDS)
 static ngx_uint_t ngx_chat_fanout_from_worker(struct msghdr *msg,
@@ -76,6 +89,12 @@ static void ngx_chat_fanout_room_free(ngx_chat_fanout_t *fo,
 static void ngx_chat_fanout_collect(void *data, uint64_t pos,
     ngx_chat_bus_entry_t *e);
 static void ngx_chat_fanout_drain(ngx_chat_fanout_t *fo);
+static ngx_uint_t ngx_chat_fanout_deliver(ngx_chat_member_t *m,
+    ngx_chat_fanout_pending_t *pd, ngx_uint_t n);
+static ngx_chat_buf_t *ngx_chat_fanout_batch(ngx_chat_fanout_pending_t *pd,
+    ngx_uint_t n);
+static void ngx_chat_fanout_observe(ngx_chat_fanout_t *fo,
+    ngx_chat_fanout_pending_t *pd, ngx_uint_t n, ngx_uint_t delivered);
 static void ngx_chat_fanout_lost(ngx_chat_fanout_t *fo, uint64_t lost);
 static ngx_int_t ngx_chat_fanout_socket(ngx_cycle_t *cycle);
 static ngx_int_t ngx_chat_fanout_bind(ngx_socket_t s, ngx_log_t *log);
@@ -89,6 +108,7 @@ static void ngx_chat_fanout_address(struct sockaddr_un *sun,
 static ngx_connection_t     *ngx_chat_fanout_conn;
 static ngx_chat_bus_name_t   ngx_chat_fanout_name;   /* its name */
 static ngx_event_t           ngx_chat_fanout_rest;   /* flooded: a timer */
+static ngx_event_t           ngx_chat_fanout_waker;  /* posted: wake-ups */
 static time_t                ngx_chat_fanout_logged;
 static ngx_array_t           ngx_chat_fanout_zones;  /* of ngx_chat_fanout_t */
 
@@ -181,6 +201,16 @@ ngx_chat_fanout_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
         ngx_add_timer(&fo[i].reap, NGX_CHAT_FANOUT_REAP);
     }
 
+    /*
+     * not a turn of the event loop yet: a posted wake-up would wait for
+     * the first event or timer
+     */
+
+    if (ngx_chat_fanout_waker.posted) {
+        ngx_delete_posted_event(&ngx_chat_fanout_waker);
+        ngx_chat_fanout_wake_handler(&ngx_chat_fanout_waker);
+    }
+
     return NGX_OK;
 }
 
@@ -259,6 +289,10 @@ ngx_chat_fanout_socket(ngx_cycle_t *cycle)
     ngx_chat_fanout_rest.data = c;
     ngx_chat_fanout_rest.log = cycle->log;
     ngx_chat_fanout_rest.cancelable = 1;
+
+    ngx_memzero(&ngx_chat_fanout_waker, sizeof(ngx_event_t));
+    ngx_chat_fanout_waker.handler = ngx_chat_fanout_wake_handler;
+    ngx_chat_fanout_waker.log = cycle->log;
 
     if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
         ngx_close_connection(c);
@@ -436,7 +470,11 @@ ngx_chat_fanout_exit_process(ngx_cycle_t *cycle)
         /* members still here leave: presence goes to the other workers */
 
         ngx_chat_shm_worker_detach(fo[i].zone);
-        ngx_chat_fanout_publish(&fo[i]);
+        ngx_chat_fanout_wake(&fo[i]);
+    }
+
+    if (ngx_chat_fanout_waker.posted) {
+        ngx_delete_posted_event(&ngx_chat_fanout_waker);
     }
 
     ngx_chat_fanout_zones.nelts = 0;
@@ -687,19 +725,75 @@ ngx_chat_fanout_remove(ngx_chat_fanout_t *fo, ngx_chat_member_t *m)
 }
 
 
+/*
+ * The other workers are woken once per turn of the event loop, not once
+ * per bus entry, and before this worker's own writes: the wake-up event
+ * goes to the head of the posted events, ahead of the flush that writes
+ * the local members (ngx_chat_ws.c), so that the other workers fan out in
+ * parallel with it, and with every entry of the turn at once (W1 closed
+ * loop: a worker woken at the first of several entries wrote every member
+ * twice).  The local members get the entries now: the sender's own copy
+ * must precede its ack in its queue.
+ */
+
 void
 ngx_chat_fanout_publish(ngx_chat_fanout_t *fo)
 {
+    if (fo->zone->bus.nnotify && !ngx_chat_fanout_waker.posted) {
+        ngx_chat_fanout_waker.posted = 1;
+        ngx_queue_insert_head(&ngx_posted_events,
+                              &ngx_chat_fanout_waker.queue);
+    }
+
+    ngx_chat_fanout_drain(fo);
+}
+
+
+static void
+ngx_chat_fanout_wake_handler(ngx_event_t *ev)
+{
+    ngx_uint_t          i;
+    ngx_chat_fanout_t  *fo;
+
+    fo = ngx_chat_fanout_zones.elts;
+
+    for (i = 0; i < ngx_chat_fanout_zones.nelts; i++) {
+        ngx_chat_fanout_wake(&fo[i]);
+    }
+}
+
+
+static void
+ngx_chat_fanout_wake(ngx_chat_fanout_t *fo)
+{
     ssize_t                 n;
-    ngx_uint_t              i;
+    ngx_uint_t              i, j;
     socklen_t               len;
     struct sockaddr_un      sun;
+    ngx_chat_bus_name_t    *name;
     ngx_chat_bus_reader_t  *bus;
 
     bus = &fo->zone->bus;
 
     for (i = 0; ngx_chat_fanout_conn && i < bus->nnotify; i++) {
-        ngx_chat_fanout_address(&sun, &len, &bus->notify[i]);
+        name = &bus->notify[i];
+
+        /* flagged again after it read the bus: one wake-up is enough */
+
+        for (j = 0; j < i; j++) {
+            if (bus->notify[j].len == name->len
+                && ngx_memcmp(bus->notify[j].data, name->data, name->len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        if (j < i) {
+            continue;
+        }
+
+        ngx_chat_fanout_address(&sun, &len, name);
 
         n = sendto(ngx_chat_fanout_conn->fd, "", 1, 0,
                    (struct sockaddr *) &sun, len);
@@ -715,13 +809,11 @@ ngx_chat_fanout_publish(ngx_chat_fanout_t *fo)
             ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log,
                            ngx_socket_errno,
                            "chat fanout: sendto \"@%*s\" failed",
-                           bus->notify[i].len, bus->notify[i].data);
+                           name->len, name->data);
         }
     }
 
     bus->nnotify = 0;
-
-    ngx_chat_fanout_drain(fo);
 }
 
 
@@ -782,39 +874,53 @@ ngx_chat_fanout_notify_handler(ngx_event_t *ev)
 static ngx_int_t
 ngx_chat_fanout_read(ngx_connection_t *c)
 {
-    u_char          buf[64];
-    ssize_t         n;
-    ngx_err_t       err;
-    ngx_pid_t       pid, who;
-    ngx_uint_t      i, stranger;
-    struct iovec    iov;
-    struct msghdr   msg;
+    u_char                   buf[NGX_CHAT_FANOUT_BATCH][8];
+    ssize_t                  n;
+    ngx_err_t                err;
+    ngx_pid_t                pid, who;
+    ngx_uint_t               i, k, stranger;
+    struct iovec             iov[NGX_CHAT_FANOUT_BATCH];
+    ngx_chat_fanout_mmsg_t   mm[NGX_CHAT_FANOUT_BATCH];
 #if (NGX_CHAT_FANOUT_CREDS)
     union {
-        struct cmsghdr  cm;
-        u_char          data[CMSG_SPACE(sizeof(struct ucred))];
-    }               control;
+        struct cmsghdr       cm;
+        u_char               data[CMSG_SPACE(sizeof(struct ucred))];
+    }                        control[NGX_CHAT_FANOUT_BATCH];
 #endif
 
     stranger = 0;
     pid = 0;
     who = 0;
 
-    for (i = 0; i < NGX_CHAT_FANOUT_READS; i++) {
+    for (i = 0; i < NGX_CHAT_FANOUT_READS; /* void */) {
 
-        ngx_memzero(&msg, sizeof(struct msghdr));
+        k = ngx_min(NGX_CHAT_FANOUT_BATCH, NGX_CHAT_FANOUT_READS - i);
 
-        iov.iov_base = buf;
-        iov.iov_len = sizeof(buf);
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
+        ngx_memzero(mm, k * sizeof(ngx_chat_fanout_mmsg_t));
+
+        for (n = 0; n < (ssize_t) k; n++) {
+            iov[n].iov_base = buf[n];
+            iov[n].iov_len = sizeof(buf[n]);
+            mm[n].msg_hdr.msg_iov = &iov[n];
+            mm[n].msg_hdr.msg_iovlen = 1;
 
 #if (NGX_CHAT_FANOUT_CREDS)
-        msg.msg_control = &control;
-        msg.msg_controllen = sizeof(control);
+            mm[n].msg_hdr.msg_control = &control[n];
+            mm[n].msg_hdr.msg_controllen = sizeof(control[n]);
 #endif
+        }
 
-        n = recvmsg(c->fd, &msg, 0);
+        /*
+         * one recvmmsg() takes every wake-up waiting: it stops at the
+         * first EAGAIN, so fewer than asked means the socket is empty
+         */
+
+#if (NGX_CHAT_FANOUT_MMSG)
+        n = recvmmsg(c->fd, mm, k, MSG_DONTWAIT, NULL);
+#else
+        n = recvmsg(c->fd, &mm[0].msg_hdr, 0);
+        n = (n == -1) ? -1 : 1;
+#endif
 
         if (n == -1) {
             err = ngx_socket_errno;
@@ -835,9 +941,20 @@ ngx_chat_fanout_read(ngx_connection_t *c)
         }
 
 #if (NGX_CHAT_FANOUT_CREDS)
-        if (!ngx_chat_fanout_from_worker(&msg, &pid)) {
-            stranger = 1;
-            who = pid;
+        for (k = 0; k < (ngx_uint_t) n; k++) {
+            if (!ngx_chat_fanout_from_worker(&mm[k].msg_hdr, &pid)) {
+                stranger = 1;
+                who = pid;
+            }
+        }
+#endif
+
+        i += n;
+
+#if (NGX_CHAT_FANOUT_MMSG)
+        if (i < NGX_CHAT_FANOUT_READS) {
+            c->read->ready = 0;
+            break;
         }
 #endif
     }
@@ -984,13 +1101,30 @@ ngx_chat_fanout_collect(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
 }
 
 
+/*
+ * Entries are delivered in runs: consecutive entries of one room.  A run of
+ * several messages (a closed-loop sender, a busy room: what one turn of the
+ * event loop brought) is copied once into one buffer of all its frames,
+ * and that buffer is what most members get: one queue slot and one
+ * contiguous send() per member per turn, however many messages, instead of
+ * one slot per message (a queue that outgrew its inline slots was an
+ * allocation per member and turn: W1 closed loop, 7 frames per member) and
+ * a writev() of as many pieces.  The first recipients are not held back:
+ * it is still this turn's flush that writes them.  A member that needs the
+ * frames one by one gets them one by one: one whose live stream starts
+ * inside the run, one held for its history from storage, a
+ * permessage-deflate one (each message is compressed on its own), and a
+ * run with presence events (not sent to the user they are about).
+ */
+
 static void
 ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
 {
-    uint64_t                    lost, now;
-    ngx_uint_t                  i, out, sent;
+    uint64_t                    lost;
+    ngx_uint_t                  i, j, out, sent;
     ngx_queue_t                *q;
     ngx_chat_ws_t              *ws;
+    ngx_chat_buf_t             *batch;
     ngx_chat_member_t          *m;
     ngx_chat_local_room_t      *room;
     ngx_chat_fanout_pending_t  *pd;
@@ -1016,9 +1150,19 @@ ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
                    "chat fanout: %ui entries of \"%V\" to deliver",
                    fo->pending.nelts, &fo->zone->name);
 
-    for (i = 0; i < fo->pending.nelts; i++) {
+    for (i = 0; i < fo->pending.nelts; i = j) {
 
         room = pd[i].room;
+
+        for (j = i + 1;
+             j < fo->pending.nelts && pd[j].room == room;
+             j++)
+        {
+            /* void */
+        }
+
+        batch = (j - i > 1) ? ngx_chat_fanout_batch(pd + i, j - i) : NULL;
+
         sent = out;
 
         for (q = ngx_queue_head(&room->members);
@@ -1028,14 +1172,31 @@ ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
             m = ngx_queue_data(q, ngx_chat_member_t, queue);
             ws = m->ws;
 
+            if (j - i > 1) {
+                if (batch && !m->hold && !ws->deflate
+                    && pd[i].pos >= m->start)
+                {
+                    if (ngx_chat_ws_send_buf(ws, batch) == NGX_OK) {
+                        out += j - i;
+                    }
+
+                } else {
+                    out += ngx_chat_fanout_deliver(m, pd + i, j - i);
+                }
+
+                continue;
+            }
+
+            /* one entry (the common case at low rates): as in deliver() */
+
             if (pd[i].pos < m->start) {
                 continue;
             }
 
             if (pd[i].kind == NGX_CHAT_BUS_PRESENCE
                 && ws->user.len == pd[i].user.len
-                && ngx_memcmp(ws->user.data, pd[i].user.data,
-                              ws->user.len) == 0)
+                && ngx_memcmp(ws->user.data, pd[i].user.data, ws->user.len)
+                   == 0)
             {
                 continue;
             }
@@ -1056,17 +1217,11 @@ ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
             }
         }
 
-        ngx_chat_buf_release(pd[i].buf);
-
-        /* delivery lag: once per message and worker, after its last member */
-
-        if (out != sent && pd[i].accepted) {
-            now = ngx_chat_bus_clock();
-
-            ngx_chat_shm_observe(fo->zone, NGX_CHAT_SHM_LAG,
-                                 now > pd[i].accepted
-                                 ? now - pd[i].accepted : 0);
+        if (batch) {
+            ngx_chat_buf_release(batch);
         }
+
+        ngx_chat_fanout_observe(fo, pd + i, j - i, out != sent);
     }
 
     fo->pending.nelts = 0;
@@ -1077,6 +1232,121 @@ ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
 
     if (fo->tap_flush) {
         fo->tap_flush(fo->tap_data);
+    }
+}
+
+
+/* the entries of a run one by one, to one member: how many messages went */
+
+static ngx_uint_t
+ngx_chat_fanout_deliver(ngx_chat_member_t *m, ngx_chat_fanout_pending_t *pd,
+    ngx_uint_t n)
+{
+    ngx_uint_t      k, out;
+    ngx_chat_ws_t  *ws;
+
+    ws = m->ws;
+    out = 0;
+
+    for (k = 0; k < n; k++) {
+
+        if (pd[k].pos < m->start) {
+            continue;
+        }
+
+        if (pd[k].kind == NGX_CHAT_BUS_PRESENCE
+            && ws->user.len == pd[k].user.len
+            && ngx_memcmp(ws->user.data, pd[k].user.data, ws->user.len) == 0)
+        {
+            continue;
+        }
+
+        if (m->hold) {
+            if (ngx_chat_fanout_hold(m, &pd[k]) != NGX_OK) {
+                ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_POLICY,
+                                  "send buffer full");
+            }
+
+            continue;
+        }
+
+        if (ngx_chat_ws_send_buf(ws, pd[k].buf) == NGX_OK
+            && pd[k].kind == NGX_CHAT_BUS_MESSAGE)
+        {
+            out++;
+        }
+    }
+
+    return out;
+}
+
+
+/*
+ * The frames of a run of messages in one buffer (its one reference is the
+ * caller's), or NULL: a run with a presence event, or no memory (the
+ * members then get the frames one by one)
+ */
+
+static ngx_chat_buf_t *
+ngx_chat_fanout_batch(ngx_chat_fanout_pending_t *pd, ngx_uint_t n)
+{
+    u_char          *p;
+    size_t           len;
+    ngx_uint_t       k;
+    ngx_chat_buf_t  *b;
+
+    len = 0;
+
+    for (k = 0; k < n; k++) {
+        if (pd[k].kind != NGX_CHAT_BUS_MESSAGE) {
+            return NULL;
+        }
+
+        len += pd[k].buf->len;
+    }
+
+    b = ngx_chat_buf_alloc(len, ngx_cycle->log);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    p = b->data;
+
+    for (k = 0; k < n; k++) {
+        p = ngx_cpymem(p, pd[k].buf->data, pd[k].buf->len);
+    }
+
+    return b;
+}
+
+
+/*
+ * Delivery lag, once per message and worker, after its last member; the
+ * run's buffers are released
+ */
+
+static void
+ngx_chat_fanout_observe(ngx_chat_fanout_t *fo, ngx_chat_fanout_pending_t *pd,
+    ngx_uint_t n, ngx_uint_t delivered)
+{
+    uint64_t    now;
+    ngx_uint_t  k;
+
+    now = 0;
+
+    for (k = 0; k < n; k++) {
+
+        if (delivered && pd[k].accepted) {
+            if (now == 0) {
+                now = ngx_chat_bus_clock();
+            }
+
+            ngx_chat_shm_observe(fo->zone, NGX_CHAT_SHM_LAG,
+                                 now > pd[k].accepted
+                                 ? now - pd[k].accepted : 0);
+        }
+
+        ngx_chat_buf_release(pd[k].buf);
     }
 }
 

@@ -22,8 +22,10 @@
  * local rooms.  A message is written once to the zone's bus; the writer
  * wakes the other workers with a one-byte datagram on their notification
  * socket (at most one pending per worker: the bus's wake-up flags coalesce
- * wake-ups), and each worker copies each new entry whose room it has local
- * members in once, then queues that one buffer to every local member.
+ * wake-ups; and one per turn of the writer's event loop, sent before its
+ * own members are written), and each worker copies each new entry whose
+ * room it has local members in once, then queues that one buffer to every
+ * local member.
  *
  * A layer above may watch every bus entry this worker reads through a tap
  * (the relay does, in the worker that relays): entry is called for each

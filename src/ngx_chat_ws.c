@@ -120,8 +120,9 @@ ngx_chat_ws_abort(ngx_chat_ws_t *ws)
 ngx_int_t
 ngx_chat_ws_start(ngx_chat_ws_t *ws)
 {
-    ngx_connection_t    *c;
-    ngx_http_request_t  *r;
+    ngx_connection_t          *c;
+    ngx_http_request_t        *r;
+    ngx_http_core_loc_conf_t  *clcf;
 
     r = ws->request;
     c = ws->connection;
@@ -144,6 +145,20 @@ ngx_chat_ws_start(ngx_chat_ws_t *ws)
 
     if (c->write->timer_set) {
         ngx_del_timer(c->write);
+    }
+
+    /*
+     * frames go out as they are written: with Nagle's algorithm, a frame
+     * written while the previous one is unacknowledged waits for the
+     * client's delayed ACK, up to 40 ms (W1 and W2 p99, bench/compare);
+     * "tcp_nodelay off;" keeps it, as for nginx's proxied WebSockets
+     */
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->tcp_nodelay) {
+        /* a failure is logged; the connection works all the same */
+        (void) ngx_tcp_nodelay(c);
     }
 
     /* the rest once nginx is done with the request: see the start handler */
