@@ -81,6 +81,7 @@
 #include "ngx_chat_remote.h"
 #include "ngx_chat_redis.h"
 #include "ngx_chat_fanout.h"
+#include "ngx_chat_store.h"
 #include "ngx_chat_relay.h"
 
 
@@ -239,6 +240,9 @@ static void ngx_chat_relay_subscribe(ngx_chat_relay_t *rl,
 static void ngx_chat_relay_subscribed(ngx_chat_redis_t *rc,
     redisReply *reply, void *data);
 static void ngx_chat_relay_heartbeat(ngx_event_t *ev);
+static void ngx_chat_relay_expire(ngx_chat_relay_t *rl);
+static void ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows,
+    void *data);
 static void ngx_chat_relay_kick_out(ngx_chat_relay_t *rl, uint64_t pos,
     ngx_str_t *user);
 static ngx_int_t ngx_chat_relay_kick_parse(ngx_str_t *arg,
@@ -1136,7 +1140,7 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
      * while nobody here subscribed is a hole their rings know of)
      */
 
-    (void) ngx_chat_remote_expire(ctx, 0, 1);
+    (void) ngx_chat_remote_expire(ctx, 0, 1, NULL);
 
     ngx_chat_remote_unfollow_empty(ctx);
     ngx_chat_relay_rooms_unsub_clear(rl);
@@ -2057,14 +2061,166 @@ ngx_chat_relay_republish(ngx_chat_relay_t *rl, ngx_str_t *room,
 }
 
 
+/*
+ * Servers not heard of for NGX_CHAT_RELAY_EXPIRE are dropped (their users
+ * leave the rooms).  What such a server committed and never got
+ * published (its relay queue died with it, Redis being down) is in
+ * storage: for each room where we had its messages, the rows after the
+ * newest we had are read, and those of its tag we never had are
+ * delivered, as a republish would be (ngx_chat_remote_message()), once
+ * each.  Meanwhile a history reply leaves them out (they are pending).
+ */
+
+typedef struct {
+    ngx_chat_relay_t          *rl;
+    ngx_str_t                  room;
+    uint64_t                   tag;
+    uint64_t                   high;
+} ngx_chat_relay_catchup_t;
+
+
+static void
+ngx_chat_relay_expire(ngx_chat_relay_t *rl)
+{
+    u_char                    *p;
+    ngx_str_t                  id;
+    ngx_uint_t                 i, n;
+    ngx_pool_t                *pool;
+    ngx_array_t                gone;
+    ngx_chat_remote_gone_t    *g;
+    ngx_chat_relay_catchup_t  *cu;
+    u_char                     buf[NGX_CHAT_ID_LEN];
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        return;
+    }
+
+    if (ngx_array_init(&gone, pool, 4, sizeof(ngx_chat_remote_gone_t))
+        != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return;
+    }
+
+    n = ngx_chat_remote_expire(rl->ctx, NGX_CHAT_RELAY_EXPIRE, 0,
+                               ngx_chat_store_enabled() ? &gone : NULL);
+
+    if (n) {
+        ngx_chat_fanout_publish(rl->fo);
+    }
+
+    g = gone.elts;
+
+    for (i = 0; i < gone.nelts; i++) {
+        cu = ngx_alloc(sizeof(ngx_chat_relay_catchup_t) + g[i].room.len,
+                       ngx_cycle->log);
+        if (cu == NULL) {
+            break;
+        }
+
+        cu->rl = rl;
+        cu->tag = g[i].tag;
+        cu->high = g[i].high;
+        cu->room.data = (u_char *) (cu + 1);
+        cu->room.len = g[i].room.len;
+        ngx_memcpy(cu->room.data, g[i].room.data, g[i].room.len);
+
+        p = ngx_sprintf(buf, "%uL-%012xL", g[i].high, g[i].tag);
+        id.data = buf;
+        id.len = p - buf;
+
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "chat relay: \"%V\" after %V from storage",
+                       &cu->room, &id);
+
+        if (ngx_chat_store_history(NGX_CHAT_STORE_SINCE, &rl->ctx->name,
+                                   &cu->room, &id, NGX_CHAT_MAX_HISTORY,
+                                   ngx_chat_relay_catchup_done, cu)
+            != NGX_OK)
+        {
+            ngx_free(cu);
+        }
+    }
+
+    ngx_destroy_pool(pool);
+}
+
+
+static void
+ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows, void *data)
+{
+    ngx_chat_relay_catchup_t *cu = data;
+
+    u_char                *json;
+    size_t                 len;
+    uint64_t               num, tag;
+    ngx_int_t              i;
+    ngx_uint_t             n;
+    ngx_chat_relay_t      *rl;
+    ngx_chat_store_row_t  *r;
+
+    rl = cu->rl;
+    n = 0;
+
+    if (rows == NULL) {
+        /* failed (a read waits for PostgreSQL 10 s at most) */
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat: what a server gone may have left unpublished "
+                      "in \"%V\" could not be read from storage", &cu->room);
+        goto done;
+    }
+
+    /* newest first: delivered oldest first */
+
+    for (i = (ngx_int_t) rows->n - 1; i >= 0; i--) {
+        r = &rows->rows[i];
+
+        if (ngx_chat_remote_id_parse(&r->id, &num, &tag) != NGX_OK
+            || tag != cu->tag || num <= cu->high)
+        {
+            continue;
+        }
+
+        len = ngx_chat_wire_message_len(&cu->room, &r->id, &r->user,
+                                        &r->content, r->ts.len);
+
+        json = ngx_alloc(len, ngx_cycle->log);
+        if (json == NULL) {
+            break;
+        }
+
+        len = ngx_chat_wire_message(json, &cu->room, &r->id, &r->user,
+                                    &r->content, &r->ts)
+              - json;
+
+        if (ngx_chat_remote_message(rl->ctx, &cu->room, &r->id, json, len, 1)
+            == NGX_OK)
+        {
+            n++;
+        }
+
+        ngx_free(json);
+    }
+
+    if (n) {
+        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
+                      "chat: %ui messages of a server gone delivered from "
+                      "storage in \"%V\"", n, &cu->room);
+
+        ngx_chat_fanout_publish(rl->fo);
+    }
+
+done:
+
+    ngx_free(cu);
+}
+
+
 static void
 ngx_chat_relay_heartbeat(ngx_event_t *ev)
 {
     ngx_chat_relay_t *rl = ev->data;
-
-    ngx_chat_shm_ctx_t  *ctx;
-
-    ctx = rl->ctx;
 
     (void) ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, 0, NULL, 'H', NULL,
                                 NULL);
@@ -2097,10 +2253,8 @@ ngx_chat_relay_heartbeat(ngx_event_t *ev)
 
     /* while we hear nothing ourselves, nobody is declared dead */
 
-    if (rl->sub_up
-        && ngx_chat_remote_expire(ctx, NGX_CHAT_RELAY_EXPIRE, 0))
-    {
-        ngx_chat_fanout_publish(rl->fo);
+    if (rl->sub_up) {
+        ngx_chat_relay_expire(rl);
     }
 
     ngx_chat_relay_flush(rl);

@@ -30,8 +30,6 @@ static ngx_int_t ngx_chat_remote_server_slot(ngx_chat_shm_ctx_t *ctx,
 static ngx_chat_shm_mark_t *ngx_chat_remote_mark(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, uint64_t tag, ngx_uint_t create);
 static uint64_t ngx_chat_remote_key(uint64_t num, uint64_t tag);
-static ngx_uint_t ngx_chat_remote_alive(ngx_chat_shm_ctx_t *ctx,
-    uint64_t tag);
 static ngx_uint_t ngx_chat_remote_ours(ngx_chat_shm_room_t *room,
     ngx_chat_shm_mark_t *m, uint64_t num);
 static ngx_uint_t ngx_chat_remote_seen_has(ngx_chat_shm_seen_t *seen,
@@ -267,9 +265,70 @@ ngx_chat_remote_seen(ngx_chat_shm_ctx_t *ctx, uint64_t server)
 }
 
 
+/*
+ * A server not heard of any more (reaped by ngx_chat_remote_expire()):
+ * for each followed room with a mark of its tag, what we have of it (the
+ * room and the number), so that the relay reads from storage what that
+ * server committed and never got published (its queue died with it while
+ * Redis was down).  Locked.
+ */
+
+static void
+ngx_chat_remote_gone(ngx_chat_shm_ctx_t *ctx, uint64_t tag,
+    ngx_array_t *gone)
+{
+    u_char               *p;
+    ngx_chat_shm_t       *sh;
+    ngx_rbtree_node_t    *node;
+    ngx_chat_shm_mark_t  *m;
+    ngx_chat_shm_room_t  *room;
+    ngx_chat_remote_gone_t  *g;
+
+    sh = ctx->sh;
+
+    if (gone == NULL || sh->rooms.root == sh->rooms.sentinel) {
+        return;
+    }
+
+    for (node = ngx_rbtree_min(sh->rooms.root, sh->rooms.sentinel);
+         node;
+         node = ngx_rbtree_next(&sh->rooms, node))
+    {
+        room = (ngx_chat_shm_room_t *) node;
+
+        if (!room->followed || room->nmarks == 0) {
+            continue;
+        }
+
+        m = ngx_chat_remote_mark(ctx, room, tag, 0);
+
+        if (m == NULL || m->high == 0) {
+            continue;
+        }
+
+        g = ngx_array_push(gone);
+        if (g == NULL) {
+            return;
+        }
+
+        p = ngx_pnalloc(gone->pool, room->name.len);
+        if (p == NULL) {
+            gone->nelts--;
+            return;
+        }
+
+        ngx_memcpy(p, room->name.data, room->name.len);
+        g->room.data = p;
+        g->room.len = room->name.len;
+        g->tag = tag;
+        g->high = m->high;
+    }
+}
+
+
 ngx_uint_t
 ngx_chat_remote_expire(ngx_chat_shm_ctx_t *ctx, ngx_msec_t timeout,
-    ngx_uint_t touch_all)
+    ngx_uint_t touch_all, ngx_array_t *gone)
 {
     ngx_uint_t       i, n;
     ngx_chat_shm_t  *sh;
@@ -295,6 +354,9 @@ ngx_chat_remote_expire(ngx_chat_shm_ctx_t *ctx, ngx_msec_t timeout,
             ngx_chat_shm_reap_slot(ctx, NGX_CHAT_REMOTE_SLOT + i);
             sh->servers[i].active = 0;
             n++;
+
+            ngx_chat_remote_gone(ctx, sh->servers[i].id & 0xffffffffffffULL,
+                                 gone);
         }
     }
 
@@ -443,28 +505,6 @@ ngx_chat_remote_key(uint64_t num, uint64_t tag)
     k ^= k >> 31;
 
     return k ? k : 1;
-}
-
-
-/* a sender's tag is of a server heard of lately; locked */
-
-static ngx_uint_t
-ngx_chat_remote_alive(ngx_chat_shm_ctx_t *ctx, uint64_t tag)
-{
-    ngx_uint_t       i;
-    ngx_chat_shm_t  *sh;
-
-    sh = ctx->sh;
-
-    for (i = 0; i < NGX_CHAT_MAX_SERVERS; i++) {
-        if (sh->servers[i].active
-            && (sh->servers[i].id & 0xffffffffffffULL) == tag)
-        {
-            return 1;
-        }
-    }
-
-    return 0;
 }
 
 
@@ -1140,13 +1180,12 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         if (ngx_chat_remote_id_parse(ids[i], &num, &tag) != NGX_OK
             || tag == own
             || num <= room->follow_num
-            || num < recent
-            || !ngx_chat_remote_alive(ctx, tag))
+            || num < recent)
         {
             /*
-             * history: from before the follow, older than a copy can
-             * still come, or of a sender not heard of now (gone for good:
-             * its copy will never come)
+             * history: from before the follow, or older than a copy can
+             * still come (from the sender, or, when it is gone, from
+             * storage: ngx_chat_remote_gone())
              */
             continue;
         }

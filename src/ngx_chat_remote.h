@@ -57,6 +57,16 @@ void ngx_chat_remote_count_dropped(ngx_chat_shm_ctx_t *ctx);
 /* a payload from Redis that failed validation; no lock taken */
 void ngx_chat_remote_count_invalid(ngx_chat_shm_ctx_t *ctx);
 
+/*
+ * A server reaped by ngx_chat_remote_expire(): in "gone" (when not NULL),
+ * one of these per followed room with a mark of it
+ */
+typedef struct {
+    ngx_str_t                  room;
+    uint64_t                   tag;
+    uint64_t                   high;      /* its newest delivered here */
+} ngx_chat_remote_gone_t;
+
 /* "<number>-<tag>": NGX_OK with both, or NGX_ERROR */
 ngx_int_t ngx_chat_remote_id_parse(ngx_str_t *id, uint64_t *num,
     uint64_t *tag);
@@ -108,7 +118,7 @@ void ngx_chat_remote_seen(ngx_chat_shm_ctx_t *ctx, uint64_t server);
  * were dropped.
  */
 ngx_uint_t ngx_chat_remote_expire(ngx_chat_shm_ctx_t *ctx,
-    ngx_msec_t timeout, ngx_uint_t touch_all);
+    ngx_msec_t timeout, ngx_uint_t touch_all, ngx_array_t *gone);
 
 /* the rooms with members here, copied into an array of ngx_str_t */
 ngx_array_t *ngx_chat_remote_local_rooms(ngx_chat_shm_ctx_t *ctx,

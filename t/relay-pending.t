@@ -28,7 +28,7 @@ plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
     unless Test::Chat::Pg->available;
 
-plan tests => 11;
+plan tests => 14;
 
 my $SID = '00000000deadbeef';
 my $TAG = '0000deadbeef';
@@ -167,10 +167,37 @@ is(scalar(() = $s5 =~ /b$n2/g), 1, "m5 has the known server's message once")
     or diag($s5);
 like($s5, qr/ m:b$n2$/, '... live');
 
+# --- a server gone with messages it committed and never published ---------
+#
+# the made-up server stores two more (committed: acked to its sender) and
+# falls silent, its relay queue lost with it while Redis was down; once
+# it is dropped (7 s without a word) this server reads them from storage
+# and delivers them, once, to every member here
+
+got($m1);    # what came before
+$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID H");
+store($T + 4000);
+store($T + 5000);
+my $m6 = member('m6', history => 10);
+my $s6 = got($m6);
+unlike($s6, qr/n@{[ $T + 4000 ]}/,
+       'a join meanwhile: not in its history (they will come live)');
+my $live = '';
+my $end = now() + 15;
+while (now() < $end && $live !~ /n@{[ $T + 5000 ]}/) {
+    my $m = $m1->recv_json(1) or next;
+    $live .= " $m->{content}" if $m->{type} eq 'message';
+}
+$live .= ' ' . got($m1);
+is(join(' ', grep { length } split / /, $live), c(4000) . ' ' . c(5000),
+   'm1 gets them live once the server is dropped (old: never)');
+$s6 .= ' ' . got($m6);
+is(scalar(() = $s6 =~ /n@{[ $T + 4000 ]}/g), 1, 'm6 too, once');
+
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);
 
-$_->disconnect for $m1, $m2, $m3, $m4, $m5;
+$_->disconnect for $m1, $m2, $m3, $m4, $m5, $m6;
 $t->stop;
 $redis->stop;
 $pg->stop;
