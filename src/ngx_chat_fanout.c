@@ -1172,49 +1172,15 @@ ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
             m = ngx_queue_data(q, ngx_chat_member_t, queue);
             ws = m->ws;
 
-            if (j - i > 1) {
-                if (batch && !m->hold && !ws->deflate
-                    && pd[i].pos >= m->start)
-                {
-                    if (ngx_chat_ws_send_buf(ws, batch) == NGX_OK) {
-                        out += j - i;
-                    }
-
-                } else {
-                    out += ngx_chat_fanout_deliver(m, pd + i, j - i);
+            if (batch && !m->hold && !ws->deflate && pd[i].pos >= m->start) {
+                if (ngx_chat_ws_send_buf(ws, batch) == NGX_OK) {
+                    out += j - i;
                 }
 
                 continue;
             }
 
-            /* one entry (the common case at low rates): as in deliver() */
-
-            if (pd[i].pos < m->start) {
-                continue;
-            }
-
-            if (pd[i].kind == NGX_CHAT_BUS_PRESENCE
-                && ws->user.len == pd[i].user.len
-                && ngx_memcmp(ws->user.data, pd[i].user.data, ws->user.len)
-                   == 0)
-            {
-                continue;
-            }
-
-            if (m->hold) {
-                if (ngx_chat_fanout_hold(m, &pd[i]) != NGX_OK) {
-                    ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_POLICY,
-                                      "send buffer full");
-                }
-
-                continue;
-            }
-
-            if (ngx_chat_ws_send_buf(ws, pd[i].buf) == NGX_OK
-                && pd[i].kind == NGX_CHAT_BUS_MESSAGE)
-            {
-                out++;
-            }
+            out += ngx_chat_fanout_deliver(m, pd + i, j - i);
         }
 
         if (batch) {
