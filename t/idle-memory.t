@@ -191,7 +191,7 @@ $alice->wait_eof(3);
 $bob->disconnect;
 
 my $closed = $t->wait_for_log(qr/chat: client closed connection/,
-                              since => $mark);
+                              since => $mark, timeout => 10);
 like($closed || '', qr/client: 127\.0\.0\.1, server: /,
      'a log line after the upgrade names the client and server');
 
