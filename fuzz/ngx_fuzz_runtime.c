@@ -47,6 +47,14 @@ uint32_t                  *ngx_crc32_table_short;
  */
 ngx_module_t               ngx_chat_module;
 
+/*
+ * and nginx's core module (ngx_chat_ws.c reads tcp_nodelay from its
+ * location configuration) has ctx_index 1: the second slot, a zeroed
+ * configuration (tcp_nodelay off: the harness's sockets are not TCP)
+ */
+ngx_module_t               ngx_http_core_module = { .ctx_index = 1 };
+ngx_http_core_loc_conf_t   ngx_fuzz_core_loc_conf;
+
 static ngx_time_t          ngx_fuzz_time;
 static ngx_rbtree_node_t   ngx_fuzz_timer_sentinel;
 static uint32_t            ngx_fuzz_crc32_nibbles[16];
@@ -1641,6 +1649,18 @@ ngx_http_free_request(ngx_http_request_t *r, ngx_int_t rc)
     pool = r->pool;
     r->pool = NULL;
     ngx_destroy_pool(pool);
+}
+
+
+/*
+ * tcp_nodelay is off in the harness's core configuration: never called
+ * (weak: the Redis harness has its own)
+ */
+
+__attribute__((weak)) ngx_int_t
+ngx_tcp_nodelay(ngx_connection_t *c)
+{
+    return NGX_OK;
 }
 
 

@@ -91,5 +91,10 @@ extern ngx_connection_t  *ngx_fuzz_last_connection;
 /* how many ngx_close_connection() closed */
 extern ngx_uint_t         ngx_fuzz_connections_closed;
 
+#ifdef _NGX_HTTP_H_INCLUDED_
+/* the core module's location configuration of the harness's requests */
+extern ngx_http_core_loc_conf_t  ngx_fuzz_core_loc_conf;
+#endif
+
 
 #endif /* _NGX_FUZZ_RUNTIME_H_INCLUDED_ */

@@ -1884,12 +1884,13 @@ conn_open(fconn_t *fc, u_char *data, size_t len)
 
     /* one slot each: ngx_chat_module's ctx_index is 0 here */
     r->ctx = ngx_pcalloc(pool, sizeof(void *));
-    r->loc_conf = ngx_pcalloc(pool, sizeof(void *));
+    r->loc_conf = ngx_pcalloc(pool, 2 * sizeof(void *));
     r->header_in = ngx_calloc_buf(pool);
     r->http_connection = ngx_pcalloc(c->pool, sizeof(ngx_http_connection_t));
     ASSERT(r->ctx && r->loc_conf && r->header_in && r->http_connection);
 
     r->loc_conf[ngx_chat_module.ctx_index] = fc->conf;
+    r->loc_conf[ngx_http_core_module.ctx_index] = &ngx_fuzz_core_loc_conf;
 
     r->headers_in.headers.part.elts = fheaders;
     r->headers_in.headers.part.nelts = sizeof(fheaders) / sizeof(fheaders[0]);
@@ -2065,6 +2066,9 @@ pump(void)
 
     for (round = 0; round < 1000; round++) {
         progress = 0;
+
+        /* a turn of the loop runs the posted wake-up of the other worker */
+        ngx_chat_fanout_wake_posted();
 
         if (!fpaused && notify_pending()) {
             fnotify->read->handler(fnotify->read);
@@ -3325,8 +3329,11 @@ step_end(void)
 
     /*
      * The events posted are not run: the flush event's writes were played
-     * above (queue_consume()), the read events' by client_send()
+     * above (queue_consume()), the read events' by client_send(); the
+     * other workers' wake-up is sent (the loop would send it now)
      */
+
+    ngx_chat_fanout_wake_posted();
 
     while (!ngx_queue_empty(&ngx_posted_events)) {
         q = ngx_queue_head(&ngx_posted_events);

@@ -984,12 +984,13 @@ conn_open(fconn_t *fc)
     r->http_version = NGX_HTTP_VERSION_11;
 
     r->ctx = ngx_pcalloc(pool, sizeof(void *));
-    r->loc_conf = ngx_pcalloc(pool, sizeof(void *));
+    r->loc_conf = ngx_pcalloc(pool, 2 * sizeof(void *));
     r->header_in = ngx_calloc_buf(pool);
     r->http_connection = ngx_pcalloc(c->pool, sizeof(ngx_http_connection_t));
     ASSERT(r->ctx && r->loc_conf && r->header_in && r->http_connection);
 
     r->loc_conf[ngx_chat_module.ctx_index] = fc->conf;
+    r->loc_conf[ngx_http_core_module.ctx_index] = &ngx_fuzz_core_loc_conf;
 
     r->headers_in.headers.part.elts = fheaders;
     r->headers_in.headers.part.nelts = sizeof(fheaders) / sizeof(fheaders[0]);

@@ -200,12 +200,21 @@ ngx_chat_fanout_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
      * the first event or timer
      */
 
+    ngx_chat_fanout_wake_posted();
+
+    return NGX_OK;
+}
+
+
+/* the wake-up posted for this turn, sent now (not waiting for the loop) */
+
+void
+ngx_chat_fanout_wake_posted(void)
+{
     if (ngx_chat_fanout_waker.posted) {
         ngx_delete_posted_event(&ngx_chat_fanout_waker);
         ngx_chat_fanout_wake_handler(&ngx_chat_fanout_waker);
     }
-
-    return NGX_OK;
 }
 
 

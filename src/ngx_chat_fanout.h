@@ -105,6 +105,9 @@ void ngx_chat_fanout_start(ngx_chat_member_t *m, uint64_t pos);
 void ngx_chat_fanout_release(ngx_chat_fanout_t *fo, ngx_chat_member_t *m);
 
 /* wakes the workers the last zone operations flagged, and reads the bus */
+/* the other workers' wake-up posted for this turn, sent at once */
+void ngx_chat_fanout_wake_posted(void);
+
 void ngx_chat_fanout_publish(ngx_chat_fanout_t *fo);
 
 
