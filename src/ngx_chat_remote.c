@@ -31,7 +31,7 @@ static ngx_chat_shm_mark_t *ngx_chat_remote_mark(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, uint64_t tag, ngx_uint_t create);
 static uint64_t ngx_chat_remote_key(uint64_t num, uint64_t tag);
 static ngx_uint_t ngx_chat_remote_ours(ngx_chat_shm_room_t *room,
-    ngx_chat_shm_mark_t *m, uint64_t num);
+    uint64_t num);
 static ngx_uint_t ngx_chat_remote_seen_has(ngx_chat_shm_seen_t *seen,
     uint64_t key);
 static void ngx_chat_remote_seen_add(ngx_chat_shm_ctx_t *ctx,
@@ -516,8 +516,7 @@ ngx_chat_remote_key(uint64_t num, uint64_t tag)
  */
 
 static ngx_uint_t
-ngx_chat_remote_ours(ngx_chat_shm_room_t *room, ngx_chat_shm_mark_t *m,
-    uint64_t num)
+ngx_chat_remote_ours(ngx_chat_shm_room_t *room, uint64_t num)
 {
     return num > room->follow_num;
 }
@@ -1071,7 +1070,7 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
                || (room->seen
                    && ngx_chat_remote_seen_has(room->seen,
                                                ngx_chat_remote_key(num, tag)))
-               || (republished && !ngx_chat_remote_ours(room, m, num))
+               || (republished && !ngx_chat_remote_ours(room, num))
                || (room->seen == NULL && !republished && num <= m->high))
     {
         /*
@@ -1179,7 +1178,7 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     for (i = 0; i < n; i++) {
         if (ngx_chat_remote_id_parse(ids[i], &num, &tag) != NGX_OK
             || tag == own
-            || num <= room->follow_num
+            || !ngx_chat_remote_ours(room, num)
             || num < recent)
         {
             /*

@@ -274,9 +274,9 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
     ngx_str_t *id, ngx_uint_t limit, ngx_chat_store_read_pt handler,
     void *data)
 {
+    int                     i, n;
     u_char                 *p;
     size_t                  size;
-    ngx_int_t               i;
     ngx_str_t               v[4];
     ngx_chat_store_t       *st;
     ngx_chat_store_read_t  *rd;
@@ -288,32 +288,25 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
         return NGX_DECLINED;
     }
 
-    /*
-     * one read per connection at a time (the protocol and the API make
-     * them in turn): a worker never has more waiting than connections
-     */
-
-    if (st->nwaiting >= (ngx_uint_t) ngx_cycle->connection_n) {
+    if (ngx_chat_store_reads_full()) {
         return NGX_BUSY;
     }
+
+    n = (mode == NGX_CHAT_STORE_LAST) ? 3 : 4;
 
     v[0] = *zone;
     v[1] = *room;
 
-    if (mode == NGX_CHAT_STORE_LAST) {
-        i = 3;
-
-    } else {
-        i = 4;
+    if (n == 4) {
         v[2] = *id;
     }
 
-    v[i - 1].data = buf;
-    v[i - 1].len = ngx_sprintf(buf, "%ui", limit) - buf;
+    v[n - 1].data = buf;
+    v[n - 1].len = ngx_sprintf(buf, "%ui", limit) - buf;
 
     size = sizeof(ngx_chat_store_read_t);
 
-    for (i = 0; i < (mode == NGX_CHAT_STORE_LAST ? 3 : 4); i++) {
+    for (i = 0; i < n; i++) {
         size += v[i].len + 1;
     }
 
@@ -325,7 +318,7 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
     rd->handler = handler;
     rd->data = data;
     rd->deadline = ngx_current_msec + NGX_CHAT_STORE_READ_WAIT;
-    rd->n = (mode == NGX_CHAT_STORE_LAST) ? 3 : 4;
+    rd->n = n;
     rd->sql = (mode == NGX_CHAT_STORE_LAST) ? ngx_chat_store_last
               : (mode == NGX_CHAT_STORE_SINCE) ? ngx_chat_store_since
                                               : ngx_chat_store_before;
@@ -498,6 +491,11 @@ ngx_chat_store_unstored(ngx_str_t *zone, ngx_str_t *room,
     return 0;
 }
 
+
+/*
+ * one read per connection at a time (the protocol and the API make them
+ * in turn): a worker never has more waiting than connections
+ */
 
 ngx_uint_t
 ngx_chat_store_reads_full(void)
