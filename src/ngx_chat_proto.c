@@ -63,6 +63,8 @@ typedef struct {
     ngx_uint_t                 failed;    /* a read failed or was not
                                              made: not complete */
     ngx_uint_t                 rounds;    /* reads made */
+    ngx_uint_t                 overlap;   /* SINCE: messages of the reply
+                                             before the id (the merge) */
     ngx_chat_shm_ring_t       *ring;      /* copied, sorted by id */
     ngx_pool_t                *pool;      /* the rows read, the reply */
     ngx_array_t                rows;      /* of ngx_chat_shm_copy_msg_t:
@@ -132,6 +134,7 @@ static ngx_int_t ngx_chat_proto_read_rows(ngx_chat_proto_read_t *rd,
     ngx_chat_store_rows_t *rows);
 static ngx_chat_buf_t *ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
     ngx_chat_member_t *m);
+static uint64_t ngx_chat_proto_id_num(ngx_str_t *id);
 static ngx_int_t ngx_chat_proto_merge(ngx_chat_proto_read_t *rd,
     ngx_chat_member_t *m, ngx_array_t *msgs, ngx_uint_t *window);
 static ngx_int_t ngx_chat_proto_id_cmp(ngx_str_t *a, ngx_str_t *b);
@@ -1493,6 +1496,26 @@ ngx_chat_proto_id_cmp(ngx_str_t *a, ngx_str_t *b)
 }
 
 
+/* an id's number (its leading digits), 0 when it has none */
+
+static uint64_t
+ngx_chat_proto_id_num(ngx_str_t *id)
+{
+    size_t    i;
+    uint64_t  n;
+
+    n = 0;
+
+    for (i = 0; i < id->len && i < 19 && id->data[i] >= '0'
+                && id->data[i] <= '9'; i++)
+    {
+        n = n * 10 + (id->data[i] - '0');
+    }
+
+    return n;
+}
+
+
 static int
 ngx_chat_proto_msg_cmp(const void *a, const void *b)
 {
@@ -1614,6 +1637,7 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     ngx_array_t *msgs, ngx_uint_t *window)
 {
     u_char                   *pending;
+    uint64_t                  from;
     ngx_int_t                 i, c;
     ngx_str_t                *msg, **held, *after, *cut, *oldest, **ids;
     ngx_uint_t                j, h, nheld, nring;
@@ -1671,6 +1695,21 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     }
 
     after = (rd->mode == NGX_CHAT_STORE_SINCE && rd->found) ? &rd->id : NULL;
+
+    /*
+     * what storage has up to NGX_CHAT_STORE_OVERLAP before the id comes
+     * too (ngx_chat_store.h) when this zone cannot vouch for what the
+     * member had (ngx_chat_remote_blind()): another server's message
+     * numbered before the id may have reached it later, or never
+     */
+    from = 0;
+    rd->overlap = 0;
+
+    if (after && ngx_chat_remote_blind(rd->s->ctx, &rd->room, after)) {
+        from = ngx_chat_proto_id_num(after);
+        from = (from > NGX_CHAT_STORE_OVERLAP * 1000000ULL)
+               ? from - NGX_CHAT_STORE_OVERLAP * 1000000ULL : 0;
+    }
 
     if (rd->mode == NGX_CHAT_STORE_SINCE && !rd->found
         && ngx_chat_proto_ring_has(&rd->id, ring))
@@ -1735,8 +1774,14 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
             }
         }
 
-        if (after && ngx_chat_proto_id_cmp(&e->id, after) <= 0) {
-            continue;
+        if (after) {
+            c = ngx_chat_proto_id_cmp(&e->id, after);
+
+            if (c == 0 || (c < 0 && (from == 0
+                                     || ngx_chat_proto_id_num(&e->id) < from)))
+            {
+                continue;
+            }
         }
 
         while (h < nheld && ngx_chat_proto_id_cmp(held[h], &e->id) < 0) {
@@ -1758,6 +1803,10 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
         }
 
         *msg = e->json;
+
+        if (after && c < 0) {
+            rd->overlap++;
+        }
     }
 
     return NGX_OK;
@@ -1800,7 +1849,15 @@ ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m)
         break;
 
     case NGX_CHAT_STORE_SINCE:
-        complete = rd->found && !rd->more;
+        /* storage had no more, or what it had reached back to the id */
+        complete = rd->found
+                   && (!rd->more
+                       || (rd->rows.nelts
+                           && ngx_chat_proto_id_cmp(
+                                  &((ngx_chat_shm_copy_msg_t *)
+                                    rd->rows.elts)[rd->rows.nelts - 1].id,
+                                  &rd->id)
+                              <= 0));
         max = NGX_CHAT_MAX_HISTORY;
         break;
 
@@ -1814,10 +1871,16 @@ ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m)
         complete = 0;
     }
 
-    skip = (msgs.nelts > max) ? msgs.nelts - max : 0;
+    if (rd->mode == NGX_CHAT_STORE_SINCE) {
+        /* at most 1000 after the id, and then none before it */
+        skip = (msgs.nelts - rd->overlap > max) ? msgs.nelts - max : 0;
 
-    if (skip && rd->mode == NGX_CHAT_STORE_SINCE) {
-        complete = 0;
+        if (skip) {
+            complete = 0;
+        }
+
+    } else {
+        skip = (msgs.nelts > max) ? msgs.nelts - max : 0;
     }
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, rd->ws->connection->log, 0,

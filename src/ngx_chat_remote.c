@@ -1216,6 +1216,34 @@ done:
 }
 
 
+ngx_uint_t
+ngx_chat_remote_blind(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    ngx_str_t *since)
+{
+    uint64_t              num, tag;
+    ngx_uint_t            blind;
+    ngx_chat_shm_room_t  *room;
+
+    if (!ctx->relayed
+        || ngx_chat_remote_id_parse(since, &num, &tag) != NGX_OK)
+    {
+        /* one server: members here got its messages in their order */
+        return 0;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    blind = (room == NULL || !room->followed
+             || !ngx_chat_remote_ours(room, num));
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return blind;
+}
+
+
 ngx_int_t
 ngx_chat_remote_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_str_t *user, uint64_t server, ngx_uint_t join)

@@ -92,6 +92,16 @@ ngx_int_t ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx,
 void ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_str_t **ids, ngx_uint_t n, u_char *pending);
 
+/*
+ * Whether a member resuming after "since" may lack other servers'
+ * messages numbered before it: the zone relays and the room was not
+ * followed here when the id was numbered (the member had it on another
+ * server, or on this one before a restart), so what reached the member
+ * then, and in which order, is known nowhere now.
+ */
+ngx_uint_t ngx_chat_remote_blind(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
+    ngx_str_t *since);
+
 /* the room's sync request argument after our first subscription (.c) */
 u_char *ngx_chat_remote_fresh(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     u_char *buf, u_char *last);

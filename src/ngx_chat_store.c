@@ -175,6 +175,12 @@ static const char  ngx_chat_store_last[] =
     "ORDER BY created_at DESC, id DESC LIMIT $3";
 
 
+/* SINCE: the id's row, if stored, then the rows after it and those up to
+   NGX_CHAT_STORE_OVERLAP before it (the caller sorts them out) */
+
+#define ngx_chat_store_str(x)   ngx_chat_store_str_(x)
+#define ngx_chat_store_str_(x)  #x
+
 static const char  ngx_chat_store_since[] =
     "WITH s AS (SELECT created_at, id FROM messages "
     "WHERE zone = $1 AND room_id = $2 AND id = $3) "
@@ -182,7 +188,8 @@ static const char  ngx_chat_store_since[] =
     "UNION ALL (SELECT m.id, m.user_id, m.content, "
     "(extract(epoch FROM m.created_at) * 1000)::bigint "
     "FROM messages m, s WHERE m.zone = $1 AND m.room_id = $2 "
-    "AND (m.created_at, m.id) > (s.created_at, s.id) "
+    "AND m.created_at >= s.created_at - interval '"
+    ngx_chat_store_str(NGX_CHAT_STORE_OVERLAP) " seconds' "
     "ORDER BY m.created_at DESC, m.id DESC LIMIT $4)";
 
 

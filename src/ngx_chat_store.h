@@ -96,8 +96,22 @@ ngx_chat_store_item_t *ngx_chat_store_add(ngx_str_t *id, ngx_str_t *zone,
     ngx_str_t *ref);
 
 #define NGX_CHAT_STORE_LAST     0    /* the newest limit messages */
-#define NGX_CHAT_STORE_SINCE    1    /* everything after id (at most 1000) */
+#define NGX_CHAT_STORE_SINCE    1    /* everything after id (at most 1000),
+                                        and what was stored up to
+                                        NGX_CHAT_STORE_OVERLAP before it */
 #define NGX_CHAT_STORE_BEFORE   2    /* limit messages before id */
+
+/*
+ * Seconds before a SINCE id that its read covers too: ids of different
+ * servers are ordered by number, not by when they reach a member (another
+ * server's message, numbered lower, comes later when its relay held it
+ * through a Redis outage, or never, when the server the member was on
+ * stopped first), so "after the id" in storage's order may skip what the
+ * member never had.  The caller keeps what is after the id and, of the
+ * rest, what is within this much of it: what the client had comes again
+ * (clients dedupe by id; SPEC: at most once per connection).
+ */
+#define NGX_CHAT_STORE_OVERLAP  60
 
 /*
  * Reads the stored messages of a zone's room, newest first; with SINCE and
