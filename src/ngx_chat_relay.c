@@ -92,6 +92,8 @@
 #define NGX_CHAT_RELAY_SYNC_MIN    3000
 #define NGX_CHAT_RELAY_SYNC_KEEP   30000
 #define NGX_CHAT_RELAY_UNFOLLOW    5000
+#define NGX_CHAT_RELAY_CATCHUP_RETRY  15000  /* a read gives up after 10 s */
+#define NGX_CHAT_RELAY_CATCHUP_MAX    300000
 #define NGX_CHAT_RELAY_SYNC_ARG    (2 + NGX_CHAT_MAX_SERVERS               \
                                         * (2 + 12 + NGX_INT64_LEN))
 
@@ -1140,7 +1142,7 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
      * while nobody here subscribed is a hole their rings know of)
      */
 
-    (void) ngx_chat_remote_expire(ctx, 0, 1, NULL);
+    (void) ngx_chat_remote_expire(ctx, 0, 1, 0);
 
     ngx_chat_remote_unfollow_empty(ctx);
     ngx_chat_relay_rooms_unsub_clear(rl);
@@ -2091,6 +2093,23 @@ ngx_chat_relay_expire(ngx_chat_relay_t *rl)
     ngx_chat_relay_catchup_t  *cu;
     u_char                     buf[NGX_CHAT_ID_LEN];
 
+    n = ngx_chat_remote_expire(rl->ctx, NGX_CHAT_RELAY_EXPIRE, 0,
+                               ngx_chat_store_enabled()
+                               ? NGX_CHAT_RELAY_CATCHUP_MAX : 0);
+
+    if (n) {
+        ngx_chat_fanout_publish(rl->fo);
+    }
+
+    if (!ngx_chat_store_enabled()) {
+        return;
+    }
+
+    /*
+     * the catch-ups due: begun now, or again (the worker that relayed
+     * before was killed meanwhile, or the read failed)
+     */
+
     pool = ngx_create_pool(1024, ngx_cycle->log);
     if (pool == NULL) {
         return;
@@ -2103,11 +2122,13 @@ ngx_chat_relay_expire(ngx_chat_relay_t *rl)
         return;
     }
 
-    n = ngx_chat_remote_expire(rl->ctx, NGX_CHAT_RELAY_EXPIRE, 0,
-                               ngx_chat_store_enabled() ? &gone : NULL);
+    n = ngx_chat_remote_catchups(rl->ctx, &gone, NGX_CHAT_RELAY_CATCHUP_RETRY);
 
     if (n) {
-        ngx_chat_fanout_publish(rl->fo);
+        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                      "chat: gave up reading what servers gone may have "
+                      "left unpublished in %ui rooms of zone \"%V\"",
+                      n, &rl->ctx->name);
     }
 
     g = gone.elts;
@@ -2164,10 +2185,11 @@ ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows, void *data)
     n = 0;
 
     if (rows == NULL) {
-        /* failed (a read waits for PostgreSQL 10 s at most) */
+        /* failed (a read waits for PostgreSQL 10 s at most): again later */
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                       "chat: what a server gone may have left unpublished "
-                      "in \"%V\" could not be read from storage", &cu->room);
+                      "in \"%V\" could not be read from storage yet",
+                      &cu->room);
         goto done;
     }
 
@@ -2209,6 +2231,11 @@ ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows, void *data)
                       "storage in \"%V\"", n, &cu->room);
 
         ngx_chat_fanout_publish(rl->fo);
+    }
+
+    if (i < 0) {
+        /* all of them: done (an allocation failure leaves it for later) */
+        ngx_chat_remote_catchup_done(rl->ctx, &cu->room, cu->tag);
     }
 
 done:

@@ -267,26 +267,26 @@ ngx_chat_remote_seen(ngx_chat_shm_ctx_t *ctx, uint64_t server)
 
 /*
  * A server not heard of any more (reaped by ngx_chat_remote_expire()):
- * for each followed room with a mark of its tag, what we have of it (the
- * room and the number), so that the relay reads from storage what that
- * server committed and never got published (its queue died with it while
- * Redis was down).  Locked.
+ * each followed room with a mark of its tag gets a catch-up, kept in the
+ * zone until the relay has read from storage what that server committed
+ * and never got published (its queue died with it while Redis was down)
+ * and delivered it: whichever worker relays then does it, also after the
+ * one that began was killed or its read failed (ngx_chat_remote_catchups()).
+ * Locked.
  */
 
 static void
 ngx_chat_remote_gone(ngx_chat_shm_ctx_t *ctx, uint64_t tag,
-    ngx_array_t *gone)
+    ngx_msec_t catchup)
 {
-    u_char               *p;
     ngx_chat_shm_t       *sh;
     ngx_rbtree_node_t    *node;
     ngx_chat_shm_mark_t  *m;
     ngx_chat_shm_room_t  *room;
-    ngx_chat_remote_gone_t  *g;
 
     sh = ctx->sh;
 
-    if (gone == NULL || sh->rooms.root == sh->rooms.sentinel) {
+    if (catchup == 0 || sh->rooms.root == sh->rooms.sentinel) {
         return;
     }
 
@@ -306,29 +306,137 @@ ngx_chat_remote_gone(ngx_chat_shm_ctx_t *ctx, uint64_t tag,
             continue;
         }
 
-        g = ngx_array_push(gone);
-        if (g == NULL) {
-            return;
-        }
-
-        p = ngx_pnalloc(gone->pool, room->name.len);
-        if (p == NULL) {
-            gone->nelts--;
-            return;
-        }
-
-        ngx_memcpy(p, room->name.data, room->name.len);
-        g->room.data = p;
-        g->room.len = room->name.len;
-        g->tag = tag;
-        g->high = m->high;
+        m->catchup = 1;
+        m->catchup_at = ngx_current_msec;
+        m->catchup_end = ngx_current_msec + catchup;
+        sh->catchups = 1;
     }
 }
 
 
 ngx_uint_t
+ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
+    ngx_msec_t retry)
+{
+    u_char                  *p;
+    uint32_t                 i;
+    ngx_uint_t               any, expired, fresh;
+    ngx_chat_shm_t          *sh;
+    ngx_rbtree_node_t       *node;
+    ngx_chat_shm_mark_t     *m;
+    ngx_chat_shm_room_t     *room;
+    ngx_chat_remote_gone_t  *g;
+
+    sh = ctx->sh;
+    expired = 0;
+
+    if (!sh->catchups) {
+        /* a word read unlocked: set under the lock, seen next time */
+        return 0;
+    }
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    any = 0;
+
+    /* a worker taking the relay over: what the last one read is lost */
+    fresh = (sh->catchup_pid != ngx_pid);
+    sh->catchup_pid = ngx_pid;
+
+    if (sh->rooms.root == sh->rooms.sentinel) {
+        goto done;
+    }
+
+    for (node = ngx_rbtree_min(sh->rooms.root, sh->rooms.sentinel);
+         node;
+         node = ngx_rbtree_next(&sh->rooms, node))
+    {
+        room = (ngx_chat_shm_room_t *) node;
+
+        for (i = 0; i < room->nmarks; i++) {
+            m = &room->marks[i];
+
+            if (!m->catchup) {
+                continue;
+            }
+
+            if (!room->followed) {
+                /* nobody here to deliver to */
+                m->catchup = 0;
+                continue;
+            }
+
+            if ((ngx_msec_int_t) (ngx_current_msec - m->catchup_end) >= 0) {
+                m->catchup = 0;
+                expired++;
+                continue;
+            }
+
+            any = 1;
+
+            if (!fresh
+                && (ngx_msec_int_t) (ngx_current_msec - m->catchup_at) < 0)
+            {
+                continue;
+            }
+
+            g = ngx_array_push(due);
+            if (g == NULL) {
+                goto done;
+            }
+
+            p = ngx_pnalloc(due->pool, room->name.len);
+            if (p == NULL) {
+                due->nelts--;
+                goto done;
+            }
+
+            ngx_memcpy(p, room->name.data, room->name.len);
+            g->room.data = p;
+            g->room.len = room->name.len;
+            g->tag = m->tag;
+            g->high = m->high;
+
+            m->catchup_at = ngx_current_msec + retry;
+        }
+    }
+
+done:
+
+    sh->catchups = any;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return expired;
+}
+
+
+void
+ngx_chat_remote_catchup_done(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    uint64_t tag)
+{
+    ngx_chat_shm_mark_t  *m;
+    ngx_chat_shm_room_t  *room;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    if (room) {
+        m = ngx_chat_remote_mark(ctx, room, tag, 0);
+
+        if (m) {
+            m->catchup = 0;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_uint_t
 ngx_chat_remote_expire(ngx_chat_shm_ctx_t *ctx, ngx_msec_t timeout,
-    ngx_uint_t touch_all, ngx_array_t *gone)
+    ngx_uint_t touch_all, ngx_msec_t catchup)
 {
     ngx_uint_t       i, n;
     ngx_chat_shm_t  *sh;
@@ -356,7 +464,7 @@ ngx_chat_remote_expire(ngx_chat_shm_ctx_t *ctx, ngx_msec_t timeout,
             n++;
 
             ngx_chat_remote_gone(ctx, sh->servers[i].id & 0xffffffffffffULL,
-                                 gone);
+                                 catchup);
         }
     }
 
@@ -489,6 +597,7 @@ fill:
     m->gap_hi = room->gap_any ? NGX_CHAT_SHM_GAP_OPEN : 0;
     m->unanswered = room->gap_any;
     m->floor = 0;
+    m->catchup = 0;
 
     return m;
 }

@@ -58,8 +58,8 @@ void ngx_chat_remote_count_dropped(ngx_chat_shm_ctx_t *ctx);
 void ngx_chat_remote_count_invalid(ngx_chat_shm_ctx_t *ctx);
 
 /*
- * A server reaped by ngx_chat_remote_expire(): in "gone" (when not NULL),
- * one of these per followed room with a mark of it
+ * A catch-up due (ngx_chat_remote_catchups()): what a server gone may
+ * have committed and never got published in a room, after "high"
  */
 typedef struct {
     ngx_str_t                  room;
@@ -125,10 +125,22 @@ void ngx_chat_remote_seen(ngx_chat_shm_ctx_t *ctx, uint64_t server);
 /*
  * Drops the servers not seen for timeout (their users leave); with
  * touch_all, marks every known server seen now instead.  Returns how many
- * were dropped.
+ * were dropped.  With catchup (ms, not 0), each followed room where a
+ * dropped server's messages came gets a catch-up for that long.
  */
 ngx_uint_t ngx_chat_remote_expire(ngx_chat_shm_ctx_t *ctx,
-    ngx_msec_t timeout, ngx_uint_t touch_all, ngx_array_t *gone);
+    ngx_msec_t timeout, ngx_uint_t touch_all, ngx_msec_t catchup);
+
+/*
+ * The catch-ups due now, pushed onto "due" (of ngx_chat_remote_gone_t,
+ * from due->pool); each is due again "retry" later until
+ * ngx_chat_remote_catchup_done() (a worker killed, a read failed).
+ * Returns how many were dropped: past their time, given up.
+ */
+ngx_uint_t ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx,
+    ngx_array_t *due, ngx_msec_t retry);
+void ngx_chat_remote_catchup_done(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
+    uint64_t tag);
 
 /* the rooms with members here, copied into an array of ngx_str_t */
 ngx_array_t *ngx_chat_remote_local_rooms(ngx_chat_shm_ctx_t *ctx,

@@ -30,7 +30,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x6368000d
+#define NGX_CHAT_SHM_LAYOUT       0x6368000e
 
 
 typedef struct {
@@ -89,6 +89,11 @@ typedef struct {
     uint64_t                   floor;     /* the newest number the seen
                                              window forgot: at or below
                                              it, nothing is taken */
+    ngx_msec_t                 catchup_at;    /* the sender is gone: when
+                                                 to read what it left from
+                                                 storage (again) */
+    ngx_msec_t                 catchup_end;   /* when to give up */
+    unsigned                   catchup:1;
 } ngx_chat_shm_mark_t;
 
 
@@ -223,6 +228,10 @@ struct ngx_chat_shm_s {
                                                      exiting owner */
     size_t                     relay_handover_len;
     ngx_chat_shm_server_t      servers[NGX_CHAT_MAX_SERVERS];
+    ngx_uint_t                 catchups;  /* a mark may have a catch-up
+                                             due (ngx_chat_remote.c) */
+    ngx_pid_t                  catchup_pid;   /* the worker that made the
+                                                 last ones */
 
     ngx_uint_t                 rooms_active;
     ngx_uint_t                 users_active;
