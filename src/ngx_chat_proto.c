@@ -65,6 +65,10 @@ typedef struct {
     ngx_uint_t                 rounds;    /* reads made */
     ngx_uint_t                 overlap;   /* SINCE: messages of the reply
                                              before the id (the merge) */
+    ngx_array_t                had;       /* of uint64_t pairs: other
+                                             servers' recent messages in
+                                             a reply past what the zone
+                                             vouches for (the merge) */
     ngx_chat_shm_ring_t       *ring;      /* copied, sorted by id */
     ngx_pool_t                *pool;      /* the rows read, the reply */
     ngx_array_t                rows;      /* of ngx_chat_shm_copy_msg_t:
@@ -75,6 +79,7 @@ typedef struct {
 
 
 #define NGX_CHAT_PROTO_FLAT        8
+#define NGX_CHAT_PROTO_HAD_MAX     512
 #define NGX_CHAT_PROTO_READ_RETRY  100    /* ms, when reads are queued */
 #define NGX_CHAT_PROTO_READ_ROUNDS 4      /* reads for one reply, at most */
 
@@ -1637,8 +1642,9 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     ngx_array_t *msgs, ngx_uint_t *window)
 {
     u_char                   *pending;
-    uint64_t                  from;
+    uint64_t                  from, recent, key[2], *k;
     ngx_int_t                 i, c;
+    ngx_time_t               *tp;
     ngx_str_t                *msg, **held, *after, *cut, *oldest, **ids;
     ngx_uint_t                j, h, nheld, nring;
     ngx_chat_shm_ring_t      *ring;
@@ -1705,10 +1711,31 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     from = 0;
     rd->overlap = 0;
 
+    recent = 0;
+    rd->had.nelts = 0;
+
     if (after && ngx_chat_remote_blind(rd->s->ctx, &rd->room, after)) {
         from = ngx_chat_proto_id_num(after);
         from = (from > NGX_CHAT_STORE_OVERLAP * 1000000ULL)
                ? from - NGX_CHAT_STORE_OVERLAP * 1000000ULL : 0;
+
+        /*
+         * other servers' messages of the last NGX_CHAT_STORE_OVERLAP
+         * seconds in such a reply may still come live here (their
+         * sender's relay held them): the member does not get them twice
+         * (ngx_chat_fanout_had())
+         */
+
+        tp = ngx_timeofday();
+        recent = ((uint64_t) tp->sec * 1000 + tp->msec
+                  - NGX_CHAT_STORE_OVERLAP * 1000) * 1000;
+
+        if (rd->had.elts == NULL
+            && ngx_array_init(&rd->had, rd->pool, 16, 2 * sizeof(uint64_t))
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     if (rd->mode == NGX_CHAT_STORE_SINCE && !rd->found
@@ -1807,6 +1834,19 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
         if (after && c < 0) {
             rd->overlap++;
         }
+
+        if (recent && !ngx_chat_proto_own(rd, &e->id)
+            && ngx_chat_remote_id_parse(&e->id, &key[0], &key[1]) == NGX_OK
+            && key[0] >= recent)
+        {
+            k = ngx_array_push(&rd->had);
+            if (k == NULL) {
+                return NGX_ERROR;
+            }
+
+            k[0] = key[0];
+            k[1] = key[1];
+        }
     }
 
     return NGX_OK;
@@ -1827,7 +1867,7 @@ static ngx_chat_buf_t *
 ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m)
 {
     ngx_str_t    *msg;
-    ngx_uint_t    complete, skip, max, window;
+    ngx_uint_t    complete, skip, max, window, n;
     ngx_array_t   msgs;
 
     if (rd->pool == NULL) {
@@ -1889,6 +1929,15 @@ ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m)
                    msgs.nelts - skip, rd->rounds, complete);
 
     msg = msgs.elts;
+
+    if (m && rd->had.nelts) {
+        /* the newest, which are those whose copy may still come */
+        n = ngx_min(rd->had.nelts, NGX_CHAT_PROTO_HAD_MAX);
+
+        (void) ngx_chat_fanout_had(m, (uint64_t *) rd->had.elts
+                                      + 2 * (rd->had.nelts - n),
+                                   n, NGX_CHAT_STORE_OVERLAP * 1000);
+    }
 
     return ngx_chat_wire_history(&rd->room, msg + skip, msgs.nelts - skip,
                                  complete, rd->ws->connection->log);

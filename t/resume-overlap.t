@@ -36,7 +36,7 @@ plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
     unless Test::Chat::Pg->available;
 
-plan tests => 16;
+plan tests => 17;
 
 my $redis = Test::Chat::Redis->start;
 my $pg = Test::Chat::Pg->start;
@@ -110,6 +110,17 @@ my $a2 = send_acked($alice, 'a2');
 ok($a2, 'a2 acked on server a, numbered after b1');
 my $a3 = send_acked($alice, 'a3');
 
+# a server whose relay still holds its e1 (stored, numbered just before
+# a2): its live copy comes after the resume below
+my $SID = '00000000feedbeef';
+my $TAG = '0000feedbeef';
+my ($e1n) = $a2 =~ /^(\d+)-/;
+$e1n -= 1;
+my $e1 = "$e1n-$TAG";
+$pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
+          . "created_at) VALUES ('$e1', 'chat', 'r', 'eve', 'e1', "
+          . "to_timestamp($e1n / 1000000.0))");
+
 # a row of another server from long before: out of the window
 my $old = (int(now() * 1000) - 120_000) * 1000;
 $pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
@@ -136,9 +147,10 @@ my $r = member($a, 'alice', since => $a2);
 $h = history_of($r);
 ok($h, 'the resume is answered');
 my @ids = map { $_->{id} } @{ $h->{messages} // [] };
-is(contents($h), 'a0 b1 a3',
-   'from storage: b1, numbered before a2 and never here, comes (old: "a3" '
-   . 'only); a0 again (the overlap), not the row from long before');
+is(contents($h), 'a0 b1 e1 a3',
+   'from storage: b1 and e1, numbered before a2 and never here, come '
+   . '(old: "a3" only); a0 again (the overlap), not the row from long '
+   . 'before');
 ok($h->{complete}, '... complete');
 my %n;
 $n{$_}++ for @ids;
@@ -150,16 +162,29 @@ my $u = member($a, 'dan', since => '1-000000000000');
 $h = history_of($u);
 ok($h && !$h->{complete}, 'an unknown id: not complete');
 
-# live after the resume: b's next, once; b1 not again
+# e1's live copy comes now (its sender's relay held it): not to alice
+# again, who had it in the reply (old: twice on one connection)
+my $f = member($a, 'frank');
+my ($servers) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:servers');
+my ($channel) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:r:r');
+$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID H");
+$redis->cli('PUBLISH', $channel // 'chat:0:chat:r:r', "$SID M $e1 "
+    . qq({"type":"message","room":"r","id":"$e1","user":"eve",)
+    . qq("content":"e1","ts":1700000000001}));
+my $fl = $f->recv_until(sub { $_[0]{type} eq 'message' }, 3);
+is($fl && $fl->{content}, 'e1', 'the copy came (frank, who joined without '
+   . 'history, gets it live)');
+
+# live after the resume: b's next, once; b1 and e1 not again
 my $b4 = send_acked($bob, 'b4');
 my @live;
 while (my $m = $r->recv_json(1)) {
     push @live, $m->{content} if $m->{type} eq 'message';
 }
-is(join(' ', @live), 'b4', 'then b4 live, and b1 not again');
+is(join(' ', @live), 'b4', 'then b4 live; b1 and e1 not again');
 
 my @bad = ($a->grep_error_log(qr/\[(?:alert|crit|emerg)\]/),
            $b->grep_error_log(qr/\[(?:alert|crit|emerg)\]/));
 ok(!@bad, 'no alert') or diag(join "\n", @bad);
 
-$_->disconnect for $r, $u, $bob;
+$_->disconnect for $r, $u, $bob, $f;
