@@ -393,7 +393,7 @@ ngx_chat_relay_start(ngx_chat_relay_t *rl, uint64_t from,
 
     ngx_rbtree_init(&rl->rooms, &rl->sentinel, ngx_str_rbtree_insert_value);
 
-    rl->tag = ngx_chat_remote_server_id(ctx) & 0xffffffffffffULL;
+    rl->tag = ngx_chat_server_tag(ngx_chat_remote_server_id(ctx));
     (void) ngx_sprintf(rl->sid, "%016xL", ngx_chat_remote_server_id(ctx));
 
     /* the channels' names: see the top of this file */
@@ -1448,7 +1448,7 @@ ngx_chat_relay_parse_message(ngx_chat_relay_t *rl, ngx_str_t *arg,
         return NGX_DECLINED;
     }
 
-    if (tag != (pl->server & 0xffffffffffffULL)) {
+    if (tag != ngx_chat_server_tag(pl->server)) {
         /* each server's ids carry its tag: the dedupe depends on it */
         pl->error = "message id of another server";
         return NGX_DECLINED;
@@ -1815,7 +1815,7 @@ ngx_chat_relay_sync_request(ngx_chat_relay_t *rl,
 
     if (pl->sync.len && pl->sync.data[0] == '+'
         && ngx_chat_remote_gap_open(rl->ctx, &pl->room,
-                                    pl->server & 0xffffffffffffULL))
+                                    ngx_chat_server_tag(pl->server)))
     {
         /* it was away too: it may not have heard our own request */
         r->pending |= NGX_CHAT_RELAY_RESYNC;

@@ -463,7 +463,7 @@ ngx_chat_remote_expire(ngx_chat_shm_ctx_t *ctx, ngx_msec_t timeout,
             sh->servers[i].active = 0;
             n++;
 
-            ngx_chat_remote_gone(ctx, sh->servers[i].id & 0xffffffffffffULL,
+            ngx_chat_remote_gone(ctx, ngx_chat_server_tag(sh->servers[i].id),
                                  catchup);
         }
     }
@@ -958,7 +958,7 @@ ngx_chat_remote_fresh(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, u_char *buf,
         *p++ = '+';
     }
 
-    own = sh->server_id & 0xffffffffffffULL;
+    own = ngx_chat_server_tag(sh->server_id);
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -967,14 +967,14 @@ ngx_chat_remote_fresh(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, u_char *buf,
     if (room) {
         for (i = 0; i < NGX_CHAT_MAX_SERVERS; i++) {
             if (!sh->servers[i].active
-                || (sh->servers[i].id & 0xffffffffffffULL) == own
+                || ngx_chat_server_tag(sh->servers[i].id) == own
                 || last - p < (ssize_t) (1 + 12 + 1 + NGX_INT64_LEN))
             {
                 continue;
             }
 
             p = ngx_sprintf(p, " %012xL:%uL",
-                            sh->servers[i].id & 0xffffffffffffULL,
+                            ngx_chat_server_tag(sh->servers[i].id),
                             room->follow_num);
         }
     }
@@ -1270,7 +1270,7 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     ngx_memzero(pending, n);
 
-    own = ctx->sh->server_id & 0xffffffffffffULL;
+    own = ngx_chat_server_tag(ctx->sh->server_id);
 
     tp = ngx_timeofday();
     recent = ((uint64_t) tp->sec * 1000 + tp->msec

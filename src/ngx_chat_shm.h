@@ -15,6 +15,10 @@
 #include "ngx_chat_bus.h"
 
 
+/* a server's tag in the ids it makes: the low 48 bits of its zone's id */
+#define ngx_chat_server_tag(id)   ((uint64_t) (id) & 0xffffffffffffULL)
+
+
 /*
  * The shared zone: rooms with their members and recent messages, users
  * with their connection counts and rate buckets, and the workers that use

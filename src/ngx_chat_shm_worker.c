@@ -55,7 +55,7 @@ ngx_chat_shm_worker_attach(ngx_chat_shm_ctx_t *ctx,
      */
     ctx->id_tag.data = ctx->id_tag_data;
     ctx->id_tag.len = ngx_sprintf(ctx->id_tag_data, "-%012xL",
-                                  sh->server_id & 0xffffffffffffULL)
+                                  ngx_chat_server_tag(sh->server_id))
                       - ctx->id_tag_data;
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
