@@ -32,7 +32,6 @@
 #include "ngx_chat_wire.h"
 #include "ngx_chat_bus.h"
 #include "ngx_chat_shm.h"
-#include "ngx_chat_remote.h"
 #include "ngx_chat_ws.h"
 #include "ngx_chat_fanout.h"
 
@@ -704,101 +703,6 @@ ngx_chat_fanout_release(ngx_chat_fanout_t *fo, ngx_chat_member_t *m)
 }
 
 
-static int ngx_libc_cdecl
-ngx_chat_fanout_key_cmp(const void *one, const void *two)
-{
-    const uint64_t  *a = one, *b = two;
-
-    if (a[0] != b[0]) {
-        return (a[0] < b[0]) ? -1 : 1;
-    }
-
-    if (a[1] != b[1]) {
-        return (a[1] < b[1]) ? -1 : 1;
-    }
-
-    return 0;
-}
-
-
-ngx_int_t
-ngx_chat_fanout_had(ngx_chat_member_t *m, uint64_t *keys, ngx_uint_t n,
-    ngx_msec_t ttl)
-{
-    ngx_chat_member_had_t  *had;
-
-    if (m->had) {
-        ngx_free(m->had);
-        m->had = NULL;
-    }
-
-    if (n == 0) {
-        return NGX_OK;
-    }
-
-    had = ngx_alloc(sizeof(ngx_chat_member_had_t)
-                    + (2 * n - 1) * sizeof(uint64_t), ngx_cycle->log);
-    if (had == NULL) {
-        return NGX_ERROR;
-    }
-
-    had->until = ngx_current_msec + ttl;
-    had->n = n;
-    ngx_memcpy(had->keys, keys, 2 * n * sizeof(uint64_t));
-
-    ngx_qsort(had->keys, n, 2 * sizeof(uint64_t), ngx_chat_fanout_key_cmp);
-
-    m->had = had;
-
-    return NGX_OK;
-}
-
-
-/* whether the member had this message (and its copy is to be skipped) */
-
-static ngx_uint_t
-ngx_chat_fanout_had_it(ngx_chat_member_t *m, ngx_str_t *id)
-{
-    uint64_t                key[2];
-    ngx_uint_t              lo, hi, mid;
-    ngx_int_t               c;
-    ngx_chat_member_had_t  *had;
-
-    had = m->had;
-
-    if ((ngx_msec_int_t) (ngx_current_msec - had->until) >= 0) {
-        ngx_free(had);
-        m->had = NULL;
-        return 0;
-    }
-
-    if (ngx_chat_remote_id_parse(id, &key[0], &key[1]) != NGX_OK) {
-        return 0;
-    }
-
-    lo = 0;
-    hi = had->n;
-
-    while (lo < hi) {
-        mid = lo + (hi - lo) / 2;
-        c = ngx_chat_fanout_key_cmp(key, &had->keys[2 * mid]);
-
-        if (c == 0) {
-            return 1;
-        }
-
-        if (c < 0) {
-            hi = mid;
-
-        } else {
-            lo = mid + 1;
-        }
-    }
-
-    return 0;
-}
-
-
 void
 ngx_chat_fanout_remove(ngx_chat_fanout_t *fo, ngx_chat_member_t *m)
 {
@@ -806,10 +710,6 @@ ngx_chat_fanout_remove(ngx_chat_fanout_t *fo, ngx_chat_member_t *m)
     ngx_chat_local_room_t  *room;
 
     room = m->room;
-
-    if (m->had) {
-        ngx_free(m->had);
-    }
 
     for (i = 0; i < m->nheld; i++) {
         ngx_chat_buf_release(m->held[i].buf);
@@ -1266,12 +1166,6 @@ ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
                                       "send buffer full");
                 }
 
-                continue;
-            }
-
-            if (m->had && pd[i].kind == NGX_CHAT_BUS_MESSAGE
-                && ngx_chat_fanout_had_it(m, &pd[i].id))
-            {
                 continue;
             }
 

@@ -44,18 +44,6 @@ typedef struct {
 } ngx_chat_held_t;
 
 
-/*
- * Other servers' messages a member got in a history reply while their
- * live copy may still come (ngx_chat_fanout_had()): keys of
- * ngx_chat_remote_id_parse()'s number and tag, sorted, for a while
- */
-typedef struct {
-    ngx_msec_t                 until;
-    ngx_uint_t                 n;
-    uint64_t                   keys[1];   /* n pairs: number, tag */
-} ngx_chat_member_had_t;
-
-
 typedef struct {
     ngx_queue_t                queue;     /* in the local room */
     ngx_chat_local_room_t     *room;
@@ -67,8 +55,6 @@ typedef struct {
     ngx_uint_t                 nheld;
     ngx_uint_t                 held_cap;
     size_t                     held_bytes;
-    ngx_chat_member_had_t     *had;       /* NULL but after a reply that
-                                             needs it */
     unsigned                   hold:1;
 } ngx_chat_member_t;
 
@@ -113,14 +99,6 @@ ngx_chat_member_t *ngx_chat_fanout_add(ngx_chat_fanout_t *fo,
     ngx_str_t *room, ngx_chat_shm_room_t *shm_room, ngx_chat_ws_t *ws,
     uint64_t start);
 void ngx_chat_fanout_remove(ngx_chat_fanout_t *fo, ngx_chat_member_t *m);
-
-/*
- * The member got these messages of other servers (n pairs of number and
- * tag, any order) in a history reply and their live copy may still come:
- * not delivered to it live again for ttl
- */
-ngx_int_t ngx_chat_fanout_had(ngx_chat_member_t *m, uint64_t *keys,
-    ngx_uint_t n, ngx_msec_t ttl);
 
 /* sends what was held for the member, and delivers live from now on */
 void ngx_chat_fanout_start(ngx_chat_member_t *m, uint64_t pos);

@@ -79,7 +79,6 @@ typedef struct {
 
 
 #define NGX_CHAT_PROTO_FLAT        8
-#define NGX_CHAT_PROTO_HAD_MAX     512
 #define NGX_CHAT_PROTO_READ_RETRY  100    /* ms, when reads are queued */
 #define NGX_CHAT_PROTO_READ_ROUNDS 4      /* reads for one reply, at most */
 
@@ -1722,8 +1721,8 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
         /*
          * other servers' messages of the last NGX_CHAT_STORE_OVERLAP
          * seconds in such a reply may still come live here (their
-         * sender's relay held them): the member does not get them twice
-         * (ngx_chat_fanout_had())
+         * sender's relay held them): they are history here now, for
+         * every member alike (ngx_chat_remote_had())
          */
 
         tp = ngx_timeofday();
@@ -1867,7 +1866,7 @@ static ngx_chat_buf_t *
 ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m)
 {
     ngx_str_t    *msg;
-    ngx_uint_t    complete, skip, max, window, n;
+    ngx_uint_t    complete, skip, max, window;
     ngx_array_t   msgs;
 
     if (rd->pool == NULL) {
@@ -1930,13 +1929,9 @@ ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m)
 
     msg = msgs.elts;
 
-    if (m && rd->had.nelts) {
-        /* the newest, which are those whose copy may still come */
-        n = ngx_min(rd->had.nelts, NGX_CHAT_PROTO_HAD_MAX);
-
-        (void) ngx_chat_fanout_had(m, (uint64_t *) rd->had.elts
-                                      + 2 * (rd->had.nelts - n),
-                                   n, NGX_CHAT_STORE_OVERLAP * 1000);
+    if (rd->had.nelts) {
+        ngx_chat_remote_had(rd->s->ctx, &rd->room, rd->had.elts,
+                            rd->had.nelts);
     }
 
     return ngx_chat_wire_history(&rd->room, msg + skip, msgs.nelts - skip,

@@ -1353,6 +1353,43 @@ ngx_chat_remote_blind(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 }
 
 
+void
+ngx_chat_remote_had(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    uint64_t *keys, ngx_uint_t n)
+{
+    ngx_uint_t            i, max;
+    ngx_chat_shm_room_t  *room;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    if (room == NULL || !room->followed) {
+        goto done;
+    }
+
+    /* no more than the window holds: the rest would only raise floors */
+
+    max = room->seen ? room->seen->max : 64;
+    i = (n > max) ? n - max : 0;
+
+    for ( /* void */ ; i < n; i++) {
+        if (room->seen
+            && ngx_chat_remote_seen_has(room->seen,
+                          ngx_chat_remote_key(keys[2 * i], keys[2 * i + 1])))
+        {
+            continue;
+        }
+
+        ngx_chat_remote_seen_add(ctx, room, keys[2 * i], keys[2 * i + 1]);
+    }
+
+done:
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
 ngx_int_t
 ngx_chat_remote_presence(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_str_t *user, uint64_t server, ngx_uint_t join)

@@ -102,6 +102,15 @@ void ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
 ngx_uint_t ngx_chat_remote_blind(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_str_t *since);
 
+/*
+ * Other servers' messages (n pairs of number and tag, oldest first) that
+ * a history reply past what the zone vouches for (ngx_chat_remote_blind())
+ * gave: history here from now on, their live copy refused as one (the
+ * newest the room's seen window can hold)
+ */
+void ngx_chat_remote_had(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
+    uint64_t *keys, ngx_uint_t n);
+
 /* the room's sync request argument after our first subscription (.c) */
 u_char *ngx_chat_remote_fresh(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     u_char *buf, u_char *last);
