@@ -91,6 +91,7 @@
 #define NGX_CHAT_RELAY_TICK        1000
 #define NGX_CHAT_RELAY_SYNC_MIN    3000
 #define NGX_CHAT_RELAY_SYNC_KEEP   30000
+#define NGX_CHAT_RELAY_KNOWN       (NGX_CHAT_RELAY_HEARTBEAT + 1000)
 #define NGX_CHAT_RELAY_UNFOLLOW    5000
 #define NGX_CHAT_RELAY_CATCHUP_RETRY  15000  /* a read gives up after 10 s */
 #define NGX_CHAT_RELAY_CATCHUP_MAX    300000
@@ -149,17 +150,22 @@ typedef struct {
  */
 typedef struct {
     ngx_str_node_t             sn;
-    ngx_msec_t                 last[3];   /* done, by kind: */
+    ngx_msec_t                 last[4];   /* done, by kind: */
     uint64_t                   from;      /* republish ours above it */
     ngx_msec_t                 unsub_at;  /* unsubscribe then, if still
                                              without members */
-    unsigned                   pending:3;
+    ngx_msec_t                 fresh_at;  /* NGX_CHAT_RELAY_FRESH then, */
+    ngx_uint_t                 fresh_known;   /* if more servers are known
+                                                 than at the first */
+    unsigned                   pending:4;
     unsigned                   unsub:1;
 } ngx_chat_relay_room_t;
 
 #define NGX_CHAT_RELAY_PRESENCE    0x01   /* who is here */
 #define NGX_CHAT_RELAY_REPUBLISH   0x02   /* our messages again */
 #define NGX_CHAT_RELAY_RESYNC      0x04   /* our own request again */
+#define NGX_CHAT_RELAY_FRESH       0x08   /* our first request again, once
+                                             every server is known */
 
 
 typedef struct {
@@ -185,6 +191,7 @@ typedef struct {
     ngx_rbtree_node_t          sentinel;
     ngx_event_t                heartbeat;
     ngx_msec_t                 sub_heard;     /* last payload, ours too */
+    ngx_msec_t                 sub_up_at;     /* when it came up */
     u_char                    *json;          /* messages written again */
     size_t                     json_size;
     time_t                     invalid_time;  /* last logged */
@@ -1043,8 +1050,9 @@ ngx_chat_relay_subscribed(ngx_chat_redis_t *rc, redisReply *reply,
 {
     ngx_chat_relay_subscribed_t *sd = data;
 
-    ngx_str_t          room;
-    ngx_chat_relay_t  *rl;
+    ngx_str_t               room;
+    ngx_chat_relay_t       *rl;
+    ngx_chat_relay_room_t  *r;
 
     rl = sd->rl;
 
@@ -1056,6 +1064,26 @@ ngx_chat_relay_subscribed(ngx_chat_redis_t *rc, redisReply *reply,
 
         ngx_chat_relay_sync(rl, &room, sd->again);
         (void) ngx_chat_remote_subscribed(rl->ctx, &room, 1);
+
+        if (sd->again == 0
+            && ngx_current_msec - rl->sub_up_at < NGX_CHAT_RELAY_KNOWN)
+        {
+            /*
+             * a subscriber just up (a fresh zone) may not know every
+             * server yet (a heartbeat every 2 s): one it did not list
+             * would not republish what it sent between our follow and
+             * the subscription; asked again once they are known
+             */
+
+            r = ngx_chat_relay_room(rl, &room, 1);
+
+            if (r) {
+                r->pending |= NGX_CHAT_RELAY_FRESH;
+                r->fresh_at = rl->sub_up_at + NGX_CHAT_RELAY_KNOWN;
+                r->fresh_known = ngx_chat_remote_known(rl->ctx);
+            }
+        }
+
         ngx_chat_relay_flush(rl);
     }
 
@@ -1130,6 +1158,7 @@ ngx_chat_relay_state(ngx_chat_redis_t *rc, ngx_uint_t up, void *data)
 
     rl->sub_up = up ? 1 : 0;
     rl->sub_heard = ngx_current_msec;
+    rl->sub_up_at = ngx_current_msec;
     ngx_chat_relay_set_state(rl);
 
     if (!up) {
@@ -1856,6 +1885,7 @@ ngx_chat_relay_room(ngx_chat_relay_t *rl, ngx_str_t *name, ngx_uint_t create)
     r->last[0] = ngx_current_msec - NGX_CHAT_RELAY_SYNC_MIN;
     r->last[1] = r->last[0];
     r->last[2] = r->last[0];
+    r->last[3] = r->last[0];
 
     ngx_rbtree_insert(&rl->rooms, &r->sn.node);
 
@@ -1875,9 +1905,11 @@ ngx_chat_relay_room_due(ngx_chat_relay_t *rl, ngx_chat_relay_room_t *r)
 
     done = 0;
 
-    for (k = 0; k < 3; k++) {
+    for (k = 0; k < 4; k++) {
         if (!(r->pending & (1 << k))
-            || ngx_current_msec - r->last[k] < NGX_CHAT_RELAY_SYNC_MIN)
+            || ngx_current_msec - r->last[k] < NGX_CHAT_RELAY_SYNC_MIN
+            || ((1 << k) == NGX_CHAT_RELAY_FRESH
+                && (ngx_msec_int_t) (ngx_current_msec - r->fresh_at) < 0))
         {
             continue;
         }
@@ -1889,7 +1921,8 @@ ngx_chat_relay_room_due(ngx_chat_relay_t *rl, ngx_chat_relay_room_t *r)
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "chat relay: sync of \"%V\": %s, from %uL",
                        &r->sn.str,
-                       k == 0 ? "presence" : (k == 1 ? "republish" : "ask again"),
+                       k == 0 ? "presence"
+                              : (k == 1 ? "republish" : "ask again"),
                        r->from);
 
         switch (1 << k) {
@@ -1919,8 +1952,17 @@ ngx_chat_relay_room_due(ngx_chat_relay_t *rl, ngx_chat_relay_room_t *r)
             ngx_chat_relay_republish(rl, &r->sn.str, r->from);
             break;
 
-        default: /* NGX_CHAT_RELAY_RESYNC */
+        case NGX_CHAT_RELAY_RESYNC:
             ngx_chat_relay_sync(rl, &r->sn.str, 2);
+            break;
+
+        default: /* NGX_CHAT_RELAY_FRESH */
+            if (ngx_chat_remote_known(rl->ctx) > r->fresh_known
+                && ngx_chat_shm_members(rl->ctx, &r->sn.str))
+            {
+                ngx_chat_relay_sync(rl, &r->sn.str, 0);
+            }
+
             break;
         }
     }
@@ -1974,7 +2016,7 @@ ngx_chat_relay_rooms_tick(ngx_chat_relay_t *rl)
 
         quiet = 1;
 
-        for (k = 0; k < 3; k++) {
+        for (k = 0; k < 4; k++) {
             if (ngx_current_msec - r->last[k] < NGX_CHAT_RELAY_SYNC_KEEP) {
                 quiet = 0;
             }

@@ -941,6 +941,51 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
  * follow number, or seen, is not taken), or "-" when we know of none.
  */
 
+ngx_uint_t
+ngx_chat_remote_known(ngx_chat_shm_ctx_t *ctx)
+{
+    uint64_t         own, tag;
+    ngx_uint_t       i, j, n;
+    ngx_chat_shm_t  *sh;
+
+    sh = ctx->sh;
+    own = ngx_chat_server_tag(sh->server_id);
+    n = 0;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    /* tags: a server's relaying worker changes its id, not its tag */
+
+    for (i = 0; i < NGX_CHAT_MAX_SERVERS; i++) {
+        if (!sh->servers[i].active) {
+            continue;
+        }
+
+        tag = ngx_chat_server_tag(sh->servers[i].id);
+
+        if (tag == own) {
+            continue;
+        }
+
+        for (j = 0; j < i; j++) {
+            if (sh->servers[j].active
+                && ngx_chat_server_tag(sh->servers[j].id) == tag)
+            {
+                break;
+            }
+        }
+
+        if (j == i) {
+            n++;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return n;
+}
+
+
 u_char *
 ngx_chat_remote_fresh(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, u_char *buf,
     u_char *last)

@@ -111,6 +111,9 @@ ngx_uint_t ngx_chat_remote_blind(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
 void ngx_chat_remote_had(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     uint64_t *keys, ngx_uint_t n);
 
+/* how many other servers this zone knows of (heard within 7 s) */
+ngx_uint_t ngx_chat_remote_known(ngx_chat_shm_ctx_t *ctx);
+
 /* the room's sync request argument after our first subscription (.c) */
 u_char *ngx_chat_remote_fresh(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     u_char *buf, u_char *last);

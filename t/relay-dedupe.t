@@ -174,8 +174,11 @@ is($pairs, 50, 'b2 joined and left churn on B 50 times');
 settle(4, $b2);
 my $n = publishes($redis) - $before;
 
-# each pair: B's J, S, L (3); A answers with presence at most once per 3 s
-cmp_ok($n, '<=', 3 * 50 + 20,
+# each pair: B's J, S, L (3); A answers with presence at most once per 3 s;
+# and, still within the servers' first seconds, room r's startup requests
+# and answers (a subscription made before every server was known is asked
+# again once they are: relay-fresh.t; A republishes r's ring, 20, once)
+cmp_ok($n, '<=', 3 * 50 + 45,
        "PUBLISH calls for 50 join/leave pairs: $n (no history republished)");
 my @old = grep { $_->{type} eq 'message' } @{ $b2->{all} };
 is(scalar(@old), 0, 'b2 got no message of churn sent before it joined')
