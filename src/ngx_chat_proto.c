@@ -65,6 +65,9 @@ typedef struct {
     ngx_uint_t                 rounds;    /* reads made */
     ngx_uint_t                 overlap;   /* SINCE: messages of the reply
                                              before the id (the merge) */
+    u_char                    *pending;   /* the rows the zone will
+                                             deliver live, asked before
+                                             the bus was read (the reply) */
     ngx_array_t                had;       /* of uint64_t pairs: other
                                              servers' recent messages in
                                              a reply past what the zone
@@ -136,6 +139,7 @@ static void ngx_chat_proto_read_done(ngx_chat_store_rows_t *rows,
     void *data);
 static ngx_int_t ngx_chat_proto_read_rows(ngx_chat_proto_read_t *rd,
     ngx_chat_store_rows_t *rows);
+static u_char *ngx_chat_proto_read_pending(ngx_chat_proto_read_t *rd);
 static ngx_chat_buf_t *ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
     ngx_chat_member_t *m);
 static uint64_t ngx_chat_proto_id_num(ngx_str_t *id);
@@ -1386,6 +1390,20 @@ ngx_chat_proto_read_reply(ngx_chat_proto_read_t *rd)
     ngx_queue_remove(&rd->queue);
     s->nreads--;
 
+    if (rd->m && rd->pool && rd->mode != NGX_CHAT_STORE_BEFORE
+        && rd->rows.nelts)
+    {
+        /*
+         * which rows the zone will deliver live is asked first, and then
+         * this worker reads the bus: another server's message the relay
+         * took meanwhile is then in what the member holds, not both in
+         * the reply and live after it
+         */
+
+        rd->pending = ngx_chat_proto_read_pending(rd);
+        ngx_chat_fanout_publish(s->fo);
+    }
+
     if (!rd->join || rd->m) {
         b = ngx_chat_proto_read_frame(rd, rd->m);
 
@@ -1399,6 +1417,34 @@ ngx_chat_proto_read_reply(ngx_chat_proto_read_t *rd)
     }
 
     ngx_chat_proto_read_free(rd);
+}
+
+
+static u_char *
+ngx_chat_proto_read_pending(ngx_chat_proto_read_t *rd)
+{
+    u_char                   *pending;
+    ngx_str_t               **ids;
+    ngx_uint_t                j;
+    ngx_chat_shm_copy_msg_t  *rows;
+
+    rows = rd->rows.elts;
+
+    pending = ngx_pnalloc(rd->pool, rd->rows.nelts);
+    ids = ngx_palloc(rd->pool, rd->rows.nelts * sizeof(ngx_str_t *));
+
+    if (pending == NULL || ids == NULL) {
+        return NULL;
+    }
+
+    for (j = 0; j < rd->rows.nelts; j++) {
+        ids[j] = &rows[j].id;
+    }
+
+    ngx_chat_remote_pending(rd->s->ctx, &rd->room, ids, rd->rows.nelts,
+                            pending);
+
+    return pending;
 }
 
 
@@ -1653,7 +1699,10 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
 
     pending = NULL;
 
-    if (rd->mode != NGX_CHAT_STORE_BEFORE && rd->rows.nelts) {
+    if (rd->pending) {
+        pending = rd->pending;
+
+    } else if (rd->mode != NGX_CHAT_STORE_BEFORE && rd->rows.nelts) {
         pending = ngx_pnalloc(rd->pool, rd->rows.nelts);
         ids = ngx_palloc(rd->pool, rd->rows.nelts * sizeof(ngx_str_t *));
 
