@@ -395,7 +395,17 @@ ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
             g->room.data = p;
             g->room.len = room->name.len;
             g->tag = m->tag;
-            g->high = m->high;
+
+            /*
+             * what we have with nothing missing before: while our request
+             * after a resubscription was not answered, the gap's low end
+             * (live messages after the gap raised "high" above what the
+             * outage lost; ngx_chat_remote_resubscribed())
+             */
+
+            g->high = ((m->unanswered || m->gap_hi == NGX_CHAT_SHM_GAP_OPEN)
+                       && m->gap_lo)
+                      ? m->gap_lo : m->high;
 
             m->catchup_at = ngx_current_msec + retry;
         }

@@ -31,7 +31,7 @@ plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
     unless Test::Chat::Pg->available;
 
-plan tests => 10;
+plan tests => 14;
 
 my $SID = '00000000feedf00d';
 my $TAG = '0000feedf00d';
@@ -162,6 +162,54 @@ is(contents_within($m1, 25, 2), 'n' . ($T + 2000) . ' n' . ($T + 3000),
 my $c = () = $t->error_log(since => $mark)
     =~ /messages of a server gone delivered from storage/g;
 ok($c >= 1, 'logged');
+
+# --- a server gone while our request after an outage was unanswered ------
+#
+# our subscriber comes back after a Redis outage and asks the made-up
+# server (now another one) for what it missed; what it sent during the
+# outage never came, it stores two more that never come either, a live one
+# comes after them (closing the gap), and it falls silent without
+# answering.  The catch-up reads from the gap's low end (old: from the
+# newest it had, the live one: the two were lost)
+
+my $SID2 = '00000000feedf11d';
+my $TAG2 = '0000feedf11d';
+my $U = int(now() * 1000) * 1000;
+
+sub publish2 {
+    my ($n) = @_;
+    my $id = "$n-$TAG2";
+    $redis->cli('PUBLISH', $channel, "$SID2 M $id "
+        . qq({"type":"message","room":"$ROOM","id":"$id","user":"fay",)
+        . qq("content":"u$n","ts":1700000000001}));
+}
+
+sub store2 {
+    my ($n) = @_;
+    $pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
+              . "created_at) VALUES ('$n-$TAG2', 'chat', '$ROOM', 'fay', "
+              . "'u$n', now())");
+}
+
+$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID2 H");
+store2($U + 1000);
+publish2($U + 1000);
+is(contents_within($m1, 3, 1), 'u' . ($U + 1000), 'm1 gets its first, live');
+
+$redis->stop;
+ok(poll(10, sub { (status($t)->{redis} // '') eq 'down' }), 'Redis down');
+store2($U + 2000);
+store2($U + 3000);
+$redis->start_again;
+ok(poll(15, sub { (status($t)->{redis} // '') eq 'up' }), 'Redis up again');
+Time::HiRes::sleep(0.5);
+$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID2 H");
+store2($U + 4000);
+publish2($U + 4000);
+my $got = contents_within($m1, 20, 3);
+is($got, join(' ', map { 'u' . ($U + $_) } 4000, 2000, 3000),
+   'the live one, then the two lost in the outage once the server is '
+   . 'dropped (old: never)');
 
 my @bad = grep { !/exited on signal 9/ }
           $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
