@@ -89,6 +89,12 @@ static void ngx_chat_fanout_room_free(ngx_chat_fanout_t *fo,
 static void ngx_chat_fanout_collect(void *data, uint64_t pos,
     ngx_chat_bus_entry_t *e);
 static void ngx_chat_fanout_drain(ngx_chat_fanout_t *fo);
+static ngx_uint_t ngx_chat_fanout_deliver(ngx_chat_member_t *m,
+    ngx_chat_fanout_pending_t *pd, ngx_uint_t n);
+static ngx_chat_buf_t *ngx_chat_fanout_batch(ngx_chat_fanout_pending_t *pd,
+    ngx_uint_t n);
+static void ngx_chat_fanout_observe(ngx_chat_fanout_t *fo,
+    ngx_chat_fanout_pending_t *pd, ngx_uint_t n, ngx_uint_t delivered);
 static void ngx_chat_fanout_lost(ngx_chat_fanout_t *fo, uint64_t lost);
 static ngx_int_t ngx_chat_fanout_socket(ngx_cycle_t *cycle);
 static ngx_int_t ngx_chat_fanout_bind(ngx_socket_t s, ngx_log_t *log);
@@ -1104,13 +1110,30 @@ ngx_chat_fanout_collect(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
 }
 
 
+/*
+ * Entries are delivered in runs: consecutive entries of one room.  A run of
+ * several messages (a closed-loop sender, a busy room: what one turn of the
+ * event loop brought) is copied once into one buffer of all its frames,
+ * and that buffer is what most members get: one queue slot and one
+ * contiguous send() per member per turn, however many messages, instead of
+ * one slot per message (a queue that outgrew its inline slots was an
+ * allocation per member and turn: W1 closed loop, 7 frames per member) and
+ * a writev() of as many pieces.  The first recipients are not held back:
+ * it is still this turn's flush that writes them.  A member that needs the
+ * frames one by one gets them one by one: one whose live stream starts
+ * inside the run, one held for its history from storage, a
+ * permessage-deflate one (each message is compressed on its own), and a
+ * run with presence events (not sent to the user they are about).
+ */
+
 static void
 ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
 {
-    uint64_t                    lost, now;
-    ngx_uint_t                  i, out, sent;
+    uint64_t                    lost;
+    ngx_uint_t                  i, j, out, sent;
     ngx_queue_t                *q;
     ngx_chat_ws_t              *ws;
+    ngx_chat_buf_t             *batch;
     ngx_chat_member_t          *m;
     ngx_chat_local_room_t      *room;
     ngx_chat_fanout_pending_t  *pd;
@@ -1136,9 +1159,19 @@ ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
                    "chat fanout: %ui entries of \"%V\" to deliver",
                    fo->pending.nelts, &fo->zone->name);
 
-    for (i = 0; i < fo->pending.nelts; i++) {
+    for (i = 0; i < fo->pending.nelts; i = j) {
 
         room = pd[i].room;
+
+        for (j = i + 1;
+             j < fo->pending.nelts && pd[j].room == room;
+             j++)
+        {
+            /* void */
+        }
+
+        batch = (j - i > 1) ? ngx_chat_fanout_batch(pd + i, j - i) : NULL;
+
         sent = out;
 
         for (q = ngx_queue_head(&room->members);
@@ -1148,45 +1181,22 @@ ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
             m = ngx_queue_data(q, ngx_chat_member_t, queue);
             ws = m->ws;
 
-            if (pd[i].pos < m->start) {
-                continue;
-            }
-
-            if (pd[i].kind == NGX_CHAT_BUS_PRESENCE
-                && ws->user.len == pd[i].user.len
-                && ngx_memcmp(ws->user.data, pd[i].user.data,
-                              ws->user.len) == 0)
-            {
-                continue;
-            }
-
-            if (m->hold) {
-                if (ngx_chat_fanout_hold(m, &pd[i]) != NGX_OK) {
-                    ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_POLICY,
-                                      "send buffer full");
+            if (batch && !m->hold && !ws->deflate && pd[i].pos >= m->start) {
+                if (ngx_chat_ws_send_buf(ws, batch) == NGX_OK) {
+                    out += j - i;
                 }
 
                 continue;
             }
 
-            if (ngx_chat_ws_send_buf(ws, pd[i].buf) == NGX_OK
-                && pd[i].kind == NGX_CHAT_BUS_MESSAGE)
-            {
-                out++;
-            }
+            out += ngx_chat_fanout_deliver(m, pd + i, j - i);
         }
 
-        ngx_chat_buf_release(pd[i].buf);
-
-        /* delivery lag: once per message and worker, after its last member */
-
-        if (out != sent && pd[i].accepted) {
-            now = ngx_chat_bus_clock();
-
-            ngx_chat_shm_observe(fo->zone, NGX_CHAT_SHM_LAG,
-                                 now > pd[i].accepted
-                                 ? now - pd[i].accepted : 0);
+        if (batch) {
+            ngx_chat_buf_release(batch);
         }
+
+        ngx_chat_fanout_observe(fo, pd + i, j - i, out != sent);
     }
 
     fo->pending.nelts = 0;
@@ -1197,6 +1207,121 @@ ngx_chat_fanout_drain(ngx_chat_fanout_t *fo)
 
     if (fo->tap_flush) {
         fo->tap_flush(fo->tap_data);
+    }
+}
+
+
+/* the entries of a run one by one, to one member: how many messages went */
+
+static ngx_uint_t
+ngx_chat_fanout_deliver(ngx_chat_member_t *m, ngx_chat_fanout_pending_t *pd,
+    ngx_uint_t n)
+{
+    ngx_uint_t      k, out;
+    ngx_chat_ws_t  *ws;
+
+    ws = m->ws;
+    out = 0;
+
+    for (k = 0; k < n; k++) {
+
+        if (pd[k].pos < m->start) {
+            continue;
+        }
+
+        if (pd[k].kind == NGX_CHAT_BUS_PRESENCE
+            && ws->user.len == pd[k].user.len
+            && ngx_memcmp(ws->user.data, pd[k].user.data, ws->user.len) == 0)
+        {
+            continue;
+        }
+
+        if (m->hold) {
+            if (ngx_chat_fanout_hold(m, &pd[k]) != NGX_OK) {
+                ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_POLICY,
+                                  "send buffer full");
+            }
+
+            continue;
+        }
+
+        if (ngx_chat_ws_send_buf(ws, pd[k].buf) == NGX_OK
+            && pd[k].kind == NGX_CHAT_BUS_MESSAGE)
+        {
+            out++;
+        }
+    }
+
+    return out;
+}
+
+
+/*
+ * The frames of a run of messages in one buffer (its one reference is the
+ * caller's), or NULL: a run with a presence event, or no memory (the
+ * members then get the frames one by one)
+ */
+
+static ngx_chat_buf_t *
+ngx_chat_fanout_batch(ngx_chat_fanout_pending_t *pd, ngx_uint_t n)
+{
+    u_char          *p;
+    size_t           len;
+    ngx_uint_t       k;
+    ngx_chat_buf_t  *b;
+
+    len = 0;
+
+    for (k = 0; k < n; k++) {
+        if (pd[k].kind != NGX_CHAT_BUS_MESSAGE) {
+            return NULL;
+        }
+
+        len += pd[k].buf->len;
+    }
+
+    b = ngx_chat_buf_alloc(len, ngx_cycle->log);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    p = b->data;
+
+    for (k = 0; k < n; k++) {
+        p = ngx_cpymem(p, pd[k].buf->data, pd[k].buf->len);
+    }
+
+    return b;
+}
+
+
+/*
+ * Delivery lag, once per message and worker, after its last member; the
+ * run's buffers are released
+ */
+
+static void
+ngx_chat_fanout_observe(ngx_chat_fanout_t *fo, ngx_chat_fanout_pending_t *pd,
+    ngx_uint_t n, ngx_uint_t delivered)
+{
+    uint64_t    now;
+    ngx_uint_t  k;
+
+    now = 0;
+
+    for (k = 0; k < n; k++) {
+
+        if (delivered && pd[k].accepted) {
+            if (now == 0) {
+                now = ngx_chat_bus_clock();
+            }
+
+            ngx_chat_shm_observe(fo->zone, NGX_CHAT_SHM_LAG,
+                                 now > pd[k].accepted
+                                 ? now - pd[k].accepted : 0);
+        }
+
+        ngx_chat_buf_release(pd[k].buf);
     }
 }
 
