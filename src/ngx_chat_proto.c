@@ -1690,7 +1690,7 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     uint64_t                  from, recent, key[2], *k;
     ngx_int_t                 i, c;
     ngx_time_t               *tp;
-    ngx_str_t                *msg, **held, *after, *cut, *oldest, **ids;
+    ngx_str_t                *msg, **held, *after, *cut, *oldest;
     ngx_uint_t                j, h, nheld, nring;
     ngx_chat_shm_ring_t      *ring;
     ngx_chat_shm_copy_msg_t  *rows, *e;
@@ -1703,19 +1703,10 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
         pending = rd->pending;
 
     } else if (rd->mode != NGX_CHAT_STORE_BEFORE && rd->rows.nelts) {
-        pending = ngx_pnalloc(rd->pool, rd->rows.nelts);
-        ids = ngx_palloc(rd->pool, rd->rows.nelts * sizeof(ngx_str_t *));
-
-        if (pending == NULL || ids == NULL) {
+        pending = ngx_chat_proto_read_pending(rd);
+        if (pending == NULL) {
             return NGX_ERROR;
         }
-
-        for (j = 0; j < rd->rows.nelts; j++) {
-            ids[j] = &rows[j].id;
-        }
-
-        ngx_chat_remote_pending(rd->s->ctx, &rd->room, ids, rd->rows.nelts,
-                                pending);
     }
 
     ring = (rd->mode != NGX_CHAT_STORE_BEFORE) ? rd->ring : NULL;
