@@ -34,7 +34,11 @@ static ngx_uint_t ngx_chat_remote_ours(ngx_chat_shm_room_t *room,
     uint64_t num);
 static ngx_uint_t ngx_chat_remote_seen_has(ngx_chat_shm_seen_t *seen,
     uint64_t key);
+static ngx_chat_shm_seen_t *ngx_chat_remote_seen_room(
+    ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room);
 static void ngx_chat_remote_seen_add(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, uint64_t num, uint64_t tag);
+static void ngx_chat_remote_seen_add_old(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, uint64_t num, uint64_t tag);
 static void ngx_chat_remote_seen_put(ngx_chat_shm_seen_t *seen,
     uint64_t key);
@@ -712,76 +716,90 @@ ngx_chat_remote_seen_del(ngx_chat_shm_seen_t *seen, uint64_t key)
 
 
 /*
- * A delivered id goes into the room's window; when full, the oldest one
- * leaves it and raises its sender's floor.  Without memory for a window,
- * the marks alone dedupe (as before there was one).  Locked.
+ * The room's window, grown (doubled) when full and allowed to be larger;
+ * NULL without memory for one (the marks alone dedupe then, as before
+ * there was one).  Locked.
+ */
+
+static ngx_chat_shm_seen_t *
+ngx_chat_remote_seen_room(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
+{
+    size_t                   size;
+    uint32_t                 cap, max, i;
+    ngx_chat_shm_seen_t     *seen, *old;
+    ngx_chat_shm_seen_id_t  *e;
+
+    seen = room->seen;
+
+    if (seen && (seen->n < seen->cap || seen->cap == seen->max)) {
+        return seen;
+    }
+
+    if (seen) {
+        max = seen->max;
+        cap = 2 * seen->cap;
+
+    } else {
+        for (max = 64; max < 4 * room->hist_max && max < 65536; max *= 2) {
+            /* void */
+        }
+
+        cap = 16;
+    }
+
+    size = sizeof(ngx_chat_shm_seen_t)
+           + cap * sizeof(ngx_chat_shm_seen_id_t)
+           + 2 * cap * sizeof(uint64_t);
+
+    old = seen;
+    seen = ngx_slab_calloc_locked(ctx->shpool, size);
+
+    if (seen == NULL) {
+        /* it stays as large as it is */
+        return old;
+    }
+
+    seen->cap = cap;
+    seen->max = max;
+    seen->fifo = (ngx_chat_shm_seen_id_t *) (seen + 1);
+    seen->keys = (uint64_t *) (seen->fifo + cap);
+
+    if (old) {
+        for (i = 0; i < old->n; i++) {
+            e = &old->fifo[(old->head + i) % old->cap];
+            seen->fifo[i] = *e;
+            ngx_chat_remote_seen_put(seen,
+                                     ngx_chat_remote_key(e->num, e->tag));
+        }
+
+        seen->n = old->n;
+        ngx_slab_free_locked(ctx->shpool, old);
+    }
+
+    room->seen = seen;
+
+    return seen;
+}
+
+
+/*
+ * A delivered id goes into the room's window, the newest; when full, the
+ * oldest one leaves it and raises its sender's floor.  Locked.
  */
 
 static void
 ngx_chat_remote_seen_add(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
     uint64_t num, uint64_t tag)
 {
-    size_t                   size;
-    uint32_t                 cap, max, i;
     ngx_chat_shm_mark_t     *m;
-    ngx_chat_shm_seen_t     *seen, *old;
+    ngx_chat_shm_seen_t     *seen;
     ngx_chat_shm_seen_id_t  *e;
 
-    seen = room->seen;
+    seen = ngx_chat_remote_seen_room(ctx, room);
 
-    if (seen == NULL || (seen->n == seen->cap && seen->cap < seen->max)) {
-
-        if (seen) {
-            max = seen->max;
-            cap = 2 * seen->cap;
-
-        } else {
-            for (max = 64; max < 4 * room->hist_max && max < 65536; max *= 2)
-            {
-                /* void */
-            }
-
-            cap = 16;
-        }
-
-        size = sizeof(ngx_chat_shm_seen_t)
-               + cap * sizeof(ngx_chat_shm_seen_id_t)
-               + 2 * cap * sizeof(uint64_t);
-
-        old = seen;
-        seen = ngx_slab_calloc_locked(ctx->shpool, size);
-
-        if (seen == NULL) {
-            if (old == NULL) {
-                return;
-            }
-
-            /* it stays as large as it is */
-            seen = old;
-            goto add;
-        }
-
-        seen->cap = cap;
-        seen->max = max;
-        seen->fifo = (ngx_chat_shm_seen_id_t *) (seen + 1);
-        seen->keys = (uint64_t *) (seen->fifo + cap);
-
-        if (old) {
-            for (i = 0; i < old->n; i++) {
-                e = &old->fifo[(old->head + i) % old->cap];
-                seen->fifo[i] = *e;
-                ngx_chat_remote_seen_put(seen,
-                                         ngx_chat_remote_key(e->num, e->tag));
-            }
-
-            seen->n = old->n;
-            ngx_slab_free_locked(ctx->shpool, old);
-        }
-
-        room->seen = seen;
+    if (seen == NULL) {
+        return;
     }
-
-add:
 
     if (seen->n == seen->cap) {
         /* the oldest leaves the window: its sender's floor rises */
@@ -803,6 +821,46 @@ add:
     e->num = num;
     e->tag = tag;
     seen->n++;
+
+    ngx_chat_remote_seen_put(seen, ngx_chat_remote_key(num, tag));
+}
+
+
+/*
+ * An id that came in a history reply, not live: the window's oldest end,
+ * so that the ids delivered live stay in it as long as before (each one
+ * leaving raises its sender's floor: were the newest pushed out by older
+ * ones, the floor would pass a message still to come, see
+ * ngx_chat_remote_had()).  When the window is full it leaves at once: its
+ * sender's floor rises to it.  Locked.
+ */
+
+static void
+ngx_chat_remote_seen_add_old(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, uint64_t num, uint64_t tag)
+{
+    ngx_chat_shm_mark_t     *m;
+    ngx_chat_shm_seen_t     *seen;
+    ngx_chat_shm_seen_id_t  *e;
+
+    seen = ngx_chat_remote_seen_room(ctx, room);
+
+    if (seen == NULL || seen->n == seen->cap) {
+        m = ngx_chat_remote_mark(ctx, room, tag, 1);
+
+        if (m && m->floor < num) {
+            m->floor = num;
+        }
+
+        return;
+    }
+
+    seen->head = (seen->head + seen->cap - 1) % seen->cap;
+    seen->n++;
+
+    e = &seen->fifo[seen->head];
+    e->num = num;
+    e->tag = tag;
 
     ngx_chat_remote_seen_put(seen, ngx_chat_remote_key(num, tag));
 }
@@ -1412,7 +1470,8 @@ void
 ngx_chat_remote_had(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     uint64_t *keys, ngx_uint_t n)
 {
-    ngx_uint_t            i, max;
+    uint64_t              num, tag;
+    ngx_uint_t            i;
     ngx_chat_shm_room_t  *room;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
@@ -1423,20 +1482,27 @@ ngx_chat_remote_had(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         goto done;
     }
 
-    /* no more than the window holds: the rest would only raise floors */
+    /*
+     * newest first, each at the window's oldest end: what does not fit
+     * only raises its sender's floor, to below the follow.  What was sent
+     * since the follow is not added: it is in the window already (had
+     * here), below its sender's floor, or was left out of the reply as
+     * pending (ngx_chat_remote_pending()), promised live to the member
+     */
 
-    max = room->seen ? room->seen->max : 64;
-    i = (n > max) ? n - max : 0;
+    for (i = n; i > 0; i--) {
+        num = keys[2 * i - 2];
+        tag = keys[2 * i - 1];
 
-    for ( /* void */ ; i < n; i++) {
-        if (room->seen
-            && ngx_chat_remote_seen_has(room->seen,
-                          ngx_chat_remote_key(keys[2 * i], keys[2 * i + 1])))
+        if (ngx_chat_remote_ours(room, num)
+            || (room->seen
+                && ngx_chat_remote_seen_has(room->seen,
+                                            ngx_chat_remote_key(num, tag))))
         {
             continue;
         }
 
-        ngx_chat_remote_seen_add(ctx, room, keys[2 * i], keys[2 * i + 1]);
+        ngx_chat_remote_seen_add_old(ctx, room, num, tag);
     }
 
 done:

@@ -105,8 +105,9 @@ ngx_uint_t ngx_chat_remote_blind(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
 /*
  * Other servers' messages (n pairs of number and tag, oldest first) that
  * a history reply past what the zone vouches for (ngx_chat_remote_blind())
- * gave: history here from now on, their live copy refused as one (the
- * newest the room's seen window can hold)
+ * gave: history here from now on, their live copy refused as one (those
+ * sent before the follow, the newest the room's seen window can hold
+ * besides the ids delivered here, which stay its newest)
  */
 void ngx_chat_remote_had(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     uint64_t *keys, ngx_uint_t n);
