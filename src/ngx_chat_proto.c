@@ -73,6 +73,8 @@ typedef struct {
                                              a reply past what the zone
                                              vouches for (the merge) */
     ngx_chat_shm_ring_t       *ring;      /* copied, sorted by id */
+    ngx_chat_shm_copy_msg_t   *arrival;   /* the copy in the order it
+                                             came, when not the ids' */
     ngx_pool_t                *pool;      /* the rows read, the reply */
     ngx_array_t                rows;      /* of ngx_chat_shm_copy_msg_t:
                                              the rows read, newest first */
@@ -150,8 +152,12 @@ static int ngx_chat_proto_msg_cmp(const void *a, const void *b);
 static int ngx_chat_proto_idp_cmp(const void *a, const void *b);
 static ngx_uint_t ngx_chat_proto_own(ngx_chat_proto_read_t *rd,
     ngx_str_t *id);
-static void ngx_chat_proto_ring_sort(ngx_chat_shm_ring_t *ring);
+static void ngx_chat_proto_ring_sort(ngx_chat_proto_read_t *rd);
+static ngx_int_t ngx_chat_proto_ring_find(ngx_chat_shm_ring_t *ring,
+    ngx_str_t *id);
 static ngx_uint_t ngx_chat_proto_ring_has(ngx_str_t *id, void *data);
+static void ngx_chat_proto_ring_order(ngx_chat_proto_read_t *rd,
+    ngx_str_t *msgs, u_char *used, ngx_uint_t *slots, ngx_uint_t nslots);
 static void ngx_chat_proto_send_frame(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
     ngx_uint_t reply);
 
@@ -1190,7 +1196,7 @@ ngx_chat_proto_read_next(ngx_chat_proto_session_t *s)
 
         if (rd->mode != NGX_CHAT_STORE_BEFORE) {
             rd->ring = ngx_chat_shm_ring_copy(s->ctx, &rd->room);
-            ngx_chat_proto_ring_sort(rd->ring);
+            ngx_chat_proto_ring_sort(rd);
 
             if (rd->m && rd->ring) {
                 /*
@@ -1455,6 +1461,10 @@ ngx_chat_proto_read_free(ngx_chat_proto_read_t *rd)
         ngx_free(rd->ring);
     }
 
+    if (rd->arrival) {
+        ngx_free(rd->arrival);
+    }
+
     if (rd->pool) {
         ngx_destroy_pool(rd->pool);
     }
@@ -1585,13 +1595,19 @@ ngx_chat_proto_idp_cmp(const void *a, const void *b)
 /*
  * The ring copy, sorted by id: it is in the order messages came, which is
  * the ids' order but for messages of other servers (chat_redis), whose
- * numbers come from their clocks
+ * numbers come from their clocks.  That order is kept aside then: the
+ * reply gives what the ring holds in it, the order its members here saw
+ * (ngx_chat_proto_ring_order()).
  */
 
 static void
-ngx_chat_proto_ring_sort(ngx_chat_shm_ring_t *ring)
+ngx_chat_proto_ring_sort(ngx_chat_proto_read_t *rd)
 {
-    ngx_uint_t  i;
+    size_t                size;
+    ngx_uint_t            i;
+    ngx_chat_shm_ring_t  *ring;
+
+    ring = rd->ring;
 
     if (ring == NULL) {
         return;
@@ -1601,6 +1617,13 @@ ngx_chat_proto_ring_sort(ngx_chat_shm_ring_t *ring)
         if (ngx_chat_proto_id_cmp(&ring->msgs[i - 1].id, &ring->msgs[i].id)
             > 0)
         {
+            size = ring->n * sizeof(ngx_chat_shm_copy_msg_t);
+
+            rd->arrival = ngx_alloc(size, ngx_cycle->log);
+            if (rd->arrival) {
+                ngx_memcpy(rd->arrival, ring->msgs, size);
+            }
+
             ngx_qsort(ring->msgs, ring->n, sizeof(ngx_chat_shm_copy_msg_t),
                       ngx_chat_proto_msg_cmp);
             return;
@@ -1609,13 +1632,11 @@ ngx_chat_proto_ring_sort(ngx_chat_shm_ring_t *ring)
 }
 
 
-/* the id is in the (sorted) ring copy: a binary search */
+/* where the id is in the (sorted) ring copy, or -1: a binary search */
 
-static ngx_uint_t
-ngx_chat_proto_ring_has(ngx_str_t *id, void *data)
+static ngx_int_t
+ngx_chat_proto_ring_find(ngx_chat_shm_ring_t *ring, ngx_str_t *id)
 {
-    ngx_chat_shm_ring_t *ring = data;
-
     ngx_int_t   rc;
     ngx_uint_t  lo, hi, mid;
 
@@ -1627,7 +1648,7 @@ ngx_chat_proto_ring_has(ngx_str_t *id, void *data)
         rc = ngx_chat_proto_id_cmp(&ring->msgs[mid].id, id);
 
         if (rc == 0) {
-            return 1;
+            return (ngx_int_t) mid;
         }
 
         if (rc < 0) {
@@ -1638,7 +1659,41 @@ ngx_chat_proto_ring_has(ngx_str_t *id, void *data)
         }
     }
 
-    return 0;
+    return -1;
+}
+
+
+static ngx_uint_t
+ngx_chat_proto_ring_has(ngx_str_t *id, void *data)
+{
+    return ngx_chat_proto_ring_find(data, id) >= 0;
+}
+
+
+/*
+ * The merge is by id; the reply's messages that came from the ring copy
+ * (used: by their place in it, sorted) then take their places (slots) in
+ * the order they came here, as the members who were here saw them (a
+ * message of another server that came late is after those it came
+ * after).  What storage alone gave stays where its id puts it.
+ */
+
+static void
+ngx_chat_proto_ring_order(ngx_chat_proto_read_t *rd, ngx_str_t *msgs,
+    u_char *used, ngx_uint_t *slots, ngx_uint_t nslots)
+{
+    ngx_int_t   x;
+    ngx_uint_t  a, k;
+
+    k = 0;
+
+    for (a = 0; a < rd->ring->n && k < nslots; a++) {
+        x = ngx_chat_proto_ring_find(rd->ring, &rd->arrival[a].id);
+
+        if (x >= 0 && used[x]) {
+            msgs[slots[k++]] = rd->arrival[a].json;
+        }
+    }
 }
 
 
@@ -1663,6 +1718,8 @@ ngx_chat_proto_own(ngx_chat_proto_read_t *rd, ngx_str_t *id)
  * by id, merged by id, each message once, whichever has it.  A merge of
  * two sorted lists is linear: no row is looked up in the ring (and the
  * messages held for a joining member, sorted too, are walked along).
+ * What the ring gave is then in the order it came here, when that is not
+ * the ids' (ngx_chat_proto_ring_order()).
  * Dropped:
  *
  *   - what the member got live after joining (held): it comes after the
@@ -1686,12 +1743,12 @@ static ngx_int_t
 ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     ngx_array_t *msgs, ngx_uint_t *window)
 {
-    u_char                   *pending;
+    u_char                   *pending, *used;
     uint64_t                  from, recent, key[2], *k;
     ngx_int_t                 i, c;
     ngx_time_t               *tp;
     ngx_str_t                *msg, **held, *after, *cut, *oldest;
-    ngx_uint_t                j, h, nheld, nring;
+    ngx_uint_t                j, h, nheld, nring, *slots, nslots, ringed;
     ngx_chat_shm_ring_t      *ring;
     ngx_chat_shm_copy_msg_t  *rows, *e;
 
@@ -1719,6 +1776,21 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
         != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    used = NULL;
+    slots = NULL;
+    nslots = 0;
+
+    if (ring && rd->arrival) {
+        /* the ring copy came out of the ids' order: it is given in its own */
+
+        used = ngx_pcalloc(rd->pool, nring);
+        slots = ngx_palloc(rd->pool, nring * sizeof(ngx_uint_t));
+
+        if (used == NULL || slots == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     held = NULL;
@@ -1825,6 +1897,7 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
             }
 
             e = &rows[i--];
+            ringed = 0;
 
             if (cut && ngx_chat_proto_id_cmp(&e->id, cut) > 0
                 && ngx_chat_proto_own(rd, &e->id))
@@ -1833,7 +1906,8 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
             }
 
         } else {
-            e = &ring->msgs[j++];
+            ringed = ++j;
+            e = &ring->msgs[j - 1];
 
             if (c == 0) {
                 i--;
@@ -1870,6 +1944,11 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
 
         *msg = e->json;
 
+        if (used && ringed) {
+            used[ringed - 1] = 1;
+            slots[nslots++] = msgs->nelts - 1;
+        }
+
         if (after && c < 0) {
             rd->overlap++;
         }
@@ -1886,6 +1965,10 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
             k[0] = key[0];
             k[1] = key[1];
         }
+    }
+
+    if (nslots > 1) {
+        ngx_chat_proto_ring_order(rd, msgs->elts, used, slots, nslots);
     }
 
     return NGX_OK;
