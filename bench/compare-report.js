@@ -159,7 +159,7 @@ p(`- machine: ${meta.cpu || '?'}, Linux ${meta.kernel || '?'}, ${meta.nofile || 
 p(`- versions: nginx ${meta.nginx}; ngx_chat_module ${meta.module}; nchan ${meta.nchan} (Debian libnginx-mod-nchan);`
   + ` Node ${meta.node}, uWebSockets.js ${meta.uws || '–'} (npm @trufflesuite/uws-js-unofficial, native binary), socket.io ${meta.socketio}, @socket.io/redis-adapter ${meta.redis_adapter}, redis (npm) ${meta.redis_js}, pg (npm) ${meta.pg_js};`
   + ` redis-server ${meta.redis}; PostgreSQL ${meta.postgres}`);
-p(`- systems: ngx_chat = nginx + module, 2 workers, embedded (bench/conf/ngx_chat.conf); nchan = nginx + nchan, 2 workers,`
+p(`- systems: ngx_chat = nginx + module, ${meta.ngx_workers || 2} worker${Number(meta.ngx_workers || 2) === 1 ? '' : 's'}, embedded (bench/conf/ngx_chat.conf); nchan = nginx + nchan, ${meta.ngx_workers || 2} worker${Number(meta.ngx_workers || 2) === 1 ? '' : 's'},`
   + ` in-memory (bench/conf/nchan.conf); uws = bench/uws/server.js, one process, rooms as uWS topics (app.publish), no presence and no history (its best case); socketio = bench/socketio/server.js --mode memory; socketio+redis+pg = the same with`
   + ` @socket.io/redis-adapter and an awaited PostgreSQL INSERT per message; Socket.io runs as ${Number(meta.sio_workers || 1) === 1 ? 'one Node process, as users run it' : `${meta.sio_workers} Node processes (node:cluster)`}`);
 for (const s of skips) p(`- **${s.system} skipped**: ${s.reason}`);
