@@ -1811,7 +1811,13 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
         ngx_qsort(held, nheld, sizeof(ngx_str_t *), ngx_chat_proto_idp_cmp);
     }
 
-    after = (rd->mode == NGX_CHAT_STORE_SINCE && rd->found) ? &rd->id : NULL;
+    /*
+     * storage answers after an id it does not have by the time in its
+     * number (ngx_chat_store_history())
+     */
+    after = (rd->mode == NGX_CHAT_STORE_SINCE
+             && (rd->found || ngx_chat_proto_id_num(&rd->id)))
+            ? &rd->id : NULL;
 
     /*
      * what storage has up to NGX_CHAT_STORE_OVERLAP before the id comes
@@ -1855,7 +1861,8 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
         /*
          * storage could not say (down, or the id not committed yet) but
          * the ring copy knows the id: what is at or before it the client
-         * has; the reply is not complete (rd->found is not set)
+         * has; the reply is complete when storage answered (an id with
+         * no time in it: ngx_chat_proto_read_frame())
          */
         after = &rd->id;
     }
@@ -2011,8 +2018,12 @@ ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m)
         break;
 
     case NGX_CHAT_STORE_SINCE:
-        /* storage had no more, or what it had reached back to the id */
-        complete = rd->found
+        /*
+         * the id is known (stored, or in the ring copy: not committed yet,
+         * or never, its sender's worker gone first) and storage had no
+         * more, or what it had reached back to the id
+         */
+        complete = (rd->found || ngx_chat_proto_ring_has(&rd->id, rd->ring))
                    && (!rd->more
                        || (rd->rows.nelts
                            && ngx_chat_proto_id_cmp(

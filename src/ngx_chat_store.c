@@ -51,8 +51,8 @@ typedef struct {
     ngx_msec_t                 deadline;
     const char                *sql;
     int                        n;
-    const char                *values[4];
-    int                        lens[4];
+    const char                *values[5];
+    int                        lens[5];
 } ngx_chat_store_read_t;
 
 
@@ -175,16 +175,25 @@ static const char  ngx_chat_store_last[] =
     "ORDER BY created_at DESC, id DESC LIMIT $3";
 
 
-/* SINCE: the id's row, if stored, then the rows after it and those up to
-   NGX_CHAT_STORE_OVERLAP before it (the caller sorts them out) */
+/*
+ * SINCE: the id's row, if stored, then the rows after it and those up to
+ * NGX_CHAT_STORE_OVERLAP before it (the caller sorts them out).  An id not
+ * stored (not committed yet, or never: a message delivered live whose
+ * sender's worker died before the commit) is placed by the time in its
+ * number ($5, NULL when it has none): the reply has what storage has after
+ * it, and says it does not know the id (no row of NULLs).
+ */
 
 #define ngx_chat_store_str(x)   ngx_chat_store_str_(x)
 #define ngx_chat_store_str_(x)  #x
 
 static const char  ngx_chat_store_since[] =
-    "WITH s AS (SELECT created_at, id FROM messages "
-    "WHERE zone = $1 AND room_id = $2 AND id = $3) "
-    "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint FROM s "
+    "WITH f AS (SELECT created_at FROM messages "
+    "WHERE zone = $1 AND room_id = $2 AND id = $3), "
+    "s AS (SELECT created_at FROM f UNION ALL "
+    "SELECT to_timestamp($5::bigint / 1000.0) "
+    "WHERE $5::bigint IS NOT NULL AND NOT EXISTS (SELECT 1 FROM f)) "
+    "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint FROM f "
     "UNION ALL (SELECT m.id, m.user_id, m.content, "
     "(extract(epoch FROM m.created_at) * 1000)::bigint "
     "FROM messages m, s WHERE m.zone = $1 AND m.room_id = $2 "
@@ -284,10 +293,12 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
     int                     i, n;
     u_char                 *p;
     size_t                  size;
-    ngx_str_t               v[4];
+    uint64_t                num;
+    ngx_str_t               v[5];
+    ngx_uint_t              k;
     ngx_chat_store_t       *st;
     ngx_chat_store_read_t  *rd;
-    u_char                  buf[NGX_INT_T_LEN];
+    u_char                  buf[NGX_INT_T_LEN], ms[NGX_INT64_LEN];
 
     st = ngx_chat_store;
 
@@ -310,6 +321,28 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
 
     v[n - 1].data = buf;
     v[n - 1].len = ngx_sprintf(buf, "%ui", limit) - buf;
+
+    if (mode == NGX_CHAT_STORE_SINCE) {
+        /* ids are "<ms * 1000 + n>-<tag>": the time of an id not stored */
+
+        num = 0;
+
+        for (k = 0; k < id->len && k < 19
+                    && id->data[k] >= '0' && id->data[k] <= '9'; k++)
+        {
+            num = num * 10 + (id->data[k] - '0');
+        }
+
+        v[4].len = 0;
+        v[4].data = NULL;
+
+        if (k > 3 && k < id->len && id->data[k] == '-') {
+            v[4].data = ms;
+            v[4].len = ngx_sprintf(ms, "%uL", num / 1000) - ms;
+        }
+
+        n = 5;
+    }
 
     size = sizeof(ngx_chat_store_read_t);
 
@@ -335,6 +368,13 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
     p = (u_char *) (rd + 1);
 
     for (i = 0; i < rd->n; i++) {
+        if (v[i].data == NULL) {
+            /* SQL NULL */
+            rd->values[i] = NULL;
+            rd->lens[i] = 0;
+            continue;
+        }
+
         rd->values[i] = (const char *) p;
         rd->lens[i] = (int) v[i].len;
         p = ngx_cpymem(p, v[i].data, v[i].len);
