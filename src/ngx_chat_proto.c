@@ -158,6 +158,8 @@ static ngx_int_t ngx_chat_proto_ring_find(ngx_chat_shm_ring_t *ring,
 static ngx_uint_t ngx_chat_proto_ring_has(ngx_str_t *id, void *data);
 static void ngx_chat_proto_ring_order(ngx_chat_proto_read_t *rd,
     ngx_str_t *msgs, u_char *used, ngx_uint_t *slots, ngx_uint_t nslots);
+static u_char *ngx_chat_proto_ring_late(ngx_chat_proto_read_t *rd,
+    ngx_str_t *id);
 static void ngx_chat_proto_send_frame(ngx_chat_ws_t *ws, ngx_chat_buf_t *b,
     ngx_uint_t reply);
 
@@ -1671,6 +1673,48 @@ ngx_chat_proto_ring_has(ngx_str_t *id, void *data)
 
 
 /*
+ * Which messages of the (sorted) ring copy came here after the id, though
+ * numbered before it (another server's, late): by their place in the copy,
+ * from pool; all 0 when the id is not in it
+ */
+
+static u_char *
+ngx_chat_proto_ring_late(ngx_chat_proto_read_t *rd, ngx_str_t *id)
+{
+    u_char      *late;
+    ngx_int_t    x;
+    ngx_uint_t   a, n;
+
+    n = rd->ring->n;
+
+    late = ngx_pcalloc(rd->pool, n ? n : 1);
+    if (late == NULL) {
+        return NULL;
+    }
+
+    for (a = 0; a < n; a++) {
+        if (rd->arrival[a].id.len == id->len
+            && ngx_memcmp(rd->arrival[a].id.data, id->data, id->len) == 0)
+        {
+            break;
+        }
+    }
+
+    for (a++; a < n; a++) {
+        if (ngx_chat_proto_id_cmp(&rd->arrival[a].id, id) < 0) {
+            x = ngx_chat_proto_ring_find(rd->ring, &rd->arrival[a].id);
+
+            if (x >= 0) {
+                late[x] = 1;
+            }
+        }
+    }
+
+    return late;
+}
+
+
+/*
  * The merge is by id; the reply's messages that came from the ring copy
  * (used: by their place in it, sorted) then take their places (slots) in
  * the order they came here, as the members who were here saw them (a
@@ -1743,7 +1787,7 @@ static ngx_int_t
 ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     ngx_array_t *msgs, ngx_uint_t *window)
 {
-    u_char                   *pending, *used;
+    u_char                   *pending, *used, *late;
     uint64_t                  from, recent, key[2], *k;
     ngx_int_t                 i, c;
     ngx_time_t               *tp;
@@ -1867,6 +1911,15 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
         after = &rd->id;
     }
 
+    late = NULL;
+
+    if (after && ring && rd->arrival) {
+        late = ngx_chat_proto_ring_late(rd, after);
+        if (late == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
     cut = NULL;
 
     for (j = nring; j > 0; j--) {
@@ -1923,6 +1976,11 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
 
         if (after) {
             c = ngx_chat_proto_id_cmp(&e->id, after);
+
+            if (c < 0 && late && ringed && late[ringed - 1]) {
+                /* numbered before the id, came here after it */
+                c = 1;
+            }
 
             if (c == 0 || (c < 0 && (from == 0
                                      || ngx_chat_proto_id_num(&e->id) < from)))

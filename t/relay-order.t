@@ -27,7 +27,7 @@ plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
     unless Test::Chat::Pg->available;
 
-plan tests => 7;
+plan tests => 11;
 
 my $redis = Test::Chat::Redis->start;
 my $pg = Test::Chat::Pg->start;
@@ -128,6 +128,58 @@ is(contents($dan), 'z0 a0 x2 x1', 'dan: z0 (storage) a0 x2 x1');
 # the next live one after, to all alike
 $alice->send_json({ type => 'send', room => 'r', content => 'a1' });
 is(live($bob) . ' / ' . live($dan), 'a1 / a1', 'then a1 live');
+
+# --- "since" is after the id in this server's order, not the ids' ---------
+#
+# a resume since s1, which the ring holds before a hole (the room was not
+# followed for a moment), is answered from storage merged with the ring:
+# l, numbered before s1 (its sender's clock) but come here after it, is
+# after s1 for the member (old: left out, as numbered before it; the soak
+# lost it so, after a worker's kill -9, until a restart's overlap brought
+# it back)
+
+my $a2 = $t->ws(path => '/chat?user=alice');
+$a2->recv_json(3);
+$a2->send_json({ type => 'join', room => 'o' });
+$a2->recv_until(sub { $_[0]{type} eq 'joined' }, 3);
+Time::HiRes::sleep(0.05);      # s1 numbered after the follow: ours
+$a2->send_json({ type => 'send', room => 'o', content => 's1' });
+my $ack = $a2->recv_until(sub { $_[0]{type} eq 'ack' }, 5);
+my $s1 = $ack ? $ack->{id} : '';
+$a2->disconnect;
+ok(poll(12, sub { !grep { length } $redis->cli('PUBSUB', 'CHANNELS',
+                                               '*:r:o') }),
+   'the relay left room o');
+
+my $b2 = $t->ws(path => '/chat?user=bob');
+$b2->recv_json(3);
+$b2->send_json({ type => 'join', room => 'o' });
+$b2->recv_until(sub { $_[0]{type} eq 'joined' }, 3);
+my $ochan;
+poll(5, sub {
+    ($ochan) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:r:o');
+    defined $ochan;
+});
+$ochan //= 'chat:0:chat:r:o';
+
+my ($s1n) = $s1 =~ /^(\d+)-/;
+my $l = ($s1n - 1000) . "-$TAG";
+$pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
+          . "created_at) VALUES ('$l', 'chat', 'o', 'eve', 'l', "
+          . "to_timestamp(" . ($s1n - 1000) . " / 1000000.0))");
+$redis->cli('PUBLISH', $ochan, "$SID M $l "
+    . qq({"type":"message","room":"o","id":"$l","user":"eve",)
+    . qq("content":"l","ts":1700000000001}));
+is(live($b2), 'l', 'bob: l live, after s1 here');
+
+my $c2 = $t->ws(path => '/chat?user=carol');
+$c2->recv_json(3);
+$c2->send_json({ type => 'join', room => 'o', since => $s1 });
+my $h = $c2->recv_until(sub { $_[0]{type} eq 'history' }, 5);
+is(join(' ', map { $_->{content} } @{ $h ? $h->{messages} : [] }), 'l',
+   'carol since s1: l (old: nothing)');
+ok($h && $h->{complete}, '... complete');
+$_->disconnect for $b2, $c2;
 
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);
