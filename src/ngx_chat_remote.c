@@ -832,7 +832,7 @@ ngx_chat_remote_seen_add(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
  * leaving raises its sender's floor: were the newest pushed out by older
  * ones, the floor would pass a message still to come, see
  * ngx_chat_remote_had()).  When the window is full it leaves at once: its
- * sender's floor rises to it.  Locked.
+ * sender's floor, if it has a mark, rises to it.  Locked.
  */
 
 static void
@@ -846,7 +846,9 @@ ngx_chat_remote_seen_add_old(ngx_chat_shm_ctx_t *ctx,
     seen = ngx_chat_remote_seen_room(ctx, room);
 
     if (seen == NULL || seen->n == seen->cap) {
-        m = ngx_chat_remote_mark(ctx, room, tag, 1);
+        /* no mark is made for it: marks are the senders heard live */
+
+        m = ngx_chat_remote_mark(ctx, room, tag, 0);
 
         if (m && m->floor < num) {
             m->floor = num;
