@@ -73,8 +73,9 @@ typedef struct {
                                              a reply past what the zone
                                              vouches for (the merge) */
     ngx_chat_shm_ring_t       *ring;      /* copied, sorted by id */
-    ngx_chat_shm_copy_msg_t   *arrival;   /* the copy in the order it
-                                             came, when not the ids' */
+    ngx_int_t                 *order;     /* the copy in the order it
+                                             came, when not the ids': its
+                                             places in the sorted copy */
     ngx_pool_t                *pool;      /* the rows read, the reply */
     ngx_array_t                rows;      /* of ngx_chat_shm_copy_msg_t:
                                              the rows read, newest first */
@@ -1463,8 +1464,8 @@ ngx_chat_proto_read_free(ngx_chat_proto_read_t *rd)
         ngx_free(rd->ring);
     }
 
-    if (rd->arrival) {
-        ngx_free(rd->arrival);
+    if (rd->order) {
+        ngx_free(rd->order);
     }
 
     if (rd->pool) {
@@ -1605,9 +1606,9 @@ ngx_chat_proto_idp_cmp(const void *a, const void *b)
 static void
 ngx_chat_proto_ring_sort(ngx_chat_proto_read_t *rd)
 {
-    size_t                size;
-    ngx_uint_t            i;
-    ngx_chat_shm_ring_t  *ring;
+    ngx_uint_t                i;
+    ngx_chat_shm_ring_t      *ring;
+    ngx_chat_shm_copy_msg_t  *came;
 
     ring = rd->ring;
 
@@ -1619,18 +1620,35 @@ ngx_chat_proto_ring_sort(ngx_chat_proto_read_t *rd)
         if (ngx_chat_proto_id_cmp(&ring->msgs[i - 1].id, &ring->msgs[i].id)
             > 0)
         {
-            size = ring->n * sizeof(ngx_chat_shm_copy_msg_t);
-
-            rd->arrival = ngx_alloc(size, ngx_cycle->log);
-            if (rd->arrival) {
-                ngx_memcpy(rd->arrival, ring->msgs, size);
-            }
-
-            ngx_qsort(ring->msgs, ring->n, sizeof(ngx_chat_shm_copy_msg_t),
-                      ngx_chat_proto_msg_cmp);
-            return;
+            break;
         }
     }
+
+    if (i >= ring->n) {
+        return;
+    }
+
+    came = ngx_alloc(ring->n * sizeof(ngx_chat_shm_copy_msg_t),
+                     ngx_cycle->log);
+    if (came) {
+        ngx_memcpy(came, ring->msgs,
+                   ring->n * sizeof(ngx_chat_shm_copy_msg_t));
+    }
+
+    ngx_qsort(ring->msgs, ring->n, sizeof(ngx_chat_shm_copy_msg_t),
+              ngx_chat_proto_msg_cmp);
+
+    if (came == NULL) {
+        return;
+    }
+
+    rd->order = ngx_alloc(ring->n * sizeof(ngx_int_t), ngx_cycle->log);
+
+    for (i = 0; rd->order && i < ring->n; i++) {
+        rd->order[i] = ngx_chat_proto_ring_find(ring, &came[i].id);
+    }
+
+    ngx_free(came);
 }
 
 
@@ -1682,8 +1700,8 @@ static u_char *
 ngx_chat_proto_ring_late(ngx_chat_proto_read_t *rd, ngx_str_t *id)
 {
     u_char      *late;
-    ngx_int_t    x;
-    ngx_uint_t   a, n;
+    ngx_int_t    x, at;
+    ngx_uint_t   a, n, after;
 
     n = rd->ring->n;
 
@@ -1692,21 +1710,20 @@ ngx_chat_proto_ring_late(ngx_chat_proto_read_t *rd, ngx_str_t *id)
         return NULL;
     }
 
-    for (a = 0; a < n; a++) {
-        if (rd->arrival[a].id.len == id->len
-            && ngx_memcmp(rd->arrival[a].id.data, id->data, id->len) == 0)
+    at = ngx_chat_proto_ring_find(rd->ring, id);
+    after = 0;
+
+    for (a = 0; at >= 0 && a < n; a++) {
+        x = rd->order[a];
+
+        if (after && x >= 0
+            && ngx_chat_proto_id_cmp(&rd->ring->msgs[x].id, id) < 0)
         {
-            break;
+            late[x] = 1;
         }
-    }
 
-    for (a++; a < n; a++) {
-        if (ngx_chat_proto_id_cmp(&rd->arrival[a].id, id) < 0) {
-            x = ngx_chat_proto_ring_find(rd->ring, &rd->arrival[a].id);
-
-            if (x >= 0) {
-                late[x] = 1;
-            }
+        if (x == at) {
+            after = 1;
         }
     }
 
@@ -1732,10 +1749,10 @@ ngx_chat_proto_ring_order(ngx_chat_proto_read_t *rd, ngx_str_t *msgs,
     k = 0;
 
     for (a = 0; a < rd->ring->n && k < nslots; a++) {
-        x = ngx_chat_proto_ring_find(rd->ring, &rd->arrival[a].id);
+        x = rd->order[a];
 
         if (x >= 0 && used[x]) {
-            msgs[slots[k++]] = rd->arrival[a].json;
+            msgs[slots[k++]] = rd->ring->msgs[x].json;
         }
     }
 }
@@ -1826,7 +1843,7 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     slots = NULL;
     nslots = 0;
 
-    if (ring && rd->arrival) {
+    if (ring && rd->order) {
         /* the ring copy came out of the ids' order: it is given in its own */
 
         used = ngx_pcalloc(rd->pool, nring);
@@ -1860,7 +1877,7 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
      * number (ngx_chat_store_history())
      */
     after = (rd->mode == NGX_CHAT_STORE_SINCE
-             && (rd->found || ngx_chat_proto_id_num(&rd->id)))
+             && (rd->found || ngx_chat_remote_id_ms(&rd->id)))
             ? &rd->id : NULL;
 
     /*
@@ -1913,7 +1930,7 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
 
     late = NULL;
 
-    if (after && ring && rd->arrival) {
+    if (after && ring && rd->order) {
         late = ngx_chat_proto_ring_late(rd, after);
         if (late == NULL) {
             return NGX_ERROR;

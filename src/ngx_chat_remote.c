@@ -540,6 +540,19 @@ ngx_chat_remote_id_parse(ngx_str_t *id, uint64_t *num, uint64_t *tag)
 }
 
 
+uint64_t
+ngx_chat_remote_id_ms(ngx_str_t *id)
+{
+    uint64_t  num, tag;
+
+    if (ngx_chat_remote_id_parse(id, &num, &tag) != NGX_OK) {
+        return 0;
+    }
+
+    return num / 1000;
+}
+
+
 /* a room's mark for a sender's tag; locked */
 
 static ngx_chat_shm_mark_t *
@@ -1002,14 +1015,7 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 }
 
 
-/*
- * Our subscriber is subscribed to a room for the first time since it was
- * followed: what other servers published since the follow and before the
- * subscription took may never have come.  Writes the sync request's
- * argument, "+" and "<tag>:<our follow number>" for each server we know
- * of (one not listed answers with all it has; what is at or below the
- * follow number, or seen, is not taken), or "-" when we know of none.
- */
+/* how many other servers the zone knows of, by tag */
 
 ngx_uint_t
 ngx_chat_remote_known(ngx_chat_shm_ctx_t *ctx)
@@ -1055,6 +1061,15 @@ ngx_chat_remote_known(ngx_chat_shm_ctx_t *ctx)
     return n;
 }
 
+
+/*
+ * Our subscriber is subscribed to a room for the first time since it was
+ * followed: what other servers published since the follow and before the
+ * subscription took may never have come.  Writes the sync request's
+ * argument, "+" and "<tag>:<our follow number>" for each server we know
+ * of (one not listed answers with all it has; what is at or below the
+ * follow number, or seen, is not taken), or "-" when we know of none.
+ */
 
 u_char *
 ngx_chat_remote_fresh(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, u_char *buf,

@@ -71,6 +71,9 @@ typedef struct {
 ngx_int_t ngx_chat_remote_id_parse(ngx_str_t *id, uint64_t *num,
     uint64_t *tag);
 
+/* the time in an id's number, ms since the epoch; 0 when not an id */
+uint64_t ngx_chat_remote_id_ms(ngx_str_t *id);
+
 /*
  * Another server's message: NGX_OK when new here (the caller publishes),
  * NGX_DECLINED when a copy (its id is in the room's seen window, or at or

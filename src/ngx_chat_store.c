@@ -11,6 +11,7 @@
 #include <ngx_event.h>
 #include "ngx_chat.h"
 #include "ngx_chat_shm.h"
+#include "ngx_chat_remote.h"
 #include "ngx_chat_pg.h"
 #include "ngx_chat_store.h"
 
@@ -293,9 +294,8 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
     int                     i, n;
     u_char                 *p;
     size_t                  size;
-    uint64_t                num;
+    uint64_t                t;
     ngx_str_t               v[5];
-    ngx_uint_t              k;
     ngx_chat_store_t       *st;
     ngx_chat_store_read_t  *rd;
     u_char                  buf[NGX_INT_T_LEN], ms[NGX_INT64_LEN];
@@ -323,22 +323,16 @@ ngx_chat_store_history(ngx_uint_t mode, ngx_str_t *zone, ngx_str_t *room,
     v[n - 1].len = ngx_sprintf(buf, "%ui", limit) - buf;
 
     if (mode == NGX_CHAT_STORE_SINCE) {
-        /* ids are "<ms * 1000 + n>-<tag>": the time of an id not stored */
+        /* the time of an id not stored, in its number */
 
-        num = 0;
-
-        for (k = 0; k < id->len && k < 19
-                    && id->data[k] >= '0' && id->data[k] <= '9'; k++)
-        {
-            num = num * 10 + (id->data[k] - '0');
-        }
+        t = ngx_chat_remote_id_ms(id);
 
         v[4].len = 0;
         v[4].data = NULL;
 
-        if (k > 3 && k < id->len && id->data[k] == '-') {
+        if (t) {
             v[4].data = ms;
-            v[4].len = ngx_sprintf(ms, "%uL", num / 1000) - ms;
+            v[4].len = ngx_sprintf(ms, "%uL", t) - ms;
         }
 
         n = 5;

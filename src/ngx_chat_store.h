@@ -115,10 +115,10 @@ ngx_chat_store_item_t *ngx_chat_store_add(ngx_str_t *id, ngx_str_t *zone,
 
 /*
  * Reads the stored messages of a zone's room, newest first; with SINCE and
- * BEFORE,
- * rows->found says whether the id is stored (SINCE with an id not stored:
- * the rows from the time in its number, less NGX_CHAT_STORE_OVERLAP).  Reads have a PostgreSQL
- * connection of their own, so that stores never wait behind them.
+ * BEFORE, rows->found says whether the id is stored (SINCE with an id not
+ * stored: the rows from the time in its number, less
+ * NGX_CHAT_STORE_OVERLAP).  Reads have a PostgreSQL connection of their
+ * own, so that stores never wait behind them.
  * A read waits for its turn (at most 100 in flight per worker) and, when
  * PostgreSQL is down or the connection is lost under it, for PostgreSQL
  * to be back, up to 10 s in all; then the handler gets NULL.  Returns
