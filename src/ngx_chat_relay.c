@@ -148,9 +148,12 @@ typedef struct {
  * A room's sync requests and answers: each kind at most once every
  * NGX_CHAT_RELAY_SYNC_MIN; what comes meanwhile waits, merged
  */
+#define NGX_CHAT_RELAY_KINDS       4      /* pending bits, below */
+
 typedef struct {
     ngx_str_node_t             sn;
-    ngx_msec_t                 last[4];   /* done, by kind: */
+    ngx_msec_t                 last[NGX_CHAT_RELAY_KINDS];  /* done, by
+                                                      kind (the bits below) */
     uint64_t                   from;      /* republish ours above it */
     ngx_msec_t                 unsub_at;  /* unsubscribe then, if still
                                              without members */
@@ -1860,6 +1863,7 @@ static ngx_chat_relay_room_t *
 ngx_chat_relay_room(ngx_chat_relay_t *rl, ngx_str_t *name, ngx_uint_t create)
 {
     uint32_t                hash;
+    ngx_uint_t              k;
     ngx_chat_relay_room_t  *r;
 
     hash = ngx_crc32_short(name->data, name->len);
@@ -1882,10 +1886,9 @@ ngx_chat_relay_room(ngx_chat_relay_t *rl, ngx_str_t *name, ngx_uint_t create)
     ngx_memcpy(r->sn.str.data, name->data, name->len);
 
     r->sn.node.key = hash;
-    r->last[0] = ngx_current_msec - NGX_CHAT_RELAY_SYNC_MIN;
-    r->last[1] = r->last[0];
-    r->last[2] = r->last[0];
-    r->last[3] = r->last[0];
+    for (k = 0; k < NGX_CHAT_RELAY_KINDS; k++) {
+        r->last[k] = ngx_current_msec - NGX_CHAT_RELAY_SYNC_MIN;
+    }
 
     ngx_rbtree_insert(&rl->rooms, &r->sn.node);
 
@@ -1905,7 +1908,7 @@ ngx_chat_relay_room_due(ngx_chat_relay_t *rl, ngx_chat_relay_room_t *r)
 
     done = 0;
 
-    for (k = 0; k < 4; k++) {
+    for (k = 0; k < NGX_CHAT_RELAY_KINDS; k++) {
         if (!(r->pending & (1 << k))
             || ngx_current_msec - r->last[k] < NGX_CHAT_RELAY_SYNC_MIN
             || ((1 << k) == NGX_CHAT_RELAY_FRESH
@@ -1922,7 +1925,9 @@ ngx_chat_relay_room_due(ngx_chat_relay_t *rl, ngx_chat_relay_room_t *r)
                        "chat relay: sync of \"%V\": %s, from %uL",
                        &r->sn.str,
                        k == 0 ? "presence"
-                              : (k == 1 ? "republish" : "ask again"),
+                              : (k == 1 ? "republish"
+                                        : (k == 2 ? "ask again"
+                                                  : "first request again")),
                        r->from);
 
         switch (1 << k) {
@@ -2016,7 +2021,7 @@ ngx_chat_relay_rooms_tick(ngx_chat_relay_t *rl)
 
         quiet = 1;
 
-        for (k = 0; k < 4; k++) {
+        for (k = 0; k < NGX_CHAT_RELAY_KINDS; k++) {
             if (ngx_current_msec - r->last[k] < NGX_CHAT_RELAY_SYNC_KEEP) {
                 quiet = 0;
             }
