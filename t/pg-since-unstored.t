@@ -24,6 +24,8 @@ use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
+use Test::Chat::Relay qw(member history_of contents room_channel publish
+                         store_row);
 
 plan skip_all => 'no PostgreSQL server binaries'
     unless Test::Chat::Pg->available;
@@ -45,20 +47,9 @@ my $server = <<'_EOC_';
         }
 _EOC_
 
-sub member {
-    my ($t, $user, $room, %join) = @_;
-    my $ws = $t->ws(path => "/chat?user=$user");
-    $ws->recv_json(3);
-    $ws->send_json({ type => 'join', room => $room, %join });
-    $ws->recv_until(sub { $_[0]{type} eq 'joined' }, 3);
-    return $ws;
-}
-
 sub reply {
-    my ($ws) = @_;
-    my $h = $ws->recv_until(sub { $_[0]{type} eq 'history' }, 5) or return;
-    return (join(' ', map { $_->{content} } @{ $h->{messages} }),
-            $h->{complete});
+    my $h = history_of($_[0]) or return;
+    return (contents($h), $h->{complete});
 }
 
 # --- one server, no Redis: an id nobody knows ---------------------------------
@@ -107,20 +98,13 @@ my $SID = '00000000e0e0e0e0';
 my $TAG = '0000e0e0e0e0';
 
 my $dan = member($b, 'dan', 'q');
-my $channel;
-poll(5, sub {
-    ($channel) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:r:q');
-    defined $channel;
-});
-$channel //= 'chat:0:chat:r:q';
+my $channel = room_channel($redis, 'q');
 
 # x: delivered live, never stored (its sender's worker died first);
 # numbered before dan's join (its sender's clock), as is y below: what
 # comes after x is history here, not promised live
 my $x = (int(now() * 1000) - 5000) * 1000 . "-$TAG";
-$redis->cli('PUBLISH', $channel, "$SID M $x "
-    . qq({"type":"message","room":"q","id":"$x","user":"eve",)
-    . qq("content":"x","ts":1700000000001}));
+publish($redis, $channel, $SID, M => $x, 'q', 'x');
 my $m = $dan->recv_until(sub { $_[0]{type} eq 'message' }, 3);
 is($m && $m->{content}, 'x', 'dan: x live');
 
@@ -132,10 +116,7 @@ ok(poll(12, sub { !grep { length } $redis->cli('PUBSUB', 'CHANNELS',
 
 # meanwhile e stored y, numbered after x (nobody here to hear it)
 my ($xn) = $x =~ /^(\d+)-/;
-my $yn = $xn + 1000;
-$pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
-          . "created_at) VALUES ('$yn-$TAG', 'chat', 'q', 'eve', 'y', "
-          . "to_timestamp($yn / 1000000.0))");
+store_row($pg, ($xn + 1000) . "-$TAG", 'q', 'eve', 'y');
 
 # dan resumes since x: in the ring, before the hole, so storage answers
 ($c, $complete) = reply(member($b, 'dan', 'q', since => $x));

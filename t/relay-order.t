@@ -22,6 +22,8 @@ use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
+use Test::Chat::Relay qw(member live history_of contents room_channel
+                         announce publish store_row);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
@@ -54,49 +56,16 @@ ok(poll(10, sub { (status($t)->{redis} // '') eq 'up' }), 'relay up');
 my $SID = '00000000e0e0e0e0';
 my $TAG = '0000e0e0e0e0';
 
-sub member {
-    my ($user, %join) = @_;
-    my $ws = $t->ws(path => "/chat?user=$user");
-    $ws->recv_json(3);
-    $ws->send_json({ type => 'join', room => 'r', %join });
-    $ws->recv_until(sub { $_[0]{type} eq 'joined' }, 3);
-    return $ws;
-}
-
-sub live {
-    my ($ws) = @_;
-    my @l;
-    while (my $x = $ws->recv_json(1)) {
-        push @l, $x->{content} if $x->{type} eq 'message';
-    }
-    return join ' ', @l;
-}
-
-sub contents {
-    my ($ws) = @_;
-    my $h = $ws->recv_until(sub { $_[0]{type} eq 'history' }, 5);
-    return join ' ', map { $_->{content} } @{ $h ? $h->{messages} : [] };
-}
-
-my $alice = member('alice');
-my ($channel) = ('chat:0:chat:r:r');
-poll(5, sub {
-    ($channel) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:r:r');
-    defined $channel;
-});
-my ($servers) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:servers');
-$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID H");
+my $alice = member($t, 'alice', 'r');
+my $channel = room_channel($redis, 'r');
+announce($redis, $SID);
 Time::HiRes::sleep(0.2);
 
+# e's message n, stored there and published live here
 sub message {
     my ($n, $content) = @_;
-    my $id = "$n-$TAG";
-    $pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
-              . "created_at) VALUES ('$id', 'chat', 'r', 'eve', '$content', "
-              . "to_timestamp($n / 1000000.0))");
-    $redis->cli('PUBLISH', $channel, "$SID M $id "
-        . qq({"type":"message","room":"r","id":"$id","user":"eve",)
-        . qq("content":"$content","ts":1700000000001}));
+    store_row($pg, "$n-$TAG", 'r', 'eve', $content);
+    publish($redis, $channel, $SID, M => "$n-$TAG", 'r', $content);
 }
 
 # alice's a0, then e's x2, then e's x1, numbered before x2, late
@@ -110,20 +79,20 @@ is(live($alice), 'x2 x1', 'alice: x2 x1, as they came');
 
 # history 10: more than the ring holds, storage answers with the ring
 # merged (old: "a0 x1 x2")
-my $bob = member('bob', history => 10);
-is(contents($bob), 'a0 x2 x1', 'bob (history 10, from storage): a0 x2 x1');
+my $bob = member($t, 'bob', 'r', history => 10);
+is(contents(history_of($bob)), 'a0 x2 x1',
+   'bob (history 10, from storage): a0 x2 x1');
 
 # history 3: the ring's own answer
-my $carol = member('carol', history => 3);
-is(contents($carol), 'a0 x2 x1', 'carol (history 3, the ring): a0 x2 x1');
+my $carol = member($t, 'carol', 'r', history => 3);
+is(contents(history_of($carol)), 'a0 x2 x1',
+   'carol (history 3, the ring): a0 x2 x1');
 
 # a row storage alone has (before a0, never here) keeps its id's place
 my $old = (int(now() * 1000) - 30_000) * 1000;
-$pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
-          . "created_at) VALUES ('$old-0000cafecafe', 'chat', 'r', 'zed', "
-          . "'z0', to_timestamp($old / 1000000.0))");
-my $dan = member('dan', history => 10);
-is(contents($dan), 'z0 a0 x2 x1', 'dan: z0 (storage) a0 x2 x1');
+store_row($pg, "$old-0000cafecafe", 'r', 'zed', 'z0');
+my $dan = member($t, 'dan', 'r', history => 10);
+is(contents(history_of($dan)), 'z0 a0 x2 x1', 'dan: z0 (storage) a0 x2 x1');
 
 # the next live one after, to all alike
 $alice->send_json({ type => 'send', room => 'r', content => 'a1' });
@@ -138,10 +107,7 @@ is(live($bob) . ' / ' . live($dan), 'a1 / a1', 'then a1 live');
 # lost it so, after a worker's kill -9, until a restart's overlap brought
 # it back)
 
-my $a2 = $t->ws(path => '/chat?user=alice');
-$a2->recv_json(3);
-$a2->send_json({ type => 'join', room => 'o' });
-$a2->recv_until(sub { $_[0]{type} eq 'joined' }, 3);
+my $a2 = member($t, 'alice', 'o');
 Time::HiRes::sleep(0.05);      # s1 numbered after the follow: ours
 $a2->send_json({ type => 'send', room => 'o', content => 's1' });
 my $ack = $a2->recv_until(sub { $_[0]{type} eq 'ack' }, 5);
@@ -151,33 +117,18 @@ ok(poll(12, sub { !grep { length } $redis->cli('PUBSUB', 'CHANNELS',
                                                '*:r:o') }),
    'the relay left room o');
 
-my $b2 = $t->ws(path => '/chat?user=bob');
-$b2->recv_json(3);
-$b2->send_json({ type => 'join', room => 'o' });
-$b2->recv_until(sub { $_[0]{type} eq 'joined' }, 3);
-my $ochan;
-poll(5, sub {
-    ($ochan) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:r:o');
-    defined $ochan;
-});
-$ochan //= 'chat:0:chat:r:o';
+my $b2 = member($t, 'bob', 'o');
+my $ochan = room_channel($redis, 'o');
 
 my ($s1n) = $s1 =~ /^(\d+)-/;
 my $l = ($s1n - 1000) . "-$TAG";
-$pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
-          . "created_at) VALUES ('$l', 'chat', 'o', 'eve', 'l', "
-          . "to_timestamp(" . ($s1n - 1000) . " / 1000000.0))");
-$redis->cli('PUBLISH', $ochan, "$SID M $l "
-    . qq({"type":"message","room":"o","id":"$l","user":"eve",)
-    . qq("content":"l","ts":1700000000001}));
+store_row($pg, $l, 'o', 'eve', 'l');
+publish($redis, $ochan, $SID, M => $l, 'o', 'l');
 is(live($b2), 'l', 'bob: l live, after s1 here');
 
-my $c2 = $t->ws(path => '/chat?user=carol');
-$c2->recv_json(3);
-$c2->send_json({ type => 'join', room => 'o', since => $s1 });
-my $h = $c2->recv_until(sub { $_[0]{type} eq 'history' }, 5);
-is(join(' ', map { $_->{content} } @{ $h ? $h->{messages} : [] }), 'l',
-   'carol since s1: l (old: nothing)');
+my $c2 = member($t, 'carol', 'o', since => $s1);
+my $h = history_of($c2);
+is(contents($h), 'l', 'carol since s1: l (old: nothing)');
 ok($h && $h->{complete}, '... complete');
 $_->disconnect for $b2, $c2;
 

@@ -33,6 +33,8 @@ use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
+use Test::Chat::Relay qw(member live history_of contents room_channel
+                         announce publish store_row);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
@@ -64,86 +66,48 @@ ok(poll(10, sub { (status($t)->{redis} // '') eq 'up' }), 'relay up');
 
 my $SID = '00000000e0e0e0e0';
 my $TAG = '0000e0e0e0e0';
-
-sub row {
-    my ($n, $tag, $user, $content) = @_;
-    $pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
-              . "created_at) VALUES ('$n-$tag', 'chat', 'r', '$user', "
-              . "'$content', to_timestamp($n / 1000000.0))");
-}
+my $ZSID = '00000000cafecafe';
+my $ZTAG = '0000cafecafe';
 
 # 80 messages of another server from the last seconds, before the room is
 # followed here: history
 my $z0 = (int(now() * 1000) - 8000) * 1000;
-row($z0 + $_ * 50_000, '0000cafecafe', 'zed', "z$_") for 0 .. 79;
+store_row($pg, ($z0 + $_ * 50_000) . "-$ZTAG", 'r', 'zed', "z$_")
+    for 0 .. 79;
 Time::HiRes::sleep(0.05);
 
-sub member {
-    my ($user, %join) = @_;
-    my $ws = $t->ws(path => "/chat?user=$user");
-    $ws->recv_json(3);
-    $ws->send_json({ type => 'join', room => 'r', %join });
-    $ws->recv_until(sub { $_[0]{type} eq 'joined' }, 3);
-    return $ws;
-}
-
-my $alice = member('alice');
-my ($channel, $servers);
-poll(5, sub {
-    ($channel) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:r:r');
-    defined $channel;
-});
-($servers) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:servers');
-$channel //= 'chat:0:chat:r:r';
-$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID H");
+my $alice = member($t, 'alice', 'r');
+my $channel = room_channel($redis, 'r');
+announce($redis, $SID);
 Time::HiRes::sleep(0.2);
-
-sub payload {
-    my ($kind, $n, $content, $sid, $tag) = @_;
-    ($sid, $tag) = ($SID, $TAG) unless $sid;
-    my $id = "$n-$tag";
-    return "$sid $kind $id "
-           . qq({"type":"message","room":"r","id":"$id","user":"eve",)
-           . qq("content":"$content","ts":1700000000001});
-}
 
 # e1, sent since the follow, never came live (published before our
 # subscription took); e2 came live
 my $e = int(now() * 1000) * 1000;
-row($e + 1, $TAG, 'eve', 'e1');
-row($e + 2, $TAG, 'eve', 'e2');
-$redis->cli('PUBLISH', $channel, payload(M => $e + 2, 'e2'));
+store_row($pg, ($e + 1) . "-$TAG", 'r', 'eve', 'e1');
+store_row($pg, ($e + 2) . "-$TAG", 'r', 'eve', 'e2');
+publish($redis, $channel, $SID, M => ($e + 2) . "-$TAG", 'r', 'e2');
 
 my $m = $alice->recv_until(sub { $_[0]{type} eq 'message' }, 3);
 is($m && $m->{content}, 'e2', 'alice: e2 live');
 
 # carol resumes since z0, before the follow: the reply leaves e1 out (it
 # comes live) and gives the 79 after z0 and more (the overlap)
-my $carol = member('carol', since => "$z0-0000cafecafe");
-my $h = $carol->recv_until(sub { $_[0]{type} eq 'history' }, 5);
-my @c = map { $_->{content} } @{ $h ? $h->{messages} : [] };
+my $carol = member($t, 'carol', 'r', since => "$z0-$ZTAG");
+my @c = split ' ', contents(history_of($carol));
 ok(scalar(grep { /^z/ } @c) == 79 && !grep({ $_ eq 'e1' } @c),
    'carol: the 79 after z0, not e1 (pending)')
     or diag("@c");
 ok((grep { $_ eq 'e2' } @c), '... e2, had here');
 
-sub live {
-    my ($ws) = @_;
-    my @l;
-    while (my $x = $ws->recv_json(1)) {
-        push @l, $x->{content} if $x->{type} eq 'message';
-    }
-    return join ' ', @l;
-}
-
 # e3 live: into the full window, whose oldest leaves it
-row($e + 3, $TAG, 'eve', 'e3');
-$redis->cli('PUBLISH', $channel, payload(M => $e + 3, 'e3'));
+store_row($pg, ($e + 3) . "-$TAG", 'r', 'eve', 'e3');
+publish($redis, $channel, $SID, M => ($e + 3) . "-$TAG", 'r', 'e3');
 is(live($carol), 'e3', 'e3 live');
 
 # the answer to our sync request: e1 republished, e2 with it
-$redis->cli('PUBLISH', $channel, payload(R => $e + 1, 'e1'));
-$redis->cli('PUBLISH', $channel, payload(R => $e + 2, 'e2'));
+publish($redis, $channel, $SID, R => ($e + 1) . "-$TAG", 'r', 'e1');
+publish($redis, $channel, $SID, R => ($e + 2) . "-$TAG", 'r', 'e2');
 
 is(live($alice), 'e3 e1', 'alice: e3, then e1 when it is republished, '
                           . 'once (old: refused, the floor above it)');
@@ -151,17 +115,15 @@ is(live($carol), 'e1', 'carol: e1 as her reply promised, once');
 
 # a late live copy of a message in carol's reply is still refused
 my $dups = status($t)->{relay_duplicates} // 0;
-$redis->cli('PUBLISH', $channel, payload(M => $z0 + 79 * 50_000, 'z79',
-                                     '00000000cafecafe', '0000cafecafe'));
+publish($redis, $channel, $ZSID, M => ($z0 + 79 * 50_000) . "-$ZTAG", 'r',
+        'z79');
 ok(poll(5, sub { (status($t)->{relay_duplicates} // 0) > $dups }),
    'a late copy of z79 (in carol\'s reply): refused as one');
 is(live($alice), '', 'alice: not delivered');
 
 # a new member's history: this server's order, as alice saw it
-my $dan = member('dan', history => 3);
-$h = $dan->recv_until(sub { $_[0]{type} eq 'history' }, 5);
-is(join(' ', map { $_->{content} } @{ $h ? $h->{messages} : [] }),
-   'e2 e3 e1', 'dan\'s history: e2 e3 e1');
+my $dan = member($t, 'dan', 'r', history => 3);
+is(contents(history_of($dan)), 'e2 e3 e1', 'dan\'s history: e2 e3 e1');
 
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);

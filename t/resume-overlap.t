@@ -31,6 +31,8 @@ use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
+use Test::Chat::Relay qw(member history_of contents store_row publish
+                         announce room_channel);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
@@ -62,30 +64,12 @@ my $b = Test::Chat::Nginx->new(%conf);
 $pg->wait_up($a, 2);
 $pg->wait_up($b, 2);
 
-sub member {
-    my ($t, $user, %join) = @_;
-    my $ws = $t->ws(path => "/chat?user=$user");
-    $ws->recv_json(3);
-    $ws->send_json({ type => 'join', room => 'r', %join });
-    my $j = $ws->recv_until(sub { $_[0]{type} eq 'joined' }, 3);
-    return $ws;
-}
-
 sub send_acked {
     my ($ws, $text) = @_;
     $ws->send_json({ type => 'send', room => 'r', content => $text });
     my $ack = $ws->recv_until(sub { $_[0]{type} eq 'ack' }, 5);
     return $ack ? $ack->{id} : undef;
 }
-
-sub history_of {
-    my ($ws) = @_;
-    my $h = $ws->recv_until(sub { $_[0]{type} eq 'history' }, 5)
-        or return undef;
-    return $h;
-}
-
-sub contents { join ' ', map { $_->{content} } @{ $_[0]{messages} } }
 
 sub redis_up {
     my ($t) = @_;
@@ -94,8 +78,8 @@ sub redis_up {
 
 ok(redis_up($a) && redis_up($b), 'both relay');
 
-my $alice = member($a, 'alice');
-my $bob = member($b, 'bob');
+my $alice = member($a, 'alice', 'r');
+my $bob = member($b, 'bob', 'r');
 
 my $a0 = send_acked($alice, 'a0');
 ok($a0, 'a0 acked on server a');
@@ -117,9 +101,7 @@ my $TAG = '0000feedbeef';
 my ($e1n) = $a2 =~ /^(\d+)-/;
 $e1n -= 1;
 my $e1 = "$e1n-$TAG";
-$pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
-          . "created_at) VALUES ('$e1', 'chat', 'r', 'eve', 'e1', "
-          . "to_timestamp($e1n / 1000000.0))");
+store_row($pg, $e1, 'r', 'eve', 'e1');
 
 # a row of another server from long before: out of the window
 my $old = (int(now() * 1000) - 120_000) * 1000;
@@ -128,7 +110,7 @@ $pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
           . "'old', now() - interval '120 seconds')");
 
 # while a's zone knows a2 (its ring), a resume is exact: a's order
-my $c = member($a, 'carol', since => $a2);
+my $c = member($a, 'carol', 'r', since => $a2);
 my $h = history_of($c);
 is(contents($h), 'a3', 'a resume the ring answers: what came after, here');
 ok($h->{complete}, '... complete');
@@ -143,7 +125,7 @@ ok($a->start, 'server a started again') or diag($a->{start_output});
 $pg->wait_up($a, 4);
 redis_up($a);
 
-my $r = member($a, 'alice', since => $a2);
+my $r = member($a, 'alice', 'r', since => $a2);
 $h = history_of($r);
 ok($h, 'the resume is answered');
 my @ids = map { $_->{id} } @{ $h->{messages} // [] };
@@ -158,7 +140,7 @@ ok(!grep({ $_ > 1 } values %n), 'each message once in the reply');
 ok(!grep({ $_ eq $a2 } @ids), 'not since itself');
 
 # a resume from storage with an id storage does not know: as before
-my $u = member($a, 'dan', since => '1-000000000000');
+my $u = member($a, 'dan', 'r', since => '1-000000000000');
 $h = history_of($u);
 ok($h && !$h->{complete}, 'an unknown id: not complete');
 
@@ -168,13 +150,9 @@ ok($h && !$h->{complete}, 'an unknown id: not complete');
 # had it in their reply); frank, who joined after it was numbered and
 # asked for no history, does not get it either
 my $dups = status($a)->{relay_duplicates} // 0;
-my $f = member($a, 'frank');
-my ($servers) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:servers');
-my ($channel) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:r:r');
-$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID H");
-$redis->cli('PUBLISH', $channel // 'chat:0:chat:r:r', "$SID M $e1 "
-    . qq({"type":"message","room":"r","id":"$e1","user":"eve",)
-    . qq("content":"e1","ts":1700000000001}));
+my $f = member($a, 'frank', 'r');
+announce($redis, $SID);
+publish($redis, room_channel($redis, 'r'), $SID, M => $e1, 'r', 'e1');
 ok(poll(5, sub { (status($a)->{relay_duplicates} // 0) > $dups }),
    'the copy came, and was refused as one');
 my $fl = $f->recv_until(sub { $_[0]{type} eq 'message' }, 1);
