@@ -26,6 +26,7 @@ use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status worker_of);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
+use Test::Chat::Relay qw(room_channel announce publish store_row);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
@@ -92,20 +93,13 @@ ok($m1, 'm1 on the worker that does not relay');
 $m1->send_json({ type => 'join', room => $ROOM });
 $m1->recv_until(sub { $_[0]{type} eq 'joined' }, 3);
 
-my $channel;
-poll(5, sub {
-    ($channel) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', "*:r:$ROOM");
-    defined $channel;
-});
-my ($servers) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:servers');
+my $channel = room_channel($redis, $ROOM);
 
 my $T = int(now() * 1000) * 1000;
 
 sub store {
     my ($n) = @_;
-    $pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
-              . "created_at) VALUES ('$n-$TAG', 'chat', '$ROOM', 'eve', "
-              . "'n$n', now())");
+    store_row($pg, "$n-$TAG", $ROOM, 'eve', "n$n", 'now()');
 }
 
 sub contents_within {
@@ -124,11 +118,10 @@ sub contents_within {
 }
 
 # the made-up server: heard of, one message delivered here
-$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID H");
+announce($redis, $SID);
 store($T + 1000);
-$redis->cli('PUBLISH', $channel, "$SID M @{[ $T + 1000 ]}-$TAG "
-    . qq({"type":"message","room":"$ROOM","id":"@{[ $T + 1000 ]}-$TAG",)
-    . qq("user":"eve","content":"n@{[ $T + 1000 ]}","ts":1700000000001}));
+publish($redis, $channel, $SID, M => ($T + 1000) . "-$TAG", $ROOM,
+        'n' . ($T + 1000));
 is(contents_within($m1, 3, 1), 'n' . ($T + 1000), 'm1 gets its first, live');
 
 # two more committed there, never published: it stops (Redis was down)
@@ -178,20 +171,16 @@ my $U = int(now() * 1000) * 1000;
 
 sub publish2 {
     my ($n) = @_;
-    my $id = "$n-$TAG2";
-    $redis->cli('PUBLISH', $channel, "$SID2 M $id "
-        . qq({"type":"message","room":"$ROOM","id":"$id","user":"fay",)
-        . qq("content":"u$n","ts":1700000000001}));
+    publish($redis, $channel, $SID2, M => "$n-$TAG2", $ROOM, "u$n",
+            user => 'fay');
 }
 
 sub store2 {
     my ($n) = @_;
-    $pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
-              . "created_at) VALUES ('$n-$TAG2', 'chat', '$ROOM', 'fay', "
-              . "'u$n', now())");
+    store_row($pg, "$n-$TAG2", $ROOM, 'fay', "u$n", 'now()');
 }
 
-$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID2 H");
+announce($redis, $SID2);
 store2($U + 1000);
 publish2($U + 1000);
 is(contents_within($m1, 3, 1), 'u' . ($U + 1000), 'm1 gets its first, live');
@@ -203,7 +192,7 @@ store2($U + 3000);
 $redis->start_again;
 ok(poll(15, sub { (status($t)->{redis} // '') eq 'up' }), 'Redis up again');
 Time::HiRes::sleep(0.5);
-$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID2 H");
+announce($redis, $SID2);
 store2($U + 4000);
 publish2($U + 4000);
 my $got = contents_within($m1, 20, 3);

@@ -22,11 +22,11 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use IO::Select;
 use IO::Socket::INET;
-use Time::HiRes ();
 
 use Test::Chat::Nginx;
-use Test::Chat::Util qw(now);
+use Test::Chat::Util qw(now poll);
 use Test::Chat::Redis;
+use Test::Chat::Relay qw(live announce publish);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 
@@ -64,18 +64,12 @@ ok($m->recv_until(sub { $_[0]{type} eq 'joined' }, 3), 'm joined "fresh"');
 my $f1 = int(now() * 1000) * 1000;
 
 # the made-up server is heard of now, after the subscription
-my $servers;
-my $end = now() + 5;
-while (now() < $end) {
-    ($servers) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:servers');
-    last if $servers;
-    Time::HiRes::sleep(0.05);
-}
-$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID H");
+poll(5, sub { grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:servers') });
+announce($redis, $SID);
 
 my ($buf, @req, $channel) = ('');
 my $sel = IO::Select->new($sub);
-$end = now() + 8;
+my $end = now() + 8;
 while (now() < $end && !grep(/ \+ /, @req) && $sel->can_read($end - now())) {
     sysread($sub, $buf, 65536, length $buf) or last;
     while ($buf =~ /\$\d+\r\n([^\r]*:r:fresh)\r\n\$\d+\r\n(\S+ S [^\r]*)\r\n/g) {
@@ -98,15 +92,8 @@ ok(defined $num && $num >= $f0 - 1_000_000 && $num <= $f1 + 1_000_000,
 # its answer: what it sent since the follow comes, once
 $channel //= 'chat:0:chat:r:fresh';
 my $id = ($f1 + 1) . "-$TAG";
-my $p = "$SID R $id "
-        . qq({"type":"message","room":"fresh","id":"$id","user":"eve",)
-        . qq("content":"x1","ts":1700000000001});
-$redis->cli('PUBLISH', $channel, $p) for 1 .. 2;
-my @c;
-while (my $x = $m->recv_json(1)) {
-    push @c, $x->{content} if $x->{type} eq 'message';
-}
-is("@c", 'x1', 'delivered, once');
+publish($redis, $channel, $SID, R => $id, 'fresh', 'x1') for 1 .. 2;
+is(live($m), 'x1', 'delivered, once');
 
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);

@@ -23,6 +23,7 @@ use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
+use Test::Chat::Relay qw(member room_channel announce publish store_row);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
@@ -56,45 +57,28 @@ _EOC_
 $pg->wait_up($t, 2);
 ok(poll(5, sub { (status($t)->{redis} // '') eq 'up' }), 'relay up');
 
-sub member {
-    my ($user, %join) = @_;
-    my $ws = $t->ws(path => "/chat?user=$user");
-    $ws->recv_json(3);
-    $ws->send_json({ type => 'join', room => $ROOM, %join });
-    return $ws;
-}
-
-my $m1 = member('m1');
+my $m1 = $t->ws(path => '/chat?user=m1');
+$m1->recv_json(3);
+$m1->send_json({ type => 'join', room => $ROOM });
 ok($m1->recv_until(sub { $_[0]{type} eq 'joined' }, 3), 'm1 joined');
 
-my $channel;
-poll(5, sub {
-    ($channel) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', "*:r:$ROOM");
-    defined $channel;
-});
-$channel //= "chat:0:chat:r:$ROOM";
+my $channel = room_channel($redis, $ROOM);
 
 # numbers after the follow (m1's join), as the made-up server's clock says
 my $T = int(now() * 1000) * 1000;
 sub c { 'n' . ($T + $_[0]) }
 
-sub json_of {
-    my ($n) = @_;
-    my $id = "$n-$TAG";
-    return qq({"type":"message","room":"$ROOM","id":"$id","user":"eve",)
-           . qq("content":"n$n","ts":1700000000001});
-}
-
-sub publish {
+# the made-up server's message $n (content "n$n"): published (M live, R
+# republished), stored
+sub publish_n {
     my ($kind, $n) = @_;
-    $redis->cli('PUBLISH', $channel, "$SID $kind $n-$TAG " . json_of($n));
+    publish($redis, $channel, $SID, $kind => "$n-$TAG", $ROOM, "n$n");
 }
 
 sub store {
     my ($n) = @_;
-    $pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
-              . "created_at) VALUES ('$n-$TAG', 'chat', '$ROOM', 'eve', "
-              . "'n$n', to_timestamp(1700000000.001))");
+    store_row($pg, "$n-$TAG", $ROOM, 'eve', "n$n",
+              'to_timestamp(1700000000.001)');
 }
 
 # what a member gets within a quiet second: history contents as "h:",
@@ -112,37 +96,36 @@ sub got {
 
 # the made-up server's first message: stored there, then live here
 store($T + 1000);
-publish(M => $T + 1000);
+publish_n(M => $T + 1000);
 is(got($m1), 'm:' . c(1000), 'm1: the first message, live');
 
 # its second: stored, and its copy not here yet
 store($T + 2000);
 
 # m2 joins, asking for more than the ring (2) holds: storage answers
-my $m2 = member('m2', history => 10);
+my $m2 = member($t, 'm2', $ROOM, history => 10);
 my $s2 = got($m2);
 is($s2, 'h:' . c(1000),
    'm2\'s history: the first; not the second, which is not here yet '
    . '(old: in the history, then live again)');
 
 # the copy arrives (a republish after an outage, or late)
-publish(R => $T + 2000);
+publish_n(R => $T + 2000);
 is(got($m1), 'm:' . c(2000), 'm1 gets the second live');
 $s2 .= ' ' . got($m2);
 is($s2, 'h:' . c(1000) . ' m:' . c(2000),
    'm2 too, once, in the same place as m1');
 
 # a later join: now it is history
-my $m3 = member('m3', history => 10);
+my $m3 = member($t, 'm3', $ROOM, history => 10);
 is(got($m3), 'h:' . c(1000) . ' h:' . c(2000),
    'm3 joining later has both in its history');
 
 # rows from before the room was followed here, and of servers never
 # heard of: history as ever
-$pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
-          . "created_at) VALUES ('1700000000500-0000cafecafe', 'chat', "
-          . "'$ROOM', 'zed', 'old', to_timestamp(1699999999.0))");
-my $m4 = member('m4', history => 10);
+store_row($pg, '1700000000500-0000cafecafe', $ROOM, 'zed', 'old',
+          'to_timestamp(1699999999.0)');
+my $m4 = member($t, 'm4', $ROOM, history => 10);
 is(got($m4), 'h:old h:' . c(1000) . ' h:' . c(2000),
    'a row of a server never heard of here is history');
 
@@ -150,18 +133,15 @@ is(got($m4), 'h:old h:' . c(1000) . ' h:' . c(2000),
 # the room: its stored row comes live too (old: in the history, then again)
 my $SID2 = '00000000beefbeef';
 my $TAG2 = '0000beefbeef';
-my ($servers) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:servers');
-$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID2 H");
+announce($redis, $SID2);
 Time::HiRes::sleep(0.3);
 my $n2 = $T + 3000;
-$pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
-          . "created_at) VALUES ('$n2-$TAG2', 'chat', '$ROOM', 'bee', "
-          . "'b$n2', to_timestamp(1700000000.002))");
-my $m5 = member('m5', history => 10);
+store_row($pg, "$n2-$TAG2", $ROOM, 'bee', "b$n2",
+          'to_timestamp(1700000000.002)');
+my $m5 = member($t, 'm5', $ROOM, history => 10);
 my $s5 = got($m5);
-$redis->cli('PUBLISH', $channel, "$SID2 R $n2-$TAG2 "
-    . qq({"type":"message","room":"$ROOM","id":"$n2-$TAG2","user":"bee",)
-    . qq("content":"b$n2","ts":1700000000002}));
+publish($redis, $channel, $SID2, R => "$n2-$TAG2", $ROOM, "b$n2",
+        user => 'bee', ts => 1700000000002);
 $s5 .= ' ' . got($m5);
 is(scalar(() = $s5 =~ /b$n2/g), 1, "m5 has the known server's message once")
     or diag($s5);
@@ -175,10 +155,10 @@ like($s5, qr/ m:b$n2$/, '... live');
 # and delivers them, once, to every member here
 
 got($m1);    # what came before
-$redis->cli('PUBLISH', $servers // 'chat:0:chat:servers', "$SID H");
+announce($redis, $SID);
 store($T + 4000);
 store($T + 5000);
-my $m6 = member('m6', history => 10);
+my $m6 = member($t, 'm6', $ROOM, history => 10);
 my $s6 = got($m6);
 unlike($s6, qr/n@{[ $T + 4000 ]}/,
        'a join meanwhile: not in its history (they will come live)');

@@ -28,6 +28,7 @@ use Time::HiRes ();
 use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
+use Test::Chat::Relay qw(live room_channel announce publish);
 
 plan skip_all => 'no redis-server'
     unless Test::Chat::Redis->available;
@@ -63,74 +64,55 @@ $m1->recv_json(3);
 $m1->send_json({ type => 'join', room => $ROOM });
 ok($m1->recv_until(sub { $_[0]{type} eq 'joined' }, 3), 'm1 joined');
 
-my $channel;
-poll(5, sub {
-    ($channel) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', "*:r:$ROOM");
-    defined $channel;
-});
-ok(defined $channel, 'subscribed to the room');
-$channel //= "chat:0:chat:r:$ROOM";
+my $channel = room_channel($redis, $ROOM);
+ok(grep({ $_ eq $channel } $redis->cli('PUBSUB', 'CHANNELS', "*:r:$ROOM")),
+   'subscribed to the room');
 
 # numbers after the follow (m1's join), as the made-up server's clock says
 my $T = int(now() * 1000) * 1000;
 
-sub payload {
-    my ($kind, $n) = @_;
-    my $id = "$n-$TAG";
-    return "$SID $kind $id "
-           . qq({"type":"message","room":"$ROOM","id":"$id","user":"eve",)
-           . qq("content":"n$n","ts":1700000000001});
-}
-
 sub c { 'n' . ($T + $_[0]) }
 
-sub publish {
-    $redis->cli('PUBLISH', $channel, payload(@$_)) for @_;
-}
-
-# what m1 gets within a quiet second: the contents, in order
-sub got {
-    my @c;
-    while (my $m = $m1->recv_json(1)) {
-        push @c, $m->{content} if $m->{type} eq 'message';
-    }
-    return join ' ', @c;
+# the made-up server's messages [ $kind => $n ] (content "n$n"), in turn
+sub publish_n {
+    publish($redis, $channel, $SID, $_->[0] => "$_->[1]-$TAG", $ROOM,
+            "n$_->[1]") for @_;
 }
 
 # live 1000, 3000: both delivered
-publish([ M => $T + 1000 ], [ M => $T + 3000 ]);
-is(got(), c(1000) . ' ' . c(3000), 'two live messages');
+publish_n([ M => $T + 1000 ], [ M => $T + 3000 ]);
+is(live($m1), c(1000) . ' ' . c(3000), 'two live messages');
 
 # a republish of one this server never had, between them: delivered once
 # (old: refused, no gap was open)
-publish([ R => $T + 2000 ]);
-is(got(), c(2000),
+publish_n([ R => $T + 2000 ]);
+is(live($m1), c(2000),
    'a republished message never had, sent since the follow: delivered');
 
-publish([ R => $T + 2000 ], [ R => $T + 1000 ],
-        [ M => $T + 3000 ]);
-is(got(), '', 'copies of the three again (republished, live): nothing');
+publish_n([ R => $T + 2000 ], [ R => $T + 1000 ],
+          [ M => $T + 3000 ]);
+is(live($m1), '', 'copies of the three again (republished, live): nothing');
 
 # sent before the room was followed here: history, not delivered live
-publish([ R => $T - 10_000_000 ]);
-is(got(), '', 'a republished message sent before the room was followed: '
-              . 'history, not delivered');
+publish_n([ R => $T - 10_000_000 ]);
+is(live($m1), '', 'a republished message sent before the room was '
+                  . 'followed: history, not delivered');
 
 # 100 more live ones (the ring keeps 5): the window still knows the first
 # ones of them, beyond the ring
-publish(map { [ M => $T + 10000 + $_ ] } 1 .. 100);
-my @n = split ' ', got();
+publish_n(map { [ M => $T + 10000 + $_ ] } 1 .. 100);
+my @n = split ' ', live($m1);
 is(scalar @n, 100, '100 more live ones');
 
-publish(map { [ R => $T + 10000 + $_ ] } 1 .. 100);
-publish(map { [ M => $T + 10000 + $_ ] } 1 .. 60);
-is(got(), '', 'all 100 again, republished and live, beyond the ring of 5: '
-              . 'nothing (the window holds 64)');
+publish_n(map { [ R => $T + 10000 + $_ ] } 1 .. 100);
+publish_n(map { [ M => $T + 10000 + $_ ] } 1 .. 60);
+is(live($m1), '', 'all 100 again, republished and live, beyond the ring '
+                  . 'of 5: nothing (the window holds 64)');
 
 # the oldest ones left the window (64 ids): a copy of those is refused by
 # the floor, never delivered again
-publish([ R => $T + 10001 ], [ M => $T + 1000 ]);
-is(got(), '', 'a copy older than the window: refused by the floor');
+publish_n([ R => $T + 10001 ], [ M => $T + 1000 ]);
+is(live($m1), '', 'a copy older than the window: refused by the floor');
 
 # --- a room followed for the first time asks what was published since -------
 #
@@ -139,9 +121,7 @@ is(got(), '', 'a copy older than the window: refused by the floor');
 # subscriber's sync request says so ("S +" and "<tag>:<follow number>" of
 # each server it knows), and the answer is taken once
 
-my ($servers) = grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:servers');
-$servers //= 'chat:0:chat:servers';
-$redis->cli('PUBLISH', $servers, "$SID H");    # the made-up server, known
+announce($redis, $SID);    # the made-up server, known
 Time::HiRes::sleep(0.3);
 
 # a subscriber of our own sees the request
@@ -179,23 +159,16 @@ ok(defined $num && $num >= $f0 - 1_000_000 && $num <= $f1 + 1_000_000,
 $fchannel //= "chat:0:chat:r:fresh";
 
 # the answer: one sent since the follow (never came), one before it
-sub fresh_payload {
+sub fresh {
     my ($n) = @_;
-    my $id = "$n-$TAG";
-    return "$SID R $id "
-           . qq({"type":"message","room":"fresh","id":"$id","user":"eve",)
-           . qq("content":"f$n","ts":1700000000001});
+    publish($redis, $fchannel, $SID, R => "$n-$TAG", 'fresh', "f$n");
 }
 my $since = int(now() * 1000) * 1000;
-$redis->cli('PUBLISH', $fchannel, fresh_payload($f0 - 5_000_000));
-$redis->cli('PUBLISH', $fchannel, fresh_payload($f1 + 1));
-$redis->cli('PUBLISH', $fchannel, fresh_payload($f1 + 1));
-my @fc;
-while (my $m = $m2->recv_json(1)) {
-    push @fc, $m->{content} if $m->{type} eq 'message';
-}
-is("@fc", 'f' . ($f1 + 1), 'the one sent since the follow: delivered, once; '
-                           . 'the older one is history');
+fresh($f0 - 5_000_000);
+fresh($f1 + 1);
+fresh($f1 + 1);
+is(live($m2), 'f' . ($f1 + 1), 'the one sent since the follow: delivered, '
+                               . 'once; the older one is history');
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);
 
@@ -216,13 +189,9 @@ $m2->send_json({ type => 'join', room => 'fresh' });
 $m2->recv_until(sub { $_[0]{type} eq 'joined' }, 3);
 poll(5, sub { grep { length } $redis->cli('PUBSUB', 'CHANNELS', '*:r:fresh') });
 Time::HiRes::sleep(0.3);
-$redis->cli('PUBLISH', $fchannel, fresh_payload($gone));
-@fc = ();
-while (my $m = $m2->recv_json(1)) {
-    push @fc, $m->{content} if $m->{type} eq 'message';
-}
-is("@fc", "f$gone", 'a message sent while the room was not followed for a '
-                    . 'moment comes when it is asked for (old: refused)');
+fresh($gone);
+is(live($m2), "f$gone", 'a message sent while the room was not followed for '
+                        . 'a moment comes when it is asked for (old: refused)');
 
 $m2->disconnect;
 $m1->disconnect;

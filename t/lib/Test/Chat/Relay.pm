@@ -71,22 +71,26 @@ sub announce {
 }
 
 # the made-up server $sid publishes message $id of $room: kind "M" (live)
-# or "R" (republished)
+# or "R" (republished); sent by "eve" at ts 1700000000001 unless %o says
+# another user or ts
 sub publish {
-    my ($redis, $channel, $sid, $kind, $id, $room, $content) = @_;
+    my ($redis, $channel, $sid, $kind, $id, $room, $content, %o) = @_;
+    my $user = $o{user} // 'eve';
+    my $ts = $o{ts} // 1700000000001;
     $redis->cli('PUBLISH', $channel, "$sid $kind $id "
-        . qq({"type":"message","room":"$room","id":"$id","user":"eve",)
-        . qq("content":"$content","ts":1700000000001}));
+        . qq({"type":"message","room":"$room","id":"$id","user":"$user",)
+        . qq("content":"$content","ts":$ts}));
 }
 
 # a row as the storage of the server that numbered $id would write it:
-# created at the time in its number
+# created at the time in its number, or at $created_at (SQL) when given
 sub store_row {
-    my ($pg, $id, $room, $user, $content) = @_;
+    my ($pg, $id, $room, $user, $content, $created_at) = @_;
     my ($n) = $id =~ /^(\d+)-/;
+    $created_at //= "to_timestamp($n / 1000000.0)";
     $pg->psql("INSERT INTO messages (id, zone, room_id, user_id, content, "
               . "created_at) VALUES ('$id', 'chat', '$room', '$user', "
-              . "'$content', to_timestamp($n / 1000000.0))");
+              . "'$content', $created_at)");
 }
 
 1;
