@@ -101,6 +101,10 @@ static ngx_conf_num_bounds_t  ngx_chat_max_rooms_bounds = {
     ngx_conf_check_num_bounds, 1, 100000
 };
 
+static ngx_conf_num_bounds_t  ngx_chat_redis_queue_bounds = {
+    ngx_conf_check_num_bounds, 1, 1000000
+};
+
 static ngx_conf_num_bounds_t  ngx_chat_deflate_level_bounds = {
     ngx_conf_check_num_bounds, 1, 9
 };
@@ -132,6 +136,13 @@ static ngx_command_t  ngx_chat_commands[] = {
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_chat_main_conf_t, redis_prefix),
       &ngx_chat_redis_prefix_post },
+
+    { ngx_string("chat_redis_queue"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_chat_main_conf_t, redis_queue),
+      &ngx_chat_redis_queue_bounds },
 
     { ngx_string("chat_postgres"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
@@ -330,6 +341,8 @@ ngx_chat_create_main_conf(ngx_conf_t *cf)
      *     cmcf->store = NULL;
      */
 
+    cmcf->redis_queue = NGX_CONF_UNSET;
+
     if (ngx_array_init(&cmcf->zones, cf->pool, 2,
                        sizeof(ngx_chat_shm_ctx_t *))
         != NGX_OK)
@@ -355,6 +368,8 @@ ngx_chat_init_main_conf(ngx_conf_t *cf, void *conf)
     if (cmcf->redis_prefix.data == NULL) {
         ngx_str_set(&cmcf->redis_prefix, "chat");
     }
+
+    ngx_conf_init_value(cmcf->redis_queue, 10000);
 
     return NGX_CONF_OK;
 }

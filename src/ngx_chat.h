@@ -67,6 +67,7 @@ typedef struct {
     ngx_array_t                refs;              /* zone references */
     struct ngx_chat_redis_conf_s  *redis;         /* chat_redis, or NULL */
     ngx_str_t                  redis_prefix;      /* chat_redis_prefix */
+    ngx_int_t                  redis_queue;       /* chat_redis_queue */
     struct ngx_chat_store_conf_s  *store;         /* chat_postgres, or NULL */
 } ngx_chat_main_conf_t;
 

@@ -49,9 +49,11 @@
  * presence "leave" for its users.
  *
  * Nothing is lost on the way out: what this server has to publish waits
- * in a bounded queue (oldest dropped, counted, when Redis stays down) and
- * leaves it only when Redis has answered the PUBLISH; a connection lost
- * before that sends it again.  The zone keeps the bus position of the
+ * in a bounded queue (chat_redis_queue; the oldest dropped, counted, when
+ * Redis stays down, and our messages among them published again from
+ * storage once it is back: ngx_chat_relay_dropped()) and leaves it only
+ * when Redis has answered the PUBLISH; a connection lost before that
+ * sends it again.  The zone keeps the bus position of the
  * oldest entry not taken yet, so a worker that takes the relay over after
  * the owner died reads the bus again from there; an owner that exits
  * (reload, shutdown) hands its queue over through the zone at once and
@@ -86,12 +88,9 @@
 
 #define NGX_CHAT_RELAY_HEARTBEAT   2000
 #define NGX_CHAT_RELAY_EXPIRE      7000
-#define NGX_CHAT_RELAY_QUEUE_MAX   10000
 #define NGX_CHAT_RELAY_TICK        1000
 #define NGX_CHAT_RELAY_KNOWN       (NGX_CHAT_RELAY_HEARTBEAT + 1000)
 #define NGX_CHAT_RELAY_UNFOLLOW    5000
-#define NGX_CHAT_RELAY_CATCHUP_RETRY  15000  /* a read gives up after 10 s */
-#define NGX_CHAT_RELAY_CATCHUP_MAX    300000
 
 
 typedef struct {
@@ -133,8 +132,6 @@ static void ngx_chat_relay_subscribed(ngx_chat_redis_t *rc,
     redisReply *reply, void *data);
 static void ngx_chat_relay_heartbeat(ngx_event_t *ev);
 static void ngx_chat_relay_expire(ngx_chat_relay_t *rl);
-static void ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows,
-    void *data);
 static void ngx_chat_relay_kick_out(ngx_chat_relay_t *rl, uint64_t pos,
     ngx_str_t *user);
 static void ngx_chat_relay_kick_in(ngx_chat_relay_t *rl, ngx_str_t *user);
@@ -189,6 +186,7 @@ ngx_chat_relay_init_process(ngx_cycle_t *cycle, ngx_chat_main_conf_t *cmcf)
         rl->fo = fo;
         rl->conf = cmcf->redis;
         rl->name_prefix = cmcf->redis_prefix;
+        rl->queue_max = cmcf->redis_queue;
 
         rl->tick.handler = ngx_chat_relay_tick;
         rl->tick.data = rl;
@@ -687,6 +685,7 @@ ngx_chat_relay_queue(ngx_chat_relay_t *rl, ngx_uint_t cmd, uint64_t pos,
     size_t                  clen, plen;
     ngx_uint_t              i;
     ngx_queue_t            *q;
+    ngx_str_t               channel, payload;
     ngx_chat_relay_item_t  *it, *old;
 
     clen = room ? rl->prefix.len + room->len : rl->control.len;
@@ -697,12 +696,12 @@ ngx_chat_relay_queue(ngx_chat_relay_t *rl, ngx_uint_t cmd, uint64_t pos,
                + (arg2 ? 1 + arg2->len : 0);
     }
 
-    if (cmd == NGX_CHAT_RELAY_PUBLISH
-        && rl->queued >= NGX_CHAT_RELAY_QUEUE_MAX)
-    {
+    if (cmd == NGX_CHAT_RELAY_PUBLISH && rl->queued >= rl->queue_max) {
         /*
          * Redis has been down for long: the oldest publish goes, of
-         * those not sent (a reply may still come for those sent)
+         * those not sent (a reply may still come for those sent); a
+         * message of ours is published again from storage when Redis is
+         * back (ngx_chat_relay_unpublished())
          */
 
         for (i = 0, q = ngx_queue_head(&rl->queue);
@@ -712,6 +711,12 @@ ngx_chat_relay_queue(ngx_chat_relay_t *rl, ngx_uint_t cmd, uint64_t pos,
             old = ngx_queue_data(q, ngx_chat_relay_item_t, queue);
 
             if (i >= rl->inflight && old->cmd == NGX_CHAT_RELAY_PUBLISH) {
+                channel.data = old->data;
+                channel.len = old->channel_len;
+                payload.data = old->data + old->channel_len;
+                payload.len = old->payload_len;
+
+                ngx_chat_relay_dropped(rl, &channel, &payload);
                 ngx_queue_remove(q);
                 ngx_free(old);
                 rl->queued--;
@@ -1162,33 +1167,14 @@ ngx_chat_relay_message(ngx_chat_redis_t *rc, ngx_str_t *channel,
 
 /*
  * Servers not heard of for NGX_CHAT_RELAY_EXPIRE are dropped (their users
- * leave the rooms).  What such a server committed and never got
- * published (its relay queue died with it, Redis being down) is in
- * storage: for each room where we had its messages, the rows after the
- * newest we had are read, and those of its tag we never had are
- * delivered, as a republish would be (ngx_chat_remote_message()), once
- * each.  Meanwhile a history reply leaves them out (they are pending).
+ * leave the rooms), and what they left unpublished is read from storage
+ * (ngx_chat_relay_catchups())
  */
-
-typedef struct {
-    ngx_chat_relay_t          *rl;
-    ngx_str_t                  room;
-    uint64_t                   tag;
-    uint64_t                   high;
-} ngx_chat_relay_catchup_t;
-
 
 static void
 ngx_chat_relay_expire(ngx_chat_relay_t *rl)
 {
-    u_char                    *p;
-    ngx_str_t                  id;
-    ngx_uint_t                 i, n;
-    ngx_pool_t                *pool;
-    ngx_array_t                gone;
-    ngx_chat_remote_gone_t    *g;
-    ngx_chat_relay_catchup_t  *cu;
-    u_char                     buf[NGX_CHAT_ID_LEN];
+    ngx_uint_t  n;
 
     n = ngx_chat_remote_expire(rl->ctx, NGX_CHAT_RELAY_EXPIRE, 0,
                                ngx_chat_store_enabled()
@@ -1198,146 +1184,7 @@ ngx_chat_relay_expire(ngx_chat_relay_t *rl)
         ngx_chat_fanout_publish(rl->fo);
     }
 
-    if (!ngx_chat_store_enabled()) {
-        return;
-    }
-
-    /*
-     * the catch-ups due: begun now, or again (the worker that relayed
-     * before was killed meanwhile, or the read failed)
-     */
-
-    pool = ngx_create_pool(1024, ngx_cycle->log);
-    if (pool == NULL) {
-        return;
-    }
-
-    if (ngx_array_init(&gone, pool, 4, sizeof(ngx_chat_remote_gone_t))
-        != NGX_OK)
-    {
-        ngx_destroy_pool(pool);
-        return;
-    }
-
-    n = ngx_chat_remote_catchups(rl->ctx, &gone, NGX_CHAT_RELAY_CATCHUP_RETRY);
-
-    if (n) {
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "chat: gave up reading what servers gone may have "
-                      "left unpublished in %ui rooms of zone \"%V\"",
-                      n, &rl->ctx->name);
-    }
-
-    g = gone.elts;
-
-    for (i = 0; i < gone.nelts; i++) {
-        cu = ngx_alloc(sizeof(ngx_chat_relay_catchup_t) + g[i].room.len,
-                       ngx_cycle->log);
-        if (cu == NULL) {
-            break;
-        }
-
-        cu->rl = rl;
-        cu->tag = g[i].tag;
-        cu->high = g[i].high;
-        cu->room.data = (u_char *) (cu + 1);
-        cu->room.len = g[i].room.len;
-        ngx_memcpy(cu->room.data, g[i].room.data, g[i].room.len);
-
-        p = ngx_sprintf(buf, "%uL-%012xL", g[i].high, g[i].tag);
-        id.data = buf;
-        id.len = p - buf;
-
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "chat relay: \"%V\" after %V from storage",
-                       &cu->room, &id);
-
-        if (ngx_chat_store_history(NGX_CHAT_STORE_SINCE, &rl->ctx->name,
-                                   &cu->room, &id, NGX_CHAT_MAX_HISTORY,
-                                   ngx_chat_relay_catchup_done, cu)
-            != NGX_OK)
-        {
-            ngx_free(cu);
-        }
-    }
-
-    ngx_destroy_pool(pool);
-}
-
-
-static void
-ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows, void *data)
-{
-    ngx_chat_relay_catchup_t *cu = data;
-
-    u_char                *json;
-    size_t                 len;
-    uint64_t               num, tag;
-    ngx_int_t              i;
-    ngx_uint_t             n;
-    ngx_chat_relay_t      *rl;
-    ngx_chat_store_row_t  *r;
-
-    rl = cu->rl;
-    n = 0;
-
-    if (rows == NULL) {
-        /* failed (a read waits for PostgreSQL 10 s at most): again later */
-        ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "chat: what a server gone may have left unpublished "
-                      "in \"%V\" could not be read from storage yet",
-                      &cu->room);
-        goto done;
-    }
-
-    /* newest first: delivered oldest first */
-
-    for (i = (ngx_int_t) rows->n - 1; i >= 0; i--) {
-        r = &rows->rows[i];
-
-        if (ngx_chat_remote_id_parse(&r->id, &num, &tag) != NGX_OK
-            || tag != cu->tag || num <= cu->high)
-        {
-            continue;
-        }
-
-        len = ngx_chat_wire_message_len(&cu->room, &r->id, &r->user,
-                                        &r->content, r->ts.len);
-
-        json = ngx_alloc(len, ngx_cycle->log);
-        if (json == NULL) {
-            break;
-        }
-
-        len = ngx_chat_wire_message(json, &cu->room, &r->id, &r->user,
-                                    &r->content, &r->ts)
-              - json;
-
-        if (ngx_chat_remote_message(rl->ctx, &cu->room, &r->id, json, len, 1)
-            == NGX_OK)
-        {
-            n++;
-        }
-
-        ngx_free(json);
-    }
-
-    if (n) {
-        ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      "chat: %ui messages of a server gone delivered from "
-                      "storage in \"%V\"", n, &cu->room);
-
-        ngx_chat_fanout_publish(rl->fo);
-    }
-
-    if (i < 0) {
-        /* all of them: done (an allocation failure leaves it for later) */
-        ngx_chat_remote_catchup_done(rl->ctx, &cu->room, cu->tag);
-    }
-
-done:
-
-    ngx_free(cu);
+    ngx_chat_relay_catchups(rl);
 }
 
 
@@ -1379,6 +1226,12 @@ ngx_chat_relay_heartbeat(ngx_event_t *ev)
 
     if (rl->sub_up) {
         ngx_chat_relay_expire(rl);
+    }
+
+    /* what went unsent, once Redis takes publishes and the queue has room */
+
+    if (rl->pub_up && rl->queued < rl->queue_max / 2) {
+        ngx_chat_relay_unpublished(rl);
     }
 
     ngx_chat_relay_flush(rl);

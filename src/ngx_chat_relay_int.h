@@ -19,10 +19,13 @@
 /*
  * The relay's state, private to its files: ngx_chat_relay.c (the owner,
  * its two Redis connections, the publish queue, what arrives, servers
- * gone), ngx_chat_relay_payload.c (what arrives, validated first) and
- * ngx_chat_relay_sync.c (rooms' sync requests and their answers).
+ * gone), ngx_chat_relay_payload.c (what arrives, validated first),
+ * ngx_chat_relay_sync.c (rooms' sync requests and their answers) and
+ * ngx_chat_relay_store.c (what Redis missed, from storage).
  */
 
+
+#define NGX_CHAT_RELAY_CATCHUP_MAX 300000  /* ms: storage reads give up */
 
 #define NGX_CHAT_RELAY_PUBLISH     0
 #define NGX_CHAT_RELAY_SUBSCRIBE   1
@@ -75,6 +78,7 @@ typedef struct {
     ngx_chat_fanout_t         *fo;
     ngx_chat_redis_conf_t     *conf;
     ngx_str_t                  name_prefix;   /* chat_redis_prefix */
+    ngx_uint_t                 queue_max;     /* chat_redis_queue */
     ngx_event_t                tick;          /* tries to be the owner */
 
     /* while this worker relays the zone (the owner) */
@@ -122,6 +126,10 @@ ngx_chat_relay_room_t *ngx_chat_relay_room(ngx_chat_relay_t *rl,
 void ngx_chat_relay_rooms_tick(ngx_chat_relay_t *rl);
 void ngx_chat_relay_rooms_unsub_clear(ngx_chat_relay_t *rl);
 void ngx_chat_relay_rooms_free(ngx_chat_relay_t *rl);
+void ngx_chat_relay_catchups(ngx_chat_relay_t *rl);
+void ngx_chat_relay_dropped(ngx_chat_relay_t *rl, ngx_str_t *channel,
+    ngx_str_t *payload);
+void ngx_chat_relay_unpublished(ngx_chat_relay_t *rl);
 
 
 #endif /* _NGX_CHAT_RELAY_INT_H_INCLUDED_ */

@@ -448,6 +448,154 @@ ngx_chat_remote_catchup_done(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 }
 
 
+void
+ngx_chat_remote_unpublished(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    uint64_t num, ngx_msec_t give_up)
+{
+    ngx_chat_shm_room_t  *room;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    if (room) {
+        if (room->unpublished == 0) {
+            room->unpublished = num;
+            room->unpublished_top = num;
+            room->unpublished_at = ngx_current_msec;
+            room->unpublished_end = ngx_current_msec + give_up;
+
+        } else {
+            room->unpublished = ngx_min(room->unpublished, num);
+            room->unpublished_top = ngx_max(room->unpublished_top, num);
+        }
+
+        ctx->sh->unpublished = 1;
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_uint_t
+ngx_chat_remote_unpublished_due(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
+    ngx_msec_t retry)
+{
+    u_char                  *p;
+    uint64_t                 own;
+    ngx_uint_t               any, expired;
+    ngx_chat_shm_t          *sh;
+    ngx_rbtree_node_t       *node;
+    ngx_chat_shm_room_t     *room;
+    ngx_chat_remote_gone_t  *g;
+
+    sh = ctx->sh;
+    expired = 0;
+
+    if (!sh->unpublished) {
+        /* a word read unlocked: set under the lock, seen next time */
+        return 0;
+    }
+
+    own = ngx_chat_server_tag(sh->server_id);
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    any = 0;
+
+    if (sh->rooms.root == sh->rooms.sentinel) {
+        goto done;
+    }
+
+    for (node = ngx_rbtree_min(sh->rooms.root, sh->rooms.sentinel);
+         node;
+         node = ngx_rbtree_next(&sh->rooms, node))
+    {
+        room = (ngx_chat_shm_room_t *) node;
+
+        if (room->unpublished == 0) {
+            continue;
+        }
+
+        if ((ngx_msec_int_t) (ngx_current_msec - room->unpublished_end)
+            >= 0)
+        {
+            room->unpublished = 0;
+            expired++;
+            continue;
+        }
+
+        any = 1;
+
+        if ((ngx_msec_int_t) (ngx_current_msec - room->unpublished_at) < 0) {
+            continue;
+        }
+
+        g = ngx_array_push(due);
+        if (g == NULL) {
+            goto done;
+        }
+
+        p = ngx_pnalloc(due->pool, room->name.len);
+        if (p == NULL) {
+            due->nelts--;
+            goto done;
+        }
+
+        ngx_memcpy(p, room->name.data, room->name.len);
+        g->room.data = p;
+        g->room.len = room->name.len;
+        g->tag = own;
+        g->high = room->unpublished - 1;
+
+        room->unpublished_at = ngx_current_msec + retry;
+    }
+
+done:
+
+    sh->unpublished = any;
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return expired;
+}
+
+
+void
+ngx_chat_remote_unpublished_done(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
+    uint64_t from, uint64_t covered)
+{
+    ngx_chat_shm_room_t  *room;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    /*
+     * what the read covered is published again; one dropped since below
+     * where it began, or above what storage had (not committed yet), waits
+     * for the next read; what the queue had no room for is read again at
+     * the next heartbeat
+     */
+
+    if (room && room->unpublished && room->unpublished >= from
+        && covered >= room->unpublished)
+    {
+        if (covered >= room->unpublished_top) {
+            room->unpublished = 0;
+
+        } else {
+            /* the rest at once: the queue had no room for more */
+            room->unpublished = covered + 1;
+            room->unpublished_at = ngx_current_msec;
+            ctx->sh->unpublished = 1;
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
 ngx_uint_t
 ngx_chat_remote_expire(ngx_chat_shm_ctx_t *ctx, ngx_msec_t timeout,
     ngx_uint_t touch_all, ngx_msec_t catchup)

@@ -158,6 +158,23 @@ ngx_uint_t ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx,
 void ngx_chat_remote_catchup_done(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     uint64_t tag);
 
+/*
+ * Our own messages the relay dropped unsent (Redis down for longer than
+ * chat_redis_queue holds): the room keeps the lowest and highest numbers,
+ * and whichever worker relays once Redis is back publishes ours again
+ * from storage (each read due again "retry" later, until "give_up" after
+ * the first drop); ngx_chat_remote_unpublished_due() pushes the rooms due
+ * onto "due" (ngx_chat_remote_gone_t: our tag, "high" the number before
+ * the lowest) and returns how many were given up; _done() says up to
+ * which number storage had ours ("covered"), which clears what it covers.
+ */
+void ngx_chat_remote_unpublished(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
+    uint64_t num, ngx_msec_t give_up);
+ngx_uint_t ngx_chat_remote_unpublished_due(ngx_chat_shm_ctx_t *ctx,
+    ngx_array_t *due, ngx_msec_t retry);
+void ngx_chat_remote_unpublished_done(ngx_chat_shm_ctx_t *ctx,
+    ngx_str_t *room, uint64_t from, uint64_t covered);
+
 /* the rooms with members here, copied into an array of ngx_str_t */
 ngx_array_t *ngx_chat_remote_local_rooms(ngx_chat_shm_ctx_t *ctx,
     ngx_pool_t *pool);

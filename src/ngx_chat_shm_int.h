@@ -30,7 +30,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x6368000e
+#define NGX_CHAT_SHM_LAYOUT       0x6368000f
 
 
 typedef struct {
@@ -159,6 +159,13 @@ struct ngx_chat_shm_room_s {
                                              after not following it: the
                                              ring may lack what other
                                              servers sent before */
+    uint64_t                   unpublished;   /* the lowest number of
+                                             ours the relay dropped unsent
+                                             and not yet published again
+                                             from storage, or 0 */
+    uint64_t                   unpublished_top;   /* the highest */
+    ngx_msec_t                 unpublished_at;    /* when to read (again) */
+    ngx_msec_t                 unpublished_end;   /* when to give up */
     unsigned                   gap_any:1; /* new marks open a gap */
     unsigned                   subscribed:1;  /* Redis confirmed a
                                                  subscription once */
@@ -232,6 +239,8 @@ struct ngx_chat_shm_s {
                                              due (ngx_chat_remote.c) */
     ngx_pid_t                  catchup_pid;   /* the worker that made the
                                                  last ones */
+    ngx_uint_t                 unpublished;   /* a room may have some
+                                                 (ngx_chat_remote.c) */
 
     ngx_uint_t                 rooms_active;
     ngx_uint_t                 users_active;

@@ -15,8 +15,8 @@
 # of A and D, every other member only its own; presence and "who" stay
 # within a deployment; PUBSUB CHANNELS shows the names
 # "<prefix>:<db>:<zone>:r:<room>" and "<prefix>:<db>:<zone>:servers".
-# Then chat_redis_prefix at nginx -t: duplicate and invalid values are
-# errors naming the file and line, a valid one passes.
+# Then chat_redis_prefix and chat_redis_queue at nginx -t: duplicate and
+# invalid values are errors naming the file and line, a valid one passes.
 
 use strict;
 use warnings;
@@ -34,7 +34,7 @@ use Test::Chat::Redis;
 plan skip_all => 'no redis-server'
     unless Test::Chat::Redis->available;
 
-plan tests => 41;
+plan tests => 48;
 
 my $ZONE = 'chat';
 
@@ -226,6 +226,27 @@ for my $bad ('a:b', '"with space"', '""', 'x' x 65, "caf\xc3\xa9") {
     my ($rc, $out) = $t->nginx_t;
     is($rc, 0, 'nginx -t passes with chat_redis_prefix My-app.v2_0')
         or diag($out);
+    $t->cleanup;
+}
+
+# --- chat_redis_queue at nginx -t ------------------------------------------------
+
+for my $bad ('0', 'many', '1000001') {
+    my $t = Test::Chat::Nginx->new(
+        server_conf($redis->url, "chat_redis_queue $bad;"), start => 0);
+    my $line = line_of($t, qr/chat_redis_queue/);
+    my ($rc, $out) = $t->nginx_t;
+    isnt($rc, 0, "nginx -t fails for chat_redis_queue $bad");
+    like($out, qr/\[emerg\].* in \Q${\ $t->conf_path }\E:$line\b/,
+         "... naming the file and line $line") or diag($out);
+    $t->cleanup;
+}
+
+{
+    my $t = Test::Chat::Nginx->new(
+        server_conf($redis->url, 'chat_redis_queue 50000;'), start => 0);
+    my ($rc, $out) = $t->nginx_t;
+    is($rc, 0, 'nginx -t passes with chat_redis_queue 50000') or diag($out);
     $t->cleanup;
 }
 
