@@ -860,6 +860,7 @@ ngx_chat_relay_subscribe(ngx_chat_relay_t *rl, ngx_str_t *channel,
 {
     size_t                        argvlen[2];
     ngx_str_t                     room;
+    ngx_msec_t                    catchup;
     const char                   *argv[2];
     ngx_chat_relay_subscribed_t  *sd;
 
@@ -910,8 +911,12 @@ ngx_chat_relay_subscribe(ngx_chat_relay_t *rl, ngx_str_t *channel,
                  * says them as they are then
                  */
 
+                catchup = ngx_chat_store_enabled()
+                          ? NGX_CHAT_RELAY_CATCHUP_MAX : 0;
+
                 (void) ngx_chat_remote_resubscribed(rl->ctx, &room, 1,
-                                                    sd->room, sd->room);
+                                                    catchup, sd->room,
+                                                    sd->room);
                 sd->again = 2;
             }
         }

@@ -134,8 +134,9 @@ ngx_chat_relay_catchups(ngx_chat_relay_t *rl)
 
     if (n) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "chat: gave up reading what servers gone may have "
-                      "left unpublished in %ui rooms of zone \"%V\"",
+                      "chat: gave up reading from storage what other "
+                      "servers published unheard here in %ui rooms of zone "
+                      "\"%V\"",
                       n, &rl->ctx->name);
     }
 
@@ -164,8 +165,8 @@ ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows, void *data)
     if (rows == NULL) {
         /* failed (a read waits for PostgreSQL 10 s at most): again later */
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
-                      "chat: what a server gone may have left unpublished "
-                      "in \"%V\" could not be read from storage yet",
+                      "chat: what other servers published unheard here in "
+                      "\"%V\" could not be read from storage yet",
                       &cu->room);
         goto done;
     }
@@ -204,7 +205,7 @@ ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows, void *data)
 
     if (n) {
         ngx_log_error(NGX_LOG_NOTICE, ngx_cycle->log, 0,
-                      "chat: %ui messages of a server gone delivered from "
+                      "chat: %ui messages of another server delivered from "
                       "storage in \"%V\"", n, &cu->room);
 
         ngx_chat_fanout_publish(rl->fo);

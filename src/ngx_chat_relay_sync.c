@@ -15,6 +15,7 @@
 #include "ngx_chat.h"
 #include "ngx_chat_shm.h"
 #include "ngx_chat_remote.h"
+#include "ngx_chat_store.h"
 #include "ngx_chat_relay_int.h"
 
 
@@ -43,14 +44,18 @@ static void ngx_chat_relay_republish(ngx_chat_relay_t *rl, ngx_str_t *room,
 void
 ngx_chat_relay_sync(ngx_chat_relay_t *rl, ngx_str_t *room, ngx_uint_t again)
 {
-    u_char     buf[NGX_CHAT_RELAY_SYNC_ARG];
-    ngx_str_t  arg;
+    u_char      buf[NGX_CHAT_RELAY_SYNC_ARG];
+    ngx_str_t   arg;
+    ngx_msec_t  catchup;
 
     arg.data = buf;
 
     if (again) {
+        catchup = ngx_chat_store_enabled() ? NGX_CHAT_RELAY_CATCHUP_MAX : 0;
+
         arg.len = ngx_chat_remote_resubscribed(rl->ctx, room, again == 1,
-                                               buf, buf + sizeof(buf))
+                                               catchup, buf,
+                                               buf + sizeof(buf))
                   - buf;
 
     } else {

@@ -24,6 +24,12 @@
 /* a room followed again this soon after it was not keeps its follow number */
 #define NGX_CHAT_REMOTE_REFOLLOW     10000
 
+/*
+ * after our subscriber was away, the catch-up from storage waits this
+ * long: the others' republish answering our request usually comes first
+ */
+#define NGX_CHAT_REMOTE_CATCHUP_WAIT 6000
+
 
 static ngx_int_t ngx_chat_remote_server_slot(ngx_chat_shm_ctx_t *ctx,
     uint64_t server, ngx_uint_t create);
@@ -367,11 +373,13 @@ ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
             if (!room->followed) {
                 /* nobody here to deliver to */
                 m->catchup = 0;
+                m->catchup_from = 0;
                 continue;
             }
 
             if ((ngx_msec_int_t) (ngx_current_msec - m->catchup_end) >= 0) {
                 m->catchup = 0;
+                m->catchup_from = 0;
                 expired++;
                 continue;
             }
@@ -407,9 +415,12 @@ ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
              * outage lost; ngx_chat_remote_resubscribed())
              */
 
-            g->high = ((m->unanswered || m->gap_hi == NGX_CHAT_SHM_GAP_OPEN)
-                       && m->gap_lo)
-                      ? m->gap_lo : m->high;
+            g->high = m->catchup_from
+                      ? m->catchup_from
+                      : (((m->unanswered
+                           || m->gap_hi == NGX_CHAT_SHM_GAP_OPEN)
+                          && m->gap_lo)
+                         ? m->gap_lo : m->high);
 
             m->catchup_at = ngx_current_msec + retry;
         }
@@ -441,6 +452,7 @@ ngx_chat_remote_catchup_done(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
         if (m) {
             m->catchup = 0;
+            m->catchup_from = 0;
         }
     }
 
@@ -773,6 +785,7 @@ fill:
     m->unanswered = room->gap_any;
     m->floor = 0;
     m->catchup = 0;
+    m->catchup_from = 0;
 
     return m;
 }
@@ -1103,9 +1116,10 @@ ngx_chat_remote_room_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
 
 u_char *
 ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
-    ngx_uint_t reopen, u_char *buf, u_char *last)
+    ngx_uint_t reopen, ngx_msec_t catchup, u_char *buf, u_char *last)
 {
     u_char               *p;
+    uint64_t              from;
     uint32_t              i;
     ngx_chat_shm_mark_t  *m;
     ngx_chat_shm_room_t  *room;
@@ -1125,6 +1139,34 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
         for (i = 0; i < room->nmarks; i++) {
             m = &room->marks[i];
+
+            if (reopen && catchup && (m->high || m->gap_lo)) {
+                /*
+                 * what the sender published while we were away is in
+                 * storage: read after what we had with nothing missing
+                 * before (the gap's low end while there is a gap, open or
+                 * closed), a little later (its republish usually comes
+                 * first; the window drops what was had), unless a
+                 * catch-up from lower down is due already
+                 */
+
+                from = (m->gap_lo || m->gap_hi) ? m->gap_lo : m->high;
+
+                if (!m->catchup || m->catchup_from == 0
+                    || from < m->catchup_from)
+                {
+                    m->catchup_from = from;
+                }
+
+                if (!m->catchup) {
+                    m->catchup_at = ngx_current_msec
+                                    + NGX_CHAT_REMOTE_CATCHUP_WAIT;
+                    m->catchup_end = ngx_current_msec + catchup;
+                }
+
+                m->catchup = 1;
+                ctx->sh->catchups = 1;
+            }
 
             if (reopen) {
                 if (m->gap_hi != NGX_CHAT_SHM_GAP_OPEN) {

@@ -122,9 +122,14 @@ ngx_uint_t ngx_chat_remote_known(ngx_chat_shm_ctx_t *ctx);
 u_char *ngx_chat_remote_fresh(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     u_char *buf, u_char *last);
 
-/* the room's sync request argument after our resubscription (see .c) */
+/*
+ * The room's sync request argument after our resubscription (see .c);
+ * with reopen and catchup (ms, not 0: storage), each sender's catch-up
+ * from storage is due a little later, given up after catchup
+ */
 u_char *ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx,
-    ngx_str_t *room, ngx_uint_t reopen, u_char *buf, u_char *last);
+    ngx_str_t *room, ngx_uint_t reopen, ngx_msec_t catchup, u_char *buf,
+    u_char *last);
 ngx_uint_t ngx_chat_remote_gap_open(ngx_chat_shm_ctx_t *ctx,
     ngx_str_t *room, uint64_t tag);
 

@@ -89,10 +89,13 @@ typedef struct {
     uint64_t                   floor;     /* the newest number the seen
                                              window forgot: at or below
                                              it, nothing is taken */
-    ngx_msec_t                 catchup_at;    /* the sender is gone: when
-                                                 to read what it left from
-                                                 storage (again) */
+    ngx_msec_t                 catchup_at;    /* the sender is gone, or
+                                                 our subscriber was away:
+                                                 when to read what it left
+                                                 from storage (again) */
     ngx_msec_t                 catchup_end;   /* when to give up */
+    uint64_t                   catchup_from;  /* read after it (0: after
+                                                 what we have then) */
     unsigned                   catchup:1;
 } ngx_chat_shm_mark_t;
 

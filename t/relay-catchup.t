@@ -153,7 +153,7 @@ is(contents_within($m1, 25, 2), 'n' . ($T + 2000) . ' n' . ($T + 3000),
    'm1 gets both, once, live (old: never)');
 
 my $c = () = $t->error_log(since => $mark)
-    =~ /messages of a server gone delivered from storage/g;
+    =~ /messages of another server delivered from storage/g;
 ok($c >= 1, 'logged');
 
 # --- a server gone while our request after an outage was unanswered ------
