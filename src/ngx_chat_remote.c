@@ -30,6 +30,9 @@
  */
 #define NGX_CHAT_REMOTE_CATCHUP_WAIT 6000
 
+/* a row left out of a history reply as pending is read for this long */
+#define NGX_CHAT_REMOTE_PENDING_CATCHUP  300000
+
 
 static ngx_int_t ngx_chat_remote_server_slot(ngx_chat_shm_ctx_t *ctx,
     uint64_t server, ngx_uint_t create);
@@ -374,19 +377,21 @@ ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
                 /* nobody here to deliver to */
                 m->catchup = 0;
                 m->catchup_from = 0;
+                m->catchup_read = 0;
                 continue;
             }
 
             if ((ngx_msec_int_t) (ngx_current_msec - m->catchup_end) >= 0) {
                 m->catchup = 0;
                 m->catchup_from = 0;
+                m->catchup_read = 0;
                 expired++;
                 continue;
             }
 
             any = 1;
 
-            if (!fresh
+            if (!(fresh && m->catchup_read)
                 && (ngx_msec_int_t) (ngx_current_msec - m->catchup_at) < 0)
             {
                 continue;
@@ -423,6 +428,7 @@ ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
                          ? m->gap_lo : m->high);
 
             m->catchup_at = ngx_current_msec + retry;
+            m->catchup_read = 1;
         }
     }
 
@@ -453,6 +459,7 @@ ngx_chat_remote_catchup_done(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         if (m) {
             m->catchup = 0;
             m->catchup_from = 0;
+            m->catchup_read = 0;
         }
     }
 
@@ -786,6 +793,7 @@ fill:
     m->floor = 0;
     m->catchup = 0;
     m->catchup_from = 0;
+    m->catchup_read = 0;
 
     return m;
 }
@@ -1618,10 +1626,10 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
             continue;
         }
 
-        m = ngx_chat_remote_mark(ctx, room, tag, 0);
+        m = ngx_chat_remote_mark(ctx, room, tag, 1);
 
         if (m == NULL) {
-            /* nothing of it here yet: it comes */
+            /* nothing of it here yet (and no memory for a mark): it comes */
             pending[i] = 1;
             continue;
         }
@@ -1637,6 +1645,32 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         } else {
             pending[i] = (num > m->high);
         }
+
+        if (!pending[i]) {
+            continue;
+        }
+
+        /*
+         * the promise kept should no copy come (published between our
+         * follow and our subscription, its sender's sync answer lost): the
+         * row is read from storage a little later and delivered, unless
+         * the copy came meanwhile (the seen window)
+         */
+
+        if (!m->catchup || m->catchup_from == 0
+            || num - 1 < m->catchup_from)
+        {
+            m->catchup_from = num - 1;
+        }
+
+        if (!m->catchup) {
+            m->catchup_at = ngx_current_msec + NGX_CHAT_REMOTE_CATCHUP_WAIT;
+            m->catchup_end = ngx_current_msec
+                             + NGX_CHAT_REMOTE_PENDING_CATCHUP;
+        }
+
+        m->catchup = 1;
+        ctx->sh->catchups = 1;
     }
 
 done:

@@ -90,7 +90,9 @@ ngx_int_t ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx,
  * messages this server has not delivered yet though it will (sent since
  * the room was followed and within the last 30 s, not in the seen
  * window): pending[i] set.  A history reply leaves them out; they come
- * live, in this server's order, to every member alike.
+ * live, in this server's order, to every member alike: their copy, or,
+ * should none come, the row itself, read from storage a few seconds
+ * later by the relay's catch-up (ngx_chat_remote_catchups()).
  */
 void ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_str_t **ids, ngx_uint_t n, u_char *pending);

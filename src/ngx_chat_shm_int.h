@@ -97,6 +97,7 @@ typedef struct {
     uint64_t                   catchup_from;  /* read after it (0: after
                                                  what we have then) */
     unsigned                   catchup:1;
+    unsigned                   catchup_read:1;    /* a read was begun */
 } ngx_chat_shm_mark_t;
 
 
