@@ -177,7 +177,8 @@ ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows, void *data)
         r = &rows->rows[i];
 
         if (ngx_chat_remote_id_parse(&r->id, &num, &tag) != NGX_OK
-            || tag != cu->tag || num <= cu->high)
+            || (cu->tag ? tag != cu->tag : tag == rl->tag)
+            || num <= cu->high)
         {
             continue;
         }

@@ -30,12 +30,21 @@
  */
 #define NGX_CHAT_REMOTE_CATCHUP_WAIT 6000
 
+/* ... and reads from this long before, of a server we had nothing of */
+#define NGX_CHAT_REMOTE_CATCHUP_BACK 60000
+
 /* a row left out of a history reply as pending is read for this long */
 #define NGX_CHAT_REMOTE_PENDING_CATCHUP  300000
 
 
 static ngx_int_t ngx_chat_remote_server_slot(ngx_chat_shm_ctx_t *ctx,
     uint64_t server, ngx_uint_t create);
+static void ngx_chat_remote_room_catchup(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, ngx_msec_t catchup);
+static ngx_int_t ngx_chat_remote_catchup_due(ngx_chat_shm_room_t *room,
+    ngx_uint_t fresh, ngx_uint_t *expired);
+static ngx_int_t ngx_chat_remote_catchup_push(ngx_array_t *due,
+    ngx_chat_shm_room_t *room, uint64_t tag, uint64_t high);
 static ngx_chat_shm_mark_t *ngx_chat_remote_mark(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, uint64_t tag, ngx_uint_t create);
 static uint64_t ngx_chat_remote_key(uint64_t num, uint64_t tag);
@@ -327,18 +336,76 @@ ngx_chat_remote_gone(ngx_chat_shm_ctx_t *ctx, uint64_t tag,
 }
 
 
+/*
+ * A room's own catch-up (ngx_chat_remote_room_catchup()): NGX_OK when due
+ * now, NGX_AGAIN later, NGX_DECLINED when dropped (nobody here, or given
+ * up: counted in *expired)
+ */
+
+static ngx_int_t
+ngx_chat_remote_catchup_due(ngx_chat_shm_room_t *room, ngx_uint_t fresh,
+    ngx_uint_t *expired)
+{
+    if (!room->followed) {
+        room->catchup = 0;
+        return NGX_DECLINED;
+    }
+
+    if ((ngx_msec_int_t) (ngx_current_msec - room->catchup_end) >= 0) {
+        room->catchup = 0;
+        (*expired)++;
+        return NGX_DECLINED;
+    }
+
+    if (!(fresh && room->catchup_read)
+        && (ngx_msec_int_t) (ngx_current_msec - room->catchup_at) < 0)
+    {
+        return NGX_AGAIN;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_chat_remote_catchup_push(ngx_array_t *due, ngx_chat_shm_room_t *room,
+    uint64_t tag, uint64_t high)
+{
+    u_char                  *p;
+    ngx_chat_remote_gone_t  *g;
+
+    g = ngx_array_push(due);
+    if (g == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_pnalloc(due->pool, room->name.len);
+    if (p == NULL) {
+        due->nelts--;
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, room->name.data, room->name.len);
+    g->room.data = p;
+    g->room.len = room->name.len;
+    g->tag = tag;
+    g->high = high;
+
+    return NGX_OK;
+}
+
+
 ngx_uint_t
 ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
     ngx_msec_t retry)
 {
-    u_char                  *p;
-    uint32_t                 i;
-    ngx_uint_t               any, expired, fresh;
-    ngx_chat_shm_t          *sh;
-    ngx_rbtree_node_t       *node;
-    ngx_chat_shm_mark_t     *m;
-    ngx_chat_shm_room_t     *room;
-    ngx_chat_remote_gone_t  *g;
+    uint32_t              i;
+    uint64_t              high;
+    ngx_uint_t            any, expired, fresh;
+    ngx_chat_shm_t       *sh;
+    ngx_rbtree_node_t    *node;
+    ngx_chat_shm_mark_t  *m;
+    ngx_chat_shm_room_t  *room;
 
     sh = ctx->sh;
     expired = 0;
@@ -365,6 +432,31 @@ ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
          node = ngx_rbtree_next(&sh->rooms, node))
     {
         room = (ngx_chat_shm_room_t *) node;
+
+        if (room->catchup) {
+            switch (ngx_chat_remote_catchup_due(room, fresh, &expired)) {
+
+            case NGX_OK:
+                if (ngx_chat_remote_catchup_push(due, room, 0,
+                                                 room->catchup_num)
+                    != NGX_OK)
+                {
+                    goto done;
+                }
+
+                room->catchup_at = ngx_current_msec + retry;
+                room->catchup_read = 1;
+
+                /* fall through */
+
+            case NGX_AGAIN:
+                any = 1;
+                break;
+
+            default: /* NGX_DECLINED: dropped */
+                break;
+            }
+        }
 
         for (i = 0; i < room->nmarks; i++) {
             m = &room->marks[i];
@@ -397,22 +489,6 @@ ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
                 continue;
             }
 
-            g = ngx_array_push(due);
-            if (g == NULL) {
-                goto done;
-            }
-
-            p = ngx_pnalloc(due->pool, room->name.len);
-            if (p == NULL) {
-                due->nelts--;
-                goto done;
-            }
-
-            ngx_memcpy(p, room->name.data, room->name.len);
-            g->room.data = p;
-            g->room.len = room->name.len;
-            g->tag = m->tag;
-
             /*
              * what we have with nothing missing before: while our request
              * after a resubscription was not answered, the gap's low end
@@ -420,12 +496,18 @@ ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
              * outage lost; ngx_chat_remote_resubscribed())
              */
 
-            g->high = m->catchup_from
-                      ? m->catchup_from
-                      : (((m->unanswered
-                           || m->gap_hi == NGX_CHAT_SHM_GAP_OPEN)
-                          && m->gap_lo)
-                         ? m->gap_lo : m->high);
+            high = m->catchup_from
+                   ? m->catchup_from
+                   : (((m->unanswered
+                        || m->gap_hi == NGX_CHAT_SHM_GAP_OPEN)
+                       && m->gap_lo)
+                      ? m->gap_lo : m->high);
+
+            if (ngx_chat_remote_catchup_push(due, room, m->tag, high)
+                != NGX_OK)
+            {
+                goto done;
+            }
 
             m->catchup_at = ngx_current_msec + retry;
             m->catchup_read = 1;
@@ -453,7 +535,10 @@ ngx_chat_remote_catchup_done(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     room = ngx_chat_shm_room_lookup(ctx, name);
 
-    if (room) {
+    if (room && tag == 0) {
+        room->catchup = 0;
+
+    } else if (room) {
         m = ngx_chat_remote_mark(ctx, room, tag, 0);
 
         if (m) {
@@ -500,13 +585,11 @@ ngx_uint_t
 ngx_chat_remote_unpublished_due(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
     ngx_msec_t retry)
 {
-    u_char                  *p;
-    uint64_t                 own;
-    ngx_uint_t               any, expired;
-    ngx_chat_shm_t          *sh;
-    ngx_rbtree_node_t       *node;
-    ngx_chat_shm_room_t     *room;
-    ngx_chat_remote_gone_t  *g;
+    uint64_t              own;
+    ngx_uint_t            any, expired;
+    ngx_chat_shm_t       *sh;
+    ngx_rbtree_node_t    *node;
+    ngx_chat_shm_room_t  *room;
 
     sh = ctx->sh;
     expired = 0;
@@ -550,22 +633,12 @@ ngx_chat_remote_unpublished_due(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
             continue;
         }
 
-        g = ngx_array_push(due);
-        if (g == NULL) {
+        if (ngx_chat_remote_catchup_push(due, room, own,
+                                         room->unpublished - 1)
+            != NGX_OK)
+        {
             goto done;
         }
-
-        p = ngx_pnalloc(due->pool, room->name.len);
-        if (p == NULL) {
-            due->nelts--;
-            goto done;
-        }
-
-        ngx_memcpy(p, room->name.data, room->name.len);
-        g->room.data = p;
-        g->room.len = room->name.len;
-        g->tag = own;
-        g->high = room->unpublished - 1;
 
         room->unpublished_at = ngx_current_msec + retry;
     }
@@ -1114,6 +1187,54 @@ ngx_chat_remote_room_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
 
 
 /*
+ * Our subscriber was away (locked): what any other server published
+ * meanwhile never came, though it is in storage.  The room's rows from a
+ * little before what we had of each (or, of a server we have nothing of,
+ * a minute back) are read NGX_CHAT_REMOTE_CATCHUP_WAIT later (the others'
+ * republish usually comes first) and those of other servers we never had
+ * delivered (the seen window drops what we had): a server that restarted
+ * just before the outage, not known yet when we asked again, is covered
+ * too.  One read per room, kept in the zone until done.
+ */
+
+static void
+ngx_chat_remote_room_catchup(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, ngx_msec_t catchup)
+{
+    uint32_t              i;
+    uint64_t              from, n;
+    ngx_time_t           *tp;
+    ngx_chat_shm_mark_t  *m;
+
+    tp = ngx_timeofday();
+    from = ((uint64_t) tp->sec * 1000 + tp->msec
+            - NGX_CHAT_REMOTE_CATCHUP_BACK) * 1000;
+
+    for (i = 0; i < room->nmarks; i++) {
+        m = &room->marks[i];
+        n = (m->gap_lo || m->gap_hi) ? m->gap_lo : m->high;
+
+        if (n && n < from) {
+            from = n;
+        }
+    }
+
+    if (!room->catchup || from < room->catchup_num) {
+        room->catchup_num = from;
+    }
+
+    if (!room->catchup) {
+        room->catchup_at = ngx_current_msec + NGX_CHAT_REMOTE_CATCHUP_WAIT;
+        room->catchup_end = ngx_current_msec + catchup;
+        room->catchup_read = 0;
+    }
+
+    room->catchup = 1;
+    ctx->sh->catchups = 1;
+}
+
+
+/*
  * Our subscriber is subscribed to a room again after a time it was not
  * (Redis down, or a new connection): every sender may have published
  * what never reached us; a republish of it is taken, once, in order.
@@ -1127,7 +1248,6 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_uint_t reopen, ngx_msec_t catchup, u_char *buf, u_char *last)
 {
     u_char               *p;
-    uint64_t              from;
     uint32_t              i;
     ngx_chat_shm_mark_t  *m;
     ngx_chat_shm_room_t  *room;
@@ -1142,39 +1262,15 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     room = ngx_chat_shm_room_lookup(ctx, name);
 
+    if (room && room->nconns && reopen && catchup) {
+        ngx_chat_remote_room_catchup(ctx, room, catchup);
+    }
+
     if (room && room->nconns) {
         room->gap_any |= reopen;
 
         for (i = 0; i < room->nmarks; i++) {
             m = &room->marks[i];
-
-            if (reopen && catchup && (m->high || m->gap_lo)) {
-                /*
-                 * what the sender published while we were away is in
-                 * storage: read after what we had with nothing missing
-                 * before (the gap's low end while there is a gap, open or
-                 * closed), a little later (its republish usually comes
-                 * first; the window drops what was had), unless a
-                 * catch-up from lower down is due already
-                 */
-
-                from = (m->gap_lo || m->gap_hi) ? m->gap_lo : m->high;
-
-                if (!m->catchup || m->catchup_from == 0
-                    || from < m->catchup_from)
-                {
-                    m->catchup_from = from;
-                }
-
-                if (!m->catchup) {
-                    m->catchup_at = ngx_current_msec
-                                    + NGX_CHAT_REMOTE_CATCHUP_WAIT;
-                    m->catchup_end = ngx_current_msec + catchup;
-                }
-
-                m->catchup = 1;
-                ctx->sh->catchups = 1;
-            }
 
             if (reopen) {
                 if (m->gap_hi != NGX_CHAT_SHM_GAP_OPEN) {

@@ -58,8 +58,9 @@ void ngx_chat_remote_count_dropped(ngx_chat_shm_ctx_t *ctx);
 void ngx_chat_remote_count_invalid(ngx_chat_shm_ctx_t *ctx);
 
 /*
- * A catch-up due (ngx_chat_remote_catchups()): what a server gone may
- * have committed and never got published in a room, after "high"
+ * A catch-up due (ngx_chat_remote_catchups()): what a server may have
+ * committed and we never had in a room, after "high"; tag 0: any other
+ * server's (our subscriber was away)
  */
 typedef struct {
     ngx_str_t                  room;

@@ -163,6 +163,12 @@ struct ngx_chat_shm_room_s {
                                              after not following it: the
                                              ring may lack what other
                                              servers sent before */
+    uint64_t                   catchup_num;   /* our subscriber was
+                                             away: every other server's
+                                             rows after it are read from
+                                             storage (ngx_chat_remote.c) */
+    ngx_msec_t                 catchup_at;    /* when (again) */
+    ngx_msec_t                 catchup_end;   /* when to give up */
     uint64_t                   unpublished;   /* the lowest number of
                                              ours the relay dropped unsent
                                              and not yet published again
@@ -170,6 +176,8 @@ struct ngx_chat_shm_room_s {
     uint64_t                   unpublished_top;   /* the highest */
     ngx_msec_t                 unpublished_at;    /* when to read (again) */
     ngx_msec_t                 unpublished_end;   /* when to give up */
+    unsigned                   catchup:1;     /* catchup_num is due */
+    unsigned                   catchup_read:1;    /* a read was begun */
     unsigned                   gap_any:1; /* new marks open a gap */
     unsigned                   subscribed:1;  /* Redis confirmed a
                                                  subscription once */

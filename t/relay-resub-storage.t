@@ -9,14 +9,17 @@
 # given up at the next resubscription, and what fell in it never reached
 # the members here, connected the whole time, though every row was in
 # PostgreSQL (the soak on seed 42: 357 acked messages).  Now, with
-# storage, each resubscription also reads, after a few seconds, the rows
-# of each server we know after what we had of it, and delivers those we
-# never had (each at most once: the seen window).
+# storage, each resubscription also reads, after a few seconds, the room's
+# rows from a little before what we had of each server, and delivers those
+# of other servers we never had (each at most once: the seen window), also
+# of a server we did not know yet (seed 7: one restarted just before the
+# outage, 8,088 deliveries).
 #
 # A made-up server on Redis (t/lib/Test/Chat/Relay.pm) that publishes
 # and stores its messages, stays alive (heartbeats), and never answers a
-# sync request; nginx's Redis user is switched off (connections killed,
-# AUTH refused) while it "publishes" two messages nobody hears.
+# sync request, and a second one first heard of during the outage;
+# nginx's Redis user is switched off (connections killed, AUTH refused)
+# while they "publish" messages nobody here hears.
 
 use strict;
 use warnings;
@@ -35,7 +38,7 @@ plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
     unless Test::Chat::Pg->available;
 
-plan tests => 8;
+plan tests => 9;
 
 my $SID = '00000000abcdef01';
 my $TAG = '0000abcdef01';
@@ -109,6 +112,17 @@ send_n(2000, 1);
 send_n(3000, 1);
 announce($redis, $SID);
 
+# and a server we never heard of before (it started just now): its first
+# messages, unheard here too
+my $SID2 = '00000000abcdef09';
+my $TAG2 = '0000abcdef09';
+sub id2_of { ($T + $_[0]) . "-$TAG2" }
+for my $n (2500, 3500) {
+    store_row($pg, id2_of($n), $ROOM, 'fay', 'f' . ($T + $n));
+    publish($redis, $channel, $SID2, M => id2_of($n), $ROOM,
+            'f' . ($T + $n), user => 'fay');
+}
+
 # back: nginx asks again ("S +"), nobody answers; a live message closes
 # the gap from above
 $redis->cli('ACL', 'SETUSER', 'relay', 'on');
@@ -123,8 +137,16 @@ send_n(4000, 1);
 # live one only); in whichever order the catch-up and the live one come
 my $got = live_for(10);
 like(" $got ", qr/ \Q${\ c(4000)}\E /, 'the next live message');
-is(join(' ', sort split / /, $got), join(' ', c(2000), c(3000), c(4000)),
+my @other = grep { /^n/ } split / /, $got;
+is(join(' ', sort @other), join(' ', c(2000), c(3000), c(4000)),
    'what the gap lost came from storage, once each')
+    or diag("got: $got");
+
+# the server unknown when we asked again: its two from storage as well
+# (old: only of servers we had a mark of)
+my @new = grep { /^f/ } split / /, $got;
+is(join(' ', sort @new), 'f' . ($T + 2500) . ' f' . ($T + 3500),
+   'a server not known before the outage: from storage, once each')
     or diag("got: $got");
 
 is(live_for(2), '', 'nothing more (no copy of the live ones)');
