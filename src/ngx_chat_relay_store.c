@@ -33,8 +33,12 @@ typedef struct {
 } ngx_chat_relay_catchup_t;
 
 
-static void ngx_chat_relay_reads(ngx_chat_relay_t *rl, ngx_array_t *due,
-    ngx_chat_store_read_pt handler);
+typedef ngx_uint_t (*ngx_chat_relay_due_pt)(ngx_chat_shm_ctx_t *ctx,
+    ngx_array_t *due, ngx_msec_t retry);
+
+
+static ngx_uint_t ngx_chat_relay_reads(ngx_chat_relay_t *rl,
+    ngx_chat_relay_due_pt due_pt, ngx_chat_store_read_pt handler);
 static void ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows,
     void *data);
 static void ngx_chat_relay_unpublished_done(ngx_chat_store_rows_t *rows,
@@ -42,29 +46,47 @@ static void ngx_chat_relay_unpublished_done(ngx_chat_store_rows_t *rows,
 
 
 /*
- * A read for each room due (of ngx_chat_remote_gone_t): the room's rows
- * after "<high>-<tag>" (NGX_CHAT_STORE_SINCE, at most NGX_CHAT_MAX_HISTORY
- * of the room's newest), to the handler
+ * The reads due (the zone's list, from due_pt: each of ngx_chat_remote_
+ * gone_t, due again NGX_CHAT_RELAY_CATCHUP_RETRY later until done): the
+ * room's rows after "<high>-<tag>" (NGX_CHAT_STORE_SINCE, at most
+ * NGX_CHAT_MAX_HISTORY of the room's newest), to the handler.  Returns how
+ * many due_pt gave up.
  */
 
-static void
-ngx_chat_relay_reads(ngx_chat_relay_t *rl, ngx_array_t *due,
+static ngx_uint_t
+ngx_chat_relay_reads(ngx_chat_relay_t *rl, ngx_chat_relay_due_pt due_pt,
     ngx_chat_store_read_pt handler)
 {
     u_char                    *p;
     ngx_str_t                  id;
-    ngx_uint_t                 i;
+    ngx_uint_t                 i, n;
+    ngx_pool_t                *pool;
+    ngx_array_t                due;
     ngx_chat_remote_gone_t    *g;
     ngx_chat_relay_catchup_t  *cu;
     u_char                     buf[NGX_CHAT_ID_LEN];
 
-    g = due->elts;
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        return 0;
+    }
 
-    for (i = 0; i < due->nelts; i++) {
+    if (ngx_array_init(&due, pool, 4, sizeof(ngx_chat_remote_gone_t))
+        != NGX_OK)
+    {
+        ngx_destroy_pool(pool);
+        return 0;
+    }
+
+    n = due_pt(rl->ctx, &due, NGX_CHAT_RELAY_CATCHUP_RETRY);
+
+    g = due.elts;
+
+    for (i = 0; i < due.nelts; i++) {
         cu = ngx_alloc(sizeof(ngx_chat_relay_catchup_t) + g[i].room.len,
                        ngx_cycle->log);
         if (cu == NULL) {
-            return;
+            break;
         }
 
         cu->rl = rl;
@@ -90,47 +112,36 @@ ngx_chat_relay_reads(ngx_chat_relay_t *rl, ngx_array_t *due,
             ngx_free(cu);
         }
     }
+
+    ngx_destroy_pool(pool);
+
+    return n;
 }
 
 
 /*
- * What such a server committed and never got
- * published (its relay queue died with it, Redis being down) is in
- * storage: for each room where we had its messages, the rows after the
- * newest we had are read, and those of its tag we never had are
- * delivered, as a republish would be (ngx_chat_remote_message()), once
- * each.  Meanwhile a history reply leaves them out (they are pending).
- */
-
-/*
- * The catch-ups due: begun now, or again (the worker that relayed before
- * was killed meanwhile, or the read failed)
+ * The catch-ups due (ngx_chat_remote.c), begun now, or again (the worker
+ * that relayed before was killed meanwhile, or the read failed): what a
+ * server gone committed and never got published (its relay queue died
+ * with it, Redis being down), for each room where we had its messages, the
+ * rows after the newest we had, those of its tag we never had delivered,
+ * as a republish would be (ngx_chat_remote_message()), once each; and, in
+ * a room where our subscriber was away or a reply left a row out as
+ * pending, every other server's rows we never had.  Meanwhile a history
+ * reply leaves them out (they are pending).
  */
 
 void
 ngx_chat_relay_catchups(ngx_chat_relay_t *rl)
 {
-    ngx_uint_t    n;
-    ngx_pool_t   *pool;
-    ngx_array_t   due;
+    ngx_uint_t  n;
 
     if (!ngx_chat_store_enabled()) {
         return;
     }
 
-    pool = ngx_create_pool(1024, ngx_cycle->log);
-    if (pool == NULL) {
-        return;
-    }
-
-    if (ngx_array_init(&due, pool, 4, sizeof(ngx_chat_remote_gone_t))
-        != NGX_OK)
-    {
-        ngx_destroy_pool(pool);
-        return;
-    }
-
-    n = ngx_chat_remote_catchups(rl->ctx, &due, NGX_CHAT_RELAY_CATCHUP_RETRY);
+    n = ngx_chat_relay_reads(rl, ngx_chat_remote_catchups,
+                             ngx_chat_relay_catchup_done);
 
     if (n) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
@@ -139,10 +150,6 @@ ngx_chat_relay_catchups(ngx_chat_relay_t *rl)
                       "\"%V\"",
                       n, &rl->ctx->name);
     }
-
-    ngx_chat_relay_reads(rl, &due, ngx_chat_relay_catchup_done);
-
-    ngx_destroy_pool(pool);
 }
 
 
@@ -282,28 +289,14 @@ ngx_chat_relay_dropped(ngx_chat_relay_t *rl, ngx_str_t *channel,
 void
 ngx_chat_relay_unpublished(ngx_chat_relay_t *rl)
 {
-    ngx_uint_t    n;
-    ngx_pool_t   *pool;
-    ngx_array_t   due;
+    ngx_uint_t  n;
 
     if (!ngx_chat_store_enabled()) {
         return;
     }
 
-    pool = ngx_create_pool(1024, ngx_cycle->log);
-    if (pool == NULL) {
-        return;
-    }
-
-    if (ngx_array_init(&due, pool, 4, sizeof(ngx_chat_remote_gone_t))
-        != NGX_OK)
-    {
-        ngx_destroy_pool(pool);
-        return;
-    }
-
-    n = ngx_chat_remote_unpublished_due(rl->ctx, &due,
-                                        NGX_CHAT_RELAY_CATCHUP_RETRY);
+    n = ngx_chat_relay_reads(rl, ngx_chat_remote_unpublished_due,
+                             ngx_chat_relay_unpublished_done);
 
     if (n) {
         ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
@@ -311,10 +304,6 @@ ngx_chat_relay_unpublished(ngx_chat_relay_t *rl)
                       "Redis missed of ours in %ui rooms of zone \"%V\"",
                       n, &rl->ctx->name);
     }
-
-    ngx_chat_relay_reads(rl, &due, ngx_chat_relay_unpublished_done);
-
-    ngx_destroy_pool(pool);
 }
 
 

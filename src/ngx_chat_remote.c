@@ -25,12 +25,16 @@
 #define NGX_CHAT_REMOTE_REFOLLOW     10000
 
 /*
- * after our subscriber was away, the catch-up from storage waits this
- * long: the others' republish answering our request usually comes first
+ * a room's catch-up from storage (our subscriber was away, a row left out
+ * as pending) waits this long: a copy, or the others' republish answering
+ * our request, usually comes first
  */
 #define NGX_CHAT_REMOTE_CATCHUP_WAIT 6000
 
-/* ... and reads from this long before, of a server we had nothing of */
+/*
+ * after our subscriber was away, it reads from this long back for a
+ * server we had nothing of
+ */
 #define NGX_CHAT_REMOTE_CATCHUP_BACK 60000
 
 /* a row left out of a history reply as pending is read for this long */
@@ -40,7 +44,7 @@
 static ngx_int_t ngx_chat_remote_server_slot(ngx_chat_shm_ctx_t *ctx,
     uint64_t server, ngx_uint_t create);
 static void ngx_chat_remote_room_catchup(ngx_chat_shm_ctx_t *ctx,
-    ngx_chat_shm_room_t *room, ngx_msec_t catchup);
+    ngx_chat_shm_room_t *room, uint64_t from, ngx_msec_t give_up);
 static ngx_int_t ngx_chat_remote_catchup_due(ngx_chat_shm_room_t *room,
     ngx_uint_t fresh, ngx_uint_t *expired);
 static ngx_int_t ngx_chat_remote_catchup_push(ngx_array_t *due,
@@ -468,22 +472,18 @@ ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
             if (!room->followed) {
                 /* nobody here to deliver to */
                 m->catchup = 0;
-                m->catchup_from = 0;
-                m->catchup_read = 0;
                 continue;
             }
 
             if ((ngx_msec_int_t) (ngx_current_msec - m->catchup_end) >= 0) {
                 m->catchup = 0;
-                m->catchup_from = 0;
-                m->catchup_read = 0;
                 expired++;
                 continue;
             }
 
             any = 1;
 
-            if (!(fresh && m->catchup_read)
+            if (!fresh
                 && (ngx_msec_int_t) (ngx_current_msec - m->catchup_at) < 0)
             {
                 continue;
@@ -496,12 +496,9 @@ ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
              * outage lost; ngx_chat_remote_resubscribed())
              */
 
-            high = m->catchup_from
-                   ? m->catchup_from
-                   : (((m->unanswered
-                        || m->gap_hi == NGX_CHAT_SHM_GAP_OPEN)
-                       && m->gap_lo)
-                      ? m->gap_lo : m->high);
+            high = ((m->unanswered || m->gap_hi == NGX_CHAT_SHM_GAP_OPEN)
+                    && m->gap_lo)
+                   ? m->gap_lo : m->high;
 
             if (ngx_chat_remote_catchup_push(due, room, m->tag, high)
                 != NGX_OK)
@@ -510,7 +507,6 @@ ngx_chat_remote_catchups(ngx_chat_shm_ctx_t *ctx, ngx_array_t *due,
             }
 
             m->catchup_at = ngx_current_msec + retry;
-            m->catchup_read = 1;
         }
     }
 
@@ -543,8 +539,6 @@ ngx_chat_remote_catchup_done(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
         if (m) {
             m->catchup = 0;
-            m->catchup_from = 0;
-            m->catchup_read = 0;
         }
     }
 
@@ -865,8 +859,6 @@ fill:
     m->unanswered = room->gap_any;
     m->floor = 0;
     m->catchup = 0;
-    m->catchup_from = 0;
-    m->catchup_read = 0;
 
     return m;
 }
@@ -1187,45 +1179,26 @@ ngx_chat_remote_room_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
 
 
 /*
- * Our subscriber was away (locked): what any other server published
- * meanwhile never came, though it is in storage.  The room's rows from a
- * little before what we had of each (or, of a server we have nothing of,
- * a minute back) are read NGX_CHAT_REMOTE_CATCHUP_WAIT later (the others'
- * republish usually comes first) and those of other servers we never had
- * delivered (the seen window drops what we had): a server that restarted
- * just before the outage, not known yet when we asked again, is covered
- * too.  One read per room, kept in the zone until done.
+ * What other servers published in a room after "from" may be missing here
+ * though it is in storage (locked): the room's rows after it are read
+ * NGX_CHAT_REMOTE_CATCHUP_WAIT later (a copy or the others' republish
+ * usually comes first) and those of other servers we never had delivered
+ * (the seen window drops what we had); given up after "give_up".  One
+ * read per room, from the lowest number asked for, kept in the zone until
+ * done, whichever worker relays then.
  */
 
 static void
 ngx_chat_remote_room_catchup(ngx_chat_shm_ctx_t *ctx,
-    ngx_chat_shm_room_t *room, ngx_msec_t catchup)
+    ngx_chat_shm_room_t *room, uint64_t from, ngx_msec_t give_up)
 {
-    uint32_t              i;
-    uint64_t              from, n;
-    ngx_time_t           *tp;
-    ngx_chat_shm_mark_t  *m;
-
-    tp = ngx_timeofday();
-    from = ((uint64_t) tp->sec * 1000 + tp->msec
-            - NGX_CHAT_REMOTE_CATCHUP_BACK) * 1000;
-
-    for (i = 0; i < room->nmarks; i++) {
-        m = &room->marks[i];
-        n = (m->gap_lo || m->gap_hi) ? m->gap_lo : m->high;
-
-        if (n && n < from) {
-            from = n;
-        }
-    }
-
     if (!room->catchup || from < room->catchup_num) {
         room->catchup_num = from;
     }
 
     if (!room->catchup) {
         room->catchup_at = ngx_current_msec + NGX_CHAT_REMOTE_CATCHUP_WAIT;
-        room->catchup_end = ngx_current_msec + catchup;
+        room->catchup_end = ngx_current_msec + give_up;
         room->catchup_read = 0;
     }
 
@@ -1249,6 +1222,8 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 {
     u_char               *p;
     uint32_t              i;
+    uint64_t              from, n;
+    ngx_time_t           *tp;
     ngx_chat_shm_mark_t  *m;
     ngx_chat_shm_room_t  *room;
 
@@ -1263,7 +1238,27 @@ ngx_chat_remote_resubscribed(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     room = ngx_chat_shm_room_lookup(ctx, name);
 
     if (room && room->nconns && reopen && catchup) {
-        ngx_chat_remote_room_catchup(ctx, room, catchup);
+        /*
+         * our subscriber was away: what any server published meanwhile
+         * never came, also of one that restarted just before, not known
+         * yet; from a little before what we had of each (or a minute
+         * back, of a server we have nothing of)
+         */
+
+        tp = ngx_timeofday();
+        from = ((uint64_t) tp->sec * 1000 + tp->msec
+                - NGX_CHAT_REMOTE_CATCHUP_BACK) * 1000;
+
+        for (i = 0; i < room->nmarks; i++) {
+            m = &room->marks[i];
+            n = (m->gap_lo || m->gap_hi) ? m->gap_lo : m->high;
+
+            if (n && n < from) {
+                from = n;
+            }
+        }
+
+        ngx_chat_remote_room_catchup(ctx, room, from, catchup);
     }
 
     if (room && room->nconns) {
@@ -1722,19 +1717,16 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
             continue;
         }
 
-        m = ngx_chat_remote_mark(ctx, room, tag, 1);
+        m = ngx_chat_remote_mark(ctx, room, tag, 0);
 
         if (m == NULL) {
-            /* nothing of it here yet (and no memory for a mark): it comes */
+            /* nothing of it here yet: it comes */
             pending[i] = 1;
-            continue;
-        }
 
-        if (num <= m->floor) {
+        } else if (num <= m->floor) {
             continue;
-        }
 
-        if (room->seen) {
+        } else if (room->seen) {
             pending[i] = !ngx_chat_remote_seen_has(room->seen,
                                           ngx_chat_remote_key(num, tag));
 
@@ -1742,31 +1734,17 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
             pending[i] = (num > m->high);
         }
 
-        if (!pending[i]) {
-            continue;
+        if (pending[i]) {
+            /*
+             * the promise kept should no copy come (published between our
+             * follow and our subscription, its sender's sync answer lost):
+             * the row is read from storage a little later and delivered,
+             * unless the copy came meanwhile (the seen window)
+             */
+
+            ngx_chat_remote_room_catchup(ctx, room, num - 1,
+                                         NGX_CHAT_REMOTE_PENDING_CATCHUP);
         }
-
-        /*
-         * the promise kept should no copy come (published between our
-         * follow and our subscription, its sender's sync answer lost): the
-         * row is read from storage a little later and delivered, unless
-         * the copy came meanwhile (the seen window)
-         */
-
-        if (!m->catchup || m->catchup_from == 0
-            || num - 1 < m->catchup_from)
-        {
-            m->catchup_from = num - 1;
-        }
-
-        if (!m->catchup) {
-            m->catchup_at = ngx_current_msec + NGX_CHAT_REMOTE_CATCHUP_WAIT;
-            m->catchup_end = ngx_current_msec
-                             + NGX_CHAT_REMOTE_PENDING_CATCHUP;
-        }
-
-        m->catchup = 1;
-        ctx->sh->catchups = 1;
     }
 
 done:

@@ -89,15 +89,11 @@ typedef struct {
     uint64_t                   floor;     /* the newest number the seen
                                              window forgot: at or below
                                              it, nothing is taken */
-    ngx_msec_t                 catchup_at;    /* the sender is gone, or
-                                                 our subscriber was away:
-                                                 when to read what it left
-                                                 from storage (again) */
+    ngx_msec_t                 catchup_at;    /* the sender is gone: when
+                                                 to read what it left from
+                                                 storage (again) */
     ngx_msec_t                 catchup_end;   /* when to give up */
-    uint64_t                   catchup_from;  /* read after it (0: after
-                                                 what we have then) */
     unsigned                   catchup:1;
-    unsigned                   catchup_read:1;    /* a read was begun */
 } ngx_chat_shm_mark_t;
 
 
@@ -163,10 +159,12 @@ struct ngx_chat_shm_room_s {
                                              after not following it: the
                                              ring may lack what other
                                              servers sent before */
-    uint64_t                   catchup_num;   /* our subscriber was
-                                             away: every other server's
+    uint64_t                   catchup_num;   /* every other server's
                                              rows after it are read from
-                                             storage (ngx_chat_remote.c) */
+                                             storage: our subscriber was
+                                             away, or a reply left one
+                                             out as pending
+                                             (ngx_chat_remote.c) */
     ngx_msec_t                 catchup_at;    /* when (again) */
     ngx_msec_t                 catchup_end;   /* when to give up */
     uint64_t                   unpublished;   /* the lowest number of
