@@ -76,6 +76,12 @@ typedef struct {
     ngx_int_t                 *order;     /* the copy in the order it
                                              came, when not the ids': its
                                              places in the sorted copy */
+    u_char                    *defer;     /* by place in the sorted copy:
+                                             late history, after what
+                                             storage gives (ring_sort()) */
+    ngx_array_t                late;      /* of ngx_chat_shm_copy_msg_t:
+                                             rows left out to be
+                                             delivered now (the merge) */
     ngx_pool_t                *pool;      /* the rows read, the reply */
     ngx_array_t                rows;      /* of ngx_chat_shm_copy_msg_t:
                                              the rows read, newest first */
@@ -143,6 +149,7 @@ static void ngx_chat_proto_read_done(ngx_chat_store_rows_t *rows,
 static ngx_int_t ngx_chat_proto_read_rows(ngx_chat_proto_read_t *rd,
     ngx_chat_store_rows_t *rows);
 static u_char *ngx_chat_proto_read_pending(ngx_chat_proto_read_t *rd);
+static void ngx_chat_proto_read_late(ngx_chat_proto_read_t *rd);
 static ngx_chat_buf_t *ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
     ngx_chat_member_t *m);
 static uint64_t ngx_chat_proto_id_num(ngx_str_t *id);
@@ -157,6 +164,8 @@ static void ngx_chat_proto_ring_sort(ngx_chat_proto_read_t *rd);
 static ngx_int_t ngx_chat_proto_ring_find(ngx_chat_shm_ring_t *ring,
     ngx_str_t *id);
 static ngx_uint_t ngx_chat_proto_ring_has(ngx_str_t *id, void *data);
+static ngx_uint_t ngx_chat_proto_held(ngx_str_t **held, ngx_uint_t n,
+    ngx_str_t *id);
 static void ngx_chat_proto_ring_order(ngx_chat_proto_read_t *rd,
     ngx_str_t *msgs, u_char *used, ngx_uint_t *slots, ngx_uint_t nslots);
 static u_char *ngx_chat_proto_ring_late(ngx_chat_proto_read_t *rd,
@@ -1451,6 +1460,8 @@ ngx_chat_proto_read_pending(ngx_chat_proto_read_t *rd)
     }
 
     ngx_chat_remote_pending(rd->s->ctx, &rd->room, ids, rd->rows.nelts,
+                            (rd->mode == NGX_CHAT_STORE_SINCE)
+                            ? ngx_chat_proto_id_num(&rd->id) : 0,
                             pending);
 
     return pending;
@@ -1466,6 +1477,10 @@ ngx_chat_proto_read_free(ngx_chat_proto_read_t *rd)
 
     if (rd->order) {
         ngx_free(rd->order);
+    }
+
+    if (rd->defer) {
+        ngx_free(rd->defer);
     }
 
     if (rd->pool) {
@@ -1596,17 +1611,55 @@ ngx_chat_proto_idp_cmp(const void *a, const void *b)
 
 
 /*
+ * whether the id is among those held (sorted): a binary search, the merge
+ * giving what came late after history out of the ids' order
+ */
+
+static ngx_uint_t
+ngx_chat_proto_held(ngx_str_t **held, ngx_uint_t n, ngx_str_t *id)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  lo, hi, mid;
+
+    lo = 0;
+    hi = n;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        rc = ngx_chat_proto_id_cmp(held[mid], id);
+
+        if (rc == 0) {
+            return 1;
+        }
+
+        if (rc < 0) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
  * The ring copy, sorted by id: it is in the order messages came, which is
  * the ids' order but for messages of other servers (chat_redis), whose
  * numbers come from their clocks.  That order is kept aside then: the
  * reply gives what the ring holds in it, the order its members here saw
- * (ngx_chat_proto_ring_order()).
+ * (ngx_chat_proto_ring_order()).  What came since the room was followed
+ * though numbered before (another server's history, late: live from a
+ * slow relay, or ngx_chat_remote_late()) is marked in rd->defer: the
+ * merge puts it after the history storage gives.
  */
 
 static void
 ngx_chat_proto_ring_sort(ngx_chat_proto_read_t *rd)
 {
-    ngx_uint_t                i;
+    u_char                   *defer;
+    ngx_uint_t                i, any;
     ngx_chat_shm_ring_t      *ring;
     ngx_chat_shm_copy_msg_t  *came;
 
@@ -1614,6 +1667,25 @@ ngx_chat_proto_ring_sort(ngx_chat_proto_read_t *rd)
 
     if (ring == NULL) {
         return;
+    }
+
+    defer = NULL;
+
+    if (ring->follow && ring->fresh) {
+        defer = ngx_calloc(ring->n, ngx_cycle->log);
+        any = 0;
+
+        for (i = ring->n - ring->fresh; defer && i < ring->n; i++) {
+            if (ngx_chat_proto_id_num(&ring->msgs[i].id) <= ring->follow) {
+                defer[i] = 1;
+                any = 1;
+            }
+        }
+
+        if (defer && !any) {
+            ngx_free(defer);
+            defer = NULL;
+        }
     }
 
     for (i = 1; i < ring->n; i++) {
@@ -1625,6 +1697,8 @@ ngx_chat_proto_ring_sort(ngx_chat_proto_read_t *rd)
     }
 
     if (i >= ring->n) {
+        /* in the order it came */
+        rd->defer = defer;
         return;
     }
 
@@ -1638,17 +1712,33 @@ ngx_chat_proto_ring_sort(ngx_chat_proto_read_t *rd)
     ngx_qsort(ring->msgs, ring->n, sizeof(ngx_chat_shm_copy_msg_t),
               ngx_chat_proto_msg_cmp);
 
-    if (came == NULL) {
+    if (came) {
+        rd->order = ngx_alloc(ring->n * sizeof(ngx_int_t), ngx_cycle->log);
+
+        for (i = 0; rd->order && i < ring->n; i++) {
+            rd->order[i] = ngx_chat_proto_ring_find(ring, &came[i].id);
+        }
+
+        ngx_free(came);
+    }
+
+    if (defer == NULL) {
         return;
     }
 
-    rd->order = ngx_alloc(ring->n * sizeof(ngx_int_t), ngx_cycle->log);
+    if (rd->order) {
+        /* by their places in the sorted copy */
 
-    for (i = 0; rd->order && i < ring->n; i++) {
-        rd->order[i] = ngx_chat_proto_ring_find(ring, &came[i].id);
+        rd->defer = ngx_calloc(ring->n, ngx_cycle->log);
+
+        for (i = 0; rd->defer && i < ring->n; i++) {
+            if (defer[i] && rd->order[i] >= 0) {
+                rd->defer[rd->order[i]] = 1;
+            }
+        }
     }
 
-    ngx_free(came);
+    ngx_free(defer);
 }
 
 
@@ -1808,10 +1898,11 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     uint64_t                  from, recent, key[2], *k;
     ngx_int_t                 i, c;
     ngx_time_t               *tp;
-    ngx_str_t                *msg, **held, *after, *cut, *oldest;
-    ngx_uint_t                j, h, nheld, nring, *slots, nslots, ringed;
+    ngx_str_t                *msg, **held, *after, *cut, *oldest, *next;
+    ngx_uint_t                j, nheld, nring, *slots, nslots, ringed;
+    ngx_uint_t               *deferred, nd, d, blind;
     ngx_chat_shm_ring_t      *ring;
-    ngx_chat_shm_copy_msg_t  *rows, *e;
+    ngx_chat_shm_copy_msg_t  *rows, *e, *lr;
 
     rows = rd->rows.elts;
 
@@ -1837,6 +1928,29 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
         != NGX_OK)
     {
         return NGX_ERROR;
+    }
+
+    /* rows to deliver now: those of the last merge, the reply's */
+
+    if (rd->late.elts == NULL
+        && ngx_array_init(&rd->late, rd->pool, 2,
+                          sizeof(ngx_chat_shm_copy_msg_t))
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    rd->late.nelts = 0;
+
+    deferred = NULL;
+    nd = 0;
+    d = 0;
+
+    if (ring && rd->defer) {
+        deferred = ngx_palloc(rd->pool, nring * sizeof(ngx_uint_t));
+        if (deferred == NULL) {
+            return NGX_ERROR;
+        }
     }
 
     used = NULL;
@@ -1892,16 +2006,22 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     recent = 0;
     rd->had.nelts = 0;
 
+    blind = 0;
+
     if (after && ngx_chat_remote_blind(rd->s->ctx, &rd->room, after)) {
+        blind = 1;
         from = ngx_chat_proto_id_num(after);
         from = (from > NGX_CHAT_STORE_OVERLAP * 1000000ULL)
                ? from - NGX_CHAT_STORE_OVERLAP * 1000000ULL : 0;
+    }
 
+    if (blind || (rd->mode == NGX_CHAT_STORE_LAST && rd->s->ctx->relayed)) {
         /*
          * other servers' messages of the last NGX_CHAT_STORE_OVERLAP
-         * seconds in such a reply may still come live here (their
-         * sender's relay held them): they are history here now, for
-         * every member alike (ngx_chat_remote_had())
+         * seconds in such a reply (or in the last messages a join gets)
+         * may still come live here (their sender's relay held them): they
+         * are history here now, for every member alike, and a row found
+         * later between them came late (ngx_chat_remote_had())
          */
 
         tp = ngx_timeofday();
@@ -1950,7 +2070,6 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
 
     i = (ngx_int_t) rd->rows.nelts - 1;
     j = 0;
-    h = 0;
 
     for ( ;; ) {
 
@@ -1964,11 +2083,35 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
             c = 1;
 
         } else {
-            break;
+            c = 2;
         }
 
-        if (c < 0) {
+        next = (c == 2) ? NULL : (c < 0) ? &rows[i].id : &ring->msgs[j].id;
+
+        if (d < nd
+            && (next == NULL || ngx_chat_proto_id_num(next) > ring->follow))
+        {
+            /*
+             * the history storage gives is out: what came late after it,
+             * here as it came (its row was passed with it)
+             */
+            ringed = deferred[d++];
+            e = &ring->msgs[ringed - 1];
+
+        } else if (next == NULL) {
+            break;
+
+        } else if (c < 0) {
             if (pending && pending[i]) {
+                if (pending[i] == NGX_CHAT_REMOTE_LATE) {
+                    lr = ngx_array_push(&rd->late);
+                    if (lr == NULL) {
+                        return NGX_ERROR;
+                    }
+
+                    *lr = rows[i];
+                }
+
                 i--;
                 continue;
             }
@@ -1989,6 +2132,11 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
             if (c == 0) {
                 i--;
             }
+
+            if (deferred && rd->defer[ringed - 1]) {
+                deferred[nd++] = ringed;
+                continue;
+            }
         }
 
         if (after) {
@@ -2006,11 +2154,7 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
             }
         }
 
-        while (h < nheld && ngx_chat_proto_id_cmp(held[h], &e->id) < 0) {
-            h++;
-        }
-
-        if (h < nheld && ngx_chat_proto_id_cmp(held[h], &e->id) == 0) {
+        if (nheld && ngx_chat_proto_held(held, nheld, &e->id)) {
             /* it comes live */
             continue;
         }
@@ -2066,6 +2210,42 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
  * and storage had no more than 1000 after it; BEFORE when the id is
  * stored.
  */
+
+/*
+ * Another server's rows the merge left out as late (ngx_chat_remote_
+ * pending()), delivered into the room now: every member here gets them
+ * live, this one after its reply, and later replies where they came
+ */
+
+static void
+ngx_chat_proto_read_late(ngx_chat_proto_read_t *rd)
+{
+    ngx_uint_t                i, n;
+    ngx_chat_shm_copy_msg_t  *lr;
+
+    lr = rd->late.elts;
+    n = 0;
+
+    for (i = 0; i < rd->late.nelts; i++) {
+        if (ngx_chat_remote_late(rd->s->ctx, &rd->room, &lr[i].id,
+                                 lr[i].json.data, lr[i].json.len)
+            == NGX_OK)
+        {
+            n++;
+        }
+    }
+
+    if (n == 0) {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, rd->ws->connection->log, 0,
+                  "chat: %ui messages of another server committed late "
+                  "delivered in \"%V\"", n, &rd->room);
+
+    ngx_chat_fanout_publish(rd->s->fo);
+}
+
 
 static ngx_chat_buf_t *
 ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m)
@@ -2141,6 +2321,10 @@ ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m)
     if (rd->had.nelts) {
         ngx_chat_remote_had(rd->s->ctx, &rd->room, rd->had.elts,
                             rd->had.nelts);
+    }
+
+    if (rd->late.nelts) {
+        ngx_chat_proto_read_late(rd);
     }
 
     return ngx_chat_wire_history(&rd->room, msg + skip, msgs.nelts - skip,

@@ -64,6 +64,10 @@ static void ngx_chat_remote_seen_add_old(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, uint64_t num, uint64_t tag);
 static void ngx_chat_remote_seen_put(ngx_chat_shm_seen_t *seen,
     uint64_t key);
+static void ngx_chat_remote_had_cut(ngx_chat_shm_room_t *room, uint64_t num);
+static ngx_int_t ngx_chat_remote_deliver(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, ngx_str_t *name, ngx_str_t *id, u_char *json,
+    size_t len);
 static void ngx_chat_remote_seen_del(ngx_chat_shm_seen_t *seen,
     uint64_t key);
 
@@ -1060,6 +1064,8 @@ ngx_chat_remote_seen_add(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
             m->floor = e->num;
         }
 
+        ngx_chat_remote_had_cut(room, e->num);
+
         seen->head = (seen->head + 1) % seen->cap;
         seen->n--;
     }
@@ -1101,6 +1107,8 @@ ngx_chat_remote_seen_add_old(ngx_chat_shm_ctx_t *ctx,
             m->floor = num;
         }
 
+        ngx_chat_remote_had_cut(room, num);
+
         return;
     }
 
@@ -1112,6 +1120,21 @@ ngx_chat_remote_seen_add_old(ngx_chat_shm_ctx_t *ctx,
     e->tag = tag;
 
     ngx_chat_remote_seen_put(seen, ngx_chat_remote_key(num, tag));
+}
+
+
+/*
+ * An id that may be out of the window now (pushed out, or never in for
+ * want of room): the history range of ids all in it ends above it.
+ * Locked.
+ */
+
+static void
+ngx_chat_remote_had_cut(ngx_chat_shm_room_t *room, uint64_t num)
+{
+    if (room->had_hi && num >= room->had_lo) {
+        room->had_lo = ngx_min(num, room->had_hi);
+    }
 }
 
 
@@ -1149,6 +1172,8 @@ ngx_chat_remote_room_follow(ngx_chat_shm_ctx_t *ctx,
 
     room->gap_any = 0;
     room->unfollow_at = 0;
+    room->had_lo = 0;
+    room->had_hi = 0;
 
     /* ids are "<ms * 1000 + n>-<tag>": what was sent before now is history */
     room->follow_num = ((uint64_t) tp->sec * 1000 + tp->msec) * 1000;
@@ -1558,7 +1583,6 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 {
     uint64_t              num, tag;
     ngx_int_t             rc;
-    ngx_chat_shm_msg_t   *msg;
     ngx_chat_shm_mark_t  *m;
     ngx_chat_shm_room_t  *room;
 
@@ -1610,37 +1634,11 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         goto duplicate;
     }
 
-    msg = NULL;
+    rc = ngx_chat_remote_deliver(ctx, room, name, id, json, len);
 
-    if (room->hist_max) {
-        msg = ngx_chat_shm_alloc(ctx, offsetof(ngx_chat_shm_msg_t, data)
-                                      + len);
-        if (msg) {
-            ngx_memcpy(msg->id, id->data, id->len);
-            msg->id_len = id->len;
-            msg->len = len;
-            ngx_memcpy(msg->data, json, len);
-        }
-    }
-
-    if (ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_MESSAGE,
-                                NGX_CHAT_BUS_REMOTE, name, NULL, id, json, len)
-        != NGX_OK)
-    {
-        if (msg) {
-            ngx_slab_free_locked(ctx->shpool, msg);
-        }
-
-        rc = NGX_DECLINED;
+    if (rc != NGX_OK) {
         goto done;
     }
-
-    if (msg) {
-        ngx_chat_shm_hist_push(ctx, room, msg);
-    }
-
-    room->total++;
-    rc = NGX_OK;
 
     ngx_chat_remote_seen_add(ctx, room, num, tag);
 
@@ -1677,9 +1675,51 @@ duplicate:
 }
 
 
+/* into the room's ring and the bus, as having come now; locked */
+
+static ngx_int_t
+ngx_chat_remote_deliver(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
+    ngx_str_t *name, ngx_str_t *id, u_char *json, size_t len)
+{
+    ngx_chat_shm_msg_t  *msg;
+
+    msg = NULL;
+
+    if (room->hist_max) {
+        msg = ngx_chat_shm_alloc(ctx, offsetof(ngx_chat_shm_msg_t, data)
+                                      + len);
+        if (msg) {
+            ngx_memcpy(msg->id, id->data, id->len);
+            msg->id_len = id->len;
+            msg->len = len;
+            ngx_memcpy(msg->data, json, len);
+        }
+    }
+
+    if (ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_MESSAGE,
+                                NGX_CHAT_BUS_REMOTE, name, NULL, id, json, len)
+        != NGX_OK)
+    {
+        if (msg) {
+            ngx_slab_free_locked(ctx->shpool, msg);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    if (msg) {
+        ngx_chat_shm_hist_push(ctx, room, msg);
+    }
+
+    room->total++;
+
+    return NGX_OK;
+}
+
+
 void
 ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
-    ngx_str_t **ids, ngx_uint_t n, u_char *pending)
+    ngx_str_t **ids, ngx_uint_t n, uint64_t since, u_char *pending)
 {
     uint64_t              num, tag, own, recent;
     ngx_time_t           *tp;
@@ -1705,8 +1745,34 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     for (i = 0; i < n; i++) {
         if (ngx_chat_remote_id_parse(ids[i], &num, &tag) != NGX_OK
-            || tag == own
-            || !ngx_chat_remote_ours(room, num)
+            || tag == own)
+        {
+            continue;
+        }
+
+        if (!ngx_chat_remote_ours(room, num)
+            && num > room->had_lo && num < room->had_hi && num > since
+            && room->seen
+            && !ngx_chat_remote_seen_has(room->seen,
+                                         ngx_chat_remote_key(num, tag)))
+        {
+            /*
+             * history, between rows replies gave, never had here: it was
+             * committed after them (another worker of its server stored
+             * it later).  The members who had those lack it: it comes now,
+             * to them all, after what they have (NGX_CHAT_REMOTE_LATE)
+             */
+
+            m = ngx_chat_remote_mark(ctx, room, tag, 0);
+
+            if (m == NULL || num > m->floor) {
+                pending[i] = NGX_CHAT_REMOTE_LATE;
+            }
+
+            continue;
+        }
+
+        if (!ngx_chat_remote_ours(room, num)
             || num < recent)
         {
             /*
@@ -1721,7 +1787,7 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
         if (m == NULL) {
             /* nothing of it here yet: it comes */
-            pending[i] = 1;
+            pending[i] = NGX_CHAT_REMOTE_PENDING;
 
         } else if (num <= m->floor) {
             continue;
@@ -1750,6 +1816,43 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 done:
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+ngx_int_t
+ngx_chat_remote_late(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *id,
+    u_char *json, size_t len)
+{
+    uint64_t              num, tag;
+    ngx_int_t             rc;
+    ngx_chat_shm_room_t  *room;
+
+    if (ngx_chat_remote_id_parse(id, &num, &tag) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    rc = NGX_DECLINED;
+
+    ngx_shmtx_lock(&ctx->shpool->mutex);
+
+    room = ngx_chat_shm_room_lookup(ctx, name);
+
+    /* another reply's worker may have delivered it meanwhile */
+
+    if (room && room->followed && room->seen
+        && !ngx_chat_remote_seen_has(room->seen,
+                                     ngx_chat_remote_key(num, tag)))
+    {
+        rc = ngx_chat_remote_deliver(ctx, room, name, id, json, len);
+
+        if (rc == NGX_OK) {
+            ngx_chat_remote_seen_add(ctx, room, num, tag);
+        }
+    }
+
+    ngx_shmtx_unlock(&ctx->shpool->mutex);
+
+    return rc;
 }
 
 
@@ -1785,9 +1888,11 @@ void
 ngx_chat_remote_had(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     uint64_t *keys, ngx_uint_t n)
 {
-    uint64_t              num, tag;
-    ngx_uint_t            i;
+    uint64_t              num, tag, key;
+    ngx_uint_t            i, full;
     ngx_chat_shm_room_t  *room;
+
+    full = 0;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -1809,15 +1914,36 @@ ngx_chat_remote_had(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         num = keys[2 * i - 2];
         tag = keys[2 * i - 1];
 
-        if (ngx_chat_remote_ours(room, num)
-            || (room->seen
-                && ngx_chat_remote_seen_has(room->seen,
-                                            ngx_chat_remote_key(num, tag))))
-        {
+        if (ngx_chat_remote_ours(room, num)) {
             continue;
         }
 
-        ngx_chat_remote_seen_add_old(ctx, room, num, tag);
+        key = ngx_chat_remote_key(num, tag);
+
+        if (!ngx_chat_remote_seen_has(room->seen, key)) {
+            ngx_chat_remote_seen_add_old(ctx, room, num, tag);
+        }
+
+        /*
+         * the history range grows to take what the window holds (a row
+         * another reply finds inside it, never had here, came late:
+         * ngx_chat_remote_pending()); not past an id it could not hold
+         * (older ones fail too: the window is full)
+         */
+
+        if (full || !ngx_chat_remote_seen_has(room->seen, key)) {
+            full = 1;
+            continue;
+        }
+
+        if (room->had_hi == 0) {
+            room->had_lo = num;
+            room->had_hi = num;
+
+        } else {
+            room->had_lo = ngx_min(room->had_lo, num);
+            room->had_hi = ngx_max(room->had_hi, num);
+        }
     }
 
 done:

@@ -87,16 +87,30 @@ ngx_int_t ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx,
     ngx_uint_t republished);
 
 /*
- * Of the ids of stored rows (n of them), which are other servers'
- * messages this server has not delivered yet though it will (sent since
- * the room was followed and within the last 30 s, not in the seen
- * window): pending[i] set.  A history reply leaves them out; they come
- * live, in this server's order, to every member alike: their copy, or,
- * should none come, the row itself, read from storage a few seconds
- * later by the relay's catch-up (ngx_chat_remote_catchups()).
+ * Of the ids of stored rows (n of them), which a history reply leaves
+ * out: pending[i] NGX_CHAT_REMOTE_PENDING for other servers' messages
+ * this server has not delivered yet though it will (sent since the room
+ * was followed and within the last 30 s, not in the seen window): they
+ * come live, in this server's order, to every member alike: their copy,
+ * or, should none come, the row itself, read from storage a few seconds
+ * later by the relay's catch-up (ngx_chat_remote_catchups());
+ * NGX_CHAT_REMOTE_LATE for another server's history (numbered before the
+ * follow, after "since") that earlier replies went past without it, never
+ * had here: the reply's worker delivers it (ngx_chat_remote_late()).
  */
+#define NGX_CHAT_REMOTE_PENDING    1
+#define NGX_CHAT_REMOTE_LATE       2
+
 void ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
-    ngx_str_t **ids, ngx_uint_t n, u_char *pending);
+    ngx_str_t **ids, ngx_uint_t n, uint64_t since, u_char *pending);
+
+/*
+ * A row of NGX_CHAT_REMOTE_LATE delivered into the room now, as a live
+ * message that came late: to every member here, into the ring (later
+ * replies give it where it came); NGX_DECLINED when it was had meanwhile
+ */
+ngx_int_t ngx_chat_remote_late(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
+    ngx_str_t *id, u_char *json, size_t len);
 
 /*
  * Whether a member resuming after "since" may lack other servers'

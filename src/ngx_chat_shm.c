@@ -1276,6 +1276,14 @@ ngx_chat_shm_ring_copy(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name)
 
     if (ring) {
         ring->head = ctx->sh->bus.head;
+        ring->follow = 0;
+        ring->fresh = 0;
+
+        if (room && room->followed && room->total > room->follow) {
+            ring->follow = room->follow_num;
+            ring->fresh = (ngx_uint_t) ngx_min(room->total - room->follow,
+                                               ring->n);
+        }
     }
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);

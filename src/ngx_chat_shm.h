@@ -77,6 +77,12 @@ typedef struct {
     uint64_t                   head;      /* the bus when it was copied:
                                              what it holds was appended
                                              before */
+    uint64_t                   follow;    /* the room's follow number
+                                             (chat_redis; else 0) */
+    ngx_uint_t                 fresh;     /* how many of the newest came
+                                             since the follow: those
+                                             numbered at or below it came
+                                             after that history, late */
 } ngx_chat_shm_ring_t;
 
 

@@ -30,7 +30,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x6368000f
+#define NGX_CHAT_SHM_LAYOUT       0x63680010
 
 
 typedef struct {
@@ -152,6 +152,14 @@ struct ngx_chat_shm_room_s {
                                              a republished message at or
                                              below it is history, not ours
                                              to deliver */
+    uint64_t                   had_lo;    /* other servers' history rows
+                                             (at or below follow_num)
+                                             numbered between had_lo and
+                                             had_hi were all given by
+                                             replies, and are in the seen
+                                             window: one that is not came
+                                             late (0, 0: none) */
+    uint64_t                   had_hi;
     ngx_msec_t                 unfollow_at;   /* when it was unfollowed
                                              (0: followed, or long ago) */
     uint64_t                   follow;    /* "total" when this server
