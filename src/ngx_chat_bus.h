@@ -41,6 +41,11 @@
 
 #define NGX_CHAT_BUS_REMOTE       0x01    /* came from another server */
 #define NGX_CHAT_BUS_LEAVE        0x02    /* PRESENCE: a leave */
+#define NGX_CHAT_BUS_LATE         0x04    /* MESSAGE: another server's
+                                             history that came late
+                                             (ngx_chat_remote_late()): not
+                                             to a member whose resume was
+                                             after it, from its server */
 
 
 typedef struct {

@@ -32,6 +32,7 @@
 #include "ngx_chat_wire.h"
 #include "ngx_chat_bus.h"
 #include "ngx_chat_shm.h"
+#include "ngx_chat_remote.h"
 #include "ngx_chat_ws.h"
 #include "ngx_chat_fanout.h"
 
@@ -68,6 +69,7 @@ typedef struct {
     uint64_t                   pos;
     uint64_t                   accepted;  /* MESSAGE: entered the bus */
     ngx_uint_t                 kind;
+    ngx_uint_t                 flags;
     ngx_str_t                  user;
     ngx_str_t                  id;
 } ngx_chat_fanout_pending_t;
@@ -91,6 +93,7 @@ static void ngx_chat_fanout_collect(void *data, uint64_t pos,
 static void ngx_chat_fanout_drain(ngx_chat_fanout_t *fo);
 static ngx_uint_t ngx_chat_fanout_deliver(ngx_chat_member_t *m,
     ngx_chat_fanout_pending_t *pd, ngx_uint_t n);
+static ngx_uint_t ngx_chat_fanout_had(ngx_chat_member_t *m, ngx_str_t *id);
 static ngx_chat_buf_t *ngx_chat_fanout_batch(ngx_chat_fanout_pending_t *pd,
     ngx_uint_t n);
 static void ngx_chat_fanout_observe(ngx_chat_fanout_t *fo,
@@ -1103,6 +1106,7 @@ ngx_chat_fanout_collect(void *data, uint64_t pos, ngx_chat_bus_entry_t *e)
     pd->pos = pos;
     pd->accepted = e->accepted;
     pd->kind = e->kind;
+    pd->flags = e->flags;
     pd->user.data = b->data + e->frame_len;
     pd->user.len = e->user_len;
     pd->id.data = pd->user.data + e->user_len;
@@ -1236,6 +1240,12 @@ ngx_chat_fanout_deliver(ngx_chat_member_t *m, ngx_chat_fanout_pending_t *pd,
             continue;
         }
 
+        if ((pd[k].flags & NGX_CHAT_BUS_LATE) && m->since_tag
+            && ngx_chat_fanout_had(m, &pd[k].id))
+        {
+            continue;
+        }
+
         if (m->hold) {
             if (ngx_chat_fanout_hold(m, &pd[k]) != NGX_OK) {
                 ngx_chat_ws_close(ws, NGX_CHAT_CLOSE_POLICY,
@@ -1257,6 +1267,22 @@ ngx_chat_fanout_deliver(ngx_chat_member_t *m, ngx_chat_fanout_pending_t *pd,
 
 
 /*
+ * Whether a member had a message that came late (NGX_CHAT_BUS_LATE): its
+ * join's "since" is of the same server, at or after it (a server's
+ * messages reach a member in the order of their numbers)
+ */
+
+static ngx_uint_t
+ngx_chat_fanout_had(ngx_chat_member_t *m, ngx_str_t *id)
+{
+    uint64_t  num, tag;
+
+    return ngx_chat_remote_id_parse(id, &num, &tag) == NGX_OK
+           && tag == m->since_tag && num <= m->since_num;
+}
+
+
+/*
  * The frames of a run of messages in one buffer (its one reference is the
  * caller's), or NULL: a run with a presence event, or no memory (the
  * members then get the frames one by one)
@@ -1273,7 +1299,9 @@ ngx_chat_fanout_batch(ngx_chat_fanout_pending_t *pd, ngx_uint_t n)
     len = 0;
 
     for (k = 0; k < n; k++) {
-        if (pd[k].kind != NGX_CHAT_BUS_MESSAGE) {
+        if (pd[k].kind != NGX_CHAT_BUS_MESSAGE
+            || (pd[k].flags & NGX_CHAT_BUS_LATE))
+        {
             return NULL;
         }
 

@@ -49,6 +49,9 @@ typedef struct {
     ngx_chat_local_room_t     *room;
     ngx_chat_ws_t             *ws;
     uint64_t                   start;     /* bus position of the join */
+    uint64_t                   since_num; /* the join's "since": it had */
+    uint64_t                   since_tag; /* what its server sent up to
+                                             it (0: none) */
 
     /* live messages held while the history reply is being read */
     ngx_chat_held_t           *held;

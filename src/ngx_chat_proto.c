@@ -149,6 +149,8 @@ static void ngx_chat_proto_read_done(ngx_chat_store_rows_t *rows,
 static ngx_int_t ngx_chat_proto_read_rows(ngx_chat_proto_read_t *rd,
     ngx_chat_store_rows_t *rows);
 static u_char *ngx_chat_proto_read_pending(ngx_chat_proto_read_t *rd);
+static ngx_int_t ngx_chat_proto_had(ngx_chat_proto_read_t *rd, ngx_str_t *id,
+    uint64_t recent);
 static void ngx_chat_proto_read_late(ngx_chat_proto_read_t *rd);
 static ngx_chat_buf_t *ngx_chat_proto_read_frame(ngx_chat_proto_read_t *rd,
     ngx_chat_member_t *m);
@@ -782,6 +784,14 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
     }
 
     s->rooms[s->nrooms++] = m;
+
+    if (sincep
+        && ngx_chat_remote_id_parse(sincep, &m->since_num, &m->since_tag)
+           != NGX_OK)
+    {
+        m->since_num = 0;
+        m->since_tag = 0;
+    }
 
     ngx_chat_proto_send_frame(ws, ngx_chat_wire_joined(&rq->room,
                                                        res.members,
@@ -1895,7 +1905,7 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     ngx_array_t *msgs, ngx_uint_t *window)
 {
     u_char                   *pending, *used, *late;
-    uint64_t                  from, recent, key[2], *k;
+    uint64_t                  from, recent;
     ngx_int_t                 i, c;
     ngx_time_t               *tp;
     ngx_str_t                *msg, **held, *after, *cut, *oldest, *next;
@@ -2147,8 +2157,19 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
                 c = 1;
             }
 
-            if (c == 0 || (c < 0 && (from == 0
-                                     || ngx_chat_proto_id_num(&e->id) < from)))
+            if (c == 0) {
+                /* the member has it: had here too, as what the reply gives */
+
+                if (recent && ngx_chat_proto_had(rd, &e->id, recent)
+                              != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                continue;
+            }
+
+            if (c < 0 && (from == 0 || ngx_chat_proto_id_num(&e->id) < from))
             {
                 continue;
             }
@@ -2179,17 +2200,8 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
             rd->overlap++;
         }
 
-        if (recent && !ngx_chat_proto_own(rd, &e->id)
-            && ngx_chat_remote_id_parse(&e->id, &key[0], &key[1]) == NGX_OK
-            && key[0] >= recent)
-        {
-            k = ngx_array_push(&rd->had);
-            if (k == NULL) {
-                return NGX_ERROR;
-            }
-
-            k[0] = key[0];
-            k[1] = key[1];
+        if (recent && ngx_chat_proto_had(rd, &e->id, recent) != NGX_OK) {
+            return NGX_ERROR;
         }
     }
 
@@ -2210,6 +2222,32 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
  * and storage had no more than 1000 after it; BEFORE when the id is
  * stored.
  */
+
+/* another server's message numbered since "recent", for rd->had */
+
+static ngx_int_t
+ngx_chat_proto_had(ngx_chat_proto_read_t *rd, ngx_str_t *id, uint64_t recent)
+{
+    uint64_t  key[2], *k;
+
+    if (ngx_chat_proto_own(rd, id)
+        || ngx_chat_remote_id_parse(id, &key[0], &key[1]) != NGX_OK
+        || key[0] < recent)
+    {
+        return NGX_OK;
+    }
+
+    k = ngx_array_push(&rd->had);
+    if (k == NULL) {
+        return NGX_ERROR;
+    }
+
+    k[0] = key[0];
+    k[1] = key[1];
+
+    return NGX_OK;
+}
+
 
 /*
  * Another server's rows the merge left out as late (ngx_chat_remote_

@@ -65,9 +65,11 @@ static void ngx_chat_remote_seen_add_old(ngx_chat_shm_ctx_t *ctx,
 static void ngx_chat_remote_seen_put(ngx_chat_shm_seen_t *seen,
     uint64_t key);
 static void ngx_chat_remote_had_cut(ngx_chat_shm_room_t *room, uint64_t num);
+static ngx_uint_t ngx_chat_remote_had_between(ngx_chat_shm_room_t *room,
+    uint64_t num);
 static ngx_int_t ngx_chat_remote_deliver(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, ngx_str_t *name, ngx_str_t *id, u_char *json,
-    size_t len);
+    size_t len, ngx_uint_t flags);
 static void ngx_chat_remote_seen_del(ngx_chat_shm_seen_t *seen,
     uint64_t key);
 
@@ -1139,6 +1141,18 @@ ngx_chat_remote_had_cut(ngx_chat_shm_room_t *room, uint64_t num)
 
 
 /*
+ * Whether a number of other servers' history is between rows replies gave
+ * (all in the window): one of them not in it came late.  Locked.
+ */
+
+static ngx_uint_t
+ngx_chat_remote_had_between(ngx_chat_shm_room_t *room, uint64_t num)
+{
+    return room->seen && num > room->had_lo && num <= room->had_hi;
+}
+
+
+/*
  * A room has its first member here again (locked, from the join): what
  * other servers sent meanwhile never came; it is not asked for again
  * (the members are new) and the ring says where its hole is
@@ -1200,6 +1214,22 @@ ngx_chat_remote_room_free(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
         ngx_slab_free_locked(ctx->shpool, room->seen);
         room->seen = NULL;
     }
+}
+
+
+/*
+ * Whether an id of the ring is numbered at or below the room's follow (so
+ * came after the history storage gives, late).  Locked.
+ */
+
+ngx_uint_t
+ngx_chat_remote_room_history(ngx_chat_shm_room_t *room, ngx_str_t *id)
+{
+    uint64_t  num, tag;
+
+    return room->followed
+           && ngx_chat_remote_id_parse(id, &num, &tag) == NGX_OK
+           && !ngx_chat_remote_ours(room, num);
 }
 
 
@@ -1622,19 +1652,24 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
                || (room->seen
                    && ngx_chat_remote_seen_has(room->seen,
                                                ngx_chat_remote_key(num, tag)))
-               || (republished && !ngx_chat_remote_ours(room, num))
+               || (republished && !ngx_chat_remote_ours(room, num)
+                   && !ngx_chat_remote_had_between(room, num))
                || (room->seen == NULL && !republished && num <= m->high))
     {
         /*
          * the window knows what was delivered, whichever way it came (a
-         * copy older than the window: nothing); a republish brings only
-         * what is ours, sent since the room was followed; without a
-         * window (no memory for one), live ones come in order
+         * copy older than the window: nothing); a republish (or a row
+         * read from storage) brings only what is ours, sent since the
+         * room was followed, or history that came late (between what
+         * replies gave); without a window (no memory for one), live ones
+         * come in order
          */
         goto duplicate;
     }
 
-    rc = ngx_chat_remote_deliver(ctx, room, name, id, json, len);
+    rc = ngx_chat_remote_deliver(ctx, room, name, id, json, len,
+                                 ngx_chat_remote_ours(room, num)
+                                 ? 0 : NGX_CHAT_BUS_LATE);
 
     if (rc != NGX_OK) {
         goto done;
@@ -1679,7 +1714,8 @@ duplicate:
 
 static ngx_int_t
 ngx_chat_remote_deliver(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
-    ngx_str_t *name, ngx_str_t *id, u_char *json, size_t len)
+    ngx_str_t *name, ngx_str_t *id, u_char *json, size_t len,
+    ngx_uint_t flags)
 {
     ngx_chat_shm_msg_t  *msg;
 
@@ -1697,7 +1733,8 @@ ngx_chat_remote_deliver(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
     }
 
     if (ngx_chat_shm_bus_append(ctx, NGX_CHAT_BUS_MESSAGE,
-                                NGX_CHAT_BUS_REMOTE, name, NULL, id, json, len)
+                                NGX_CHAT_BUS_REMOTE | flags, name, NULL, id,
+                                json, len)
         != NGX_OK)
     {
         if (msg) {
@@ -1751,8 +1788,7 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         }
 
         if (!ngx_chat_remote_ours(room, num)
-            && num > room->had_lo && num < room->had_hi && num > since
-            && room->seen
+            && ngx_chat_remote_had_between(room, num) && num > since
             && !ngx_chat_remote_seen_has(room->seen,
                                          ngx_chat_remote_key(num, tag)))
         {
@@ -1837,13 +1873,17 @@ ngx_chat_remote_late(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *id,
 
     room = ngx_chat_shm_room_lookup(ctx, name);
 
-    /* another reply's worker may have delivered it meanwhile */
+    /*
+     * another reply's worker may have delivered it meanwhile; the reply
+     * left it out, whatever the range is now
+     */
 
     if (room && room->followed && room->seen
         && !ngx_chat_remote_seen_has(room->seen,
                                      ngx_chat_remote_key(num, tag)))
     {
-        rc = ngx_chat_remote_deliver(ctx, room, name, id, json, len);
+        rc = ngx_chat_remote_deliver(ctx, room, name, id, json, len,
+                                     NGX_CHAT_BUS_LATE);
 
         if (rc == NGX_OK) {
             ngx_chat_remote_seen_add(ctx, room, num, tag);
@@ -1889,10 +1929,11 @@ ngx_chat_remote_had(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     uint64_t *keys, ngx_uint_t n)
 {
     uint64_t              num, tag, key;
-    ngx_uint_t            i, full;
+    ngx_uint_t            i, full, added;
     ngx_chat_shm_room_t  *room;
 
     full = 0;
+    added = 0;
 
     ngx_shmtx_lock(&ctx->shpool->mutex);
 
@@ -1922,13 +1963,15 @@ ngx_chat_remote_had(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
         if (!ngx_chat_remote_seen_has(room->seen, key)) {
             ngx_chat_remote_seen_add_old(ctx, room, num, tag);
+            added = 1;
         }
 
         /*
-         * the history range grows to take what the window holds (a row
-         * another reply finds inside it, never had here, came late:
-         * ngx_chat_remote_pending()); not past an id it could not hold
-         * (older ones fail too: the window is full)
+         * the history range grows down to what the window holds, and up
+         * to the follow: a reply, read after the follow, gave all of it
+         * that was stored (a row another reply finds inside it, never
+         * had here, came late: ngx_chat_remote_pending()); not past an id
+         * it could not hold (older ones fail too: the window is full)
          */
 
         if (full || !ngx_chat_remote_seen_has(room->seen, key)) {
@@ -1938,12 +1981,23 @@ ngx_chat_remote_had(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
         if (room->had_hi == 0) {
             room->had_lo = num;
-            room->had_hi = num;
 
         } else {
             room->had_lo = ngx_min(room->had_lo, num);
-            room->had_hi = ngx_max(room->had_hi, num);
         }
+
+        room->had_hi = room->follow_num;
+    }
+
+    if (added && room->had_hi) {
+        /*
+         * a row between them committed later still (no other reply
+         * finding it) is read a little later from storage, and delivered
+         * as a late one (ngx_chat_remote_message())
+         */
+
+        ngx_chat_remote_room_catchup(ctx, room, room->had_lo,
+                                     NGX_CHAT_REMOTE_PENDING_CATCHUP);
     }
 
 done:

@@ -689,10 +689,16 @@ ngx_chat_shm_join_history(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
 
     hole = ngx_chat_shm_hist_hole(room);
 
-    if (since && found >= 0 && (ngx_uint_t) found < hole) {
+    if (since && found >= 0
+        && ((ngx_uint_t) found < hole
+            || (ctx->store && ngx_chat_remote_room_history(room, since))))
+    {
         /*
          * known, but what came after it may not all be here: storage
-         * answers, or the ring says what it has after it, not complete
+         * answers, or the ring says what it has after it, not complete.
+         * So too for another server's history that came late (numbered
+         * before the follow): what storage gave the others before it
+         * never was in the ring, and the member may have had it elsewhere
          */
         before_hole = found;
         found = -1;

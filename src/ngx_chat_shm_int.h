@@ -153,12 +153,11 @@ struct ngx_chat_shm_room_s {
                                              below it is history, not ours
                                              to deliver */
     uint64_t                   had_lo;    /* other servers' history rows
-                                             (at or below follow_num)
-                                             numbered between had_lo and
-                                             had_hi were all given by
-                                             replies, and are in the seen
-                                             window: one that is not came
-                                             late (0, 0: none) */
+                                             numbered after had_lo, up to
+                                             had_hi (follow_num) were all
+                                             given by replies, and are in
+                                             the seen window: one that is
+                                             not came late (0, 0: none) */
     uint64_t                   had_hi;
     ngx_msec_t                 unfollow_at;   /* when it was unfollowed
                                              (0: followed, or long ago) */
@@ -338,6 +337,8 @@ void ngx_chat_remote_room_follow(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room);
 void ngx_chat_remote_room_free(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room);
+ngx_uint_t ngx_chat_remote_room_history(ngx_chat_shm_room_t *room,
+    ngx_str_t *id);
 
 /* a remote server's user leaves a room */
 void ngx_chat_shm_remote_drop(ngx_chat_shm_ctx_t *ctx,

@@ -15,6 +15,13 @@
 # at once, like a live message that came late: to every member here, after
 # what they have, and later replies give it where it came.
 #
+# Also: a resume after such a late message is answered from storage, not
+# from the ring (the history storage gave the others never was in it); the
+# row a resume is after counts as had here (a reply reaching further back
+# must not find it "late" and deliver it again); a late row no reply finds
+# comes from storage a few seconds later (the room's catch-up), and a
+# republish of one (another server answering a sync request) is taken.
+#
 # A made-up server on Redis (t/lib/Test/Chat/Relay.pm) whose rows are
 # written into the messages table as its storage would.
 
@@ -30,13 +37,13 @@ use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
 use Test::Chat::Relay qw(member live history_of contents room_channel
-                         announce store_row);
+                         announce publish store_row);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
     unless Test::Chat::Pg->available;
 
-plan tests => 10;
+plan tests => 24;
 
 my $SID = '00000000abcdef05';
 my $TAG = '0000abcdef05';
@@ -100,6 +107,90 @@ my $d = member($t, 'd', $ROOM, since => id_of(-2000));
 is(contents(history_of($d)), 'n-1 n0 n1 n3 n2',
    "d's resume from further back: the older row in id order");
 is(live($a) . live($d), '', 'nobody got it live');
+
+# a resume after the late one: storage answers (the member may have had
+# it on another server, not n3), not the ring, where nothing is after it
+# (old: nothing, complete)
+my $e2 = member($t, 'e2', $ROOM, since => id_of(2000));
+is(contents(history_of($e2)), 'n-1 n0 n1 n3',
+   'a resume after the late one: from storage, 60 s back');
+
+# the row a resume is after is had by its member: not late for the next
+# reply, which reaches further back (old: delivered live again to all)
+my $R4 = 'room4';
+store_row($pg, id_of($_ * 1000 + 30), $R4, 'eve', "q$_") for 0 .. 4;
+my $g = member($t, 'g', $R4, since => id_of(2030));
+is(contents(history_of($g)), 'q0 q1 q3 q4', "g's resume after q2");
+my $h2 = member($t, 'h', $R4, since => id_of(1030));
+is(contents(history_of($h2)), 'q0 q2 q3 q4', "h's resume after q1: q2 in "
+   . 'its place');
+is(live($g) . live($h2), '', 'q2 is not delivered again');
+my $k = member($t, 'k', $R4, since => id_of(2030));
+is(contents(history_of($k)), 'q0 q1 q3 q4', "k's resume after q2: as g's");
+
+# a row committed later still, no other reply finding it: read from
+# storage a few seconds after the reply, delivered late, once
+my $R2 = 'room2';
+store_row($pg, id_of(10), $R2, 'eve', 'm0');
+store_row($pg, id_of(1010), $R2, 'eve', 'm1');
+store_row($pg, id_of(3010), $R2, 'eve', 'm3');
+my $e = member($t, 'e', $R2, since => id_of(10));
+is(contents(history_of($e)), 'm1 m3', "e's resume");
+store_row($pg, id_of(2010), $R2, 'eve', 'm2');
+
+# what $ws gets within $secs, the made-up server alive meanwhile
+sub live_for {
+    my ($ws, $secs) = @_;
+    my @c;
+    my $end = now() + $secs;
+    while (now() < $end) {
+        announce($redis, $SID);
+        while (my $m = $ws->recv_json(0.5)) {
+            push @c, $m->{content} if $m->{type} eq 'message';
+        }
+    }
+    return join ' ', @c;
+}
+
+is(live_for($e, 12), 'm2', 'e: the late row came from storage, once '
+   . '(old: never)');
+
+# a republish of history between what replies gave (the other server's
+# answer to a sync request; not committed yet): late too, delivered
+my $R3 = 'room3';
+store_row($pg, id_of(20), $R3, 'eve', 'p0');
+store_row($pg, id_of(1020), $R3, 'eve', 'p1');
+store_row($pg, id_of(3020), $R3, 'eve', 'p3');
+my $f = member($t, 'f', $R3, since => id_of(20));
+is(contents(history_of($f)), 'p1 p3', "f's resume");
+my $ch3 = room_channel($redis, $R3);
+publish($redis, $ch3, $SID, R => id_of(2020), $R3, 'p2');
+publish($redis, $ch3, $SID, R => id_of(1020), $R3, 'p1');
+is(live($f), 'p2', 'f: the republished late one, not what it had '
+   . '(old: nothing)');
+publish($redis, $ch3, $SID, R => id_of(-480), $R3, 'p-0.5');
+is(live($f), '', 'a republish of history before what replies gave: '
+   . 'refused');
+
+# a row numbered after the newest a reply gave, before the follow: the
+# reply gave all there was up to the follow, so it came late too
+my $R5 = 'room5';
+store_row($pg, id_of(40), $R5, 'eve', 'r0');
+store_row($pg, id_of(1040), $R5, 'eve', 'r1');
+my $x = member($t, 'x', $R5, since => id_of(40));
+is(contents(history_of($x)), 'r1', "x's resume");
+
+# z had that server's messages up to after r2 (on another server): r2 is
+# not for it
+my $z = member($t, 'z', $R5, since => id_of(2540));
+is(contents(history_of($z)), 'r0 r1', "z's resume: 60 s back");
+
+store_row($pg, id_of(2040), $R5, 'eve', 'r2');
+my $y = member($t, 'y', $R5, since => id_of(40));
+is(contents(history_of($y)), 'r1', "y's resume: r2 comes after (old: "
+   . 'r1 r2)');
+is(live($x) . ' ' . live($y) . ' ' . live($z), 'r2 r2 ',
+   'x and y got it live, once; z, whose since is after it, not');
 
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);
