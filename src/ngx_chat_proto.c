@@ -1470,8 +1470,6 @@ ngx_chat_proto_read_pending(ngx_chat_proto_read_t *rd)
     }
 
     ngx_chat_remote_pending(rd->s->ctx, &rd->room, ids, rd->rows.nelts,
-                            (rd->mode == NGX_CHAT_STORE_SINCE)
-                            ? ngx_chat_proto_id_num(&rd->id) : 0,
                             pending);
 
     return pending;

@@ -1756,7 +1756,7 @@ ngx_chat_remote_deliver(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
 
 void
 ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
-    ngx_str_t **ids, ngx_uint_t n, uint64_t since, u_char *pending)
+    ngx_str_t **ids, ngx_uint_t n, u_char *pending)
 {
     uint64_t              num, tag, own, recent;
     ngx_time_t           *tp;
@@ -1788,7 +1788,7 @@ ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         }
 
         if (!ngx_chat_remote_ours(room, num)
-            && ngx_chat_remote_had_between(room, num) && num > since
+            && ngx_chat_remote_had_between(room, num)
             && !ngx_chat_remote_seen_has(room->seen,
                                          ngx_chat_remote_key(num, tag)))
         {

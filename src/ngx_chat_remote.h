@@ -95,14 +95,15 @@ ngx_int_t ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx,
  * or, should none come, the row itself, read from storage a few seconds
  * later by the relay's catch-up (ngx_chat_remote_catchups());
  * NGX_CHAT_REMOTE_LATE for another server's history (numbered before the
- * follow, after "since") that earlier replies went past without it, never
- * had here: the reply's worker delivers it (ngx_chat_remote_late()).
+ * follow) that earlier replies went past without it, never had here: the
+ * reply's worker delivers it (ngx_chat_remote_late()), to every member
+ * but those whose resume was after it, from its server.
  */
 #define NGX_CHAT_REMOTE_PENDING    1
 #define NGX_CHAT_REMOTE_LATE       2
 
 void ngx_chat_remote_pending(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
-    ngx_str_t **ids, ngx_uint_t n, uint64_t since, u_char *pending);
+    ngx_str_t **ids, ngx_uint_t n, u_char *pending);
 
 /*
  * A row of NGX_CHAT_REMOTE_LATE delivered into the room now, as a live

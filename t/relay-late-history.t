@@ -43,7 +43,7 @@ plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
     unless Test::Chat::Pg->available;
 
-plan tests => 24;
+plan tests => 27;
 
 my $SID = '00000000abcdef05';
 my $TAG = '0000abcdef05';
@@ -191,6 +191,21 @@ is(contents(history_of($y)), 'r1', "y's resume: r2 comes after (old: "
    . 'r1 r2)');
 is(live($x) . ' ' . live($y) . ' ' . live($z), 'r2 r2 ',
    'x and y got it live, once; z, whose since is after it, not');
+
+# a row numbered before a resume's since, of another server than the
+# since's: in the 60 s before it a just-restarted server gives again (the
+# member may lack it), so late too, and not for the member to skip
+my $R6 = 'room6';
+my $since6 = ($T + 3060) . '-0000abcdef06';
+store_row($pg, id_of(60), $R6, 'eve', 's0');
+store_row($pg, id_of(1060), $R6, 'eve', 's1');
+my $p = member($t, 'p', $R6, since => $since6);
+is(contents(history_of($p)), 's0 s1', "p's resume: 60 s back");
+store_row($pg, id_of(2060), $R6, 'eve', 's2');
+my $q = member($t, 'q', $R6, since => $since6);
+is(contents(history_of($q)), 's0 s1', "q's resume: s2 comes after (old: "
+   . 's0 s1 s2)');
+is(live($p) . ' ' . live($q), 's2 s2', 'both got it live, once');
 
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);
