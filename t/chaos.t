@@ -123,7 +123,10 @@ is($c->{duplicates_same_connection}, 1, 'checker: on the same connection');
 # a resume's history holds a message the client had on an earlier
 # connection (the overlap chaosgen asks for, or ids of two servers crossed
 # in delivery): counted apart, allowed (a client dedupes by id; SPEC: at
-# most once per connection); the same message live again is a duplicate
+# most once per connection); the since message itself live again is a
+# duplicate; another server's live again, numbered in the 60 s before the
+# since (a just-restarted server delivers a late row to every member, the
+# resume asked for that overlap), is counted with the overlap
 my $crossed = $sent
     . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
     . "S\t23\t0\t1\t2\nm\t24\t0\t1\t150-cc\tcu0\tk0.2\n"
@@ -136,9 +139,14 @@ my $crossed_rows = $rows . "150-cc|chat|cr0|cu0|k0.2\n";
 is($rc, 0, 'checker: a message had before, again in a resume history, passes') or diag $out;
 is($c->{duplicates_crossed_since}, 1, 'checker: counted apart (deduped by id)');
 ($rc, $c, $out) = check_synthetic('not-crossed', $crossed
-    . "m\t34\t1\t3\t100-aa\tcu0\tk0.1\n", $crossed_rows);
-is($rc, 1, 'checker: the same message live again after a resume fails');
+    . "m\t34\t1\t3\t150-cc\tcu0\tk0.2\n", $crossed_rows);
+is($rc, 1, 'checker: the since message live again after a resume fails');
 is($c->{duplicates}, 1, 'checker: 1 duplicate') or diag $out;
+($rc, $c, $out) = check_synthetic('overlap-live', $crossed
+    . "m\t34\t1\t3\t100-aa\tcu0\tk0.1\n", $crossed_rows);
+is($rc, 0, "checker: another server's message live again in the resume's "
+   . 'overlap passes') or diag $out;
+is($c->{again_live_after_since}, 1, 'checker: counted with the overlap');
 
 # a message no client sent
 ($rc, $c, $out) = check_synthetic('forged', $sent
