@@ -785,7 +785,15 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
 
     s->rooms[s->nrooms++] = m;
 
+    /*
+     * a since this zone cannot vouch for (numbered before the follow: had
+     * on another server, or here before a restart): what its server sent
+     * up to it the member had, in its order, a late one too.  A since of
+     * ours is not: a late message is one the zone did not deliver before
+     */
+
     if (sincep
+        && ngx_chat_remote_blind(s->ctx, &rq->room, sincep)
         && ngx_chat_remote_id_parse(sincep, &m->since_num, &m->since_tag)
            != NGX_OK)
     {

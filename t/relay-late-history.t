@@ -43,7 +43,7 @@ plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
     unless Test::Chat::Pg->available;
 
-plan tests => 27;
+plan tests => 31;
 
 my $SID = '00000000abcdef05';
 my $TAG = '0000abcdef05';
@@ -206,6 +206,25 @@ my $q = member($t, 'q', $R6, since => $since6);
 is(contents(history_of($q)), 's0 s1', "q's resume: s2 comes after (old: "
    . 's0 s1 s2)');
 is(live($p) . ' ' . live($q), 's2 s2', 'both got it live, once');
+
+# a since of this server's own life (a message it delivered live) is no
+# reason to skip a late one: the zone did not deliver it before (the soak,
+# seed 42: a member that lacked it had it only 16 s later, out of place)
+my $R7 = 'room7';
+store_row($pg, id_of(70), $R7, 'eve', 't0');
+store_row($pg, id_of(1070), $R7, 'eve', 't1');
+my $g7 = member($t, 'g7', $R7, since => id_of(70));
+is(contents(history_of($g7)), 't1', "g7's resume");
+my $ch7 = room_channel($redis, $R7);
+my $live = (int(now() * 1000) + 5000) * 1000 . "-$TAG";
+publish($redis, $ch7, $SID, M => $live, $R7, 't9');
+is(live($g7), 't9', 'a live message of that server');
+my $w = member($t, 'w', $R7, since => $live);
+store_row($pg, id_of(2070), $R7, 'eve', 't2');
+my $h7 = member($t, 'h7', $R7, since => id_of(70));
+is(contents(history_of($h7)), 't1 t9', "h7's resume: t2 comes after");
+is(live($g7) . ' ' . live($h7) . ' ' . live($w), 't2 t2 t2',
+   'all got it live, also w, whose since is after it (old: not w)');
 
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);
