@@ -36,7 +36,7 @@ use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
-use Test::Chat::Relay qw(member live history_of contents room_channel
+use Test::Chat::Relay qw(live_for member live history_of contents room_channel
                          announce publish store_row);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
@@ -138,21 +138,8 @@ my $e = member($t, 'e', $R2, since => id_of(10));
 is(contents(history_of($e)), 'm1 m3', "e's resume");
 store_row($pg, id_of(2010), $R2, 'eve', 'm2');
 
-# what $ws gets within $secs, the made-up server alive meanwhile
-sub live_for {
-    my ($ws, $secs) = @_;
-    my @c;
-    my $end = now() + $secs;
-    while (now() < $end) {
-        announce($redis, $SID);
-        while (my $m = $ws->recv_json(0.5)) {
-            push @c, $m->{content} if $m->{type} eq 'message';
-        }
-    }
-    return join ' ', @c;
-}
 
-is(live_for($e, 12), 'm2', 'e: the late row came from storage, once '
+is(live_for($redis, $SID, $e, 12), 'm2', 'e: the late row came from storage, once '
    . '(old: never)');
 
 # a republish of history between what replies gave (the other server's

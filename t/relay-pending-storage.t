@@ -27,7 +27,7 @@ use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
-use Test::Chat::Relay qw(member room_channel announce publish store_row
+use Test::Chat::Relay qw(live_for member room_channel announce publish store_row
                          history_of contents);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
@@ -71,24 +71,11 @@ my $T = int(now() * 1000) * 1000;
 sub id_of { ($T + $_[0]) . "-$TAG" }
 sub c     { 'n' . ($T + $_[0]) }
 
-# what $ws gets within $secs, the made-up server alive meanwhile
-sub live_for {
-    my ($ws, $secs) = @_;
-    my @c;
-    my $end = now() + $secs;
-    while (now() < $end) {
-        announce($redis, $SID);
-        while (my $m = $ws->recv_json(0.5)) {
-            push @c, $m->{content} if $m->{type} eq 'message';
-        }
-    }
-    return join ' ', @c;
-}
 
 # its first message, live and stored: the room has a mark of it
 store_row($pg, id_of(1000), $ROOM, 'eve', c(1000));
 publish($redis, $channel, $SID, M => id_of(1000), $ROOM, c(1000));
-is(live_for($m1, 1.5), c(1000), 'a live message of the other server');
+is(live_for($redis, $SID, $m1, 1.5), c(1000), 'a live message of the other server');
 
 # its second: stored, and no copy of it ever comes here
 store_row($pg, id_of(2000), $ROOM, 'eve', c(2000));
@@ -101,12 +88,12 @@ is(contents($h), c(1000), "m2's history: the one delivered here, the "
    . 'other left out (it comes live)');
 
 # the promise kept, from storage, to both alike (old: never)
-is(live_for($m1, 10), c(2000), 'm1: it came, once');
-is(live_for($m2, 0.5), c(2000), 'm2: it came, once');
+is(live_for($redis, $SID, $m1, 10), c(2000), 'm1: it came, once');
+is(live_for($redis, $SID, $m2, 0.5), c(2000), 'm2: it came, once');
 
 # its copy, late, is no second delivery
 publish($redis, $channel, $SID, M => id_of(2000), $ROOM, c(2000));
-is(live_for($m1, 1.5), '', 'a late copy: nothing');
+is(live_for($redis, $SID, $m1, 1.5), '', 'a late copy: nothing');
 
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);

@@ -32,7 +32,7 @@ use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
-use Test::Chat::Relay qw(member room_channel announce publish store_row);
+use Test::Chat::Relay qw(live_for member room_channel announce publish store_row);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
@@ -85,22 +85,10 @@ sub send_n {
 }
 
 # what m1 gets within $secs, the made-up server alive meanwhile
-sub live_for {
-    my ($secs) = @_;
-    my @c;
-    my $end = now() + $secs;
-    while (now() < $end) {
-        announce($redis, $SID);
-        while (my $m = $m1->recv_json(0.5)) {
-            push @c, $m->{content} if $m->{type} eq 'message';
-        }
-    }
-    return join ' ', @c;
-}
 
 announce($redis, $SID);
 send_n(1000, 1);
-is(live_for(1.5), c(1000), 'a live message of the other server');
+is(live_for($redis, $SID, $m1, 1.5), c(1000), 'a live message of the other server');
 
 # our subscriber away: what the other server publishes meanwhile is lost
 # in Redis; it is in storage
@@ -135,7 +123,7 @@ send_n(4000, 1);
 
 # the live one, and the two in the gap from storage, once each (old: the
 # live one only); in whichever order the catch-up and the live one come
-my $got = live_for(10);
+my $got = live_for($redis, $SID, $m1, 10);
 like(" $got ", qr/ \Q${\ c(4000)}\E /, 'the next live message');
 my @other = grep { /^n/ } split / /, $got;
 is(join(' ', sort @other), join(' ', c(2000), c(3000), c(4000)),
@@ -149,7 +137,7 @@ is(join(' ', sort @new), 'f' . ($T + 2500) . ' f' . ($T + 3500),
    'a server not known before the outage: from storage, once each')
     or diag("got: $got");
 
-is(live_for(2), '', 'nothing more (no copy of the live ones)');
+is(live_for($redis, $SID, $m1, 2), '', 'nothing more (no copy of the live ones)');
 
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);

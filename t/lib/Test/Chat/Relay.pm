@@ -9,12 +9,13 @@ use strict;
 use warnings;
 
 use Exporter 'import';
+use Time::HiRes ();
 use Test::Chat::Util qw(poll);
 
 our $VERSION = '0.01';
 
 our @EXPORT_OK = qw(
-    member live history_of contents
+    member live live_for history_of contents
     room_channel announce publish store_row
 );
 
@@ -34,6 +35,22 @@ sub live {
     my @c;
     while (my $m = $ws->recv_json(1)) {
         push @c, $m->{content} if $m->{type} eq 'message';
+    }
+    return join ' ', @c;
+}
+
+# the contents of the messages $ws gets within $secs, in order, the
+# made-up server $sid announcing itself meanwhile (a heartbeat every
+# half second at most, so that it is not taken for gone)
+sub live_for {
+    my ($redis, $sid, $ws, $secs) = @_;
+    my @c;
+    my $end = Time::HiRes::time() + $secs;
+    while (Time::HiRes::time() < $end) {
+        announce($redis, $sid);
+        while (my $m = $ws->recv_json(0.5)) {
+            push @c, $m->{content} if $m->{type} eq 'message';
+        }
     }
     return join ' ', @c;
 }
