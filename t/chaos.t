@@ -148,6 +148,35 @@ is($rc, 0, "checker: another server's message live again in the resume's "
    . 'overlap passes') or diag $out;
 is($c->{again_live_after_since}, 1, 'checker: counted with the overlap');
 
+# a row that committed late (after later-numbered ones) is delivered to
+# the room when it is read, after what the room had: in its server's order
+# it comes after a since that server delivered before it, also to a member
+# that had it before a restart of that server: counted with the overlap;
+# the same message live again when a connection of that server had it
+# before the since is a duplicate (120-aa: late; 150-aa: the since)
+my $late = $sent
+    . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
+    . "S\t23\t0\t1\t2\nm\t24\t0\t1\t120-aa\tcu0\tk0.2\n"
+    . "m\t24\t1\t2\t120-aa\tcu0\tk0.2\nA\t25\t0\t1\t2\t120-aa\n"
+    . "X\t26\t1\t2\treset\nC\t27\t1\t3\t21001\nJ\t27\t1\t3\t100-aa\n"
+    . "j\t28\t1\t3\nH\t28\t1\t3\ttrue\t0\n";
+my $late_rest = "S\t29\t0\t1\t3\nm\t30\t0\t1\t150-aa\tcu0\tk0.3\n"
+    . "m\t30\t1\t3\t150-aa\tcu0\tk0.3\nA\t31\t0\t1\t3\t150-aa\n"
+    . "X\t32\t1\t3\treset\nC\t33\t1\t4\t21001\nJ\t33\t1\t4\t150-aa\n"
+    . "j\t34\t1\t4\nH\t34\t1\t4\ttrue\t0\n"
+    . "m\t35\t1\t4\t120-aa\tcu0\tk0.2\n";
+my $late_rows = $rows . "120-aa|chat|cr0|cu0|k0.2\n150-aa|chat|cr0|cu0|k0.3\n";
+($rc, $c, $out) = check_synthetic('late-order', $late . $late_rest,
+                                  $late_rows);
+is($rc, 0, "checker: a message live again after a since its server "
+   . 'delivered before it passes') or diag $out;
+is($c->{again_live_late_order}, 1, 'checker: counted as late, with the overlap');
+($rc, $c, $out) = check_synthetic('late-order-dup',
+    $late . "m\t29\t1\t3\t120-aa\tcu0\tk0.2\n" . $late_rest, $late_rows);
+is($rc, 1, 'checker: the same live again when its server had delivered it '
+   . 'before the since fails');
+is($c->{duplicates}, 1, 'checker: 1 duplicate') or diag $out;
+
 # a message no client sent
 ($rc, $c, $out) = check_synthetic('forged', $sent
     . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
