@@ -14,6 +14,7 @@
  *
  * Every frame but presence, ping and pong is logged, one line each,
  * tab-separated, t in ms since start:
+ *   T  0 epoch_ms                   the wall clock at t 0 (first line)
  *   N  cl room port user            a client (at start)
  *   C  t cl conn                    upgraded (connection number conn)
  *   J  t cl conn since              join sent (since: "-" first join,
@@ -775,6 +776,15 @@ main(int argc, char **argv)
     epoll_ctl(epfd, EPOLL_CTL_ADD, 0, &ev);
 
     t0 = now_ns();
+    {
+        struct timespec  wall;
+
+        /* the wall clock at t 0: the checker places the rows' commit
+         * times (PostgreSQL's clock, this machine's) among the frames */
+        clock_gettime(CLOCK_REALTIME, &wall);
+        fprintf(lg, "T\t0.000\t%.3f\n",
+                (double) wall.tv_sec * 1000 + wall.tv_nsec / 1e6);
+    }
     cl = calloc((size_t) cfg.clients, sizeof(client_t));
     for (i = 0; i < cfg.clients; i++) {
         c = &cl[i];

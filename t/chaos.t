@@ -66,6 +66,8 @@ sub check_synthetic {
 
     my $dir = "$TMP/$name";
     File::Path::make_path($dir);
+    my $commits = delete $meta{commits};
+    spew("$dir/commits.txt", $commits) if defined $commits;
     spew("$dir/meta.json", $JSON->encode({
         seed => 0, seconds => 1, clients => 2, rooms => 1, rate => 1,
         faults => [], killed => [], errlogs => [], rss => [],
@@ -206,6 +208,31 @@ is($c->{acked_without_row}, 1, 'checker: 1 acked message without a row');
 is($rc, 0, 'checker: complete:false after an id never stored passes')
     or diag $out;
 is($c->{incomplete_resumes_unstored}, 1, 'checker: counted apart');
+
+# with the rows' commit times (commits.txt, ms since the epoch; T: the
+# wall clock at t 0): complete:false is allowed after a since committed
+# once the resume was sent (its read may have come before the commit),
+# whenever the ack came; not after one committed before
+my $commit_run = $sent
+    . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
+    . "S\t25\t0\t1\t2\nm\t26\t0\t1\t300-aa\tcu0\tk0.2\n"
+    . "m\t26\t1\t2\t300-aa\tcu0\tk0.2\n"
+    . "X\t30\t1\t2\treset\nC\t31\t1\t3\t21001\nJ\t31\t1\t3\t300-aa\n"
+    . "j\t32\t1\t3\n";
+my $commit_rows = $rows . "300-aa|chat|cr0|cu0|k0.2\n";
+($rc, $c, $out) = check_synthetic('commit-after-join', $commit_run
+    . "A\t32.8\t0\t1\t2\t300-aa\nH\t33\t1\t3\tfalse\t0\n", $commit_rows,
+    "T\t0.000\t1000000\n", commits => "300-aa|1000032.5\n");
+is($rc, 0, 'checker: complete:false after a since committed after the '
+   . 'resume (acked before the reply) passes') or diag $out;
+is($c->{incomplete_resumes_unstored}, 1, 'checker: counted apart');
+($rc, $c, $out) = check_synthetic('commit-before-join', $commit_run
+    . "H\t33\t1\t3\tfalse\t0\nA\t34\t0\t1\t2\t300-aa\n", $commit_rows,
+    "T\t0.000\t1000000\n", commits => "300-aa|1000029\n");
+is($rc, 1, 'checker: complete:false after a since committed before the '
+   . 'resume fails (acked after the reply)');
+is($c->{incomplete_resumes}, 1, 'checker: 1 resume complete:false')
+    or diag $out;
 
 # two members of one room on one server saw two messages in different
 # orders

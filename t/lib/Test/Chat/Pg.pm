@@ -11,6 +11,8 @@ package Test::Chat::Pg;
 #
 #   my $pg = Test::Chat::Pg->start(password => 'secret');
 #   my $pg = Test::Chat::Pg->start(password => 'secret', ssl => 1);
+#   my $pg = Test::Chat::Pg->start(settings =>     # more server settings
+#                                  { track_commit_timestamp => 'on' });
 #
 #   $pg->ssl;                # TLS on (a self-signed certificate), if asked
 #                            # and openssl was there; clients choose with
@@ -189,6 +191,7 @@ sub start {
         running  => 0,
         keep     => $ENV{TEST_PG_KEEP} ? 1 : 0,
         ssl      => 0,
+        settings => $o{settings} || {},
     }, ref($class) || $class;
 
     $self->{dir} = File::Temp::tempdir('chat-pg-XXXXXX', TMPDIR => 1,
@@ -302,6 +305,7 @@ sub _pg_ctl_start {
         '-c synchronous_commit=off', '-c full_page_writes=off',
         '-c max_connections=100', '-c log_min_messages=warning',
         '-c log_connections=off',
+        (map { "-c $_=$self->{settings}{$_}" } sort keys %{ $self->{settings} }),
         $self->{ssl} ? ('-c ssl=on', "-c ssl_cert_file=$self->{dir}/server.crt",
                         "-c ssl_key_file=$self->{dir}/server.key")
                      : ();
