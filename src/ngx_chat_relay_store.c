@@ -39,6 +39,8 @@ typedef ngx_uint_t (*ngx_chat_relay_due_pt)(ngx_chat_shm_ctx_t *ctx,
 
 static ngx_uint_t ngx_chat_relay_reads(ngx_chat_relay_t *rl,
     ngx_chat_relay_due_pt due_pt, ngx_chat_store_read_pt handler);
+static ngx_int_t ngx_chat_relay_row_message(ngx_str_t *room,
+    ngx_chat_store_row_t *r, ngx_str_t *msg);
 static void ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows,
     void *data);
 static void ngx_chat_relay_unpublished_done(ngx_chat_store_rows_t *rows,
@@ -153,15 +155,43 @@ ngx_chat_relay_catchups(ngx_chat_relay_t *rl)
 }
 
 
+/*
+ * A stored row as the wire's message object, in memory of its own (the
+ * caller frees msg->data): delivered here, or published again.
+ */
+
+static ngx_int_t
+ngx_chat_relay_row_message(ngx_str_t *room, ngx_chat_store_row_t *r,
+    ngx_str_t *msg)
+{
+    size_t   len;
+    u_char  *p;
+
+    len = ngx_chat_wire_message_len(room, &r->id, &r->user, &r->content,
+                                    r->ts.len);
+
+    p = ngx_alloc(len, ngx_cycle->log);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    msg->data = p;
+    msg->len = ngx_chat_wire_message(p, room, &r->id, &r->user, &r->content,
+                                     &r->ts)
+               - p;
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows, void *data)
 {
     ngx_chat_relay_catchup_t *cu = data;
 
-    u_char                *json;
-    size_t                 len;
     uint64_t               num, tag;
     ngx_int_t              i;
+    ngx_str_t              msg;
     ngx_uint_t             n;
     ngx_chat_relay_t      *rl;
     ngx_chat_store_row_t  *r;
@@ -190,25 +220,18 @@ ngx_chat_relay_catchup_done(ngx_chat_store_rows_t *rows, void *data)
             continue;
         }
 
-        len = ngx_chat_wire_message_len(&cu->room, &r->id, &r->user,
-                                        &r->content, r->ts.len);
-
-        json = ngx_alloc(len, ngx_cycle->log);
-        if (json == NULL) {
+        if (ngx_chat_relay_row_message(&cu->room, r, &msg) != NGX_OK) {
             break;
         }
 
-        len = ngx_chat_wire_message(json, &cu->room, &r->id, &r->user,
-                                    &r->content, &r->ts)
-              - json;
-
-        if (ngx_chat_remote_message(rl->ctx, &cu->room, &r->id, json, len, 1)
+        if (ngx_chat_remote_message(rl->ctx, &cu->room, &r->id, msg.data,
+                                    msg.len, 1)
             == NGX_OK)
         {
             n++;
         }
 
-        ngx_free(json);
+        ngx_free(msg.data);
     }
 
     if (n) {
@@ -312,8 +335,6 @@ ngx_chat_relay_unpublished_done(ngx_chat_store_rows_t *rows, void *data)
 {
     ngx_chat_relay_catchup_t *cu = data;
 
-    u_char                *json;
-    size_t                 len;
     uint64_t               num, tag, covered;
     ngx_int_t              i;
     ngx_str_t              msg;
@@ -346,28 +367,19 @@ ngx_chat_relay_unpublished_done(ngx_chat_store_rows_t *rows, void *data)
             continue;
         }
 
-        len = ngx_chat_wire_message_len(&cu->room, &r->id, &r->user,
-                                        &r->content, r->ts.len);
-
-        json = ngx_alloc(len, ngx_cycle->log);
-        if (json == NULL) {
+        if (ngx_chat_relay_row_message(&cu->room, r, &msg) != NGX_OK) {
             break;
         }
-
-        msg.data = json;
-        msg.len = ngx_chat_wire_message(json, &cu->room, &r->id, &r->user,
-                                        &r->content, &r->ts)
-                  - json;
 
         if (ngx_chat_relay_queue(rl, NGX_CHAT_RELAY_PUBLISH, 0, &cu->room,
                                  'R', &r->id, &msg)
             != NGX_OK)
         {
-            ngx_free(json);
+            ngx_free(msg.data);
             break;
         }
 
-        ngx_free(json);
+        ngx_free(msg.data);
 
         covered = num;
         n++;
