@@ -792,8 +792,7 @@ ngx_chat_proto_join(ngx_chat_proto_req_t *rq)
      * ours is not: a late message is one the zone did not deliver before
      */
 
-    if (sincep
-        && ngx_chat_remote_blind(s->ctx, &rq->room, sincep)
+    if (res.blind
         && ngx_chat_remote_id_parse(sincep, &m->since_num, &m->since_tag)
            != NGX_OK)
     {

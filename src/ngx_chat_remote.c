@@ -1900,13 +1900,10 @@ ngx_uint_t
 ngx_chat_remote_blind(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_str_t *since)
 {
-    uint64_t              num, tag;
     ngx_uint_t            blind;
     ngx_chat_shm_room_t  *room;
 
-    if (!ctx->relayed
-        || ngx_chat_remote_id_parse(since, &num, &tag) != NGX_OK)
-    {
+    if (!ctx->relayed) {
         /* one server: members here got its messages in their order */
         return 0;
     }
@@ -1915,12 +1912,30 @@ ngx_chat_remote_blind(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
 
     room = ngx_chat_shm_room_lookup(ctx, name);
 
-    blind = (room == NULL || !room->followed
-             || !ngx_chat_remote_ours(room, num));
+    blind = ngx_chat_remote_room_blind(ctx, room, since);
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
     return blind;
+}
+
+
+/* ngx_chat_remote_blind() of a room looked up (NULL: none), locked */
+
+ngx_uint_t
+ngx_chat_remote_room_blind(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
+    ngx_str_t *since)
+{
+    uint64_t  num, tag;
+
+    if (!ctx->relayed
+        || ngx_chat_remote_id_parse(since, &num, &tag) != NGX_OK)
+    {
+        return 0;
+    }
+
+    return room == NULL || !room->followed
+           || !ngx_chat_remote_ours(room, num);
 }
 
 

@@ -627,6 +627,7 @@ ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *user,
     res->members = room->nusers;
     res->bus_pos = sh->bus.head;
     res->room = room;
+    res->blind = since && ngx_chat_remote_room_blind(ctx, room, since);
 
     snap.msgs = NULL;
 

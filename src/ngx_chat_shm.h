@@ -96,6 +96,9 @@ typedef struct {
                                              storage, merge with the ring */
     ngx_chat_shm_room_t       *room;      /* the zone's room: stays while
                                              it has members */
+    ngx_uint_t                 blind;     /* the since is one the zone
+                                             cannot vouch for
+                                             (ngx_chat_remote_blind()) */
 } ngx_chat_shm_join_t;
 
 

@@ -339,6 +339,8 @@ void ngx_chat_remote_room_free(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room);
 ngx_uint_t ngx_chat_remote_room_history(ngx_chat_shm_room_t *room,
     ngx_str_t *id);
+ngx_uint_t ngx_chat_remote_room_blind(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, ngx_str_t *since);
 
 /* a remote server's user leaves a room */
 void ngx_chat_shm_remote_drop(ngx_chat_shm_ctx_t *ctx,
