@@ -98,11 +98,12 @@ S	20	1	2	1
 m	21	0	1	200-bb	cu1	k1.1
 EOF
 my $rows = "100-aa|chat|cr0|cu0|k0.1\n200-bb|chat|cr0|cu1|k1.1\n";
+# both messages reached both members, both acked
+my $clean = $sent . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n";
 
 my ($rc, $c, $out);
 
-($rc, $c, $out) = check_synthetic('clean', $sent
-    . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n", $rows);
+($rc, $c, $out) = check_synthetic('clean', $clean, $rows);
 is($rc, 0, 'checker: a clean run passes') or diag $out;
 is($c->{acked}, 2, 'checker: 2 acked');
 
@@ -115,8 +116,7 @@ is($c->{missing}, 1, 'checker: 1 missing delivery') or diag $out;
 
 # the same id twice on one connection (issue 12: duplicates after a relay
 # reconnect), and an unacked message twice across a resume
-($rc, $c, $out) = check_synthetic('dup', $sent
-    . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
+($rc, $c, $out) = check_synthetic('dup', $clean
     . "m\t900\t1\t2\t100-aa\tcu0\tk0.1\n", $rows);
 is($rc, 1, 'checker: a duplicate delivery fails');
 is($c->{duplicates}, 1, 'checker: 1 duplicate') or diag $out;
@@ -129,8 +129,7 @@ is($c->{duplicates_same_connection}, 1, 'checker: on the same connection');
 # duplicate; another server's live again, numbered in the 60 s before the
 # since (a just-restarted server delivers a late row to every member, the
 # resume asked for that overlap), is counted with the overlap
-my $crossed = $sent
-    . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
+my $crossed = $clean
     . "S\t23\t0\t1\t2\nm\t24\t0\t1\t150-cc\tcu0\tk0.2\n"
     . "m\t25\t1\t2\t150-cc\tcu0\tk0.2\nA\t26\t0\t1\t2\t150-cc\n"
     . "X\t30\t1\t2\treset\nC\t31\t1\t3\t21001\nJ\t31\t1\t3\t150-cc\n"
@@ -156,8 +155,7 @@ is($c->{again_live_after_since}, 1, 'checker: counted with the overlap');
 # that had it before a restart of that server: counted with the overlap;
 # the same message live again when a connection of that server had it
 # before the since is a duplicate (120-aa: late; 150-aa: the since)
-my $late = $sent
-    . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
+my $late = $clean
     . "S\t23\t0\t1\t2\nm\t24\t0\t1\t120-aa\tcu0\tk0.2\n"
     . "m\t24\t1\t2\t120-aa\tcu0\tk0.2\nA\t25\t0\t1\t2\t120-aa\n"
     . "X\t26\t1\t2\treset\nC\t27\t1\t3\t21001\nJ\t27\t1\t3\t100-aa\n"
@@ -172,7 +170,8 @@ my $late_rows = $rows . "120-aa|chat|cr0|cu0|k0.2\n150-aa|chat|cr0|cu0|k0.3\n";
                                   $late_rows);
 is($rc, 0, "checker: a message live again after a since its server "
    . 'delivered before it passes') or diag $out;
-is($c->{again_live_late_order}, 1, 'checker: counted as late, with the overlap');
+is($c->{again_live_late_order}, 1,
+   'checker: counted as late, with the overlap');
 ($rc, $c, $out) = check_synthetic('late-order-dup',
     $late . "m\t29\t1\t3\t120-aa\tcu0\tk0.2\n" . $late_rest, $late_rows);
 is($rc, 1, 'checker: the same live again when its server had delivered it '
@@ -180,15 +179,13 @@ is($rc, 1, 'checker: the same live again when its server had delivered it '
 is($c->{duplicates}, 1, 'checker: 1 duplicate') or diag $out;
 
 # a message no client sent
-($rc, $c, $out) = check_synthetic('forged', $sent
-    . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
+($rc, $c, $out) = check_synthetic('forged', $clean
     . "m\t30\t1\t2\t300-cc\tadmin\tyou are fired\n", $rows);
 is($rc, 1, 'checker: a forged delivery fails');
 is($c->{forged}, 1, 'checker: 1 forged') or diag $out;
 
 # a resume that says complete:false; an acked message without its row
-($rc, $c, $out) = check_synthetic('incomplete', $sent
-    . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
+($rc, $c, $out) = check_synthetic('incomplete', $clean
     . "X\t30\t1\t2\treset\nC\t31\t1\t3\t21001\nJ\t31\t1\t3\t200-bb\n"
     . "j\t32\t1\t3\nH\t33\t1\t3\tfalse\t0\n",
     "100-aa|chat|cr0|cu0|k0.1\n");
@@ -213,8 +210,7 @@ is($c->{incomplete_resumes_unstored}, 1, 'checker: counted apart');
 # wall clock at t 0): complete:false is allowed after a since committed
 # once the resume was sent (its read may have come before the commit),
 # whenever the ack came; not after one committed before
-my $commit_run = $sent
-    . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
+my $commit_run = $clean
     . "S\t25\t0\t1\t2\nm\t26\t0\t1\t300-aa\tcu0\tk0.2\n"
     . "m\t26\t1\t2\t300-aa\tcu0\tk0.2\n"
     . "X\t30\t1\t2\treset\nC\t31\t1\t3\t21001\nJ\t31\t1\t3\t300-aa\n"
@@ -236,8 +232,7 @@ is($c->{incomplete_resumes}, 1, 'checker: 1 resume complete:false')
 
 # two members of one room on one server saw two messages in different
 # orders
-($rc, $c, $out) = check_synthetic('order', $sent
-    . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n"
+($rc, $c, $out) = check_synthetic('order', $clean
     . "C\t1\t2\t3\t21001\nJ\t1\t2\t3\t-\nj\t2\t2\t3\n"
     . "m\t21\t2\t3\t200-bb\tcu1\tk1.1\nm\t22\t2\t3\t100-aa\tcu0\tk0.1\n",
     $rows, "N\t2\tcr0\t21001\tcu2\n");
@@ -245,7 +240,6 @@ is($rc, 1, 'checker: two orders on one server fail');
 is($c->{out_of_order}, 1, 'checker: 1 member out of order') or diag $out;
 
 # an [alert] the faults do not explain (a killed worker's is expected)
-my $clean = $sent . "m\t21\t1\t2\t200-bb\tcu1\tk1.1\nA\t22\t1\t2\t1\t200-bb\n";
 my $log = "2026/12/04 21:00:00 [alert] 7#7: worker process 123 exited on"
           . " signal 9\n";
 ($rc, $c, $out) = check_synthetic('alert-killed', $clean, $rows, undef,

@@ -36,8 +36,8 @@ use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
-use Test::Chat::Relay qw(live_for member live history_of contents room_channel
-                         announce publish store_row);
+use Test::Chat::Relay qw(member live live_for history_of contents
+                         room_channel announce publish store_row);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
@@ -138,9 +138,8 @@ my $e = member($t, 'e', $R2, since => id_of(10));
 is(contents(history_of($e)), 'm1 m3', "e's resume");
 store_row($pg, id_of(2010), $R2, 'eve', 'm2');
 
-
-is(live_for($redis, $SID, $e, 12), 'm2', 'e: the late row came from storage, once '
-   . '(old: never)');
+is(live_for($redis, $SID, $e, 12), 'm2',
+   'e: the late row came from storage, once (old: never)');
 
 # a republish of history between what replies gave (the other server's
 # answer to a sync request; not committed yet): late too, delivered

@@ -71,11 +71,11 @@ my $T = int(now() * 1000) * 1000;
 sub id_of { ($T + $_[0]) . "-$TAG" }
 sub c     { 'n' . ($T + $_[0]) }
 
-
 # its first message, live and stored: the room has a mark of it
 store_row($pg, id_of(1000), $ROOM, 'eve', c(1000));
 publish($redis, $channel, $SID, M => id_of(1000), $ROOM, c(1000));
-is(live_for($redis, $SID, $m1, 1.5), c(1000), 'a live message of the other server');
+is(live_for($redis, $SID, $m1, 1.5), c(1000),
+   'a live message of the other server');
 
 # its second: stored, and no copy of it ever comes here
 store_row($pg, id_of(2000), $ROOM, 'eve', c(2000));

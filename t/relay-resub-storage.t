@@ -32,7 +32,8 @@ use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
-use Test::Chat::Relay qw(live_for member room_channel announce publish store_row);
+use Test::Chat::Relay qw(member live_for room_channel announce publish
+                         store_row);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
@@ -84,11 +85,10 @@ sub send_n {
     publish($redis, $channel, $SID, M => id_of($n), $ROOM, c($n)) if $live;
 }
 
-# what m1 gets within $secs, the made-up server alive meanwhile
-
 announce($redis, $SID);
 send_n(1000, 1);
-is(live_for($redis, $SID, $m1, 1.5), c(1000), 'a live message of the other server');
+is(live_for($redis, $SID, $m1, 1.5), c(1000),
+   'a live message of the other server');
 
 # our subscriber away: what the other server publishes meanwhile is lost
 # in Redis; it is in storage
@@ -137,7 +137,8 @@ is(join(' ', sort @new), 'f' . ($T + 2500) . ' f' . ($T + 3500),
    'a server not known before the outage: from storage, once each')
     or diag("got: $got");
 
-is(live_for($redis, $SID, $m1, 2), '', 'nothing more (no copy of the live ones)');
+is(live_for($redis, $SID, $m1, 2), '',
+   'nothing more (no copy of the live ones)');
 
 my @bad = $t->grep_error_log(qr/\[(?:alert|crit|emerg)\]/);
 ok(!@bad, 'no alert') or diag(join "\n", @bad);

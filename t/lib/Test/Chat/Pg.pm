@@ -305,7 +305,8 @@ sub _pg_ctl_start {
         '-c synchronous_commit=off', '-c full_page_writes=off',
         '-c max_connections=100', '-c log_min_messages=warning',
         '-c log_connections=off',
-        (map { "-c $_=$self->{settings}{$_}" } sort keys %{ $self->{settings} }),
+        (map { "-c $_=$self->{settings}{$_}" }
+             sort keys %{ $self->{settings} }),
         $self->{ssl} ? ('-c ssl=on', "-c ssl_cert_file=$self->{dir}/server.crt",
                         "-c ssl_key_file=$self->{dir}/server.key")
                      : ();

@@ -9,8 +9,7 @@ use strict;
 use warnings;
 
 use Exporter 'import';
-use Time::HiRes ();
-use Test::Chat::Util qw(poll);
+use Test::Chat::Util qw(now poll);
 
 our $VERSION = '0.01';
 
@@ -45,8 +44,8 @@ sub live {
 sub live_for {
     my ($redis, $sid, $ws, $secs) = @_;
     my @c;
-    my $end = Time::HiRes::time() + $secs;
-    while (Time::HiRes::time() < $end) {
+    my $end = now() + $secs;
+    while (now() < $end) {
         announce($redis, $sid);
         while (my $m = $ws->recv_json(0.5)) {
             push @c, $m->{content} if $m->{type} eq 'message';
