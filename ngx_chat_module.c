@@ -599,6 +599,7 @@ ngx_chat_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ctx->shm_zone = shm_zone;
     ctx->name = shm_zone->shm.name;
+    ctx->lineage = ngx_chat_shm_lineage(cf->cycle, &ctx->name);
 
     shm_zone->init = ngx_chat_shm_init_zone;
     shm_zone->data = ctx;

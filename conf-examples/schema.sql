@@ -7,10 +7,10 @@
 --     psql -d chat -f schema.sql
 --
 -- then grant the chat role what it needs (see the end of this file).  When
--- the table, its zone column and its indexes exist, nginx creates nothing
--- and needs no other privilege.  Safe to run again: everything is "IF NOT
--- EXISTS"; run it again to migrate a table of an earlier version (it adds
--- the zone column and its index).
+-- the table, its zone and prior columns and its indexes exist, nginx
+-- creates nothing and needs no other privilege.  Safe to run again:
+-- everything is "IF NOT EXISTS"; run it again to migrate a table of an
+-- earlier version (it adds the zone and prior columns and the index).
 
 -- One row per accepted message.  Inserts are parameterised (no user text
 -- is ever spliced into SQL) and use ON CONFLICT (id) DO NOTHING; a message
@@ -28,7 +28,11 @@ CREATE TABLE IF NOT EXISTS messages (
     -- the message text, UTF-8
     content     text NOT NULL,
     -- when the server accepted the message
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- with chat_redis: the highest number of another server's message its
+    -- server had delivered in the room when this one came (NULL: none), so
+    -- that history after a restart comes in the order its members saw
+    prior       bigint
 );
 
 -- A table of an earlier version has no zone column: its rows get the zone
@@ -36,6 +40,9 @@ CREATE TABLE IF NOT EXISTS messages (
 --
 --     UPDATE messages SET zone = 'chat' WHERE zone = '';
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS zone text NOT NULL DEFAULT '';
+
+-- A table of an earlier version has no prior column either
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS prior bigint;
 
 -- History of a zone's room, newest or oldest first (the queries' order),
 -- and of a room (SPEC 7).  nginx checks for these indexes by name and

@@ -772,7 +772,7 @@ line(u_char *p, size_t len)
 
         {
             u_char      idbuf[NGX_CHAT_ID_LEN];
-            uint64_t    ts;
+            uint64_t    ts, prior;
             ngx_str_t   content, id;
             ngx_msec_t  retry;
 
@@ -792,7 +792,7 @@ line(u_char *p, size_t len)
             }
 
             (void) ngx_chat_shm_post(&fctx, &room, NULL, &fuser, &content,
-                                     0, 0, &id, &ts, &retry, &flog);
+                                     0, 0, &id, &ts, &prior, &retry, &flog);
         }
 
         break;

@@ -527,7 +527,7 @@ ngx_chat_api_post(ngx_chat_api_ctx_t *a, ngx_str_t *room, ngx_str_t *user,
     ngx_str_t *content)
 {
     u_char                  idbuf[NGX_CHAT_ID_LEN];
-    uint64_t                ts;
+    uint64_t                ts, prior;
     ngx_int_t               rc;
     ngx_str_t               id, *saved;
     ngx_msec_t              retry;
@@ -541,7 +541,7 @@ ngx_chat_api_post(ngx_chat_api_ctx_t *a, ngx_str_t *room, ngx_str_t *user,
     id.data = idbuf;
 
     rc = ngx_chat_shm_post(a->ctx, room, NULL, user, content, 0, 0, &id, &ts,
-                           &retry, a->r->connection->log);
+                           &prior, &retry, a->r->connection->log);
 
     if (rc != NGX_OK) {
         return NGX_ERROR;
@@ -568,6 +568,8 @@ ngx_chat_api_post(ngx_chat_api_ctx_t *a, ngx_str_t *room, ngx_str_t *user,
                       "storage", &id);
         return NGX_OK;
     }
+
+    it->prior = prior;
 
     if (a->pending == 0 && ngx_queue_empty(&a->items)) {
         /* the request may go before its items: they forget it then */

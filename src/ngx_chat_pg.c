@@ -138,14 +138,15 @@ static void ngx_chat_pg_notice(void *arg, const PGresult *res);
 
 /*
  * SPEC 7.  Nothing to do (and no privilege needed) when the table, its
- * "zone" column and its indexes exist, e.g. created by an operator from
- * conf-examples/schema.sql for a role that may only read and write them.
- * Otherwise creates them under an advisory lock, so that workers starting
- * together do not race on the catalogs (those that waited find them: no
- * "already exists" notices).  A table of an earlier version, without the
- * zone column, is migrated in place (its rows get the zone ''); a role
- * that may not do that gets an error saying what to run; one that may not
- * create an index of a table that has its columns gets a warning.
+ * "zone" and "prior" columns and its indexes exist, e.g. created by an
+ * operator from conf-examples/schema.sql for a role that may only read
+ * and write them.  Otherwise creates them under an advisory lock, so that
+ * workers starting together do not race on the catalogs (those that
+ * waited find them: no "already exists" notices).  A table of an earlier
+ * version, without the zone or prior column, is migrated in place (its
+ * rows get the zone '', no prior); a role that may not do that gets an
+ * error saying what to run; one that may not create an index of a table
+ * that has its columns gets a warning.
  */
 
 static const char  ngx_chat_pg_schema[] =
@@ -154,9 +155,10 @@ static const char  ngx_chat_pg_schema[] =
     "    IF to_regclass('messages') IS NOT NULL\n"
     "       AND to_regclass('messages_room_created') IS NOT NULL\n"
     "       AND to_regclass('messages_zone_room_created') IS NOT NULL\n"
-    "       AND EXISTS (SELECT 1 FROM pg_attribute\n"
-    "                   WHERE attrelid = to_regclass('messages')\n"
-    "                     AND attname = 'zone' AND NOT attisdropped)\n"
+    "       AND (SELECT count(*) FROM pg_attribute\n"
+    "            WHERE attrelid = to_regclass('messages')\n"
+    "              AND attname IN ('zone', 'prior')\n"
+    "              AND NOT attisdropped) = 2\n"
     "    THEN\n"
     "        RETURN;\n"
     "    END IF;\n"
@@ -170,7 +172,8 @@ static const char  ngx_chat_pg_schema[] =
     "        room_id     text NOT NULL,\n"
     "        user_id     text NOT NULL,\n"
     "        content     text NOT NULL,\n"
-    "        created_at  timestamptz NOT NULL DEFAULT now()\n"
+    "        created_at  timestamptz NOT NULL DEFAULT now(),\n"
+    "        prior       bigint\n"
     "    );\n"
     "\n"
     "    IF NOT EXISTS (SELECT 1 FROM pg_attribute\n"
@@ -179,6 +182,13 @@ static const char  ngx_chat_pg_schema[] =
     "    THEN\n"
     "        ALTER TABLE messages\n"
     "            ADD COLUMN IF NOT EXISTS zone text NOT NULL DEFAULT '';\n"
+    "    END IF;\n"
+    "\n"
+    "    IF NOT EXISTS (SELECT 1 FROM pg_attribute\n"
+    "                   WHERE attrelid = to_regclass('messages')\n"
+    "                     AND attname = 'prior' AND NOT attisdropped)\n"
+    "    THEN\n"
+    "        ALTER TABLE messages ADD COLUMN IF NOT EXISTS prior bigint;\n"
     "    END IF;\n"
     "\n"
     "    CREATE INDEX IF NOT EXISTS messages_room_created\n"
@@ -199,6 +209,15 @@ static const char  ngx_chat_pg_schema[] =
     "        RAISE EXCEPTION 'table messages has no column zone (%), its"
     " owner must add it: ALTER TABLE messages ADD COLUMN zone text NOT NULL"
     " DEFAULT ''''', SQLERRM USING ERRCODE = 'insufficient_privilege';\n"
+    "    END IF;\n"
+    "\n"
+    "    IF NOT EXISTS (SELECT 1 FROM pg_attribute\n"
+    "                   WHERE attrelid = to_regclass('messages')\n"
+    "                     AND attname = 'prior' AND NOT attisdropped)\n"
+    "    THEN\n"
+    "        RAISE EXCEPTION 'table messages has no column prior (%), its"
+    " owner must add it: ALTER TABLE messages ADD COLUMN prior bigint',"
+    " SQLERRM USING ERRCODE = 'insufficient_privilege';\n"
     "    END IF;\n"
     "\n"
     "    RAISE WARNING 'table messages lacks index %: %',\n"

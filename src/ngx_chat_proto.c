@@ -85,6 +85,10 @@ typedef struct {
     ngx_pool_t                *pool;      /* the rows read, the reply */
     ngx_array_t                rows;      /* of ngx_chat_shm_copy_msg_t:
                                              the rows read, newest first */
+    ngx_array_t                priors;    /* of uint64_t, by row: where
+                                             it came among other servers'
+                                             on its server, 0: not known
+                                             (ngx_chat_proto_lineage()) */
     ngx_str_t                  room;
     ngx_str_t                  id;
 } ngx_chat_proto_read_t;
@@ -167,6 +171,10 @@ static ngx_int_t ngx_chat_proto_ring_find(ngx_chat_shm_ring_t *ring,
     ngx_str_t *id);
 static ngx_uint_t ngx_chat_proto_ring_has(ngx_str_t *id, void *data);
 static ngx_uint_t ngx_chat_proto_held(ngx_str_t **held, ngx_uint_t n,
+    ngx_str_t *id);
+static void ngx_chat_proto_lineage(ngx_chat_proto_read_t *rd,
+    ngx_str_t *msgs, ngx_uint_t *stored, ngx_uint_t *slots, ngx_uint_t n);
+static ngx_uint_t ngx_chat_proto_lineage_own(ngx_chat_proto_read_t *rd,
     ngx_str_t *id);
 static void ngx_chat_proto_ring_order(ngx_chat_proto_read_t *rd,
     ngx_str_t *msgs, u_char *used, ngx_uint_t *slots, ngx_uint_t nslots);
@@ -870,7 +878,7 @@ static void
 ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 {
     u_char                     idbuf[NGX_CHAT_ID_LEN];
-    uint64_t                   ts, accepted;
+    uint64_t                   ts, accepted, prior;
     ngx_int_t                  rc, i;
     ngx_str_t                  content, id;
     ngx_msec_t                 retry;
@@ -906,7 +914,7 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 
     rc = ngx_chat_shm_post(s->ctx, &rq->room, s->rooms[i]->room->shm_room,
                            &ws->user, &content, ws->conf->rate.rate,
-                           ws->conf->rate.burst, &id, &ts, &retry,
+                           ws->conf->rate.burst, &id, &ts, &prior, &retry,
                            ws->connection->log);
 
     if (rc == NGX_BUSY) {
@@ -947,6 +955,8 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
                       "storage", &id);
         return;
     }
+
+    it->prior = prior;
 
     it->done = ngx_chat_proto_stored;
     it->data = ws;
@@ -1305,6 +1315,7 @@ ngx_chat_proto_read_rows(ngx_chat_proto_read_t *rd,
 {
     u_char                   *p;
     size_t                    len;
+    uint64_t                 *prior;
     ngx_int_t                 rc;
     ngx_str_t                 oldest;
     ngx_uint_t                i, window;
@@ -1329,6 +1340,9 @@ ngx_chat_proto_read_rows(ngx_chat_proto_read_t *rd,
         if (rd->pool == NULL
             || ngx_array_init(&rd->rows, rd->pool, ngx_max(rows->n, 1),
                               sizeof(ngx_chat_shm_copy_msg_t))
+               != NGX_OK
+            || ngx_array_init(&rd->priors, rd->pool, ngx_max(rows->n, 1),
+                              sizeof(uint64_t))
                != NGX_OK)
         {
             rd->failed = 1;
@@ -1346,10 +1360,14 @@ ngx_chat_proto_read_rows(ngx_chat_proto_read_t *rd,
         r = &rows->rows[i];
 
         c = ngx_array_push(&rd->rows);
-        if (c == NULL) {
+        prior = ngx_array_push(&rd->priors);
+
+        if (c == NULL || prior == NULL) {
             rd->failed = 1;
             return NGX_OK;
         }
+
+        *prior = ngx_chat_proto_id_num(&r->prior);
 
         len = ngx_chat_wire_message_len(&rd->room, &r->id, &r->user,
                                         &r->content, r->ts.len);
@@ -1916,6 +1934,7 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
     ngx_str_t                *msg, **held, *after, *cut, *oldest, *next;
     ngx_uint_t                j, nheld, nring, *slots, nslots, ringed;
     ngx_uint_t               *deferred, nd, d, blind;
+    ngx_uint_t               *stored, *sslots, nstored;
     ngx_chat_shm_ring_t      *ring;
     ngx_chat_shm_copy_msg_t  *rows, *e, *lr;
 
@@ -1979,6 +1998,21 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
         slots = ngx_palloc(rd->pool, nring * sizeof(ngx_uint_t));
 
         if (used == NULL || slots == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    /* storage's rows of the reply, for ngx_chat_proto_lineage() */
+
+    stored = NULL;
+    sslots = NULL;
+    nstored = 0;
+
+    if (rd->rows.nelts > 1 && rd->s->ctx->relayed) {
+        stored = ngx_palloc(rd->pool, rd->rows.nelts * sizeof(ngx_uint_t));
+        sslots = ngx_palloc(rd->pool, rd->rows.nelts * sizeof(ngx_uint_t));
+
+        if (stored == NULL || sslots == NULL) {
             return NGX_ERROR;
         }
     }
@@ -2201,6 +2235,11 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
             slots[nslots++] = msgs->nelts - 1;
         }
 
+        if (stored && !ringed) {
+            stored[nstored] = e - rows;
+            sslots[nstored++] = msgs->nelts - 1;
+        }
+
         if (after && c < 0) {
             rd->overlap++;
         }
@@ -2214,7 +2253,104 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
         ngx_chat_proto_ring_order(rd, msgs->elts, used, slots, nslots);
     }
 
+    if (nstored > 1) {
+        ngx_chat_proto_lineage(rd, msgs->elts, stored, sslots, nstored);
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * What storage alone gave (stored: rows, by id; slots: their places in
+ * the reply) in the order the members of this server saw it, before a
+ * restart too: a message of this server's (any life of it, by the upper
+ * half of its tag: ngx_chat_shm_lineage()) came after the other servers'
+ * numbered up to its prior (ngx_chat_remote_room_prior()) and before
+ * those numbered after it, which came here later, or never while it was
+ * up (held by a Redis outage, then a stop).  The ids' order otherwise,
+ * and for rows stored without a prior.  The priors only grow: the largest
+ * so far counts.  Two sorted lists walked once, in the pool.
+ */
+
+static void
+ngx_chat_proto_lineage(ngx_chat_proto_read_t *rd, ngx_str_t *msgs,
+    ngx_uint_t *stored, ngx_uint_t *slots, ngx_uint_t n)
+{
+    uint64_t                 *priors, prior, top;
+    ngx_uint_t                k, x, nx, no, out, any, *others, *ours;
+    ngx_chat_shm_copy_msg_t  *rows;
+
+    rows = rd->rows.elts;
+    priors = rd->priors.elts;
+
+    others = ngx_palloc(rd->pool, 2 * n * sizeof(ngx_uint_t));
+    if (others == NULL) {
+        return;
+    }
+
+    ours = others + n;
+    nx = 0;
+    no = 0;
+    any = 0;
+
+    for (k = 0; k < n; k++) {
+        if (ngx_chat_proto_lineage_own(rd, &rows[stored[k]].id)) {
+            ours[no++] = stored[k];
+            any |= (priors[stored[k]] != 0);
+
+        } else {
+            others[nx++] = stored[k];
+        }
+    }
+
+    if (!any || nx == 0) {
+        return;
+    }
+
+    x = 0;
+    out = 0;
+    top = 0;
+
+    for (k = 0; k < no; k++) {
+        prior = priors[ours[k]];
+
+        if (prior == 0) {
+            /* after what is numbered before it: the ids' order */
+            prior = ngx_chat_proto_id_num(&rows[ours[k]].id);
+            prior = prior ? prior - 1 : 0;
+        }
+
+        top = ngx_max(top, prior);
+
+        while (x < nx
+               && ngx_chat_proto_id_num(&rows[others[x]].id) <= top)
+        {
+            msgs[slots[out++]] = rows[others[x++]].json;
+        }
+
+        msgs[slots[out++]] = rows[ours[k]].json;
+    }
+
+    while (x < nx) {
+        msgs[slots[out++]] = rows[others[x++]].json;
+    }
+}
+
+
+/* an id of this zone on this server, of this life or an earlier one */
+
+static ngx_uint_t
+ngx_chat_proto_lineage_own(ngx_chat_proto_read_t *rd, ngx_str_t *id)
+{
+    ngx_str_t  *tag;
+
+    /* "-<12 hex>": the first 6 are the lineage */
+
+    tag = &rd->s->ctx->id_tag;
+
+    return tag->len == 13 && id->len > 13
+           && ngx_memcmp(id->data + id->len - 13, tag->data, 7) == 0;
 }
 
 

@@ -1717,6 +1717,7 @@ ngx_chat_remote_deliver(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
     ngx_str_t *name, ngx_str_t *id, u_char *json, size_t len,
     ngx_uint_t flags)
 {
+    uint64_t             num, tag;
     ngx_chat_shm_msg_t  *msg;
 
     msg = NULL;
@@ -1749,6 +1750,12 @@ ngx_chat_remote_deliver(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
     }
 
     room->total++;
+
+    if (ngx_chat_remote_id_parse(id, &num, &tag) == NGX_OK
+        && num > room->prior)
+    {
+        room->prior = num;
+    }
 
     return NGX_OK;
 }
@@ -1936,6 +1943,30 @@ ngx_chat_remote_room_blind(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
 
     return room == NULL || !room->followed
            || !ngx_chat_remote_ours(room, num);
+}
+
+
+/*
+ * Where a message of ours posted now comes among other servers' in this
+ * room, as its members here see it: after every other server's message
+ * numbered up to the number returned (delivered here, whatever the path,
+ * or history when the room was followed), before any numbered after it
+ * that comes later.  Stored with the message (prior), it lets storage's
+ * rows be given in the order this server's members saw, after a restart
+ * too (ngx_chat_proto.c).  Each server's messages reach us in their order,
+ * so the number says which; one that came late (below it) is the only
+ * one it places wrong.  0 (none) when the zone does not relay or the room
+ * is not followed: no member here saw an order.  Locked.
+ */
+
+uint64_t
+ngx_chat_remote_room_prior(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
+{
+    if (!ctx->relayed || room == NULL || !room->followed) {
+        return 0;
+    }
+
+    return ngx_max(room->prior, room->follow_num);
 }
 
 

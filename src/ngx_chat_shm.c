@@ -115,9 +115,12 @@ ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     /*
      * this zone's identity on this server, new on each start: the tag of
-     * its message ids and its name for the relay
+     * its message ids and its name for the relay; the tag's upper half is
+     * the same on every start (ngx_chat_shm_lineage())
      */
-    sh->server_id = ngx_chat_shm_server_id(shm_zone->shm.log);
+    sh->server_id = (ngx_chat_shm_server_id(shm_zone->shm.log)
+                     & ~((uint64_t) 0xffffff << 24))
+                    | ((uint64_t) ctx->lineage << 24);
 
     ngx_rbtree_init(&sh->rooms, &sh->rooms_sentinel,
                     ngx_str_rbtree_insert_value);
@@ -922,7 +925,7 @@ ngx_int_t
 ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_chat_shm_room_t *hint, ngx_str_t *user, ngx_str_t *content,
     ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id, uint64_t *ts,
-    ngx_msec_t *retry_ms, ngx_log_t *log)
+    uint64_t *prior, ngx_msec_t *retry_ms, ngx_log_t *log)
 {
     u_char               *p, *start, *id_at;
     size_t                len, tail;
@@ -1031,6 +1034,7 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_memcpy(id->data, ids.data, ids.len);
     id->len = ids.len;
     *ts = now_ms;
+    *prior = ngx_chat_remote_room_prior(ctx, room);
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 
@@ -1569,6 +1573,19 @@ ngx_chat_shm_set_pg_down(ngx_chat_shm_ctx_t *ctx, ngx_uint_t down)
     ngx_shmtx_lock(&ctx->shpool->mutex);
     ctx->sh->workers[ctx->wslot].pg_down = down;
     ngx_shmtx_unlock(&ctx->shpool->mutex);
+}
+
+
+uint32_t
+ngx_chat_shm_lineage(ngx_cycle_t *cycle, ngx_str_t *zone)
+{
+    uint32_t  h;
+
+    h = ngx_crc32_short(cycle->hostname.data, cycle->hostname.len);
+    h = h * 31 + ngx_crc32_short(cycle->conf_file.data, cycle->conf_file.len);
+    h = h * 31 + ngx_crc32_short(zone->data, zone->len);
+
+    return h & 0xffffff;
 }
 
 

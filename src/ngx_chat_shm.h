@@ -56,6 +56,8 @@ struct ngx_chat_shm_ctx_s {
                                              go on the bus */
 
     /* this worker's, set once it is attached */
+    uint32_t                   lineage;   /* ngx_chat_shm_lineage() */
+
     ngx_int_t                  wslot;     /* -1: not attached */
     ngx_str_t                  id_tag;    /* "-<12 hex>": this zone's life
                                              on this server */
@@ -158,6 +160,14 @@ ngx_int_t ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 ngx_int_t ngx_chat_shm_connect(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user);
 void ngx_chat_shm_disconnect(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user);
 
+/*
+ * A zone's name on this server that outlives its restarts: 24 bits from
+ * the host name, the configuration file and the zone name.  The 24 upper
+ * bits of the zone's id tag (the lower 24 are new on each start): a
+ * restarted server knows its earlier lives' messages by them.
+ */
+uint32_t ngx_chat_shm_lineage(ngx_cycle_t *cycle, ngx_str_t *zone);
+
 /* history: -1 none, else the count asked; since: NULL or the id */
 ngx_int_t ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_str_t *user, ngx_uint_t keep, ngx_int_t history, ngx_str_t *since,
@@ -168,13 +178,15 @@ void ngx_chat_shm_leave(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
 
 /*
  * Posts a message: rate check, id, history, bus.  hint is the sender's
- * room from its join, or NULL.  Returns NGX_OK with *id set, NGX_BUSY
- * when rate limited (*retry_ms set), NGX_DECLINED when the zone is full.
+ * room from its join, or NULL.  Returns NGX_OK with *id set, *prior where
+ * it came among other servers' messages here (stored with it: see
+ * ngx_chat_remote_room_prior(), 0: none), NGX_BUSY when rate limited
+ * (*retry_ms set), NGX_DECLINED when the zone is full.
  */
 ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_chat_shm_room_t *hint, ngx_str_t *user, ngx_str_t *content,
     ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id, uint64_t *ts,
-    ngx_msec_t *retry_ms, ngx_log_t *log);
+    uint64_t *prior, ngx_msec_t *retry_ms, ngx_log_t *log);
 
 /* the room exists (created without members, keeping keep messages) */
 ngx_int_t ngx_chat_shm_room_ensure(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,

@@ -30,7 +30,7 @@
  * What a zone from an earlier configuration must match to be adopted:
  * changed with every change of the structures below ("ch" and a number)
  */
-#define NGX_CHAT_SHM_LAYOUT       0x63680010
+#define NGX_CHAT_SHM_LAYOUT       0x63680011
 
 
 typedef struct {
@@ -159,6 +159,9 @@ struct ngx_chat_shm_room_s {
                                              the seen window: one that is
                                              not came late (0, 0: none) */
     uint64_t                   had_hi;
+    uint64_t                   prior;     /* the highest number of another
+                                             server's message delivered
+                                             here, whatever the path */
     ngx_msec_t                 unfollow_at;   /* when it was unfollowed
                                              (0: followed, or long ago) */
     uint64_t                   follow;    /* "total" when this server
@@ -341,6 +344,8 @@ ngx_uint_t ngx_chat_remote_room_history(ngx_chat_shm_room_t *room,
     ngx_str_t *id);
 ngx_uint_t ngx_chat_remote_room_blind(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, ngx_str_t *since);
+uint64_t ngx_chat_remote_room_prior(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room);
 
 /* a remote server's user leaves a room */
 void ngx_chat_shm_remote_drop(ngx_chat_shm_ctx_t *ctx,

@@ -27,9 +27,10 @@
  */
 #define NGX_CHAT_STORE_READ_WAIT  10000
 
-/* the arrays of an INSERT: id, zone, room, user, content, ts */
-#define NGX_CHAT_STORE_FIELDS     6
+/* the arrays of an INSERT: id, zone, room, user, content, ts, prior */
+#define NGX_CHAT_STORE_FIELDS     7
 #define NGX_CHAT_STORE_TS         5
+#define NGX_CHAT_STORE_PRIOR      6
 
 /* halves of halves of a batch: at most log2(NGX_CHAT_STORE_BATCH) + 1 */
 #define NGX_CHAT_STORE_PLAN_MAX   16
@@ -144,13 +145,18 @@ static ngx_str_t *ngx_chat_store_field(ngx_chat_store_item_t *it,
 static ngx_chat_store_t  *ngx_chat_store;
 
 
-/* rows are scoped by zone: rooms of different zones share nothing */
+/*
+ * rows are scoped by zone: rooms of different zones share nothing; prior
+ * (NULL for 0) is where the message came among other servers' here
+ * (ngx_chat_store_item_t)
+ */
 
 static const char  ngx_chat_store_insert[] =
-    "INSERT INTO messages (id, zone, room_id, user_id, content, created_at) "
-    "SELECT i, z, r, u, c, to_timestamp(t / 1000.0) "
+    "INSERT INTO messages (id, zone, room_id, user_id, content, created_at, "
+    "prior) "
+    "SELECT i, z, r, u, c, to_timestamp(t / 1000.0), nullif(p, 0) "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
-    "$5::text[], $6::bigint[]) AS x(i, z, r, u, c, t) "
+    "$5::text[], $6::bigint[], $7::bigint[]) AS x(i, z, r, u, c, t, p) "
     "ON CONFLICT (id) DO NOTHING";
 
 
@@ -171,7 +177,7 @@ static const char  ngx_chat_store_identical[] =
 
 static const char  ngx_chat_store_last[] =
     "SELECT id, user_id, content, "
-    "(extract(epoch FROM created_at) * 1000)::bigint "
+    "(extract(epoch FROM created_at) * 1000)::bigint, prior "
     "FROM messages WHERE zone = $1 AND room_id = $2 "
     "ORDER BY created_at DESC, id DESC LIMIT $3";
 
@@ -194,9 +200,10 @@ static const char  ngx_chat_store_since[] =
     "s AS (SELECT created_at FROM f UNION ALL "
     "SELECT to_timestamp($5::bigint / 1000.0) "
     "WHERE $5::bigint IS NOT NULL AND NOT EXISTS (SELECT 1 FROM f)) "
-    "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint FROM f "
+    "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint, "
+    "NULL::bigint FROM f "
     "UNION ALL (SELECT m.id, m.user_id, m.content, "
-    "(extract(epoch FROM m.created_at) * 1000)::bigint "
+    "(extract(epoch FROM m.created_at) * 1000)::bigint, m.prior "
     "FROM messages m, s WHERE m.zone = $1 AND m.room_id = $2 "
     "AND m.created_at >= s.created_at - interval '"
     ngx_chat_store_str(NGX_CHAT_STORE_OVERLAP) " seconds' "
@@ -206,9 +213,10 @@ static const char  ngx_chat_store_since[] =
 static const char  ngx_chat_store_before[] =
     "WITH s AS (SELECT created_at, id FROM messages "
     "WHERE zone = $1 AND room_id = $2 AND id = $3) "
-    "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint FROM s "
+    "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint, "
+    "NULL::bigint FROM s "
     "UNION ALL (SELECT m.id, m.user_id, m.content, "
-    "(extract(epoch FROM m.created_at) * 1000)::bigint "
+    "(extract(epoch FROM m.created_at) * 1000)::bigint, m.prior "
     "FROM messages m, s WHERE m.zone = $1 AND m.room_id = $2 "
     "AND (m.created_at, m.id) < (s.created_at, s.id) "
     "ORDER BY m.created_at DESC, m.id DESC LIMIT $4)";
@@ -645,6 +653,8 @@ ngx_chat_store_read_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
         r->content.len = PQgetlength(res, row, 2);
         r->ts.data = (u_char *) PQgetvalue(res, row, 3);
         r->ts.len = PQgetlength(res, row, 3);
+        r->prior.data = (u_char *) PQgetvalue(res, row, 4);
+        r->prior.len = PQgetlength(res, row, 4);
     }
 
     rows.n = n;
@@ -1045,7 +1055,8 @@ ngx_chat_store_flush_handler(ngx_event_t *ev)
 
 /*
  * The text array literals of the batch in flight, one per field (nf: the
- * first nf of id, zone, room, user, content, ts), in a.buf (ngx_free)
+ * first nf of id, zone, room, user, content, ts, prior), in a.buf
+ * (ngx_free)
  */
 
 static ngx_int_t
@@ -1067,7 +1078,7 @@ ngx_chat_store_arrays(ngx_chat_store_t *st, ngx_uint_t nf,
         it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
 
         for (k = 0; k < nf; k++) {
-            size[k] += (k == NGX_CHAT_STORE_TS)
+            size[k] += (k >= NGX_CHAT_STORE_TS)
                        ? NGX_INT64_LEN + 1
                        : ngx_chat_store_array_len(ngx_chat_store_field(it, k));
         }
@@ -1105,6 +1116,9 @@ ngx_chat_store_arrays(ngx_chat_store_t *st, ngx_uint_t nf,
 
             if (k == NGX_CHAT_STORE_TS) {
                 p[k] = ngx_sprintf(p[k], "%uL", it->ts);
+
+            } else if (k == NGX_CHAT_STORE_PRIOR) {
+                p[k] = ngx_sprintf(p[k], "%uL", it->prior);
 
             } else {
                 p[k] = ngx_chat_store_array(p[k],

@@ -43,6 +43,9 @@ struct ngx_chat_store_item_s {
     ngx_str_t                  content;
     ngx_str_t                  ref;
     uint64_t                   ts;
+    uint64_t                   prior;     /* ngx_chat_shm_post()'s, 0: none:
+                                             where it came among other
+                                             servers' messages */
     uint64_t                   accepted;  /* the owner's: ngx_chat_bus_clock()
                                              when the send was accepted */
     unsigned                   has_ref:1;
@@ -60,6 +63,8 @@ typedef struct {
     ngx_str_t                  user;
     ngx_str_t                  content;
     ngx_str_t                  ts;        /* ms since the epoch, decimal */
+    ngx_str_t                  prior;     /* decimal, empty: none (the
+                                             item's prior) */
 } ngx_chat_store_row_t;
 
 

@@ -129,9 +129,13 @@ my $r = member($a, 'alice', 'r', since => $a2);
 $h = history_of($r);
 ok($h, 'the resume is answered');
 my @ids = map { $_->{id} } @{ $h->{messages} // [] };
-is(contents($h), 'a0 b1 e1 a3',
+# in a's order: a3 came here before b1 and e1 (never here before the
+# stop), as alice saw it (a3's row says which others a had then: its
+# prior, relay-restart-order.t)
+is(contents($h), 'a0 a3 b1 e1',
    'from storage: b1 and e1, numbered before a2 and never here, come '
-   . '(old: "a3" only); a0 again (the overlap), not the row from long '
+   . '(old: "a3" only), after a3 as on a before its stop (by id before '
+   . 'the prior column); a0 again (the overlap), not the row from long '
    . 'before');
 ok($h->{complete}, '... complete');
 my %n;
