@@ -7,10 +7,11 @@
 --     psql -d chat -f schema.sql
 --
 -- then grant the chat role what it needs (see the end of this file).  When
--- the table, its zone and prior columns and its indexes exist, nginx
--- creates nothing and needs no other privilege.  Safe to run again:
+-- the table, its zone, prior and holes columns and its indexes exist,
+-- nginx creates nothing and needs no other privilege.  Safe to run again:
 -- everything is "IF NOT EXISTS"; run it again to migrate a table of an
--- earlier version (it adds the zone and prior columns and the index).
+-- earlier version (it adds the zone, prior and holes columns and the
+-- index).
 
 -- One row per accepted message.  Inserts are parameterised (no user text
 -- is ever spliced into SQL) and use ON CONFLICT (id) DO NOTHING; a message
@@ -30,9 +31,12 @@ CREATE TABLE IF NOT EXISTS messages (
     -- when the server accepted the message
     created_at  timestamptz NOT NULL DEFAULT now(),
     -- with chat_redis: the highest number of another server's message its
-    -- server had delivered in the room when this one came (NULL: none), so
-    -- that history after a restart comes in the order its members saw
-    prior       bigint
+    -- server had delivered in the room when this one came (NULL: none),
+    -- and the ranges of a server's numbers below it that had not come yet
+    -- ("<tag>:<lo>:<hi>,...", NULL: none), so that history after a
+    -- restart comes in the order its members saw
+    prior       bigint,
+    holes       text
 );
 
 -- A table of an earlier version has no zone column: its rows get the zone
@@ -41,8 +45,9 @@ CREATE TABLE IF NOT EXISTS messages (
 --     UPDATE messages SET zone = 'chat' WHERE zone = '';
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS zone text NOT NULL DEFAULT '';
 
--- A table of an earlier version has no prior column either
+-- A table of an earlier version has no prior and holes columns either
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS prior bigint;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS holes text;
 
 -- History of a zone's room, newest or oldest first (the queries' order),
 -- and of a room (SPEC 7).  nginx checks for these indexes by name and

@@ -772,7 +772,8 @@ line(u_char *p, size_t len)
 
         {
             u_char      idbuf[NGX_CHAT_ID_LEN];
-            uint64_t    ts, prior;
+            uint64_t    ts;
+            ngx_chat_shm_place_t  place;
             ngx_str_t   content, id;
             ngx_msec_t  retry;
 
@@ -792,7 +793,7 @@ line(u_char *p, size_t len)
             }
 
             (void) ngx_chat_shm_post(&fctx, &room, NULL, &fuser, &content,
-                                     0, 0, &id, &ts, &prior, &retry, &flog);
+                                     0, 0, &id, &ts, &place, &retry, &flog);
         }
 
         break;

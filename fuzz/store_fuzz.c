@@ -415,7 +415,8 @@ ngx_chat_store_reads_full(void)
 
 ngx_chat_store_item_t *
 ngx_chat_store_add(ngx_str_t *id, ngx_str_t *zone, ngx_str_t *room,
-    ngx_str_t *user, ngx_str_t *content, uint64_t ts, ngx_str_t *ref)
+    ngx_str_t *user, ngx_str_t *content, uint64_t ts, ngx_str_t *ref,
+    uint64_t prior, ngx_str_t *holes)
 {
     u_char                 *p;
     uint64_t                v;

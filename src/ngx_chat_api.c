@@ -527,12 +527,13 @@ ngx_chat_api_post(ngx_chat_api_ctx_t *a, ngx_str_t *room, ngx_str_t *user,
     ngx_str_t *content)
 {
     u_char                  idbuf[NGX_CHAT_ID_LEN];
-    uint64_t                ts, prior;
+    uint64_t                ts;
     ngx_int_t               rc;
-    ngx_str_t               id, *saved;
+    ngx_str_t               id, *saved, holes;
     ngx_msec_t              retry;
     ngx_pool_cleanup_t     *cln;
     ngx_chat_store_item_t  *it;
+    ngx_chat_shm_place_t    place;
 
     if (ngx_chat_shm_room_ensure(a->ctx, room, a->lcf->history) != NGX_OK) {
         return NGX_ERROR;
@@ -541,7 +542,7 @@ ngx_chat_api_post(ngx_chat_api_ctx_t *a, ngx_str_t *room, ngx_str_t *user,
     id.data = idbuf;
 
     rc = ngx_chat_shm_post(a->ctx, room, NULL, user, content, 0, 0, &id, &ts,
-                           &prior, &retry, a->r->connection->log);
+                           &place, &retry, a->r->connection->log);
 
     if (rc != NGX_OK) {
         return NGX_ERROR;
@@ -560,16 +561,17 @@ ngx_chat_api_post(ngx_chat_api_ctx_t *a, ngx_str_t *room, ngx_str_t *user,
         return NGX_OK;
     }
 
+    holes.data = place.holes;
+    holes.len = place.holes_len;
+
     it = ngx_chat_store_add(&id, &a->ctx->name, room, user, content, ts,
-                            NULL);
+                            NULL, place.prior, &holes);
     if (it == NULL) {
         ngx_log_error(NGX_LOG_ALERT, a->r->connection->log, 0,
                       "chat: message %V delivered but not queued for "
                       "storage", &id);
         return NGX_OK;
     }
-
-    it->prior = prior;
 
     if (a->pending == 0 && ngx_queue_empty(&a->items)) {
         /* the request may go before its items: they forget it then */

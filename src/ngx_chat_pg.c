@@ -138,13 +138,13 @@ static void ngx_chat_pg_notice(void *arg, const PGresult *res);
 
 /*
  * SPEC 7.  Nothing to do (and no privilege needed) when the table, its
- * "zone" and "prior" columns and its indexes exist, e.g. created by an
- * operator from conf-examples/schema.sql for a role that may only read
- * and write them.  Otherwise creates them under an advisory lock, so that
+ * "zone", "prior" and "holes" columns and its indexes exist, e.g.
+ * created by an operator from conf-examples/schema.sql for a role that
+ * may only read and write them.  Otherwise creates them under an advisory lock, so that
  * workers starting together do not race on the catalogs (those that
  * waited find them: no "already exists" notices).  A table of an earlier
- * version, without the zone or prior column, is migrated in place (its
- * rows get the zone '', no prior); a role that may not do that gets an
+ * version, without those columns, is migrated in place (its rows get the
+ * zone '', no prior, no holes); a role that may not do that gets an
  * error saying what to run; one that may not create an index of a table
  * that has its columns gets a warning.
  */
@@ -157,8 +157,8 @@ static const char  ngx_chat_pg_schema[] =
     "       AND to_regclass('messages_zone_room_created') IS NOT NULL\n"
     "       AND (SELECT count(*) FROM pg_attribute\n"
     "            WHERE attrelid = to_regclass('messages')\n"
-    "              AND attname IN ('zone', 'prior')\n"
-    "              AND NOT attisdropped) = 2\n"
+    "              AND attname IN ('zone', 'prior', 'holes')\n"
+    "              AND NOT attisdropped) = 3\n"
     "    THEN\n"
     "        RETURN;\n"
     "    END IF;\n"
@@ -173,7 +173,8 @@ static const char  ngx_chat_pg_schema[] =
     "        user_id     text NOT NULL,\n"
     "        content     text NOT NULL,\n"
     "        created_at  timestamptz NOT NULL DEFAULT now(),\n"
-    "        prior       bigint\n"
+    "        prior       bigint,\n"
+    "        holes       text\n"
     "    );\n"
     "\n"
     "    IF NOT EXISTS (SELECT 1 FROM pg_attribute\n"
@@ -189,6 +190,13 @@ static const char  ngx_chat_pg_schema[] =
     "                     AND attname = 'prior' AND NOT attisdropped)\n"
     "    THEN\n"
     "        ALTER TABLE messages ADD COLUMN IF NOT EXISTS prior bigint;\n"
+    "    END IF;\n"
+    "\n"
+    "    IF NOT EXISTS (SELECT 1 FROM pg_attribute\n"
+    "                   WHERE attrelid = to_regclass('messages')\n"
+    "                     AND attname = 'holes' AND NOT attisdropped)\n"
+    "    THEN\n"
+    "        ALTER TABLE messages ADD COLUMN IF NOT EXISTS holes text;\n"
     "    END IF;\n"
     "\n"
     "    CREATE INDEX IF NOT EXISTS messages_room_created\n"
@@ -217,6 +225,15 @@ static const char  ngx_chat_pg_schema[] =
     "    THEN\n"
     "        RAISE EXCEPTION 'table messages has no column prior (%), its"
     " owner must add it: ALTER TABLE messages ADD COLUMN prior bigint',"
+    " SQLERRM USING ERRCODE = 'insufficient_privilege';\n"
+    "    END IF;\n"
+    "\n"
+    "    IF NOT EXISTS (SELECT 1 FROM pg_attribute\n"
+    "                   WHERE attrelid = to_regclass('messages')\n"
+    "                     AND attname = 'holes' AND NOT attisdropped)\n"
+    "    THEN\n"
+    "        RAISE EXCEPTION 'table messages has no column holes (%), its"
+    " owner must add it: ALTER TABLE messages ADD COLUMN holes text',"
     " SQLERRM USING ERRCODE = 'insufficient_privilege';\n"
     "    END IF;\n"
     "\n"

@@ -43,6 +43,13 @@ typedef struct {
 } ngx_chat_proto_session_t;
 
 
+/* where a stored row came among other servers' on its server */
+typedef struct {
+    uint64_t                   prior;     /* 0: not known */
+    ngx_str_t                  holes;
+} ngx_chat_proto_place_t;
+
+
 /* a history reply that storage answers */
 typedef struct {
     ngx_queue_t                queue;     /* in the session's reads */
@@ -85,10 +92,9 @@ typedef struct {
     ngx_pool_t                *pool;      /* the rows read, the reply */
     ngx_array_t                rows;      /* of ngx_chat_shm_copy_msg_t:
                                              the rows read, newest first */
-    ngx_array_t                priors;    /* of uint64_t, by row: where
-                                             it came among other servers'
-                                             on its server, 0: not known
-                                             (ngx_chat_proto_lineage()) */
+    ngx_array_t                places;    /* of ngx_chat_proto_place_t,
+                                             by row (ngx_chat_proto_
+                                             lineage()) */
     ngx_str_t                  room;
     ngx_str_t                  id;
 } ngx_chat_proto_read_t;
@@ -176,6 +182,7 @@ static void ngx_chat_proto_lineage(ngx_chat_proto_read_t *rd,
     ngx_str_t *msgs, ngx_uint_t *stored, ngx_uint_t *slots, ngx_uint_t n);
 static ngx_uint_t ngx_chat_proto_lineage_own(ngx_chat_proto_read_t *rd,
     ngx_str_t *id);
+static ngx_uint_t ngx_chat_proto_in_holes(ngx_str_t *holes, ngx_str_t *id);
 static void ngx_chat_proto_ring_order(ngx_chat_proto_read_t *rd,
     ngx_str_t *msgs, u_char *used, ngx_uint_t *slots, ngx_uint_t nslots);
 static u_char *ngx_chat_proto_ring_late(ngx_chat_proto_read_t *rd,
@@ -878,11 +885,12 @@ static void
 ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 {
     u_char                     idbuf[NGX_CHAT_ID_LEN];
-    uint64_t                   ts, accepted, prior;
+    uint64_t                   ts, accepted;
     ngx_int_t                  rc, i;
-    ngx_str_t                  content, id;
+    ngx_str_t                  content, id, holes;
     ngx_msec_t                 retry;
     ngx_chat_ws_t             *ws;
+    ngx_chat_shm_place_t       place;
     ngx_chat_store_item_t     *it;
     ngx_chat_proto_session_t  *s;
 
@@ -914,7 +922,7 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 
     rc = ngx_chat_shm_post(s->ctx, &rq->room, s->rooms[i]->room->shm_room,
                            &ws->user, &content, ws->conf->rate.rate,
-                           ws->conf->rate.burst, &id, &ts, &prior, &retry,
+                           ws->conf->rate.burst, &id, &ts, &place, &retry,
                            ws->connection->log);
 
     if (rc == NGX_BUSY) {
@@ -947,16 +955,18 @@ ngx_chat_proto_send(ngx_chat_proto_req_t *rq)
 
     /* with storage, the ack waits for the COMMIT */
 
+    holes.data = place.holes;
+    holes.len = place.holes_len;
+
     it = ngx_chat_store_add(&id, &s->ctx->name, &rq->room, &ws->user,
-                            &content, ts, rq->has_ref ? &rq->ref : NULL);
+                            &content, ts, rq->has_ref ? &rq->ref : NULL,
+                            place.prior, &holes);
     if (it == NULL) {
         ngx_log_error(NGX_LOG_ALERT, ws->connection->log, 0,
                       "chat: message %V delivered but not queued for "
                       "storage", &id);
         return;
     }
-
-    it->prior = prior;
 
     it->done = ngx_chat_proto_stored;
     it->data = ws;
@@ -1315,12 +1325,12 @@ ngx_chat_proto_read_rows(ngx_chat_proto_read_t *rd,
 {
     u_char                   *p;
     size_t                    len;
-    uint64_t                 *prior;
     ngx_int_t                 rc;
     ngx_str_t                 oldest;
     ngx_uint_t                i, window;
     ngx_array_t               msgs;
     ngx_chat_store_row_t     *r;
+    ngx_chat_proto_place_t   *place;
     ngx_chat_shm_copy_msg_t  *c;
 
     if (rows == NULL || (rd->rounds > 1 && !rows->found)) {
@@ -1341,8 +1351,8 @@ ngx_chat_proto_read_rows(ngx_chat_proto_read_t *rd,
             || ngx_array_init(&rd->rows, rd->pool, ngx_max(rows->n, 1),
                               sizeof(ngx_chat_shm_copy_msg_t))
                != NGX_OK
-            || ngx_array_init(&rd->priors, rd->pool, ngx_max(rows->n, 1),
-                              sizeof(uint64_t))
+            || ngx_array_init(&rd->places, rd->pool, ngx_max(rows->n, 1),
+                              sizeof(ngx_chat_proto_place_t))
                != NGX_OK)
         {
             rd->failed = 1;
@@ -1360,14 +1370,24 @@ ngx_chat_proto_read_rows(ngx_chat_proto_read_t *rd,
         r = &rows->rows[i];
 
         c = ngx_array_push(&rd->rows);
-        prior = ngx_array_push(&rd->priors);
+        place = ngx_array_push(&rd->places);
 
-        if (c == NULL || prior == NULL) {
+        if (c == NULL || place == NULL) {
             rd->failed = 1;
             return NGX_OK;
         }
 
-        *prior = ngx_chat_proto_id_num(&r->prior);
+        place->prior = ngx_chat_proto_id_num(&r->prior);
+        place->holes.len = r->holes.len;
+        place->holes.data = NULL;
+
+        if (r->holes.len) {
+            place->holes.data = ngx_pstrdup(rd->pool, &r->holes);
+            if (place->holes.data == NULL) {
+                rd->failed = 1;
+                return NGX_OK;
+            }
+        }
 
         len = ngx_chat_wire_message_len(&rd->room, &r->id, &r->user,
                                         &r->content, r->ts.len);
@@ -2266,26 +2286,32 @@ ngx_chat_proto_merge(ngx_chat_proto_read_t *rd, ngx_chat_member_t *m,
  * the reply) in the order the members of this server saw it, before a
  * restart too: a message of this server's (any life of it, by the upper
  * half of its tag: ngx_chat_shm_lineage()) came after the other servers'
- * numbered up to its prior (ngx_chat_remote_room_prior()) and before
- * those numbered after it, which came here later, or never while it was
- * up (held by a Redis outage, then a stop).  The ids' order otherwise,
- * and for rows stored without a prior.  The priors only grow: the largest
- * so far counts.  Two sorted lists walked once, in the pool.
+ * numbered up to its prior but those in its holes, and before the rest,
+ * which came here later, or never while it was up (held by a Redis
+ * outage, skipped by a resubscription, then a stop):
+ * ngx_chat_remote_room_place().  The ids' order otherwise, and for rows
+ * stored without a prior.  The priors only grow: the largest so far
+ * counts.  Both lists are sorted: the others are walked up to the prior
+ * once, but for what a hole held back, in the pool.
  */
 
 static void
 ngx_chat_proto_lineage(ngx_chat_proto_read_t *rd, ngx_str_t *msgs,
     ngx_uint_t *stored, ngx_uint_t *slots, ngx_uint_t n)
 {
-    uint64_t                 *priors, prior, top;
-    ngx_uint_t                k, x, nx, no, out, any, *others, *ours;
+    u_char                   *done;
+    uint64_t                  prior, top;
+    ngx_uint_t                k, j, x, nx, no, out, any, *others, *ours;
+    ngx_chat_proto_place_t   *places, *pl;
     ngx_chat_shm_copy_msg_t  *rows;
 
     rows = rd->rows.elts;
-    priors = rd->priors.elts;
+    places = rd->places.elts;
 
     others = ngx_palloc(rd->pool, 2 * n * sizeof(ngx_uint_t));
-    if (others == NULL) {
+    done = ngx_pcalloc(rd->pool, n);
+
+    if (others == NULL || done == NULL) {
         return;
     }
 
@@ -2297,7 +2323,7 @@ ngx_chat_proto_lineage(ngx_chat_proto_read_t *rd, ngx_str_t *msgs,
     for (k = 0; k < n; k++) {
         if (ngx_chat_proto_lineage_own(rd, &rows[stored[k]].id)) {
             ours[no++] = stored[k];
-            any |= (priors[stored[k]] != 0);
+            any |= (places[stored[k]].prior != 0);
 
         } else {
             others[nx++] = stored[k];
@@ -2313,7 +2339,8 @@ ngx_chat_proto_lineage(ngx_chat_proto_read_t *rd, ngx_str_t *msgs,
     top = 0;
 
     for (k = 0; k < no; k++) {
-        prior = priors[ours[k]];
+        pl = &places[ours[k]];
+        prior = pl->prior;
 
         if (prior == 0) {
             /* after what is numbered before it: the ids' order */
@@ -2323,18 +2350,94 @@ ngx_chat_proto_lineage(ngx_chat_proto_read_t *rd, ngx_str_t *msgs,
 
         top = ngx_max(top, prior);
 
-        while (x < nx
-               && ngx_chat_proto_id_num(&rows[others[x]].id) <= top)
+        for (j = x;
+             j < nx && ngx_chat_proto_id_num(&rows[others[j]].id) <= top;
+             j++)
         {
-            msgs[slots[out++]] = rows[others[x++]].json;
+            if (done[j]
+                || (pl->holes.len
+                    && ngx_chat_proto_in_holes(&pl->holes,
+                                               &rows[others[j]].id)))
+            {
+                continue;
+            }
+
+            msgs[slots[out++]] = rows[others[j]].json;
+            done[j] = 1;
+        }
+
+        while (x < nx && done[x]) {
+            x++;
         }
 
         msgs[slots[out++]] = rows[ours[k]].json;
     }
 
-    while (x < nx) {
-        msgs[slots[out++]] = rows[others[x++]].json;
+    for ( /* void */ ; x < nx; x++) {
+        if (!done[x]) {
+            msgs[slots[out++]] = rows[others[x]].json;
+        }
     }
+}
+
+
+/*
+ * Whether another server's id is in a stored row's holes:
+ * "<12 hex tag>:<lo>:<hi>", comma separated, hi 0: no end
+ * (ngx_chat_remote_room_place())
+ */
+
+static ngx_uint_t
+ngx_chat_proto_in_holes(ngx_str_t *holes, ngx_str_t *id)
+{
+    u_char     *p, *last, *q;
+    uint64_t    num, lo, hi;
+    ngx_str_t   v;
+
+    if (id->len < 14) {
+        return 0;
+    }
+
+    num = ngx_chat_proto_id_num(id);
+
+    p = holes->data;
+    last = p + holes->len;
+
+    while (last - p > 12) {
+        q = p + 12;
+
+        if (*q != ':' || ngx_memcmp(p, id->data + id->len - 12, 12) != 0) {
+            goto next;
+        }
+
+        v.data = q + 1;
+        v.len = last - v.data;
+        lo = ngx_chat_proto_id_num(&v);
+
+        q = ngx_strlchr(v.data, last, ':');
+        if (q == NULL) {
+            return 0;
+        }
+
+        v.data = q + 1;
+        v.len = last - v.data;
+        hi = ngx_chat_proto_id_num(&v);
+
+        if (num > lo && (hi == 0 || num < hi)) {
+            return 1;
+        }
+
+    next:
+
+        p = ngx_strlchr(p, last, ',');
+        if (p == NULL) {
+            return 0;
+        }
+
+        p++;
+    }
+
+    return 0;
 }
 
 

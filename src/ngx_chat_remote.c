@@ -1949,24 +1949,58 @@ ngx_chat_remote_room_blind(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
 /*
  * Where a message of ours posted now comes among other servers' in this
  * room, as its members here see it: after every other server's message
- * numbered up to the number returned (delivered here, whatever the path,
- * or history when the room was followed), before any numbered after it
- * that comes later.  Stored with the message (prior), it lets storage's
- * rows be given in the order this server's members saw, after a restart
- * too (ngx_chat_proto.c).  Each server's messages reach us in their order,
- * so the number says which; one that came late (below it) is the only
- * one it places wrong.  0 (none) when the zone does not relay or the room
- * is not followed: no member here saw an order.  Locked.
+ * numbered up to place->prior (delivered here, whatever the path, or
+ * history when the room was followed) but those in its holes, before any
+ * numbered after it or in a hole, which come later or never.  Each
+ * server's messages reach us in their order, but for what a resubscription
+ * skipped: a mark's gap (gap_lo, gap_hi) that no republish has answered,
+ * or whose catch-up from storage is due, is a hole.  Stored with the
+ * message, it lets storage's rows be given in the order this server's
+ * members saw, after a restart too (ngx_chat_proto_lineage()).  A row
+ * that came late below prior outside a gap is the one it places wrong.
+ * prior 0 (none) when the zone does not relay or the room is not
+ * followed: no member here saw an order.  Locked.
  */
 
-uint64_t
-ngx_chat_remote_room_prior(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room)
+void
+ngx_chat_remote_room_place(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
+    ngx_chat_shm_place_t *place)
 {
+    u_char               *p;
+    ngx_uint_t            i, n;
+    ngx_chat_shm_mark_t  *m;
+
+    place->prior = 0;
+    place->holes_len = 0;
+
     if (!ctx->relayed || room == NULL || !room->followed) {
-        return 0;
+        return;
     }
 
-    return ngx_max(room->prior, room->follow_num);
+    place->prior = ngx_max(room->prior, room->follow_num);
+
+    p = place->holes;
+    n = 0;
+
+    for (i = 0; i < room->nmarks && n < NGX_CHAT_PLACE_HOLES; i++) {
+        m = &room->marks[i];
+
+        if (m->gap_hi <= m->gap_lo + 1
+            || !(m->unanswered || m->catchup
+                 || m->gap_hi == NGX_CHAT_SHM_GAP_OPEN))
+        {
+            continue;
+        }
+
+        if (n++) {
+            *p++ = ',';
+        }
+
+        p = ngx_sprintf(p, "%012xL:%uL:%uL", m->tag, m->gap_lo,
+                        m->gap_hi == NGX_CHAT_SHM_GAP_OPEN ? 0 : m->gap_hi);
+    }
+
+    place->holes_len = p - place->holes;
 }
 
 

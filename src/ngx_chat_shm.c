@@ -925,7 +925,7 @@ ngx_int_t
 ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_chat_shm_room_t *hint, ngx_str_t *user, ngx_str_t *content,
     ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id, uint64_t *ts,
-    uint64_t *prior, ngx_msec_t *retry_ms, ngx_log_t *log)
+    ngx_chat_shm_place_t *place, ngx_msec_t *retry_ms, ngx_log_t *log)
 {
     u_char               *p, *start, *id_at;
     size_t                len, tail;
@@ -1034,7 +1034,7 @@ ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
     ngx_memcpy(id->data, ids.data, ids.len);
     id->len = ids.len;
     *ts = now_ms;
-    *prior = ngx_chat_remote_room_prior(ctx, room);
+    ngx_chat_remote_room_place(ctx, room, place);
 
     ngx_shmtx_unlock(&ctx->shpool->mutex);
 

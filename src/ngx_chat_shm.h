@@ -168,6 +168,26 @@ void ngx_chat_shm_disconnect(ngx_chat_shm_ctx_t *ctx, ngx_str_t *user);
  */
 uint32_t ngx_chat_shm_lineage(ngx_cycle_t *cycle, ngx_str_t *zone);
 
+/*
+ * Where a message of ours comes among other servers' in its room, as the
+ * members here see it (ngx_chat_remote_room_place()), stored with it:
+ * prior, the highest number of another server's message delivered here
+ * before it (0: none known), and holes, "<tag>:<lo>:<hi>" ranges of a
+ * server's numbers below it that may not have come yet (our subscriber
+ * was away: what came between is still to come, or never), comma
+ * separated, hi 0 for no end yet
+ */
+#define NGX_CHAT_PLACE_HOLES      8
+#define NGX_CHAT_PLACE_HOLE_LEN   (12 + 2 * NGX_INT64_LEN + 3)
+
+typedef struct {
+    uint64_t                   prior;
+    size_t                     holes_len;
+    u_char                     holes[NGX_CHAT_PLACE_HOLES
+                                     * NGX_CHAT_PLACE_HOLE_LEN];
+} ngx_chat_shm_place_t;
+
+
 /* history: -1 none, else the count asked; since: NULL or the id */
 ngx_int_t ngx_chat_shm_join(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_str_t *user, ngx_uint_t keep, ngx_int_t history, ngx_str_t *since,
@@ -178,15 +198,14 @@ void ngx_chat_shm_leave(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
 
 /*
  * Posts a message: rate check, id, history, bus.  hint is the sender's
- * room from its join, or NULL.  Returns NGX_OK with *id set, *prior where
- * it came among other servers' messages here (stored with it: see
- * ngx_chat_remote_room_prior(), 0: none), NGX_BUSY when rate limited
- * (*retry_ms set), NGX_DECLINED when the zone is full.
+ * room from its join, or NULL.  Returns NGX_OK with *id set and *place
+ * (where it came among other servers' messages here), NGX_BUSY when rate
+ * limited (*retry_ms set), NGX_DECLINED when the zone is full.
  */
 ngx_int_t ngx_chat_shm_post(ngx_chat_shm_ctx_t *ctx, ngx_str_t *room,
     ngx_chat_shm_room_t *hint, ngx_str_t *user, ngx_str_t *content,
     ngx_uint_t rate, ngx_uint_t burst, ngx_str_t *id, uint64_t *ts,
-    uint64_t *prior, ngx_msec_t *retry_ms, ngx_log_t *log);
+    ngx_chat_shm_place_t *place, ngx_msec_t *retry_ms, ngx_log_t *log);
 
 /* the room exists (created without members, keeping keep messages) */
 ngx_int_t ngx_chat_shm_room_ensure(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,

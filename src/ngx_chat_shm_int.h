@@ -344,8 +344,8 @@ ngx_uint_t ngx_chat_remote_room_history(ngx_chat_shm_room_t *room,
     ngx_str_t *id);
 ngx_uint_t ngx_chat_remote_room_blind(ngx_chat_shm_ctx_t *ctx,
     ngx_chat_shm_room_t *room, ngx_str_t *since);
-uint64_t ngx_chat_remote_room_prior(ngx_chat_shm_ctx_t *ctx,
-    ngx_chat_shm_room_t *room);
+void ngx_chat_remote_room_place(ngx_chat_shm_ctx_t *ctx,
+    ngx_chat_shm_room_t *room, ngx_chat_shm_place_t *place);
 
 /* a remote server's user leaves a room */
 void ngx_chat_shm_remote_drop(ngx_chat_shm_ctx_t *ctx,

@@ -27,8 +27,8 @@
  */
 #define NGX_CHAT_STORE_READ_WAIT  10000
 
-/* the arrays of an INSERT: id, zone, room, user, content, ts, prior */
-#define NGX_CHAT_STORE_FIELDS     7
+/* the arrays of an INSERT: id, zone, room, user, content, ts, prior, holes */
+#define NGX_CHAT_STORE_FIELDS     8
 #define NGX_CHAT_STORE_TS         5
 #define NGX_CHAT_STORE_PRIOR      6
 
@@ -147,16 +147,18 @@ static ngx_chat_store_t  *ngx_chat_store;
 
 /*
  * rows are scoped by zone: rooms of different zones share nothing; prior
- * (NULL for 0) is where the message came among other servers' here
- * (ngx_chat_store_item_t)
+ * (NULL for 0) and holes (NULL for none) say where the message came among
+ * other servers' here (ngx_chat_store_item_t)
  */
 
 static const char  ngx_chat_store_insert[] =
     "INSERT INTO messages (id, zone, room_id, user_id, content, created_at, "
-    "prior) "
-    "SELECT i, z, r, u, c, to_timestamp(t / 1000.0), nullif(p, 0) "
+    "prior, holes) "
+    "SELECT i, z, r, u, c, to_timestamp(t / 1000.0), nullif(p, 0), "
+    "nullif(h, '') "
     "FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], "
-    "$5::text[], $6::bigint[], $7::bigint[]) AS x(i, z, r, u, c, t, p) "
+    "$5::text[], $6::bigint[], $7::bigint[], $8::text[]) "
+    "AS x(i, z, r, u, c, t, p, h) "
     "ON CONFLICT (id) DO NOTHING";
 
 
@@ -177,7 +179,7 @@ static const char  ngx_chat_store_identical[] =
 
 static const char  ngx_chat_store_last[] =
     "SELECT id, user_id, content, "
-    "(extract(epoch FROM created_at) * 1000)::bigint, prior "
+    "(extract(epoch FROM created_at) * 1000)::bigint, prior, holes "
     "FROM messages WHERE zone = $1 AND room_id = $2 "
     "ORDER BY created_at DESC, id DESC LIMIT $3";
 
@@ -201,9 +203,9 @@ static const char  ngx_chat_store_since[] =
     "SELECT to_timestamp($5::bigint / 1000.0) "
     "WHERE $5::bigint IS NOT NULL AND NOT EXISTS (SELECT 1 FROM f)) "
     "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint, "
-    "NULL::bigint FROM f "
+    "NULL::bigint, NULL::text FROM f "
     "UNION ALL (SELECT m.id, m.user_id, m.content, "
-    "(extract(epoch FROM m.created_at) * 1000)::bigint, m.prior "
+    "(extract(epoch FROM m.created_at) * 1000)::bigint, m.prior, m.holes "
     "FROM messages m, s WHERE m.zone = $1 AND m.room_id = $2 "
     "AND m.created_at >= s.created_at - interval '"
     ngx_chat_store_str(NGX_CHAT_STORE_OVERLAP) " seconds' "
@@ -214,9 +216,9 @@ static const char  ngx_chat_store_before[] =
     "WITH s AS (SELECT created_at, id FROM messages "
     "WHERE zone = $1 AND room_id = $2 AND id = $3) "
     "SELECT NULL::text, NULL::text, NULL::text, NULL::bigint, "
-    "NULL::bigint FROM s "
+    "NULL::bigint, NULL::text FROM s "
     "UNION ALL (SELECT m.id, m.user_id, m.content, "
-    "(extract(epoch FROM m.created_at) * 1000)::bigint, m.prior "
+    "(extract(epoch FROM m.created_at) * 1000)::bigint, m.prior, m.holes "
     "FROM messages m, s WHERE m.zone = $1 AND m.room_id = $2 "
     "AND (m.created_at, m.id) < (s.created_at, s.id) "
     "ORDER BY m.created_at DESC, m.id DESC LIMIT $4)";
@@ -655,6 +657,8 @@ ngx_chat_store_read_done(ngx_chat_pg_t *pg, PGresult *res, void *data)
         r->ts.len = PQgetlength(res, row, 3);
         r->prior.data = (u_char *) PQgetvalue(res, row, 4);
         r->prior.len = PQgetlength(res, row, 4);
+        r->holes.data = (u_char *) PQgetvalue(res, row, 5);
+        r->holes.len = PQgetlength(res, row, 5);
     }
 
     rows.n = n;
@@ -821,7 +825,8 @@ ngx_chat_store_full(void)
 
 ngx_chat_store_item_t *
 ngx_chat_store_add(ngx_str_t *id, ngx_str_t *zone, ngx_str_t *room,
-    ngx_str_t *user, ngx_str_t *content, uint64_t ts, ngx_str_t *ref)
+    ngx_str_t *user, ngx_str_t *content, uint64_t ts, ngx_str_t *ref,
+    uint64_t prior, ngx_str_t *holes)
 {
     u_char                 *p;
     size_t                  len;
@@ -831,7 +836,7 @@ ngx_chat_store_add(ngx_str_t *id, ngx_str_t *zone, ngx_str_t *room,
     st = ngx_chat_store;
 
     len = sizeof(ngx_chat_store_item_t) + id->len + zone->len + room->len
-          + user->len + content->len + (ref ? ref->len : 0);
+          + user->len + content->len + (ref ? ref->len : 0) + holes->len;
 
     it = ngx_alloc(len, ngx_cycle->log);
     if (it == NULL) {
@@ -861,6 +866,11 @@ ngx_chat_store_add(ngx_str_t *id, ngx_str_t *zone, ngx_str_t *room,
     it->content.data = p;
     it->content.len = content->len;
     p = ngx_cpymem(p, content->data, content->len);
+
+    it->prior = prior;
+    it->holes.data = p;
+    it->holes.len = holes->len;
+    p = ngx_cpymem(p, holes->data, holes->len);
 
     if (ref) {
         it->ref.data = p;
@@ -1055,7 +1065,7 @@ ngx_chat_store_flush_handler(ngx_event_t *ev)
 
 /*
  * The text array literals of the batch in flight, one per field (nf: the
- * first nf of id, zone, room, user, content, ts, prior), in a.buf
+ * first nf of id, zone, room, user, content, ts, prior, holes), in a.buf
  * (ngx_free)
  */
 
@@ -1078,7 +1088,7 @@ ngx_chat_store_arrays(ngx_chat_store_t *st, ngx_uint_t nf,
         it = ngx_queue_data(q, ngx_chat_store_item_t, queue);
 
         for (k = 0; k < nf; k++) {
-            size[k] += (k >= NGX_CHAT_STORE_TS)
+            size[k] += (k == NGX_CHAT_STORE_TS || k == NGX_CHAT_STORE_PRIOR)
                        ? NGX_INT64_LEN + 1
                        : ngx_chat_store_array_len(ngx_chat_store_field(it, k));
         }
@@ -1157,8 +1167,11 @@ ngx_chat_store_field(ngx_chat_store_item_t *it, ngx_uint_t k)
     case 3:
         return &it->user;
 
-    default: /* 4 */
+    case 4:
         return &it->content;
+
+    default: /* 7 */
+        return &it->holes;
     }
 }
 

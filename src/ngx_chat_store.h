@@ -43,9 +43,11 @@ struct ngx_chat_store_item_s {
     ngx_str_t                  content;
     ngx_str_t                  ref;
     uint64_t                   ts;
-    uint64_t                   prior;     /* ngx_chat_shm_post()'s, 0: none:
-                                             where it came among other
-                                             servers' messages */
+    uint64_t                   prior;     /* where it came among other
+                                             servers' messages (0: none) */
+    ngx_str_t                  holes;     /* and what of theirs below
+                                             prior had not (ngx_chat_shm_
+                                             place_t) */
     uint64_t                   accepted;  /* the owner's: ngx_chat_bus_clock()
                                              when the send was accepted */
     unsigned                   has_ref:1;
@@ -65,6 +67,7 @@ typedef struct {
     ngx_str_t                  ts;        /* ms since the epoch, decimal */
     ngx_str_t                  prior;     /* decimal, empty: none (the
                                              item's prior) */
+    ngx_str_t                  holes;     /* the item's, empty: none */
 } ngx_chat_store_row_t;
 
 
@@ -98,7 +101,7 @@ ngx_uint_t ngx_chat_store_full(void);
 
 ngx_chat_store_item_t *ngx_chat_store_add(ngx_str_t *id, ngx_str_t *zone,
     ngx_str_t *room, ngx_str_t *user, ngx_str_t *content, uint64_t ts,
-    ngx_str_t *ref);
+    ngx_str_t *ref, uint64_t prior, ngx_str_t *holes);
 
 #define NGX_CHAT_STORE_LAST     0    /* the newest limit messages */
 #define NGX_CHAT_STORE_SINCE    1    /* everything after id (at most 1000),

@@ -2,8 +2,8 @@
 # private PostgreSQL server (Test::Chat::Pg):
 #
 #   1. a table of an earlier version (no zone column, rows in it) is
-#      migrated in place: column zone (not null, default ''), column prior
-#      (bigint, null: relay-restart-order.t), the index on
+#      migrated in place: column zone (not null, default ''), columns prior
+#      and holes (null: relay-restart-order.t), the index on
 #      (zone, room_id, created_at, id), the old rows kept with zone '';
 #      sends are acked and stored with their zone, the stored history has
 #      this zone's rows only until the old rows are given the zone
@@ -43,7 +43,7 @@ use Test::Chat::Pg;
 plan skip_all => 'no PostgreSQL server binaries (Test::Chat::Pg->available)'
     unless Test::Chat::Pg->available;
 
-plan tests => 34;
+plan tests => 35;
 
 for my $h (qw(output failure_output todo_output)) {
     binmode(Test::More->builder->$h, ':encoding(UTF-8)');
@@ -189,6 +189,10 @@ is(scalar $pg->psql(q{SELECT data_type || ' ' || is_nullable
                       FROM information_schema.columns
                       WHERE table_name = 'messages' AND column_name = 'prior'}),
    'bigint YES', 'migrated: column prior, bigint, null for the old rows');
+is(scalar $pg->psql(q{SELECT data_type || ' ' || is_nullable
+                      FROM information_schema.columns
+                      WHERE table_name = 'messages' AND column_name = 'holes'}),
+   'text YES', 'migrated: column holes, text, null for the old rows');
 like(join("\n", $pg->psql(q{SELECT indexdef FROM pg_indexes
                             WHERE tablename = 'messages'})),
      qr/\(zone, room_id, created_at, id\)/,

@@ -47,13 +47,14 @@ use Test::Chat::Nginx;
 use Test::Chat::Util qw(now poll status);
 use Test::Chat::Redis;
 use Test::Chat::Pg;
-use Test::Chat::Relay qw(member contents room_channel);
+use Test::Chat::Relay qw(member contents room_channel announce publish
+                         store_row);
 
 plan skip_all => 'no redis-server' unless Test::Chat::Redis->available;
 plan skip_all => 'no PostgreSQL server binaries'
     unless Test::Chat::Pg->available;
 
-plan tests => 38;
+plan tests => 47;
 
 my $redis = Test::Chat::Redis->start;
 my $pg = Test::Chat::Pg->start;
@@ -310,6 +311,70 @@ sub redis_down {
     is(seq($a2), seq($m{a1}), 'r3: a2 saw what a1 saw, in its order');
 
     $_->{ws}->disconnect for $a2, $m{a1}, $m{b1};
+}
+
+# --- 4. a hole: f1 skipped while A's relay was away, f2 came, then o1 -------
+#
+# A resubscription (Redis back) opens a gap in what a server's relay has
+# had from a sender: its messages meanwhile come with its republish or
+# the catch-up from storage a few seconds later.  f1 is made-up server
+# F's (it never answers the republish request); f2 comes live, then o1 is
+# sent with f1 still missing here, and A stops before the catch-up: o1's
+# prior is above f1, its holes hold it (the soak, seed 11: a reload, then
+# a stop 2.6 s later).  Without the holes, a2 gets f1 before o1.
+
+{
+    my $SID = '00000000feedbeef';
+    my $TAG = '0000feedbeef';
+    my $fid = sub { sprintf('%d-%s', int(now() * 1000) * 1000, $TAG) };
+
+    my %m = (a1 => join_as($A, 'a1', 'r4'), a2 => join_as($A, 'a2', 'r4'));
+    my $ch = room_channel($redis, 'r4');
+
+    announce($redis, $SID);
+    my $f0 = $fid->();
+    store_row($pg, $f0, 'r4', 'eve', 'f0');
+    publish($redis, $ch, $SID, 'M', $f0, 'r4', 'f0');
+    ok(got_live($m{a1}, 'f0') && got_live($m{a2}, 'f0'),
+       'r4: f0 of server F reached a1 and a2 live');
+    $m{a2}{ws}->disconnect;
+
+    $redis->stop;
+    relay_is($A, 'down', 5);
+    ok($redis->start_again && relay_is($A, 'up', 15)
+       && poll(5, sub { (($redis->cli('PUBSUB', 'NUMSUB', $ch))[1] // 0)
+                        == 1 }),
+       'r4: Redis restarted, A subscribed again (a gap opened for F)');
+
+    Time::HiRes::sleep(0.05);
+    my $f1 = $fid->();
+    store_row($pg, $f1, 'r4', 'eve', 'f1');
+    Time::HiRes::sleep(0.05);
+    announce($redis, $SID);
+    my $f2 = $fid->();
+    store_row($pg, $f2, 'r4', 'eve', 'f2');
+    publish($redis, $ch, $SID, 'M', $f2, 'r4', 'f2');
+    ok(got_live($m{a1}, 'f2'), 'r4: f2 reached a1 live; f1 (stored) did not');
+    Time::HiRes::sleep(0.05);
+    my $o1 = send_acked($m{a1}, 'o1');
+    ok($o1 && num($f2) < num($o1), 'r4: a1 sent o1, numbered after f2');
+    is(seq($m{a1}), 'f0 f2 o1', 'r4: a1 saw f0 f2 o1');
+
+    ok(restart_a(), 'r4: A stopped (before its catch-up) and started again');
+
+    my $a2 = join_as($A, 'a2', 'r4', since => $f0, before => $m{a2});
+    my $h2 = reply_of($a2);
+    is(contents($h2), 'f2 o1 f1',
+       "r4: a2's reply: f2 o1, then f1, which A never had before o1");
+
+    my $a1 = join_as($A, 'a1', 'r4', since => $o1, before => $m{a1});
+    my $h1 = reply_of($a1);
+    like(' ' . contents($h1) . ' ', qr/ f1 /,
+         "r4: a1's reply has f1, which it never had")
+        or diag('a1 reply: ' . contents($h1));
+    is(seq($a2), seq($a1), 'r4: a2 saw what a1 saw, in its order');
+
+    $_->{ws}->disconnect for $a1, $a2, $m{a1};
 }
 
 my @bad = ($A->grep_error_log(qr/\[(?:alert|crit|emerg)\]/),
