@@ -54,10 +54,9 @@ struct ngx_chat_shm_ctx_s {
                                              hold everything asked */
     unsigned                   relayed:1; /* chat_redis: relay events
                                              go on the bus */
-
-    /* this worker's, set once it is attached */
     uint32_t                   lineage;   /* ngx_chat_shm_lineage() */
 
+    /* this worker's, set once it is attached */
     ngx_int_t                  wslot;     /* -1: not attached */
     ngx_str_t                  id_tag;    /* "-<12 hex>": this zone's life
                                              on this server */
