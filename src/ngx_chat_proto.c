@@ -180,9 +180,6 @@ static ngx_uint_t ngx_chat_proto_held(ngx_str_t **held, ngx_uint_t n,
     ngx_str_t *id);
 static void ngx_chat_proto_lineage(ngx_chat_proto_read_t *rd,
     ngx_str_t *msgs, ngx_uint_t *stored, ngx_uint_t *slots, ngx_uint_t n);
-static ngx_uint_t ngx_chat_proto_lineage_own(ngx_chat_proto_read_t *rd,
-    ngx_str_t *id);
-static ngx_uint_t ngx_chat_proto_in_holes(ngx_str_t *holes, ngx_str_t *id);
 static void ngx_chat_proto_ring_order(ngx_chat_proto_read_t *rd,
     ngx_str_t *msgs, u_char *used, ngx_uint_t *slots, ngx_uint_t nslots);
 static u_char *ngx_chat_proto_ring_late(ngx_chat_proto_read_t *rd,
@@ -2300,7 +2297,7 @@ ngx_chat_proto_lineage(ngx_chat_proto_read_t *rd, ngx_str_t *msgs,
     ngx_uint_t *stored, ngx_uint_t *slots, ngx_uint_t n)
 {
     u_char                   *done;
-    uint64_t                  prior, top;
+    uint64_t                  num, tag, mine, top, *xnum, *xtag, *onum;
     ngx_uint_t                k, j, x, nx, no, out, any, *others, *ours;
     ngx_chat_proto_place_t   *places, *pl;
     ngx_chat_shm_copy_msg_t  *rows;
@@ -2309,25 +2306,42 @@ ngx_chat_proto_lineage(ngx_chat_proto_read_t *rd, ngx_str_t *msgs,
     places = rd->places.elts;
 
     others = ngx_palloc(rd->pool, 2 * n * sizeof(ngx_uint_t));
+    xnum = ngx_palloc(rd->pool, 3 * n * sizeof(uint64_t));
     done = ngx_pcalloc(rd->pool, n);
 
-    if (others == NULL || done == NULL) {
+    if (others == NULL || xnum == NULL || done == NULL) {
         return;
     }
 
+    /* each row's number and tag once: ours (of any life) or another's */
+
     ours = others + n;
+    xtag = xnum + n;
+    onum = xtag + n;
     nx = 0;
     no = 0;
     any = 0;
 
+    mine = ngx_chat_server_lineage(
+               ngx_chat_server_tag(ngx_chat_remote_server_id(rd->s->ctx)));
+
     for (k = 0; k < n; k++) {
-        if (ngx_chat_proto_lineage_own(rd, &rows[stored[k]].id)) {
+        if (ngx_chat_remote_id_parse(&rows[stored[k]].id, &num, &tag)
+            != NGX_OK)
+        {
+            num = 0;
+            tag = 0;
+
+        } else if (ngx_chat_server_lineage(tag) == mine) {
+            onum[no] = num;
             ours[no++] = stored[k];
             any |= (places[stored[k]].prior != 0);
-
-        } else {
-            others[nx++] = stored[k];
+            continue;
         }
+
+        xnum[nx] = num;
+        xtag[nx] = tag;
+        others[nx++] = stored[k];
     }
 
     if (!any || nx == 0) {
@@ -2340,24 +2354,17 @@ ngx_chat_proto_lineage(ngx_chat_proto_read_t *rd, ngx_str_t *msgs,
 
     for (k = 0; k < no; k++) {
         pl = &places[ours[k]];
-        prior = pl->prior;
 
-        if (prior == 0) {
-            /* after what is numbered before it: the ids' order */
-            prior = ngx_chat_proto_id_num(&rows[ours[k]].id);
-            prior = prior ? prior - 1 : 0;
-        }
+        /* no prior: after what is numbered before it, the ids' order */
 
-        top = ngx_max(top, prior);
+        top = ngx_max(top, pl->prior ? pl->prior
+                                     : (onum[k] ? onum[k] - 1 : 0));
 
-        for (j = x;
-             j < nx && ngx_chat_proto_id_num(&rows[others[j]].id) <= top;
-             j++)
-        {
+        for (j = x; j < nx && xnum[j] <= top; j++) {
             if (done[j]
                 || (pl->holes.len
-                    && ngx_chat_proto_in_holes(&pl->holes,
-                                               &rows[others[j]].id)))
+                    && ngx_chat_remote_in_holes(&pl->holes, xnum[j],
+                                                xtag[j])))
             {
                 continue;
             }
@@ -2378,82 +2385,6 @@ ngx_chat_proto_lineage(ngx_chat_proto_read_t *rd, ngx_str_t *msgs,
             msgs[slots[out++]] = rows[others[x]].json;
         }
     }
-}
-
-
-/*
- * Whether another server's id is in a stored row's holes:
- * "<12 hex tag>:<lo>:<hi>", comma separated, hi 0: no end
- * (ngx_chat_remote_room_place())
- */
-
-static ngx_uint_t
-ngx_chat_proto_in_holes(ngx_str_t *holes, ngx_str_t *id)
-{
-    u_char     *p, *last, *q;
-    uint64_t    num, lo, hi;
-    ngx_str_t   v;
-
-    if (id->len < 14) {
-        return 0;
-    }
-
-    num = ngx_chat_proto_id_num(id);
-
-    p = holes->data;
-    last = p + holes->len;
-
-    while (last - p > 12) {
-        q = p + 12;
-
-        if (*q != ':' || ngx_memcmp(p, id->data + id->len - 12, 12) != 0) {
-            goto next;
-        }
-
-        v.data = q + 1;
-        v.len = last - v.data;
-        lo = ngx_chat_proto_id_num(&v);
-
-        q = ngx_strlchr(v.data, last, ':');
-        if (q == NULL) {
-            return 0;
-        }
-
-        v.data = q + 1;
-        v.len = last - v.data;
-        hi = ngx_chat_proto_id_num(&v);
-
-        if (num > lo && (hi == 0 || num < hi)) {
-            return 1;
-        }
-
-    next:
-
-        p = ngx_strlchr(p, last, ',');
-        if (p == NULL) {
-            return 0;
-        }
-
-        p++;
-    }
-
-    return 0;
-}
-
-
-/* an id of this zone on this server, of this life or an earlier one */
-
-static ngx_uint_t
-ngx_chat_proto_lineage_own(ngx_chat_proto_read_t *rd, ngx_str_t *id)
-{
-    ngx_str_t  *tag;
-
-    /* "-<12 hex>": the first 6 are the lineage */
-
-    tag = &rd->s->ctx->id_tag;
-
-    return tag->len == 13 && id->len > 13
-           && ngx_memcmp(id->data + id->len - 13, tag->data, 7) == 0;
 }
 
 

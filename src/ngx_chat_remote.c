@@ -68,8 +68,8 @@ static void ngx_chat_remote_had_cut(ngx_chat_shm_room_t *room, uint64_t num);
 static ngx_uint_t ngx_chat_remote_had_between(ngx_chat_shm_room_t *room,
     uint64_t num);
 static ngx_int_t ngx_chat_remote_deliver(ngx_chat_shm_ctx_t *ctx,
-    ngx_chat_shm_room_t *room, ngx_str_t *name, ngx_str_t *id, u_char *json,
-    size_t len, ngx_uint_t flags);
+    ngx_chat_shm_room_t *room, ngx_str_t *name, ngx_str_t *id, uint64_t num,
+    u_char *json, size_t len, ngx_uint_t flags);
 static void ngx_chat_remote_seen_del(ngx_chat_shm_seen_t *seen,
     uint64_t key);
 
@@ -1667,7 +1667,7 @@ ngx_chat_remote_message(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name,
         goto duplicate;
     }
 
-    rc = ngx_chat_remote_deliver(ctx, room, name, id, json, len,
+    rc = ngx_chat_remote_deliver(ctx, room, name, id, num, json, len,
                                  ngx_chat_remote_ours(room, num)
                                  ? 0 : NGX_CHAT_BUS_LATE);
 
@@ -1714,10 +1714,9 @@ duplicate:
 
 static ngx_int_t
 ngx_chat_remote_deliver(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
-    ngx_str_t *name, ngx_str_t *id, u_char *json, size_t len,
+    ngx_str_t *name, ngx_str_t *id, uint64_t num, u_char *json, size_t len,
     ngx_uint_t flags)
 {
-    uint64_t             num, tag;
     ngx_chat_shm_msg_t  *msg;
 
     msg = NULL;
@@ -1751,9 +1750,7 @@ ngx_chat_remote_deliver(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
 
     room->total++;
 
-    if (ngx_chat_remote_id_parse(id, &num, &tag) == NGX_OK
-        && num > room->prior)
-    {
+    if (num > room->prior) {
         room->prior = num;
     }
 
@@ -1889,7 +1886,7 @@ ngx_chat_remote_late(ngx_chat_shm_ctx_t *ctx, ngx_str_t *name, ngx_str_t *id,
         && !ngx_chat_remote_seen_has(room->seen,
                                      ngx_chat_remote_key(num, tag)))
     {
-        rc = ngx_chat_remote_deliver(ctx, room, name, id, json, len,
+        rc = ngx_chat_remote_deliver(ctx, room, name, id, num, json, len,
                                      NGX_CHAT_BUS_LATE);
 
         if (rc == NGX_OK) {
@@ -2001,6 +1998,52 @@ ngx_chat_remote_room_place(ngx_chat_shm_ctx_t *ctx, ngx_chat_shm_room_t *room,
     }
 
     place->holes_len = p - place->holes;
+}
+
+
+ngx_uint_t
+ngx_chat_remote_in_holes(ngx_str_t *holes, uint64_t num, uint64_t tag)
+{
+    u_char     *p, *last, *c1, *c2, *end;
+    off_t       lo, hi;
+    ngx_int_t   t;
+
+    p = holes->data;
+    last = p + holes->len;
+
+    /* "<12 hex>:<lo>:<hi>", comma separated, as written above */
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, ',');
+        if (end == NULL) {
+            end = last;
+        }
+
+        c1 = ngx_strlchr(p, end, ':');
+        c2 = c1 ? ngx_strlchr(c1 + 1, end, ':') : NULL;
+
+        if (c2 == NULL) {
+            return 0;
+        }
+
+        t = ngx_hextoi(p, c1 - p);
+        lo = ngx_atoof(c1 + 1, c2 - c1 - 1);
+        hi = ngx_atoof(c2 + 1, end - c2 - 1);
+
+        if (t == NGX_ERROR || lo == NGX_ERROR || hi == NGX_ERROR) {
+            return 0;
+        }
+
+        if ((uint64_t) t == tag && num > (uint64_t) lo
+            && (hi == 0 || num < (uint64_t) hi))
+        {
+            return 1;
+        }
+
+        p = end + 1;
+    }
+
+    return 0;
 }
 
 

@@ -76,6 +76,14 @@ ngx_int_t ngx_chat_remote_id_parse(ngx_str_t *id, uint64_t *num,
 uint64_t ngx_chat_remote_id_ms(ngx_str_t *id);
 
 /*
+ * Whether another server's message (its number and tag) is in the holes a
+ * stored row of ours keeps (ngx_chat_shm_place_t: what had not come here
+ * when it was posted, ngx_chat_remote_room_place())
+ */
+ngx_uint_t ngx_chat_remote_in_holes(ngx_str_t *holes, uint64_t num,
+    uint64_t tag);
+
+/*
  * Another server's message: NGX_OK when new here (the caller publishes),
  * NGX_DECLINED when a copy (its id is in the room's seen window, or at or
  * below its sender's floor), a republished one sent before the room was

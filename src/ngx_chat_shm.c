@@ -122,6 +122,8 @@ ngx_chat_shm_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                      & ~((uint64_t) 0xffffff << 24))
                     | ((uint64_t) ctx->lineage << 24);
 
+    /* ngx_chat_server_lineage() takes it back from a tag */
+
     ngx_rbtree_init(&sh->rooms, &sh->rooms_sentinel,
                     ngx_str_rbtree_insert_value);
     ngx_rbtree_init(&sh->users, &sh->users_sentinel,

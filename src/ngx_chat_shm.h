@@ -18,6 +18,9 @@
 /* a server's tag in the ids it makes: the low 48 bits of its zone's id */
 #define ngx_chat_server_tag(id)   ((uint64_t) (id) & 0xffffffffffffULL)
 
+/* a tag's upper 24 bits: the same on every start (ngx_chat_shm_lineage()) */
+#define ngx_chat_server_lineage(tag)  (((uint64_t) (tag) >> 24) & 0xffffff)
+
 
 /*
  * The shared zone: rooms with their members and recent messages, users
